@@ -1,0 +1,40 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# Developer entry points. The module itself is built by Kbuild
+# (make -C $KDIR M=$PWD); these targets set up everything around it.
+#
+#   make run     boot the emulated SVM host, load rkvm, show what it reports
+#   make check   every test: host unit tests, then selftests on the emulated
+#                SVM (QEMU) and VMX (Bochs) hosts; ends with "N passed, N failed"
+#   make module  build rkvm.ko against the cached test kernel
+#   make setup   install packages, bindgen and the kernel source (as root)
+#   make kernel  build (or reuse) the cached test kernel
+
+TOOLS := tools/rkvm
+
+.PHONY: all module setup kernel run check host-test clean
+
+all: module
+
+setup:
+	$(TOOLS)/setup.sh
+
+kernel: setup
+	$(TOOLS)/build-kernel.sh >/dev/null
+
+module: kernel
+	$(TOOLS)/build-module.sh
+
+host-test:
+	$(TOOLS)/host-test.sh
+
+run:
+	$(TOOLS)/run.sh
+
+check:
+	$(TOOLS)/check.sh
+
+clean:
+	rm -rf out
+	find rkvm -name '*.o' -o -name '*.cmd' -o -name '*.rmeta' -o -name '*.d' | xargs rm -f
+	rm -f rkvm.ko rkvm.mod* Module.symvers modules.order .*.cmd

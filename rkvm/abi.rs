@@ -1,0 +1,62 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The KVM x86 ioctl ABI subset that rkvm speaks: ioctl numbers, capability
+//! numbers and constants from `include/uapi/linux/kvm.h`.
+//!
+//! Pure logic (only `core`): also built by the host test crate, which checks
+//! every number against the values stock KVM uses.
+
+/// The ioctl "type" byte of every KVM ioctl (`KVMIO`).
+pub(crate) const KVMIO: u32 = 0xAE;
+
+/// `KVM_API_VERSION`: the only version KVM has ever reported.
+pub(crate) const API_VERSION: isize = 12;
+
+const IOC_NRSHIFT: u32 = 0;
+const IOC_TYPESHIFT: u32 = 8;
+const IOC_SIZESHIFT: u32 = 16;
+const IOC_DIRSHIFT: u32 = 30;
+const IOC_NONE: u32 = 0;
+
+/// `_IOC(dir, type, nr, size)` from `include/uapi/asm-generic/ioctl.h`.
+pub(crate) const fn ioc(dir: u32, ty: u32, nr: u32, size: usize) -> u32 {
+    (dir << IOC_DIRSHIFT) | (ty << IOC_TYPESHIFT) | (nr << IOC_NRSHIFT) | ((size as u32) << IOC_SIZESHIFT)
+}
+
+/// `_IO(KVMIO, nr)`.
+pub(crate) const fn io(nr: u32) -> u32 {
+    ioc(IOC_NONE, KVMIO, nr, 0)
+}
+
+/// Ioctls of the system fd (`/dev/rkvm`).
+pub(crate) mod system {
+    use super::io;
+
+    /// `KVM_GET_API_VERSION`.
+    pub(crate) const GET_API_VERSION: u32 = io(0x00);
+    /// `KVM_CREATE_VM`.
+    pub(crate) const CREATE_VM: u32 = io(0x01);
+    /// `KVM_CHECK_EXTENSION` (also valid on a VM fd).
+    pub(crate) const CHECK_EXTENSION: u32 = io(0x03);
+    /// `KVM_GET_VCPU_MMAP_SIZE`.
+    pub(crate) const GET_VCPU_MMAP_SIZE: u32 = io(0x04);
+}
+
+/// VM types accepted by `KVM_CREATE_VM` on x86.
+pub(crate) mod vm_type {
+    /// `KVM_X86_DEFAULT_VM`: a plain VM, the only type rkvm creates.
+    pub(crate) const X86_DEFAULT: usize = 0;
+}
+
+/// Capability numbers (`KVM_CAP_*`) that rkvm answers for.
+pub(crate) mod cap {
+    /// `KVM_CAP_CHECK_EXTENSION_VM`: `KVM_CHECK_EXTENSION` works on VM fds.
+    pub(crate) const CHECK_EXTENSION_VM: usize = 105;
+    /// `KVM_CAP_VM_TYPES`: bitmap of VM types `KVM_CREATE_VM` accepts.
+    pub(crate) const VM_TYPES: usize = 235;
+}
+
+/// Size of the area a vCPU fd maps: the `kvm_run` page plus the PIO data
+/// page. KVM adds a third page for the coalesced-MMIO ring; rkvm has no such
+/// ring (`KVM_CAP_COALESCED_MMIO` is 0), so its mapping ends after the PIO page.
+pub(crate) const VCPU_MMAP_PAGES: usize = 2;

@@ -1,0 +1,98 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Kernel objects handed to userspace as anonymous-inode file descriptors
+//! (the VM fd, later the vCPU fd), with a safe trait for their operations.
+//!
+//! The file holds one reference to the object (an `Arc<T>` in
+//! `private_data`) and, through `file_operations.owner`, one reference to
+//! the module, so rkvm cannot be unloaded while such an fd is open.
+
+use core::marker::PhantomData;
+
+use kernel::{
+    bindings,
+    fs::File,
+    module::this_module,
+    prelude::*,
+    str::CStr,
+    sync::{Arc, ArcBorrow},
+    types::ForeignOwnable,
+};
+
+/// Operations of an object exposed as an anonymous fd.
+pub(crate) trait AnonFile: Send + Sync + Sized + 'static {
+    /// Name shown in `/proc/<pid>/fd` (`anon_inode:<NAME>`).
+    const NAME: &'static CStr;
+
+    /// Handles an ioctl on the fd.
+    fn ioctl(this: ArcBorrow<'_, Self>, file: &File, cmd: u32, arg: usize) -> Result<isize>;
+}
+
+extern "C" {
+    fn rkvm_anon_inode_getfd(
+        name: *const u8,
+        fops: *const bindings::file_operations,
+        private: *mut core::ffi::c_void,
+        flags: i32,
+    ) -> i32;
+}
+
+/// Installs a new fd (`O_RDWR | O_CLOEXEC`) for `obj` and returns its number.
+pub(crate) fn install<T: AnonFile>(obj: Arc<T>) -> Result<u32> {
+    let private = obj.into_foreign();
+    // SAFETY: `NAME` is NUL-terminated and static; `VTABLE` is a static
+    // whose callbacks expect `private` to come from `Arc<T>::into_foreign`.
+    let fd = unsafe {
+        rkvm_anon_inode_getfd(
+            T::NAME.as_char_ptr().cast(),
+            &VTable::<T>::VTABLE,
+            private,
+            (bindings::O_RDWR | bindings::O_CLOEXEC) as i32,
+        )
+    };
+    if fd < 0 {
+        // SAFETY: no file was created, so `private` is still ours to reclaim.
+        drop(unsafe { Arc::<T>::from_foreign(private) });
+        return Err(Error::from_errno(fd));
+    }
+    // The fd may already be closed by another thread: `private` is not ours
+    // any more, so nothing touches it after this point.
+    Ok(fd as u32)
+}
+
+struct VTable<T>(PhantomData<T>);
+
+impl<T: AnonFile> VTable<T> {
+    const VTABLE: bindings::file_operations = bindings::file_operations {
+        owner: this_module::<crate::LocalModule>().as_ptr(),
+        unlocked_ioctl: Some(Self::ioctl),
+        release: Some(Self::release),
+        llseek: Some(bindings::noop_llseek),
+        // SAFETY: all-zeroes is a valid `file_operations` (no callbacks).
+        ..unsafe { core::mem::zeroed() }
+    };
+
+    /// # Safety
+    ///
+    /// Called by the VFS with a file created by `install::<T>`.
+    unsafe extern "C" fn ioctl(file: *mut bindings::file, cmd: u32, arg: usize) -> isize {
+        // SAFETY: the file is alive for the call and its `private_data`
+        // holds the `Arc<T>` that `install` stored, released only in
+        // `release`, which cannot run concurrently with an ioctl.
+        let (this, file) = unsafe { (Arc::<T>::borrow((*file).private_data), File::from_raw_file(file)) };
+        match T::ioctl(this, file, cmd, arg) {
+            Ok(r) => r,
+            Err(e) => e.to_errno() as isize,
+        }
+    }
+
+    /// # Safety
+    ///
+    /// Called by the VFS once, when the last reference to the file is gone.
+    unsafe extern "C" fn release(_inode: *mut bindings::inode, file: *mut bindings::file) -> i32 {
+        // SAFETY: `private_data` holds the `Arc<T>` from `install`; this is
+        // the last use of it.
+        drop(unsafe { Arc::<T>::from_foreign((*file).private_data) });
+        0
+    }
+}

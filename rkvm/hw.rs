@@ -1,0 +1,211 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Turning hardware virtualization on and off on every CPU.
+//!
+//! rkvm owns SVM or VMX on all online CPUs from module load to unload: it is
+//! enabled through a dynamic CPU-hotplug state, so a CPU coming online gets
+//! it before it can run a vCPU and a CPU going offline drops it.
+//!
+//! Ownership is decided by the hardware state itself. If `EFER.SVME` or
+//! `CR4.VMXE` is already set on a CPU, another hypervisor (kvm_amd or
+//! kvm_intel) owns it and rkvm refuses to load; conversely, while rkvm is
+//! loaded, KVM's own enable path finds the bit set and fails with `-EBUSY`.
+//! The check and the set happen on the CPU concerned with preemption off in
+//! both modules, so the two cannot both win a CPU.
+//!
+//! # Lock order
+//!
+//! The hotplug callbacks run with the CPU-hotplug lock held. They take no
+//! rkvm lock, so they nest under nothing of rkvm's.
+
+use core::sync::atomic::{AtomicPtr, Ordering};
+
+use kernel::{alloc::flags::*, cpu, page::Page, prelude::*, str::CStr};
+
+use crate::svm::{self, SvmFeatures};
+use crate::vmx::{self, VmxFeatures};
+use crate::x86;
+
+/// Which virtualization extension rkvm drives, with its decoded features.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Vendor {
+    /// AMD SVM with nested paging.
+    Svm(SvmFeatures),
+    /// Intel VMX with EPT.
+    Vmx(VmxFeatures),
+}
+
+/// Per-CPU state shared with the hotplug callbacks.
+///
+/// # Invariants
+///
+/// `regions` has one zeroed page per possible CPU id, prepared for `vendor`
+/// (for VMX, each starts with the VMCS revision identifier). A region is
+/// handed to the hardware only while its CPU has virtualization enabled.
+struct PerCpu {
+    vendor: Vendor,
+    regions: KVec<Page>,
+}
+
+/// The `PerCpu` the hotplug callbacks work on. Set (release) before the
+/// hotplug state is registered and cleared only after it is removed, so a
+/// callback always finds it non-null and alive.
+static PER_CPU: AtomicPtr<PerCpu> = AtomicPtr::new(core::ptr::null_mut());
+
+mod ffi {
+    extern "C" {
+        pub(super) fn rkvm_cpuhp_setup(
+            name: *const u8,
+            online: unsafe extern "C" fn(cpu: u32) -> i32,
+            offline: unsafe extern "C" fn(cpu: u32) -> i32,
+        ) -> i32;
+        pub(super) fn rkvm_cpuhp_remove(state: i32);
+    }
+}
+
+const CPUHP_NAME: &CStr = c"rkvm:online";
+
+/// Virtualization enabled on every online CPU, for as long as this lives.
+///
+/// # Invariants
+///
+/// `cpuhp_state` is a registered dynamic hotplug state whose callbacks use
+/// `per_cpu`, which `PER_CPU` points to until `drop` removes the state.
+pub(crate) struct Hardware {
+    cpuhp_state: i32,
+    per_cpu: *mut PerCpu,
+}
+
+// SAFETY: `per_cpu` is only dereferenced by the hotplug callbacks and freed
+// in `drop` after they are gone; `Hardware` itself holds no thread-bound data.
+unsafe impl Send for Hardware {}
+// SAFETY: `Hardware` has no methods taking `&self`.
+unsafe impl Sync for Hardware {}
+
+impl Hardware {
+    /// Detects SVM or VMX on the current CPU, then enables it on every
+    /// online CPU. Fails with `ENODEV` when there is neither and `EBUSY`
+    /// when another hypervisor owns the hardware.
+    pub(crate) fn enable() -> Result<Self> {
+        let vendor = detect()?;
+        match &vendor {
+            Vendor::Svm(f) => pr_info!(
+                "SVM with NPT: {} ASIDs, NRIP save {}, VMCB clean bits {}, flush by ASID {}, decode assists {}\n",
+                f.nr_asids,
+                yes_no(f.nrip_save),
+                yes_no(f.vmcb_clean),
+                yes_no(f.flush_by_asid),
+                yes_no(f.decode_assists)
+            ),
+            Vendor::Vmx(f) => pr_info!(
+                "VMX with EPT: VMCS revision {:#x} ({} bytes), VPID {}, unrestricted guest {}, EPT A/D {}, 2M pages {}, 1G pages {}\n",
+                f.vmcs_revision,
+                f.vmcs_size,
+                yes_no(f.vpid),
+                yes_no(f.unrestricted_guest),
+                yes_no(f.ept_ad),
+                yes_no(f.ept_2m),
+                yes_no(f.ept_1g)
+            ),
+        }
+
+        let nr = cpu::nr_cpu_ids() as usize;
+        let mut regions = KVec::with_capacity(nr, GFP_KERNEL)?;
+        for _ in 0..nr {
+            let page = Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?;
+            if let Vendor::Vmx(f) = &vendor {
+                vmx::init_vmxon_region(&page, f)?;
+            }
+            regions.push(page, GFP_KERNEL)?;
+        }
+        let per_cpu = KBox::into_raw(KBox::new(PerCpu { vendor, regions }, GFP_KERNEL)?);
+        PER_CPU.store(per_cpu, Ordering::Release);
+
+        // SAFETY: `CPUHP_NAME` is a static NUL-terminated string; the
+        // callbacks are valid for the module's lifetime and find `PER_CPU`
+        // set. On failure, the hotplug core has already rolled back the CPUs
+        // it enabled.
+        let state = unsafe {
+            ffi::rkvm_cpuhp_setup(CPUHP_NAME.as_char_ptr().cast(), cpu_online, cpu_offline)
+        };
+        if state < 0 {
+            PER_CPU.store(core::ptr::null_mut(), Ordering::Release);
+            // SAFETY: the pointer came from `KBox::into_raw` above and no
+            // callback can use it any more.
+            drop(unsafe { KBox::from_raw(per_cpu) });
+            return Err(Error::from_errno(state));
+        }
+        pr_info!("virtualization enabled on all online CPUs\n");
+        // INVARIANT: the state is registered and `PER_CPU` points to `per_cpu`.
+        Ok(Self { cpuhp_state: state, per_cpu })
+    }
+}
+
+impl Drop for Hardware {
+    fn drop(&mut self) {
+        // SAFETY: the state was registered in `enable` (type invariant);
+        // removing it runs `cpu_offline` on every online CPU and waits.
+        unsafe { ffi::rkvm_cpuhp_remove(self.cpuhp_state) };
+        PER_CPU.store(core::ptr::null_mut(), Ordering::Release);
+        // SAFETY: `per_cpu` came from `KBox::into_raw` and, with the state
+        // removed, no callback can reach it.
+        drop(unsafe { KBox::from_raw(self.per_cpu) });
+        pr_info!("virtualization disabled on all CPUs\n");
+    }
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+fn detect() -> Result<Vendor> {
+    let svm = svm::detect();
+    let vmx = vmx::detect();
+    match (svm, vmx) {
+        (Ok(f), _) => Ok(Vendor::Svm(f)),
+        (_, Ok(f)) => Ok(Vendor::Vmx(f)),
+        (Err(s), Err(v)) => {
+            pr_err!("no usable hardware virtualization: SVM: {s}; VMX: {v}\n");
+            Err(ENODEV)
+        }
+    }
+}
+
+fn with_per_cpu(cpu: u32, f: impl FnOnce(&Vendor, &Page) -> Result) -> i32 {
+    let per_cpu = PER_CPU.load(Ordering::Acquire);
+    // SAFETY: `PER_CPU` is non-null and alive while the hotplug state that
+    // calls us is registered (see `Hardware`), and only read here.
+    let Some(per_cpu) = (unsafe { per_cpu.as_ref() }) else {
+        return EINVAL.to_errno();
+    };
+    let Some(region) = per_cpu.regions.get(cpu as usize) else {
+        return EINVAL.to_errno();
+    };
+    match f(&per_cpu.vendor, region) {
+        Ok(()) => 0,
+        Err(e) => e.to_errno(),
+    }
+}
+
+/// Hotplug "online" callback: runs on `cpu` itself.
+unsafe extern "C" fn cpu_online(cpu: u32) -> i32 {
+    with_per_cpu(cpu, |vendor, region| match vendor {
+        Vendor::Svm(_) => svm::enable_cpu(cpu, region),
+        Vendor::Vmx(f) => vmx::enable_cpu(cpu, region, f),
+    })
+}
+
+/// Hotplug "offline" callback: runs on `cpu` itself.
+unsafe extern "C" fn cpu_offline(cpu: u32) -> i32 {
+    with_per_cpu(cpu, |vendor, _| {
+        match vendor {
+            Vendor::Svm(_) => svm::disable_cpu(cpu),
+            Vendor::Vmx(_) => vmx::disable_cpu(cpu),
+        }
+        Ok(())
+    })
+}

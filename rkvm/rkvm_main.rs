@@ -1,0 +1,50 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! rkvm: a KVM-compatible hypervisor for x86-64, in Rust.
+//!
+//! `/dev/rkvm` speaks the KVM x86 ioctl ABI. See
+//! `Documentation/virt/rkvm/` for the API, the locking rules and the tests.
+
+use kernel::{
+    miscdevice::{MiscDeviceOptions, MiscDeviceRegistration},
+    prelude::*,
+};
+
+mod abi;
+mod anon_fd;
+mod caps;
+mod dev;
+mod hw;
+mod svm;
+mod vm;
+mod vmx;
+mod x86;
+
+module! {
+    type: Rkvm,
+    name: "rkvm",
+    authors: ["rkvm developers"],
+    description: "KVM-compatible hypervisor written in Rust",
+    license: "GPL",
+}
+
+/// The loaded module.
+///
+/// Fields drop in declaration order: `/dev/rkvm` goes away before
+/// virtualization is turned off. (No VM can be alive then: each VM fd holds
+/// a module reference.)
+#[pin_data]
+struct Rkvm {
+    #[pin]
+    dev: MiscDeviceRegistration<dev::RkvmDevice>,
+    hw: hw::Hardware,
+}
+
+impl kernel::InPlaceModule for Rkvm {
+    fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
+        try_pin_init!(Self {
+            hw: hw::Hardware::enable()?,
+            dev <- MiscDeviceRegistration::register(MiscDeviceOptions { name: c"rkvm" }),
+        })
+    }
+}

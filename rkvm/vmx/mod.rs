@@ -1,0 +1,83 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Intel VMX backend.
+
+mod features;
+
+pub(crate) use features::{VmxFeatures, VmxUnsupported};
+
+use features::*;
+use kernel::{page::Page, prelude::*};
+
+use crate::x86;
+
+/// Reads CPUID and the VMX capability MSRs on the current CPU and decodes
+/// VMX support.
+pub(crate) fn detect() -> Result<VmxFeatures, VmxUnsupported> {
+    let cpuid_1_ecx = x86::cpuid(1, 0).ecx;
+    let vmx = has_vmx_bit(cpuid_1_ecx);
+    // The VMX MSRs fault on CPUs without VMX; don't even ask then.
+    let rd = |msr| if vmx { x86::rdmsr(msr) } else { None };
+    VmxFeatures::decode(VmxMsrs {
+        cpuid_1_ecx,
+        feature_control: rd(MSR_FEATURE_CONTROL),
+        basic: rd(MSR_VMX_BASIC),
+        procbased: rd(MSR_VMX_PROCBASED_CTLS),
+        procbased2: rd(MSR_VMX_PROCBASED_CTLS2),
+        ept_vpid_cap: rd(MSR_VMX_EPT_VPID_CAP),
+    })
+}
+
+/// Writes the VMCS revision identifier at the start of a VMXON region.
+pub(crate) fn init_vmxon_region(page: &Page, f: &VmxFeatures) -> Result {
+    let rev = f.vmcs_revision.to_ne_bytes();
+    // SAFETY: `page` was just allocated by the caller and is not yet shared
+    // with anyone, so nothing can race with this write; 4 bytes fit a page.
+    unsafe { page.write_raw(rev.as_ptr(), 0, rev.len()) }
+}
+
+/// Enters VMX operation on the current CPU (`cpu`) with `region` as its
+/// VMXON region. Fails with `EBUSY` if CR4.VMXE is already set: another
+/// hypervisor owns VMX here.
+pub(crate) fn enable_cpu(cpu: u32, region: &Page, _f: &VmxFeatures) -> Result {
+    let cr4 = x86::cr4();
+    if cr4 & CR4_VMXE != 0 {
+        pr_err!("VMX is already enabled on CPU {cpu}: another hypervisor (kvm_intel?) owns it\n");
+        return Err(EBUSY);
+    }
+    let cr0_ok = cr_allowed_in_vmx(
+        x86::cr0(),
+        x86::rdmsr(MSR_VMX_CR0_FIXED0).ok_or(EIO)?,
+        x86::rdmsr(MSR_VMX_CR0_FIXED1).ok_or(EIO)?,
+    );
+    let cr4_ok = cr_allowed_in_vmx(
+        cr4 | CR4_VMXE,
+        x86::rdmsr(MSR_VMX_CR4_FIXED0).ok_or(EIO)?,
+        x86::rdmsr(MSR_VMX_CR4_FIXED1).ok_or(EIO)?,
+    );
+    if !cr0_ok || !cr4_ok {
+        pr_err!("CR0/CR4 on CPU {cpu} do not allow VMX operation\n");
+        return Err(EIO);
+    }
+    // SAFETY: CR4.VMXE was clear, so rkvm takes ownership of it on this CPU.
+    unsafe { x86::cr4_update(CR4_VMXE, true) };
+    // SAFETY: VMXE is set; `region` holds the revision identifier and stays
+    // allocated until after `disable_cpu` (see `hw::PerCpu`).
+    if let Err(e) = unsafe { x86::vmxon(x86::page_phys(region)) } {
+        pr_err!("VMXON failed on CPU {cpu}\n");
+        // SAFETY: rkvm set VMXE just above and owns it.
+        unsafe { x86::cr4_update(CR4_VMXE, false) };
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Leaves VMX operation on the current CPU (`cpu`) and clears CR4.VMXE.
+pub(crate) fn disable_cpu(cpu: u32) {
+    // SAFETY: rkvm entered VMX operation on this CPU in `enable_cpu`.
+    if unsafe { x86::vmxoff() }.is_err() {
+        pr_warn!("VMXOFF faulted on CPU {cpu}: VMX operation was already off\n");
+    }
+    // SAFETY: rkvm owns CR4.VMXE on this CPU since `enable_cpu`.
+    unsafe { x86::cr4_update(CR4_VMXE, false) };
+}

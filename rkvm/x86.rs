@@ -1,0 +1,139 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Safe wrappers over the x86 instructions and kernel helpers rkvm's
+//! hardware code uses. The `unsafe` of the FFI stays here.
+
+use kernel::{error::to_result, page::Page, prelude::*};
+
+mod ffi {
+    use kernel::bindings;
+
+    extern "C" {
+        pub(super) fn rkvm_rdmsr_safe(msr: u32, val: *mut u64) -> i32;
+        pub(super) fn rkvm_wrmsr_safe(msr: u32, val: u64) -> i32;
+        pub(super) fn rkvm_cr4_read() -> usize;
+        pub(super) fn rkvm_cr4_set_bits(mask: usize);
+        pub(super) fn rkvm_cr4_clear_bits(mask: usize);
+        pub(super) fn rkvm_cr0_read() -> usize;
+        pub(super) fn rkvm_vmxon(phys: u64) -> i32;
+        pub(super) fn rkvm_vmxoff() -> i32;
+        pub(super) fn rkvm_stgi() -> i32;
+        pub(super) fn rkvm_page_to_phys(page: *mut bindings::page) -> u64;
+    }
+}
+
+/// The four registers CPUID returns.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Cpuid {
+    pub(crate) eax: u32,
+    pub(crate) ebx: u32,
+    pub(crate) ecx: u32,
+    pub(crate) edx: u32,
+}
+
+/// Executes CPUID on the current CPU.
+pub(crate) fn cpuid(leaf: u32, subleaf: u32) -> Cpuid {
+    let (eax, ebx, ecx, edx): (u32, u32, u32, u32);
+    // SAFETY: CPUID has no side effects beyond the four output registers.
+    // RBX is reserved by LLVM, so it is saved and restored around the
+    // instruction by hand.
+    unsafe {
+        core::arch::asm!(
+            "mov {tmp:r}, rbx",
+            "cpuid",
+            "xchg {tmp:r}, rbx",
+            tmp = out(reg) ebx,
+            inout("eax") leaf => eax,
+            inout("ecx") subleaf => ecx,
+            out("edx") edx,
+            options(nostack, preserves_flags),
+        );
+    }
+    Cpuid { eax, ebx, ecx, edx }
+}
+
+/// Reads an MSR; `None` if the read faulted (the MSR does not exist).
+pub(crate) fn rdmsr(msr: u32) -> Option<u64> {
+    let mut val = 0u64;
+    // SAFETY: `val` is a valid place for the result; a faulting RDMSR is
+    // caught by the helper's exception-table fixup.
+    let ret = unsafe { ffi::rkvm_rdmsr_safe(msr, &mut val) };
+    (ret == 0).then_some(val)
+}
+
+/// Writes an MSR, returning `EIO` if the write faulted.
+///
+/// # Safety
+///
+/// Writing an MSR changes CPU state that the rest of the kernel may rely on;
+/// the caller must own the architectural state it changes (here: the SVM
+/// enable bit and host-save area that rkvm claimed on this CPU).
+pub(crate) unsafe fn wrmsr(msr: u32, val: u64) -> Result {
+    // SAFETY: a faulting WRMSR is caught by the helper; the caller
+    // guarantees the write itself is allowed.
+    to_result(unsafe { ffi::rkvm_wrmsr_safe(msr, val) })
+}
+
+/// The current CPU's CR4, from the kernel's shadow copy.
+pub(crate) fn cr4() -> u64 {
+    // SAFETY: reads a per-CPU variable; callers run pinned to a CPU.
+    unsafe { ffi::rkvm_cr4_read() as u64 }
+}
+
+/// The current CPU's CR0.
+pub(crate) fn cr0() -> u64 {
+    // SAFETY: reading CR0 has no side effects.
+    unsafe { ffi::rkvm_cr0_read() as u64 }
+}
+
+/// Sets (`on`) or clears bits of CR4 and the kernel's shadow of it.
+///
+/// # Safety
+///
+/// The caller must own the bits it changes (CR4.VMXE for rkvm) on this CPU.
+pub(crate) unsafe fn cr4_update(mask: u64, on: bool) {
+    // SAFETY: the helper keeps the kernel's CR4 shadow coherent with
+    // interrupts off; the caller owns the bits.
+    unsafe {
+        if on {
+            ffi::rkvm_cr4_set_bits(mask as usize)
+        } else {
+            ffi::rkvm_cr4_clear_bits(mask as usize)
+        }
+    }
+}
+
+/// Enters VMX root operation with the VMXON region at `phys`.
+///
+/// # Safety
+///
+/// CR4.VMXE must be set by the caller, and `phys` must be a page the caller
+/// keeps allocated, initialised with the VMCS revision, until VMXOFF.
+pub(crate) unsafe fn vmxon(phys: u64) -> Result {
+    // SAFETY: preconditions above; a fault is caught by the helper.
+    to_result(unsafe { ffi::rkvm_vmxon(phys) })
+}
+
+/// Leaves VMX root operation. Fails with `EIO` if the CPU was not in it.
+///
+/// # Safety
+///
+/// The caller must be the owner of VMX operation on this CPU.
+pub(crate) unsafe fn vmxoff() -> Result {
+    // SAFETY: a fault (not in VMX operation) is caught by the helper.
+    to_result(unsafe { ffi::rkvm_vmxoff() })
+}
+
+/// Sets the global interrupt flag, so INIT and NMIs are not left blocked
+/// when SVM is turned off.
+pub(crate) fn stgi() -> Result {
+    // SAFETY: STGI only re-enables interrupts and NMIs that CLGI blocked;
+    // it faults (caught) if SVM is off.
+    to_result(unsafe { ffi::rkvm_stgi() })
+}
+
+/// Physical address of a page.
+pub(crate) fn page_phys(page: &Page) -> u64 {
+    // SAFETY: `page.as_ptr()` is a valid `struct page` for as long as `page`.
+    unsafe { ffi::rkvm_page_to_phys(page.as_ptr()) }
+}

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Runs every rkvm test and ends with one line "N passed, N failed, N skipped":
+#   1. host unit tests of the pure-logic files (cargo test);
+#   2. the selftests in the emulated AMD host (QEMU TCG, SVM + NPT);
+#   3. the selftests in the emulated Intel host (Bochs, VMX + EPT).
+# A machine that does not finish, a test program that did not report, and
+# any kernel warning, BUG, Oops, KFENCE, lockdep or kmemleak report in a
+# serial log count as failures. Exits non-zero on any failure.
+set -uo pipefail
+. "$(dirname "$0")/lib.sh"
+
+out="$RKVM_OUT/check"
+rm -rf "$out" && mkdir -p "$out"
+pass=0 fail=0 skip=0
+started=$SECONDS
+
+step() { note "[$((SECONDS - started)) s] $*"; }
+
+step "setup"
+"$RKVM_TOOLS/setup.sh" || die "setup failed"
+step "kernel"
+kdir=$("$RKVM_TOOLS/build-kernel.sh") || die "kernel build failed"
+step "module, selftests, initramfs"
+"$RKVM_TOOLS/build-module.sh" || die "module build failed"
+"$RKVM_TOOLS/build-selftests.sh" || die "selftest build failed"
+"$RKVM_TOOLS/mkinitramfs.sh" "$out/initramfs.cpio.gz" || die "initramfs build failed"
+
+step "host unit tests"
+"$RKVM_TOOLS/host-test.sh" > "$out/host.log" 2>&1
+host_rc=$?
+cat "$out/host.log"
+read -r hp hf < <(awk '/^test result:/ { p += $4; f += $6 } END { print p + 0, f + 0 }' "$out/host.log")
+pass=$((pass + hp)) fail=$((fail + hf))
+if [ "$host_rc" != 0 ] && [ "$hf" = 0 ]; then
+	echo "host: cargo test failed (exit $host_rc) without a failing test"
+	fail=$((fail + 1))
+fi
+
+# Patterns of kernel reports that fail a run wherever they appear.
+SPLATS='WARNING:|BUG:|Oops|Kernel panic|KFENCE:|KASAN:|UBSAN:|general protection fault|possible recursive locking|circular locking dependency|inconsistent lock state|suspicious RCU usage|INFO: task .* blocked|rcu: INFO|unreferenced object|Call Trace:'
+SUITES="init c-skeleton rust-rkvm c-module rust-kvm"
+
+# tally MACHINE LOG RC: adds the machine's results to the totals.
+tally() {
+	local m=$1 log=$2 rc=$3 p f s suite
+	p=$(grep -cE '^\[[a-z0-9-]+\] ok [0-9]+ ' "$log" | head -1)
+	s=$(grep -E '^\[[a-z0-9-]+\] ok [0-9]+ ' "$log" | grep -c '# SKIP')
+	f=$(grep -cE '^\[[a-z0-9-]+\] not ok [0-9]+ ' "$log")
+	p=$((p - s))
+	grep -E '^\[[a-z0-9-]+\] not ok ' "$log" | sed "s/^/$m: FAILED /"
+	for suite in $SUITES; do
+		[ "$suite" = init ] && continue
+		if ! grep -q "^\[$suite\] exit=" "$log"; then
+			echo "$m: FAILED $suite: no result (did not run or did not finish)"
+			f=$((f + 1))
+		elif ! grep -q "^\[$suite\] exit=0" "$log" && ! grep -q "^\[$suite\] not ok" "$log"; then
+			echo "$m: FAILED $suite: $(grep "^\[$suite\] exit=" "$log") with no failing test"
+			f=$((f + 1))
+		fi
+	done
+	if ! grep -q '^rkvm-init: done' "$log"; then
+		echo "$m: FAILED the machine did not finish (runner exit $rc)"
+		f=$((f + 1))
+	fi
+	if grep -qE "$SPLATS" "$log"; then
+		echo "$m: FAILED kernel reports in the serial log:"
+		grep -nE -A12 "$SPLATS" "$log" | head -60
+		f=$((f + 1))
+	fi
+	echo "$m: $p passed, $f failed, $s skipped"
+	pass=$((pass + p)) fail=$((fail + f)) skip=$((skip + s))
+}
+
+bz="$kdir/build/arch/x86/boot/bzImage"
+step "QEMU TCG, SVM + NPT"
+"$RKVM_TOOLS/run-qemu.sh" --kernel "$bz" --initrd "$out/initramfs.cpio.gz" \
+	--log "$out/qemu-svm.log" --timeout 1200 --append "rkvm.mode=check"
+tally qemu-svm "$out/qemu-svm.log" $?
+
+step "Bochs, VMX + EPT"
+"$RKVM_TOOLS/run-bochs.sh" --kernel "$bz" --initrd "$out/initramfs.cpio.gz" \
+	--log "$out/bochs-vmx.log" --timeout 2400 --append "rkvm.mode=check"
+tally bochs-vmx "$out/bochs-vmx.log" $?
+
+step "done; serial logs in $out"
+echo "$pass passed, $fail failed, $skip skipped"
+[ "$fail" = 0 ]

@@ -1,0 +1,62 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Host build of rkvm's pure-logic files.
+//!
+//! Each module below is a file of the kernel module, included by path, so
+//! the code tested here is byte for byte the code in rkvm.ko. The files'
+//! items are `pub(crate)` for the module's sake; here only the tests use
+//! them.
+
+#![no_std]
+#![allow(dead_code)]
+
+#[cfg(test)]
+extern crate std;
+
+#[path = "../../../../rkvm/abi.rs"]
+mod abi;
+#[path = "../../../../rkvm/caps.rs"]
+mod caps;
+#[path = "../../../../rkvm/svm/features.rs"]
+mod svm_features;
+#[path = "../../../../rkvm/vmx/features.rs"]
+mod vmx_features;
+
+/// The numbers rkvm uses must be KVM's: checked against the rust-vmm
+/// `kvm-bindings` crate (generated from `linux/kvm.h`) and the ioctl values
+/// stock KVM is known to use.
+#[cfg(test)]
+mod abi_matches_kvm {
+    use super::{abi, caps};
+    use kvm_bindings as kb;
+
+    #[test]
+    fn system_ioctl_numbers() {
+        assert_eq!(abi::system::GET_API_VERSION, 0xae00);
+        assert_eq!(abi::system::CREATE_VM, 0xae01);
+        assert_eq!(abi::system::CHECK_EXTENSION, 0xae03);
+        assert_eq!(abi::system::GET_VCPU_MMAP_SIZE, 0xae04);
+        assert_eq!(abi::KVMIO, kb::KVMIO);
+        assert_eq!(abi::API_VERSION, kb::KVM_API_VERSION as isize);
+    }
+
+    #[test]
+    fn capability_numbers() {
+        assert_eq!(abi::cap::CHECK_EXTENSION_VM, kb::KVM_CAP_CHECK_EXTENSION_VM as usize);
+        assert_eq!(abi::cap::VM_TYPES, kb::KVM_CAP_VM_TYPES as usize);
+        assert_eq!(abi::vm_type::X86_DEFAULT, kb::KVM_X86_DEFAULT_VM as usize);
+    }
+
+    #[test]
+    fn only_implemented_capabilities_are_reported() {
+        for cap in 0..4096usize {
+            let v = caps::check_extension(cap);
+            match cap {
+                c if c == kb::KVM_CAP_CHECK_EXTENSION_VM as usize => assert_eq!(v, 1),
+                c if c == kb::KVM_CAP_VM_TYPES as usize => assert_eq!(v, 1 << kb::KVM_X86_DEFAULT_VM),
+                _ => assert_eq!(v, 0, "cap {cap}"),
+            }
+        }
+        assert_eq!(caps::check_extension(usize::MAX), 0);
+    }
+}

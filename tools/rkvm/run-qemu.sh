@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Boots the test kernel under QEMU TCG with SVM + NPT (the emulated AMD host).
+#   run-qemu.sh --kernel BZIMAGE --initrd INITRD --log SERIAL_LOG --timeout S
+#               [--append "EXTRA CMDLINE"] [--interactive] [--icount]
+# Non-interactive runs end when the guest powers off (QEMU exits), or are
+# killed after --timeout seconds (exit 124). --interactive puts the serial
+# console on this terminal (and still logs it). ACPI gives the guest both
+# CPUs and a calibrated TSC (see toolchain.md's QEMU traps).
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+kernel= initrd= log= timeout=600 append= interactive=0 icount=0
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--kernel) kernel=$2; shift ;;
+	--initrd) initrd=$2; shift ;;
+	--log) log=$2; shift ;;
+	--timeout) timeout=$2; shift ;;
+	--append) append=$2; shift ;;
+	--interactive) interactive=1 ;;
+	--icount) icount=1 ;;
+	*) die "run-qemu.sh: unknown argument $1" ;;
+	esac
+	shift
+done
+[ -f "$kernel" ] && [ -f "$initrd" ] && [ -n "$log" ] || die "run-qemu.sh: need --kernel, --initrd and --log"
+
+args=(-accel tcg -cpu EPYC,+svm,+npt -smp 2 -m 2G -no-reboot -nodefaults
+	-display none -kernel "$kernel" -initrd "$initrd"
+	-append "console=ttyS0,115200 panic=-1 oops=panic loglevel=4 $append")
+[ "$icount" = 1 ] && args+=(-icount shift=0,sleep=off)
+
+rm -f "$log"
+if [ "$interactive" = 1 ]; then
+	exec qemu-system-x86_64 "${args[@]}" \
+		-chardev stdio,id=con,logfile="$log",signal=off -serial chardev:con
+fi
+rc=0
+timeout -k 5 "$timeout" qemu-system-x86_64 "${args[@]}" \
+	-chardev file,id=con,path="$log" -serial chardev:con -monitor none </dev/null || rc=$?
+if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+	echo "run-qemu: timeout after $timeout s" >&2
+	exit 124
+fi
+exit "$rc"

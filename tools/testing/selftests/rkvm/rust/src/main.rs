@@ -1,0 +1,596 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! rkvm_rust_selftest: ABI selftests for `/dev/rkvm` (kselftest TAP output).
+//!
+//! rkvm claims to implement the KVM x86 ioctl ABI. The strongest evidence is
+//! a client we did not write working unchanged, so everything a VMM would do
+//! goes through the rust-vmm `kvm-ioctls` crate (the one Firecracker and
+//! Cloud Hypervisor use), opened with `Kvm::new_with_path`. Raw ioctls are
+//! used only for the bad-argument cases `kvm-ioctls` cannot express.
+//!
+//! The same binary runs against stock KVM (`--dev /dev/kvm`) to show both
+//! kernels agree; tests of rkvm-specific answers are skipped there.
+//!
+//! Covered (the "skeleton" stage): API version, vCPU mmap size,
+//! KVM_CHECK_EXTENSION on system and VM fds, VM creation and bad VM types,
+//! unknown ioctls, the VM fd's owning-mm rule across fork(), and fd lifetime
+//! under loops and threads.
+//!
+//! Usage: rkvm_rust_selftest [--dev PATH] [--require]
+//! Exit: 0 all passed, 1 a test failed (or --require and no device),
+//! 4 (KSFT_SKIP) device cannot be opened.
+
+use std::ffi::CString;
+use std::io::Write;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::raw::c_ulong;
+use std::panic::{self, AssertUnwindSafe};
+use std::path::Path;
+use std::process::ExitCode;
+use std::thread;
+
+use kvm_bindings::{
+    KVM_API_VERSION, KVM_CAP_CHECK_EXTENSION_VM, KVM_CAP_VM_TYPES, KVM_X86_DEFAULT_VM, KVMIO,
+};
+use kvm_ioctls::{Cap, Kvm, VmFd};
+use vmm_sys_util::ioctl::ioctl_with_val;
+use vmm_sys_util::ioctl_io_nr;
+
+ioctl_io_nr!(KVM_GET_API_VERSION, KVMIO, 0x00);
+ioctl_io_nr!(KVM_CREATE_VM, KVMIO, 0x01);
+ioctl_io_nr!(KVM_CHECK_EXTENSION, KVMIO, 0x03);
+ioctl_io_nr!(KVM_GET_VCPU_MMAP_SIZE, KVMIO, 0x04);
+// Commands no KVM implements: one of KVM's type, one of another type.
+ioctl_io_nr!(KVM_BOGUS, KVMIO, 0xff);
+ioctl_io_nr!(FOREIGN_BOGUS, b'x' as u32, 0x01);
+
+const KSFT_FAIL: u8 = 1;
+const KSFT_SKIP: u8 = 4;
+const DEFAULT_DEV: &str = "/dev/rkvm";
+/// Capability numbers swept by the KVM_CHECK_EXTENSION tests.
+const CAP_MAX: c_ulong = 300;
+/// rkvm's vCPU mmap area: the kvm_run page plus the PIO data page.
+const RKVM_VCPU_MMAP_SIZE: usize = 2 * 4096;
+
+type TestResult = Result<(), String>;
+
+struct Ctx {
+    dev: String,
+    path: CString,
+    /// True unless the device's file name is "kvm" (stock KVM).
+    rkvm: bool,
+}
+
+impl Ctx {
+    fn open(&self) -> Result<Kvm, String> {
+        Kvm::new_with_path(&self.path)
+            .map_err(|e| format!("open {}: {}", self.dev, ename(e.errno())))
+    }
+}
+
+struct Test {
+    name: &'static str,
+    func: fn(&Ctx) -> TestResult,
+    rkvm_only: bool,
+}
+
+#[rustfmt::skip]
+const TESTS: &[Test] = &[
+    Test { name: "api_version", func: api_version, rkvm_only: false },
+    Test { name: "api_version_bad_arg", func: api_version_bad_arg, rkvm_only: false },
+    Test { name: "vcpu_mmap_size", func: vcpu_mmap_size, rkvm_only: false },
+    Test { name: "caps_none_unimplemented", func: caps_none_unimplemented, rkvm_only: true },
+    Test { name: "create_vm", func: create_vm, rkvm_only: false },
+    Test { name: "create_vm_bad_type", func: create_vm_bad_type, rkvm_only: false },
+    Test { name: "vm_check_extension", func: vm_check_extension, rkvm_only: false },
+    Test { name: "unknown_ioctl_system", func: unknown_ioctl_system, rkvm_only: false },
+    Test { name: "unknown_ioctl_vm", func: unknown_ioctl_vm, rkvm_only: false },
+    Test { name: "vm_fd_other_process", func: vm_fd_other_process, rkvm_only: false },
+    Test { name: "create_close_loop", func: create_close_loop, rkvm_only: false },
+    Test { name: "threads_open_close_race", func: threads_open_close_race, rkvm_only: false },
+    Test { name: "vm_outlives_system_fd", func: vm_outlives_system_fd, rkvm_only: false },
+];
+
+// ---------------------------------------------------------------------------
+// Helpers
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// "EINVAL (Invalid argument)" for the errnos these tests meet.
+fn ename(e: i32) -> String {
+    let name = match e {
+        libc::EPERM => "EPERM",
+        libc::ENOENT => "ENOENT",
+        libc::EIO => "EIO",
+        libc::ENXIO => "ENXIO",
+        libc::EBADF => "EBADF",
+        libc::ENOMEM => "ENOMEM",
+        libc::EACCES => "EACCES",
+        libc::EFAULT => "EFAULT",
+        libc::EBUSY => "EBUSY",
+        libc::ENODEV => "ENODEV",
+        libc::EINVAL => "EINVAL",
+        libc::EMFILE => "EMFILE",
+        libc::ENOTTY => "ENOTTY",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        _ => return format!("errno {e} ({})", std::io::Error::from_raw_os_error(e)),
+    };
+    let msg = std::io::Error::from_raw_os_error(e).to_string();
+    let msg = msg.split(" (os error").next().unwrap_or(&msg).to_string();
+    format!("{name} ({msg})")
+}
+
+/// TAP diagnostic line.
+fn diag(msg: &str) {
+    println!("# {msg}");
+}
+
+/// A raw ioctl with an integer argument: `Ok(return value)` or `Err(errno)`.
+fn raw_ioctl(fd: &impl AsRawFd, req: c_ulong, arg: c_ulong) -> Result<i32, i32> {
+    // SAFETY: the commands used here take an integer argument (or none) and
+    // never touch user memory; an unknown command is the point of some tests.
+    let ret = unsafe { ioctl_with_val(fd, req, arg) };
+    if ret < 0 { Err(errno()) } else { Ok(ret) }
+}
+
+/// Checks that a raw ioctl failed with `want`; closes any fd it returned.
+fn expect_errno(what: &str, res: Result<i32, i32>, want: i32, returns_fd: bool) -> TestResult {
+    match res {
+        Err(e) if e == want => Ok(()),
+        Err(e) => Err(format!("{what}: got {}, want {}", ename(e), ename(want))),
+        Ok(v) => {
+            if returns_fd {
+                // SAFETY: on success the command returned a new fd we own.
+                unsafe { libc::close(v) };
+            }
+            Err(format!("{what}: succeeded ({v}), want {}", ename(want)))
+        }
+    }
+}
+
+fn check_ext(what: &str, fd: &impl AsRawFd, cap: c_ulong) -> Result<i32, String> {
+    raw_ioctl(fd, KVM_CHECK_EXTENSION(), cap)
+        .map_err(|e| format!("{what}: KVM_CHECK_EXTENSION({cap}): {}", ename(e)))
+}
+
+fn new_vm(kvm: &Kvm) -> Result<VmFd, String> {
+    kvm.create_vm()
+        .map_err(|e| format!("create_vm: {}", ename(e.errno())))
+}
+
+/// What rkvm's KVM_CHECK_EXTENSION must answer at this stage.
+fn rkvm_expected_cap(cap: c_ulong) -> i32 {
+    match cap as u32 {
+        KVM_CAP_CHECK_EXTENSION_VM => 1,
+        KVM_CAP_VM_TYPES => 1 << KVM_X86_DEFAULT_VM,
+        _ => 0,
+    }
+}
+
+fn fd_flags(fd: RawFd) -> Result<i32, i32> {
+    // SAFETY: F_GETFD only queries the descriptor table.
+    let ret = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if ret < 0 { Err(errno()) } else { Ok(ret) }
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+
+fn api_version(ctx: &Ctx) -> TestResult {
+    let kvm = ctx.open()?;
+    let v = kvm.get_api_version();
+    if v != KVM_API_VERSION as i32 {
+        return Err(format!("get_api_version() = {v}, want {KVM_API_VERSION}"));
+    }
+    Ok(())
+}
+
+fn api_version_bad_arg(ctx: &Ctx) -> TestResult {
+    let kvm = ctx.open()?;
+    expect_errno(
+        "KVM_GET_API_VERSION(1)",
+        raw_ioctl(&kvm, KVM_GET_API_VERSION(), 1),
+        libc::EINVAL,
+        false,
+    )
+}
+
+fn vcpu_mmap_size(ctx: &Ctx) -> TestResult {
+    let kvm = ctx.open()?;
+    let size = kvm
+        .get_vcpu_mmap_size()
+        .map_err(|e| format!("get_vcpu_mmap_size: {}", ename(e.errno())))?;
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+    if size == 0 || size % page != 0 {
+        return Err(format!(
+            "vcpu mmap size {size} is not a positive multiple of {page}"
+        ));
+    }
+    if ctx.rkvm && size != RKVM_VCPU_MMAP_SIZE {
+        return Err(format!("vcpu mmap size {size}, want {RKVM_VCPU_MMAP_SIZE}"));
+    }
+    expect_errno(
+        "KVM_GET_VCPU_MMAP_SIZE(1)",
+        raw_ioctl(&kvm, KVM_GET_VCPU_MMAP_SIZE(), 1),
+        libc::EINVAL,
+        false,
+    )
+}
+
+fn caps_none_unimplemented(ctx: &Ctx) -> TestResult {
+    let kvm = ctx.open()?;
+    let mut bad = 0;
+    for cap in 0..=CAP_MAX {
+        let want = rkvm_expected_cap(cap);
+        let got = raw_ioctl(&kvm, KVM_CHECK_EXTENSION(), cap).unwrap_or_else(|e| -e);
+        if got != want {
+            diag(&format!("cap {cap} = {got}"));
+            bad += 1;
+        }
+        let via_crate = kvm.check_extension_raw(cap);
+        if via_crate != got.max(-1) {
+            diag(&format!(
+                "cap {cap}: kvm-ioctls check_extension_raw = {via_crate}, raw ioctl = {got}"
+            ));
+            bad += 1;
+        }
+    }
+    if kvm.check_extension_int(Cap::CheckExtensionVm) != 1
+        || !kvm.check_extension(Cap::CheckExtensionVm)
+    {
+        diag("kvm-ioctls: Cap::CheckExtensionVm not reported as 1");
+        bad += 1;
+    }
+    if kvm.check_extension(Cap::Irqchip) || kvm.check_extension(Cap::UserMemory) {
+        diag("kvm-ioctls: Cap::Irqchip or Cap::UserMemory reported as supported");
+        bad += 1;
+    }
+    if bad > 0 {
+        return Err(format!("{bad} unexpected KVM_CHECK_EXTENSION answers"));
+    }
+    Ok(())
+}
+
+fn create_vm(ctx: &Ctx) -> TestResult {
+    let kvm = ctx.open()?;
+    let vm = new_vm(&kvm)?;
+    let fd = vm.as_raw_fd();
+    let flags = fd_flags(fd).map_err(|e| format!("F_GETFD on VM fd: {}", ename(e)))?;
+    if flags & libc::FD_CLOEXEC == 0 {
+        return Err(format!("VM fd {fd} lacks FD_CLOEXEC (flags {flags:#x})"));
+    }
+    let mmap_size = kvm
+        .get_vcpu_mmap_size()
+        .map_err(|e| format!("get_vcpu_mmap_size: {e}"))?;
+    if vm.run_size() != mmap_size {
+        return Err(format!(
+            "VmFd::run_size() {} != KVM_GET_VCPU_MMAP_SIZE {mmap_size}",
+            vm.run_size()
+        ));
+    }
+    drop(vm);
+    // Single-threaded here, so nothing can have reused the number.
+    match fd_flags(fd) {
+        Err(libc::EBADF) => Ok(()),
+        Err(e) => Err(format!("F_GETFD after drop: {}, want EBADF", ename(e))),
+        Ok(_) => Err(format!("VM fd {fd} still open after drop")),
+    }
+}
+
+fn create_vm_bad_type(ctx: &Ctx) -> TestResult {
+    let kvm = ctx.open()?;
+    for ty in [0xdead, 1 << 31] {
+        expect_errno(
+            &format!("KVM_CREATE_VM(type {ty:#x})"),
+            raw_ioctl(&kvm, KVM_CREATE_VM(), ty),
+            libc::EINVAL,
+            true,
+        )?;
+    }
+    Ok(())
+}
+
+fn vm_check_extension(ctx: &Ctx) -> TestResult {
+    let kvm = ctx.open()?;
+    let vm = new_vm(&kvm)?;
+    let v = check_ext("VM fd", &vm, KVM_CAP_CHECK_EXTENSION_VM.into())?;
+    if v != 1 {
+        return Err(format!("VM fd: KVM_CAP_CHECK_EXTENSION_VM = {v}, want 1"));
+    }
+    if vm.check_extension_int(Cap::CheckExtensionVm) != 1 {
+        return Err("VmFd::check_extension_int(CheckExtensionVm) != 1".into());
+    }
+    if !ctx.rkvm {
+        return Ok(());
+    }
+    let mut bad = 0;
+    for cap in 0..=CAP_MAX {
+        let sys = raw_ioctl(&kvm, KVM_CHECK_EXTENSION(), cap).unwrap_or_else(|e| -e);
+        let vmv = raw_ioctl(&vm, KVM_CHECK_EXTENSION(), cap).unwrap_or_else(|e| -e);
+        if sys != vmv {
+            diag(&format!("cap {cap}: system fd = {sys}, VM fd = {vmv}"));
+            bad += 1;
+        }
+    }
+    if bad > 0 {
+        return Err(format!(
+            "{bad} capabilities differ between system and VM fd"
+        ));
+    }
+    Ok(())
+}
+
+fn unknown_ioctl_system(ctx: &Ctx) -> TestResult {
+    let kvm = ctx.open()?;
+    expect_errno(
+        "system fd _IO(0xAE, 0xff)",
+        raw_ioctl(&kvm, KVM_BOGUS(), 0),
+        libc::EINVAL,
+        false,
+    )?;
+    expect_errno(
+        "system fd _IO('x', 1)",
+        raw_ioctl(&kvm, FOREIGN_BOGUS(), 0),
+        libc::EINVAL,
+        false,
+    )
+}
+
+fn unknown_ioctl_vm(ctx: &Ctx) -> TestResult {
+    let kvm = ctx.open()?;
+    let vm = new_vm(&kvm)?;
+    expect_errno(
+        "VM fd _IO(0xAE, 0xff)",
+        raw_ioctl(&vm, KVM_BOGUS(), 0),
+        libc::ENOTTY,
+        false,
+    )?;
+    expect_errno(
+        "VM fd _IO('x', 1)",
+        raw_ioctl(&vm, FOREIGN_BOGUS(), 0),
+        libc::ENOTTY,
+        false,
+    )
+}
+
+fn vm_fd_other_process(ctx: &Ctx) -> TestResult {
+    /// Child exit status when its ioctl unexpectedly succeeded.
+    const CHILD_SUCCEEDED: i32 = 255;
+    let kvm = ctx.open()?;
+    let vm = new_vm(&kvm)?;
+    let cap = KVM_CAP_CHECK_EXTENSION_VM as c_ulong;
+    let _ = std::io::stdout().flush();
+    // SAFETY: the child only issues an ioctl, reads errno and _exit()s; all
+    // async-signal-safe, and no other thread is running.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(format!("fork: {}", ename(errno())));
+    }
+    if pid == 0 {
+        // SAFETY: as above; _exit skips destructors and stdio flushing.
+        unsafe {
+            let ret = ioctl_with_val(&vm, KVM_CHECK_EXTENSION(), cap);
+            let code = if ret >= 0 {
+                CHILD_SUCCEEDED
+            } else {
+                *libc::__errno_location()
+            };
+            libc::_exit(code.clamp(1, CHILD_SUCCEEDED));
+        }
+    }
+    let mut status = 0;
+    loop {
+        // SAFETY: waiting for our own child with a valid status pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            break;
+        }
+        if errno() != libc::EINTR {
+            return Err(format!("waitpid: {}", ename(errno())));
+        }
+    }
+    if !libc::WIFEXITED(status) {
+        return Err(format!(
+            "child did not exit normally (wait status {status:#x})"
+        ));
+    }
+    match libc::WEXITSTATUS(status) {
+        libc::EIO => {}
+        CHILD_SUCCEEDED => return Err("child: ioctl on inherited VM fd succeeded, want EIO".into()),
+        e => {
+            return Err(format!(
+                "child: ioctl on inherited VM fd: {}, want EIO",
+                ename(e)
+            ));
+        }
+    }
+    match check_ext("parent VM fd after fork", &vm, cap)? {
+        1 => Ok(()),
+        v => Err(format!(
+            "parent VM fd after fork: KVM_CAP_CHECK_EXTENSION_VM = {v}, want 1"
+        )),
+    }
+}
+
+fn create_close_loop(ctx: &Ctx) -> TestResult {
+    let kvm = ctx.open()?;
+    for i in 0..1000 {
+        new_vm(&kvm).map_err(|e| format!("iteration {i}: {e}"))?;
+    }
+    let vms = (0..100)
+        .map(|i| new_vm(&kvm).map_err(|e| format!("held VM {i}: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    for (i, vm) in vms.iter().enumerate() {
+        check_ext(
+            &format!("held VM {i}"),
+            vm,
+            KVM_CAP_CHECK_EXTENSION_VM.into(),
+        )?;
+    }
+    drop(vms);
+    drop(kvm);
+    for i in 0..200 {
+        let kvm = ctx.open().map_err(|e| format!("open iteration {i}: {e}"))?;
+        if kvm.get_api_version() != KVM_API_VERSION as i32 {
+            return Err(format!("open iteration {i}: bad API version"));
+        }
+    }
+    Ok(())
+}
+
+fn threads_open_close_race(ctx: &Ctx) -> TestResult {
+    const THREADS: usize = 8;
+    const ITERS: usize = 200;
+    thread::scope(|s| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                s.spawn(move || -> TestResult {
+                    for i in 0..ITERS {
+                        let at = |e: String| format!("thread {t} iteration {i}: {e}");
+                        let kvm = ctx.open().map_err(at)?;
+                        let vm = new_vm(&kvm).map_err(at)?;
+                        let v = check_ext("VM fd", &vm, KVM_CAP_CHECK_EXTENSION_VM.into())
+                            .map_err(at)?;
+                        if v != 1 {
+                            return Err(at(format!("KVM_CAP_CHECK_EXTENSION_VM = {v}")));
+                        }
+                        if (t + i) % 2 == 0 {
+                            drop(vm);
+                            drop(kvm);
+                        } else {
+                            drop(kvm);
+                            drop(vm);
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        // Join every thread before reporting, keep the first failure.
+        let mut first = Ok(());
+        for (t, h) in handles.into_iter().enumerate() {
+            let r = h
+                .join()
+                .unwrap_or_else(|_| Err(format!("thread {t} panicked")));
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
+    })
+}
+
+fn vm_outlives_system_fd(ctx: &Ctx) -> TestResult {
+    let kvm = ctx.open()?;
+    let vm = new_vm(&kvm)?;
+    drop(kvm);
+    let v = check_ext(
+        "VM fd after closing system fd",
+        &vm,
+        KVM_CAP_CHECK_EXTENSION_VM.into(),
+    )?;
+    if v != 1 {
+        return Err(format!(
+            "VM fd after closing system fd: KVM_CAP_CHECK_EXTENSION_VM = {v}"
+        ));
+    }
+    drop(vm);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Runner
+
+fn usage() -> ExitCode {
+    eprintln!("usage: rkvm_rust_selftest [--dev PATH] [--require]");
+    ExitCode::from(2)
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown payload".into())
+}
+
+fn main() -> ExitCode {
+    let mut dev = DEFAULT_DEV.to_string();
+    let mut require = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--dev" => match args.next() {
+                Some(p) => dev = p,
+                None => return usage(),
+            },
+            "--require" => require = true,
+            _ => return usage(),
+        }
+    }
+    let Ok(path) = CString::new(dev.clone()) else {
+        return usage();
+    };
+    let rkvm = Path::new(&dev).file_name().is_none_or(|n| n != "kvm");
+    let ctx = Ctx { dev, path, rkvm };
+
+    println!("TAP version 13");
+    if let Err(e) = Kvm::new_with_path(&ctx.path) {
+        let why = ename(e.errno());
+        if require {
+            println!("Bail out! cannot open {}: {why}", ctx.dev);
+            return ExitCode::from(KSFT_FAIL);
+        }
+        println!("1..0 # SKIP cannot open {}: {why}", ctx.dev);
+        return ExitCode::from(KSFT_SKIP);
+    }
+    println!("1..{}", TESTS.len());
+    diag(&format!(
+        "device {} ({})",
+        ctx.dev,
+        if ctx.rkvm { "rkvm" } else { "stock KVM" }
+    ));
+
+    // Report panics as TAP diagnostics, not on stderr.
+    panic::set_hook(Box::new(|info| {
+        let loc = info
+            .location()
+            .map(|l| format!(" at {l}"))
+            .unwrap_or_default();
+        diag(&format!(
+            "panic{loc}: {}",
+            panic_message(info.payload()).replace('\n', " ")
+        ));
+    }));
+
+    let (mut pass, mut fail, mut skip) = (0, 0, 0);
+    for (i, t) in TESTS.iter().enumerate() {
+        let n = i + 1;
+        if t.rkvm_only && !ctx.rkvm {
+            println!("ok {n} {} # SKIP rkvm only", t.name);
+            skip += 1;
+            continue;
+        }
+        let res = panic::catch_unwind(AssertUnwindSafe(|| (t.func)(&ctx)))
+            .unwrap_or_else(|p| Err(format!("panicked: {}", panic_message(&*p))));
+        match res {
+            Ok(()) => {
+                println!("ok {n} {}", t.name);
+                pass += 1;
+            }
+            Err(why) => {
+                println!("not ok {n} {} # {}", t.name, why.replace('\n', " "));
+                fail += 1;
+            }
+        }
+    }
+    println!("# totals: pass:{pass} fail:{fail} skip:{skip}");
+    if fail == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(KSFT_FAIL)
+    }
+}
