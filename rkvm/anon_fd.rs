@@ -28,6 +28,9 @@ pub(crate) trait AnonFile: Send + Sync + Sized + 'static {
     fn ioctl(this: ArcBorrow<'_, Self>, file: &File, cmd: u32, arg: usize) -> Result<isize>;
 }
 
+// bindgen gives some members of `file_operations` zero-sized types; the C
+// helper takes a pointer to the real struct, so the lint does not apply.
+#[allow(improper_ctypes)]
 extern "C" {
     fn rkvm_anon_inode_getfd(
         name: *const u8,
@@ -79,7 +82,12 @@ impl<T: AnonFile> VTable<T> {
         // SAFETY: the file is alive for the call and its `private_data`
         // holds the `Arc<T>` that `install` stored, released only in
         // `release`, which cannot run concurrently with an ioctl.
-        let (this, file) = unsafe { (Arc::<T>::borrow((*file).private_data), File::from_raw_file(file)) };
+        let (this, file) = unsafe {
+            (
+                Arc::<T>::borrow((*file).private_data),
+                File::from_raw_file(file),
+            )
+        };
         match T::ioctl(this, file, cmd, arg) {
             Ok(r) => r,
             Err(e) => e.to_errno() as isize,

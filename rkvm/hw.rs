@@ -24,7 +24,6 @@ use kernel::{alloc::flags::*, cpu, page::Page, prelude::*, str::CStr};
 
 use crate::svm::{self, SvmFeatures};
 use crate::vmx::{self, VmxFeatures};
-use crate::x86;
 
 /// Which virtualization extension rkvm drives, with its decoded features.
 #[derive(Clone, Copy, Debug)]
@@ -137,7 +136,10 @@ impl Hardware {
         }
         pr_info!("virtualization enabled on all online CPUs\n");
         // INVARIANT: the state is registered and `PER_CPU` points to `per_cpu`.
-        Ok(Self { cpuhp_state: state, per_cpu })
+        Ok(Self {
+            cpuhp_state: state,
+            per_cpu,
+        })
     }
 }
 
@@ -169,7 +171,11 @@ fn detect() -> Result<Vendor> {
         (Ok(f), _) => Ok(Vendor::Svm(f)),
         (_, Ok(f)) => Ok(Vendor::Vmx(f)),
         (Err(s), Err(v)) => {
-            pr_err!("no usable hardware virtualization: SVM: {s}; VMX: {v}\n");
+            pr_err!(
+                "no usable hardware virtualization: SVM: {}; VMX: {}\n",
+                s.reason(),
+                v.reason()
+            );
             Err(ENODEV)
         }
     }

@@ -28,8 +28,8 @@ impl Vm {
         if vm_type != abi::vm_type::X86_DEFAULT {
             return Err(EINVAL);
         }
-        let mm = kernel::current!().mm().ok_or(EINVAL)?;
-        let mm: &Mm = mm;
+        let task = kernel::current!();
+        let mm: &Mm = task.mm().ok_or(EINVAL)?;
         // INVARIANT: `mm` is the creating process's address space.
         Ok(Arc::new(Self { mm: ARef::from(mm) }, GFP_KERNEL)?)
     }

@@ -8,6 +8,9 @@ use kernel::{error::to_result, page::Page, prelude::*};
 mod ffi {
     use kernel::bindings;
 
+    // `struct page` contains zero-sized bindgen types; only a pointer to it
+    // crosses the boundary, so the lint does not apply.
+    #[allow(improper_ctypes)]
     extern "C" {
         pub(super) fn rkvm_rdmsr_safe(msr: u32, val: *mut u64) -> i32;
         pub(super) fn rkvm_wrmsr_safe(msr: u32, val: u64) -> i32;

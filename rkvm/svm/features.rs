@@ -5,8 +5,6 @@
 //! AMD APM vol. 2, 15.4 ("Enabling SVM") and CPUID Fn8000_000A. Pure logic
 //! (only `core`), tested on the host.
 
-use core::fmt;
-
 /// CPUID leaf with the extended feature flags (ECX bit 2 = SVM).
 pub(crate) const CPUID_EXT_FEATURES: u32 = 0x8000_0001;
 /// CPUID leaf describing SVM: revision, number of ASIDs, feature bits.
@@ -71,14 +69,15 @@ pub(crate) enum SvmUnsupported {
     NoAsids,
 }
 
-impl fmt::Display for SvmUnsupported {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl SvmUnsupported {
+    /// Why, in words, for the kernel log.
+    pub(crate) const fn reason(&self) -> &'static str {
+        match self {
             Self::NoSvm => "the CPU has no SVM",
             Self::DisabledByFirmware => "SVM is disabled by the firmware (VM_CR.SVMDIS)",
             Self::NoNpt => "SVM has no nested paging (NPT)",
             Self::NoAsids => "SVM reports no guest ASIDs",
-        })
+        }
     }
 }
 
@@ -121,7 +120,12 @@ mod tests {
 
     /// What QEMU TCG reports for `-cpu EPYC,+svm,+npt`: NPT, no NRIP save.
     fn qemu_epyc() -> SvmCpuid {
-        SvmCpuid { max_ext_leaf: 0x8000_001f, ext_ecx: EXT_ECX_SVM, svm_ebx: 16, svm_edx: SVM_EDX_NPT }
+        SvmCpuid {
+            max_ext_leaf: 0x8000_001f,
+            ext_ecx: EXT_ECX_SVM,
+            svm_ebx: 16,
+            svm_edx: SVM_EDX_NPT,
+        }
     }
 
     #[test]
@@ -134,7 +138,8 @@ mod tests {
     #[test]
     fn feature_bits_are_decoded() {
         let mut id = qemu_epyc();
-        id.svm_edx |= SVM_EDX_NRIPS | SVM_EDX_VMCB_CLEAN | SVM_EDX_FLUSH_BY_ASID | SVM_EDX_DECODE_ASSISTS;
+        id.svm_edx |=
+            SVM_EDX_NRIPS | SVM_EDX_VMCB_CLEAN | SVM_EDX_FLUSH_BY_ASID | SVM_EDX_DECODE_ASSISTS;
         let f = SvmFeatures::decode(id, Some(0)).unwrap();
         assert!(f.nrip_save && f.vmcb_clean && f.flush_by_asid && f.decode_assists);
     }
@@ -142,13 +147,19 @@ mod tests {
     #[test]
     fn refusals() {
         let mut id = qemu_epyc();
-        assert_eq!(SvmFeatures::decode(id, Some(VM_CR_SVMDIS)), Err(SvmUnsupported::DisabledByFirmware));
+        assert_eq!(
+            SvmFeatures::decode(id, Some(VM_CR_SVMDIS)),
+            Err(SvmUnsupported::DisabledByFirmware)
+        );
         assert_eq!(SvmFeatures::decode(id, None), Err(SvmUnsupported::NoSvm));
         id.svm_edx = 0;
         assert_eq!(SvmFeatures::decode(id, Some(0)), Err(SvmUnsupported::NoNpt));
         id = qemu_epyc();
         id.svm_ebx = 1;
-        assert_eq!(SvmFeatures::decode(id, Some(0)), Err(SvmUnsupported::NoAsids));
+        assert_eq!(
+            SvmFeatures::decode(id, Some(0)),
+            Err(SvmUnsupported::NoAsids)
+        );
         id = qemu_epyc();
         id.max_ext_leaf = 0x8000_0008;
         assert_eq!(SvmFeatures::decode(id, Some(0)), Err(SvmUnsupported::NoSvm));

@@ -6,7 +6,10 @@ mod features;
 
 pub(crate) use features::{SvmFeatures, SvmUnsupported};
 
-use features::{SvmCpuid, CPUID_EXT_FEATURES, CPUID_SVM_FEATURES, EFER_SVME, MSR_EFER, MSR_VM_CR, MSR_VM_HSAVE_PA};
+use features::{
+    SvmCpuid, CPUID_EXT_FEATURES, CPUID_SVM_FEATURES, EFER_SVME, MSR_EFER, MSR_VM_CR,
+    MSR_VM_HSAVE_PA,
+};
 use kernel::{page::Page, prelude::*};
 
 use crate::x86;
@@ -16,10 +19,23 @@ pub(crate) fn detect() -> Result<SvmFeatures, SvmUnsupported> {
     let max_ext_leaf = x86::cpuid(0x8000_0000, 0).eax;
     let has_leaves = max_ext_leaf >= CPUID_SVM_FEATURES;
     let ext = x86::cpuid(CPUID_EXT_FEATURES, 0);
-    let svm = if has_leaves { x86::cpuid(CPUID_SVM_FEATURES, 0) } else { ext };
-    let id = SvmCpuid { max_ext_leaf, ext_ecx: ext.ecx, svm_ebx: svm.ebx, svm_edx: svm.edx };
+    let svm = if has_leaves {
+        x86::cpuid(CPUID_SVM_FEATURES, 0)
+    } else {
+        ext
+    };
+    let id = SvmCpuid {
+        max_ext_leaf,
+        ext_ecx: ext.ecx,
+        svm_ebx: svm.ebx,
+        svm_edx: svm.edx,
+    };
     // VM_CR exists only on CPUs with SVM; read it only then.
-    let vm_cr = if features::has_svm_bit(id.ext_ecx) { x86::rdmsr(MSR_VM_CR) } else { None };
+    let vm_cr = if features::has_svm_bit(id.ext_ecx) {
+        x86::rdmsr(MSR_VM_CR)
+    } else {
+        None
+    };
     SvmFeatures::decode(id, vm_cr)
 }
 
@@ -47,7 +63,9 @@ pub(crate) fn disable_cpu(cpu: u32) {
     if x86::stgi().is_err() {
         pr_warn!("STGI faulted on CPU {cpu}: SVM was already off\n");
     }
-    let Some(efer) = x86::rdmsr(MSR_EFER) else { return };
+    let Some(efer) = x86::rdmsr(MSR_EFER) else {
+        return;
+    };
     // SAFETY: rkvm enabled SVM on this CPU in `enable_cpu` and owns SVME
     // and VM_HSAVE_PA until this point.
     let res = unsafe {

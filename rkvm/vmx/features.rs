@@ -7,8 +7,6 @@
 //! appendix A ("VMX capability reporting facility"). Pure logic (only
 //! `core`), tested on the host.
 
-use core::fmt;
-
 /// `IA32_FEATURE_CONTROL`.
 pub(crate) const MSR_FEATURE_CONTROL: u32 = 0x3a;
 /// `IA32_VMX_BASIC`.
@@ -115,15 +113,16 @@ pub(crate) enum VmxUnsupported {
     EptIncomplete,
 }
 
-impl fmt::Display for VmxUnsupported {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl VmxUnsupported {
+    /// Why, in words, for the kernel log.
+    pub(crate) const fn reason(&self) -> &'static str {
+        match self {
             Self::NoVmx => "the CPU has no VMX",
             Self::DisabledByFirmware => "VMX is disabled by the firmware (IA32_FEATURE_CONTROL)",
             Self::BadVmcsRegion => "IA32_VMX_BASIC describes an unusable VMCS region",
             Self::NoEpt => "VMX has no EPT",
             Self::EptIncomplete => "EPT lacks 4-level walks, write-back memory or INVEPT",
-        })
+        }
     }
 }
 
@@ -190,10 +189,16 @@ mod tests {
         VmxMsrs {
             cpuid_1_ecx: CPUID_1_ECX_VMX,
             feature_control: Some(FEATURE_CONTROL_LOCKED | FEATURE_CONTROL_VMX_OUTSIDE_SMX),
-            basic: Some((MEMTYPE_WB << BASIC_MEMTYPE_SHIFT) | (0x1000 << BASIC_SIZE_SHIFT) | 0x1d3b),
+            basic: Some(
+                (MEMTYPE_WB << BASIC_MEMTYPE_SHIFT) | (0x1000 << BASIC_SIZE_SHIFT) | 0x1d3b,
+            ),
             procbased: Some((PROCBASED_SECONDARY as u64) << 32),
-            procbased2: Some(((SECONDARY_EPT | SECONDARY_VPID | SECONDARY_UNRESTRICTED_GUEST) as u64) << 32),
-            ept_vpid_cap: Some(EPT_CAP_WALK_4 | EPT_CAP_WB | EPT_CAP_INVEPT | EPT_CAP_2M | EPT_CAP_AD),
+            procbased2: Some(
+                ((SECONDARY_EPT | SECONDARY_VPID | SECONDARY_UNRESTRICTED_GUEST) as u64) << 32,
+            ),
+            ept_vpid_cap: Some(
+                EPT_CAP_WALK_4 | EPT_CAP_WB | EPT_CAP_INVEPT | EPT_CAP_2M | EPT_CAP_AD,
+            ),
         }
     }
 
@@ -225,7 +230,10 @@ mod tests {
         for fc in [0, FEATURE_CONTROL_LOCKED, FEATURE_CONTROL_VMX_OUTSIDE_SMX] {
             m = haswell();
             m.feature_control = Some(fc);
-            assert_eq!(VmxFeatures::decode(m), Err(VmxUnsupported::DisabledByFirmware));
+            assert_eq!(
+                VmxFeatures::decode(m),
+                Err(VmxUnsupported::DisabledByFirmware)
+            );
         }
         m = haswell();
         m.basic = Some(m.basic.unwrap() | BASIC_32BIT_ADDRESSES);

@@ -15,7 +15,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include <linux/kvm.h>
+#include <linux/rkvm.h>
 
 #include "kselftest_harness.h"
 
@@ -41,7 +41,7 @@ static int load(void)
 
 static long api_version(void)
 {
-	int fd = open("/dev/rkvm", O_RDWR);
+	int fd = open(RKVM_DEVICE_PATH, O_RDWR);
 	long r;
 
 	if (fd < 0)
@@ -53,7 +53,7 @@ static long api_version(void)
 
 TEST(open_device_pins_module)
 {
-	int fd = open("/dev/rkvm", O_RDWR);
+	int fd = open(RKVM_DEVICE_PATH, O_RDWR);
 
 	ASSERT_LE(0, fd);
 	/* delete_module() reports a module in use as EWOULDBLOCK. */
@@ -64,7 +64,7 @@ TEST(open_device_pins_module)
 
 TEST(open_vm_pins_module)
 {
-	int fd = open("/dev/rkvm", O_RDWR);
+	int fd = open(RKVM_DEVICE_PATH, O_RDWR);
 	int vm = ioctl(fd, KVM_CREATE_VM, 0);
 
 	ASSERT_LE(0, vm);

@@ -15,11 +15,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <linux/kvm.h>
+#include <linux/rkvm.h>
 
 #include "kselftest_harness.h"
-
-#define RKVM_DEV "/dev/rkvm"
 
 /* Capabilities rkvm implements so far, with the value KVM would give. */
 static long expected_cap(unsigned long cap)
@@ -36,10 +34,10 @@ static long expected_cap(unsigned long cap)
 
 static int open_dev(void)
 {
-	int fd = open(RKVM_DEV, O_RDWR | O_CLOEXEC);
+	int fd = open(RKVM_DEVICE_PATH, O_RDWR | O_CLOEXEC);
 
 	if (fd < 0)
-		ksft_exit_fail_msg("open %s: %s\n", RKVM_DEV, strerror(errno));
+		ksft_exit_fail_msg("open %s: %s\n", RKVM_DEVICE_PATH, strerror(errno));
 	return fd;
 }
 
@@ -65,7 +63,7 @@ TEST(vcpu_mmap_size)
 	int fd = open_dev();
 
 	/* kvm_run page + PIO data page; no coalesced-MMIO ring page. */
-	ASSERT_EQ(2 * getpagesize(), xioctl(fd, KVM_GET_VCPU_MMAP_SIZE, 0));
+	ASSERT_EQ(RKVM_VCPU_MMAP_PAGES * getpagesize(), xioctl(fd, KVM_GET_VCPU_MMAP_SIZE, 0));
 	ASSERT_EQ(-EINVAL, xioctl(fd, KVM_GET_VCPU_MMAP_SIZE, 1));
 	close(fd);
 }
@@ -127,6 +125,7 @@ TEST(unknown_ioctls)
 {
 	int fd = open_dev();
 	int vm = xioctl(fd, KVM_CREATE_VM, 0);
+	char c;
 
 	ASSERT_LE(0, vm);
 	/* System fd: KVM answers anything unknown with EINVAL... */
@@ -139,11 +138,7 @@ TEST(unknown_ioctls)
 	EXPECT_EQ(-ENOTTY, xioctl(vm, KVM_CREATE_VCPU, 0));
 	EXPECT_EQ(-ENOTTY, xioctl(vm, KVM_CREATE_VM, 0));
 	/* A VM fd has no read(). */
-	{
-		char c;
-
-		EXPECT_EQ(-1, read(vm, &c, 1));
-	}
+	EXPECT_EQ(-1, read(vm, &c, 1));
 	close(vm);
 	close(fd);
 }
@@ -226,7 +221,7 @@ static void *open_create_close(void *p)
 	int i;
 
 	for (i = 0; i < a->iterations; i++) {
-		int fd = open(RKVM_DEV, O_RDWR);
+		int fd = open(RKVM_DEVICE_PATH, O_RDWR);
 		int vm = fd < 0 ? -1 : xioctl(fd, KVM_CREATE_VM, 0);
 
 		if (fd < 0 || vm < 0 ||
