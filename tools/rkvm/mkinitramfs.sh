@@ -28,7 +28,7 @@ kver=$(cat "$kdir/build/include/config/kernel.release")
 	for f in "$RKVM_OUT"/selftests/*; do
 		echo "file /usr/lib/rkvm/selftests/${f##*/} $f 0755 0 0"
 	done
-	(cd "$stage/root" && find lib/modules -mindepth 1 -type d -printf 'dir /%p 0755 0 0\n' &&
+	(cd "$stage/root" && find lib/modules -type d -printf 'dir /%p 0755 0 0\n' &&
 		find lib/modules -type f -printf "file /%p $stage/root/%p 0644 0 0\n")
 } > "$stage/list"
 

@@ -55,6 +55,7 @@ isolinux=/usr/lib/ISOLINUX/isolinux.bin
 ldlinux=/usr/lib/syslinux/modules/bios/ldlinux.c32
 [ -f "$isolinux" ] && [ -f "$ldlinux" ] || die "isolinux/syslinux-common are not installed"
 log=$(realpath -m "$log")
+rm -f "$log"
 
 if [ -n "$workdir" ]; then
 	mkdir -p "$workdir"
@@ -133,17 +134,19 @@ if unshare --net true 2>/dev/null; then
 	netns=(unshare --net)
 fi
 marker='rkvm-init: done'
-start=$(date +%s)
+# Milliseconds; EPOCHREALTIME's separator follows the locale.
+now_ms() { local t=${EPOCHREALTIME//[^0-9]/}; echo $((10#$t / 1000)); }
+start=$(now_ms)
 (cd "$workdir" && exec setsid "${netns[@]}" bochs -q -f bochsrc -rc rc.txt \
 	</dev/null >bochs.out 2>&1) &
 pid=$!
 
 done_at=
 while :; do
-	now=$(date +%s)
+	now=$(now_ms)
 	if [ -z "$done_at" ] && grep -qF "$marker" "$workdir/serial.log" 2>/dev/null; then
 		done_at=$now
-		note "guest done after $((now - start)) s"
+		note "guest done after $(((now - start) / 1000)) s"
 	fi
 	if ! kill -0 "$pid" 2>/dev/null; then
 		wait "$pid" 2>/dev/null || true
@@ -159,10 +162,10 @@ while :; do
 		exit 1
 	fi
 	# Grace for the guest's own poweroff, then stop Bochs ourselves.
-	if [ -n "$done_at" ] && [ $((now - done_at)) -ge 2 ]; then
+	if [ -n "$done_at" ] && [ $((now - done_at)) -ge 2000 ]; then
 		exit 0
 	fi
-	if [ -z "$done_at" ] && [ $((now - start)) -ge "$timeout" ]; then
+	if [ -z "$done_at" ] && [ $((now - start)) -ge $((timeout * 1000)) ]; then
 		echo "run-bochs: timeout after $timeout s" >&2
 		exit 124
 	fi
