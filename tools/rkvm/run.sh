@@ -22,4 +22,4 @@ if [ -t 0 ] && [ -t 1 ]; then
 fi
 "$RKVM_TOOLS/run-qemu.sh" "${args[@]}" --timeout 600 --append "rkvm.mode=run"
 # Show the guest's side of the run (the console log without kernel noise).
-grep -E '^(rkvm-init|/dev/rkvm|---|\[ *[0-9.]+\] rkvm)' "$RKVM_OUT/run/serial.log" || true
+grep -E '^(rkvm-init|/dev/rkvm|---|rkvm: )' "$RKVM_OUT/run/serial.log" || true
