@@ -16,7 +16,10 @@
 //! unknown ioctls, the VM fd's owning-mm rule across fork(), and fd lifetime
 //! under loops and threads.
 //!
-//! Usage: rkvm_rust_selftest [--dev PATH] [--require]
+//! Usage: rkvm_rust_selftest [--dev PATH] [--require] [--scale N]
+//! `--scale N` divides the stress loops' iteration counts by N (for slow
+//! emulated hosts and for stock KVM, whose VM creation costs far more under
+//! emulation); every check still runs.
 //! Exit: 0 all passed, 1 a test failed (or --require and no device),
 //! 4 (KSFT_SKIP) device cannot be opened.
 
@@ -59,9 +62,16 @@ struct Ctx {
     path: CString,
     /// True unless the device's file name is "kvm" (stock KVM).
     rkvm: bool,
+    /// Divisor of the stress loops' iteration counts (>= 1).
+    scale: usize,
 }
 
 impl Ctx {
+    /// `n` iterations, divided by `--scale`, at least one.
+    fn iters(&self, n: usize) -> usize {
+        (n / self.scale).max(1)
+    }
+
     fn open(&self) -> Result<Kvm, String> {
         Kvm::new_with_path(&self.path)
             .map_err(|e| format!("open {}: {}", self.dev, ename(e.errno())))
@@ -417,10 +427,10 @@ fn vm_fd_other_process(ctx: &Ctx) -> TestResult {
 
 fn create_close_loop(ctx: &Ctx) -> TestResult {
     let kvm = ctx.open()?;
-    for i in 0..1000 {
+    for i in 0..ctx.iters(1000) {
         new_vm(&kvm).map_err(|e| format!("iteration {i}: {e}"))?;
     }
-    let vms = (0..100)
+    let vms = (0..ctx.iters(100))
         .map(|i| new_vm(&kvm).map_err(|e| format!("held VM {i}: {e}")))
         .collect::<Result<Vec<_>, _>>()?;
     for (i, vm) in vms.iter().enumerate() {
@@ -432,7 +442,7 @@ fn create_close_loop(ctx: &Ctx) -> TestResult {
     }
     drop(vms);
     drop(kvm);
-    for i in 0..200 {
+    for i in 0..ctx.iters(200) {
         let kvm = ctx.open().map_err(|e| format!("open iteration {i}: {e}"))?;
         if kvm.get_api_version() != KVM_API_VERSION as i32 {
             return Err(format!("open iteration {i}: bad API version"));
@@ -443,12 +453,12 @@ fn create_close_loop(ctx: &Ctx) -> TestResult {
 
 fn threads_open_close_race(ctx: &Ctx) -> TestResult {
     const THREADS: usize = 8;
-    const ITERS: usize = 200;
+    let iters = ctx.iters(200);
     thread::scope(|s| {
         let handles: Vec<_> = (0..THREADS)
             .map(|t| {
                 s.spawn(move || -> TestResult {
-                    for i in 0..ITERS {
+                    for i in 0..iters {
                         let at = |e: String| format!("thread {t} iteration {i}: {e}");
                         let kvm = ctx.open().map_err(at)?;
                         let vm = new_vm(&kvm).map_err(at)?;
@@ -505,7 +515,7 @@ fn vm_outlives_system_fd(ctx: &Ctx) -> TestResult {
 // Runner
 
 fn usage() -> ExitCode {
-    eprintln!("usage: rkvm_rust_selftest [--dev PATH] [--require]");
+    eprintln!("usage: rkvm_rust_selftest [--dev PATH] [--require] [--scale N]");
     ExitCode::from(2)
 }
 
@@ -520,6 +530,7 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 fn main() -> ExitCode {
     let mut dev = DEFAULT_DEV.to_string();
     let mut require = false;
+    let mut scale = 1;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -528,6 +539,10 @@ fn main() -> ExitCode {
                 None => return usage(),
             },
             "--require" => require = true,
+            "--scale" => match args.next().and_then(|n| n.parse().ok()) {
+                Some(n) if n >= 1 => scale = n,
+                _ => return usage(),
+            },
             _ => return usage(),
         }
     }
@@ -535,7 +550,12 @@ fn main() -> ExitCode {
         return usage();
     };
     let rkvm = Path::new(&dev).file_name().is_none_or(|n| n != "kvm");
-    let ctx = Ctx { dev, path, rkvm };
+    let ctx = Ctx {
+        dev,
+        path,
+        rkvm,
+        scale,
+    };
 
     println!("TAP version 13");
     if let Err(e) = Kvm::new_with_path(&ctx.path) {
