@@ -17,6 +17,7 @@ const IOC_TYPESHIFT: u32 = 8;
 const IOC_SIZESHIFT: u32 = 16;
 const IOC_DIRSHIFT: u32 = 30;
 const IOC_NONE: u32 = 0;
+const IOC_WRITE: u32 = 1;
 
 /// `_IOC(dir, type, nr, size)` from `include/uapi/asm-generic/ioctl.h`.
 pub(crate) const fn ioc(dir: u32, ty: u32, nr: u32, size: usize) -> u32 {
@@ -29,6 +30,11 @@ pub(crate) const fn ioc(dir: u32, ty: u32, nr: u32, size: usize) -> u32 {
 /// `_IO(KVMIO, nr)`.
 pub(crate) const fn io(nr: u32) -> u32 {
     ioc(IOC_NONE, KVMIO, nr, 0)
+}
+
+/// `_IOW(KVMIO, nr, size)`: userspace passes `size` bytes in.
+pub(crate) const fn iow(nr: u32, size: usize) -> u32 {
+    ioc(IOC_WRITE, KVMIO, nr, size)
 }
 
 /// Ioctls of the system fd (`/dev/rkvm`).
@@ -45,6 +51,17 @@ pub(crate) mod system {
     pub(crate) const GET_VCPU_MMAP_SIZE: u32 = io(0x04);
 }
 
+/// Ioctls of a VM fd (besides `KVM_CHECK_EXTENSION`).
+pub(crate) mod vm {
+    use super::iow;
+    use crate::memslot::{REGION_V1_SIZE, REGION_V2_SIZE};
+
+    /// `KVM_SET_USER_MEMORY_REGION`.
+    pub(crate) const SET_USER_MEMORY_REGION: u32 = iow(0x46, REGION_V1_SIZE);
+    /// `KVM_SET_USER_MEMORY_REGION2`.
+    pub(crate) const SET_USER_MEMORY_REGION2: u32 = iow(0x49, REGION_V2_SIZE);
+}
+
 /// VM types accepted by `KVM_CREATE_VM` on x86.
 pub(crate) mod vm_type {
     /// `KVM_X86_DEFAULT_VM`: a plain VM, the only type rkvm creates.
@@ -53,8 +70,14 @@ pub(crate) mod vm_type {
 
 /// Capability numbers (`KVM_CAP_*`) that rkvm answers for.
 pub(crate) mod cap {
+    /// `KVM_CAP_USER_MEMORY`: `KVM_SET_USER_MEMORY_REGION` works.
+    pub(crate) const USER_MEMORY: usize = 3;
+    /// `KVM_CAP_NR_MEMSLOTS`: number of slot ids.
+    pub(crate) const NR_MEMSLOTS: usize = 10;
     /// `KVM_CAP_CHECK_EXTENSION_VM`: `KVM_CHECK_EXTENSION` works on VM fds.
     pub(crate) const CHECK_EXTENSION_VM: usize = 105;
+    /// `KVM_CAP_USER_MEMORY2`: `KVM_SET_USER_MEMORY_REGION2` works.
+    pub(crate) const USER_MEMORY2: usize = 231;
     /// `KVM_CAP_VM_TYPES`: bitmap of VM types `KVM_CREATE_VM` accepts.
     pub(crate) const VM_TYPES: usize = 235;
 }

@@ -69,6 +69,10 @@ impl<T: AnonFile> VTable<T> {
     const VTABLE: bindings::file_operations = bindings::file_operations {
         owner: this_module::<crate::LocalModule>().as_ptr(),
         unlocked_ioctl: Some(Self::ioctl),
+        // The ioctls served so far take integers, which 32-bit callers pass
+        // the same way; ioctls with layout-dependent structs will need more.
+        #[cfg(CONFIG_COMPAT)]
+        compat_ioctl: Some(bindings::compat_ptr_ioctl),
         release: Some(Self::release),
         llseek: Some(bindings::noop_llseek),
         // SAFETY: all-zeroes is a valid `file_operations` (no callbacks).

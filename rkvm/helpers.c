@@ -6,6 +6,7 @@
 #include <linux/cpuhotplug.h>
 #include <linux/fs.h>
 #include <linux/mm.h>
+#include <linux/uaccess.h>
 #include <asm/asm.h>
 #include <asm/msr.h>
 #include <asm/special_insns.h>
@@ -93,4 +94,9 @@ int rkvm_anon_inode_getfd(const char *name, const struct file_operations *fops,
 u64 rkvm_page_to_phys(struct page *page)
 {
 	return page_to_phys(page);
+}
+
+bool rkvm_access_ok(u64 addr, u64 size)
+{
+	return access_ok((void __user *)(unsigned long)addr, size);
 }

@@ -37,4 +37,7 @@ int rkvm_anon_inode_getfd(const char *name, const struct file_operations *fops,
 
 u64 rkvm_page_to_phys(struct page *page);
 
+/* access_ok() on a userspace range given as integers. */
+bool rkvm_access_ok(u64 addr, u64 size);
+
 #endif /* RKVM_HELPERS_H */

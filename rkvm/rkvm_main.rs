@@ -15,6 +15,8 @@ mod anon_fd;
 mod caps;
 mod dev;
 mod hw;
+mod memslot;
+mod srcu_box;
 mod svm;
 mod vm;
 mod vmx;

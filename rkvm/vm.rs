@@ -1,16 +1,41 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The VM: what a VM fd refers to.
+//!
+//! # Locking
+//!
+//! `slots_lock` serialises memslot writers. Memslot readers (later: the
+//! page-fault path) use `memslots.read()`, an SRCU read section, and never
+//! take `slots_lock`. Writers build a new set while holding `slots_lock`,
+//! leave their own read section, then publish it (`SrcuBox::replace` waits
+//! for an SRCU grace period before freeing the old set).
 
 use kernel::{
     fs::File,
     mm::Mm,
+    new_mutex, new_srcu,
     prelude::*,
     str::CStr,
-    sync::{aref::ARef, Arc, ArcBorrow},
+    sync::{aref::ARef, Arc, ArcBorrow, Mutex},
+    uaccess::{UserPtr, UserSlice},
 };
 
-use crate::{abi, anon_fd::AnonFile, caps};
+use crate::{
+    abi,
+    anon_fd::AnonFile,
+    caps,
+    memslot::{self, HostLimits, Memslot, RegionRequest, SlotError},
+    srcu_box::SrcuBox,
+    x86,
+};
+
+/// One published set of memslots.
+struct Memslots {
+    /// Sorted by gfn, disjoint (built only by `memslot::Change::build`).
+    slots: KVec<Memslot>,
+    /// Bumped by every change, so a reader can tell two sets apart.
+    generation: u64,
+}
 
 /// A virtual machine.
 ///
@@ -18,8 +43,13 @@ use crate::{abi, anon_fd::AnonFile, caps};
 ///
 /// `mm` is the address space of the process that created the VM; guest
 /// memory will be that process's memory, so the VM is only driven from it.
+#[pin_data]
 pub(crate) struct Vm {
     mm: ARef<Mm>,
+    #[pin]
+    slots_lock: Mutex<()>,
+    #[pin]
+    memslots: SrcuBox<Memslots>,
 }
 
 impl Vm {
@@ -30,8 +60,22 @@ impl Vm {
         }
         let task = kernel::current!();
         let mm: &Mm = task.mm().ok_or(EINVAL)?;
+        let empty = KBox::new(
+            Memslots {
+                slots: KVec::new(),
+                generation: 0,
+            },
+            GFP_KERNEL,
+        )?;
         // INVARIANT: `mm` is the creating process's address space.
-        Ok(Arc::new(Self { mm: ARef::from(mm) }, GFP_KERNEL)?)
+        Arc::pin_init(
+            try_pin_init!(Self {
+                mm: ARef::from(mm),
+                slots_lock <- new_mutex!((), "Vm::slots_lock"),
+                memslots <- SrcuBox::new(empty, new_srcu!("Vm::memslots")),
+            }),
+            GFP_KERNEL,
+        )
     }
 
     /// Whether the caller runs in the VM's address space. KVM refuses (with
@@ -42,6 +86,47 @@ impl Vm {
             .mm()
             .is_some_and(|mm| core::ptr::eq(mm.as_raw(), self.mm.as_raw()))
     }
+
+    /// `KVM_SET_USER_MEMORY_REGION(2)`.
+    fn set_memory_region(&self, req: &RegionRequest) -> Result {
+        let _writer = self.slots_lock.lock();
+        let (next, generation) = {
+            let cur = self.memslots.read();
+            let host = HostLimits {
+                max_gfn: x86::max_gfn(),
+                user_range_ok: x86::user_range_ok,
+            };
+            let change = match memslot::plan(&cur.slots, req, &host) {
+                Ok(Some(change)) => change,
+                Ok(None) => return Ok(()),
+                Err(SlotError::Invalid) => return Err(EINVAL),
+                Err(SlotError::Overlap) => return Err(EEXIST),
+            };
+            let mut next = KVec::with_capacity(change.new_len(cur.slots.len()), GFP_KERNEL)?;
+            change.build(&cur.slots, |s| next.push(s, GFP_KERNEL))?;
+            (next, cur.generation + 1)
+            // The read section ends here: `replace` below waits for readers.
+        };
+        // Nothing maps guest memory yet, so a deleted or moved slot leaves
+        // no mappings behind; the MMU will zap them here before returning.
+        self.memslots.replace(KBox::new(
+            Memslots {
+                slots: next,
+                generation,
+            },
+            GFP_KERNEL,
+        )?);
+        Ok(())
+    }
+}
+
+/// Reads a `N`-byte ioctl argument from userspace.
+fn read_arg<const N: usize>(arg: usize) -> Result<[u8; N]> {
+    let mut buf = [0u8; N];
+    UserSlice::new(UserPtr::from_addr(arg), N)
+        .reader()
+        .read_slice(&mut buf)?;
+    Ok(buf)
 }
 
 impl AnonFile for Vm {
@@ -53,6 +138,17 @@ impl AnonFile for Vm {
         }
         match cmd {
             abi::system::CHECK_EXTENSION => Ok(caps::check_extension(arg)),
+            abi::vm::SET_USER_MEMORY_REGION => {
+                let req = RegionRequest::from_v1(&read_arg(arg)?);
+                if !req.v1_flags_ok() {
+                    return Err(EINVAL);
+                }
+                this.set_memory_region(&req).map(|()| 0)
+            }
+            abi::vm::SET_USER_MEMORY_REGION2 => {
+                let req = RegionRequest::from_v2(&read_arg(arg)?);
+                this.set_memory_region(&req).map(|()| 0)
+            }
             // KVM answers unknown VM ioctls with ENOTTY.
             _ => Err(ENOTTY),
         }

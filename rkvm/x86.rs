@@ -22,6 +22,7 @@ mod ffi {
         pub(super) fn rkvm_vmxoff() -> i32;
         pub(super) fn rkvm_stgi() -> i32;
         pub(super) fn rkvm_page_to_phys(page: *mut bindings::page) -> u64;
+        pub(super) fn rkvm_access_ok(addr: u64, size: u64) -> bool;
     }
 }
 
@@ -139,4 +140,21 @@ pub(crate) fn stgi() -> Result {
 pub(crate) fn page_phys(page: &Page) -> u64 {
     // SAFETY: `page.as_ptr()` is a valid `struct page` for as long as `page`.
     unsafe { ffi::rkvm_page_to_phys(page.as_ptr()) }
+}
+
+/// CPUID leaf with the physical address width (EAX bits 7:0).
+const CPUID_ADDRESS_SIZES: u32 = 0x8000_0008;
+
+/// Highest guest frame number nested paging can map: NPT and EPT cannot
+/// translate to addresses beyond the host's MAXPHYADDR.
+pub(crate) fn max_gfn() -> u64 {
+    let phys_bits = cpuid(CPUID_ADDRESS_SIZES, 0).eax & 0xff;
+    (1u64 << (phys_bits.clamp(32, 52) - crate::memslot::PAGE_SHIFT)) - 1
+}
+
+/// Whether `[addr, addr + size)` lies in the current task's user space
+/// (`access_ok`).
+pub(crate) fn user_range_ok(addr: u64, size: u64) -> bool {
+    // SAFETY: `access_ok` only compares the range with the user-space limit.
+    unsafe { ffi::rkvm_access_ok(addr, size) }
 }

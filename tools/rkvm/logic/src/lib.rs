@@ -17,6 +17,8 @@ extern crate std;
 mod abi;
 #[path = "../../../../rkvm/caps.rs"]
 mod caps;
+#[path = "../../../../rkvm/memslot.rs"]
+mod memslot;
 #[path = "../../../../rkvm/svm/features.rs"]
 mod svm_features;
 #[path = "../../../../rkvm/vmx/features.rs"]
@@ -36,14 +38,29 @@ mod abi_matches_kvm {
         assert_eq!(abi::system::CREATE_VM, 0xae01);
         assert_eq!(abi::system::CHECK_EXTENSION, 0xae03);
         assert_eq!(abi::system::GET_VCPU_MMAP_SIZE, 0xae04);
+        assert_eq!(abi::vm::SET_USER_MEMORY_REGION, 0x4020_ae46);
+        assert_eq!(abi::vm::SET_USER_MEMORY_REGION2, 0x40a0_ae49);
         assert_eq!(abi::KVMIO, kb::KVMIO);
         assert_eq!(abi::API_VERSION, kb::KVM_API_VERSION as isize);
+    }
+
+    #[test]
+    fn memory_region_structs() {
+        use core::mem::size_of;
+        assert_eq!(size_of::<kb::kvm_userspace_memory_region>(), super::memslot::REGION_V1_SIZE);
+        assert_eq!(size_of::<kb::kvm_userspace_memory_region2>(), super::memslot::REGION_V2_SIZE);
+        assert_eq!(kb::KVM_MEM_LOG_DIRTY_PAGES, super::memslot::MEM_LOG_DIRTY_PAGES);
+        assert_eq!(kb::KVM_MEM_READONLY, super::memslot::MEM_READONLY);
+        assert_eq!(kb::KVM_MEM_GUEST_MEMFD, super::memslot::MEM_GUEST_MEMFD);
     }
 
     #[test]
     fn capability_numbers() {
         assert_eq!(abi::cap::CHECK_EXTENSION_VM, kb::KVM_CAP_CHECK_EXTENSION_VM as usize);
         assert_eq!(abi::cap::VM_TYPES, kb::KVM_CAP_VM_TYPES as usize);
+        assert_eq!(abi::cap::USER_MEMORY, kb::KVM_CAP_USER_MEMORY as usize);
+        assert_eq!(abi::cap::USER_MEMORY2, kb::KVM_CAP_USER_MEMORY2 as usize);
+        assert_eq!(abi::cap::NR_MEMSLOTS, kb::KVM_CAP_NR_MEMSLOTS as usize);
         assert_eq!(abi::vm_type::X86_DEFAULT, kb::KVM_X86_DEFAULT_VM as usize);
     }
 
@@ -52,7 +69,13 @@ mod abi_matches_kvm {
         for cap in 0..4096usize {
             let v = caps::check_extension(cap);
             match cap {
-                c if c == kb::KVM_CAP_CHECK_EXTENSION_VM as usize => assert_eq!(v, 1),
+                c if c == kb::KVM_CAP_CHECK_EXTENSION_VM as usize
+                    || c == kb::KVM_CAP_USER_MEMORY as usize
+                    || c == kb::KVM_CAP_USER_MEMORY2 as usize =>
+                {
+                    assert_eq!(v, 1)
+                }
+                c if c == kb::KVM_CAP_NR_MEMSLOTS as usize => assert_eq!(v, 509),
                 c if c == kb::KVM_CAP_VM_TYPES as usize => assert_eq!(v, 1 << kb::KVM_X86_DEFAULT_VM),
                 _ => assert_eq!(v, 0, "cap {cap}"),
             }

@@ -24,7 +24,11 @@ static long expected_cap(unsigned long cap)
 {
 	switch (cap) {
 	case KVM_CAP_CHECK_EXTENSION_VM:
+	case KVM_CAP_USER_MEMORY:
+	case KVM_CAP_USER_MEMORY2:
 		return 1;
+	case KVM_CAP_NR_MEMSLOTS:
+		return 509;
 	case KVM_CAP_VM_TYPES:
 		return 1 << KVM_X86_DEFAULT_VM;
 	default:

@@ -33,7 +33,8 @@ use std::process::ExitCode;
 use std::thread;
 
 use kvm_bindings::{
-    KVM_API_VERSION, KVM_CAP_CHECK_EXTENSION_VM, KVM_CAP_VM_TYPES, KVM_X86_DEFAULT_VM, KVMIO,
+    KVM_API_VERSION, KVM_CAP_CHECK_EXTENSION_VM, KVM_CAP_NR_MEMSLOTS, KVM_CAP_USER_MEMORY,
+    KVM_CAP_USER_MEMORY2, KVM_CAP_VM_TYPES, KVM_X86_DEFAULT_VM, KVMIO, kvm_userspace_memory_region,
 };
 use kvm_ioctls::{Cap, Kvm, VmFd};
 use vmm_sys_util::ioctl::ioctl_with_val;
@@ -52,6 +53,8 @@ const KSFT_SKIP: u8 = 4;
 const DEFAULT_DEV: &str = "/dev/rkvm";
 /// Capability numbers swept by the KVM_CHECK_EXTENSION tests.
 const CAP_MAX: c_ulong = 300;
+/// rkvm's KVM_CAP_NR_MEMSLOTS.
+const RKVM_NR_MEMSLOTS: i32 = 509;
 /// rkvm's vCPU mmap area: the kvm_run page plus the PIO data page.
 const RKVM_VCPU_MMAP_SIZE: usize = 2 * 4096;
 
@@ -99,6 +102,7 @@ const TESTS: &[Test] = &[
     Test { name: "create_close_loop", func: create_close_loop, rkvm_only: false },
     Test { name: "threads_open_close_race", func: threads_open_close_race, rkvm_only: false },
     Test { name: "vm_outlives_system_fd", func: vm_outlives_system_fd, rkvm_only: false },
+    Test { name: "memory_regions", func: memory_regions, rkvm_only: false },
 ];
 
 // ---------------------------------------------------------------------------
@@ -173,7 +177,8 @@ fn new_vm(kvm: &Kvm) -> Result<VmFd, String> {
 /// What rkvm's KVM_CHECK_EXTENSION must answer at this stage.
 fn rkvm_expected_cap(cap: c_ulong) -> i32 {
     match cap as u32 {
-        KVM_CAP_CHECK_EXTENSION_VM => 1,
+        KVM_CAP_CHECK_EXTENSION_VM | KVM_CAP_USER_MEMORY | KVM_CAP_USER_MEMORY2 => 1,
+        KVM_CAP_NR_MEMSLOTS => RKVM_NR_MEMSLOTS,
         KVM_CAP_VM_TYPES => 1 << KVM_X86_DEFAULT_VM,
         _ => 0,
     }
@@ -254,8 +259,8 @@ fn caps_none_unimplemented(ctx: &Ctx) -> TestResult {
         diag("kvm-ioctls: Cap::CheckExtensionVm not reported as 1");
         bad += 1;
     }
-    if kvm.check_extension(Cap::Irqchip) || kvm.check_extension(Cap::UserMemory) {
-        diag("kvm-ioctls: Cap::Irqchip or Cap::UserMemory reported as supported");
+    if kvm.check_extension(Cap::Irqchip) || !kvm.check_extension(Cap::UserMemory) {
+        diag("kvm-ioctls: Cap::Irqchip reported, or Cap::UserMemory not reported");
         bad += 1;
     }
     if bad > 0 {
@@ -507,6 +512,130 @@ fn vm_outlives_system_fd(ctx: &Ctx) -> TestResult {
             "VM fd after closing system fd: KVM_CAP_CHECK_EXTENSION_VM = {v}"
         ));
     }
+    drop(vm);
+    Ok(())
+}
+
+/// Anonymous memory that backs memslots; unmapped on drop.
+struct Backing {
+    addr: *mut libc::c_void,
+    len: usize,
+}
+
+impl Backing {
+    fn new(len: usize) -> Result<Self, String> {
+        // SAFETY: a fresh private anonymous mapping touches no existing memory.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(format!("mmap: {}", ename(errno())));
+        }
+        Ok(Self { addr, len })
+    }
+
+    fn hva(&self, offset: usize) -> u64 {
+        self.addr as u64 + offset as u64
+    }
+}
+
+impl Drop for Backing {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping `new` created.
+        unsafe { libc::munmap(self.addr, self.len) };
+    }
+}
+
+/// KVM_SET_USER_MEMORY_REGION through kvm-ioctls; `Err(errno)` on failure.
+fn set_region(vm: &VmFd, slot: u32, gpa: u64, size: u64, hva: u64) -> Result<(), i32> {
+    let region = kvm_userspace_memory_region {
+        slot,
+        flags: 0,
+        guest_phys_addr: gpa,
+        memory_size: size,
+        userspace_addr: hva,
+    };
+    // SAFETY: `hva` is either 0 (deletion, or a request that must fail) or
+    // inside a `Backing` that outlives the VM's use of it in these tests
+    // (the VM is dropped first, and no vCPU ever touches the memory).
+    unsafe { vm.set_user_memory_region(region) }.map_err(|e| e.errno())
+}
+
+fn memory_regions(ctx: &Ctx) -> TestResult {
+    const MB: u64 = 1 << 20;
+    let mem = Backing::new(16 << 20)?;
+    let kvm = ctx.open()?;
+    let vm = new_vm(&kvm)?;
+    let expect = |what: &str, got: Result<(), i32>, want: Result<(), i32>| -> TestResult {
+        if got == want {
+            return Ok(());
+        }
+        let show = |r: Result<(), i32>| r.map_or_else(ename, |()| "success".into());
+        Err(format!("{what}: got {}, want {}", show(got), show(want)))
+    };
+    expect(
+        "create slot 0",
+        set_region(&vm, 0, 0, 2 * MB, mem.hva(0)),
+        Ok(()),
+    )?;
+    expect(
+        "create slot 1",
+        set_region(&vm, 1, 4 * MB, 2 * MB, mem.hva(0)),
+        Ok(()),
+    )?;
+    expect(
+        "overlap",
+        set_region(&vm, 2, MB, 2 * MB, mem.hva(0)),
+        Err(libc::EEXIST),
+    )?;
+    expect(
+        "adjacent",
+        set_region(&vm, 2, 2 * MB, 2 * MB, mem.hva(0)),
+        Ok(()),
+    )?;
+    expect(
+        "move",
+        set_region(&vm, 1, 8 * MB, 2 * MB, mem.hva(0)),
+        Ok(()),
+    )?;
+    expect(
+        "resize",
+        set_region(&vm, 1, 8 * MB, 4 * MB, mem.hva(0)),
+        Err(libc::EINVAL),
+    )?;
+    expect(
+        "size not aligned",
+        set_region(&vm, 3, 12 * MB, 4095, mem.hva(0)),
+        Err(libc::EINVAL),
+    )?;
+    expect(
+        "gpa wraps",
+        set_region(&vm, 3, u64::MAX - 4095, 8192, mem.hva(0)),
+        Err(libc::EINVAL),
+    )?;
+    expect(
+        "kernel hva",
+        set_region(&vm, 3, 12 * MB, MB, 0xffff_8880_0000_0000),
+        Err(libc::EINVAL),
+    )?;
+    expect("delete", set_region(&vm, 0, 0, 0, 0), Ok(()))?;
+    expect(
+        "delete again",
+        set_region(&vm, 0, 0, 0, 0),
+        Err(libc::EINVAL),
+    )?;
+    expect(
+        "reuse the range",
+        set_region(&vm, 3, 0, 2 * MB, mem.hva(2 << 20)),
+        Ok(()),
+    )?;
     drop(vm);
     Ok(())
 }
