@@ -18,6 +18,7 @@ const IOC_SIZESHIFT: u32 = 16;
 const IOC_DIRSHIFT: u32 = 30;
 const IOC_NONE: u32 = 0;
 const IOC_WRITE: u32 = 1;
+const IOC_READ: u32 = 2;
 
 /// `_IOC(dir, type, nr, size)` from `include/uapi/asm-generic/ioctl.h`.
 pub(crate) const fn ioc(dir: u32, ty: u32, nr: u32, size: usize) -> u32 {
@@ -37,6 +38,11 @@ pub(crate) const fn iow(nr: u32, size: usize) -> u32 {
     ioc(IOC_WRITE, KVMIO, nr, size)
 }
 
+/// `_IOR(KVMIO, nr, size)`: the kernel passes `size` bytes out.
+pub(crate) const fn ior(nr: u32, size: usize) -> u32 {
+    ioc(IOC_READ, KVMIO, nr, size)
+}
+
 /// Ioctls of the system fd (`/dev/rkvm`).
 pub(crate) mod system {
     use super::io;
@@ -53,14 +59,32 @@ pub(crate) mod system {
 
 /// Ioctls of a VM fd (besides `KVM_CHECK_EXTENSION`).
 pub(crate) mod vm {
-    use super::iow;
+    use super::{io, iow};
     use crate::memslot::{REGION_V1_SIZE, REGION_V2_SIZE};
 
     /// `KVM_SET_USER_MEMORY_REGION`.
     pub(crate) const SET_USER_MEMORY_REGION: u32 = iow(0x46, REGION_V1_SIZE);
     /// `KVM_SET_USER_MEMORY_REGION2`.
     pub(crate) const SET_USER_MEMORY_REGION2: u32 = iow(0x49, REGION_V2_SIZE);
+    /// `KVM_CREATE_VCPU`.
+    pub(crate) const CREATE_VCPU: u32 = io(0x41);
 }
+
+/// Ioctls of a vCPU fd.
+pub(crate) mod vcpu {
+    use super::{ior, iow};
+    use crate::regs::REGS_SIZE;
+
+    /// `KVM_GET_REGS`.
+    pub(crate) const GET_REGS: u32 = ior(0x81, REGS_SIZE);
+    /// `KVM_SET_REGS`.
+    pub(crate) const SET_REGS: u32 = iow(0x82, REGS_SIZE);
+}
+
+/// Most vCPUs per VM (`KVM_CAP_MAX_VCPUS`).
+pub(crate) const MAX_VCPUS: usize = 64;
+/// vCPU ids are `0..MAX_VCPU_IDS` (`KVM_CAP_MAX_VCPU_ID`).
+pub(crate) const MAX_VCPU_IDS: usize = 64;
 
 /// VM types accepted by `KVM_CREATE_VM` on x86.
 pub(crate) mod vm_type {
@@ -72,8 +96,14 @@ pub(crate) mod vm_type {
 pub(crate) mod cap {
     /// `KVM_CAP_USER_MEMORY`: `KVM_SET_USER_MEMORY_REGION` works.
     pub(crate) const USER_MEMORY: usize = 3;
+    /// `KVM_CAP_NR_VCPUS`: recommended most vCPUs (online host CPUs).
+    pub(crate) const NR_VCPUS: usize = 9;
     /// `KVM_CAP_NR_MEMSLOTS`: number of slot ids.
     pub(crate) const NR_MEMSLOTS: usize = 10;
+    /// `KVM_CAP_MAX_VCPUS`: most vCPUs per VM.
+    pub(crate) const MAX_VCPUS: usize = 66;
+    /// `KVM_CAP_MAX_VCPU_ID`: vCPU ids are below this.
+    pub(crate) const MAX_VCPU_ID: usize = 128;
     /// `KVM_CAP_CHECK_EXTENSION_VM`: `KVM_CHECK_EXTENSION` works on VM fds.
     pub(crate) const CHECK_EXTENSION_VM: usize = 105;
     /// `KVM_CAP_USER_MEMORY2`: `KVM_SET_USER_MEMORY_REGION2` works.

@@ -12,6 +12,7 @@ use core::marker::PhantomData;
 use kernel::{
     bindings,
     fs::File,
+    mm::virt::VmaNew,
     module::this_module,
     prelude::*,
     str::CStr,
@@ -26,6 +27,11 @@ pub(crate) trait AnonFile: Send + Sync + Sized + 'static {
 
     /// Handles an ioctl on the fd.
     fn ioctl(this: ArcBorrow<'_, Self>, file: &File, cmd: u32, arg: usize) -> Result<isize>;
+
+    /// Handles `mmap` of the fd; by default the fd cannot be mapped.
+    fn mmap(_this: ArcBorrow<'_, Self>, _file: &File, _vma: &VmaNew) -> Result {
+        Err(ENODEV)
+    }
 }
 
 // bindgen gives some members of `file_operations` zero-sized types; the C
@@ -73,6 +79,7 @@ impl<T: AnonFile> VTable<T> {
         // the same way; ioctls with layout-dependent structs will need more.
         #[cfg(CONFIG_COMPAT)]
         compat_ioctl: Some(bindings::compat_ptr_ioctl),
+        mmap: Some(Self::mmap),
         release: Some(Self::release),
         llseek: Some(bindings::noop_llseek),
         // SAFETY: all-zeroes is a valid `file_operations` (no callbacks).
@@ -95,6 +102,21 @@ impl<T: AnonFile> VTable<T> {
         match T::ioctl(this, file, cmd, arg) {
             Ok(r) => r,
             Err(e) => e.to_errno() as isize,
+        }
+    }
+
+    /// # Safety
+    ///
+    /// Called by the VFS with a file created by `install::<T>` and a VMA
+    /// being set up for it.
+    unsafe extern "C" fn mmap(file: *mut bindings::file, vma: *mut bindings::vm_area_struct) -> i32 {
+        // SAFETY: as in `ioctl`, `private_data` holds the `Arc<T>`; the VMA
+        // is under construction by `mmap` and not yet visible to anyone.
+        let (this, file, vma) =
+            unsafe { (Arc::<T>::borrow((*file).private_data), File::from_raw_file(file), VmaNew::from_raw(vma)) };
+        match T::mmap(this, file, vma) {
+            Ok(()) => 0,
+            Err(e) => e.to_errno(),
         }
     }
 

@@ -7,16 +7,21 @@
 //! Pure logic (only `core`), tested on the host.
 
 use crate::{
-    abi::{cap, vm_type},
+    abi::{cap, vm_type, MAX_VCPUS, MAX_VCPU_IDS},
     memslot::NR_MEMSLOTS,
 };
 
-/// Answer to `KVM_CHECK_EXTENSION(cap)`, identical on the system fd and on
-/// VM fds (rkvm has no per-VM capability differences yet).
-pub(crate) fn check_extension(capability: usize) -> isize {
+/// Answer to `KVM_CHECK_EXTENSION(cap)` on a host with `online_cpus` CPUs,
+/// identical on the system fd and on VM fds (rkvm has no per-VM capability
+/// differences yet).
+pub(crate) fn check_extension(capability: usize, online_cpus: usize) -> isize {
     match capability {
         cap::CHECK_EXTENSION_VM | cap::USER_MEMORY | cap::USER_MEMORY2 => 1,
         cap::NR_MEMSLOTS => NR_MEMSLOTS as isize,
+        // As KVM: more vCPUs than host CPUs work, but are not recommended.
+        cap::NR_VCPUS => online_cpus.min(MAX_VCPUS) as isize,
+        cap::MAX_VCPUS => MAX_VCPUS as isize,
+        cap::MAX_VCPU_ID => MAX_VCPU_IDS as isize,
         cap::VM_TYPES => 1 << vm_type::X86_DEFAULT,
         _ => 0,
     }

@@ -8,7 +8,7 @@ use kernel::{
     prelude::*,
 };
 
-use crate::{abi, anon_fd, caps, vm::Vm};
+use crate::{abi, anon_fd, caps, vm::Vm, x86};
 
 /// An open `/dev/rkvm`. It carries no state: every VM gets its own fd.
 pub(crate) struct RkvmDevice;
@@ -28,7 +28,7 @@ impl MiscDevice for RkvmDevice {
                 let vm = Vm::create(arg)?;
                 Ok(anon_fd::install(vm)? as isize)
             }
-            abi::system::CHECK_EXTENSION => Ok(caps::check_extension(arg)),
+            abi::system::CHECK_EXTENSION => Ok(caps::check_extension(arg, x86::online_cpus())),
             abi::system::GET_VCPU_MMAP_SIZE if arg == 0 => {
                 Ok((abi::VCPU_MMAP_PAGES * kernel::page::PAGE_SIZE) as isize)
             }

@@ -100,3 +100,8 @@ bool rkvm_access_ok(u64 addr, u64 size)
 {
 	return access_ok((void __user *)(unsigned long)addr, size);
 }
+
+unsigned int rkvm_num_online_cpus(void)
+{
+	return num_online_cpus();
+}

@@ -40,4 +40,6 @@ u64 rkvm_page_to_phys(struct page *page);
 /* access_ok() on a userspace range given as integers. */
 bool rkvm_access_ok(u64 addr, u64 size);
 
+unsigned int rkvm_num_online_cpus(void);
+
 #endif /* RKVM_HELPERS_H */

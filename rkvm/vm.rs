@@ -17,7 +17,6 @@ use kernel::{
     prelude::*,
     str::CStr,
     sync::{aref::ARef, Arc, ArcBorrow, Mutex},
-    uaccess::{UserPtr, UserSlice},
 };
 
 use crate::{
@@ -26,6 +25,8 @@ use crate::{
     caps,
     memslot::{self, HostLimits, Memslot, RegionRequest, SlotError},
     srcu_box::SrcuBox,
+    uarg,
+    vcpu::Vcpu,
     x86,
 };
 
@@ -50,6 +51,10 @@ pub(crate) struct Vm {
     slots_lock: Mutex<()>,
     #[pin]
     memslots: SrcuBox<Memslots>,
+    /// Ids of the vCPUs created so far. A vCPU lives as long as the VM (its
+    /// fd may close earlier), so an id is never reused, as in KVM.
+    #[pin]
+    vcpu_ids: Mutex<KVec<u32>>,
 }
 
 impl Vm {
@@ -73,6 +78,7 @@ impl Vm {
                 mm: ARef::from(mm),
                 slots_lock <- new_mutex!((), "Vm::slots_lock"),
                 memslots <- SrcuBox::new(empty, new_srcu!("Vm::memslots")),
+                vcpu_ids <- new_mutex!(KVec::new(), "Vm::vcpu_ids"),
             }),
             GFP_KERNEL,
         )
@@ -81,7 +87,7 @@ impl Vm {
     /// Whether the caller runs in the VM's address space. KVM refuses (with
     /// `EIO`) to drive a VM from anywhere else, e.g. a forked child that
     /// inherited the fd: its memory would not be the guest's.
-    fn owned_by_current(&self) -> bool {
+    pub(crate) fn owned_by_current(&self) -> bool {
         kernel::current!()
             .mm()
             .is_some_and(|mm| core::ptr::eq(mm.as_raw(), self.mm.as_raw()))
@@ -120,13 +126,22 @@ impl Vm {
     }
 }
 
-/// Reads a `N`-byte ioctl argument from userspace.
-fn read_arg<const N: usize>(arg: usize) -> Result<[u8; N]> {
-    let mut buf = [0u8; N];
-    UserSlice::new(UserPtr::from_addr(arg), N)
-        .reader()
-        .read_slice(&mut buf)?;
-    Ok(buf)
+/// `KVM_CREATE_VCPU`: `EINVAL` for an id out of range or one vCPU too many,
+/// `EEXIST` for an id in use.
+fn create_vcpu(vm: ArcBorrow<'_, Vm>, id: usize) -> Result<isize> {
+    let id = u32::try_from(id).ok().filter(|&id| (id as usize) < abi::MAX_VCPU_IDS).ok_or(EINVAL)?;
+    let mut ids = vm.vcpu_ids.lock();
+    if ids.len() >= abi::MAX_VCPUS {
+        return Err(EINVAL);
+    }
+    if ids.contains(&id) {
+        return Err(EEXIST);
+    }
+    // Make room first: once the fd is installed, recording the id must not fail.
+    ids.reserve(1, GFP_KERNEL)?;
+    let fd = Vcpu::create_fd(vm.into(), id)?;
+    ids.push_within_capacity(id).map_err(|_| ENOMEM)?;
+    Ok(fd as isize)
 }
 
 impl AnonFile for Vm {
@@ -137,16 +152,17 @@ impl AnonFile for Vm {
             return Err(EIO);
         }
         match cmd {
-            abi::system::CHECK_EXTENSION => Ok(caps::check_extension(arg)),
+            abi::system::CHECK_EXTENSION => Ok(caps::check_extension(arg, x86::online_cpus())),
+            abi::vm::CREATE_VCPU => create_vcpu(this, arg),
             abi::vm::SET_USER_MEMORY_REGION => {
-                let req = RegionRequest::from_v1(&read_arg(arg)?);
+                let req = RegionRequest::from_v1(&uarg::read(arg)?);
                 if !req.v1_flags_ok() {
                     return Err(EINVAL);
                 }
                 this.set_memory_region(&req).map(|()| 0)
             }
             abi::vm::SET_USER_MEMORY_REGION2 => {
-                let req = RegionRequest::from_v2(&read_arg(arg)?);
+                let req = RegionRequest::from_v2(&uarg::read(arg)?);
                 this.set_memory_region(&req).map(|()| 0)
             }
             // KVM answers unknown VM ioctls with ENOTTY.

@@ -23,6 +23,7 @@ mod ffi {
         pub(super) fn rkvm_stgi() -> i32;
         pub(super) fn rkvm_page_to_phys(page: *mut bindings::page) -> u64;
         pub(super) fn rkvm_access_ok(addr: u64, size: u64) -> bool;
+        pub(super) fn rkvm_num_online_cpus() -> u32;
     }
 }
 
@@ -157,4 +158,10 @@ pub(crate) fn max_gfn() -> u64 {
 pub(crate) fn user_range_ok(addr: u64, size: u64) -> bool {
     // SAFETY: `access_ok` only compares the range with the user-space limit.
     unsafe { ffi::rkvm_access_ok(addr, size) }
+}
+
+/// Number of online CPUs (a snapshot: CPUs may come and go).
+pub(crate) fn online_cpus() -> usize {
+    // SAFETY: reads the weight of the online mask; no preconditions.
+    unsafe { ffi::rkvm_num_online_cpus() as usize }
 }

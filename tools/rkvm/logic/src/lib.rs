@@ -19,6 +19,8 @@ mod abi;
 mod caps;
 #[path = "../../../../rkvm/memslot.rs"]
 mod memslot;
+#[path = "../../../../rkvm/regs.rs"]
+mod regs;
 #[path = "../../../../rkvm/svm/features.rs"]
 mod svm_features;
 #[path = "../../../../rkvm/vmx/features.rs"]
@@ -40,6 +42,9 @@ mod abi_matches_kvm {
         assert_eq!(abi::system::GET_VCPU_MMAP_SIZE, 0xae04);
         assert_eq!(abi::vm::SET_USER_MEMORY_REGION, 0x4020_ae46);
         assert_eq!(abi::vm::SET_USER_MEMORY_REGION2, 0x40a0_ae49);
+        assert_eq!(abi::vm::CREATE_VCPU, 0xae41);
+        assert_eq!(abi::vcpu::GET_REGS, 0x8090_ae81);
+        assert_eq!(abi::vcpu::SET_REGS, 0x4090_ae82);
         assert_eq!(abi::KVMIO, kb::KVMIO);
         assert_eq!(abi::API_VERSION, kb::KVM_API_VERSION as isize);
     }
@@ -55,19 +60,28 @@ mod abi_matches_kvm {
     }
 
     #[test]
+    fn register_structs() {
+        use core::mem::size_of;
+        assert_eq!(size_of::<kb::kvm_regs>(), super::regs::REGS_SIZE);
+    }
+
+    #[test]
     fn capability_numbers() {
         assert_eq!(abi::cap::CHECK_EXTENSION_VM, kb::KVM_CAP_CHECK_EXTENSION_VM as usize);
         assert_eq!(abi::cap::VM_TYPES, kb::KVM_CAP_VM_TYPES as usize);
         assert_eq!(abi::cap::USER_MEMORY, kb::KVM_CAP_USER_MEMORY as usize);
         assert_eq!(abi::cap::USER_MEMORY2, kb::KVM_CAP_USER_MEMORY2 as usize);
         assert_eq!(abi::cap::NR_MEMSLOTS, kb::KVM_CAP_NR_MEMSLOTS as usize);
+        assert_eq!(abi::cap::NR_VCPUS, kb::KVM_CAP_NR_VCPUS as usize);
+        assert_eq!(abi::cap::MAX_VCPUS, kb::KVM_CAP_MAX_VCPUS as usize);
+        assert_eq!(abi::cap::MAX_VCPU_ID, kb::KVM_CAP_MAX_VCPU_ID as usize);
         assert_eq!(abi::vm_type::X86_DEFAULT, kb::KVM_X86_DEFAULT_VM as usize);
     }
 
     #[test]
     fn only_implemented_capabilities_are_reported() {
         for cap in 0..4096usize {
-            let v = caps::check_extension(cap);
+            let v = caps::check_extension(cap, 2);
             match cap {
                 c if c == kb::KVM_CAP_CHECK_EXTENSION_VM as usize
                     || c == kb::KVM_CAP_USER_MEMORY as usize
@@ -76,10 +90,16 @@ mod abi_matches_kvm {
                     assert_eq!(v, 1)
                 }
                 c if c == kb::KVM_CAP_NR_MEMSLOTS as usize => assert_eq!(v, 509),
+                c if c == kb::KVM_CAP_NR_VCPUS as usize => assert_eq!(v, 2),
+                c if c == kb::KVM_CAP_MAX_VCPUS as usize || c == kb::KVM_CAP_MAX_VCPU_ID as usize => {
+                    assert_eq!(v, 64)
+                }
                 c if c == kb::KVM_CAP_VM_TYPES as usize => assert_eq!(v, 1 << kb::KVM_X86_DEFAULT_VM),
                 _ => assert_eq!(v, 0, "cap {cap}"),
             }
         }
-        assert_eq!(caps::check_extension(usize::MAX), 0);
+        assert_eq!(caps::check_extension(usize::MAX, 2), 0);
+        // NR_VCPUS recommends no more vCPUs than host CPUs, within the maximum.
+        assert_eq!(caps::check_extension(kb::KVM_CAP_NR_VCPUS as usize, 1000), 64);
     }
 }

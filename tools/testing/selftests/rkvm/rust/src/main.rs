@@ -33,8 +33,9 @@ use std::process::ExitCode;
 use std::thread;
 
 use kvm_bindings::{
-    KVM_API_VERSION, KVM_CAP_CHECK_EXTENSION_VM, KVM_CAP_NR_MEMSLOTS, KVM_CAP_USER_MEMORY,
-    KVM_CAP_USER_MEMORY2, KVM_CAP_VM_TYPES, KVM_X86_DEFAULT_VM, KVMIO, kvm_userspace_memory_region,
+    KVM_API_VERSION, KVM_CAP_CHECK_EXTENSION_VM, KVM_CAP_MAX_VCPU_ID, KVM_CAP_MAX_VCPUS,
+    KVM_CAP_NR_MEMSLOTS, KVM_CAP_NR_VCPUS, KVM_CAP_USER_MEMORY, KVM_CAP_USER_MEMORY2,
+    KVM_CAP_VM_TYPES, KVM_X86_DEFAULT_VM, KVMIO, kvm_userspace_memory_region,
 };
 use kvm_ioctls::{Cap, Kvm, VmFd};
 use vmm_sys_util::ioctl::ioctl_with_val;
@@ -53,6 +54,8 @@ const KSFT_SKIP: u8 = 4;
 const DEFAULT_DEV: &str = "/dev/rkvm";
 /// Capability numbers swept by the KVM_CHECK_EXTENSION tests.
 const CAP_MAX: c_ulong = 300;
+/// rkvm's KVM_CAP_MAX_VCPUS and KVM_CAP_MAX_VCPU_ID.
+const RKVM_MAX_VCPUS: i32 = 64;
 /// rkvm's KVM_CAP_NR_MEMSLOTS.
 const RKVM_NR_MEMSLOTS: i32 = 509;
 /// rkvm's vCPU mmap area: the kvm_run page plus the PIO data page.
@@ -103,6 +106,7 @@ const TESTS: &[Test] = &[
     Test { name: "threads_open_close_race", func: threads_open_close_race, rkvm_only: false },
     Test { name: "vm_outlives_system_fd", func: vm_outlives_system_fd, rkvm_only: false },
     Test { name: "memory_regions", func: memory_regions, rkvm_only: false },
+    Test { name: "vcpu_reset_regs_and_round_trip", func: vcpu_reset_regs_and_round_trip, rkvm_only: false },
 ];
 
 // ---------------------------------------------------------------------------
@@ -179,9 +183,16 @@ fn rkvm_expected_cap(cap: c_ulong) -> i32 {
     match cap as u32 {
         KVM_CAP_CHECK_EXTENSION_VM | KVM_CAP_USER_MEMORY | KVM_CAP_USER_MEMORY2 => 1,
         KVM_CAP_NR_MEMSLOTS => RKVM_NR_MEMSLOTS,
+        KVM_CAP_NR_VCPUS => online_cpus().min(RKVM_MAX_VCPUS),
+        KVM_CAP_MAX_VCPUS | KVM_CAP_MAX_VCPU_ID => RKVM_MAX_VCPUS,
         KVM_CAP_VM_TYPES => 1 << KVM_X86_DEFAULT_VM,
         _ => 0,
     }
+}
+
+fn online_cpus() -> i32 {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) as i32 }
 }
 
 fn fd_flags(fd: RawFd) -> Result<i32, i32> {
@@ -637,6 +648,55 @@ fn memory_regions(ctx: &Ctx) -> TestResult {
         Ok(()),
     )?;
     drop(vm);
+    Ok(())
+}
+
+/// A kvm-ioctls result with the failing call named.
+fn get<T>(what: &str, r: Result<T, kvm_ioctls::Error>) -> Result<T, String> {
+    r.map_err(|e| format!("{what}: {}", ename(e.errno())))
+}
+
+fn vcpu_reset_regs_and_round_trip(ctx: &Ctx) -> TestResult {
+    let kvm = ctx.open()?;
+    let vm = new_vm(&kvm)?;
+    // kvm-ioctls maps KVM_GET_VCPU_MMAP_SIZE bytes of the vCPU fd here.
+    let bsp = vm
+        .create_vcpu(0)
+        .map_err(|e| format!("create_vcpu(0): {}", ename(e.errno())))?;
+    let ap = vm
+        .create_vcpu(1)
+        .map_err(|e| format!("create_vcpu(1): {}", ename(e.errno())))?;
+    match vm.create_vcpu(1) {
+        Err(e) if e.errno() == libc::EEXIST => {}
+        Err(e) => {
+            return Err(format!(
+                "duplicate vCPU id: {}, want EEXIST",
+                ename(e.errno())
+            ));
+        }
+        Ok(_) => return Err("duplicate vCPU id accepted".into()),
+    }
+
+    // The architectural RESET state, exactly as stock KVM reports it.
+    let regs = get("get_regs", bsp.get_regs())?;
+    if (regs.rip, regs.rflags, regs.rdx) != (0xfff0, 2, 0x600) {
+        return Err(format!(
+            "reset rip/rflags/rdx = {:#x}/{:#x}/{:#x}",
+            regs.rip, regs.rflags, regs.rdx
+        ));
+    }
+    // Registers round-trip; RFLAGS bit 1 always reads as 1.
+    let mut new = regs;
+    new.rax = 0x1122_3344_5566_7788;
+    new.rip = 0x10_0000;
+    new.rflags = 0;
+    get("set_regs", bsp.set_regs(&new))?;
+    let back = get("get_regs", bsp.get_regs())?;
+    new.rflags = 2;
+    if back != new {
+        return Err(format!("set_regs/get_regs: {back:?}, want {new:?}"));
+    }
+    drop(ap);
     Ok(())
 }
 

@@ -1,0 +1,95 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A vCPU: what a vCPU fd refers to.
+//!
+//! The fd maps two pages: the `kvm_run` page at offset 0 and the PIO data
+//! page at offset 1 (`KVM_GET_VCPU_MMAP_SIZE`). Register state lives here,
+//! in the ABI's own terms, until the backends load it into a VMCB or VMCS.
+
+use kernel::{
+    alloc::flags::__GFP_ZERO,
+    fs::File,
+    mm::virt::VmaNew,
+    new_mutex,
+    page::{Page, PAGE_SIZE},
+    prelude::*,
+    str::CStr,
+    sync::{Arc, ArcBorrow, Mutex},
+};
+
+use crate::{
+    abi::{self, VCPU_MMAP_PAGES},
+    anon_fd::{self, AnonFile},
+    regs::Regs,
+    uarg,
+    vm::Vm,
+};
+
+/// Register state as `KVM_GET_REGS` reports it.
+struct State {
+    regs: Regs,
+}
+
+/// A virtual CPU.
+///
+/// # Invariants
+///
+/// `pages` are the zeroed pages the fd maps: `kvm_run`, then PIO data.
+#[pin_data]
+pub(crate) struct Vcpu {
+    vm: Arc<Vm>,
+    id: u32,
+    pages: [Page; VCPU_MMAP_PAGES],
+    /// Serialises the vCPU's ioctls, like KVM's `vcpu->mutex`.
+    #[pin]
+    state: Mutex<State>,
+}
+
+impl Vcpu {
+    /// Creates vCPU `id` of `vm` and returns its fd.
+    pub(crate) fn create_fd(vm: Arc<Vm>, id: u32) -> Result<u32> {
+        let page = || Page::alloc_page(GFP_KERNEL | __GFP_ZERO);
+        let pages = [page()?, page()?];
+        let state = State { regs: Regs::reset() };
+        // INVARIANT: both pages were allocated zeroed.
+        let vcpu = Arc::pin_init(
+            try_pin_init!(Self { vm, id, pages, state <- new_mutex!(state, "Vcpu::state") }),
+            GFP_KERNEL,
+        )?;
+        anon_fd::install(vcpu)
+    }
+}
+
+impl AnonFile for Vcpu {
+    const NAME: &'static CStr = c"rkvm-vcpu";
+
+    fn ioctl(this: ArcBorrow<'_, Self>, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
+        if !this.vm.owned_by_current() {
+            return Err(EIO);
+        }
+        let mut state = this.state.lock();
+        match cmd {
+            abi::vcpu::GET_REGS => uarg::write(arg, &state.regs.to_bytes())?,
+            abi::vcpu::SET_REGS => state.regs = Regs::from_bytes(&uarg::read(arg)?).sanitized(),
+            // KVM answers unknown vCPU ioctls with EINVAL; so does rkvm for
+            // those it does not implement yet (KVM_RUN, KVM_GET/SET_SREGS:
+            // they need the backends' VMCB/VMCS state).
+            _ => return Err(EINVAL),
+        }
+        Ok(0)
+    }
+
+    fn mmap(this: ArcBorrow<'_, Self>, _file: &File, vma: &VmaNew) -> Result {
+        // SAFETY: `vma` is a valid VMA being set up by `mmap`; reading its
+        // offset has no side effects.
+        let pgoff = unsafe { (*vma.as_ptr()).vm_pgoff };
+        let npages = (vma.end() - vma.start()) / PAGE_SIZE;
+        let pages = this.pages.get(pgoff..).and_then(|p| p.get(..npages)).ok_or(EINVAL)?;
+        let vma = vma.set_mixedmap();
+        for (i, page) in pages.iter().enumerate() {
+            vma.vm_insert_page(vma.start() + i * PAGE_SIZE, page)?;
+        }
+        pr_debug!("vCPU {} mapped {} pages at offset {}\n", this.id, npages, pgoff);
+        Ok(())
+    }
+}

@@ -1,0 +1,242 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * rkvm vCPU selftests: KVM_CREATE_VCPU and its limits, the vCPU fd's
+ * mapping (kvm_run page + PIO data page), and the register ioctls
+ * (KVM_GET/SET_REGS) with KVM's reset values.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <linux/rkvm.h>
+
+#include "kselftest_harness.h"
+
+#define MAX_VCPUS 64
+
+static long xioctl(int fd, unsigned long cmd, unsigned long arg)
+{
+	long r = ioctl(fd, cmd, arg);
+
+	return r < 0 ? -errno : r;
+}
+
+FIXTURE(vm) {
+	int sys, vm;
+};
+
+FIXTURE_SETUP(vm)
+{
+	self->sys = open(RKVM_DEVICE_PATH, O_RDWR | O_CLOEXEC);
+	ASSERT_LE(0, self->sys);
+	self->vm = ioctl(self->sys, KVM_CREATE_VM, 0);
+	ASSERT_LE(0, self->vm);
+}
+
+FIXTURE_TEARDOWN(vm)
+{
+	close(self->vm);
+	close(self->sys);
+}
+
+TEST_F(vm, capabilities)
+{
+	long online = sysconf(_SC_NPROCESSORS_ONLN);
+
+	EXPECT_EQ(online < MAX_VCPUS ? online : MAX_VCPUS,
+		  ioctl(self->sys, KVM_CHECK_EXTENSION, KVM_CAP_NR_VCPUS));
+	EXPECT_EQ(MAX_VCPUS, ioctl(self->sys, KVM_CHECK_EXTENSION, KVM_CAP_MAX_VCPUS));
+	EXPECT_EQ(MAX_VCPUS, ioctl(self->vm, KVM_CHECK_EXTENSION, KVM_CAP_MAX_VCPU_ID));
+}
+
+TEST_F(vm, create_limits)
+{
+	char path[64], target[64] = { 0 };
+	int id, fd;
+
+	for (id = 0; id < MAX_VCPUS; id++) {
+		/* A taken id is EEXIST while there is room for more vCPUs. */
+		if (id == 2) {
+			EXPECT_EQ(-EEXIST, xioctl(self->vm, KVM_CREATE_VCPU, 0));
+			EXPECT_EQ(-EEXIST, xioctl(self->vm, KVM_CREATE_VCPU, 1));
+		}
+		fd = xioctl(self->vm, KVM_CREATE_VCPU, id);
+		ASSERT_LE(0, fd) TH_LOG("vCPU %d", id);
+		ASSERT_EQ(FD_CLOEXEC, fcntl(fd, F_GETFD) & FD_CLOEXEC);
+		if (id == 0) {
+			snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+			ASSERT_LT(0, readlink(path, target, sizeof(target) - 1));
+			ASSERT_STREQ("anon_inode:rkvm-vcpu", target);
+		}
+		/* Closing the fd does not free the id: the vCPU lives on. */
+		if (id % 2)
+			close(fd);
+	}
+	/* Full: KVM checks the count first, so even a taken id is EINVAL. */
+	EXPECT_EQ(-EINVAL, xioctl(self->vm, KVM_CREATE_VCPU, 0));
+	EXPECT_EQ(-EINVAL, xioctl(self->vm, KVM_CREATE_VCPU, MAX_VCPUS));
+	EXPECT_EQ(-EINVAL, xioctl(self->vm, KVM_CREATE_VCPU, -1UL));
+	EXPECT_EQ(-EINVAL, xioctl(self->vm, KVM_CREATE_VCPU, 1UL << 32));
+}
+
+TEST_F(vm, mmap_run_and_pio_pages)
+{
+	long page = getpagesize();
+	int vcpu = xioctl(self->vm, KVM_CREATE_VCPU, 0);
+	int size = ioctl(self->sys, KVM_GET_VCPU_MMAP_SIZE, 0);
+	unsigned char *run, *pio;
+	int i;
+
+	ASSERT_LE(0, vcpu);
+	ASSERT_EQ(2 * page, size);
+	run = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu, 0);
+	ASSERT_NE(MAP_FAILED, run);
+	for (i = 0; i < size; i++)
+		ASSERT_EQ(0, run[i]) TH_LOG("byte %d", i);
+	/* The same pages are seen through a second mapping of offset 1. */
+	run[page + 5] = 0xa5;
+	pio = mmap(NULL, page, PROT_READ, MAP_SHARED, vcpu, page);
+	ASSERT_NE(MAP_FAILED, pio);
+	EXPECT_EQ(0xa5, pio[5]);
+	munmap(pio, page);
+	/* Nothing lies beyond the PIO page. */
+	EXPECT_EQ(MAP_FAILED, mmap(NULL, 3 * page, PROT_READ, MAP_SHARED, vcpu, 0));
+	EXPECT_EQ(EINVAL, errno);
+	EXPECT_EQ(MAP_FAILED, mmap(NULL, page, PROT_READ, MAP_SHARED, vcpu, 2 * page));
+	/* A VM fd cannot be mapped at all. */
+	EXPECT_EQ(MAP_FAILED, mmap(NULL, page, PROT_READ, MAP_SHARED, self->vm, 0));
+	EXPECT_EQ(ENODEV, errno);
+	/* The mapping outlives the fd and the VM. */
+	close(vcpu);
+	close(self->vm);
+	self->vm = ioctl(self->sys, KVM_CREATE_VM, 0);
+	EXPECT_EQ(0xa5, run[page + 5]);
+	munmap(run, size);
+}
+
+TEST_F(vm, reset_regs_are_kvms)
+{
+	struct kvm_regs regs;
+	int vcpu = xioctl(self->vm, KVM_CREATE_VCPU, 0);
+
+	ASSERT_LE(0, vcpu);
+	ASSERT_EQ(0, ioctl(vcpu, KVM_GET_REGS, &regs));
+	EXPECT_EQ(0xfff0, regs.rip);
+	EXPECT_EQ(2, regs.rflags);
+	EXPECT_EQ(0x600, regs.rdx);
+	EXPECT_EQ(0, regs.rax | regs.rbx | regs.rcx | regs.rsi | regs.rdi | regs.rsp |
+		     regs.rbp | regs.r8 | regs.r9 | regs.r10 | regs.r11 | regs.r12 |
+		     regs.r13 | regs.r14 | regs.r15);
+	close(vcpu);
+}
+
+TEST_F(vm, regs_round_trip)
+{
+	struct kvm_regs in, out;
+	int vcpu = xioctl(self->vm, KVM_CREATE_VCPU, 3);
+
+	ASSERT_LE(0, vcpu);
+	memset(&in, 0, sizeof(in));
+	in.rax = 0x1122334455667788;
+	in.r15 = 0xdeadbeef;
+	in.rsp = 0x7000;
+	in.rip = 0x100000;
+	in.rflags = 0x200;	/* bit 1 clear: KVM sets it */
+	ASSERT_EQ(0, ioctl(vcpu, KVM_SET_REGS, &in));
+	ASSERT_EQ(0, ioctl(vcpu, KVM_GET_REGS, &out));
+	in.rflags |= 2;
+	EXPECT_EQ(0, memcmp(&in, &out, sizeof(in)));
+	EXPECT_EQ(-EFAULT, xioctl(vcpu, KVM_GET_REGS, 0));
+	EXPECT_EQ(-EFAULT, xioctl(vcpu, KVM_SET_REGS, 8));
+	/* Unknown vCPU ioctls: EINVAL, as KVM. */
+	EXPECT_EQ(-EINVAL, xioctl(vcpu, _IO(KVMIO, 0xff), 0));
+	close(vcpu);
+}
+
+TEST_F(vm, vcpu_fd_only_works_in_its_creators_mm)
+{
+	struct kvm_regs regs;
+	int vcpu = xioctl(self->vm, KVM_CREATE_VCPU, 0);
+	int status;
+	pid_t pid;
+
+	ASSERT_LE(0, vcpu);
+	pid = fork();
+	ASSERT_LE(0, pid);
+	if (pid == 0)
+		_exit(xioctl(vcpu, KVM_GET_REGS, (unsigned long)&regs) == -EIO ? 0 : 1);
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	EXPECT_EQ(0, WEXITSTATUS(status));
+	/* The vCPU keeps its VM alive after the VM fd is closed. */
+	close(self->vm);
+	EXPECT_EQ(0, ioctl(vcpu, KVM_GET_REGS, &regs));
+	EXPECT_EQ(0xfff0, regs.rip);
+	close(vcpu);
+	self->vm = ioctl(self->sys, KVM_CREATE_VM, 0);
+}
+
+struct creator {
+	int vm, id;
+	pthread_barrier_t *start;
+	long fd;
+};
+
+static void *create(void *p)
+{
+	struct creator *c = p;
+
+	pthread_barrier_wait(c->start);
+	c->fd = xioctl(c->vm, KVM_CREATE_VCPU, c->id);
+	return NULL;
+}
+
+TEST_F(vm, concurrent_creates)
+{
+	enum { THREADS = 16 };
+	struct creator c[THREADS];
+	pthread_barrier_t start;
+	pthread_t t[THREADS];
+	int i, won = 0, lost = 0;
+
+	/* 16 vCPUs at once, with ids 0..7 each wanted by two threads. */
+	pthread_barrier_init(&start, NULL, THREADS);
+	for (i = 0; i < THREADS; i++) {
+		c[i] = (struct creator){ .vm = self->vm, .id = i % 8, .start = &start };
+		ASSERT_EQ(0, pthread_create(&t[i], NULL, create, &c[i]));
+	}
+	for (i = 0; i < THREADS; i++) {
+		ASSERT_EQ(0, pthread_join(t[i], NULL));
+		if (c[i].fd >= 0) {
+			won++;
+			close(c[i].fd);
+		} else {
+			EXPECT_EQ(-EEXIST, c[i].fd);
+			lost++;
+		}
+	}
+	pthread_barrier_destroy(&start);
+	EXPECT_EQ(8, won);
+	EXPECT_EQ(8, lost);
+	/* And 8 more distinct ones, all at once. */
+	pthread_barrier_init(&start, NULL, 8);
+	for (i = 0; i < 8; i++) {
+		c[i] = (struct creator){ .vm = self->vm, .id = 8 + i, .start = &start };
+		ASSERT_EQ(0, pthread_create(&t[i], NULL, create, &c[i]));
+	}
+	for (i = 0; i < 8; i++) {
+		ASSERT_EQ(0, pthread_join(t[i], NULL));
+		EXPECT_LE(0, c[i].fd);
+		close(c[i].fd);
+	}
+	pthread_barrier_destroy(&start);
+}
+
+TEST_HARNESS_MAIN
