@@ -73,12 +73,16 @@ pub(crate) mod vm {
 /// Ioctls of a vCPU fd.
 pub(crate) mod vcpu {
     use super::{ior, iow};
-    use crate::regs::REGS_SIZE;
+    use crate::{regs::REGS_SIZE, sregs::SREGS_SIZE};
 
     /// `KVM_GET_REGS`.
     pub(crate) const GET_REGS: u32 = ior(0x81, REGS_SIZE);
     /// `KVM_SET_REGS`.
     pub(crate) const SET_REGS: u32 = iow(0x82, REGS_SIZE);
+    /// `KVM_GET_SREGS`.
+    pub(crate) const GET_SREGS: u32 = ior(0x83, SREGS_SIZE);
+    /// `KVM_SET_SREGS`.
+    pub(crate) const SET_SREGS: u32 = iow(0x84, SREGS_SIZE);
 }
 
 /// Most vCPUs per VM (`KVM_CAP_MAX_VCPUS`).

@@ -18,7 +18,7 @@
 //! The hotplug callbacks run with the CPU-hotplug lock held. They take no
 //! rkvm lock, so they nest under nothing of rkvm's.
 
-use core::sync::atomic::{AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
 
 use kernel::{alloc::flags::*, cpu, page::Page, prelude::*, str::CStr};
 
@@ -32,6 +32,29 @@ pub(crate) enum Vendor {
     Svm(SvmFeatures),
     /// Intel VMX with EPT.
     Vmx(VmxFeatures),
+}
+
+/// Which backend drives the vCPUs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Backend {
+    /// AMD SVM.
+    Svm,
+    /// Intel VMX.
+    Vmx,
+}
+
+/// The backend in use: written once in `Hardware::enable`, before
+/// `/dev/rkvm` exists, so every ioctl sees it set.
+static BACKEND: AtomicU8 = AtomicU8::new(0);
+const BACKEND_SVM: u8 = 1;
+const BACKEND_VMX: u8 = 2;
+
+/// The backend rkvm drives on this host.
+pub(crate) fn backend() -> Backend {
+    match BACKEND.load(Ordering::Acquire) {
+        BACKEND_VMX => Backend::Vmx,
+        _ => Backend::Svm,
+    }
 }
 
 /// Per-CPU state shared with the hotplug callbacks.
@@ -97,16 +120,21 @@ impl Hardware {
                 yes_no(f.decode_assists)
             ),
             Vendor::Vmx(f) => pr_info!(
-                "VMX with EPT: VMCS revision {:#x} ({} bytes), VPID {}, unrestricted guest {}, EPT A/D {}, 2M pages {}, 1G pages {}\n",
+                "VMX with EPT and unrestricted guest: VMCS revision {:#x} ({} bytes), VPID {}, EPT A/D {}, 2M pages {}, 1G pages {}\n",
                 f.vmcs_revision,
                 f.vmcs_size,
                 yes_no(f.vpid),
-                yes_no(f.unrestricted_guest),
                 yes_no(f.ept_ad),
                 yes_no(f.ept_2m),
                 yes_no(f.ept_1g)
             ),
         }
+
+        let kind = match vendor {
+            Vendor::Svm(_) => BACKEND_SVM,
+            Vendor::Vmx(_) => BACKEND_VMX,
+        };
+        BACKEND.store(kind, Ordering::Release);
 
         let nr = cpu::nr_cpu_ids() as usize;
         let mut regions = KVec::with_capacity(nr, GFP_KERNEL)?;

@@ -17,6 +17,7 @@ mod dev;
 mod hw;
 mod memslot;
 mod regs;
+mod sregs;
 mod srcu_box;
 mod uarg;
 mod vcpu;

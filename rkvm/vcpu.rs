@@ -3,8 +3,9 @@
 //! A vCPU: what a vCPU fd refers to.
 //!
 //! The fd maps two pages: the `kvm_run` page at offset 0 and the PIO data
-//! page at offset 1 (`KVM_GET_VCPU_MMAP_SIZE`). Register state lives here,
-//! in the ABI's own terms, until the backends load it into a VMCB or VMCS.
+//! page at offset 1 (`KVM_GET_VCPU_MMAP_SIZE`). Register state lives here;
+//! segments are kept in the backend's own format (VMCB or VMCS fields),
+//! which is what KVM reports them through.
 
 use kernel::{
     alloc::flags::__GFP_ZERO,
@@ -20,14 +21,76 @@ use kernel::{
 use crate::{
     abi::{self, VCPU_MMAP_PAGES},
     anon_fd::{self, AnonFile},
+    hw::{self, Backend},
     regs::Regs,
+    sregs::{self, GuestFeatures, SegReg, Sregs},
+    svm::seg::SvmSegs,
+    vmx::seg::VmxSegs,
     uarg,
     vm::Vm,
 };
 
-/// Register state as `KVM_GET_REGS` reports it.
+/// Segment registers in the backend's format.
+enum Segs {
+    Svm(SvmSegs),
+    Vmx(VmxSegs),
+}
+
+impl Segs {
+    fn reset(backend: Backend) -> Self {
+        match backend {
+            Backend::Svm => Self::Svm(SvmSegs::reset()),
+            Backend::Vmx => Self::Vmx(VmxSegs::reset()),
+        }
+    }
+
+    fn get(&self, reg: SegReg) -> sregs::Segment {
+        match self {
+            Self::Svm(s) => s.get(reg),
+            Self::Vmx(s) => s.get(reg),
+        }
+    }
+
+    fn set(&mut self, reg: SegReg, var: &sregs::Segment) {
+        match self {
+            Self::Svm(s) => s.set(reg, var),
+            Self::Vmx(s) => s.set(reg, var),
+        }
+    }
+}
+
+/// Register state as `KVM_GET_REGS`/`KVM_GET_SREGS` report it.
 struct State {
     regs: Regs,
+    /// Control registers, descriptor tables and the pending interrupt; its
+    /// `segs` are unused, `segs` below holds them.
+    sregs: Sregs,
+    segs: Segs,
+    /// What the guest CPUID offers (nothing until `KVM_SET_CPUID2` exists).
+    features: GuestFeatures,
+}
+
+impl State {
+    fn get_sregs(&self) -> Sregs {
+        let mut out = self.sregs;
+        for reg in SegReg::ALL {
+            out.segs[reg as usize] = self.segs.get(reg);
+        }
+        out
+    }
+
+    fn set_sregs(&mut self, new: &Sregs) -> Result {
+        if !new.is_valid(&self.features, self.sregs.apic_base) {
+            return Err(EINVAL);
+        }
+        // As in KVM, an empty interrupt bitmap leaves a queued interrupt be.
+        let pending_irq = new.pending_irq.or(self.sregs.pending_irq);
+        self.sregs = Sregs { pending_irq, ..*new };
+        for reg in SegReg::ALL {
+            self.segs.set(reg, &new.segs[reg as usize]);
+        }
+        Ok(())
+    }
 }
 
 /// A virtual CPU.
@@ -50,7 +113,13 @@ impl Vcpu {
     pub(crate) fn create_fd(vm: Arc<Vm>, id: u32) -> Result<u32> {
         let page = || Page::alloc_page(GFP_KERNEL | __GFP_ZERO);
         let pages = [page()?, page()?];
-        let state = State { regs: Regs::reset() };
+        // vCPU 0 is the bootstrap processor, as in KVM by default.
+        let state = State {
+            regs: Regs::reset(),
+            sregs: sregs::reset(id == 0),
+            segs: Segs::reset(hw::backend()),
+            features: GuestFeatures::default(),
+        };
         // INVARIANT: both pages were allocated zeroed.
         let vcpu = Arc::pin_init(
             try_pin_init!(Self { vm, id, pages, state <- new_mutex!(state, "Vcpu::state") }),
@@ -71,9 +140,10 @@ impl AnonFile for Vcpu {
         match cmd {
             abi::vcpu::GET_REGS => uarg::write(arg, &state.regs.to_bytes())?,
             abi::vcpu::SET_REGS => state.regs = Regs::from_bytes(&uarg::read(arg)?).sanitized(),
+            abi::vcpu::GET_SREGS => uarg::write(arg, &state.get_sregs().to_bytes())?,
+            abi::vcpu::SET_SREGS => state.set_sregs(&Sregs::from_bytes(&uarg::read(arg)?))?,
             // KVM answers unknown vCPU ioctls with EINVAL; so does rkvm for
-            // those it does not implement yet (KVM_RUN, KVM_GET/SET_SREGS:
-            // they need the backends' VMCB/VMCS state).
+            // those it does not implement yet (KVM_RUN first of all).
             _ => return Err(EINVAL),
         }
         Ok(0)

@@ -3,6 +3,7 @@
 //! AMD SVM backend.
 
 mod features;
+pub(crate) mod seg;
 
 pub(crate) use features::{SvmFeatures, SvmUnsupported};
 

@@ -86,8 +86,6 @@ pub(crate) struct VmxFeatures {
     pub(crate) vmcs_size: u32,
     /// VPID (tagged TLB entries per vCPU).
     pub(crate) vpid: bool,
-    /// Unrestricted guest (real mode without emulation).
-    pub(crate) unrestricted_guest: bool,
     /// EPT accessed/dirty flags.
     pub(crate) ept_ad: bool,
     /// EPT 2 MiB pages.
@@ -111,6 +109,9 @@ pub(crate) enum VmxUnsupported {
     NoEpt,
     /// EPT lacks the 4-level walk, write-back memory type or INVEPT.
     EptIncomplete,
+    /// No unrestricted guest: real and unpaged protected mode would need
+    /// vm86 emulation, which rkvm does not do.
+    NoUnrestrictedGuest,
 }
 
 impl VmxUnsupported {
@@ -122,6 +123,7 @@ impl VmxUnsupported {
             Self::BadVmcsRegion => "IA32_VMX_BASIC describes an unusable VMCS region",
             Self::NoEpt => "VMX has no EPT",
             Self::EptIncomplete => "EPT lacks 4-level walks, write-back memory or INVEPT",
+            Self::NoUnrestrictedGuest => "VMX has no unrestricted guest",
         }
     }
 }
@@ -161,11 +163,13 @@ impl VmxFeatures {
         if ept & ept_needed != ept_needed {
             return Err(VmxUnsupported::EptIncomplete);
         }
+        if secondary & SECONDARY_UNRESTRICTED_GUEST == 0 {
+            return Err(VmxUnsupported::NoUnrestrictedGuest);
+        }
         Ok(Self {
             vmcs_revision: (basic & BASIC_REVISION_MASK) as u32,
             vmcs_size: size,
             vpid: secondary & SECONDARY_VPID != 0,
-            unrestricted_guest: secondary & SECONDARY_UNRESTRICTED_GUEST != 0,
             ept_ad: ept & EPT_CAP_AD != 0,
             ept_2m: ept & EPT_CAP_2M != 0,
             ept_1g: ept & EPT_CAP_1G != 0,
@@ -207,7 +211,7 @@ mod tests {
         let f = VmxFeatures::decode(haswell()).unwrap();
         assert_eq!(f.vmcs_revision, 0x1d3b);
         assert_eq!(f.vmcs_size, 4096);
-        assert!(f.vpid && f.unrestricted_guest && f.ept_ad && f.ept_2m && !f.ept_1g);
+        assert!(f.vpid && f.ept_ad && f.ept_2m && !f.ept_1g);
     }
 
     #[test]
@@ -247,6 +251,9 @@ mod tests {
         m = haswell();
         m.ept_vpid_cap = Some(EPT_CAP_WALK_4 | EPT_CAP_INVEPT);
         assert_eq!(VmxFeatures::decode(m), Err(VmxUnsupported::EptIncomplete));
+        m = haswell();
+        m.procbased2 = Some((SECONDARY_EPT as u64) << 32);
+        assert_eq!(VmxFeatures::decode(m), Err(VmxUnsupported::NoUnrestrictedGuest));
         m = haswell();
         m.procbased2 = None;
         assert_eq!(VmxFeatures::decode(m), Err(VmxUnsupported::NoEpt));

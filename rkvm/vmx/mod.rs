@@ -3,6 +3,7 @@
 //! Intel VMX backend.
 
 mod features;
+pub(crate) mod seg;
 
 pub(crate) use features::{VmxFeatures, VmxUnsupported};
 

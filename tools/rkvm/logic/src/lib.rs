@@ -21,10 +21,16 @@ mod caps;
 mod memslot;
 #[path = "../../../../rkvm/regs.rs"]
 mod regs;
+#[path = "../../../../rkvm/sregs.rs"]
+mod sregs;
 #[path = "../../../../rkvm/svm/features.rs"]
 mod svm_features;
+#[path = "../../../../rkvm/svm/seg.rs"]
+mod svm_seg;
 #[path = "../../../../rkvm/vmx/features.rs"]
 mod vmx_features;
+#[path = "../../../../rkvm/vmx/seg.rs"]
+mod vmx_seg;
 
 /// The numbers rkvm uses must be KVM's: checked against the rust-vmm
 /// `kvm-bindings` crate (generated from `linux/kvm.h`) and the ioctl values
@@ -45,6 +51,8 @@ mod abi_matches_kvm {
         assert_eq!(abi::vm::CREATE_VCPU, 0xae41);
         assert_eq!(abi::vcpu::GET_REGS, 0x8090_ae81);
         assert_eq!(abi::vcpu::SET_REGS, 0x4090_ae82);
+        assert_eq!(abi::vcpu::GET_SREGS, 0x8138_ae83);
+        assert_eq!(abi::vcpu::SET_SREGS, 0x4138_ae84);
         assert_eq!(abi::KVMIO, kb::KVMIO);
         assert_eq!(abi::API_VERSION, kb::KVM_API_VERSION as isize);
     }
@@ -63,6 +71,7 @@ mod abi_matches_kvm {
     fn register_structs() {
         use core::mem::size_of;
         assert_eq!(size_of::<kb::kvm_regs>(), super::regs::REGS_SIZE);
+        assert_eq!(size_of::<kb::kvm_sregs>(), super::sregs::SREGS_SIZE);
     }
 
     #[test]

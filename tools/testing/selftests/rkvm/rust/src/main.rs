@@ -106,7 +106,7 @@ const TESTS: &[Test] = &[
     Test { name: "threads_open_close_race", func: threads_open_close_race, rkvm_only: false },
     Test { name: "vm_outlives_system_fd", func: vm_outlives_system_fd, rkvm_only: false },
     Test { name: "memory_regions", func: memory_regions, rkvm_only: false },
-    Test { name: "vcpu_reset_regs_and_round_trip", func: vcpu_reset_regs_and_round_trip, rkvm_only: false },
+    Test { name: "vcpu_reset_state_and_round_trips", func: vcpu_reset_state_and_round_trips, rkvm_only: false },
 ];
 
 // ---------------------------------------------------------------------------
@@ -656,7 +656,7 @@ fn get<T>(what: &str, r: Result<T, kvm_ioctls::Error>) -> Result<T, String> {
     r.map_err(|e| format!("{what}: {}", ename(e.errno())))
 }
 
-fn vcpu_reset_regs_and_round_trip(ctx: &Ctx) -> TestResult {
+fn vcpu_reset_state_and_round_trips(ctx: &Ctx) -> TestResult {
     let kvm = ctx.open()?;
     let vm = new_vm(&kvm)?;
     // kvm-ioctls maps KVM_GET_VCPU_MMAP_SIZE bytes of the vCPU fd here.
@@ -695,6 +695,57 @@ fn vcpu_reset_regs_and_round_trip(ctx: &Ctx) -> TestResult {
     new.rflags = 2;
     if back != new {
         return Err(format!("set_regs/get_regs: {back:?}, want {new:?}"));
+    }
+    // Segment and control registers after RESET, as each KVM backend
+    // reports them: kvm_amd keeps CS and SS not-accessed and a 16-bit busy
+    // TSS; kvm_intel marks everything accessed, with a 32-bit busy TSS.
+    let amd = std::fs::read_to_string("/proc/cpuinfo")
+        .map_err(|e| format!("/proc/cpuinfo: {e}"))?
+        .lines()
+        .any(|l| l.starts_with("flags") && l.split_whitespace().any(|f| f == "svm"));
+    let sregs = get("get_sregs", bsp.get_sregs())?;
+    let (cs, ss, tr) = (sregs.cs, sregs.ss, sregs.tr);
+    let want_types = if amd { (0xa, 2, 3) } else { (0xb, 3, 0xb) };
+    if (cs.selector, cs.base, cs.limit, cs.present, cs.s) != (0xf000, 0xffff_0000, 0xffff, 1, 1)
+        || (cs.type_, ss.type_, tr.type_) != want_types
+        || (sregs.ds.type_, sregs.ldt.type_, tr.s) != (3, 2, 0)
+        || (sregs.gdt.limit, sregs.idt.limit) != (0xffff, 0xffff)
+        || (sregs.cr0, sregs.cr3, sregs.cr4, sregs.efer) != (0x6000_0010, 0, 0, 0)
+        || sregs.apic_base != 0xfee0_0900
+    {
+        return Err(format!(
+            "reset sregs differ from KVM's ({}): {sregs:?}",
+            if amd { "SVM" } else { "VMX" }
+        ));
+    }
+    let ap_sregs = get("get_sregs (AP)", ap.get_sregs())?;
+    if ap_sregs.apic_base != 0xfee0_0800 {
+        return Err(format!("AP apic_base {:#x}", ap_sregs.apic_base));
+    }
+    // Protected mode round-trips; CR0.NW without CR0.CD is refused.
+    let mut pm = sregs;
+    pm.cr0 = 0x11;
+    pm.cs.type_ = 0xb;
+    pm.cs.db = 1;
+    pm.cs.limit = 0xffff_ffff;
+    pm.cs.g = 1;
+    pm.gdt.base = 0x5000;
+    get("set_sregs", bsp.set_sregs(&pm))?;
+    let back = get("get_sregs", bsp.get_sregs())?;
+    if (back.cr0, back.cs, back.gdt.base) != (pm.cr0, pm.cs, pm.gdt.base) {
+        return Err(format!("set_sregs/get_sregs: {back:?}, want {pm:?}"));
+    }
+    let mut bad = pm;
+    bad.cr0 = 1 << 29;
+    match bsp.set_sregs(&bad) {
+        Err(e) if e.errno() == libc::EINVAL => {}
+        Err(e) => {
+            return Err(format!(
+                "set_sregs(NW without CD): {}, want EINVAL",
+                ename(e.errno())
+            ));
+        }
+        Ok(()) => return Err("set_sregs(NW without CD) accepted".into()),
     }
     drop(ap);
     Ok(())

@@ -1,0 +1,415 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! vCPU segment and control registers as the KVM ABI sees them:
+//! `struct kvm_sregs`, and the checks `KVM_SET_SREGS` applies.
+//!
+//! The segments themselves are stored in each backend's format (see
+//! `svm::seg` and `vmx::seg`), because KVM reports them through that format
+//! and the two backends normalise them differently.
+//!
+//! Pure logic (only `core`), tested on the host.
+
+/// Size of `struct kvm_sregs`.
+pub(crate) const SREGS_SIZE: usize = 8 * SEGMENT_SIZE + 2 * DTABLE_SIZE + 7 * 8 + 4 * 8;
+const SEGMENT_SIZE: usize = 24;
+const DTABLE_SIZE: usize = 16;
+
+const CR0_PE: u64 = 1 << 0;
+const CR0_ET: u64 = 1 << 4;
+const CR0_NW: u64 = 1 << 29;
+const CR0_CD: u64 = 1 << 30;
+const CR0_PG: u64 = 1 << 31;
+
+/// CR4 bits that need no CPUID feature: VME, PVI, TSD, DE, PSE, PAE, MCE,
+/// PGE, PCE, OSFXSR, OSXMMEXCPT. Every other bit is reserved until the guest
+/// CPUID offers its feature (`KVM_SET_CPUID2`, not implemented yet).
+const CR4_BASE_BITS: u64 = 0x7ff;
+const CR4_PAE: u64 = 1 << 5;
+
+const EFER_SCE: u64 = 1 << 0;
+const EFER_LME: u64 = 1 << 8;
+const EFER_LMA: u64 = 1 << 10;
+const EFER_NX: u64 = 1 << 11;
+
+const APIC_BASE_DEFAULT: u64 = 0xfee0_0000;
+const APIC_BASE_BSP: u64 = 1 << 8;
+const APIC_BASE_X2APIC: u64 = 1 << 10;
+const APIC_BASE_ENABLE: u64 = 1 << 11;
+
+/// Guest physical address width KVM assumes when the guest CPUID has no
+/// leaf 0x8000_0008.
+const DEFAULT_GUEST_PHYS_BITS: u32 = 36;
+
+/// Index of each segment register in [`Sregs::segs`], in the ABI's order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SegReg {
+    Cs = 0,
+    Ds,
+    Es,
+    Fs,
+    Gs,
+    Ss,
+    Tr,
+    Ldt,
+}
+
+impl SegReg {
+    /// All of them, in the ABI's order.
+    pub(crate) const ALL: [SegReg; 8] =
+        [Self::Cs, Self::Ds, Self::Es, Self::Fs, Self::Gs, Self::Ss, Self::Tr, Self::Ldt];
+}
+
+/// What the guest's CPUID offers, as far as register checks care.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct GuestFeatures {
+    /// Long mode (EFER.LME/LMA).
+    pub(crate) lm: bool,
+    /// No-execute (EFER.NX).
+    pub(crate) nx: bool,
+    /// x2APIC (APIC_BASE bit 10).
+    pub(crate) x2apic: bool,
+    /// Physical address width; 0 means KVM's default of 36 bits.
+    pub(crate) phys_bits: u32,
+}
+
+impl GuestFeatures {
+    fn phys_bits(&self) -> u32 {
+        if self.phys_bits == 0 {
+            DEFAULT_GUEST_PHYS_BITS
+        } else {
+            self.phys_bits
+        }
+    }
+
+    /// Bits at and above the guest's MAXPHYADDR.
+    fn reserved_gpa_bits(&self) -> u64 {
+        !0u64 << self.phys_bits()
+    }
+}
+
+/// `struct kvm_segment`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Segment {
+    pub(crate) base: u64,
+    pub(crate) limit: u32,
+    pub(crate) selector: u16,
+    pub(crate) type_: u8,
+    pub(crate) present: u8,
+    pub(crate) dpl: u8,
+    pub(crate) db: u8,
+    pub(crate) s: u8,
+    pub(crate) l: u8,
+    pub(crate) g: u8,
+    pub(crate) avl: u8,
+    pub(crate) unusable: u8,
+}
+
+/// `struct kvm_dtable`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct DTable {
+    pub(crate) base: u64,
+    pub(crate) limit: u16,
+}
+
+/// `struct kvm_sregs`, with the interrupt bitmap reduced to what it can
+/// carry: at most one pending external interrupt.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Sregs {
+    /// CS, DS, ES, FS, GS, SS, TR, LDT, in that order.
+    pub(crate) segs: [Segment; 8],
+    pub(crate) gdt: DTable,
+    pub(crate) idt: DTable,
+    pub(crate) cr0: u64,
+    pub(crate) cr2: u64,
+    pub(crate) cr3: u64,
+    pub(crate) cr4: u64,
+    pub(crate) cr8: u64,
+    pub(crate) efer: u64,
+    pub(crate) apic_base: u64,
+    /// The lowest vector set in `interrupt_bitmap`, queued for injection.
+    pub(crate) pending_irq: Option<u8>,
+}
+
+const CS: usize = SegReg::Cs as usize;
+
+/// Little cursor over a byte buffer in the layout of a C struct.
+struct Reader<'a>(&'a [u8], usize);
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> [u8; N] {
+        let mut v = [0u8; N];
+        v.copy_from_slice(&self.0[self.1..self.1 + N]);
+        self.1 += N;
+        v
+    }
+    fn u64(&mut self) -> u64 {
+        u64::from_ne_bytes(self.take())
+    }
+    fn u32(&mut self) -> u32 {
+        u32::from_ne_bytes(self.take())
+    }
+    fn u16(&mut self) -> u16 {
+        u16::from_ne_bytes(self.take())
+    }
+    fn u8(&mut self) -> u8 {
+        self.take::<1>()[0]
+    }
+}
+
+struct Writer<'a>(&'a mut [u8], usize);
+
+impl Writer<'_> {
+    fn put(&mut self, b: &[u8]) {
+        self.0[self.1..self.1 + b.len()].copy_from_slice(b);
+        self.1 += b.len();
+    }
+}
+
+impl Segment {
+    fn read(r: &mut Reader<'_>) -> Self {
+        let s = Self {
+            base: r.u64(),
+            limit: r.u32(),
+            selector: r.u16(),
+            type_: r.u8(),
+            present: r.u8(),
+            dpl: r.u8(),
+            db: r.u8(),
+            s: r.u8(),
+            l: r.u8(),
+            g: r.u8(),
+            avl: r.u8(),
+            unusable: r.u8(),
+        };
+        r.u8(); // padding
+        s
+    }
+
+    fn write(&self, w: &mut Writer<'_>) {
+        w.put(&self.base.to_ne_bytes());
+        w.put(&self.limit.to_ne_bytes());
+        w.put(&self.selector.to_ne_bytes());
+        w.put(&[self.type_, self.present, self.dpl, self.db, self.s, self.l, self.g, self.avl, self.unusable, 0]);
+    }
+}
+
+impl DTable {
+    fn read(r: &mut Reader<'_>) -> Self {
+        let t = Self { base: r.u64(), limit: r.u16() };
+        r.take::<6>(); // padding[3]
+        t
+    }
+
+    fn write(&self, w: &mut Writer<'_>) {
+        w.put(&self.base.to_ne_bytes());
+        w.put(&self.limit.to_ne_bytes());
+        w.put(&[0; 6]);
+    }
+}
+
+impl Sregs {
+    /// Decodes `struct kvm_sregs`.
+    pub(crate) fn from_bytes(b: &[u8; SREGS_SIZE]) -> Self {
+        let mut r = Reader(b, 0);
+        let mut segs = [Segment::default(); 8];
+        for s in &mut segs {
+            *s = Segment::read(&mut r);
+        }
+        let gdt = DTable::read(&mut r);
+        let idt = DTable::read(&mut r);
+        let [cr0, cr2, cr3, cr4, cr8, efer, apic_base] = [(); 7].map(|()| r.u64());
+        let bitmap = [(); 4].map(|()| r.u64());
+        let pending_irq = bitmap
+            .iter()
+            .enumerate()
+            .find(|(_, w)| **w != 0)
+            .map(|(i, w)| (i as u32 * 64 + w.trailing_zeros()) as u8);
+        Self { segs, gdt, idt, cr0, cr2, cr3, cr4, cr8, efer, apic_base, pending_irq }
+    }
+
+    /// Encodes `struct kvm_sregs`.
+    pub(crate) fn to_bytes(&self) -> [u8; SREGS_SIZE] {
+        let mut b = [0u8; SREGS_SIZE];
+        let mut w = Writer(&mut b, 0);
+        for s in &self.segs {
+            s.write(&mut w);
+        }
+        self.gdt.write(&mut w);
+        self.idt.write(&mut w);
+        for v in [self.cr0, self.cr2, self.cr3, self.cr4, self.cr8, self.efer, self.apic_base] {
+            w.put(&v.to_ne_bytes());
+        }
+        let mut bitmap = [0u64; 4];
+        if let Some(v) = self.pending_irq {
+            bitmap[v as usize / 64] |= 1 << (v % 64);
+        }
+        for word in bitmap {
+            w.put(&word.to_ne_bytes());
+        }
+        b
+    }
+
+    /// Whether `KVM_SET_SREGS` accepts these values for a guest with
+    /// `features` whose APIC base is `old_apic_base` (KVM's
+    /// `kvm_is_valid_sregs` and `kvm_apic_set_base` checks).
+    pub(crate) fn is_valid(&self, features: &GuestFeatures, old_apic_base: u64) -> bool {
+        let long_mode = self.efer & EFER_LME != 0 && self.cr0 & CR0_PG != 0;
+        if long_mode {
+            if self.cr4 & CR4_PAE == 0 || self.efer & EFER_LMA == 0 {
+                return false;
+            }
+            if self.cr3 & features.reserved_gpa_bits() != 0 {
+                return false;
+            }
+        } else if self.efer & EFER_LMA != 0 || self.segs[CS].l != 0 {
+            return false;
+        }
+        cr0_is_valid(self.cr0)
+            && self.cr4 & !CR4_BASE_BITS == 0
+            && efer_is_valid(self.efer, features)
+            // An unchanged APIC base is accepted as it is, as in KVM.
+            && (self.apic_base == old_apic_base || apic_base_is_valid(self.apic_base, features))
+    }
+}
+
+fn cr0_is_valid(cr0: u64) -> bool {
+    cr0 >> 32 == 0 && !(cr0 & CR0_NW != 0 && cr0 & CR0_CD == 0) && !(cr0 & CR0_PG != 0 && cr0 & CR0_PE == 0)
+}
+
+fn efer_is_valid(efer: u64, f: &GuestFeatures) -> bool {
+    let mut allowed = EFER_SCE;
+    if f.lm {
+        allowed |= EFER_LME | EFER_LMA;
+    }
+    if f.nx {
+        allowed |= EFER_NX;
+    }
+    efer & !allowed == 0
+}
+
+fn apic_base_is_valid(apic_base: u64, f: &GuestFeatures) -> bool {
+    let mut reserved = f.reserved_gpa_bits() | 0x2ff;
+    if !f.x2apic {
+        reserved |= APIC_BASE_X2APIC;
+    }
+    // x2APIC mode without the xAPIC enable bit is not a valid state.
+    let x2apic_without_enable = apic_base & APIC_BASE_X2APIC != 0 && apic_base & APIC_BASE_ENABLE == 0;
+    apic_base & reserved == 0 && !x2apic_without_enable
+}
+
+
+/// The control registers and descriptor tables after RESET; the segments
+/// are reset by the backends. vCPU 0 is the bootstrap processor.
+pub(crate) fn reset(is_bsp: bool) -> Sregs {
+    Sregs {
+        gdt: DTable { base: 0, limit: 0xffff },
+        idt: DTable { base: 0, limit: 0xffff },
+        cr0: CR0_CD | CR0_NW | CR0_ET,
+        apic_base: APIC_BASE_DEFAULT | APIC_BASE_ENABLE | if is_bsp { APIC_BASE_BSP } else { 0 },
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_matches_the_uapi() {
+        assert_eq!(SREGS_SIZE, 312);
+    }
+
+    #[test]
+    fn sregs_round_trip() {
+        let mut s = reset(true);
+        s.segs[3].base = 0x1234_5678_9abc;
+        s.segs[5].unusable = 1;
+        s.segs[0] = Segment { selector: 0xf000, base: 0xffff_0000, limit: 0xffff, type_: 0xb, present: 1, s: 1, ..Default::default() };
+        s.idt = DTable { base: 0xffff_8000_0000_0000, limit: 0xfff };
+        s.cr2 = 0x42;
+        s.pending_irq = Some(200);
+        let b = s.to_bytes();
+        assert_eq!(&b[0..8], &0xffff_0000u64.to_ne_bytes());
+        assert_eq!(&b[8..12], &0xffffu32.to_ne_bytes());
+        assert_eq!(&b[12..14], &0xf000u16.to_ne_bytes());
+        assert_eq!(b[14], 0xb);
+        assert_eq!(Sregs::from_bytes(&b), s);
+        // The bitmap carries vector 200: word 3, bit 8.
+        assert_eq!(&b[SREGS_SIZE - 8..], &(1u64 << 8).to_ne_bytes());
+        // Several bits set: the lowest one is the pending interrupt.
+        let mut b2 = b;
+        b2[SREGS_SIZE - 32..SREGS_SIZE - 24].copy_from_slice(&(1u64 << 33 | 1 << 40).to_ne_bytes());
+        assert_eq!(Sregs::from_bytes(&b2).pending_irq, Some(33));
+    }
+
+    #[test]
+    fn reset_values() {
+        let s = reset(true);
+        assert_eq!((s.cr0, s.apic_base, s.gdt.limit, s.idt.limit), (0x6000_0010, 0xfee0_0900, 0xffff, 0xffff));
+        assert_eq!(reset(false).apic_base, 0xfee0_0800);
+        assert!(s.is_valid(&GuestFeatures::default(), s.apic_base));
+    }
+
+    #[test]
+    fn invalid_sregs() {
+        let none = GuestFeatures::default();
+        let lm = GuestFeatures { lm: true, nx: true, ..Default::default() };
+        let base = reset(true);
+        let old = base.apic_base;
+        let with = |f: &dyn Fn(&mut Sregs)| {
+            let mut s = base;
+            f(&mut s);
+            s
+        };
+        // CR0: high bits, NW without CD, PG without PE.
+        assert!(!with(&|s| s.cr0 |= 1 << 32).is_valid(&none, old));
+        assert!(!with(&|s| s.cr0 = CR0_NW).is_valid(&none, old));
+        assert!(!with(&|s| s.cr0 = CR0_PG).is_valid(&none, old));
+        assert!(with(&|s| s.cr0 = CR0_PE | CR0_ET).is_valid(&none, old));
+        // CR4: feature bits need CPUID (VMXE, OSXSAVE, SMEP...).
+        assert!(!with(&|s| s.cr4 = 1 << 13).is_valid(&none, old));
+        assert!(!with(&|s| s.cr4 = 1 << 18).is_valid(&none, old));
+        assert!(with(&|s| s.cr4 = CR4_BASE_BITS).is_valid(&none, old));
+        // Long mode needs LM in CPUID, PAE and LMA, and a legal CR3.
+        let long = |s: &mut Sregs| {
+            s.cr0 = CR0_PE | CR0_PG;
+            s.cr4 = CR4_PAE;
+            s.efer = EFER_LME | EFER_LMA;
+            s.segs[CS].l = 1;
+        };
+        assert!(with(&long).is_valid(&lm, old));
+        assert!(!with(&long).is_valid(&none, old));
+        assert!(!with(&|s| {
+            long(s);
+            s.cr4 = 0
+        })
+        .is_valid(&lm, old));
+        assert!(!with(&|s| {
+            long(s);
+            s.efer = EFER_LME
+        })
+        .is_valid(&lm, old));
+        assert!(!with(&|s| {
+            long(s);
+            s.cr3 = 1 << 40
+        })
+        .is_valid(&lm, old));
+        // Outside long mode, LMA and a 64-bit CS are invalid.
+        assert!(!with(&|s| s.segs[CS].l = 1).is_valid(&lm, old));
+        assert!(!with(&|s| s.efer = EFER_LMA).is_valid(&lm, old));
+        // EFER.NX needs NX; SCE needs nothing; unknown bits never.
+        assert!(!with(&|s| s.efer = EFER_NX).is_valid(&none, old));
+        assert!(with(&|s| s.efer = EFER_SCE).is_valid(&none, old));
+        assert!(!with(&|s| s.efer = 1 << 20).is_valid(&lm, old));
+        // APIC base: reserved low bits, beyond MAXPHYADDR, x2APIC.
+        assert!(!with(&|s| s.apic_base |= 1).is_valid(&none, old));
+        assert!(!with(&|s| s.apic_base |= 1 << 36).is_valid(&none, old));
+        assert!(!with(&|s| s.apic_base |= APIC_BASE_X2APIC).is_valid(&none, old));
+        let x2 = GuestFeatures { x2apic: true, ..Default::default() };
+        assert!(with(&|s| s.apic_base |= APIC_BASE_X2APIC).is_valid(&x2, old));
+        assert!(!with(&|s| s.apic_base = APIC_BASE_DEFAULT | APIC_BASE_X2APIC).is_valid(&x2, old));
+        assert!(with(&|s| s.apic_base = 0).is_valid(&none, old));
+        // An unchanged value passes even if it would not as a new one.
+        assert!(with(&|s| s.apic_base = 1).is_valid(&none, 1));
+    }
+}
