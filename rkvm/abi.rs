@@ -68,12 +68,16 @@ pub(crate) mod vm {
     pub(crate) const SET_USER_MEMORY_REGION2: u32 = iow(0x49, REGION_V2_SIZE);
     /// `KVM_CREATE_VCPU`.
     pub(crate) const CREATE_VCPU: u32 = io(0x41);
+    /// `KVM_SET_TSS_ADDR`.
+    pub(crate) const SET_TSS_ADDR: u32 = io(0x47);
+    /// `KVM_SET_IDENTITY_MAP_ADDR`.
+    pub(crate) const SET_IDENTITY_MAP_ADDR: u32 = iow(0x48, 8);
 }
 
 /// Ioctls of a vCPU fd.
 pub(crate) mod vcpu {
     use super::{ior, iow};
-    use crate::{regs::REGS_SIZE, sregs::SREGS_SIZE};
+    use crate::{fpu::FPU_SIZE, regs::REGS_SIZE, sregs::SREGS_SIZE};
 
     /// `KVM_GET_REGS`.
     pub(crate) const GET_REGS: u32 = ior(0x81, REGS_SIZE);
@@ -83,6 +87,10 @@ pub(crate) mod vcpu {
     pub(crate) const GET_SREGS: u32 = ior(0x83, SREGS_SIZE);
     /// `KVM_SET_SREGS`.
     pub(crate) const SET_SREGS: u32 = iow(0x84, SREGS_SIZE);
+    /// `KVM_GET_FPU`.
+    pub(crate) const GET_FPU: u32 = ior(0x8c, FPU_SIZE);
+    /// `KVM_SET_FPU`.
+    pub(crate) const SET_FPU: u32 = iow(0x8d, FPU_SIZE);
 }
 
 /// Most vCPUs per VM (`KVM_CAP_MAX_VCPUS`).
@@ -104,6 +112,10 @@ pub(crate) mod cap {
     pub(crate) const NR_VCPUS: usize = 9;
     /// `KVM_CAP_NR_MEMSLOTS`: number of slot ids.
     pub(crate) const NR_MEMSLOTS: usize = 10;
+    /// `KVM_CAP_SET_TSS_ADDR`.
+    pub(crate) const SET_TSS_ADDR: usize = 4;
+    /// `KVM_CAP_SET_IDENTITY_MAP_ADDR`.
+    pub(crate) const SET_IDENTITY_MAP_ADDR: usize = 37;
     /// `KVM_CAP_MAX_VCPUS`: most vCPUs per VM.
     pub(crate) const MAX_VCPUS: usize = 66;
     /// `KVM_CAP_MAX_VCPU_ID`: vCPU ids are below this.

@@ -16,7 +16,11 @@ use crate::{
 /// differences yet).
 pub(crate) fn check_extension(capability: usize, online_cpus: usize) -> isize {
     match capability {
-        cap::CHECK_EXTENSION_VM | cap::USER_MEMORY | cap::USER_MEMORY2 => 1,
+        cap::CHECK_EXTENSION_VM
+        | cap::USER_MEMORY
+        | cap::USER_MEMORY2
+        | cap::SET_TSS_ADDR
+        | cap::SET_IDENTITY_MAP_ADDR => 1,
         cap::NR_MEMSLOTS => NR_MEMSLOTS as isize,
         // As KVM: more vCPUs than host CPUs work, but are not recommended.
         cap::NR_VCPUS => online_cpus.min(MAX_VCPUS) as isize,

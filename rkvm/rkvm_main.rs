@@ -14,6 +14,7 @@ mod abi;
 mod anon_fd;
 mod caps;
 mod dev;
+mod fpu;
 mod hw;
 mod memslot;
 mod regs;

@@ -21,6 +21,7 @@ use kernel::{
 use crate::{
     abi::{self, VCPU_MMAP_PAGES},
     anon_fd::{self, AnonFile},
+    fpu::Fpu,
     hw::{self, Backend},
     regs::Regs,
     sregs::{self, GuestFeatures, SegReg, Sregs},
@@ -66,6 +67,7 @@ struct State {
     /// `segs` are unused, `segs` below holds them.
     sregs: Sregs,
     segs: Segs,
+    fpu: Fpu,
     /// What the guest CPUID offers (nothing until `KVM_SET_CPUID2` exists).
     features: GuestFeatures,
 }
@@ -118,6 +120,7 @@ impl Vcpu {
             regs: Regs::reset(),
             sregs: sregs::reset(id == 0),
             segs: Segs::reset(hw::backend()),
+            fpu: Fpu::reset(),
             features: GuestFeatures::default(),
         };
         // INVARIANT: both pages were allocated zeroed.
@@ -142,6 +145,8 @@ impl AnonFile for Vcpu {
             abi::vcpu::SET_REGS => state.regs = Regs::from_bytes(&uarg::read(arg)?).sanitized(),
             abi::vcpu::GET_SREGS => uarg::write(arg, &state.get_sregs().to_bytes())?,
             abi::vcpu::SET_SREGS => state.set_sregs(&Sregs::from_bytes(&uarg::read(arg)?))?,
+            abi::vcpu::GET_FPU => uarg::write(arg, &state.fpu.to_bytes())?,
+            abi::vcpu::SET_FPU => state.fpu = Fpu::from_bytes(&uarg::read(arg)?),
             // KVM answers unknown vCPU ioctls with EINVAL; so does rkvm for
             // those it does not implement yet (KVM_RUN first of all).
             _ => return Err(EINVAL),

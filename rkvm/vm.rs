@@ -126,6 +126,9 @@ impl Vm {
     }
 }
 
+/// Highest `KVM_SET_TSS_ADDR`: the three-page TSS must fit below 4 GiB.
+const TSS_ADDR_MAX: usize = 0xffff_d000;
+
 /// `KVM_CREATE_VCPU`: `EINVAL` for an id out of range or one vCPU too many,
 /// `EEXIST` for an id in use.
 fn create_vcpu(vm: ArcBorrow<'_, Vm>, id: usize) -> Result<isize> {
@@ -154,6 +157,20 @@ impl AnonFile for Vm {
         match cmd {
             abi::system::CHECK_EXTENSION => Ok(caps::check_extension(arg, x86::online_cpus())),
             abi::vm::CREATE_VCPU => create_vcpu(this, arg),
+            // Both only matter to VMX without unrestricted guest (a real-mode
+            // TSS and identity page table for vm86 emulation), which rkvm
+            // never uses; they are accepted with KVM's checks and no effect,
+            // as kvm_amd and kvm_intel with unrestricted guest do.
+            abi::vm::SET_TSS_ADDR if arg > TSS_ADDR_MAX => Err(EINVAL),
+            abi::vm::SET_TSS_ADDR => Ok(0),
+            abi::vm::SET_IDENTITY_MAP_ADDR => {
+                // KVM refuses once vCPUs exist, before reading the argument.
+                if !this.vcpu_ids.lock().is_empty() {
+                    return Err(EINVAL);
+                }
+                let _addr: [u8; 8] = uarg::read(arg)?;
+                Ok(0)
+            }
             abi::vm::SET_USER_MEMORY_REGION => {
                 let req = RegionRequest::from_v1(&uarg::read(arg)?);
                 if !req.v1_flags_ok() {

@@ -17,6 +17,8 @@ extern crate std;
 mod abi;
 #[path = "../../../../rkvm/caps.rs"]
 mod caps;
+#[path = "../../../../rkvm/fpu.rs"]
+mod fpu;
 #[path = "../../../../rkvm/memslot.rs"]
 mod memslot;
 #[path = "../../../../rkvm/regs.rs"]
@@ -53,6 +55,10 @@ mod abi_matches_kvm {
         assert_eq!(abi::vcpu::SET_REGS, 0x4090_ae82);
         assert_eq!(abi::vcpu::GET_SREGS, 0x8138_ae83);
         assert_eq!(abi::vcpu::SET_SREGS, 0x4138_ae84);
+        assert_eq!(abi::vcpu::GET_FPU, 0x81a0_ae8c);
+        assert_eq!(abi::vcpu::SET_FPU, 0x41a0_ae8d);
+        assert_eq!(abi::vm::SET_TSS_ADDR, 0xae47);
+        assert_eq!(abi::vm::SET_IDENTITY_MAP_ADDR, 0x4008_ae48);
         assert_eq!(abi::KVMIO, kb::KVMIO);
         assert_eq!(abi::API_VERSION, kb::KVM_API_VERSION as isize);
     }
@@ -72,6 +78,7 @@ mod abi_matches_kvm {
         use core::mem::size_of;
         assert_eq!(size_of::<kb::kvm_regs>(), super::regs::REGS_SIZE);
         assert_eq!(size_of::<kb::kvm_sregs>(), super::sregs::SREGS_SIZE);
+        assert_eq!(size_of::<kb::kvm_fpu>(), super::fpu::FPU_SIZE);
     }
 
     #[test]
@@ -84,6 +91,8 @@ mod abi_matches_kvm {
         assert_eq!(abi::cap::NR_VCPUS, kb::KVM_CAP_NR_VCPUS as usize);
         assert_eq!(abi::cap::MAX_VCPUS, kb::KVM_CAP_MAX_VCPUS as usize);
         assert_eq!(abi::cap::MAX_VCPU_ID, kb::KVM_CAP_MAX_VCPU_ID as usize);
+        assert_eq!(abi::cap::SET_TSS_ADDR, kb::KVM_CAP_SET_TSS_ADDR as usize);
+        assert_eq!(abi::cap::SET_IDENTITY_MAP_ADDR, kb::KVM_CAP_SET_IDENTITY_MAP_ADDR as usize);
         assert_eq!(abi::vm_type::X86_DEFAULT, kb::KVM_X86_DEFAULT_VM as usize);
     }
 
@@ -93,6 +102,8 @@ mod abi_matches_kvm {
             let v = caps::check_extension(cap, 2);
             match cap {
                 c if c == kb::KVM_CAP_CHECK_EXTENSION_VM as usize
+                    || c == kb::KVM_CAP_SET_TSS_ADDR as usize
+                    || c == kb::KVM_CAP_SET_IDENTITY_MAP_ADDR as usize
                     || c == kb::KVM_CAP_USER_MEMORY as usize
                     || c == kb::KVM_CAP_USER_MEMORY2 as usize =>
                 {

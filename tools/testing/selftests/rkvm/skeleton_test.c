@@ -24,6 +24,8 @@ static long expected_cap(unsigned long cap)
 {
 	switch (cap) {
 	case KVM_CAP_CHECK_EXTENSION_VM:
+	case KVM_CAP_SET_TSS_ADDR:
+	case KVM_CAP_SET_IDENTITY_MAP_ADDR:
 	case KVM_CAP_USER_MEMORY:
 	case KVM_CAP_USER_MEMORY2:
 		return 1;

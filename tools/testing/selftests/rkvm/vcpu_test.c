@@ -251,6 +251,55 @@ TEST_F(vm, sregs_round_trip_and_checks)
 	close(vcpu);
 }
 
+TEST_F(vm, fpu_reset_and_round_trip)
+{
+	struct kvm_fpu f, out;
+	int vcpu = xioctl(self->vm, KVM_CREATE_VCPU, 0);
+	unsigned char *b = (unsigned char *)&f;
+	size_t i, nonzero = 0;
+
+	ASSERT_LE(0, vcpu);
+	memset(&f, 0xaa, sizeof(f));
+	ASSERT_EQ(0, ioctl(vcpu, KVM_GET_FPU, &f));
+	/* FNINIT's control word, everything else 0 (MXCSR is not reported). */
+	EXPECT_EQ(0x37f, f.fcw);
+	for (i = 0; i < sizeof(f); i++)
+		nonzero += b[i] != 0;
+	EXPECT_EQ(2, nonzero);
+
+	f.fcw = 0x27f;
+	f.fsw = 0x3800;
+	f.ftwx = 0x80;
+	f.last_opcode = 0x1d9;
+	f.last_ip = 0x1234;
+	f.last_dp = 0x5678;
+	f.fpr[7][9] = 0x40;
+	f.xmm[15][15] = 0x7f;
+	f.mxcsr = 0x1f80;	/* ignored, as by KVM */
+	ASSERT_EQ(0, ioctl(vcpu, KVM_SET_FPU, &f));
+	ASSERT_EQ(0, ioctl(vcpu, KVM_GET_FPU, &out));
+	f.mxcsr = 0;
+	EXPECT_EQ(0, memcmp(&f, &out, sizeof(f)));
+	EXPECT_EQ(-EFAULT, xioctl(vcpu, KVM_SET_FPU, 16));
+	close(vcpu);
+}
+
+TEST_F(vm, tss_and_identity_map_addr)
+{
+	uint64_t ident = 0xfeffc000;
+
+	EXPECT_EQ(1, ioctl(self->sys, KVM_CHECK_EXTENSION, KVM_CAP_SET_TSS_ADDR));
+	EXPECT_EQ(1, ioctl(self->sys, KVM_CHECK_EXTENSION, KVM_CAP_SET_IDENTITY_MAP_ADDR));
+	EXPECT_EQ(0, xioctl(self->vm, KVM_SET_TSS_ADDR, 0xfffbd000));
+	EXPECT_EQ(0, xioctl(self->vm, KVM_SET_TSS_ADDR, 0xffffd000));
+	EXPECT_EQ(-EINVAL, xioctl(self->vm, KVM_SET_TSS_ADDR, 0xffffe000));
+	EXPECT_EQ(0, xioctl(self->vm, KVM_SET_IDENTITY_MAP_ADDR, (unsigned long)&ident));
+	EXPECT_EQ(-EFAULT, xioctl(self->vm, KVM_SET_IDENTITY_MAP_ADDR, 8));
+	/* Not once a vCPU exists. */
+	ASSERT_LE(0, xioctl(self->vm, KVM_CREATE_VCPU, 0));
+	EXPECT_EQ(-EINVAL, xioctl(self->vm, KVM_SET_IDENTITY_MAP_ADDR, (unsigned long)&ident));
+}
+
 TEST_F(vm, regs_round_trip)
 {
 	struct kvm_regs in, out;

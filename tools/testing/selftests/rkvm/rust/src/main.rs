@@ -34,8 +34,9 @@ use std::thread;
 
 use kvm_bindings::{
     KVM_API_VERSION, KVM_CAP_CHECK_EXTENSION_VM, KVM_CAP_MAX_VCPU_ID, KVM_CAP_MAX_VCPUS,
-    KVM_CAP_NR_MEMSLOTS, KVM_CAP_NR_VCPUS, KVM_CAP_USER_MEMORY, KVM_CAP_USER_MEMORY2,
-    KVM_CAP_VM_TYPES, KVM_X86_DEFAULT_VM, KVMIO, kvm_userspace_memory_region,
+    KVM_CAP_NR_MEMSLOTS, KVM_CAP_NR_VCPUS, KVM_CAP_SET_IDENTITY_MAP_ADDR, KVM_CAP_SET_TSS_ADDR,
+    KVM_CAP_USER_MEMORY, KVM_CAP_USER_MEMORY2, KVM_CAP_VM_TYPES, KVM_X86_DEFAULT_VM, KVMIO,
+    kvm_userspace_memory_region,
 };
 use kvm_ioctls::{Cap, Kvm, VmFd};
 use vmm_sys_util::ioctl::ioctl_with_val;
@@ -181,7 +182,11 @@ fn new_vm(kvm: &Kvm) -> Result<VmFd, String> {
 /// What rkvm's KVM_CHECK_EXTENSION must answer at this stage.
 fn rkvm_expected_cap(cap: c_ulong) -> i32 {
     match cap as u32 {
-        KVM_CAP_CHECK_EXTENSION_VM | KVM_CAP_USER_MEMORY | KVM_CAP_USER_MEMORY2 => 1,
+        KVM_CAP_CHECK_EXTENSION_VM
+        | KVM_CAP_SET_TSS_ADDR
+        | KVM_CAP_SET_IDENTITY_MAP_ADDR
+        | KVM_CAP_USER_MEMORY
+        | KVM_CAP_USER_MEMORY2 => 1,
         KVM_CAP_NR_MEMSLOTS => RKVM_NR_MEMSLOTS,
         KVM_CAP_NR_VCPUS => online_cpus().min(RKVM_MAX_VCPUS),
         KVM_CAP_MAX_VCPUS | KVM_CAP_MAX_VCPU_ID => RKVM_MAX_VCPUS,
@@ -747,6 +752,50 @@ fn vcpu_reset_state_and_round_trips(ctx: &Ctx) -> TestResult {
         }
         Ok(()) => return Err("set_sregs(NW without CD) accepted".into()),
     }
+    // FPU: FNINIT's control word after reset; MXCSR is never reported.
+    let fpu = get("get_fpu", bsp.get_fpu())?;
+    if fpu.fcw != 0x37f || fpu.mxcsr != 0 || fpu.xmm != [[0; 16]; 16] {
+        return Err(format!(
+            "reset FPU: fcw {:#x} mxcsr {:#x}",
+            fpu.fcw, fpu.mxcsr
+        ));
+    }
+    let mut new_fpu = fpu;
+    new_fpu.fcw = 0x27f;
+    new_fpu.xmm[3][5] = 7;
+    new_fpu.mxcsr = 0x1f80;
+    get("set_fpu", bsp.set_fpu(&new_fpu))?;
+    let back_fpu = get("get_fpu", bsp.get_fpu())?;
+    new_fpu.mxcsr = 0;
+    if (back_fpu.fcw, back_fpu.xmm, back_fpu.mxcsr) != (new_fpu.fcw, new_fpu.xmm, 0) {
+        return Err(format!(
+            "set_fpu/get_fpu: fcw {:#x} mxcsr {:#x}",
+            back_fpu.fcw, back_fpu.mxcsr
+        ));
+    }
+    // KVM_SET_TSS_ADDR and KVM_SET_IDENTITY_MAP_ADDR: accepted, with KVM's limits.
+    get("set_tss_address", vm.set_tss_address(0xfffb_d000))?;
+    match vm.set_tss_address(0xffff_e000) {
+        Err(e) if e.errno() == libc::EINVAL => {}
+        other => {
+            return Err(format!(
+                "set_tss_address(0xffffe000): {other:?}, want EINVAL"
+            ));
+        }
+    }
+    match vm.set_identity_map_address(0xfeff_c000) {
+        Err(e) if e.errno() == libc::EINVAL => {}
+        other => {
+            return Err(format!(
+                "set_identity_map_address with vCPUs: {other:?}, want EINVAL"
+            ));
+        }
+    }
+    let fresh = new_vm(&kvm)?;
+    get(
+        "set_identity_map_address",
+        fresh.set_identity_map_address(0xfeff_c000),
+    )?;
     drop(ap);
     Ok(())
 }

@@ -1,0 +1,112 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The guest's x87/SSE state as `KVM_GET_FPU`/`KVM_SET_FPU` see it:
+//! `struct kvm_fpu`, a view of the FXSAVE image.
+//!
+//! KVM copies the x87 registers, control/status/tag words, last opcode and
+//! pointers and the XMM registers, but not MXCSR: `KVM_GET_FPU` always
+//! reports `mxcsr` (and the padding) as 0 and `KVM_SET_FPU` ignores it.
+//! rkvm does the same, so a VMM sees identical answers.
+//!
+//! Pure logic (only `core`), tested on the host.
+
+/// Size of `struct kvm_fpu`.
+pub(crate) const FPU_SIZE: usize = 416;
+
+const FPR: usize = 0;
+const FCW: usize = 128;
+const FSW: usize = 130;
+const FTWX: usize = 132;
+const LAST_OPCODE: usize = 134;
+const LAST_IP: usize = 136;
+const LAST_DP: usize = 144;
+const XMM: usize = 152;
+
+/// x87 control word after FNINIT (and after RESET, as KVM reports it).
+const FCW_INIT: u16 = 0x37f;
+
+/// The FXSAVE fields `struct kvm_fpu` carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Fpu {
+    /// ST0..ST7 (80 bits each, in 16-byte slots).
+    pub(crate) fpr: [u8; 128],
+    pub(crate) fcw: u16,
+    pub(crate) fsw: u16,
+    /// Abridged tag word (one bit per register, 0 = empty).
+    pub(crate) ftwx: u8,
+    pub(crate) last_opcode: u16,
+    pub(crate) last_ip: u64,
+    pub(crate) last_dp: u64,
+    /// XMM0..XMM15.
+    pub(crate) xmm: [u8; 256],
+}
+
+fn le<const N: usize>(b: &[u8], off: usize) -> [u8; N] {
+    let mut v = [0u8; N];
+    v.copy_from_slice(&b[off..off + N]);
+    v
+}
+
+impl Fpu {
+    /// The state of a new vCPU: empty registers, FNINIT's control word.
+    pub(crate) const fn reset() -> Self {
+        Self { fpr: [0; 128], fcw: FCW_INIT, fsw: 0, ftwx: 0, last_opcode: 0, last_ip: 0, last_dp: 0, xmm: [0; 256] }
+    }
+
+    /// Decodes `struct kvm_fpu`; MXCSR and padding are ignored, as by KVM.
+    pub(crate) fn from_bytes(b: &[u8; FPU_SIZE]) -> Self {
+        Self {
+            fpr: le(b, FPR),
+            fcw: u16::from_ne_bytes(le(b, FCW)),
+            fsw: u16::from_ne_bytes(le(b, FSW)),
+            ftwx: b[FTWX],
+            last_opcode: u16::from_ne_bytes(le(b, LAST_OPCODE)),
+            last_ip: u64::from_ne_bytes(le(b, LAST_IP)),
+            last_dp: u64::from_ne_bytes(le(b, LAST_DP)),
+            xmm: le(b, XMM),
+        }
+    }
+
+    /// Encodes `struct kvm_fpu`, with MXCSR and padding 0.
+    pub(crate) fn to_bytes(&self) -> [u8; FPU_SIZE] {
+        let mut b = [0u8; FPU_SIZE];
+        b[FPR..FPR + 128].copy_from_slice(&self.fpr);
+        b[FCW..FCW + 2].copy_from_slice(&self.fcw.to_ne_bytes());
+        b[FSW..FSW + 2].copy_from_slice(&self.fsw.to_ne_bytes());
+        b[FTWX] = self.ftwx;
+        b[LAST_OPCODE..LAST_OPCODE + 2].copy_from_slice(&self.last_opcode.to_ne_bytes());
+        b[LAST_IP..LAST_IP + 8].copy_from_slice(&self.last_ip.to_ne_bytes());
+        b[LAST_DP..LAST_DP + 8].copy_from_slice(&self.last_dp.to_ne_bytes());
+        b[XMM..XMM + 256].copy_from_slice(&self.xmm);
+        b
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reset_is_kvms() {
+        // A fresh vCPU on stock KVM: FCW 0x37f, every other byte 0.
+        let b = Fpu::reset().to_bytes();
+        assert_eq!(u16::from_ne_bytes([b[FCW], b[FCW + 1]]), 0x37f);
+        assert_eq!(b.iter().filter(|&&x| x != 0).count(), 2);
+    }
+
+    #[test]
+    fn round_trip_drops_mxcsr_and_padding() {
+        let mut b = [0u8; FPU_SIZE];
+        for (i, x) in b.iter_mut().enumerate() {
+            *x = (i % 251) as u8 + 1;
+        }
+        let f = Fpu::from_bytes(&b);
+        let out = f.to_bytes();
+        // Everything but pad1 (133), mxcsr and pad2 (408..416) survives.
+        for i in 0..FPU_SIZE {
+            let kept = i != 133 && i < 408;
+            assert_eq!(out[i], if kept { b[i] } else { 0 }, "byte {i}");
+        }
+        assert_eq!(Fpu::from_bytes(&out), f);
+    }
+}
