@@ -90,7 +90,7 @@ tally qemu-svm "$out/qemu-svm.log" $?
 
 step "Bochs, VMX + EPT"
 "$RKVM_TOOLS/run-bochs.sh" --kernel "$bz" --initrd "$out/initramfs.cpio.gz" \
-	--log "$out/bochs-vmx.log" --timeout 2400 --append "loglevel=4 rkvm.mode=check"
+	--log "$out/bochs-vmx.log" --timeout 2400 --append "loglevel=4 rkvm.mode=check rkvm.kvm_scale=100"
 tally bochs-vmx "$out/bochs-vmx.log" $?
 
 step "done; serial logs in $out"
