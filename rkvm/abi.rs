@@ -20,6 +20,14 @@ const IOC_NONE: u32 = 0;
 const IOC_WRITE: u32 = 1;
 const IOC_READ: u32 = 2;
 
+/// The `N` bytes at `off` of an ioctl argument buffer, for decoding a field
+/// of a C struct with `from_ne_bytes`.
+pub(crate) fn field<const N: usize>(b: &[u8], off: usize) -> [u8; N] {
+    let mut v = [0u8; N];
+    v.copy_from_slice(&b[off..off + N]);
+    v
+}
+
 /// `_IOC(dir, type, nr, size)` from `include/uapi/asm-generic/ioctl.h`.
 pub(crate) const fn ioc(dir: u32, ty: u32, nr: u32, size: usize) -> u32 {
     (dir << IOC_DIRSHIFT)

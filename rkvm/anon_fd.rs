@@ -109,11 +109,19 @@ impl<T: AnonFile> VTable<T> {
     ///
     /// Called by the VFS with a file created by `install::<T>` and a VMA
     /// being set up for it.
-    unsafe extern "C" fn mmap(file: *mut bindings::file, vma: *mut bindings::vm_area_struct) -> i32 {
+    unsafe extern "C" fn mmap(
+        file: *mut bindings::file,
+        vma: *mut bindings::vm_area_struct,
+    ) -> i32 {
         // SAFETY: as in `ioctl`, `private_data` holds the `Arc<T>`; the VMA
         // is under construction by `mmap` and not yet visible to anyone.
-        let (this, file, vma) =
-            unsafe { (Arc::<T>::borrow((*file).private_data), File::from_raw_file(file), VmaNew::from_raw(vma)) };
+        let (this, file, vma) = unsafe {
+            (
+                Arc::<T>::borrow((*file).private_data),
+                File::from_raw_file(file),
+                VmaNew::from_raw(vma),
+            )
+        };
         match T::mmap(this, file, vma) {
             Ok(()) => 0,
             Err(e) => e.to_errno(),

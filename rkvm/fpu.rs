@@ -10,6 +10,8 @@
 //!
 //! Pure logic (only `core`), tested on the host.
 
+use crate::abi::field as le;
+
 /// Size of `struct kvm_fpu`.
 pub(crate) const FPU_SIZE: usize = 416;
 
@@ -41,16 +43,19 @@ pub(crate) struct Fpu {
     pub(crate) xmm: [u8; 256],
 }
 
-fn le<const N: usize>(b: &[u8], off: usize) -> [u8; N] {
-    let mut v = [0u8; N];
-    v.copy_from_slice(&b[off..off + N]);
-    v
-}
-
 impl Fpu {
     /// The state of a new vCPU: empty registers, FNINIT's control word.
     pub(crate) const fn reset() -> Self {
-        Self { fpr: [0; 128], fcw: FCW_INIT, fsw: 0, ftwx: 0, last_opcode: 0, last_ip: 0, last_dp: 0, xmm: [0; 256] }
+        Self {
+            fpr: [0; 128],
+            fcw: FCW_INIT,
+            fsw: 0,
+            ftwx: 0,
+            last_opcode: 0,
+            last_ip: 0,
+            last_dp: 0,
+            xmm: [0; 256],
+        }
     }
 
     /// Decodes `struct kvm_fpu`; MXCSR and padding are ignored, as by KVM.

@@ -10,6 +10,8 @@
 //!
 //! Pure logic (only `core`): the same file is tested on the host.
 
+use crate::abi::field;
+
 /// Bits of a page offset.
 pub(crate) const PAGE_SHIFT: u32 = 12;
 const PAGE_SIZE: u64 = 1 << PAGE_SHIFT;
@@ -100,15 +102,11 @@ pub(crate) const REGION_V1_SIZE: usize = 32;
 pub(crate) const REGION_V2_SIZE: usize = 160;
 
 fn u32_at(b: &[u8], off: usize) -> u32 {
-    let mut v = [0u8; 4];
-    v.copy_from_slice(&b[off..off + 4]);
-    u32::from_ne_bytes(v)
+    u32::from_ne_bytes(field(b, off))
 }
 
 fn u64_at(b: &[u8], off: usize) -> u64 {
-    let mut v = [0u8; 8];
-    v.copy_from_slice(&b[off..off + 8]);
-    u64::from_ne_bytes(v)
+    u64::from_ne_bytes(field(b, off))
 }
 
 impl RegionRequest {

@@ -38,7 +38,11 @@ impl Regs {
         });
         let mut next = || words.next().unwrap_or(0);
         let gprs = [(); 16].map(|()| next());
-        Self { gprs, rip: next(), rflags: next() }
+        Self {
+            gprs,
+            rip: next(),
+            rflags: next(),
+        }
     }
 
     /// Encodes `struct kvm_regs`.
@@ -62,7 +66,11 @@ impl Regs {
     /// the reset vector), RDX the family/model/stepping KVM uses for a
     /// guest without CPUID (0x600), everything else 0.
     pub(crate) fn reset() -> Self {
-        let mut regs = Self { rip: 0xfff0, rflags: RFLAGS_FIXED, ..Default::default() };
+        let mut regs = Self {
+            rip: 0xfff0,
+            rflags: RFLAGS_FIXED,
+            ..Default::default()
+        };
         regs.gprs[RDX] = 0x600;
         regs
     }

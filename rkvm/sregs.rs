@@ -55,8 +55,16 @@ pub(crate) enum SegReg {
 
 impl SegReg {
     /// All of them, in the ABI's order.
-    pub(crate) const ALL: [SegReg; 8] =
-        [Self::Cs, Self::Ds, Self::Es, Self::Fs, Self::Gs, Self::Ss, Self::Tr, Self::Ldt];
+    pub(crate) const ALL: [SegReg; 8] = [
+        Self::Cs,
+        Self::Ds,
+        Self::Es,
+        Self::Fs,
+        Self::Gs,
+        Self::Ss,
+        Self::Tr,
+        Self::Ldt,
+    ];
 }
 
 /// What the guest's CPUID offers, as far as register checks care.
@@ -137,8 +145,7 @@ struct Reader<'a>(&'a [u8], usize);
 
 impl Reader<'_> {
     fn take<const N: usize>(&mut self) -> [u8; N] {
-        let mut v = [0u8; N];
-        v.copy_from_slice(&self.0[self.1..self.1 + N]);
+        let v = crate::abi::field(self.0, self.1);
         self.1 += N;
         v
     }
@@ -189,13 +196,27 @@ impl Segment {
         w.put(&self.base.to_ne_bytes());
         w.put(&self.limit.to_ne_bytes());
         w.put(&self.selector.to_ne_bytes());
-        w.put(&[self.type_, self.present, self.dpl, self.db, self.s, self.l, self.g, self.avl, self.unusable, 0]);
+        w.put(&[
+            self.type_,
+            self.present,
+            self.dpl,
+            self.db,
+            self.s,
+            self.l,
+            self.g,
+            self.avl,
+            self.unusable,
+            0,
+        ]);
     }
 }
 
 impl DTable {
     fn read(r: &mut Reader<'_>) -> Self {
-        let t = Self { base: r.u64(), limit: r.u16() };
+        let t = Self {
+            base: r.u64(),
+            limit: r.u16(),
+        };
         r.take::<6>(); // padding[3]
         t
     }
@@ -224,7 +245,19 @@ impl Sregs {
             .enumerate()
             .find(|(_, w)| **w != 0)
             .map(|(i, w)| (i as u32 * 64 + w.trailing_zeros()) as u8);
-        Self { segs, gdt, idt, cr0, cr2, cr3, cr4, cr8, efer, apic_base, pending_irq }
+        Self {
+            segs,
+            gdt,
+            idt,
+            cr0,
+            cr2,
+            cr3,
+            cr4,
+            cr8,
+            efer,
+            apic_base,
+            pending_irq,
+        }
     }
 
     /// Encodes `struct kvm_sregs`.
@@ -236,7 +269,15 @@ impl Sregs {
         }
         self.gdt.write(&mut w);
         self.idt.write(&mut w);
-        for v in [self.cr0, self.cr2, self.cr3, self.cr4, self.cr8, self.efer, self.apic_base] {
+        for v in [
+            self.cr0,
+            self.cr2,
+            self.cr3,
+            self.cr4,
+            self.cr8,
+            self.efer,
+            self.apic_base,
+        ] {
             w.put(&v.to_ne_bytes());
         }
         let mut bitmap = [0u64; 4];
@@ -273,7 +314,9 @@ impl Sregs {
 }
 
 fn cr0_is_valid(cr0: u64) -> bool {
-    cr0 >> 32 == 0 && !(cr0 & CR0_NW != 0 && cr0 & CR0_CD == 0) && !(cr0 & CR0_PG != 0 && cr0 & CR0_PE == 0)
+    cr0 >> 32 == 0
+        && !(cr0 & CR0_NW != 0 && cr0 & CR0_CD == 0)
+        && !(cr0 & CR0_PG != 0 && cr0 & CR0_PE == 0)
 }
 
 fn efer_is_valid(efer: u64, f: &GuestFeatures) -> bool {
@@ -293,17 +336,23 @@ fn apic_base_is_valid(apic_base: u64, f: &GuestFeatures) -> bool {
         reserved |= APIC_BASE_X2APIC;
     }
     // x2APIC mode without the xAPIC enable bit is not a valid state.
-    let x2apic_without_enable = apic_base & APIC_BASE_X2APIC != 0 && apic_base & APIC_BASE_ENABLE == 0;
+    let x2apic_without_enable =
+        apic_base & APIC_BASE_X2APIC != 0 && apic_base & APIC_BASE_ENABLE == 0;
     apic_base & reserved == 0 && !x2apic_without_enable
 }
-
 
 /// The control registers and descriptor tables after RESET; the segments
 /// are reset by the backends. vCPU 0 is the bootstrap processor.
 pub(crate) fn reset(is_bsp: bool) -> Sregs {
     Sregs {
-        gdt: DTable { base: 0, limit: 0xffff },
-        idt: DTable { base: 0, limit: 0xffff },
+        gdt: DTable {
+            base: 0,
+            limit: 0xffff,
+        },
+        idt: DTable {
+            base: 0,
+            limit: 0xffff,
+        },
         cr0: CR0_CD | CR0_NW | CR0_ET,
         apic_base: APIC_BASE_DEFAULT | APIC_BASE_ENABLE | if is_bsp { APIC_BASE_BSP } else { 0 },
         ..Default::default()
@@ -311,8 +360,24 @@ pub(crate) fn reset(is_bsp: bool) -> Sregs {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A flat 64-bit code segment, which every backend stores unchanged.
+    pub(crate) const FLAT_CODE64: Segment = Segment {
+        base: 0,
+        limit: 0xffff_ffff,
+        selector: 0x10,
+        type_: 0xb,
+        present: 1,
+        dpl: 0,
+        db: 0,
+        s: 1,
+        l: 1,
+        g: 1,
+        avl: 0,
+        unusable: 0,
+    };
 
     #[test]
     fn size_matches_the_uapi() {
@@ -324,8 +389,19 @@ mod tests {
         let mut s = reset(true);
         s.segs[3].base = 0x1234_5678_9abc;
         s.segs[5].unusable = 1;
-        s.segs[0] = Segment { selector: 0xf000, base: 0xffff_0000, limit: 0xffff, type_: 0xb, present: 1, s: 1, ..Default::default() };
-        s.idt = DTable { base: 0xffff_8000_0000_0000, limit: 0xfff };
+        s.segs[0] = Segment {
+            selector: 0xf000,
+            base: 0xffff_0000,
+            limit: 0xffff,
+            type_: 0xb,
+            present: 1,
+            s: 1,
+            ..Default::default()
+        };
+        s.idt = DTable {
+            base: 0xffff_8000_0000_0000,
+            limit: 0xfff,
+        };
         s.cr2 = 0x42;
         s.pending_irq = Some(200);
         let b = s.to_bytes();
@@ -345,7 +421,10 @@ mod tests {
     #[test]
     fn reset_values() {
         let s = reset(true);
-        assert_eq!((s.cr0, s.apic_base, s.gdt.limit, s.idt.limit), (0x6000_0010, 0xfee0_0900, 0xffff, 0xffff));
+        assert_eq!(
+            (s.cr0, s.apic_base, s.gdt.limit, s.idt.limit),
+            (0x6000_0010, 0xfee0_0900, 0xffff, 0xffff)
+        );
         assert_eq!(reset(false).apic_base, 0xfee0_0800);
         assert!(s.is_valid(&GuestFeatures::default(), s.apic_base));
     }
@@ -353,7 +432,11 @@ mod tests {
     #[test]
     fn invalid_sregs() {
         let none = GuestFeatures::default();
-        let lm = GuestFeatures { lm: true, nx: true, ..Default::default() };
+        let lm = GuestFeatures {
+            lm: true,
+            nx: true,
+            ..Default::default()
+        };
         let base = reset(true);
         let old = base.apic_base;
         let with = |f: &dyn Fn(&mut Sregs)| {
@@ -405,7 +488,10 @@ mod tests {
         assert!(!with(&|s| s.apic_base |= 1).is_valid(&none, old));
         assert!(!with(&|s| s.apic_base |= 1 << 36).is_valid(&none, old));
         assert!(!with(&|s| s.apic_base |= APIC_BASE_X2APIC).is_valid(&none, old));
-        let x2 = GuestFeatures { x2apic: true, ..Default::default() };
+        let x2 = GuestFeatures {
+            x2apic: true,
+            ..Default::default()
+        };
         assert!(with(&|s| s.apic_base |= APIC_BASE_X2APIC).is_valid(&x2, old));
         assert!(!with(&|s| s.apic_base = APIC_BASE_DEFAULT | APIC_BASE_X2APIC).is_valid(&x2, old));
         assert!(with(&|s| s.apic_base = 0).is_valid(&none, old));

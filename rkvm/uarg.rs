@@ -10,11 +10,15 @@ use kernel::{
 /// Reads the `N`-byte argument at user address `arg` (`EFAULT` if unreadable).
 pub(crate) fn read<const N: usize>(arg: usize) -> Result<[u8; N]> {
     let mut buf = [0u8; N];
-    UserSlice::new(UserPtr::from_addr(arg), N).reader().read_slice(&mut buf)?;
+    UserSlice::new(UserPtr::from_addr(arg), N)
+        .reader()
+        .read_slice(&mut buf)?;
     Ok(buf)
 }
 
 /// Writes `data` to user address `arg` (`EFAULT` if unwritable).
 pub(crate) fn write(arg: usize, data: &[u8]) -> Result {
-    UserSlice::new(UserPtr::from_addr(arg), data.len()).writer().write_slice(data)
+    UserSlice::new(UserPtr::from_addr(arg), data.len())
+        .writer()
+        .write_slice(data)
 }

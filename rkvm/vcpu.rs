@@ -26,9 +26,9 @@ use crate::{
     regs::Regs,
     sregs::{self, GuestFeatures, SegReg, Sregs},
     svm::seg::SvmSegs,
-    vmx::seg::VmxSegs,
     uarg,
     vm::Vm,
+    vmx::seg::VmxSegs,
 };
 
 /// Segment registers in the backend's format.
@@ -87,7 +87,10 @@ impl State {
         }
         // As in KVM, an empty interrupt bitmap leaves a queued interrupt be.
         let pending_irq = new.pending_irq.or(self.sregs.pending_irq);
-        self.sregs = Sregs { pending_irq, ..*new };
+        self.sregs = Sregs {
+            pending_irq,
+            ..*new
+        };
         for reg in SegReg::ALL {
             self.segs.set(reg, &new.segs[reg as usize]);
         }
@@ -159,12 +162,21 @@ impl AnonFile for Vcpu {
         // offset has no side effects.
         let pgoff = unsafe { (*vma.as_ptr()).vm_pgoff };
         let npages = (vma.end() - vma.start()) / PAGE_SIZE;
-        let pages = this.pages.get(pgoff..).and_then(|p| p.get(..npages)).ok_or(EINVAL)?;
+        let pages = this
+            .pages
+            .get(pgoff..)
+            .and_then(|p| p.get(..npages))
+            .ok_or(EINVAL)?;
         let vma = vma.set_mixedmap();
         for (i, page) in pages.iter().enumerate() {
             vma.vm_insert_page(vma.start() + i * PAGE_SIZE, page)?;
         }
-        pr_debug!("vCPU {} mapped {} pages at offset {}\n", this.id, npages, pgoff);
+        pr_debug!(
+            "vCPU {} mapped {} pages at offset {}\n",
+            this.id,
+            npages,
+            pgoff
+        );
         Ok(())
     }
 }

@@ -132,7 +132,10 @@ const TSS_ADDR_MAX: usize = 0xffff_d000;
 /// `KVM_CREATE_VCPU`: `EINVAL` for an id out of range or one vCPU too many,
 /// `EEXIST` for an id in use.
 fn create_vcpu(vm: ArcBorrow<'_, Vm>, id: usize) -> Result<isize> {
-    let id = u32::try_from(id).ok().filter(|&id| (id as usize) < abi::MAX_VCPU_IDS).ok_or(EINVAL)?;
+    let id = u32::try_from(id)
+        .ok()
+        .filter(|&id| (id as usize) < abi::MAX_VCPU_IDS)
+        .ok_or(EINVAL)?;
     let mut ids = vm.vcpu_ids.lock();
     if ids.len() >= abi::MAX_VCPUS {
         return Err(EINVAL);

@@ -42,7 +42,12 @@ fn bit(v: u16, shift: u16) -> u8 {
 
 impl VmcbSeg {
     const fn new(selector: u16, base: u64, type_: u16, s: u16) -> Self {
-        Self { selector, attrib: type_ | s << S_SHIFT | 1 << P_SHIFT, limit: 0xffff, base }
+        Self {
+            selector,
+            attrib: type_ | s << S_SHIFT | 1 << P_SHIFT,
+            limit: 0xffff,
+            base,
+        }
     }
 }
 
@@ -71,7 +76,12 @@ impl SvmSegs {
             | (var.l as u16 & 1) << L_SHIFT
             | (var.db as u16 & 1) << DB_SHIFT
             | (var.g as u16 & 1) << G_SHIFT;
-        self.segs[reg as usize] = VmcbSeg { selector: var.selector, attrib, limit: var.limit, base: var.base };
+        self.segs[reg as usize] = VmcbSeg {
+            selector: var.selector,
+            attrib,
+            limit: var.limit,
+            base: var.base,
+        };
         if reg == SegReg::Ss {
             self.cpl = var.dpl & 3;
         }
@@ -99,7 +109,9 @@ impl SvmSegs {
         };
         match reg {
             SegReg::Tr => var.type_ |= 0x2,
-            SegReg::Ds | SegReg::Es | SegReg::Fs | SegReg::Gs if var.unusable == 0 => var.type_ |= 0x1,
+            SegReg::Ds | SegReg::Es | SegReg::Fs | SegReg::Gs if var.unusable == 0 => {
+                var.type_ |= 0x1
+            }
             SegReg::Ss => {
                 if var.unusable != 0 {
                     var.db = 0;
@@ -121,48 +133,67 @@ mod tests {
         // KVM_GET_SREGS of a fresh vCPU on kvm_amd (Linux 7.3).
         let s = SvmSegs::reset();
         let cs = s.get(SegReg::Cs);
-        assert_eq!((cs.selector, cs.base, cs.limit, cs.type_, cs.present, cs.s), (0xf000, 0xffff_0000, 0xffff, 0xa, 1, 1));
+        assert_eq!(
+            (cs.selector, cs.base, cs.limit, cs.type_, cs.present, cs.s),
+            (0xf000, 0xffff_0000, 0xffff, 0xa, 1, 1)
+        );
         assert_eq!(s.get(SegReg::Ds).type_, 3);
         assert_eq!(s.get(SegReg::Ss).type_, 2);
         assert_eq!((s.get(SegReg::Tr).type_, s.get(SegReg::Tr).s), (3, 0));
         assert_eq!((s.get(SegReg::Ldt).type_, s.get(SegReg::Ldt).s), (2, 0));
-        assert!(SegReg::ALL.iter().all(|&r| s.get(r).g == 0 && s.get(r).unusable == 0));
+        assert!(SegReg::ALL
+            .iter()
+            .all(|&r| s.get(r).g == 0 && s.get(r).unusable == 0));
     }
 
     #[test]
     fn round_trip_and_normalisation() {
         let mut s = SvmSegs::reset();
-        let code64 = Segment {
-            base: 0,
-            limit: 0xffff_ffff,
-            selector: 0x10,
-            type_: 0xb,
-            present: 1,
-            dpl: 0,
-            db: 0,
-            s: 1,
-            l: 1,
-            g: 1,
-            avl: 0,
-            unusable: 0,
-        };
+        let code64 = crate::sregs::tests::FLAT_CODE64;
         s.set(SegReg::Cs, &code64);
         assert_eq!(s.get(SegReg::Cs), code64);
         // G is derived from the limit on reads.
         s.set(SegReg::Cs, &Segment { g: 0, ..code64 });
         assert_eq!(s.get(SegReg::Cs).g, 1);
         // Data segments read accessed; TR reads busy.
-        let data = Segment { type_: 0x2, limit: 0xffff, present: 1, s: 1, ..Default::default() };
+        let data = Segment {
+            type_: 0x2,
+            limit: 0xffff,
+            present: 1,
+            s: 1,
+            ..Default::default()
+        };
         s.set(SegReg::Fs, &data);
         assert_eq!(s.get(SegReg::Fs).type_, 3);
-        s.set(SegReg::Tr, &Segment { type_: 0x9, s: 0, ..data });
+        s.set(
+            SegReg::Tr,
+            &Segment {
+                type_: 0x9,
+                s: 0,
+                ..data
+            },
+        );
         assert_eq!(s.get(SegReg::Tr).type_, 0xb);
         // Unusable means not present; an unusable data segment keeps its type.
-        s.set(SegReg::Gs, &Segment { unusable: 1, ..data });
+        s.set(
+            SegReg::Gs,
+            &Segment {
+                unusable: 1,
+                ..data
+            },
+        );
         let gs = s.get(SegReg::Gs);
         assert_eq!((gs.present, gs.unusable, gs.type_), (0, 1, 2));
         // SS.DPL is the CPL; an unusable SS reads D/B clear.
-        s.set(SegReg::Ss, &Segment { dpl: 3, db: 1, present: 0, ..data });
+        s.set(
+            SegReg::Ss,
+            &Segment {
+                dpl: 3,
+                db: 1,
+                present: 0,
+                ..data
+            },
+        );
         let ss = s.get(SegReg::Ss);
         assert_eq!((s.cpl, ss.dpl, ss.db, ss.unusable), (3, 3, 0, 1));
     }

@@ -253,7 +253,10 @@ mod tests {
         assert_eq!(VmxFeatures::decode(m), Err(VmxUnsupported::EptIncomplete));
         m = haswell();
         m.procbased2 = Some((SECONDARY_EPT as u64) << 32);
-        assert_eq!(VmxFeatures::decode(m), Err(VmxUnsupported::NoUnrestrictedGuest));
+        assert_eq!(
+            VmxFeatures::decode(m),
+            Err(VmxUnsupported::NoUnrestrictedGuest)
+        );
         m = haswell();
         m.procbased2 = None;
         assert_eq!(VmxFeatures::decode(m), Err(VmxUnsupported::NoEpt));

@@ -37,7 +37,12 @@ impl VmxSegs {
     /// accessed readable code segment at `f000:` with base `0xffff0000`, a
     /// 32-bit busy TSS and an LDT, all with 64 KiB limits.
     pub(crate) fn reset() -> Self {
-        let seg = |selector, base, ar| VmxSeg { selector, ar, limit: 0xffff, base };
+        let seg = |selector, base, ar| VmxSeg {
+            selector,
+            ar,
+            limit: 0xffff,
+            base,
+        };
         let mut segs = [seg(0, 0, 0x93); 8];
         segs[SegReg::Cs as usize] = seg(0xf000, 0xffff_0000, 0x9b);
         segs[SegReg::Tr as usize] = seg(0, 0, 0x8b);
@@ -61,8 +66,17 @@ impl VmxSegs {
             | (var.l as u32 & 1) << 13
             | (var.db as u32 & 1) << 14
             | (var.g as u32 & 1) << 15
-            | if var.unusable != 0 || var.present == 0 { AR_UNUSABLE } else { 0 };
-        self.segs[reg as usize] = VmxSeg { selector: var.selector, ar, limit: var.limit, base: var.base };
+            | if var.unusable != 0 || var.present == 0 {
+                AR_UNUSABLE
+            } else {
+                0
+            };
+        self.segs[reg as usize] = VmxSeg {
+            selector: var.selector,
+            ar,
+            limit: var.limit,
+            base: var.base,
+        };
     }
 
     /// Reads `reg` as KVM reports it: "present" is "not unusable".
@@ -94,7 +108,10 @@ mod tests {
     fn reset_reads_as_kvm_intel_reports() {
         let s = VmxSegs::reset();
         let cs = s.get(SegReg::Cs);
-        assert_eq!((cs.selector, cs.base, cs.limit, cs.type_, cs.present, cs.s), (0xf000, 0xffff_0000, 0xffff, 0xb, 1, 1));
+        assert_eq!(
+            (cs.selector, cs.base, cs.limit, cs.type_, cs.present, cs.s),
+            (0xf000, 0xffff_0000, 0xffff, 0xb, 1, 1)
+        );
         assert_eq!((s.get(SegReg::Ss).type_, s.get(SegReg::Ds).type_), (3, 3));
         assert_eq!((s.get(SegReg::Tr).type_, s.get(SegReg::Tr).s), (0xb, 0));
         assert_eq!((s.get(SegReg::Ldt).type_, s.get(SegReg::Ldt).s), (2, 0));
@@ -103,24 +120,17 @@ mod tests {
     #[test]
     fn round_trip_and_normalisation() {
         let mut s = VmxSegs::reset();
-        let code64 = Segment {
-            base: 0,
-            limit: 0xffff_ffff,
-            selector: 0x10,
-            type_: 0xb,
-            present: 1,
-            dpl: 0,
-            db: 0,
-            s: 1,
-            l: 1,
-            g: 1,
-            avl: 0,
-            unusable: 0,
-        };
+        let code64 = crate::sregs::tests::FLAT_CODE64;
         s.set(SegReg::Cs, &code64);
         assert_eq!(s.get(SegReg::Cs), code64);
         // The accessed bit is forced on, except for the LDT.
-        let data = Segment { type_: 0x2, limit: 0xffff, present: 1, s: 1, ..Default::default() };
+        let data = Segment {
+            type_: 0x2,
+            limit: 0xffff,
+            present: 1,
+            s: 1,
+            ..Default::default()
+        };
         s.set(SegReg::Ds, &data);
         assert_eq!(s.get(SegReg::Ds).type_, 3);
         s.set(SegReg::Ldt, &Segment { s: 0, ..data });
