@@ -4,7 +4,7 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-kdir=$("$RKVM_TOOLS/build-kernel.sh")
+kdir=$(test_kernel_dir)
 make -s -C "$kdir/build" M="$RKVM_TOP" "${KMAKE_VARS[@]}" -j"$(nproc)" modules
 [ -f "$RKVM_TOP/rkvm.ko" ] || die "rkvm.ko was not produced"
 note "built $RKVM_TOP/rkvm.ko"

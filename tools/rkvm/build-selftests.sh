@@ -6,7 +6,7 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-kdir=$("$RKVM_TOOLS/build-kernel.sh")
+kdir=$(test_kernel_dir)
 out="$RKVM_OUT/selftests"
 mkdir -p "$out"
 

@@ -34,3 +34,14 @@ kernel_key() {
 }
 
 kernel_dir() { echo "$RKVM_CACHE/kernel/$(kernel_key)"; }
+
+# The kernel build the module, selftests and initramfs are made for: the
+# cached test kernel, or RKVM_KDIR (a directory with src/ and build/, e.g.
+# a variant kernel built for a measurement).
+test_kernel_dir() {
+	if [ -n "${RKVM_KDIR:-}" ]; then
+		echo "$RKVM_KDIR"
+	else
+		"$RKVM_TOOLS/build-kernel.sh"
+	fi
+}

@@ -6,7 +6,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 [ $# = 1 ] || die "usage: $0 OUTPUT.cpio.gz"
-kdir=$("$RKVM_TOOLS/build-kernel.sh")
+kdir=$(test_kernel_dir)
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 

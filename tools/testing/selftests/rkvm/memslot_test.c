@@ -18,16 +18,10 @@
 #include <linux/rkvm.h>
 
 #include "kselftest_harness.h"
+#include "rkvm_util.h"
 
 #define MB (1UL << 20)
 #define NR_SLOTS 509
-
-static long xioctl(int fd, unsigned long cmd, void *arg)
-{
-	long r = ioctl(fd, cmd, arg);
-
-	return r < 0 ? -errno : r;
-}
 
 static long set_region(int vm, uint32_t slot, uint32_t flags, uint64_t gpa,
 		       uint64_t size, void *hva)
@@ -37,7 +31,7 @@ static long set_region(int vm, uint32_t slot, uint32_t flags, uint64_t gpa,
 		.memory_size = size, .userspace_addr = (uintptr_t)hva,
 	};
 
-	return xioctl(vm, KVM_SET_USER_MEMORY_REGION, &r);
+	return xioctl(vm, KVM_SET_USER_MEMORY_REGION, (unsigned long)&r);
 }
 
 static long set_region2(int vm, uint32_t slot, uint32_t flags, uint64_t gpa,
@@ -48,7 +42,7 @@ static long set_region2(int vm, uint32_t slot, uint32_t flags, uint64_t gpa,
 		.memory_size = size, .userspace_addr = (uintptr_t)hva,
 	};
 
-	return xioctl(vm, KVM_SET_USER_MEMORY_REGION2, &r);
+	return xioctl(vm, KVM_SET_USER_MEMORY_REGION2, (unsigned long)&r);
 }
 
 FIXTURE(vm) {
@@ -145,8 +139,8 @@ TEST_F(vm, bad_arguments_are_einval)
 	EXPECT_EQ(-EINVAL, set_region(self->vm, 0, KVM_MEM_GUEST_MEMFD, 0, MB, m));
 	EXPECT_EQ(-EINVAL, set_region(self->vm, 0, 1 << 7, 0, MB, m));
 	/* An unreadable argument. */
-	EXPECT_EQ(-EFAULT, xioctl(self->vm, KVM_SET_USER_MEMORY_REGION, NULL));
-	EXPECT_EQ(-EFAULT, xioctl(self->vm, KVM_SET_USER_MEMORY_REGION2, (void *)8));
+	EXPECT_EQ(-EFAULT, xioctl(self->vm, KVM_SET_USER_MEMORY_REGION, 0));
+	EXPECT_EQ(-EFAULT, xioctl(self->vm, KVM_SET_USER_MEMORY_REGION2, 8));
 	/* After all that, the whole range is still free. */
 	EXPECT_EQ(0, set_region(self->vm, 0, 0, 0, 16 * MB, m));
 }
@@ -195,7 +189,8 @@ TEST_F(vm, writers_on_distinct_slots)
 	int i;
 
 	for (i = 0; i < WRITERS; i++) {
-		w[i] = (struct writer){ .vm = self->vm, .id = i, .rounds = 200, .mem = self->mem };
+		w[i] = (struct writer){ .vm = self->vm, .id = i, .rounds = stress_iters(200),
+					.mem = self->mem };
 		ASSERT_EQ(0, pthread_create(&t[i], NULL, own_slot_writer, &w[i]));
 	}
 	for (i = 0; i < WRITERS; i++) {
@@ -224,7 +219,7 @@ TEST_F(vm, overlapping_creates_race_one_wins)
 {
 	int round;
 
-	for (round = 0; round < 100; round++) {
+	for (round = 0; round < stress_iters(100); round++) {
 		pthread_barrier_t start;
 		struct racer r[2];
 		pthread_t t[2];

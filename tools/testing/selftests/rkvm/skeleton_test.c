@@ -18,6 +18,7 @@
 #include <linux/rkvm.h>
 
 #include "kselftest_harness.h"
+#include "rkvm_util.h"
 
 /* Capabilities rkvm implements so far, with the value KVM would give. */
 static long expected_cap(unsigned long cap)
@@ -50,14 +51,6 @@ static int open_dev(void)
 	if (fd < 0)
 		ksft_exit_fail_msg("open %s: %s\n", RKVM_DEVICE_PATH, strerror(errno));
 	return fd;
-}
-
-/* ioctl that returns -errno on failure, so asserts can name the error. */
-static long xioctl(int fd, unsigned long cmd, unsigned long arg)
-{
-	long r = ioctl(fd, cmd, arg);
-
-	return r < 0 ? -errno : r;
 }
 
 TEST(api_version)
@@ -198,23 +191,24 @@ TEST(vm_outlives_system_fd)
 TEST(create_close_loop)
 {
 	enum { HELD = 500 };
+	int loops = stress_iters(2000), held = stress_iters(HELD);
 	int fd = open_dev();
 	int vms[HELD];
 	int i;
 
-	for (i = 0; i < 2000; i++) {
+	for (i = 0; i < loops; i++) {
 		int vm = xioctl(fd, KVM_CREATE_VM, 0);
 
 		ASSERT_LE(0, vm) TH_LOG("iteration %d", i);
 		close(vm);
 	}
-	for (i = 0; i < HELD; i++) {
+	for (i = 0; i < held; i++) {
 		vms[i] = xioctl(fd, KVM_CREATE_VM, 0);
 		ASSERT_LE(0, vms[i]) TH_LOG("VM %d", i);
 	}
 	/* Close the system fd first, then the VMs in reverse order. */
 	close(fd);
-	for (i = HELD - 1; i >= 0; i--)
+	for (i = held - 1; i >= 0; i--)
 		ASSERT_EQ(0, close(vms[i]));
 }
 
@@ -257,7 +251,7 @@ TEST(threads_open_create_close_race)
 	int i;
 
 	for (i = 0; i < THREADS; i++) {
-		args[i] = (struct race_arg){ .iterations = 300, .seed = i + 1 };
+		args[i] = (struct race_arg){ .iterations = stress_iters(300), .seed = i + 1 };
 		ASSERT_EQ(0, pthread_create(&t[i], NULL, open_create_close, &args[i]));
 	}
 	for (i = 0; i < THREADS; i++) {
@@ -291,7 +285,7 @@ TEST(ioctl_races_with_close)
 	int fd = open_dev();
 	int round;
 
-	for (round = 0; round < 200; round++) {
+	for (round = 0; round < stress_iters(200); round++) {
 		struct ioctl_vs_close a = { .vm = xioctl(fd, KVM_CREATE_VM, 0) };
 		pthread_t t;
 

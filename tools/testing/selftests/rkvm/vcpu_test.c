@@ -21,15 +21,9 @@
 #include <linux/rkvm.h>
 
 #include "kselftest_harness.h"
+#include "rkvm_util.h"
 
 #define MAX_VCPUS 64
-
-static long xioctl(int fd, unsigned long cmd, unsigned long arg)
-{
-	long r = ioctl(fd, cmd, arg);
-
-	return r < 0 ? -errno : r;
-}
 
 FIXTURE(vm) {
 	int sys, vm;

@@ -1,0 +1,34 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Small helpers shared by rkvm's C selftests.
+ */
+#ifndef SELFTEST_RKVM_UTIL_H
+#define SELFTEST_RKVM_UTIL_H
+
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/ioctl.h>
+
+/* ioctl() returning -errno on failure, so asserts can name the error. */
+static inline long xioctl(int fd, unsigned long cmd, unsigned long arg)
+{
+	long r = ioctl(fd, cmd, arg);
+
+	return r < 0 ? -errno : r;
+}
+
+/*
+ * Iterations of a stress loop: @n, divided by $RKVM_STRESS_DIVISOR for slow
+ * emulated hosts (at least 1). Every check still runs; only repeats shrink.
+ */
+static inline int stress_iters(int n)
+{
+	const char *d = getenv("RKVM_STRESS_DIVISOR");
+	int div = d ? atoi(d) : 1;
+
+	if (div <= 1)
+		return n;
+	return n / div > 0 ? n / div : 1;
+}
+
+#endif /* SELFTEST_RKVM_UTIL_H */
