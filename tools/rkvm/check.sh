@@ -94,8 +94,8 @@ qemu_pid=$!
 # and one kmemleak check instead of two. The CPU hotplug test runs on QEMU
 # only: in Bochs, offlining and onlining CPU 1 intermittently leaves CPU 0's
 # timer dead (an RCU stall report "timer wakeup didn't happen ... Possible
-# timer handling issue on cpu=0"), seen once in three runs and never under
-# QEMU; see the foundation issue's notes.
+# timer handling issue on cpu=0"), seen in two of four runs and never
+# under QEMU; see the foundation issue's notes.
 "$RKVM_TOOLS/run-bochs.sh" --kernel "$bz" --initrd "$out/initramfs.cpio.gz" \
 	--log "$out/bochs-vmx.log" --timeout 2400 \
 	--append "loglevel=4 rkvm.mode=check rkvm.stress=5 rkvm.kvm_scale=100 rkvm.kmemleak=final rkvm.hotplug=0" \

@@ -18,6 +18,7 @@
 #include <linux/rkvm.h>
 
 #include "kselftest_harness.h"
+#include "rkvm_util.h"
 
 static int unload(void)
 {
@@ -80,7 +81,7 @@ TEST(load_unload_cycles)
 
 	if (!getenv("RKVM_KO"))
 		SKIP(return, "RKVM_KO is not set");
-	for (i = 0; i < 10; i++) {
+	for (i = 0; i < stress_iters(10); i++) {
 		ASSERT_EQ(0, unload()) TH_LOG("cycle %d", i);
 		ASSERT_EQ(-ENOENT, api_version());
 		ASSERT_EQ(0, load()) TH_LOG("cycle %d", i);
