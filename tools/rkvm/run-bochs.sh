@@ -112,7 +112,7 @@ xorriso -as mkisofs -quiet -o "$workdir/boot.iso" -b isolinux/isolinux.bin \
 
 cat > "$workdir/bochsrc" <<EOF
 cpu: model=corei7_haswell_4770, count=1:2:1, ips=100000000
-megs: 1024
+megs: 2048
 romimage: file=/usr/share/bochs/BIOS-bochs-latest
 vgaromimage: file=/usr/share/bochs/VGABIOS-lgpl-latest
 ata0-master: type=cdrom, path=boot.iso, status=inserted
