@@ -90,9 +90,9 @@ impl<T: AnonFile> VTable<T> {
     ///
     /// Called by the VFS with a file created by `install::<T>`.
     unsafe extern "C" fn ioctl(file: *mut bindings::file, cmd: u32, arg: usize) -> isize {
-        // SAFETY: the file is alive for the call and its `private_data`
-        // holds the `Arc<T>` that `install` stored, released only in
-        // `release`, which cannot run concurrently with an ioctl.
+        // The file is alive for the call; `release`, which drops the
+        // `Arc<T>` that `install` stored, cannot run concurrently.
+        // SAFETY: so `private_data` holds a live `Arc<T>`.
         let (this, file) = unsafe {
             (
                 Arc::<T>::borrow((*file).private_data),
