@@ -9,6 +9,8 @@
 //!
 //! Pure logic (only `core`), tested on the host.
 
+use crate::abi::field;
+
 /// Size of `struct kvm_regs`.
 pub(crate) const REGS_SIZE: usize = 18 * 8;
 
@@ -31,17 +33,11 @@ const RDX: usize = 3;
 impl Regs {
     /// Decodes `struct kvm_regs`.
     pub(crate) fn from_bytes(b: &[u8; REGS_SIZE]) -> Self {
-        let mut words = b.chunks_exact(8).map(|c| {
-            let mut v = [0u8; 8];
-            v.copy_from_slice(c);
-            u64::from_ne_bytes(v)
-        });
-        let mut next = || words.next().unwrap_or(0);
-        let gprs = [(); 16].map(|()| next());
+        let word = |i: usize| u64::from_ne_bytes(field(b, i * 8));
         Self {
-            gprs,
-            rip: next(),
-            rflags: next(),
+            gprs: core::array::from_fn(word),
+            rip: word(16),
+            rflags: word(17),
         }
     }
 
