@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: GPL-2.0
 # Builds the guest-side programs as static binaries into $RKVM_OUT/selftests:
 # the C selftests (kernel's kselftest harness + UAPI headers of the test
-# kernel), the Rust selftests (rust-vmm kvm-ioctls) and rkvm-caps.
+# kernel), the Rust selftests (rust-vmm kvm-ioctls), rkvm-caps and the demo VMM.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -19,6 +19,8 @@ awk '$1 == "#define" && $2 ~ /^KVM_CAP_/ && $3 ~ /^[0-9]+$/ { printf "[%s] = \"%
 	"$kdir/headers/include/linux/kvm.h" > "$gen/cap_names.h"
 gcc -static -O2 -Wall -I"$kdir/headers/include" -I"$gen" \
 	-o "$out/rkvm-caps" "$RKVM_TOOLS/guest/rkvm-caps.c"
+gcc -static -O2 -Wall -I"$kdir/headers/include" \
+	-o "$out/rkvm-demo" "$RKVM_TOOLS/demo/rkvm-demo.c"
 
 # Userspace Rust uses the machine's rustup toolchain (not the kernel's).
 (cd "$RKVM_TOP/tools/testing/selftests/rkvm/rust" &&

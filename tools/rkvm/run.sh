@@ -21,5 +21,7 @@ if [ -t 0 ] && [ -t 1 ]; then
 	exec "$RKVM_TOOLS/run-qemu.sh" "${args[@]}" --interactive --append "rkvm.mode=run rkvm.shell=1"
 fi
 "$RKVM_TOOLS/run-qemu.sh" "${args[@]}" --timeout 600 --append "rkvm.mode=run"
-# Show the guest's side of the run (the console log without kernel noise).
-grep -E '^(rkvm-init|/dev/rkvm|---|rkvm: )' "$RKVM_OUT/run/serial.log" || true
+# Show the guest's side of the run (the console log without kernel noise),
+# and rkvm-demo's output whole.
+awk '/^--- rkvm-demo / { demo = 1 } /^rkvm-init: rkvm-demo / { demo = 0 }
+	demo || /^(rkvm-init|\/dev\/rkvm|---|rkvm: )/' "$RKVM_OUT/run/serial.log" || true
