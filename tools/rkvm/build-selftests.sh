@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: GPL-2.0
 # Builds the guest-side programs as static binaries into $RKVM_OUT/selftests:
 # the C selftests (kernel's kselftest harness + UAPI headers of the test
-# kernel), the Rust selftests (rust-vmm kvm-ioctls), rkvm-caps and the demo VMM.
+# kernel), the Rust selftests (rust-vmm kvm-ioctls), rkvm-caps, the demo VMM
+# and the benchmark.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -21,6 +22,8 @@ gcc -static -O2 -Wall -I"$kdir/headers/include" -I"$gen" \
 	-o "$out/rkvm-caps" "$RKVM_TOOLS/guest/rkvm-caps.c"
 gcc -static -O2 -Wall -I"$kdir/headers/include" \
 	-o "$out/rkvm-demo" "$RKVM_TOOLS/demo/rkvm-demo.c"
+gcc -static -O2 -Wall -pthread -I"$kdir/headers/include" -I"$RKVM_TOOLS/demo" \
+	-o "$out/rkvm-bench" "$RKVM_TOOLS/bench/rkvm-bench.c"
 
 # Userspace Rust uses the machine's rustup toolchain (not the kernel's).
 (cd "$RKVM_TOP/tools/testing/selftests/rkvm/rust" &&

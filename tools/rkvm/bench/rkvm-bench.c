@@ -1,0 +1,360 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * rkvm-bench: micro-benchmarks of a KVM-style hypervisor through the KVM x86
+ * ioctl ABI, so the same binary measures /dev/kvm and /dev/rkvm.
+ *
+ *   pio_exit        the guest loops `out` to a port; each is an exit to this
+ *                   VMM, which re-enters at once (the userspace round trip)
+ *   cpuid_exit      the guest loops `cpuid`, handled in the kernel
+ *   fault_4k        a fresh VM writes one byte to every 4 KiB page of a
+ *                   64 MiB slot nobody touched before: each is a nested-
+ *                   paging fault in the hypervisor plus a host page fault
+ *   fault_4k_4vcpu  the same with 4 vCPUs, each writing its quarter
+ *
+ * The guest reads the TSC around its loop (under QEMU's -icount shift=0 the
+ * TSC counts instructions, see Documentation/virt/rkvm/testing.rst) and this
+ * VMM reads CLOCK_MONOTONIC from the guest's "start" exit to its HLT. One
+ * line per workload:
+ *
+ *   bench NAME vcpus=V iterations=N guest_tsc_per_iter=X wall_ns_per_iter=Y ...
+ *   bench NAME failed reason="..."
+ *
+ * Exits non-zero if any workload failed.
+ *
+ * Usage: rkvm-bench DEVICE [--pio N] [--cpuid N] [--fault-mib M] [--only A,B]
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <linux/kvm.h>
+
+#include "vm64.h"
+
+#define LOW_SIZE	(2ULL << 20)	/* slot 0: GDT, page tables, code, stacks */
+#define FAULT_GPA	(1ULL << 30)	/* slot 1 of the fault workloads */
+#define PORT_START	0xe0		/* guest: "my timed loop starts now" */
+#define PORT_LOOP	0xe1		/* the pio_exit loop's port */
+#define MAX_VCPUS	4
+#define TIMEOUT_S	600		/* per workload; emulated hosts are slow */
+
+/*
+ * The guest routines, entered in 64-bit mode with their arguments in rdi
+ * (and rsi). Each signals the start with an `out` to PORT_START, leaves the
+ * TSC before and after its loop in r8 and r9, and halts.
+ */
+extern const uint8_t bench_guest_start[], bench_guest_end[];
+extern const uint8_t bench_pio[], bench_cpuid[], bench_touch[];
+asm(
+"	.pushsection .rodata.rkvm_bench_guest, \"a\"\n"
+"	.globl bench_guest_start, bench_guest_end\n"
+"	.globl bench_pio, bench_cpuid, bench_touch\n"
+"	.code64\n"
+"bench_guest_start:\n"
+/* bench_pio(rdi = iterations) */
+"bench_pio:\n"
+"	outb %al, $0xe0\n"
+"	rdtsc\n"
+"	shl $32, %rdx\n"
+"	or %rax, %rdx\n"
+"	mov %rdx, %r8\n"
+"1:	outb %al, $0xe1\n"
+"	dec %rdi\n"
+"	jnz 1b\n"
+"	jmp bench_end\n"
+/* bench_cpuid(rdi = iterations) */
+"bench_cpuid:\n"
+"	outb %al, $0xe0\n"
+"	rdtsc\n"
+"	shl $32, %rdx\n"
+"	or %rax, %rdx\n"
+"	mov %rdx, %r8\n"
+"2:	xor %eax, %eax\n"
+"	xor %ecx, %ecx\n"
+"	cpuid\n"
+"	dec %rdi\n"
+"	jnz 2b\n"
+"	jmp bench_end\n"
+/* bench_touch(rdi = first address, rsi = pages): one byte per 4 KiB page */
+"bench_touch:\n"
+"	outb %al, $0xe0\n"
+"	rdtsc\n"
+"	shl $32, %rdx\n"
+"	or %rax, %rdx\n"
+"	mov %rdx, %r8\n"
+"3:	movb $1, (%rdi)\n"
+"	add $4096, %rdi\n"
+"	dec %rsi\n"
+"	jnz 3b\n"
+"bench_end:\n"
+"	rdtsc\n"
+"	shl $32, %rdx\n"
+"	or %rax, %rdx\n"
+"	mov %rdx, %r9\n"
+"4:	hlt\n"
+"	jmp 4b\n"
+"bench_guest_end:\n"
+"	.popsection\n"
+);
+
+struct vcpu_job {
+	struct vm64_vcpu vcpu;
+	int id;
+	uint64_t loop_exits;	/* PIO exits on PORT_LOOP */
+	uint64_t t0, t1;	/* CLOCK_MONOTONIC ns: start exit, HLT exit */
+	uint64_t tsc0, tsc1;	/* the guest's r8, r9 */
+	pthread_barrier_t *go;
+	char err[256];
+	volatile int done;
+};
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + ts.tv_nsec;
+}
+
+static void *vcpu_thread(void *arg)
+{
+	struct vcpu_job *j = arg;
+	struct kvm_run *run = j->vcpu.run;
+	struct kvm_regs regs;
+	int started = 0;
+
+	pthread_barrier_wait(j->go);
+	for (;;) {
+		if (ioctl(j->vcpu.fd, KVM_RUN, 0) < 0) {
+			if (errno == EINTR)
+				continue;
+			snprintf(j->err, sizeof(j->err), "vCPU %d: KVM_RUN: %s", j->id, strerror(errno));
+			goto out;
+		}
+		if (run->exit_reason == KVM_EXIT_IO && run->io.direction == KVM_EXIT_IO_OUT) {
+			if (run->io.port == PORT_LOOP && started) {
+				j->loop_exits++;
+				continue;
+			}
+			if (run->io.port == PORT_START && !started) {
+				started = 1;
+				j->t0 = now_ns();
+				continue;
+			}
+		}
+		if (run->exit_reason == KVM_EXIT_HLT && started) {
+			j->t1 = now_ns();
+			break;
+		}
+		vm64_describe_exit(&j->vcpu, j->err, sizeof(j->err));
+		goto out;
+	}
+	if (ioctl(j->vcpu.fd, KVM_GET_REGS, &regs) < 0) {
+		snprintf(j->err, sizeof(j->err), "vCPU %d: KVM_GET_REGS: %s", j->id, strerror(errno));
+		goto out;
+	}
+	j->tsc0 = regs.r8;
+	j->tsc1 = regs.r9;
+out:
+	j->done = 1;
+	return NULL;
+}
+
+static int failed;
+
+static void fail(const char *name, const char *reason)
+{
+	char clean[256];
+	size_t i;
+
+	/* Keep the line machine-readable: no double quotes or newlines. */
+	snprintf(clean, sizeof(clean), "%s", reason);
+	for (i = 0; clean[i]; i++)
+		if (clean[i] == '"' || clean[i] == '\n')
+			clean[i] = '\'';
+	printf("bench %s failed reason=\"%s\"\n", name, clean);
+	fflush(stdout);
+	failed = 1;
+}
+
+/*
+ * Runs one workload in a fresh VM: nvcpus vCPUs entering `entry`, vCPU i
+ * with rdi = arg_rdi(i), rsi = arg_rsi; fault_mib > 0 adds an untouched
+ * slot of that size at FAULT_GPA, with 4 KiB host pages.
+ */
+static void run_workload(const char *dev, const char *name, int nvcpus, const uint8_t *entry,
+			 uint64_t iterations, uint64_t fault_mib)
+{
+	struct vcpu_job jobs[MAX_VCPUS];
+	pthread_t threads[MAX_VCPUS];
+	pthread_barrier_t go;
+	uint64_t t0 = UINT64_MAX, t1 = 0, tsc0 = UINT64_MAX, tsc1 = 0, exits = 0;
+	uint64_t per_vcpu = iterations / nvcpus, deadline;
+	void *slot1 = NULL;
+	struct vm64 vm;
+	int i, ok = 1;
+
+	memset(jobs, 0, sizeof(jobs));
+	if (vm64_open(&vm, dev) < 0 || !vm64_add_slot(&vm, 0, 0, LOW_SIZE, 0) ||
+	    vm64_setup_memory(&vm, bench_guest_start, bench_guest_end - bench_guest_start) < 0) {
+		fail(name, vm64_err);
+		vm64_close(&vm);
+		return;
+	}
+	if (fault_mib) {
+		slot1 = vm64_add_slot(&vm, 1, FAULT_GPA, fault_mib << 20, 1);
+		if (!slot1) {
+			fail(name, vm64_err);
+			vm64_close(&vm);
+			return;
+		}
+	}
+	for (i = 0; i < nvcpus; i++) {
+		uint64_t rdi = fault_mib ? FAULT_GPA + (uint64_t)i * per_vcpu * 4096 : per_vcpu;
+
+		jobs[i].id = i;
+		jobs[i].go = &go;
+		if (vm64_create_vcpu(&vm, i, &jobs[i].vcpu) < 0 ||
+		    vm64_start_long_mode(&jobs[i].vcpu, i, entry - bench_guest_start,
+					 rdi, per_vcpu, 0) < 0) {
+			fail(name, vm64_err);
+			vm64_close(&vm);
+			return;
+		}
+	}
+
+	pthread_barrier_init(&go, NULL, nvcpus);
+	for (i = 0; i < nvcpus; i++)
+		pthread_create(&threads[i], NULL, vcpu_thread, &jobs[i]);
+	/* A vCPU stuck in the kernel cannot be joined: give up on the process. */
+	deadline = now_ns() + TIMEOUT_S * 1000000000ULL;
+	for (i = 0; i < nvcpus; i++) {
+		while (!jobs[i].done) {
+			if (now_ns() > deadline) {
+				fail(name, "timeout: a vCPU did not halt");
+				exit(1);
+			}
+			usleep(10000);
+		}
+		pthread_join(threads[i], NULL);
+	}
+	pthread_barrier_destroy(&go);
+
+	for (i = 0; i < nvcpus; i++) {
+		struct vcpu_job *j = &jobs[i];
+
+		if (j->err[0]) {
+			fail(name, j->err);
+			ok = 0;
+			break;
+		}
+		t0 = j->t0 < t0 ? j->t0 : t0;
+		t1 = j->t1 > t1 ? j->t1 : t1;
+		tsc0 = j->tsc0 < tsc0 ? j->tsc0 : tsc0;
+		tsc1 = j->tsc1 > tsc1 ? j->tsc1 : tsc1;
+		exits += j->loop_exits;
+	}
+	if (ok && entry == bench_pio && exits != per_vcpu * nvcpus) {
+		char why[128];
+
+		snprintf(why, sizeof(why), "%llu loop exits, expected %llu",
+			 (unsigned long long)exits, (unsigned long long)(per_vcpu * nvcpus));
+		fail(name, why);
+		ok = 0;
+	}
+	if (ok && tsc1 <= tsc0) {
+		fail(name, "the guest's TSC did not advance");
+		ok = 0;
+	}
+	if (ok) {
+		uint64_t n = per_vcpu * nvcpus;
+
+		/*
+		 * With several vCPUs: from the first start to the last end, so
+		 * the figure is the cost per iteration of the whole VM.
+		 */
+		printf("bench %s vcpus=%d iterations=%llu guest_tsc_per_iter=%.1f wall_ns_per_iter=%.0f "
+		       "guest_tsc=%llu wall_ns=%llu\n", name, nvcpus, (unsigned long long)n,
+		       (double)(tsc1 - tsc0) / n, (double)(t1 - t0) / n,
+		       (unsigned long long)(tsc1 - tsc0), (unsigned long long)(t1 - t0));
+		fflush(stdout);
+	}
+	for (i = 0; i < nvcpus; i++) {
+		munmap(jobs[i].vcpu.run, vm.run_size);
+		close(jobs[i].vcpu.fd);
+	}
+	vm64_close(&vm);
+	if (slot1)
+		munmap(slot1, fault_mib << 20);
+	munmap(vm.low, vm.low_size);
+}
+
+static int selected(const char *only, const char *name)
+{
+	size_t n = strlen(name);
+	const char *p = only;
+
+	if (!only)
+		return 1;
+	while ((p = strstr(p, name))) {
+		if ((p == only || p[-1] == ',') && (p[n] == ',' || p[n] == 0))
+			return 1;
+		p += n;
+	}
+	return 0;
+}
+
+static void usage(const char *argv0)
+{
+	fprintf(stderr, "usage: %s DEVICE [--pio N] [--cpuid N] [--fault-mib M] "
+		"[--only pio_exit,cpuid_exit,fault_4k,fault_4k_4vcpu]\n", argv0);
+	exit(2);
+}
+
+int main(int argc, char **argv)
+{
+	uint64_t pio = 2000, cpuid = 2000, fault_mib = 64;
+	const char *only = NULL, *dev;
+	int i;
+
+	if (argc < 2 || argv[1][0] != '/')
+		usage(argv[0]);
+	dev = argv[1];
+	for (i = 2; i < argc; i++) {
+		if (i + 1 >= argc)
+			usage(argv[0]);
+		if (!strcmp(argv[i], "--pio"))
+			pio = strtoull(argv[++i], NULL, 0);
+		else if (!strcmp(argv[i], "--cpuid"))
+			cpuid = strtoull(argv[++i], NULL, 0);
+		else if (!strcmp(argv[i], "--fault-mib"))
+			fault_mib = strtoull(argv[++i], NULL, 0);
+		else if (!strcmp(argv[i], "--only"))
+			only = argv[++i];
+		else
+			usage(argv[0]);
+	}
+	/* Whole pages per vCPU, and at least one iteration everywhere. */
+	if (!pio || !cpuid || !fault_mib || fault_mib > 1024)
+		usage(argv[0]);
+
+	printf("bench-info device=%s pio=%llu cpuid=%llu fault_mib=%llu\n", dev,
+	       (unsigned long long)pio, (unsigned long long)cpuid, (unsigned long long)fault_mib);
+	fflush(stdout);
+	if (selected(only, "pio_exit"))
+		run_workload(dev, "pio_exit", 1, bench_pio, pio, 0);
+	if (selected(only, "cpuid_exit"))
+		run_workload(dev, "cpuid_exit", 1, bench_cpuid, cpuid, 0);
+	if (selected(only, "fault_4k"))
+		run_workload(dev, "fault_4k", 1, bench_touch, fault_mib << 8, fault_mib);
+	if (selected(only, "fault_4k_4vcpu"))
+		run_workload(dev, "fault_4k_4vcpu", 4, bench_touch, fault_mib << 8, fault_mib);
+	return failed;
+}
