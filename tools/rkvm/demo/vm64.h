@@ -4,9 +4,10 @@
  * by rkvm-demo and rkvm-bench. Open a KVM-style device (/dev/kvm or
  * /dev/rkvm), create a VM, add memory slots, write a flat GDT and
  * identity-mapped 4-level page tables (2 MiB pages, first 4 GiB) into guest
- * memory, and start vCPUs directly in 64-bit mode through KVM_SET_SREGS and
- * KVM_SET_REGS. Header-only; every function returns -1 with errno set and a
- * message in vm64_err on failure.
+ * memory, and start vCPUs directly in 64-bit mode through KVM_SET_CPUID2
+ * (long mode needs CPUID.LM), KVM_SET_SREGS and KVM_SET_REGS. Header-only;
+ * every function returns -1 with errno set and a message in vm64_err on
+ * failure.
  */
 #ifndef RKVM_VM64_H
 #define RKVM_VM64_H
@@ -192,9 +193,43 @@ static int vm64_create_vcpu(struct vm64 *vm, int id, struct vm64_vcpu *vcpu)
 }
 
 /*
- * Puts the vCPU in 64-bit mode (paging on, CR3 = our PML4, flat segments)
- * at rip = VM64_CODE + entry, rsp at the top of its own stack, with the
- * given rdi, rsi, rdx (the guest routine's arguments).
+ * Gives the vCPU the smallest CPUID that allows long mode: KVM refuses
+ * EFER.LME/LMA in KVM_SET_SREGS unless the guest's CPUID has LM. Leaves
+ * 0 and 0x80000000 (the host's vendor, no other basic leaf) and
+ * 0x80000001 with EDX.LM; the same table on every hypervisor, so CPUID
+ * costs the same lookup everywhere.
+ */
+static int vm64_set_cpuid(struct vm64_vcpu *vcpu)
+{
+	struct {
+		struct kvm_cpuid2 head;
+		struct kvm_cpuid_entry2 e[3];
+	} c;
+	uint32_t vendor[3];
+
+	asm volatile("cpuid" : "=b"(vendor[0]), "=d"(vendor[1]), "=c"(vendor[2]) : "a"(0));
+	memset(&c, 0, sizeof(c));
+	c.head.nent = 3;
+	c.e[0].function = 0;
+	c.e[0].eax = 0;
+	c.e[1].function = 0x80000000;
+	c.e[1].eax = 0x80000001;
+	c.e[2].function = 0x80000001;
+	c.e[2].edx = 1u << 29;		/* LM */
+	for (int i = 0; i < 2; i++) {
+		c.e[i].ebx = vendor[0];
+		c.e[i].edx = vendor[1];
+		c.e[i].ecx = vendor[2];
+	}
+	if (ioctl(vcpu->fd, KVM_SET_CPUID2, &c) < 0)
+		return vm64_fail("KVM_SET_CPUID2 (a guest CPUID with long mode)");
+	return 0;
+}
+
+/*
+ * Puts the vCPU in 64-bit mode (its CPUID first, then paging on, CR3 = our
+ * PML4, flat segments) at rip = VM64_CODE + entry, rsp at the top of its own
+ * stack, with the given rdi, rsi, rdx (the guest routine's arguments).
  */
 static int vm64_start_long_mode(struct vm64_vcpu *vcpu, int id, uint64_t entry,
 				uint64_t rdi, uint64_t rsi, uint64_t rdx)
@@ -214,6 +249,8 @@ static int vm64_start_long_mode(struct vm64_vcpu *vcpu, int id, uint64_t entry,
 	struct kvm_sregs sregs;
 	struct kvm_regs regs;
 
+	if (vm64_set_cpuid(vcpu) < 0)
+		return -1;
 	if (ioctl(vcpu->fd, KVM_GET_SREGS, &sregs) < 0)
 		return vm64_fail("KVM_GET_SREGS");
 	sregs.cs = code;
