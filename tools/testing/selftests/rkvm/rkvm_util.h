@@ -6,6 +6,7 @@
 #define SELFTEST_RKVM_UTIL_H
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <sys/ioctl.h>
 
@@ -29,6 +30,26 @@ static inline int stress_iters(int n)
 	if (div <= 1)
 		return n;
 	return n / div > 0 ? n / div : 1;
+}
+
+/*
+ * The device the tests drive: $RKVM_DEV, default /dev/rkvm. Setting
+ * RKVM_DEV=/dev/kvm runs the same tests against stock KVM, which is how the
+ * guest-running tests are checked to be right before rkvm passes them.
+ */
+static inline const char *rkvm_dev_path(void)
+{
+	const char *p = getenv("RKVM_DEV");
+
+	return p && *p ? p : "/dev/rkvm";
+}
+
+/* open() of rkvm_dev_path(), O_RDWR | O_CLOEXEC; -errno on failure. */
+static inline int rkvm_open_dev(void)
+{
+	int fd = open(rkvm_dev_path(), O_RDWR | O_CLOEXEC);
+
+	return fd < 0 ? -errno : fd;
 }
 
 #endif /* SELFTEST_RKVM_UTIL_H */

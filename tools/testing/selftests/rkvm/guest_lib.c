@@ -1,0 +1,479 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Guest library for rkvm's guest-running selftests (see guest_lib.h): VM,
+ * vCPU and memory set-up through the KVM ioctl ABI, the descriptor tables
+ * and page tables for the three CPU modes, and exit checks.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "guest_lib.h"
+#include "rkvm_util.h"
+
+#define X86_CR0_PE	(1UL << 0)
+#define X86_CR0_ET	(1UL << 4)
+#define X86_CR0_NE	(1UL << 5)
+#define X86_CR0_WP	(1UL << 16)
+#define X86_CR0_PG	(1UL << 31)
+#define X86_CR4_PAE	(1UL << 5)
+#define EFER_LME	(1UL << 8)
+#define EFER_LMA	(1UL << 10)
+
+#define PTE_P		(1UL << 0)
+#define PTE_RW		(1UL << 1)
+#define PTE_PS		(1UL << 7)
+
+void guest_die(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	fprintf(stderr, "# guest_lib: ");
+	vfprintf(stderr, fmt, ap);
+	fprintf(stderr, "\n");
+	va_end(ap);
+	exit(1);
+}
+
+void *guest_alloc(size_t size)
+{
+	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+	if (p == MAP_FAILED)
+		guest_die("mmap %zu bytes: %s", size, strerror(errno));
+	return p;
+}
+
+long vm_set_region(struct vm *vm, uint32_t slot, uint32_t flags, uint64_t gpa,
+		   uint64_t size, void *hva)
+{
+	struct kvm_userspace_memory_region r = {
+		.slot = slot, .flags = flags, .guest_phys_addr = gpa,
+		.memory_size = size, .userspace_addr = (uintptr_t)hva,
+	};
+
+	return xioctl(vm->fd, KVM_SET_USER_MEMORY_REGION, (unsigned long)&r);
+}
+
+void *gpa_ptr(struct vm *vm, uint64_t gpa)
+{
+	if (gpa >= vm->mem_size)
+		guest_die("GPA %#llx outside slot 0", (unsigned long long)gpa);
+	return vm->mem + gpa;
+}
+
+void vm_load(struct vm *vm, uint64_t gpa, const uint8_t *start, const uint8_t *end)
+{
+	if (gpa + (end - start) > vm->mem_size)
+		guest_die("guest code at %#llx does not fit", (unsigned long long)gpa);
+	memcpy(gpa_ptr(vm, gpa), start, end - start);
+}
+
+/* Flat descriptors: base 0, limit 0xfffff pages, accessed bit already set. */
+static void write_gdt(struct vm *vm)
+{
+	uint64_t *gdt = gpa_ptr(vm, GUEST_GDT);
+
+	gdt[0] = 0;
+	gdt[SEL_CODE32 / 8] = 0x00cf9b000000ffffULL;	/* G, D, P, code r/x */
+	gdt[SEL_DATA / 8] = 0x00cf93000000ffffULL;	/* G, B, P, data r/w */
+	gdt[SEL_CODE64 / 8] = 0x00af9b000000ffffULL;	/* G, L, P, code r/x */
+}
+
+/* Identity map of 0..4 GiB: PML4 -> PDPT -> 4 PDs of 2 MiB pages. */
+static void write_page_tables(struct vm *vm)
+{
+	uint64_t *pml4 = gpa_ptr(vm, GUEST_PT);
+	uint64_t *pdpt = gpa_ptr(vm, GUEST_PT + 0x1000);
+	uint64_t pd_gpa = GUEST_PT + 0x2000;
+	int i, j;
+
+	memset(pml4, 0, 0x6000);
+	pml4[0] = (GUEST_PT + 0x1000) | PTE_P | PTE_RW;
+	for (i = 0; i < 4; i++) {
+		uint64_t *pd = gpa_ptr(vm, pd_gpa + i * 0x1000);
+
+		pdpt[i] = (pd_gpa + i * 0x1000) | PTE_P | PTE_RW;
+		for (j = 0; j < 512; j++)
+			pd[j] = ((uint64_t)i << 30) | ((uint64_t)j << 21) |
+				PTE_P | PTE_RW | PTE_PS;
+	}
+}
+
+void vm_set_idt_gate64(struct vm *vm, int vector, uint64_t handler)
+{
+	uint32_t *g = gpa_ptr(vm, GUEST_IDT + vector * 16);
+
+	g[0] = (handler & 0xffff) | (SEL_CODE64 << 16);
+	g[1] = (handler & 0xffff0000) | 0x8e00;	/* P, DPL 0, interrupt gate */
+	g[2] = handler >> 32;
+	g[3] = 0;
+}
+
+struct vm *vm_new(size_t mem_size)
+{
+	struct vm *vm = calloc(1, sizeof(*vm));
+	long r;
+
+	if (!vm)
+		guest_die("out of memory");
+	vm->sys = rkvm_open_dev();
+	if (vm->sys < 0)
+		guest_die("open %s: %s", rkvm_dev_path(), strerror(-vm->sys));
+	vm->fd = xioctl(vm->sys, KVM_CREATE_VM, 0);
+	if (vm->fd < 0)
+		guest_die("KVM_CREATE_VM: %s", strerror(-vm->fd));
+	vm->run_size = xioctl(vm->sys, KVM_GET_VCPU_MMAP_SIZE, 0);
+	if (vm->run_size < (int)sizeof(struct kvm_run))
+		guest_die("KVM_GET_VCPU_MMAP_SIZE: %d", vm->run_size);
+	vm->mem_size = mem_size;
+	vm->mem = guest_alloc(mem_size);
+	r = vm_set_region(vm, 0, 0, 0, mem_size, vm->mem);
+	if (r)
+		guest_die("KVM_SET_USER_MEMORY_REGION slot 0: %s", strerror(-r));
+	write_gdt(vm);
+	write_page_tables(vm);
+	return vm;
+}
+
+void vm_free(struct vm *vm)
+{
+	close(vm->fd);
+	close(vm->sys);
+	munmap(vm->mem, vm->mem_size);
+	free(vm);
+}
+
+void vcpu_get_regs(struct vcpu *v, struct kvm_regs *regs)
+{
+	long r = xioctl(v->fd, KVM_GET_REGS, (unsigned long)regs);
+
+	if (r)
+		guest_die("KVM_GET_REGS: %s", strerror(-r));
+}
+
+void vcpu_set_regs(struct vcpu *v, const struct kvm_regs *regs)
+{
+	long r = xioctl(v->fd, KVM_SET_REGS, (unsigned long)regs);
+
+	if (r)
+		guest_die("KVM_SET_REGS: %s", strerror(-r));
+}
+
+void vcpu_get_sregs(struct vcpu *v, struct kvm_sregs *sregs)
+{
+	long r = xioctl(v->fd, KVM_GET_SREGS, (unsigned long)sregs);
+
+	if (r)
+		guest_die("KVM_GET_SREGS: %s", strerror(-r));
+}
+
+void vcpu_set_sregs(struct vcpu *v, const struct kvm_sregs *sregs)
+{
+	long r = xioctl(v->fd, KVM_SET_SREGS, (unsigned long)sregs);
+
+	if (r)
+		guest_die("KVM_SET_SREGS: %s", strerror(-r));
+}
+
+uint64_t vcpu_rip(struct vcpu *v)
+{
+	struct kvm_regs regs;
+
+	vcpu_get_regs(v, &regs);
+	return regs.rip;
+}
+
+static void flat_seg(struct kvm_segment *s, uint16_t sel, uint8_t type)
+{
+	memset(s, 0, sizeof(*s));
+	s->base = 0;
+	s->limit = 0xffffffff;
+	s->selector = sel;
+	s->type = type;
+	s->present = 1;
+	s->s = 1;
+	s->db = 1;
+	s->g = 1;
+}
+
+void vcpu_set_mode(struct vcpu *v, enum guest_mode mode, uint64_t entry,
+		   uint64_t stack)
+{
+	struct kvm_sregs sregs;
+	struct kvm_regs regs;
+
+	/* Start from the reset state: TR and LDTR stay as KVM made them. */
+	vcpu_get_sregs(v, &sregs);
+	memset(&regs, 0, sizeof(regs));
+	regs.rflags = 0x2;
+	regs.rsp = stack;
+
+	switch (mode) {
+	case MODE_REAL:
+		if (entry & 0xf || entry > 0xffff0)
+			guest_die("real-mode entry %#llx", (unsigned long long)entry);
+		sregs.cs.base = entry;
+		sregs.cs.selector = entry >> 4;
+		regs.rip = 0;
+		break;
+	case MODE_PROT32:
+	case MODE_LONG64:
+		flat_seg(&sregs.cs, SEL_CODE32, 0xb);
+		flat_seg(&sregs.ds, SEL_DATA, 0x3);
+		sregs.es = sregs.fs = sregs.gs = sregs.ss = sregs.ds;
+		sregs.gdt.base = GUEST_GDT;
+		sregs.gdt.limit = 4 * 8 - 1;
+		sregs.idt.base = GUEST_IDT;
+		sregs.idt.limit = mode == MODE_LONG64 ? 256 * 16 - 1 : 256 * 8 - 1;
+		sregs.cr0 = X86_CR0_PE | X86_CR0_ET | X86_CR0_NE;
+		sregs.cr4 = 0;
+		sregs.efer = 0;
+		regs.rip = entry;
+		if (mode == MODE_PROT32)
+			break;
+		sregs.cs.selector = SEL_CODE64;
+		sregs.cs.db = 0;
+		sregs.cs.l = 1;
+		sregs.cr0 |= X86_CR0_PG | X86_CR0_WP;
+		sregs.cr3 = GUEST_PT;
+		sregs.cr4 = X86_CR4_PAE;
+		sregs.efer = EFER_LME | EFER_LMA;
+		break;
+	}
+	vcpu_set_sregs(v, &sregs);
+	vcpu_set_regs(v, &regs);
+}
+
+struct vcpu *vcpu_new(struct vm *vm, int id, enum guest_mode mode,
+		      uint64_t entry, uint64_t stack)
+{
+	struct vcpu *v = calloc(1, sizeof(*v));
+
+	if (!v)
+		guest_die("out of memory");
+	v->vm = vm;
+	v->id = id;
+	v->fd = xioctl(vm->fd, KVM_CREATE_VCPU, id);
+	if (v->fd < 0)
+		guest_die("KVM_CREATE_VCPU %d: %s", id, strerror(-v->fd));
+	v->run = mmap(NULL, vm->run_size, PROT_READ | PROT_WRITE, MAP_SHARED,
+		      v->fd, 0);
+	if (v->run == MAP_FAILED)
+		guest_die("mmap kvm_run: %s", strerror(errno));
+	vcpu_set_mode(v, mode, entry, stack);
+	return v;
+}
+
+void vcpu_free(struct vcpu *v)
+{
+	munmap(v->run, v->vm->run_size);
+	close(v->fd);
+	free(v);
+}
+
+int run_until_exit(struct vcpu *v)
+{
+	long r = xioctl(v->fd, KVM_RUN, 0);
+
+	return r < 0 ? (int)r : (int)v->run->exit_reason;
+}
+
+const char *exit_name(int reason)
+{
+	static const char *const names[] = {
+		[KVM_EXIT_UNKNOWN] = "UNKNOWN",
+		[KVM_EXIT_EXCEPTION] = "EXCEPTION",
+		[KVM_EXIT_IO] = "IO",
+		[KVM_EXIT_HYPERCALL] = "HYPERCALL",
+		[KVM_EXIT_DEBUG] = "DEBUG",
+		[KVM_EXIT_HLT] = "HLT",
+		[KVM_EXIT_MMIO] = "MMIO",
+		[KVM_EXIT_IRQ_WINDOW_OPEN] = "IRQ_WINDOW_OPEN",
+		[KVM_EXIT_SHUTDOWN] = "SHUTDOWN",
+		[KVM_EXIT_FAIL_ENTRY] = "FAIL_ENTRY",
+		[KVM_EXIT_INTR] = "INTR",
+		[KVM_EXIT_SET_TPR] = "SET_TPR",
+		[KVM_EXIT_TPR_ACCESS] = "TPR_ACCESS",
+		[KVM_EXIT_INTERNAL_ERROR] = "INTERNAL_ERROR",
+		[KVM_EXIT_SYSTEM_EVENT] = "SYSTEM_EVENT",
+		[KVM_EXIT_X86_RDMSR] = "X86_RDMSR",
+		[KVM_EXIT_X86_WRMSR] = "X86_WRMSR",
+	};
+
+	if (reason < 0)
+		return "(KVM_RUN failed)";
+	if (reason < (int)(sizeof(names) / sizeof(names[0])) && names[reason])
+		return names[reason];
+	return "(other)";
+}
+
+void print_exit(struct vcpu *v, const char *why)
+{
+	struct kvm_run *run = v->run;
+	struct kvm_regs regs;
+
+	fprintf(stderr, "# vCPU %d: %s: exit %u (%s)", v->id, why,
+		run->exit_reason, exit_name(run->exit_reason));
+	switch (run->exit_reason) {
+	case KVM_EXIT_IO:
+		fprintf(stderr, " %s port %#x size %u count %u data %#llx",
+			run->io.direction == KVM_EXIT_IO_OUT ? "out" : "in",
+			run->io.port, run->io.size, run->io.count,
+			(unsigned long long)io_value(v));
+		break;
+	case KVM_EXIT_MMIO:
+		fprintf(stderr, " %s gpa %#llx len %u data %#llx",
+			run->mmio.is_write ? "write" : "read",
+			(unsigned long long)run->mmio.phys_addr, run->mmio.len,
+			(unsigned long long)mmio_value(v));
+		break;
+	case KVM_EXIT_FAIL_ENTRY:
+		fprintf(stderr, " reason %#llx",
+			(unsigned long long)run->fail_entry.hardware_entry_failure_reason);
+		break;
+	case KVM_EXIT_INTERNAL_ERROR:
+		fprintf(stderr, " suberror %u", run->internal.suberror);
+		break;
+	}
+	if (!xioctl(v->fd, KVM_GET_REGS, (unsigned long)&regs))
+		fprintf(stderr, " rip %#llx", (unsigned long long)regs.rip);
+	fprintf(stderr, "\n");
+}
+
+int check_exit(struct vcpu *v, int reason)
+{
+	if ((int)v->run->exit_reason == reason)
+		return 0;
+	fprintf(stderr, "# vCPU %d: expected exit %s\n", v->id, exit_name(reason));
+	print_exit(v, "got");
+	return -1;
+}
+
+int check_io(struct vcpu *v, uint8_t dir, uint8_t size, uint16_t port,
+	     uint32_t count)
+{
+	struct kvm_run *run = v->run;
+
+	if (run->exit_reason == KVM_EXIT_IO && run->io.direction == dir &&
+	    run->io.size == size && run->io.port == port &&
+	    (count == 0 || run->io.count == count) && run->io.count > 0 &&
+	    run->io.data_offset >= sizeof(*run) &&
+	    run->io.data_offset + (uint64_t)run->io.count * size <= (uint64_t)v->vm->run_size)
+		return 0;
+	fprintf(stderr, "# vCPU %d: expected IO %s port %#x size %u count %u\n",
+		v->id, dir == KVM_EXIT_IO_OUT ? "out" : "in", port, size, count);
+	print_exit(v, "got");
+	if (run->exit_reason == KVM_EXIT_IO)
+		fprintf(stderr, "# data_offset %llu\n",
+			(unsigned long long)run->io.data_offset);
+	return -1;
+}
+
+int check_mmio(struct vcpu *v, uint64_t gpa, uint32_t len, bool is_write)
+{
+	struct kvm_run *run = v->run;
+
+	if (run->exit_reason == KVM_EXIT_MMIO && run->mmio.phys_addr == gpa &&
+	    run->mmio.len == len && !!run->mmio.is_write == is_write)
+		return 0;
+	fprintf(stderr, "# vCPU %d: expected MMIO %s gpa %#llx len %u\n", v->id,
+		is_write ? "write" : "read", (unsigned long long)gpa, len);
+	print_exit(v, "got");
+	return -1;
+}
+
+uint8_t *io_data(struct vcpu *v)
+{
+	return (uint8_t *)v->run + v->run->io.data_offset;
+}
+
+uint64_t io_value(struct vcpu *v)
+{
+	uint64_t val = 0;
+	unsigned int n = v->run->io.size;
+
+	if (n > 8 || v->run->io.data_offset + n > (uint64_t)v->vm->run_size)
+		return ~0ULL;
+	memcpy(&val, io_data(v), n);
+	return val;
+}
+
+void io_set_in(struct vcpu *v, uint64_t val)
+{
+	memcpy(io_data(v), &val, v->run->io.size);
+}
+
+uint64_t mmio_value(struct vcpu *v)
+{
+	uint64_t val = 0;
+	unsigned int n = v->run->mmio.len;
+
+	memcpy(&val, v->run->mmio.data, n <= 8 ? n : 8);
+	return val;
+}
+
+void mmio_set_read(struct vcpu *v, uint64_t val)
+{
+	unsigned int n = v->run->mmio.len;
+
+	memcpy(v->run->mmio.data, &val, n <= 8 ? n : 8);
+}
+
+int run_expect_exit(struct vcpu *v, int reason)
+{
+	int r = run_until_exit(v);
+
+	if (r < 0) {
+		fprintf(stderr, "# vCPU %d: KVM_RUN: %s (expected exit %s)\n",
+			v->id, strerror(-r), exit_name(reason));
+		return -1;
+	}
+	return check_exit(v, reason);
+}
+
+int run_expect_io(struct vcpu *v, uint8_t dir, uint8_t size, uint16_t port,
+		  uint64_t val)
+{
+	if (run_expect_exit(v, KVM_EXIT_IO) || check_io(v, dir, size, port, 1))
+		return -1;
+	if (dir == KVM_EXIT_IO_IN) {
+		io_set_in(v, val);
+		return 0;
+	}
+	if (io_value(v) != (size < 8 ? val & ((1ULL << (size * 8)) - 1) : val)) {
+		fprintf(stderr, "# vCPU %d: out port %#x: expected data %#llx\n",
+			v->id, port, (unsigned long long)val);
+		print_exit(v, "got");
+		return -1;
+	}
+	return 0;
+}
+
+int run_expect_mmio(struct vcpu *v, uint64_t gpa, uint32_t len, bool is_write,
+		    uint64_t val)
+{
+	uint64_t mask = len < 8 ? (1ULL << (len * 8)) - 1 : ~0ULL;
+
+	if (run_expect_exit(v, KVM_EXIT_MMIO) || check_mmio(v, gpa, len, is_write))
+		return -1;
+	if (!is_write) {
+		mmio_set_read(v, val);
+		return 0;
+	}
+	if (mmio_value(v) != (val & mask)) {
+		fprintf(stderr, "# vCPU %d: MMIO write %#llx: expected data %#llx\n",
+			v->id, (unsigned long long)gpa, (unsigned long long)val);
+		print_exit(v, "got");
+		return -1;
+	}
+	return 0;
+}

@@ -1,0 +1,178 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * A small library for selftests that run real guest code through the KVM
+ * ioctl ABI on $RKVM_DEV: VM and vCPU creation, memory slots backed by
+ * anonymous memory, guest code written as assembler blocks in the test's C
+ * file, the register setup for real mode, 32-bit protected mode and 64-bit
+ * long mode, and checks of the exits (port I/O, MMIO) a guest causes.
+ *
+ * No in-kernel irqchip is created, so HLT exits to userspace (KVM_EXIT_HLT).
+ *
+ * Guest physical layout of the low memory slot (slot 0, at GPA 0):
+ *   GUEST_GDT    flat GDT: 0x08 32-bit code, 0x10 data, 0x18 64-bit code
+ *   GUEST_IDT    256 64-bit gates (all not present until a test sets one)
+ *   GUEST_PT     PML4, PDPT and four PDs identity-mapping 0..4 GiB with
+ *                2 MiB pages (built always; used only in long mode)
+ *   GUEST_CODE   where guest code is loaded and starts (16-byte aligned)
+ *   GUEST_DATA   free for tests
+ *   GUEST_STACK  initial stack pointer (grows down)
+ * GPAs outside any slot (e.g. GUEST_MMIO) exit to userspace as MMIO.
+ *
+ * The GUEST_* numbers have no C suffixes so they can be pasted into the
+ * assembler text with XSTR().
+ */
+#ifndef SELFTEST_RKVM_GUEST_LIB_H
+#define SELFTEST_RKVM_GUEST_LIB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <linux/kvm.h>
+
+#define GUEST_GDT	0x1000
+#define GUEST_IDT	0x2000
+#define GUEST_PT	0x3000
+#define GUEST_CODE	0x10000
+#define GUEST_DATA	0x20000
+#define GUEST_STACK	0x80000
+#define GUEST_MEM_SIZE	0x200000	/* default size of slot 0 */
+#define GUEST_MMIO	0xd0000000	/* never backed by a slot */
+
+#define SEL_CODE32	0x08
+#define SEL_DATA	0x10
+#define SEL_CODE64	0x18
+
+#define STR(x) #x
+#define XSTR(x) STR(x)
+
+/*
+ * Defines guest code: `name` .. `name_end` in .rodata hold the machine code
+ * of `text`, assembled as `mode` (".code16", ".code32" or ".code64").
+ * Jumps inside the block are relative, so it runs wherever it is copied;
+ * data addresses must be absolute GPAs (or RIP-relative in 64-bit code).
+ * Further labels in the block can be declared with GUEST_LABEL() and
+ * located with guest_addr().
+ */
+#define GUEST_CODE_BLOCK(name, mode, text)					\
+	extern const uint8_t name[], name##_end[];				\
+	asm(".pushsection .rodata\n\t.balign 16\n"				\
+	    #name ":\n\t" mode "\n" text "\n" #name "_end:\n\t"			\
+	    ".code64\n\t.popsection\n")
+#define GUEST_LABEL(label) extern const uint8_t label[]
+
+/* The GPA of `label` once block `name` is loaded at `load` (vm_load). */
+#define guest_addr(name, label, load) \
+	((uint64_t)(load) + (uint64_t)((const uint8_t *)(label) - (name)))
+
+enum guest_mode {
+	MODE_REAL,	/* CS:IP = (load >> 4):0, CR0.PE = 0 */
+	MODE_PROT32,	/* flat 32-bit segments, CR0.PE, no paging */
+	MODE_LONG64,	/* 64-bit CS, CR0.PE|PG, CR4.PAE, EFER.LME|LMA */
+};
+
+struct vm {
+	int sys;		/* device fd */
+	int fd;			/* VM fd */
+	int run_size;		/* KVM_GET_VCPU_MMAP_SIZE */
+	uint8_t *mem;		/* slot 0 */
+	size_t mem_size;
+};
+
+struct vcpu {
+	struct vm *vm;
+	int fd;
+	int id;
+	struct kvm_run *run;
+};
+
+/*
+ * Set-up failures (an ioctl the test does not itself check) print a message
+ * and exit(1), which the kselftest harness reports as a failed test.
+ */
+void guest_die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+
+/* Opens $RKVM_DEV, creates a VM and slot 0 of @mem_size bytes at GPA 0
+ * with the GDT, IDT and page tables written into it. */
+struct vm *vm_new(size_t mem_size);
+void vm_free(struct vm *vm);
+
+/* Anonymous private read-write memory of @size bytes (dies on failure). */
+void *guest_alloc(size_t size);
+
+/* KVM_SET_USER_MEMORY_REGION; returns 0 or -errno. size 0 deletes. */
+long vm_set_region(struct vm *vm, uint32_t slot, uint32_t flags, uint64_t gpa,
+		   uint64_t size, void *hva);
+
+/* Host pointer to @gpa inside slot 0. */
+void *gpa_ptr(struct vm *vm, uint64_t gpa);
+
+/* Copies guest code [start, end) to @gpa in slot 0. */
+void vm_load(struct vm *vm, uint64_t gpa, const uint8_t *start, const uint8_t *end);
+
+/* Installs a 64-bit interrupt gate for @vector pointing at @handler_gpa. */
+void vm_set_idt_gate64(struct vm *vm, int vector, uint64_t handler_gpa);
+
+/*
+ * Creates vCPU @id, maps its kvm_run and sets the registers for @mode with
+ * execution starting at @entry (16-byte aligned for MODE_REAL) and the stack
+ * pointer at @stack. RFLAGS = 0x2, other GPRs 0.
+ */
+struct vcpu *vcpu_new(struct vm *vm, int id, enum guest_mode mode,
+		      uint64_t entry, uint64_t stack);
+void vcpu_free(struct vcpu *v);
+
+/* Sets the sregs for @mode (as vcpu_new does); exposed for re-use. */
+void vcpu_set_mode(struct vcpu *v, enum guest_mode mode, uint64_t entry,
+		   uint64_t stack);
+
+void vcpu_get_regs(struct vcpu *v, struct kvm_regs *regs);
+void vcpu_set_regs(struct vcpu *v, const struct kvm_regs *regs);
+void vcpu_get_sregs(struct vcpu *v, struct kvm_sregs *sregs);
+void vcpu_set_sregs(struct vcpu *v, const struct kvm_sregs *sregs);
+uint64_t vcpu_rip(struct vcpu *v);
+
+/* KVM_RUN once: the exit_reason, or -errno if the ioctl failed. */
+int run_until_exit(struct vcpu *v);
+
+/* Name of a KVM_EXIT_* value, for messages. */
+const char *exit_name(int reason);
+
+/* Prints the current exit (reason and details) to stderr. */
+void print_exit(struct vcpu *v, const char *why);
+
+/*
+ * Checks of the current exit. Each returns 0 when the exit matches, else
+ * prints what was expected and what happened and returns -1, so tests write
+ * ASSERT_EQ(0, check_io(...)) and threads can just count failures.
+ */
+int check_exit(struct vcpu *v, int reason);
+int check_io(struct vcpu *v, uint8_t dir, uint8_t size, uint16_t port,
+	     uint32_t count);
+int check_mmio(struct vcpu *v, uint64_t gpa, uint32_t len, bool is_write);
+
+/* Data of the current IO exit: the PIO data page (count * size bytes). */
+uint8_t *io_data(struct vcpu *v);
+/* First element of an IO exit's data, little-endian, io.size bytes. */
+uint64_t io_value(struct vcpu *v);
+/* Stores @val as the first element of an IN's data (io.size bytes). */
+void io_set_in(struct vcpu *v, uint64_t val);
+/* Data of an MMIO exit (mmio.len bytes, little-endian). */
+uint64_t mmio_value(struct vcpu *v);
+/* Answers an MMIO read exit with @val (mmio.len bytes). */
+void mmio_set_read(struct vcpu *v, uint64_t val);
+
+/*
+ * Run + check in one call. run_expect_io: one KVM_RUN that must give an IO
+ * exit with count 1; for OUT the data must be @val, for IN @val is stored
+ * as the data the guest reads. run_expect_mmio: likewise for MMIO (a write
+ * must carry @val, a read is answered with @val). run_expect_exit: just the
+ * reason. All return 0 or -1 as the check_* helpers.
+ */
+int run_expect_io(struct vcpu *v, uint8_t dir, uint8_t size, uint16_t port,
+		  uint64_t val);
+int run_expect_mmio(struct vcpu *v, uint64_t gpa, uint32_t len, bool is_write,
+		    uint64_t val);
+int run_expect_exit(struct vcpu *v, int reason);
+
+#endif /* SELFTEST_RKVM_GUEST_LIB_H */
