@@ -167,6 +167,33 @@ out:
 	return NULL;
 }
 
+/*
+ * The host's view of [addr, addr + len): resident and transparent-huge KiB
+ * from /proc/self/smaps (its VMA starts at addr). -1 if unknown.
+ */
+static void host_mapping(const void *addr, long *rss_kb, long *thp_kb)
+{
+	FILE *f = fopen("/proc/self/smaps", "r");
+	unsigned long start, end;
+	char line[256];
+	int in = 0;
+
+	*rss_kb = *thp_kb = -1;
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%lx-%lx ", &start, &end) == 2) {	/* a VMA */
+			if (in)
+				break;
+			in = start == (unsigned long)addr;
+		} else if (in) {
+			sscanf(line, "Rss: %ld kB", rss_kb);
+			sscanf(line, "AnonHugePages: %ld kB", thp_kb);
+		}
+	}
+	fclose(f);
+}
+
 static int failed;
 
 static void fail(const char *name, const char *reason)
@@ -280,10 +307,17 @@ static void run_workload(const char *dev, const char *name, int nvcpus, const ui
 		 * With several vCPUs: from the first start to the last end, so
 		 * the figure is the cost per iteration of the whole VM.
 		 */
+		long rss_kb = 0, thp_kb = 0;
+
+		if (slot1)
+			host_mapping(slot1, &rss_kb, &thp_kb);
 		printf("bench %s vcpus=%d iterations=%llu guest_tsc_per_iter=%.1f wall_ns_per_iter=%.0f "
-		       "guest_tsc=%llu wall_ns=%llu\n", name, nvcpus, (unsigned long long)n,
+		       "guest_tsc=%llu wall_ns=%llu", name, nvcpus, (unsigned long long)n,
 		       (double)(tsc1 - tsc0) / n, (double)(t1 - t0) / n,
 		       (unsigned long long)(tsc1 - tsc0), (unsigned long long)(t1 - t0));
+		if (slot1)
+			printf(" slot_rss_kb=%ld slot_thp_kb=%ld", rss_kb, thp_kb);
+		printf("\n");
 		fflush(stdout);
 	}
 	for (i = 0; i < nvcpus; i++) {
