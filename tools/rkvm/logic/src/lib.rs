@@ -17,6 +17,10 @@ extern crate std;
 mod abi;
 #[path = "../../../../rkvm/caps.rs"]
 mod caps;
+// Its re-exports are for the kernel's exit handler; here only tests use them.
+#[allow(unused_imports)]
+#[path = "../../../../rkvm/emulate/mod.rs"]
+mod emulate;
 #[path = "../../../../rkvm/fpu.rs"]
 mod fpu;
 #[path = "../../../../rkvm/memslot.rs"]
