@@ -311,6 +311,10 @@ static void run_workload(const char *dev, const char *name, int nvcpus, const ui
 
 		if (slot1)
 			host_mapping(slot1, &rss_kb, &thp_kb);
+		if (thp_kb > 0) {
+			fail(name, "the slot got transparent huge pages: not 4 KiB faults");
+			goto out;
+		}
 		printf("bench %s vcpus=%d iterations=%llu guest_tsc_per_iter=%.1f wall_ns_per_iter=%.0f "
 		       "guest_tsc=%llu wall_ns=%llu", name, nvcpus, (unsigned long long)n,
 		       (double)(tsc1 - tsc0) / n, (double)(t1 - t0) / n,
@@ -320,6 +324,7 @@ static void run_workload(const char *dev, const char *name, int nvcpus, const ui
 		printf("\n");
 		fflush(stdout);
 	}
+out:
 	for (i = 0; i < nvcpus; i++) {
 		munmap(jobs[i].vcpu.run, vm.run_size);
 		close(jobs[i].vcpu.fd);

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <linux/kvm.h>
@@ -119,8 +120,12 @@ static void *vm64_add_slot(struct vm64 *vm, uint32_t slot, uint64_t gpa, uint64_
 		vm64_fail("mmap %llu bytes", (unsigned long long)size);
 		return NULL;
 	}
-	if (nohuge)
-		madvise(mem, size, MADV_NOHUGEPAGE);	/* no THP: fine if unsupported */
+	/*
+	 * No THP here; kernels without madvise(2) (tinyconfig has no
+	 * ADVISE_SYSCALLS) still have the per-process switch.
+	 */
+	if (nohuge && madvise(mem, size, MADV_NOHUGEPAGE) < 0)
+		prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0);
 	memset(&r, 0, sizeof(r));
 	r.slot = slot;
 	r.guest_phys_addr = gpa;
