@@ -384,6 +384,11 @@ int main(int argc, char **argv)
 	if (!pio || !cpuid || !fault_mib || fault_mib > 1024)
 		usage(argv[0]);
 
+	/*
+	 * 4 KiB host pages everywhere, before any guest memory is touched: a
+	 * THP-backed slot would take one fault per 2 MiB (see vm64_add_slot).
+	 */
+	prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0);
 	printf("bench-info device=%s pio=%llu cpuid=%llu fault_mib=%llu\n", dev,
 	       (unsigned long long)pio, (unsigned long long)cpuid, (unsigned long long)fault_mib);
 	fflush(stdout);
