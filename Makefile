@@ -6,13 +6,15 @@
 #   make run     boot the emulated SVM host, load rkvm, show what it reports
 #   make check   every test: host unit tests, then selftests on the emulated
 #                SVM (QEMU) and VMX (Bochs) hosts; ends with "N passed, N failed"
+#   make bench   the same micro-benchmarks on stock KVM and on rkvm in the
+#                emulated SVM host; prints the ratios rkvm/KVM
 #   make module  build rkvm.ko against the cached test kernel
 #   make setup   install packages, bindgen and the kernel source (as root)
 #   make kernel  build (or reuse) the cached test kernel
 
 TOOLS := tools/rkvm
 
-.PHONY: all module setup kernel run check host-test clean
+.PHONY: all module setup kernel run check bench host-test clean
 
 all: module
 
@@ -33,6 +35,9 @@ run:
 
 check:
 	$(TOOLS)/check.sh
+
+bench:
+	$(TOOLS)/bench.sh
 
 clean:
 	rm -rf out

@@ -21,7 +21,9 @@
  *
  * Exits non-zero if any workload failed.
  *
- * Usage: rkvm-bench DEVICE [--pio N] [--cpuid N] [--fault-mib M] [--only A,B]
+ * Usage: rkvm-bench DEVICE [--pio N] [--cpuid N] [--fault-mib M] [--timeout S]
+ *                   [--only A,B]
+ * (defaults: 2000 exits, 2000 CPUIDs, 64 MiB, 600 s per workload, all)
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -43,7 +45,7 @@
 #define PORT_START	0xe0		/* guest: "my timed loop starts now" */
 #define PORT_LOOP	0xe1		/* the pio_exit loop's port */
 #define MAX_VCPUS	4
-#define TIMEOUT_S	600		/* per workload; emulated hosts are slow */
+#define TIMEOUT_S	600		/* default per workload; emulated hosts are slow */
 
 /*
  * The guest routines, entered in 64-bit mode with their arguments in rdi
@@ -195,6 +197,7 @@ static void host_mapping(const void *addr, long *rss_kb, long *thp_kb)
 }
 
 static int failed;
+static unsigned long timeout_s = TIMEOUT_S;
 
 static void fail(const char *name, const char *reason)
 {
@@ -261,11 +264,15 @@ static void run_workload(const char *dev, const char *name, int nvcpus, const ui
 	for (i = 0; i < nvcpus; i++)
 		pthread_create(&threads[i], NULL, vcpu_thread, &jobs[i]);
 	/* A vCPU stuck in the kernel cannot be joined: give up on the process. */
-	deadline = now_ns() + TIMEOUT_S * 1000000000ULL;
+	deadline = now_ns() + timeout_s * 1000000000ULL;
 	for (i = 0; i < nvcpus; i++) {
 		while (!jobs[i].done) {
 			if (now_ns() > deadline) {
-				fail(name, "timeout: a vCPU did not halt");
+				char why[64];
+
+				snprintf(why, sizeof(why), "timeout: a vCPU did not halt within %lu s",
+					 timeout_s);
+				fail(name, why);
 				exit(1);
 			}
 			usleep(10000);
@@ -352,7 +359,7 @@ static int selected(const char *only, const char *name)
 
 static void usage(const char *argv0)
 {
-	fprintf(stderr, "usage: %s DEVICE [--pio N] [--cpuid N] [--fault-mib M] "
+	fprintf(stderr, "usage: %s DEVICE [--pio N] [--cpuid N] [--fault-mib M] [--timeout S] "
 		"[--only pio_exit,cpuid_exit,fault_4k,fault_4k_4vcpu]\n", argv0);
 	exit(2);
 }
@@ -375,13 +382,15 @@ int main(int argc, char **argv)
 			cpuid = strtoull(argv[++i], NULL, 0);
 		else if (!strcmp(argv[i], "--fault-mib"))
 			fault_mib = strtoull(argv[++i], NULL, 0);
+		else if (!strcmp(argv[i], "--timeout"))
+			timeout_s = strtoul(argv[++i], NULL, 0);
 		else if (!strcmp(argv[i], "--only"))
 			only = argv[++i];
 		else
 			usage(argv[0]);
 	}
 	/* Whole pages per vCPU, and at least one iteration everywhere. */
-	if (!pio || !cpuid || !fault_mib || fault_mib > 1024)
+	if (!pio || !cpuid || !fault_mib || fault_mib > 1024 || !timeout_s)
 		usage(argv[0]);
 
 	/*
