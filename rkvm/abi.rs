@@ -51,6 +51,11 @@ pub(crate) const fn ior(nr: u32, size: usize) -> u32 {
     ioc(IOC_READ, KVMIO, nr, size)
 }
 
+/// `_IOWR(KVMIO, nr, size)`: in and out.
+pub(crate) const fn iowr(nr: u32, size: usize) -> u32 {
+    ioc(IOC_READ | IOC_WRITE, KVMIO, nr, size)
+}
+
 /// Ioctls of the system fd (`/dev/rkvm`).
 pub(crate) mod system {
     use super::io;
@@ -63,6 +68,8 @@ pub(crate) mod system {
     pub(crate) const CHECK_EXTENSION: u32 = io(0x03);
     /// `KVM_GET_VCPU_MMAP_SIZE`.
     pub(crate) const GET_VCPU_MMAP_SIZE: u32 = io(0x04);
+    /// `KVM_GET_MSR_INDEX_LIST` (`struct kvm_msr_list`: a `u32` count).
+    pub(crate) const GET_MSR_INDEX_LIST: u32 = super::iowr(0x02, 4);
 }
 
 /// Ioctls of a VM fd (besides `KVM_CHECK_EXTENSION`).
@@ -99,6 +106,16 @@ pub(crate) mod vcpu {
     pub(crate) const GET_FPU: u32 = ior(0x8c, FPU_SIZE);
     /// `KVM_SET_FPU`.
     pub(crate) const SET_FPU: u32 = iow(0x8d, FPU_SIZE);
+    /// `KVM_RUN`.
+    pub(crate) const RUN: u32 = super::io(0x80);
+    /// `KVM_GET_MSRS` (`struct kvm_msrs` header: count and padding).
+    pub(crate) const GET_MSRS: u32 = super::iowr(0x88, 8);
+    /// `KVM_SET_MSRS`.
+    pub(crate) const SET_MSRS: u32 = iow(0x89, 8);
+    /// `KVM_SET_CPUID2` (`struct kvm_cpuid2` header).
+    pub(crate) const SET_CPUID2: u32 = iow(0x90, 8);
+    /// `KVM_GET_CPUID2`.
+    pub(crate) const GET_CPUID2: u32 = super::iowr(0x91, 8);
 }
 
 /// Most vCPUs per VM (`KVM_CAP_MAX_VCPUS`).
@@ -140,3 +157,54 @@ pub(crate) mod cap {
 /// page. KVM adds a third page for the coalesced-MMIO ring; rkvm has no such
 /// ring (`KVM_CAP_COALESCED_MMIO` is 0), so its mapping ends after the PIO page.
 pub(crate) const VCPU_MMAP_PAGES: usize = 2;
+
+/// `struct kvm_run`: the offsets of the fields rkvm reads and writes, and
+/// the exit reasons it reports.
+pub(crate) mod run {
+    pub(crate) const IMMEDIATE_EXIT: usize = 1;
+    pub(crate) const EXIT_REASON: usize = 8;
+    pub(crate) const READY_FOR_INTERRUPT_INJECTION: usize = 12;
+    pub(crate) const IF_FLAG: usize = 13;
+    pub(crate) const FLAGS: usize = 14;
+    pub(crate) const CR8: usize = 16;
+    pub(crate) const APIC_BASE: usize = 24;
+    /// The exit-specific union.
+    pub(crate) const EXIT: usize = 32;
+    pub(crate) const IO_DIRECTION: usize = EXIT;
+    pub(crate) const IO_SIZE: usize = EXIT + 1;
+    pub(crate) const IO_PORT: usize = EXIT + 2;
+    pub(crate) const IO_COUNT: usize = EXIT + 4;
+    pub(crate) const IO_DATA_OFFSET: usize = EXIT + 8;
+    pub(crate) const MMIO_PHYS_ADDR: usize = EXIT;
+    pub(crate) const MMIO_DATA: usize = EXIT + 8;
+    pub(crate) const MMIO_LEN: usize = EXIT + 16;
+    pub(crate) const MMIO_IS_WRITE: usize = EXIT + 20;
+    pub(crate) const FAIL_ENTRY_REASON: usize = EXIT;
+    pub(crate) const FAIL_ENTRY_CPU: usize = EXIT + 8;
+    pub(crate) const INTERNAL_SUBERROR: usize = EXIT;
+    pub(crate) const INTERNAL_NDATA: usize = EXIT + 4;
+    pub(crate) const INTERNAL_DATA: usize = EXIT + 8;
+    /// Entries of `internal.data`.
+    pub(crate) const INTERNAL_DATA_MAX: usize = 16;
+
+    pub(crate) const IO_IN: u8 = 0;
+    pub(crate) const IO_OUT: u8 = 1;
+
+    /// `KVM_EXIT_*`.
+    pub(crate) mod exit {
+        pub(crate) const IO: u32 = 2;
+        pub(crate) const HLT: u32 = 5;
+        pub(crate) const MMIO: u32 = 6;
+        pub(crate) const SHUTDOWN: u32 = 8;
+        pub(crate) const FAIL_ENTRY: u32 = 9;
+        pub(crate) const INTR: u32 = 10;
+        pub(crate) const INTERNAL_ERROR: u32 = 17;
+    }
+
+    /// `KVM_INTERNAL_ERROR_*` suberrors.
+    pub(crate) mod internal {
+        pub(crate) const EMULATION: u32 = 1;
+        pub(crate) const DELIVERY_EV: u32 = 3;
+        pub(crate) const UNEXPECTED_EXIT_REASON: u32 = 4;
+    }
+}

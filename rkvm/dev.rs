@@ -8,7 +8,22 @@ use kernel::{
     prelude::*,
 };
 
-use crate::{abi, anon_fd, caps, vm::Vm, x86};
+use crate::{abi, anon_fd, caps, msr, uarg, vm::Vm, x86};
+
+/// `KVM_GET_MSR_INDEX_LIST`: the MSRs `KVM_GET_MSRS`/`KVM_SET_MSRS` take.
+/// With too small a count, `E2BIG` and the count needed, as KVM.
+fn get_msr_index_list(arg: usize) -> Result {
+    let n = u32::from_ne_bytes(uarg::read::<4>(arg)?) as usize;
+    let have = msr::INDEX_LIST.len();
+    uarg::write(arg, &(have as u32).to_ne_bytes())?;
+    if n < have {
+        return Err(E2BIG);
+    }
+    for (i, m) in msr::INDEX_LIST.iter().enumerate() {
+        uarg::write(arg + 4 + 4 * i, &m.to_ne_bytes())?;
+    }
+    Ok(())
+}
 
 /// An open `/dev/rkvm`. It carries no state: every VM gets its own fd.
 pub(crate) struct RkvmDevice;
@@ -32,6 +47,7 @@ impl MiscDevice for RkvmDevice {
             abi::system::GET_VCPU_MMAP_SIZE if arg == 0 => {
                 Ok((abi::VCPU_MMAP_PAGES * kernel::page::PAGE_SIZE) as isize)
             }
+            abi::system::GET_MSR_INDEX_LIST => get_msr_index_list(arg).map(|()| 0),
             // Bad arguments to known ioctls and unknown ioctls alike get
             // EINVAL on the system fd, exactly as from /dev/kvm.
             _ => Err(EINVAL),

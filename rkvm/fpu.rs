@@ -87,8 +87,74 @@ impl Fpu {
     }
 }
 
+/// Size of an FXSAVE image.
+pub(crate) const FXSAVE_SIZE: usize = 512;
+/// Offsets in the FXSAVE image (Intel SDM vol. 1, 10.5.1, 64-bit format).
+mod fx {
+    pub(super) const FCW: usize = 0;
+    pub(super) const FSW: usize = 2;
+    pub(super) const FTW: usize = 4;
+    pub(super) const FOP: usize = 6;
+    pub(super) const FIP: usize = 8;
+    pub(super) const FDP: usize = 16;
+    pub(super) const MXCSR: usize = 24;
+    pub(super) const ST: usize = 32;
+    pub(super) const XMM: usize = 160;
+}
+/// MXCSR after RESET: all exceptions masked, round to nearest.
+pub(crate) const MXCSR_DEFAULT: u32 = 0x1f80;
+
+impl Fpu {
+    /// Writes this state into an FXSAVE image, keeping the image's MXCSR
+    /// (which `struct kvm_fpu` does not carry).
+    pub(crate) fn store_fxsave(&self, img: &mut [u8; FXSAVE_SIZE]) {
+        img[fx::FCW..fx::FCW + 2].copy_from_slice(&self.fcw.to_ne_bytes());
+        img[fx::FSW..fx::FSW + 2].copy_from_slice(&self.fsw.to_ne_bytes());
+        img[fx::FTW] = self.ftwx;
+        img[fx::FOP..fx::FOP + 2].copy_from_slice(&self.last_opcode.to_ne_bytes());
+        img[fx::FIP..fx::FIP + 8].copy_from_slice(&self.last_ip.to_ne_bytes());
+        img[fx::FDP..fx::FDP + 8].copy_from_slice(&self.last_dp.to_ne_bytes());
+        img[fx::ST..fx::ST + 128].copy_from_slice(&self.fpr);
+        img[fx::XMM..fx::XMM + 256].copy_from_slice(&self.xmm);
+    }
+
+    /// Reads the state out of an FXSAVE image.
+    pub(crate) fn from_fxsave(img: &[u8; FXSAVE_SIZE]) -> Self {
+        Self {
+            fpr: le(img, fx::ST),
+            fcw: u16::from_ne_bytes(le(img, fx::FCW)),
+            fsw: u16::from_ne_bytes(le(img, fx::FSW)),
+            ftwx: img[fx::FTW],
+            last_opcode: u16::from_ne_bytes(le(img, fx::FOP)),
+            last_ip: u64::from_ne_bytes(le(img, fx::FIP)),
+            last_dp: u64::from_ne_bytes(le(img, fx::FDP)),
+            xmm: le(img, fx::XMM),
+        }
+    }
+
+    /// An FXSAVE image of the RESET state.
+    pub(crate) fn reset_fxsave() -> [u8; FXSAVE_SIZE] {
+        let mut img = [0u8; FXSAVE_SIZE];
+        Self::reset().store_fxsave(&mut img);
+        img[fx::MXCSR..fx::MXCSR + 4].copy_from_slice(&MXCSR_DEFAULT.to_ne_bytes());
+        img
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn fxsave_round_trip_keeps_mxcsr() {
+        let mut img = Fpu::reset_fxsave();
+        let mut f = Fpu::reset();
+        f.xmm[17] = 0x5a;
+        f.fpr[3] = 7;
+        f.last_ip = 0x1234_5678_9abc;
+        f.store_fxsave(&mut img);
+        assert_eq!(Fpu::from_fxsave(&img), f);
+        assert_eq!(u32::from_ne_bytes(le(&img, fx::MXCSR)), MXCSR_DEFAULT);
+    }
+
     use super::*;
 
     #[test]

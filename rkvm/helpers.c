@@ -3,11 +3,19 @@
  * C helpers for rkvm's Rust code; see helpers.h for why they exist.
  */
 #include <linux/anon_inodes.h>
+#include <linux/cpumask.h>
+#include <linux/highmem.h>
+#include <linux/rcupdate.h>
+#include <linux/sched/signal.h>
+#include <linux/smp.h>
+#include <linux/spinlock.h>
 #include <linux/cpuhotplug.h>
 #include <linux/fs.h>
 #include <linux/mm.h>
 #include <linux/uaccess.h>
 #include <asm/asm.h>
+#include <asm/fpu/api.h>
+#include <asm/io.h>
 #include <asm/msr.h>
 #include <asm/special_insns.h>
 #include <asm/tlbflush.h>
@@ -104,4 +112,173 @@ bool rkvm_access_ok(u64 addr, u64 size)
 unsigned int rkvm_num_online_cpus(void)
 {
 	return num_online_cpus();
+}
+
+/* ---- the SVM world switch ---- */
+
+void rkvm_svm_run(u64 vmcb_pa, u64 *gprs, u64 host_save_pa)
+{
+	/*
+	 * GIF=0 from here to STGI: no interrupt, NMI or SMI reaches the host
+	 * while the GS base is the guest's. RFLAGS.IF is set for VMRUN because
+	 * with V_INTR_MASKING the host's IF decides whether physical interrupts
+	 * end the guest's run (#VMEXIT(INTR)); with GIF=0 none is taken here.
+	 */
+	asm volatile("clgi" ::: "memory");
+	raw_local_irq_enable();
+	rkvm_svm_vmrun(vmcb_pa, gprs, host_save_pa);
+	raw_local_irq_disable();
+	asm volatile("stgi" ::: "memory");
+}
+
+void rkvm_local_irq_disable(void)
+{
+	local_irq_disable();
+}
+
+void rkvm_local_irq_enable(void)
+{
+	local_irq_enable();
+}
+
+unsigned int rkvm_smp_processor_id(void)
+{
+	return smp_processor_id();
+}
+
+void rkvm_guest_fpu_load(void *fxsave)
+{
+	kernel_fpu_begin();
+	asm volatile("fxrstor64 %0" : : "m"(*(u8 (*)[512])fxsave));
+}
+
+void rkvm_guest_fpu_put(void *fxsave)
+{
+	asm volatile("fxsave64 %0" : "=m"(*(u8 (*)[512])fxsave));
+	kernel_fpu_end();
+}
+
+bool rkvm_signal_pending(void)
+{
+	return signal_pending(current);
+}
+
+bool rkvm_need_resched(void)
+{
+	return need_resched();
+}
+
+void rkvm_cond_resched(void)
+{
+	cond_resched();
+}
+
+/* ---- guest memory ---- */
+
+int rkvm_gup(u64 hva, bool write, struct page **page)
+{
+	return get_user_pages_fast(hva, 1, write ? FOLL_WRITE : 0, page);
+}
+
+bool rkvm_gup_fast_only_write(u64 hva, struct page **page)
+{
+	return get_user_page_fast_only(hva, FOLL_WRITE, page);
+}
+
+u64 rkvm_page_to_pfn(struct page *page)
+{
+	return page_to_pfn(page);
+}
+
+void rkvm_release_pfn(u64 pfn, bool dirty)
+{
+	struct page *page = pfn_to_page(pfn);
+
+	if (dirty)
+		SetPageDirty(page);
+	put_page(page);
+}
+
+/* ---- page-table pages of the TDP MMU ---- */
+
+u64 rkvm_pt_alloc(void)
+{
+	struct page *page = alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO);
+
+	return page ? page_to_phys(page) : 0;
+}
+
+void *rkvm_phys_to_virt(u64 phys)
+{
+	return phys_to_virt(phys);
+}
+
+void rkvm_pt_free(u64 phys)
+{
+	__free_page(phys_to_page(phys));
+}
+
+static void rkvm_pt_free_rcu_cb(struct rcu_head *head)
+{
+	__free_page(container_of(head, struct page, rcu_head));
+}
+
+void rkvm_pt_free_rcu(u64 phys)
+{
+	call_rcu(&phys_to_page(phys)->rcu_head, rkvm_pt_free_rcu_cb);
+}
+
+void rkvm_rcu_barrier(void)
+{
+	rcu_barrier();
+}
+
+/* ---- mmu_lock ---- */
+
+void rkvm_rwlock_init(rwlock_t *lock, const char *name, struct lock_class_key *key)
+{
+	__rwlock_init(lock, name, key);
+}
+
+void rkvm_read_lock(rwlock_t *lock)
+{
+	read_lock(lock);
+}
+
+void rkvm_read_unlock(rwlock_t *lock)
+{
+	read_unlock(lock);
+}
+
+void rkvm_write_lock(rwlock_t *lock)
+{
+	write_lock(lock);
+}
+
+void rkvm_write_unlock(rwlock_t *lock)
+{
+	write_unlock(lock);
+}
+
+/* ---- kicking vCPUs out of guest mode ---- */
+
+static void rkvm_kick_ack(void *info)
+{
+}
+
+void rkvm_kick_cpus_wait(const u32 *cpus, u32 n)
+{
+	cpumask_t mask;
+	u32 i;
+
+	cpumask_clear(&mask);
+	for (i = 0; i < n; i++)
+		if (cpus[i] < nr_cpu_ids)
+			cpumask_set_cpu(cpus[i], &mask);
+	on_each_cpu_mask(&mask, rkvm_kick_ack, NULL, true);
+}
+
+u64 rkvm_virt_to_phys(const void *p)
+{
+	return virt_to_phys((void *)p);
 }

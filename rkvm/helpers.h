@@ -8,6 +8,9 @@
 #define RKVM_HELPERS_H
 
 #include <linux/types.h>
+#include <linux/spinlock_types.h>
+
+struct lock_class_key;
 
 struct file_operations;
 struct page;
@@ -41,5 +44,43 @@ u64 rkvm_page_to_phys(struct page *page);
 bool rkvm_access_ok(u64 addr, u64 size);
 
 unsigned int rkvm_num_online_cpus(void);
+
+/* SVM world switch: rkvm_svm_vmrun is in svm/vmenter.S. IRQs off. */
+void rkvm_svm_vmrun(u64 vmcb_pa, u64 *gprs, u64 host_save_pa);
+void rkvm_svm_run(u64 vmcb_pa, u64 *gprs, u64 host_save_pa);
+void rkvm_local_irq_disable(void);
+void rkvm_local_irq_enable(void);
+unsigned int rkvm_smp_processor_id(void);
+/* Guest x87/SSE state in a 16-byte aligned FXSAVE image, in kernel-FPU sections. */
+void rkvm_guest_fpu_load(void *fxsave);
+void rkvm_guest_fpu_put(void *fxsave);
+bool rkvm_signal_pending(void);
+bool rkvm_need_resched(void);
+void rkvm_cond_resched(void);
+
+/* Guest memory: one page of the current mm, with a reference. */
+int rkvm_gup(u64 hva, bool write, struct page **page);
+bool rkvm_gup_fast_only_write(u64 hva, struct page **page);
+u64 rkvm_page_to_pfn(struct page *page);
+void rkvm_release_pfn(u64 pfn, bool dirty);
+
+/* Page-table pages, by physical address. */
+u64 rkvm_pt_alloc(void);
+void *rkvm_phys_to_virt(u64 phys);
+void rkvm_pt_free(u64 phys);
+void rkvm_pt_free_rcu(u64 phys);
+void rkvm_rcu_barrier(void);
+
+/* rwlock_t wrappers (the lock functions are macros). */
+void rkvm_rwlock_init(rwlock_t *lock, const char *name, struct lock_class_key *key);
+void rkvm_read_lock(rwlock_t *lock);
+void rkvm_read_unlock(rwlock_t *lock);
+void rkvm_write_lock(rwlock_t *lock);
+void rkvm_write_unlock(rwlock_t *lock);
+
+/* IPI the given CPUs and wait until each has taken it. */
+void rkvm_kick_cpus_wait(const u32 *cpus, u32 n);
+
+u64 rkvm_virt_to_phys(const void *p);
 
 #endif /* RKVM_HELPERS_H */

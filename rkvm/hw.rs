@@ -18,7 +18,7 @@
 //! The hotplug callbacks run with the CPU-hotplug lock held. They take no
 //! rkvm lock, so they nest under nothing of rkvm's.
 
-use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use kernel::{alloc::flags::*, cpu, page::Page, prelude::*, str::CStr};
 
@@ -67,6 +67,24 @@ pub(crate) fn backend() -> Backend {
 struct PerCpu {
     vendor: Vendor,
     regions: KVec<Page>,
+    /// SVM only: per CPU, the page VMSAVE/VMLOAD keep the host's state in
+    /// across a VMRUN, and the ASID allocator.
+    svm: KVec<SvmCpu>,
+}
+
+/// What the SVM world switch needs of one CPU.
+pub(crate) struct SvmCpu {
+    host_save: Page,
+    /// Touched only by the CPU itself with IRQs off (see `svm::vcpu`).
+    pub(crate) asid_next: AtomicU32,
+    pub(crate) asid_generation: AtomicU64,
+}
+
+impl SvmCpu {
+    /// Physical address of the host state page.
+    pub(crate) fn host_save_pa(&self) -> u64 {
+        crate::x86::page_phys(&self.host_save)
+    }
 }
 
 /// The `PerCpu` the hotplug callbacks work on. Set (release) before the
@@ -145,7 +163,29 @@ impl Hardware {
             }
             regions.push(page, GFP_KERNEL)?;
         }
-        let per_cpu = KBox::into_raw(KBox::new(PerCpu { vendor, regions }, GFP_KERNEL)?);
+        let mut svm = KVec::new();
+        if let Vendor::Svm(_) = vendor {
+            let fresh = crate::svm::asid::AsidCpu::new();
+            svm.reserve(nr, GFP_KERNEL)?;
+            for _ in 0..nr {
+                svm.push(
+                    SvmCpu {
+                        host_save: Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?,
+                        asid_next: AtomicU32::new(fresh.next),
+                        asid_generation: AtomicU64::new(fresh.generation),
+                    },
+                    GFP_KERNEL,
+                )?;
+            }
+        }
+        let per_cpu = KBox::into_raw(KBox::new(
+            PerCpu {
+                vendor,
+                regions,
+                svm,
+            },
+            GFP_KERNEL,
+        )?);
         PER_CPU.store(per_cpu, Ordering::Release);
 
         // SAFETY: `CPUHP_NAME` is a static NUL-terminated string; the
@@ -182,6 +222,29 @@ impl Drop for Hardware {
         drop(unsafe { KBox::from_raw(self.per_cpu) });
         pr_info!("virtualization disabled on all CPUs\n");
     }
+}
+
+/// The loaded module's per-CPU state.
+fn per_cpu() -> Option<&'static PerCpu> {
+    let p = PER_CPU.load(Ordering::Acquire);
+    // SAFETY: `PER_CPU` is set before `/dev/rkvm` exists and cleared only
+    // when the module is unloaded, which cannot happen while a file of
+    // rkvm's is open (the fops hold a module reference); every caller runs
+    // in such a file's ioctl.
+    unsafe { p.as_ref() }
+}
+
+/// SVM's features, if SVM is the backend.
+pub(crate) fn svm_features() -> Option<SvmFeatures> {
+    match per_cpu()?.vendor {
+        Vendor::Svm(f) => Some(f),
+        Vendor::Vmx(_) => None,
+    }
+}
+
+/// CPU `cpu`'s SVM state, if SVM is the backend.
+pub(crate) fn svm_cpu(cpu: u32) -> Option<&'static SvmCpu> {
+    per_cpu()?.svm.get(cpu as usize)
 }
 
 fn yes_no(b: bool) -> &'static str {

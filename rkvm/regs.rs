@@ -51,6 +51,23 @@ impl Regs {
         b
     }
 
+    /// `kvm_regs` index of each register in x86 encoding order (RAX, RCX,
+    /// RDX, RBX, RSP, RBP, RSI, RDI, R8..R15), the order instructions name
+    /// them and the world switch stores them in.
+    const X86_ORDER: [usize; 16] = [0, 2, 3, 1, 6, 7, 4, 5, 8, 9, 10, 11, 12, 13, 14, 15];
+
+    /// The general-purpose registers in x86 encoding order.
+    pub(crate) fn gprs_x86(&self) -> [u64; 16] {
+        core::array::from_fn(|i| self.gprs[Self::X86_ORDER[i]])
+    }
+
+    /// Sets the general-purpose registers from x86 encoding order.
+    pub(crate) fn set_gprs_x86(&mut self, x86: &[u64; 16]) {
+        for (i, &v) in x86.iter().enumerate() {
+            self.gprs[Self::X86_ORDER[i]] = v;
+        }
+    }
+
     /// What `KVM_SET_REGS` stores: RFLAGS bit 1 is forced on, as in KVM.
     pub(crate) fn sanitized(mut self) -> Self {
         self.rflags |= RFLAGS_FIXED;
@@ -75,6 +92,20 @@ impl Regs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn x86_order() {
+        let mut r = Regs::default();
+        for (i, g) in r.gprs.iter_mut().enumerate() {
+            *g = i as u64;
+        }
+        // kvm_regs: rax rbx rcx rdx rsi rdi rsp rbp; x86: rax rcx rdx rbx rsp rbp rsi rdi.
+        let x = r.gprs_x86();
+        assert_eq!(&x[..8], &[0, 2, 3, 1, 6, 7, 4, 5]);
+        let mut back = Regs::default();
+        back.set_gprs_x86(&x);
+        assert_eq!(back.gprs, r.gprs);
+    }
 
     #[test]
     fn size_matches_the_uapi() {

@@ -13,11 +13,16 @@ use kernel::{
 mod abi;
 mod anon_fd;
 mod caps;
+mod cpuid;
 mod dev;
 mod fpu;
 mod hw;
 mod memslot;
+mod mmu;
+mod msr;
 mod regs;
+mod run_page;
+mod rwlock;
 mod srcu_box;
 mod sregs;
 mod svm;
@@ -40,11 +45,20 @@ module! {
 /// Fields drop in declaration order: `/dev/rkvm` goes away before
 /// virtualization is turned off. (No VM can be alive then: each VM fd holds
 /// a module reference.)
-#[pin_data]
+#[pin_data(PinnedDrop)]
 struct Rkvm {
     #[pin]
     dev: MiscDeviceRegistration<dev::RkvmDevice>,
     hw: hw::Hardware,
+}
+
+#[pinned_drop]
+impl PinnedDrop for Rkvm {
+    fn drop(self: Pin<&mut Self>) {
+        // Page-table pages of destroyed VMs may still wait for an RCU grace
+        // period; their callback is module code, so wait for all of them.
+        mmu::tdp::rcu_barrier();
+    }
 }
 
 impl kernel::InPlaceModule for Rkvm {

@@ -22,3 +22,10 @@ pub(crate) fn write(arg: usize, data: &[u8]) -> Result {
         .writer()
         .write_slice(data)
 }
+
+/// Reads `out.len()` bytes at user address `addr`.
+pub(crate) fn read_into(addr: usize, out: &mut [u8]) -> Result {
+    UserSlice::new(UserPtr::from_addr(addr), out.len())
+        .reader()
+        .read_slice(out)
+}

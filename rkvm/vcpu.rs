@@ -21,11 +21,13 @@ use kernel::{
 use crate::{
     abi::{self, VCPU_MMAP_PAGES},
     anon_fd::{self, AnonFile},
+    cpuid::{self, CpuidEntry},
     fpu::Fpu,
     hw::{self, Backend},
     regs::Regs,
+    run_page::{RunPage, SharedPage},
     sregs::{self, GuestFeatures, SegReg, Sregs},
-    svm::seg::SvmSegs,
+    svm::{seg::SvmSegs, vcpu::SvmVcpu},
     uarg,
     vm::Vm,
     vmx::seg::VmxSegs,
@@ -68,11 +70,143 @@ struct State {
     sregs: Sregs,
     segs: Segs,
     fpu: Fpu,
-    /// What the guest CPUID offers (nothing until `KVM_SET_CPUID2` exists).
+    /// What the guest CPUID offers, as far as register checks care.
     features: GuestFeatures,
+    /// The guest's CPUID table (`KVM_SET_CPUID2`).
+    cpuid: KVec<CpuidEntry>,
+    /// The SVM backend's vCPU (`None` on VMX until its backend runs guests).
+    svm: Option<KBox<SvmVcpu>>,
+    /// The fields above changed through an ioctl since the backend last
+    /// loaded them.
+    dirty: bool,
 }
 
+/// Most entries `KVM_GET_MSRS`/`KVM_SET_MSRS` take at once (KVM's
+/// `MAX_IO_MSRS`).
+const MAX_IO_MSRS: usize = 256;
+/// Size of `struct kvm_msr_entry`.
+const MSR_ENTRY_SIZE: usize = 16;
+
 impl State {
+    /// A vCPU after RESET.
+    fn reset(&mut self, is_bsp: bool) {
+        self.regs = Regs::reset();
+        self.sregs = sregs::reset(is_bsp);
+        self.segs = Segs::reset(hw::backend());
+        self.fpu = Fpu::reset();
+        self.dirty = true;
+    }
+
+    /// Loads what the ioctls changed into the backend.
+    fn sync_to_backend(&mut self) {
+        if let (true, Some(svm), Segs::Svm(segs)) = (self.dirty, self.svm.as_mut(), &self.segs) {
+            svm.load(&self.regs, &self.sregs, segs, &self.fpu);
+            self.dirty = false;
+        }
+    }
+
+    /// Stores the backend's state for the ioctls to see.
+    fn sync_from_backend(&mut self) {
+        if let (Some(svm), Segs::Svm(segs)) = (self.svm.as_ref(), &mut self.segs) {
+            svm.store(&mut self.regs, &mut self.sregs, segs, &mut self.fpu);
+        }
+    }
+
+    /// `KVM_RUN`.
+    fn run(&mut self, vm: &Vm, pages: &[Page; VCPU_MMAP_PAGES], is_bsp: bool) -> Result<isize> {
+        let run = RunPage(SharedPage::new(&pages[0]));
+        let pio = SharedPage::new(&pages[1]);
+        // Without an in-kernel local APIC, the TPR comes from kvm_run.cr8.
+        let cr8 = run.cr8();
+        if cr8 & !0xf != 0 {
+            return Err(EINVAL);
+        }
+        if self.svm.is_none() {
+            return Err(EINVAL);
+        }
+        self.sregs.cr8 = cr8;
+        self.dirty = true;
+        self.sync_to_backend();
+        let svm = self.svm.as_mut().ok_or(EINVAL)?;
+        let ret = svm.run(vm, &run, &pio, &self.cpuid);
+        let shut_down = svm.shut_down();
+        let (if_flag, ready) = svm.interrupt_status();
+        self.sync_from_backend();
+        if shut_down {
+            // The VMCB is undefined after a shutdown; KVM resets the vCPU.
+            self.reset(is_bsp);
+        }
+        run.set_status(if_flag, ready, self.sregs.cr8, self.sregs.apic_base);
+        ret.map(|()| 0)
+    }
+
+    /// `KVM_GET_MSRS` (`set == false`) and `KVM_SET_MSRS`: the number of
+    /// entries done, stopping at the first MSR rkvm does not implement or
+    /// value it refuses, as KVM.
+    fn msrs(&mut self, arg: usize, set: bool) -> Result<isize> {
+        let n = u32::from_ne_bytes(abi::field(&uarg::read::<8>(arg)?, 0)) as usize;
+        if n >= MAX_IO_MSRS {
+            return Err(E2BIG);
+        }
+        self.sync_to_backend();
+        let svm = self.svm.as_mut().ok_or(EINVAL)?;
+        let mut done = 0;
+        for i in 0..n {
+            let addr = arg + 8 + i * MSR_ENTRY_SIZE;
+            let e: [u8; MSR_ENTRY_SIZE] = uarg::read(addr)?;
+            let index = u32::from_ne_bytes(abi::field(&e, 0));
+            if set {
+                let data = u64::from_ne_bytes(abi::field(&e, 8));
+                if svm.set_msr(index, data, true).is_err() {
+                    break;
+                }
+            } else {
+                let Some(data) = svm.get_msr(index) else {
+                    break;
+                };
+                uarg::write(addr + 8, &data.to_ne_bytes())?;
+            }
+            done += 1;
+        }
+        self.sync_from_backend();
+        Ok(done)
+    }
+
+    /// `KVM_SET_CPUID2`.
+    fn set_cpuid(&mut self, arg: usize) -> Result {
+        let n = u32::from_ne_bytes(abi::field(&uarg::read::<8>(arg)?, 0)) as usize;
+        if n > cpuid::MAX_ENTRIES {
+            return Err(E2BIG);
+        }
+        let mut table = KVec::with_capacity(n, GFP_KERNEL)?;
+        for i in 0..n {
+            let b: [u8; cpuid::ENTRY_SIZE] =
+                uarg::read(arg + cpuid::HEADER_SIZE + i * cpuid::ENTRY_SIZE)?;
+            table.push(CpuidEntry::from_bytes(&b), GFP_KERNEL)?;
+        }
+        self.features = guest_features(&table);
+        self.cpuid = table;
+        Ok(())
+    }
+
+    /// `KVM_GET_CPUID2`: `E2BIG` (and the needed count) if too small.
+    fn get_cpuid(&self, arg: usize) -> Result {
+        let n = u32::from_ne_bytes(abi::field(&uarg::read::<8>(arg)?, 0)) as usize;
+        let have = self.cpuid.len();
+        if n < have {
+            uarg::write(arg, &(have as u32).to_ne_bytes())?;
+            return Err(E2BIG);
+        }
+        uarg::write(arg, &(have as u32).to_ne_bytes())?;
+        for (i, e) in self.cpuid.iter().enumerate() {
+            uarg::write(
+                arg + cpuid::HEADER_SIZE + i * cpuid::ENTRY_SIZE,
+                &e.to_bytes(),
+            )?;
+        }
+        Ok(())
+    }
+
     fn get_sregs(&self) -> Sregs {
         let mut out = self.sregs;
         for reg in SegReg::ALL {
@@ -98,6 +232,25 @@ impl State {
     }
 }
 
+/// What the register checks need from a CPUID table: long mode, NX (leaf
+/// 0x8000_0001 EDX bits 29 and 20), x2APIC (leaf 1 ECX bit 21) and the
+/// physical address width (leaf 0x8000_0008 EAX).
+fn guest_features(table: &[CpuidEntry]) -> GuestFeatures {
+    let ext = cpuid::lookup(table, 0x8000_0001, 0);
+    let leaf1 = cpuid::lookup(table, 1, 0);
+    let bits = cpuid::lookup(table, 0x8000_0008, 0)[0] & 0xff;
+    GuestFeatures {
+        lm: ext[3] & (1 << 29) != 0,
+        nx: ext[3] & (1 << 20) != 0,
+        x2apic: leaf1[2] & (1 << 21) != 0,
+        phys_bits: if bits != 0 {
+            bits
+        } else {
+            GuestFeatures::default().phys_bits
+        },
+    }
+}
+
 /// A virtual CPU.
 ///
 /// # Invariants
@@ -107,6 +260,8 @@ impl State {
 pub(crate) struct Vcpu {
     vm: Arc<Vm>,
     id: u32,
+    /// Creation index within the VM.
+    idx: usize,
     pages: [Page; VCPU_MMAP_PAGES],
     /// Serialises the vCPU's ioctls, like KVM's `vcpu->mutex`.
     #[pin]
@@ -115,7 +270,7 @@ pub(crate) struct Vcpu {
 
 impl Vcpu {
     /// Creates vCPU `id` of `vm` and returns its fd.
-    pub(crate) fn create_fd(vm: Arc<Vm>, id: u32) -> Result<u32> {
+    pub(crate) fn create_fd(vm: Arc<Vm>, id: u32, idx: usize) -> Result<u32> {
         let page = || Page::alloc_page(GFP_KERNEL | __GFP_ZERO);
         let pages = [page()?, page()?];
         // vCPU 0 is the bootstrap processor, as in KVM by default.
@@ -125,10 +280,16 @@ impl Vcpu {
             segs: Segs::reset(hw::backend()),
             fpu: Fpu::reset(),
             features: GuestFeatures::default(),
+            cpuid: KVec::new(),
+            svm: match hw::backend() {
+                Backend::Svm => Some(SvmVcpu::new(idx, vm.tdp().root_phys())?),
+                Backend::Vmx => None,
+            },
+            dirty: true,
         };
         // INVARIANT: both pages were allocated zeroed.
         let vcpu = Arc::pin_init(
-            try_pin_init!(Self { vm, id, pages, state <- new_mutex!(state, "Vcpu::state") }),
+            try_pin_init!(Self { vm, id, idx, pages, state <- new_mutex!(state, "Vcpu::state") }),
             GFP_KERNEL,
         )?;
         anon_fd::install(vcpu)
@@ -144,14 +305,29 @@ impl AnonFile for Vcpu {
         }
         let mut state = this.state.lock();
         match cmd {
+            // KVM refuses an argument to KVM_RUN.
+            abi::vcpu::RUN if arg != 0 => return Err(EINVAL),
+            abi::vcpu::RUN => return state.run(&this.vm, &this.pages, this.id == 0),
             abi::vcpu::GET_REGS => uarg::write(arg, &state.regs.to_bytes())?,
-            abi::vcpu::SET_REGS => state.regs = Regs::from_bytes(&uarg::read(arg)?).sanitized(),
+            abi::vcpu::SET_REGS => {
+                state.regs = Regs::from_bytes(&uarg::read(arg)?).sanitized();
+                state.dirty = true;
+            }
             abi::vcpu::GET_SREGS => uarg::write(arg, &state.get_sregs().to_bytes())?,
-            abi::vcpu::SET_SREGS => state.set_sregs(&Sregs::from_bytes(&uarg::read(arg)?))?,
+            abi::vcpu::SET_SREGS => {
+                state.set_sregs(&Sregs::from_bytes(&uarg::read(arg)?))?;
+                state.dirty = true;
+            }
             abi::vcpu::GET_FPU => uarg::write(arg, &state.fpu.to_bytes())?,
-            abi::vcpu::SET_FPU => state.fpu = Fpu::from_bytes(&uarg::read(arg)?),
-            // KVM answers unknown vCPU ioctls with EINVAL; so does rkvm for
-            // those it does not implement yet (KVM_RUN first of all).
+            abi::vcpu::SET_FPU => {
+                state.fpu = Fpu::from_bytes(&uarg::read(arg)?);
+                state.dirty = true;
+            }
+            abi::vcpu::GET_MSRS => return state.msrs(arg, false),
+            abi::vcpu::SET_MSRS => return state.msrs(arg, true),
+            abi::vcpu::SET_CPUID2 => state.set_cpuid(arg)?,
+            abi::vcpu::GET_CPUID2 => state.get_cpuid(arg)?,
+            // KVM answers unknown vCPU ioctls with EINVAL.
             _ => return Err(EINVAL),
         }
         Ok(0)

@@ -9,6 +9,17 @@
 //! take `slots_lock`. Writers build a new set while holding `slots_lock`,
 //! leave their own read section, then publish it (`SrcuBox::replace` waits
 //! for an SRCU grace period before freeing the old set).
+//!
+//! A deleted or moved slot's mappings are zapped after the grace period,
+//! before the ioctl returns. A fault records the set's generation under
+//! SRCU and re-checks it under `mmu_lock`: one that raced with a change
+//! (the generation moved on) retries instead of mapping a frame of the old
+//! set. One that did not race finished its SRCU section before the grace
+//! period ended, so the zap that follows removes anything it mapped.
+//!
+//! Lock order: `slots_lock` -> SRCU -> `mmu_lock` (see `mmu/tdp.rs`).
+
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use kernel::{
     fs::File,
@@ -23,7 +34,11 @@ use crate::{
     abi,
     anon_fd::AnonFile,
     caps,
-    memslot::{self, HostLimits, Memslot, RegionRequest, SlotError},
+    memslot::{self, HostLimits, Memslot, RegionRequest, SlotError, MEM_READONLY},
+    mmu::{
+        tdp::{MapOutcome, PtCache, Tdp},
+        GuestPage,
+    },
     srcu_box::SrcuBox,
     uarg,
     vcpu::Vcpu,
@@ -51,6 +66,11 @@ pub(crate) struct Vm {
     slots_lock: Mutex<()>,
     #[pin]
     memslots: SrcuBox<Memslots>,
+    /// The generation of the newest memslot set, written before it is
+    /// published (see the module comment).
+    slots_generation: AtomicU64,
+    #[pin]
+    tdp: Tdp,
     /// Ids of the vCPUs created so far. A vCPU lives as long as the VM (its
     /// fd may close earlier), so an id is never reused, as in KVM.
     #[pin]
@@ -78,6 +98,8 @@ impl Vm {
                 mm: ARef::from(mm),
                 slots_lock <- new_mutex!((), "Vm::slots_lock"),
                 memslots <- SrcuBox::new(empty, new_srcu!("Vm::memslots")),
+                slots_generation: AtomicU64::new(0),
+                tdp <- Tdp::new()?,
                 vcpu_ids <- new_mutex!(KVec::new(), "Vm::vcpu_ids"),
             }),
             GFP_KERNEL,
@@ -96,7 +118,7 @@ impl Vm {
     /// `KVM_SET_USER_MEMORY_REGION(2)`.
     fn set_memory_region(&self, req: &RegionRequest) -> Result {
         let _writer = self.slots_lock.lock();
-        let (next, generation) = {
+        let (next, generation, removed) = {
             let cur = self.memslots.read();
             let host = HostLimits {
                 max_gfn: x86::max_gfn(),
@@ -110,19 +132,67 @@ impl Vm {
             };
             let mut next = KVec::with_capacity(change.new_len(cur.slots.len()), GFP_KERNEL)?;
             change.build(&cur.slots, |s| next.push(s, GFP_KERNEL))?;
-            (next, cur.generation + 1)
+            let removed = change.removed().map(|s| (s.base_gfn, s.end_gfn()));
+            (next, cur.generation + 1, removed)
             // The read section ends here: `replace` below waits for readers.
         };
-        // Nothing maps guest memory yet, so a deleted or moved slot leaves
-        // no mappings behind; the MMU will zap them here before returning.
-        self.memslots.replace(KBox::new(
+        let new = KBox::new(
             Memslots {
                 slots: next,
                 generation,
             },
             GFP_KERNEL,
-        )?);
+        )?;
+        self.slots_generation.store(generation, Ordering::Release);
+        self.memslots.replace(new);
+        if let Some((start, end)) = removed {
+            self.tdp.zap_gfn_range(start, end);
+        }
         Ok(())
+    }
+}
+
+/// What a nested page fault turned out to be.
+pub(crate) enum NpfOutcome {
+    /// The frame is mapped now (or the fault raced and the guest retries).
+    Mapped,
+    /// No memslot backs the frame, or it is a write to a read-only slot:
+    /// the access is MMIO, for userspace.
+    Mmio,
+}
+
+impl Vm {
+    pub(crate) fn tdp(&self) -> &Tdp {
+        &self.tdp
+    }
+
+    /// Resolves a nested page fault on `gfn`. May sleep (GUP).
+    pub(crate) fn handle_npf(
+        &self,
+        gfn: u64,
+        write: bool,
+        cache: &mut PtCache,
+    ) -> Result<NpfOutcome> {
+        let slots = self.memslots.read();
+        let Some(slot) = memslot::lookup(&slots.slots, gfn) else {
+            return Ok(NpfOutcome::Mmio);
+        };
+        let slot_writable = slot.flags & MEM_READONLY == 0;
+        if write && !slot_writable {
+            return Ok(NpfOutcome::Mmio);
+        }
+        let page = GuestPage::get(slot.gfn_to_hva(gfn), write, slot_writable)?;
+        cache.top_up()?;
+        let held = self.tdp.read_lock();
+        if self.slots_generation.load(Ordering::Acquire) != slots.generation {
+            // A memslot change raced with this fault: fault again.
+            return Ok(NpfOutcome::Mapped);
+        }
+        let writable = page.writable();
+        if self.tdp.map(&held, gfn, page.pfn(), writable, cache) == MapOutcome::Installed {
+            page.into_spte();
+        }
+        Ok(NpfOutcome::Mapped)
     }
 }
 
@@ -145,7 +215,7 @@ fn create_vcpu(vm: ArcBorrow<'_, Vm>, id: usize) -> Result<isize> {
     }
     // Make room first: once the fd is installed, recording the id must not fail.
     ids.reserve(1, GFP_KERNEL)?;
-    let fd = Vcpu::create_fd(vm.into(), id)?;
+    let fd = Vcpu::create_fd(vm.into(), id, ids.len())?;
     ids.push_within_capacity(id).map_err(|_| ENOMEM)?;
     Ok(fd as isize)
 }

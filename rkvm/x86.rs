@@ -165,3 +165,13 @@ pub(crate) fn online_cpus() -> usize {
     // SAFETY: reads the weight of the online mask; no preconditions.
     unsafe { ffi::rkvm_num_online_cpus() as usize }
 }
+
+/// Reads the time-stamp counter.
+pub(crate) fn rdtsc() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: RDTSC only reads the TSC into EDX:EAX.
+    unsafe {
+        core::arch::asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags));
+    }
+    (hi as u64) << 32 | lo as u64
+}

@@ -2,8 +2,11 @@
 
 //! AMD SVM backend.
 
+pub(crate) mod asid;
 mod features;
 pub(crate) mod seg;
+pub(crate) mod vcpu;
+pub(crate) mod vmcb;
 
 pub(crate) use features::{SvmFeatures, SvmUnsupported};
 

@@ -20,6 +20,7 @@ const DB_SHIFT: u16 = 10;
 const G_SHIFT: u16 = 11;
 
 /// `struct vmcb_seg`.
+#[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct VmcbSeg {
     pub(crate) selector: u16,

@@ -17,6 +17,8 @@ extern crate std;
 mod abi;
 #[path = "../../../../rkvm/caps.rs"]
 mod caps;
+#[path = "../../../../rkvm/cpuid.rs"]
+mod cpuid;
 // Its re-exports are for the kernel's exit handler; here only tests use them.
 #[allow(unused_imports)]
 #[path = "../../../../rkvm/emulate/mod.rs"]
@@ -25,14 +27,30 @@ mod emulate;
 mod fpu;
 #[path = "../../../../rkvm/memslot.rs"]
 mod memslot;
+#[path = "../../../../rkvm/msr.rs"]
+mod msr;
+/// The kernel's `mmu` module, as far as it is pure.
+#[path = "../../../../rkvm/mmu"]
+mod mmu {
+    #[path = "spte.rs"]
+    pub(crate) mod spte;
+}
 #[path = "../../../../rkvm/regs.rs"]
 mod regs;
 #[path = "../../../../rkvm/sregs.rs"]
 mod sregs;
 #[path = "../../../../rkvm/svm/features.rs"]
 mod svm_features;
-#[path = "../../../../rkvm/svm/seg.rs"]
-mod svm_seg;
+/// The kernel's `svm` module, as far as it is pure.
+#[path = "../../../../rkvm/svm"]
+mod svm {
+    #[path = "asid.rs"]
+    pub(crate) mod asid;
+    #[path = "seg.rs"]
+    pub(crate) mod seg;
+    #[path = "vmcb.rs"]
+    pub(crate) mod vmcb;
+}
 #[path = "../../../../rkvm/vmx/features.rs"]
 mod vmx_features;
 #[path = "../../../../rkvm/vmx/seg.rs"]

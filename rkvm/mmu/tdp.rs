@@ -1,0 +1,441 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The TDP MMU: one 4-level nested page table per VM (AMD NPT), 4 KiB
+//! mappings, built on demand by nested page faults.
+//!
+//! # Locking
+//!
+//! - Faults hold `mmu_lock` for read and change entries only by
+//!   compare-and-exchange (see `spte.rs` for who may change which bit), so
+//!   several vCPUs fault in parallel; a lost race is resolved by looking at
+//!   the winner's entry.
+//! - Zaps hold `mmu_lock` for write. They work in two passes: the first
+//!   makes the range's entries non-present (leaves keep naming their page,
+//!   whole tables are cut off by their parent entry), then every vCPU's TLB
+//!   is flushed (a vCPU in guest mode is kicked out with an IPI and waited
+//!   for), then the second pass drops the page references and frees the cut
+//!   tables through RCU. So no vCPU can reach a page after rkvm let go of it.
+//! - Page references: every present or removed leaf holds one reference on
+//!   its page, taken by `get_user_pages_fast` in the fault and dropped by
+//!   the zap (until MMU notifiers exist, this is what keeps the host from
+//!   reusing a page the guest still maps).
+//! - Lock order: SRCU (memslots) -> `mmu_lock`. Nothing that sleeps runs
+//!   under `mmu_lock`; table pages for a fault are allocated before it.
+
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+
+use kernel::prelude::*;
+
+use crate::{
+    abi::MAX_VCPUS,
+    mmu::spte::{self, LeafAction, ENTRIES, ROOT_LEVEL},
+    rwlock::{new_rwlock, ReadGuard, RwLock, WriteGuard},
+};
+
+mod ffi {
+    extern "C" {
+        pub(super) fn rkvm_pt_alloc() -> u64;
+        pub(super) fn rkvm_phys_to_virt(phys: u64) -> *mut core::ffi::c_void;
+        pub(super) fn rkvm_pt_free(phys: u64);
+        pub(super) fn rkvm_pt_free_rcu(phys: u64);
+        pub(super) fn rkvm_release_pfn(pfn: u64, dirty: bool);
+        pub(super) fn rkvm_kick_cpus_wait(cpus: *const u32, n: u32);
+        pub(super) fn rkvm_rcu_barrier();
+    }
+}
+
+/// Waits until every table page freed through RCU is back with the page
+/// allocator (module unload: the RCU callback is module code).
+pub(crate) fn rcu_barrier() {
+    // SAFETY: sleeps until pending RCU callbacks ran; no preconditions.
+    unsafe { ffi::rkvm_rcu_barrier() };
+}
+
+/// Proof that the page tables cannot be freed under the holder: `mmu_lock`
+/// held in either mode, or exclusive ownership of the whole MMU.
+trait TablesHeld {}
+impl TablesHeld for ReadGuard<'_> {}
+impl TablesHeld for WriteGuard<'_> {}
+/// Held by `Tdp::drop`: nobody else can reach the tables.
+struct Exclusive;
+impl TablesHeld for Exclusive {}
+
+/// A page-table page, by physical address.
+///
+/// # Invariants
+///
+/// The address is that of a zeroed-at-allocation page from `rkvm_pt_alloc`
+/// that belongs to one `Tdp` and is freed only after being unlinked from it
+/// with `mmu_lock` held for write (or when the `Tdp` is dropped).
+#[derive(Clone, Copy)]
+struct Table(u64);
+
+impl Table {
+    /// The table's entries, for as long as `_held` keeps the table alive.
+    fn entries<'a>(self, _held: &'a impl TablesHeld) -> &'a [AtomicU64; ENTRIES] {
+        // SAFETY: by the type invariant the page is a live page-table page,
+        // and it cannot be freed while `_held` lives (freeing needs the
+        // write lock, which `_held` excludes, or `Exclusive`, which only the
+        // owner holds). The direct map covers it; `AtomicU64` has the layout
+        // of `u64`, and every access to the entries is atomic.
+        unsafe { &*(ffi::rkvm_phys_to_virt(self.0) as *const [AtomicU64; ENTRIES]) }
+    }
+}
+
+/// Table pages allocated before taking `mmu_lock`, where a fault cannot
+/// sleep: one per level below the root is always enough for one mapping.
+pub(crate) struct PtCache {
+    pages: [u64; ROOT_LEVEL as usize - 1],
+    len: usize,
+}
+
+impl PtCache {
+    pub(crate) const fn new() -> Self {
+        Self {
+            pages: [0; ROOT_LEVEL as usize - 1],
+            len: 0,
+        }
+    }
+
+    /// Fills the cache; may sleep.
+    pub(crate) fn top_up(&mut self) -> Result {
+        while self.len < self.pages.len() {
+            // SAFETY: allocates a zeroed page; no preconditions.
+            let phys = unsafe { ffi::rkvm_pt_alloc() };
+            if phys == 0 {
+                return Err(ENOMEM);
+            }
+            self.pages[self.len] = phys;
+            self.len += 1;
+        }
+        Ok(())
+    }
+
+    fn take(&mut self) -> Option<Table> {
+        self.len = self.len.checked_sub(1)?;
+        // INVARIANT: a zeroed page from `rkvm_pt_alloc`, owned by the cache
+        // until it is linked into a table.
+        Some(Table(self.pages[self.len]))
+    }
+
+    fn put_back(&mut self, t: Table) {
+        // The page was never linked, so it is still zero and ours.
+        if let Some(slot) = self.pages.get_mut(self.len) {
+            *slot = t.0;
+            self.len += 1;
+        }
+    }
+}
+
+impl Drop for PtCache {
+    fn drop(&mut self) {
+        for &phys in &self.pages[..self.len] {
+            // SAFETY: the page came from `rkvm_pt_alloc` and was never linked.
+            unsafe { ffi::rkvm_pt_free(phys) };
+        }
+    }
+}
+
+/// Whether a vCPU is in guest mode, and on which CPU.
+struct VcpuMode {
+    in_guest: AtomicU8,
+    cpu: AtomicU32,
+}
+
+/// What became of a page a fault resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum MapOutcome {
+    /// The new leaf holds the page reference now.
+    Installed,
+    /// The gfn was already mapped well enough (or was upgraded to writable
+    /// in place): the caller must drop its page reference.
+    AlreadyMapped,
+    /// Something changed under the fault: drop the reference, fault again.
+    Retry,
+}
+
+/// The nested page table of one VM.
+///
+/// # Invariants
+///
+/// `root` is a table page of this MMU for its whole life; every present
+/// non-leaf entry reachable from it points to another table of this MMU,
+/// and every leaf with `HOLDS_PAGE` owns one reference on its page.
+#[pin_data(PinnedDrop)]
+pub(crate) struct Tdp {
+    #[pin]
+    mmu_lock: RwLock,
+    root: Table,
+    /// Bumped by every zap before it kicks vCPUs; a vCPU that sees a value
+    /// it has not flushed for flushes its ASID before entering the guest.
+    tlb_gen: AtomicU64,
+    vcpus: [VcpuMode; MAX_VCPUS],
+}
+
+impl Tdp {
+    pub(crate) fn new() -> Result<impl PinInit<Self, Error>> {
+        let mut cache = PtCache::new();
+        cache.top_up()?;
+        let root = cache.take().ok_or(ENOMEM)?;
+        // INVARIANT: the root is a fresh table page; the tree is empty.
+        Ok(try_pin_init!(Self {
+            mmu_lock <- new_rwlock!("Tdp::mmu_lock"),
+            root,
+            tlb_gen: AtomicU64::new(0),
+            vcpus: core::array::from_fn(|_| VcpuMode {
+                in_guest: AtomicU8::new(0),
+                cpu: AtomicU32::new(0),
+            }),
+        }? Error))
+    }
+
+    /// Physical address of the root table: the VMCB's nested CR3.
+    pub(crate) fn root_phys(&self) -> u64 {
+        self.root.0
+    }
+
+    /// Takes `mmu_lock` for a fault.
+    pub(crate) fn read_lock(&self) -> ReadGuard<'_> {
+        self.mmu_lock.read()
+    }
+
+    /// Maps `gfn` to `pfn` (writable or not). The caller holds `mmu_lock`
+    /// for read and a reference on the page, which the new leaf takes over
+    /// when the outcome is `Installed`.
+    pub(crate) fn map(
+        &self,
+        held: &ReadGuard<'_>,
+        gfn: u64,
+        pfn: u64,
+        writable: bool,
+        cache: &mut PtCache,
+    ) -> MapOutcome {
+        let mut table = self.root;
+        for level in (2..=ROOT_LEVEL).rev() {
+            let entry = &table.entries(held)[spte::index(gfn, level)];
+            let mut cur = entry.load(Ordering::Acquire);
+            if cur == 0 {
+                let Some(new) = cache.take() else {
+                    return MapOutcome::Retry;
+                };
+                // Release: the zeroed table is visible before the link.
+                match entry.compare_exchange(
+                    0,
+                    spte::table(new.0),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => cur = spte::table(new.0),
+                    Err(winner) => {
+                        cache.put_back(new);
+                        cur = winner;
+                    }
+                }
+            }
+            if !spte::is_present(cur) {
+                return MapOutcome::Retry;
+            }
+            // INVARIANT: a present non-leaf entry names a table of this MMU.
+            table = Table(spte::addr(cur));
+        }
+        let entry = &table.entries(held)[spte::index(gfn, 1)];
+        loop {
+            let old = entry.load(Ordering::Acquire);
+            let (new, outcome) = match spte::leaf_action(old, pfn, writable) {
+                LeafAction::Install => (spte::leaf(pfn, writable), MapOutcome::Installed),
+                // The TLB may hold the read-only translation; the CPU drops
+                // it when the write faults, so no flush is needed to widen.
+                LeafAction::MakeWritable => (spte::leaf(pfn, true), MapOutcome::AlreadyMapped),
+                LeafAction::AlreadyMapped => return MapOutcome::AlreadyMapped,
+                LeafAction::Retry => return MapOutcome::Retry,
+            };
+            if entry
+                .compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return outcome;
+            }
+        }
+    }
+
+    /// Unmaps guest frames `[start, end)` and releases their pages. When
+    /// this returns, no vCPU can access them through a stale translation.
+    pub(crate) fn zap_gfn_range(&self, start: u64, end: u64) {
+        if start >= end {
+            return;
+        }
+        let held = self.mmu_lock.write();
+        let mut changed = false;
+        self.cut(&held, self.root, ROOT_LEVEL, 0, start, end, &mut changed);
+        if changed {
+            self.flush_remote_tlbs();
+            self.release(&held, self.root, ROOT_LEVEL, 0, start, end);
+        }
+    }
+
+    /// Indices of the entries of a table at `level` covering `base` that
+    /// intersect `[start, end)`.
+    fn span(level: u32, base: u64, start: u64, end: u64) -> core::ops::Range<usize> {
+        let per = spte::frames_per_entry(level);
+        let table_end = base.saturating_add(per * ENTRIES as u64);
+        let lo = start.max(base);
+        let hi = end.min(table_end);
+        if lo >= hi {
+            return 0..0;
+        }
+        ((lo - base) / per) as usize..((hi - 1 - base) / per) as usize + 1
+    }
+
+    /// First zap pass: makes the range non-present.
+    #[allow(clippy::too_many_arguments)]
+    fn cut(
+        &self,
+        held: &WriteGuard<'_>,
+        table: Table,
+        level: u32,
+        base: u64,
+        start: u64,
+        end: u64,
+        changed: &mut bool,
+    ) {
+        let per = spte::frames_per_entry(level);
+        let entries = table.entries(held);
+        for i in Self::span(level, base, start, end) {
+            let cur = entries[i].load(Ordering::Relaxed);
+            if !spte::is_present(cur) {
+                continue;
+            }
+            let first = base + i as u64 * per;
+            if level == 1 || (start <= first && first + per <= end) {
+                // A leaf, or a table wholly inside the range: cut it off.
+                entries[i].store(spte::removed(cur), Ordering::Relaxed);
+                *changed = true;
+            } else {
+                self.cut(
+                    held,
+                    Table(spte::addr(cur)),
+                    level - 1,
+                    first,
+                    start,
+                    end,
+                    changed,
+                );
+            }
+        }
+    }
+
+    /// Second zap pass, after the TLB flush: releases what `cut` removed.
+    fn release(
+        &self,
+        held: &WriteGuard<'_>,
+        table: Table,
+        level: u32,
+        base: u64,
+        start: u64,
+        end: u64,
+    ) {
+        let per = spte::frames_per_entry(level);
+        let entries = table.entries(held);
+        for i in Self::span(level, base, start, end) {
+            let cur = entries[i].load(Ordering::Relaxed);
+            if cur == 0 {
+                continue;
+            }
+            if spte::is_present(cur) {
+                // A table only partly in the range.
+                let first = base + i as u64 * per;
+                self.release(held, Table(spte::addr(cur)), level - 1, first, start, end);
+                continue;
+            }
+            entries[i].store(0, Ordering::Relaxed);
+            if level == 1 {
+                release_leaf(cur);
+            } else {
+                free_subtree(held, Table(spte::addr(cur)), level - 1);
+                // SAFETY: the table is unlinked and no TLB holds it (flushed
+                // after `cut`); lockless readers may still look, hence RCU.
+                unsafe { ffi::rkvm_pt_free_rcu(spte::addr(cur)) };
+            }
+        }
+    }
+
+    /// Makes every vCPU drop its cached translations before it next runs
+    /// guest code, and waits for those in guest mode to leave it.
+    fn flush_remote_tlbs(&self) {
+        // SeqCst pairs with `enter_guest`: either the vCPU sees the new
+        // generation, or this sees it in guest mode and kicks it.
+        self.tlb_gen.fetch_add(1, Ordering::SeqCst);
+        let mut cpus = [0u32; MAX_VCPUS];
+        let mut n = 0;
+        for m in &self.vcpus {
+            if m.in_guest.load(Ordering::SeqCst) != 0 {
+                cpus[n] = m.cpu.load(Ordering::Relaxed);
+                n += 1;
+            }
+        }
+        if n > 0 {
+            // SAFETY: `cpus[..n]` is a valid array; the helper ignores ids
+            // that are not CPUs. Called with IRQs on (mmu_lock is not an
+            // IRQ-disabling lock), so waiting for the IPIs cannot deadlock:
+            // vCPUs never spin on mmu_lock with IRQs off.
+            unsafe { ffi::rkvm_kick_cpus_wait(cpus.as_ptr(), n as u32) };
+        }
+    }
+
+    /// vCPU `idx` is about to enter the guest on `cpu` (IRQs off). Returns
+    /// the TLB generation to compare with the one it last flushed for.
+    pub(crate) fn enter_guest(&self, idx: usize, cpu: u32) -> u64 {
+        if let Some(m) = self.vcpus.get(idx) {
+            m.cpu.store(cpu, Ordering::Relaxed);
+            m.in_guest.store(1, Ordering::SeqCst);
+        }
+        self.tlb_gen.load(Ordering::SeqCst)
+    }
+
+    /// vCPU `idx` left the guest.
+    pub(crate) fn exit_guest(&self, idx: usize) {
+        if let Some(m) = self.vcpus.get(idx) {
+            m.in_guest.store(0, Ordering::Release);
+        }
+    }
+}
+
+/// Drops the page reference a leaf holds, marking the page dirty if the
+/// guest could write it.
+fn release_leaf(spte_val: u64) {
+    if spte::holds_page(spte_val) {
+        // SAFETY: the leaf held one reference on this page, given up here
+        // exactly once (the entry is cleared or being freed).
+        unsafe { ffi::rkvm_release_pfn(spte::pfn(spte_val), spte_val & spte::DIRTY != 0) };
+    }
+}
+
+/// Releases every leaf under `table` (at `level`) and frees its sub-tables;
+/// `table` itself is the caller's to free.
+fn free_subtree(held: &impl TablesHeld, table: Table, level: u32) {
+    for entry in table.entries(held) {
+        let cur = entry.swap(0, Ordering::Relaxed);
+        if cur == 0 {
+            continue;
+        }
+        if level == 1 {
+            release_leaf(cur);
+        } else {
+            free_subtree(held, Table(spte::addr(cur)), level - 1);
+            // SAFETY: unlinked above; its leaves are released. Lockless
+            // readers may still look at it, hence RCU.
+            unsafe { ffi::rkvm_pt_free_rcu(spte::addr(cur)) };
+        }
+    }
+}
+
+#[pinned_drop]
+impl PinnedDrop for Tdp {
+    fn drop(self: Pin<&mut Self>) {
+        // No vCPU is left (each holds the VM), so nothing walks the tables.
+        free_subtree(&Exclusive, self.root, ROOT_LEVEL);
+        // SAFETY: the root belongs to this MMU (type invariant) and is
+        // unreachable now.
+        unsafe { ffi::rkvm_pt_free(self.root.0) };
+    }
+}

@@ -1,0 +1,669 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! An SVM vCPU: its VMCB, the world switch around VMRUN, and the handling
+//! of each `#VMEXIT`.
+//!
+//! # Entering the guest
+//!
+//! With the guest's FPU state loaded (a kernel-FPU section, so preemption
+//! is off) and IRQs off, the vCPU announces itself in guest mode to the MMU
+//! (which then kicks it for TLB flushes), picks its ASID on this CPU (see
+//! `asid.rs`), flushes its TLB entries if a zap happened since it last did,
+//! and runs the guest with GIF clear around VMRUN. A physical interrupt ends
+//! the guest's run (`#VMEXIT(INTR)`) and is taken when IRQs come back on.
+//! Between runs, the thread may be preempted or move to another CPU: the
+//! ASID check then gives it a fresh ASID there, and VMCB clean bits are
+//! never set (every field is reloaded), so nothing of the old CPU is
+//! trusted. The TSC offset is per vCPU and the host TSCs are synchronised.
+
+use kernel::{alloc::flags::GFP_KERNEL, prelude::*};
+
+use crate::{
+    abi::run::{exit as kvm_exit, internal},
+    cpuid::{self, CpuidEntry},
+    fpu::{Fpu, FXSAVE_SIZE},
+    hw,
+    mmu::tdp::PtCache,
+    msr,
+    regs::Regs,
+    run_page::{RunPage, SharedPage},
+    sregs::{SegReg, Sregs},
+    svm::{
+        asid::{AsidCpu, VcpuAsid},
+        seg::{SvmSegs, VmcbSeg},
+        vmcb::{self, exit, npf, tlb_control, IoioInfo, Save, Vmcb},
+    },
+    vm::{NpfOutcome, Vm},
+    x86,
+};
+
+mod ffi {
+    extern "C" {
+        pub(super) fn rkvm_svm_run(vmcb_pa: u64, gprs: *mut u64, host_save_pa: u64);
+        pub(super) fn rkvm_local_irq_disable();
+        pub(super) fn rkvm_local_irq_enable();
+        pub(super) fn rkvm_smp_processor_id() -> u32;
+        pub(super) fn rkvm_guest_fpu_load(fxsave: *mut u8);
+        pub(super) fn rkvm_guest_fpu_put(fxsave: *mut u8);
+        pub(super) fn rkvm_signal_pending() -> bool;
+        pub(super) fn rkvm_need_resched() -> bool;
+        pub(super) fn rkvm_cond_resched();
+        pub(super) fn rkvm_virt_to_phys(p: *const core::ffi::c_void) -> u64;
+    }
+}
+
+/// The guest's FXSAVE image (FXSAVE needs 16-byte alignment).
+#[repr(C, align(64))]
+struct FxArea([u8; FXSAVE_SIZE]);
+
+// SAFETY: all-zero bytes are a valid `FxArea` (a byte array).
+unsafe impl Zeroable for FxArea {}
+// SAFETY: `Vmcb` is integers and arrays of integers; all-zero is valid.
+unsafe impl Zeroable for Vmcb {}
+
+/// The I/O permission map: every port intercepted (APM 15.10.1).
+#[repr(C, align(4096))]
+struct Iopm([u8; 3 * 4096]);
+// SAFETY: a byte array; all-zero is valid.
+unsafe impl Zeroable for Iopm {}
+
+/// The MSR permission map (APM 15.11): two bits (read, write) per MSR in
+/// three 2 KiB ranges; everything intercepted except the MSRs VMLOAD and
+/// VMSAVE switch, which live in the VMCB and are safe to give the guest.
+#[repr(C, align(4096))]
+struct Msrpm([u8; 2 * 4096]);
+// SAFETY: a byte array; all-zero is valid.
+unsafe impl Zeroable for Msrpm {}
+
+impl Msrpm {
+    fn pass_through(&mut self, msr: u32) {
+        let (base, off) = match msr {
+            0..=0x1fff => (0, msr),
+            0xc000_0000..=0xc000_1fff => (0x800, msr - 0xc000_0000),
+            0xc001_0000..=0xc001_1fff => (0x1000, msr - 0xc001_0000),
+            _ => return,
+        };
+        let bit = off as usize * 2;
+        if let Some(b) = self.0.get_mut(base + bit / 8) {
+            *b &= !(3 << (bit % 8));
+        }
+    }
+}
+
+/// What the guest is owed when userspace comes back with `KVM_RUN`.
+#[derive(Clone, Copy)]
+enum Pending {
+    None,
+    /// An OUT was handed to userspace: skip the instruction.
+    PioOut {
+        linear_rip: u64,
+        next_rip: u64,
+    },
+    /// An IN: merge the PIO page's data into RAX and skip it.
+    PioIn {
+        linear_rip: u64,
+        next_rip: u64,
+        size: u8,
+    },
+}
+
+/// Whether the run loop goes on in the kernel or returns to userspace.
+enum Flow {
+    Guest,
+    User,
+}
+
+/// An SVM vCPU.
+///
+/// # Invariants
+///
+/// `vmcb`, `iopm` and `msrpm` are physically contiguous kmalloc memory at
+/// their natural alignment (a VMCB page, the 12 KiB IOPM, the 8 KiB MSRPM),
+/// owned here, and the VMCB names the other two and the VM's NPT root.
+pub(crate) struct SvmVcpu {
+    vmcb: KBox<Vmcb>,
+    iopm: KBox<Iopm>,
+    msrpm: KBox<Msrpm>,
+    fx: KBox<FxArea>,
+    /// RAX..R15 in x86 order; RAX and RSP live in the VMCB instead.
+    gprs: [u64; 16],
+    asid: VcpuAsid,
+    flushed_tlb_gen: u64,
+    pending: Pending,
+    /// Index of this vCPU in the VM (creation order).
+    idx: usize,
+    /// `MSR_IA32_MISC_ENABLE` as the guest sees it.
+    misc_enable: u64,
+    /// The last exit was a shutdown: the VMCB is undefined until reset.
+    shut_down: bool,
+    nrip_save: bool,
+    flush_by_asid: bool,
+    nr_asids: u32,
+}
+
+fn phys_of<T>(p: &T) -> u64 {
+    // SAFETY: `p` points into kmalloc memory, which the direct map covers.
+    unsafe { ffi::rkvm_virt_to_phys((p as *const T).cast()) }
+}
+
+fn seg_slot(save: &mut Save, reg: SegReg) -> &mut VmcbSeg {
+    match reg {
+        SegReg::Cs => &mut save.cs,
+        SegReg::Ds => &mut save.ds,
+        SegReg::Es => &mut save.es,
+        SegReg::Fs => &mut save.fs,
+        SegReg::Gs => &mut save.gs,
+        SegReg::Ss => &mut save.ss,
+        SegReg::Tr => &mut save.tr,
+        SegReg::Ldt => &mut save.ldtr,
+    }
+}
+
+impl SvmVcpu {
+    /// A vCPU with the VMCB set up for a VM whose NPT root is `npt_root`.
+    pub(crate) fn new(idx: usize, npt_root: u64) -> Result<KBox<Self>> {
+        let features = hw::svm_features().ok_or(EINVAL)?;
+        let mut iopm = KBox::init(pin_init::init_zeroed::<Iopm>(), GFP_KERNEL)?;
+        iopm.0.fill(0xff);
+        let mut msrpm = KBox::init(pin_init::init_zeroed::<Msrpm>(), GFP_KERNEL)?;
+        msrpm.0.fill(0xff);
+        for m in msr::VMCB_SWITCHED {
+            msrpm.pass_through(m);
+        }
+        let mut fx = KBox::init(pin_init::init_zeroed::<FxArea>(), GFP_KERNEL)?;
+        fx.0 = Fpu::reset_fxsave();
+        let vmcb = KBox::init(pin_init::init_zeroed::<Vmcb>(), GFP_KERNEL)?;
+        let mut vcpu = KBox::new(
+            Self {
+                vmcb,
+                iopm,
+                msrpm,
+                fx,
+                gprs: [0; 16],
+                asid: VcpuAsid::default(),
+                flushed_tlb_gen: 0,
+                pending: Pending::None,
+                idx,
+                misc_enable: msr::MISC_ENABLE_DEFAULT,
+                shut_down: false,
+                nrip_save: features.nrip_save,
+                flush_by_asid: features.flush_by_asid,
+                nr_asids: features.nr_asids,
+            },
+            GFP_KERNEL,
+        )?;
+        vcpu.init_control(npt_root);
+        let save = &mut vcpu.vmcb.save;
+        save.g_pat = vmcb::PAT_DEFAULT;
+        save.dr6 = 0xffff_0ff0;
+        save.dr7 = 0x400;
+        // The guest's TSC starts at 0 at creation.
+        vcpu.vmcb.control.tsc_offset = 0u64.wrapping_sub(x86::rdtsc());
+        Ok(vcpu)
+    }
+
+    fn init_control(&mut self, npt_root: u64) {
+        let iopm = phys_of(&*self.iopm);
+        let msrpm = phys_of(&*self.msrpm);
+        let c = &mut self.vmcb.control;
+        c.set_default_intercepts();
+        c.iopm_base_pa = iopm;
+        c.msrpm_base_pa = msrpm;
+        c.int_ctl = vmcb::V_INTR_MASKING;
+        c.misc_ctl = vmcb::NP_ENABLE;
+        c.nested_cr3 = npt_root;
+        c.clean = 0;
+    }
+
+    /// Loads register state set through the ioctls into the VMCB.
+    pub(crate) fn load(&mut self, regs: &Regs, sregs: &Sregs, segs: &SvmSegs, fpu: &Fpu) {
+        self.gprs = regs.gprs_x86();
+        let save = &mut self.vmcb.save;
+        save.rax = self.gprs[0];
+        save.rsp = self.gprs[4];
+        save.rip = regs.rip;
+        save.rflags = regs.rflags;
+        for reg in SegReg::ALL {
+            *seg_slot(save, reg) = segs.segs[reg as usize];
+        }
+        save.cpl = segs.cpl;
+        save.gdtr = VmcbSeg {
+            limit: sregs.gdt.limit as u32,
+            base: sregs.gdt.base,
+            ..Default::default()
+        };
+        save.idtr = VmcbSeg {
+            limit: sregs.idt.limit as u32,
+            base: sregs.idt.base,
+            ..Default::default()
+        };
+        // CR0.CD/NW are loaded as the guest set them (no intercept): valid
+        // for VMRUN, and the guest clears them itself as real CPUs expect.
+        save.cr0 = sregs.cr0;
+        save.cr2 = sregs.cr2;
+        save.cr3 = sregs.cr3;
+        save.cr4 = sregs.cr4;
+        save.efer = sregs.efer | vmcb::EFER_SVME;
+        self.vmcb.control.int_ctl = (self.vmcb.control.int_ctl & !0xf) | (sregs.cr8 as u32 & 0xf);
+        fpu.store_fxsave(&mut self.fx.0);
+        self.shut_down = false;
+    }
+
+    /// Stores the VMCB's register state back for the ioctls.
+    pub(crate) fn store(
+        &self,
+        regs: &mut Regs,
+        sregs: &mut Sregs,
+        segs: &mut SvmSegs,
+        fpu: &mut Fpu,
+    ) {
+        let save = &self.vmcb.save;
+        let mut gprs = self.gprs;
+        gprs[0] = save.rax;
+        gprs[4] = save.rsp;
+        regs.set_gprs_x86(&gprs);
+        regs.rip = save.rip;
+        regs.rflags = save.rflags;
+        let mut save_copy = *save;
+        for reg in SegReg::ALL {
+            segs.segs[reg as usize] = *seg_slot(&mut save_copy, reg);
+        }
+        segs.cpl = save.cpl;
+        sregs.gdt.limit = save.gdtr.limit as u16;
+        sregs.gdt.base = save.gdtr.base;
+        sregs.idt.limit = save.idtr.limit as u16;
+        sregs.idt.base = save.idtr.base;
+        sregs.cr0 = save.cr0;
+        sregs.cr2 = save.cr2;
+        sregs.cr3 = save.cr3;
+        sregs.cr4 = save.cr4;
+        sregs.efer = save.efer & !vmcb::EFER_SVME;
+        sregs.cr8 = (self.vmcb.control.int_ctl & 0xf) as u64;
+        *fpu = Fpu::from_fxsave(&self.fx.0);
+    }
+
+    /// The fields `struct kvm_run` reports after every `KVM_RUN`: whether
+    /// interrupts are enabled and an interrupt could be injected now.
+    pub(crate) fn interrupt_status(&self) -> (bool, bool) {
+        const RFLAGS_IF: u64 = 1 << 9;
+        let if_flag = self.vmcb.save.rflags & RFLAGS_IF != 0;
+        let shadow = self.vmcb.control.int_state & 1 != 0;
+        (if_flag, if_flag && !shadow)
+    }
+
+    /// Whether the last exit was a shutdown (triple fault): the caller
+    /// resets the vCPU, as KVM does, since the VMCB is undefined.
+    pub(crate) fn shut_down(&self) -> bool {
+        self.shut_down
+    }
+
+    fn linear_rip(&self) -> u64 {
+        self.vmcb.save.cs.base.wrapping_add(self.vmcb.save.rip)
+    }
+
+    /// Finishes the instruction that was handed to userspace, unless
+    /// userspace moved RIP meanwhile (as KVM does).
+    fn complete_userspace_io(&mut self, pio: &SharedPage<'_>) {
+        let pending = core::mem::replace(&mut self.pending, Pending::None);
+        match pending {
+            Pending::None => {}
+            Pending::PioOut {
+                linear_rip,
+                next_rip,
+            } => {
+                if self.linear_rip() == linear_rip {
+                    self.vmcb.save.rip = next_rip;
+                }
+            }
+            Pending::PioIn {
+                linear_rip,
+                next_rip,
+                size,
+            } => {
+                if self.linear_rip() != linear_rip {
+                    return;
+                }
+                let mut data = [0u8; 8];
+                pio.read_bytes(0, &mut data[..size as usize]);
+                let val = u64::from_le_bytes(data);
+                let rax = self.vmcb.save.rax;
+                // An 8- or 16-bit IN merges into RAX; a 32-bit one zero-extends.
+                self.vmcb.save.rax = match size {
+                    1 => (rax & !0xff) | val,
+                    2 => (rax & !0xffff) | val,
+                    _ => val,
+                };
+                self.vmcb.save.rip = next_rip;
+            }
+        }
+    }
+
+    /// `KVM_RUN`: runs the guest until an exit userspace must handle.
+    /// Returns `EINTR` (exit reason `KVM_EXIT_INTR`) for a pending signal.
+    pub(crate) fn run(
+        &mut self,
+        vm: &Vm,
+        run: &RunPage<'_>,
+        pio: &SharedPage<'_>,
+        cpuid: &[CpuidEntry],
+    ) -> Result {
+        self.complete_userspace_io(pio);
+        if run.immediate_exit() {
+            return Err(EINTR);
+        }
+        let mut cache = PtCache::new();
+        loop {
+            // SAFETY: reads the current task's signal state.
+            if unsafe { ffi::rkvm_signal_pending() } {
+                run.set_exit_reason(kvm_exit::INTR);
+                return Err(EINTR);
+            }
+            // SAFETY: no locks are held; a guest that never exits must not
+            // keep the CPU from other tasks.
+            if unsafe { ffi::rkvm_need_resched() } {
+                // SAFETY: as above; may sleep.
+                unsafe { ffi::rkvm_cond_resched() };
+            }
+            let cpu = self.enter(vm)?;
+            match self.handle_exit(vm, run, pio, cpuid, &mut cache, cpu)? {
+                Flow::Guest => {}
+                Flow::User => return Ok(()),
+            }
+        }
+    }
+
+    /// One VMRUN. Returns the CPU it ran on.
+    fn enter(&mut self, vm: &Vm) -> Result<u32> {
+        let fx = self.fx.0.as_mut_ptr();
+        // SAFETY: `fx` is a valid, 64-byte aligned FXSAVE image that the
+        // guest's state came from (or `Fpu::store_fxsave` built with a valid
+        // MXCSR). The kernel-FPU section disables preemption until `put`.
+        unsafe { ffi::rkvm_guest_fpu_load(fx) };
+        // SAFETY: paired with the enable below, in the same function.
+        unsafe { ffi::rkvm_local_irq_disable() };
+        // SAFETY: preemption and IRQs are off.
+        let cpu = unsafe { ffi::rkvm_smp_processor_id() };
+        let result = match hw::svm_cpu(cpu) {
+            Some(svm_cpu) => {
+                let tdp = vm.tdp();
+                let tlb_gen = tdp.enter_guest(self.idx, cpu);
+                let stale_tlb = tlb_gen != self.flushed_tlb_gen;
+                // Only this CPU touches its allocator, with IRQs off.
+                let mut alloc = AsidCpu {
+                    next: svm_cpu
+                        .asid_next
+                        .load(core::sync::atomic::Ordering::Relaxed),
+                    generation: svm_cpu
+                        .asid_generation
+                        .load(core::sync::atomic::Ordering::Relaxed),
+                };
+                let d = alloc.select(
+                    cpu,
+                    self.asid,
+                    self.nr_asids,
+                    stale_tlb && !self.flush_by_asid,
+                );
+                svm_cpu
+                    .asid_next
+                    .store(alloc.next, core::sync::atomic::Ordering::Relaxed);
+                svm_cpu
+                    .asid_generation
+                    .store(alloc.generation, core::sync::atomic::Ordering::Relaxed);
+                self.asid = d.asid;
+                self.flushed_tlb_gen = tlb_gen;
+                let c = &mut self.vmcb.control;
+                c.asid = d.asid.asid;
+                c.tlb_ctl = if d.flush_all {
+                    tlb_control::FLUSH_ALL
+                } else if stale_tlb && !d.changed {
+                    tlb_control::FLUSH_ASID
+                } else {
+                    tlb_control::DO_NOTHING
+                };
+                // Clean bits stay 0: every field is reloaded on every VMRUN.
+                c.clean = 0;
+                let vmcb_pa = phys_of(&*self.vmcb);
+                // SAFETY: the VMCB is valid kmalloc memory naming the IOPM,
+                // MSRPM and NPT root (type invariant); `gprs` is 16 words;
+                // the host save page is this CPU's. IRQs are off and SVM is
+                // on for this CPU (rkvm enabled it before any ioctl).
+                unsafe {
+                    ffi::rkvm_svm_run(vmcb_pa, self.gprs.as_mut_ptr(), svm_cpu.host_save_pa())
+                };
+                tdp.exit_guest(self.idx);
+                Ok(cpu)
+            }
+            None => Err(EIO),
+        };
+        // SAFETY: IRQs were disabled above.
+        unsafe { ffi::rkvm_local_irq_enable() };
+        // SAFETY: ends the section `rkvm_guest_fpu_load` began, saving the
+        // guest's state into the same image.
+        unsafe { ffi::rkvm_guest_fpu_put(fx) };
+        result
+    }
+
+    fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
+        let (inj, err) = vmcb::event_inj_exception(vector, error_code);
+        self.vmcb.control.event_inj = inj;
+        self.vmcb.control.event_inj_err = err;
+    }
+
+    /// Skips the instruction that exited.
+    fn skip_instruction(&mut self, exit_code: u64) -> bool {
+        let next = if self.nrip_save {
+            self.vmcb.control.next_rip
+        } else {
+            match vmcb::fixed_insn_len(exit_code) {
+                Some(len) => self.vmcb.save.rip.wrapping_add(len),
+                None => return false,
+            }
+        };
+        self.vmcb.save.rip = next;
+        true
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn handle_exit(
+        &mut self,
+        vm: &Vm,
+        run: &RunPage<'_>,
+        pio: &SharedPage<'_>,
+        cpuid_table: &[CpuidEntry],
+        cache: &mut PtCache,
+        cpu: u32,
+    ) -> Result<Flow> {
+        let c = &mut self.vmcb.control;
+        let code = c.exit_code;
+        // An event the CPU was delivering when the exit came (e.g. a guest
+        // exception whose handler's page was not mapped yet) is re-injected.
+        const VALID: u32 = 1 << 31;
+        c.event_inj = 0;
+        if c.exit_int_info & VALID != 0 {
+            c.event_inj = c.exit_int_info;
+            c.event_inj_err = c.exit_int_info_err;
+        }
+        match code {
+            exit::INTR | exit::NMI | exit::SMI | exit::INIT => Ok(Flow::Guest),
+            exit::CPUID => {
+                let leaf = self.vmcb.save.rax as u32;
+                let sub = self.gprs[1] as u32;
+                let [a, b, cx, d] = cpuid::lookup(cpuid_table, leaf, sub);
+                self.vmcb.save.rax = a as u64;
+                self.gprs[3] = b as u64;
+                self.gprs[1] = cx as u64;
+                self.gprs[2] = d as u64;
+                self.skip_instruction(code);
+                Ok(Flow::Guest)
+            }
+            exit::HLT => {
+                self.skip_instruction(code);
+                run.set_exit_reason(kvm_exit::HLT);
+                Ok(Flow::User)
+            }
+            exit::IOIO => Ok(self.handle_io(run, pio, cpu)),
+            exit::MSR => Ok(self.handle_msr(code)),
+            exit::SHUTDOWN => {
+                self.shut_down = true;
+                run.set_exit_reason(kvm_exit::SHUTDOWN);
+                Ok(Flow::User)
+            }
+            exit::NPF => self.handle_npf(vm, run, cache, cpu),
+            exit::INVALID => {
+                run.set_fail_entry(code, cpu);
+                Ok(Flow::User)
+            }
+            c if vmcb::is_undefined_instruction_exit(c) => {
+                self.inject_exception(vmcb::vector::UD, None);
+                Ok(Flow::Guest)
+            }
+            _ => {
+                run.set_internal_error(internal::UNEXPECTED_EXIT_REASON, &[code, cpu as u64]);
+                Ok(Flow::User)
+            }
+        }
+    }
+
+    fn handle_io(&mut self, run: &RunPage<'_>, pio: &SharedPage<'_>, cpu: u32) -> Flow {
+        let info1 = self.vmcb.control.exit_info_1;
+        let Some(io) = IoioInfo::decode(info1) else {
+            run.set_internal_error(
+                internal::UNEXPECTED_EXIT_REASON,
+                &[exit::IOIO, cpu as u64, info1],
+            );
+            return Flow::User;
+        };
+        if io.string {
+            // String I/O needs the guest page-table walker to reach guest
+            // memory: reported, not guessed at.
+            run.set_internal_error(internal::EMULATION, &[exit::IOIO, info1]);
+            return Flow::User;
+        }
+        // The IOIO intercept always reports the next RIP in EXITINFO2.
+        let next_rip = self.vmcb.control.exit_info_2;
+        let linear_rip = self.linear_rip();
+        if io.is_in {
+            // As KVM, an IN starts from zeroed data.
+            pio.write_bytes(0, &[0; 4][..io.size as usize]);
+            self.pending = Pending::PioIn {
+                linear_rip,
+                next_rip,
+                size: io.size,
+            };
+        } else {
+            let data = self.vmcb.save.rax.to_le_bytes();
+            pio.write_bytes(0, &data[..io.size as usize]);
+            self.pending = Pending::PioOut {
+                linear_rip,
+                next_rip,
+            };
+        }
+        run.set_io(io.is_in, io.size, io.port, 1);
+        Flow::User
+    }
+
+    fn handle_msr(&mut self, code: u64) -> Flow {
+        let index = self.gprs[1] as u32;
+        let ok = if self.vmcb.control.exit_info_1 == 0 {
+            match self.get_msr(index) {
+                Some(v) => {
+                    self.vmcb.save.rax = v & 0xffff_ffff;
+                    self.gprs[2] = v >> 32;
+                    true
+                }
+                None => false,
+            }
+        } else {
+            let v = (self.vmcb.save.rax & 0xffff_ffff) | (self.gprs[2] << 32);
+            self.set_msr(index, v, false).is_ok()
+        };
+        if ok {
+            self.skip_instruction(code);
+        } else {
+            self.inject_exception(vmcb::vector::GP, Some(0));
+        }
+        Flow::Guest
+    }
+
+    fn handle_npf(
+        &mut self,
+        vm: &Vm,
+        run: &RunPage<'_>,
+        cache: &mut PtCache,
+        _cpu: u32,
+    ) -> Result<Flow> {
+        let info1 = self.vmcb.control.exit_info_1;
+        let gpa = self.vmcb.control.exit_info_2;
+        let write = info1 & npf::WRITE != 0;
+        match vm.handle_npf(gpa >> crate::memslot::PAGE_SHIFT, write, cache) {
+            Ok(NpfOutcome::Mapped) => Ok(Flow::Guest),
+            Ok(NpfOutcome::Mmio) => {
+                // MMIO needs the instruction decoder: reported, not guessed.
+                run.set_internal_error(internal::EMULATION, &[exit::NPF, info1, gpa]);
+                Ok(Flow::User)
+            }
+            Err(e) if e == EINTR => {
+                run.set_exit_reason(kvm_exit::INTR);
+                Err(EINTR)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads an MSR for the guest or `KVM_GET_MSRS`; `None` if rkvm does
+    /// not implement it (the guest gets `#GP`).
+    pub(crate) fn get_msr(&self, index: u32) -> Option<u64> {
+        let s = &self.vmcb.save;
+        Some(match index {
+            msr::EFER => s.efer & !vmcb::EFER_SVME,
+            msr::STAR => s.star,
+            msr::LSTAR => s.lstar,
+            msr::CSTAR => s.cstar,
+            msr::SFMASK => s.sfmask,
+            msr::KERNEL_GS_BASE => s.kernel_gs_base,
+            msr::FS_BASE => s.fs.base,
+            msr::GS_BASE => s.gs.base,
+            msr::SYSENTER_CS => s.sysenter_cs,
+            msr::SYSENTER_ESP => s.sysenter_esp,
+            msr::SYSENTER_EIP => s.sysenter_eip,
+            msr::TSC => x86::rdtsc().wrapping_add(self.vmcb.control.tsc_offset),
+            msr::PAT => s.g_pat,
+            msr::MISC_ENABLE => self.misc_enable,
+            _ => return None,
+        })
+    }
+
+    /// Writes an MSR for the guest or (`host`) `KVM_SET_MSRS`. `Err` means
+    /// the value is not allowed (the guest gets `#GP`).
+    pub(crate) fn set_msr(
+        &mut self,
+        index: u32,
+        val: u64,
+        host: bool,
+    ) -> core::result::Result<(), ()> {
+        let s = &mut self.vmcb.save;
+        match index {
+            msr::EFER => {
+                let new = msr::check_efer(s.efer & !vmcb::EFER_SVME, val, s.cr0, host)?;
+                s.efer = new | vmcb::EFER_SVME;
+            }
+            msr::STAR => s.star = val,
+            msr::LSTAR => s.lstar = msr::canonical(val)?,
+            msr::CSTAR => s.cstar = msr::canonical(val)?,
+            msr::SFMASK => s.sfmask = val & 0xffff_ffff,
+            msr::KERNEL_GS_BASE => s.kernel_gs_base = msr::canonical(val)?,
+            msr::FS_BASE => s.fs.base = msr::canonical(val)?,
+            msr::GS_BASE => s.gs.base = msr::canonical(val)?,
+            msr::SYSENTER_CS => s.sysenter_cs = val & 0xffff,
+            msr::SYSENTER_ESP => s.sysenter_esp = msr::canonical(val)?,
+            msr::SYSENTER_EIP => s.sysenter_eip = msr::canonical(val)?,
+            msr::TSC => self.vmcb.control.tsc_offset = val.wrapping_sub(x86::rdtsc()),
+            msr::PAT => s.g_pat = msr::check_pat(val)?,
+            msr::MISC_ENABLE => {
+                self.misc_enable = msr::check_misc_enable(self.misc_enable, val, host)?
+            }
+            _ => return Err(()),
+        }
+        Ok(())
+    }
+}
