@@ -68,7 +68,7 @@ pub(super) fn sign_extend(v: u64, size: u8) -> u64 {
 fn byte_reg(reg: u8, rex: bool) -> (usize, u32) {
     let reg = usize::from(reg & 15);
     if !rex && (4..8).contains(&reg) {
-        (reg - 4, 8)
+        (reg & 3, 8)
     } else {
         (reg, 0)
     }
