@@ -25,6 +25,8 @@ mod cpuid;
 mod emulate;
 #[path = "../../../../rkvm/fpu.rs"]
 mod fpu;
+#[path = "../../../../rkvm/mmu/guest_walk.rs"]
+mod guest_walk;
 #[path = "../../../../rkvm/memslot.rs"]
 mod memslot;
 #[path = "../../../../rkvm/msr.rs"]
