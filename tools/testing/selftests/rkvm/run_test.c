@@ -403,6 +403,191 @@ GUEST_TEST(mmio_protected_and_real_mode)
 	vm_free(vm2);
 }
 
+/* --- The guest switches modes itself. -------------------------------- */
+
+GUEST_LABEL(ms_pm32);
+GUEST_LABEL(ms_lm64);
+GUEST_LABEL(ms_gdtr);
+GUEST_CODE_BLOCK(mode_switch, ".code16",
+	"cli\n"
+	"mov $1, %al\n"
+	"out %al, $0x20\n"
+	"lgdtl %cs:(ms_gdtr - mode_switch)\n"
+	"mov %cr0, %eax\n"
+	"or $1, %eax\n"			/* PE */
+	"mov %eax, %cr0\n"
+	"ljmpl $" XSTR(SEL_CODE32) ", $" XSTR(GUEST_CODE) " + ms_pm32 - mode_switch\n"
+	".code32\n"
+	"ms_pm32:\n"
+	"mov $" XSTR(SEL_DATA) ", %ax\n"
+	"mov %ax, %ds\n"
+	"mov %ax, %es\n"
+	"mov %ax, %ss\n"
+	"mov $2, %al\n"
+	"out %al, $0x20\n"
+	"mov %cr4, %eax\n"
+	"or $0x20, %eax\n"		/* PAE */
+	"mov %eax, %cr4\n"
+	"mov $" XSTR(GUEST_PT) ", %eax\n"
+	"mov %eax, %cr3\n"
+	"mov $0xc0000080, %ecx\n"
+	"rdmsr\n"
+	"or $0x100, %eax\n"		/* EFER.LME */
+	"wrmsr\n"
+	"mov %cr0, %eax\n"
+	"or $0x80000000, %eax\n"	/* PG: long mode is active */
+	"mov %eax, %cr0\n"
+	"ljmp $" XSTR(SEL_CODE64) ", $" XSTR(GUEST_CODE) " + ms_lm64 - mode_switch\n"
+	".code64\n"
+	"ms_lm64:\n"
+	"mov $3, %al\n"
+	"out %al, $0x20\n"
+	"mov $0xc0000080, %ecx\n"
+	"rdmsr\n"
+	"out %eax, $0x21\n"
+	"mov %cr0, %rax\n"
+	"out %eax, $0x22\n"
+	"mov %cr4, %rax\n"
+	"out %eax, $0x23\n"
+	"hlt\n"
+	".balign 8\n"
+	"ms_gdtr: .word 4 * 8 - 1\n"
+	".long " XSTR(GUEST_GDT) "\n");
+
+/* Sets the CPUID KVM supports, as a VMM would before running a guest. */
+static long set_supported_cpuid(struct vcpu *v)
+{
+	struct {
+		struct kvm_cpuid2 c;
+		struct kvm_cpuid_entry2 e[256];
+	} cpuid = { .c.nent = 256 };
+	long r = xioctl(v->vm->sys, KVM_GET_SUPPORTED_CPUID, (unsigned long)&cpuid);
+
+	return r ? r : xioctl(v->fd, KVM_SET_CPUID2, (unsigned long)&cpuid);
+}
+
+GUEST_TEST(guest_enters_long_mode_from_real_mode)
+{
+	struct vcpu *v = LOAD(self->vm, MODE_REAL, mode_switch);
+	struct kvm_sregs sregs;
+	uint64_t cr0, cr4;
+
+	/* EFER.LME needs long mode in the guest's CPUID. */
+	ASSERT_EQ(0, set_supported_cpuid(v));
+	ASSERT_EQ(0, run_expect_io(v, OUT, 1, 0x20, 1));
+	ASSERT_EQ(0, run_expect_io(v, OUT, 1, 0x20, 2));
+	ASSERT_EQ(0, run_expect_io(v, OUT, 1, 0x20, 3));
+	ASSERT_EQ(0, run_expect_io(v, OUT, 4, 0x21, 0x500));	/* LME | LMA */
+	ASSERT_EQ(0, run_expect_exit(v, KVM_EXIT_IO));
+	ASSERT_EQ(0, check_io(v, OUT, 4, 0x22, 1));
+	cr0 = io_value(v);
+	ASSERT_EQ(0, run_expect_exit(v, KVM_EXIT_IO));
+	ASSERT_EQ(0, check_io(v, OUT, 4, 0x23, 1));
+	cr4 = io_value(v);
+	ASSERT_EQ(0, run_expect_exit(v, KVM_EXIT_HLT));
+
+	/* What the guest read is what KVM reports. */
+	vcpu_get_sregs(v, &sregs);
+	EXPECT_EQ(0x80000001, cr0 & 0x80000001);
+	EXPECT_EQ(sregs.cr0, cr0);
+	EXPECT_EQ(sregs.cr4, cr4);
+	EXPECT_EQ(0x20, cr4 & 0x20);
+	EXPECT_EQ(0x500, sregs.efer & 0x500);
+	EXPECT_EQ(GUEST_PT, sregs.cr3);
+	EXPECT_EQ(SEL_CODE64, sregs.cs.selector);
+	EXPECT_EQ(1, sregs.cs.l);
+	EXPECT_EQ(SEL_DATA, sregs.ds.selector);
+	EXPECT_EQ(GUEST_GDT, sregs.gdt.base);
+	EXPECT_EQ(31, sregs.gdt.limit);
+	vcpu_free(v);
+}
+
+/* --- Registers written by the VMM between exits. --------------------- */
+
+GUEST_CODE_BLOCK(regs_guest, ".code64",
+	"mov $0x1111, %eax\n"
+	"out %eax, $0x20\n"
+	"out %eax, $0x21\n"
+	"mov %rbx, %rax\n"
+	"out %eax, $0x22\n"
+	"shr $32, %rax\n"
+	"out %eax, $0x22\n"
+	"hlt\n");
+
+GUEST_TEST(set_regs_between_exits)
+{
+	struct vcpu *v = LOAD(self->vm, MODE_LONG64, regs_guest);
+	struct kvm_regs regs;
+	int round;
+
+	for (round = 0; round < 3; round++) {
+		ASSERT_EQ(0, run_expect_io(v, OUT, 4, 0x20, 0x1111));
+		vcpu_get_regs(v, &regs);
+		regs.rax = 0xabcdef + round;
+		regs.rbx = 0x8877665544332211ULL + round;
+		vcpu_set_regs(v, &regs);
+		ASSERT_EQ(0, run_expect_io(v, OUT, 4, 0x21, 0xabcdef + round));
+		ASSERT_EQ(0, run_expect_io(v, OUT, 4, 0x22, 0x44332211 + round));
+		ASSERT_EQ(0, run_expect_io(v, OUT, 4, 0x22, 0x88776655));
+		ASSERT_EQ(0, run_expect_exit(v, KVM_EXIT_HLT));
+		/* Back to the start: the guest runs again from the new RIP. */
+		vcpu_get_regs(v, &regs);
+		regs.rip = GUEST_CODE;
+		vcpu_set_regs(v, &regs);
+	}
+	vcpu_free(v);
+}
+
+/* --- A page fault the guest handles itself. -------------------------- */
+
+#define UNMAPPED_VA 0x40000010	/* its 2 MiB page is made not present */
+
+GUEST_LABEL(pf_handler);
+GUEST_CODE_BLOCK(pf_guest, ".code64",
+	"mov $" XSTR(UNMAPPED_VA) ", %ebx\n"
+	"mov $2, %r15\n"		/* length of the faulting instruction */
+	"mov (%rbx), %eax\n"
+	"mov $0x77, %al\n"
+	"out %al, $0x50\n"
+	"mov $6, %r15\n"
+	"movl $1, (%rbx)\n"
+	"mov $0x78, %al\n"
+	"out %al, $0x50\n"
+	"hlt\n"
+	"pf_handler:\n"
+	"push %rax\n"
+	"mov $14, %al\n"
+	"out %al, $0x51\n"
+	"mov %cr2, %rax\n"
+	"out %eax, $0x52\n"
+	"mov 8(%rsp), %eax\n"		/* error code */
+	"out %eax, $0x53\n"
+	"add %r15, 16(%rsp)\n"
+	"pop %rax\n"
+	"add $8, %rsp\n"
+	"iretq\n");
+
+GUEST_TEST(guest_page_fault)
+{
+	struct vcpu *v = LOAD(self->vm, MODE_LONG64, pf_guest);
+	uint64_t *pd1 = gpa_ptr(self->vm, GUEST_PT + 0x3000);	/* 1..2 GiB */
+
+	pd1[0] = 0;
+	vm_set_idt_gate64(self->vm, 14, guest_addr(pf_guest, pf_handler, GUEST_CODE));
+	/* read of a not-present page: #PF, error code 0 */
+	ASSERT_EQ(0, run_expect_io(v, OUT, 1, 0x51, 14));
+	ASSERT_EQ(0, run_expect_io(v, OUT, 4, 0x52, UNMAPPED_VA));
+	ASSERT_EQ(0, run_expect_io(v, OUT, 4, 0x53, 0));
+	ASSERT_EQ(0, run_expect_io(v, OUT, 1, 0x50, 0x77));
+	/* write: error code W (2) */
+	ASSERT_EQ(0, run_expect_io(v, OUT, 1, 0x51, 14));
+	ASSERT_EQ(0, run_expect_io(v, OUT, 4, 0x52, UNMAPPED_VA));
+	ASSERT_EQ(0, run_expect_io(v, OUT, 4, 0x53, 2));
+	ASSERT_EQ(0, run_expect_io(v, OUT, 1, 0x50, 0x78));
+	ASSERT_EQ(0, run_expect_exit(v, KVM_EXIT_HLT));
+	vcpu_free(v);
+}
+
 /* --- Read-only slots. ------------------------------------------------ */
 
 #define ROM_GPA 0x30000000
@@ -541,11 +726,15 @@ TEST(get_supported_cpuid)
 #define MSR_KERNEL_GS_BASE	0xc0000102
 #define MSR_NONEXISTENT		0xc0ffee00	/* in no range any CPU defines */
 
-/* Architectural MSRs with a value KVM keeps exactly (all canonical). */
+/*
+ * Architectural MSRs with a value KVM keeps exactly on both vendors (all
+ * canonical; SYSENTER_* within 32 bits, as AMD keeps only those unless the
+ * guest's CPUID says Intel).
+ */
 static const struct { uint32_t index; uint64_t val; } arch_msrs[] = {
 	{ MSR_IA32_SYSENTER_CS, 0x10 },
-	{ MSR_IA32_SYSENTER_ESP, 0xffff888012345000ULL },
-	{ MSR_IA32_SYSENTER_EIP, 0xffffffff81000040ULL },
+	{ MSR_IA32_SYSENTER_ESP, 0x81234000 },
+	{ MSR_IA32_SYSENTER_EIP, 0x81000040 },
 	{ MSR_IA32_MISC_ENABLE, 0x1 },
 	{ MSR_IA32_CR_PAT, 0x0007010600070106ULL },
 	{ MSR_EFER, 0x501 },		/* SCE | LME | LMA, as the vCPU is */
