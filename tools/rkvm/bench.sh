@@ -9,7 +9,9 @@
 # run the workload yet, a boot timed out, ...) or a kernel report shows up.
 #
 # RKVM_BENCH_ARGS overrides the workload sizes (rkvm-bench options, e.g.
-# "--pio 2000 --cpuid 2000 --fault-mib 16"). Serial logs: out/bench/.
+# "--pio 2000 --cpuid 2000 --fault-mib 16"); RKVM_KDIR boots another kernel
+# build (see lib.sh), e.g. one without the test kernel's lock debugging.
+# Serial logs: out/bench/.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -21,14 +23,14 @@ bench_args=${RKVM_BENCH_ARGS:---pio 10000 --cpuid 10000 --fault-mib 64 --timeout
 
 out="$RKVM_OUT/bench"
 "$RKVM_TOOLS/setup.sh"
-kdir=$("$RKVM_TOOLS/build-kernel.sh")
+kdir=$(test_kernel_dir)		# the cached test kernel, or RKVM_KDIR
 "$RKVM_TOOLS/build-module.sh"
 "$RKVM_TOOLS/build-selftests.sh"
 rm -rf "$out" && mkdir -p "$out"
 "$RKVM_TOOLS/mkinitramfs.sh" "$out/initramfs.cpio.gz"
 
-# The kernel command line carries the options with commas for spaces.
-append="rkvm.mode=bench rkvm.bench_args=$(echo $bench_args | tr ' ' ,)"
+# The kernel command line carries the options with '+' for spaces.
+append="rkvm.mode=bench rkvm.bench_args=$(echo $bench_args | tr ' ' +)"
 boot() { # boot NAME [run-qemu.sh options]: one bench boot, log in $out/NAME.log
 	local name=$1 rc=0 t0=$SECONDS
 	shift
@@ -65,7 +67,7 @@ echo "rkvm bench: the same workloads on stock KVM (kvm_amd, npt=1) and on rkvm,"
 echo "emulated AMD host (QEMU TCG, SVM + NPT, 2 CPUs); per iteration (exit or 4 KiB fault)"
 echo "rkvm-bench $bench_args"
 echo
-printf '%-16s %12s %12s %9s   %12s %12s %9s\n' "" "instructions" "(-icount)" "" "wall ns" "" ""
+printf '%-16s %-35s   %-35s\n' "" "  instructions (-icount, exact)" "  wall ns (noisy)"
 printf '%-16s %12s %12s %9s   %12s %12s %9s\n' workload KVM rkvm rkvm/KVM KVM rkvm rkvm/KVM
 for w in $workloads; do
 	ki=$(field "$out/icount.txt" bench-kvm $w guest_tsc_per_iter)
