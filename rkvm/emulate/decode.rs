@@ -20,9 +20,10 @@ pub(crate) enum DecodeError {
     /// The instruction continues past the bytes given: fetch more (up to
     /// [`MAX_INSN_LEN`]) and decode again.
     Truncated,
-    /// A valid instruction, or one rkvm cannot tell from one, that rkvm
-    /// does not emulate on MMIO (a register-only form, a string op, SSE...).
-    /// The caller reports an emulation failure.
+    /// Not an instruction rkvm emulates on MMIO: a register-only form, a
+    /// string operation, SSE, or an opcode the decoder does not know at
+    /// all (some of which are undefined: unknown opcodes are not sorted
+    /// into valid and #UD). The caller reports an emulation failure.
     Unsupported,
     /// The CPU would raise #UD (LOCK on an instruction that cannot be
     /// locked, an undefined ModRM.reg extension, 82h in 64-bit mode) or
