@@ -70,6 +70,8 @@ pub(crate) mod system {
     pub(crate) const GET_VCPU_MMAP_SIZE: u32 = io(0x04);
     /// `KVM_GET_MSR_INDEX_LIST` (`struct kvm_msr_list`: a `u32` count).
     pub(crate) const GET_MSR_INDEX_LIST: u32 = super::iowr(0x02, 4);
+    /// `KVM_GET_SUPPORTED_CPUID` (`struct kvm_cpuid2` header).
+    pub(crate) const GET_SUPPORTED_CPUID: u32 = super::iowr(0x05, 8);
 }
 
 /// Ioctls of a VM fd (besides `KVM_CHECK_EXTENSION`).
@@ -151,6 +153,12 @@ pub(crate) mod cap {
     pub(crate) const USER_MEMORY2: usize = 231;
     /// `KVM_CAP_VM_TYPES`: bitmap of VM types `KVM_CREATE_VM` accepts.
     pub(crate) const VM_TYPES: usize = 235;
+    /// `KVM_CAP_READONLY_MEM`.
+    pub(crate) const READONLY_MEM: usize = 81;
+    /// `KVM_CAP_EXT_CPUID`: `KVM_GET_SUPPORTED_CPUID`.
+    pub(crate) const EXT_CPUID: usize = 7;
+    /// `KVM_CAP_IMMEDIATE_EXIT`.
+    pub(crate) const IMMEDIATE_EXIT: usize = 136;
 }
 
 /// Size of the area a vCPU fd maps: the `kvm_run` page plus the PIO data

@@ -69,9 +69,93 @@ pub(crate) fn lookup(table: &[CpuidEntry], function: u32, index: u32) -> [u32; 4
         .map_or([0; 4], |e| e.regs)
 }
 
+/// Leaves `KVM_GET_SUPPORTED_CPUID` reports.
+pub(crate) const SUPPORTED_LEAVES: [u32; 8] = [
+    0,
+    1,
+    0x8000_0000,
+    0x8000_0001,
+    0x8000_0002,
+    0x8000_0003,
+    0x8000_0004,
+    0x8000_0008,
+];
+
+// Leaf 1 EDX: x87, VME, DE, PSE, TSC, MSR, PAE, CX8, SEP, PGE, CMOV, PAT,
+// PSE36, CLFSH, MMX, FXSR, SSE, SSE2. Not the APIC, MTRRs, MCE/MCA or HTT:
+// rkvm does not emulate them.
+const LEAF1_EDX: u32 = 0x078b_a97f;
+// Leaf 1 ECX: SSE3, PCLMULQDQ, SSSE3, CX16, SSE4.1, SSE4.2, MOVBE, POPCNT,
+// AES, RDRAND. Not XSAVE/OSXSAVE/AVX (no XCR0 switching), x2APIC, or the
+// hypervisor bit's friends.
+const LEAF1_ECX: u32 = 0x42d8_2203;
+// Leaf 0x8000_0001 EDX: SYSCALL, NX, MMXEXT, FXSR_OPT, 1 GiB pages, LM.
+// Not RDTSCP (intercepted: TSC_AUX is the host's).
+const EXT1_EDX: u32 = 0x2650_0800;
+// Leaf 0x8000_0001 ECX: LAHF/SAHF, ABM/LZCNT, SSE4A, 3DNow! prefetch.
+const EXT1_ECX: u32 = 0x0000_0161;
+
+/// What rkvm supports for a guest, computed from the host's CPUID
+/// (`host(leaf, subleaf)`): the vendor, family/model, brand string and
+/// address widths pass through; feature bits are masked to what guests
+/// can use under rkvm.
+pub(crate) fn supported(
+    host: impl Fn(u32, u32) -> [u32; 4],
+) -> [CpuidEntry; SUPPORTED_LEAVES.len()] {
+    core::array::from_fn(|i| {
+        let function = SUPPORTED_LEAVES[i];
+        let mut regs = host(function, 0);
+        match function {
+            0 => regs[0] = regs[0].min(1),
+            1 => {
+                // EBX bits 31:24 (initial APIC ID) and 23:16 (logical CPU
+                // count) are the VMM's to fill per vCPU.
+                regs[1] &= 0xffff;
+                regs[2] &= LEAF1_ECX;
+                regs[3] &= LEAF1_EDX;
+            }
+            0x8000_0000 => regs[0] = regs[0].min(0x8000_0008),
+            0x8000_0001 => {
+                regs[0] = 0;
+                regs[1] = 0;
+                regs[2] &= EXT1_ECX;
+                regs[3] &= EXT1_EDX;
+            }
+            0x8000_0008 => {
+                regs[0] &= 0xffff;
+                regs[1] = 0;
+                regs[2] = 0;
+                regs[3] = 0;
+            }
+            _ => {}
+        }
+        CpuidEntry {
+            function,
+            index: 0,
+            flags: 0,
+            regs,
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn supported_masks_features() {
+        let t = supported(|_, _| [u32::MAX; 4]);
+        assert_eq!(lookup(&t, 0, 0)[0], 1);
+        assert_eq!(lookup(&t, 0x8000_0000, 0)[0], 0x8000_0008);
+        let l1 = lookup(&t, 1, 0);
+        assert_eq!(l1[1], 0xffff);
+        assert_eq!(l1[3] & (1 << 9), 0, "no APIC");
+        assert_eq!(l1[2] & (1 << 27), 0, "no OSXSAVE");
+        let e1 = lookup(&t, 0x8000_0001, 0);
+        assert_ne!(e1[3] & (1 << 29), 0, "long mode");
+        assert_eq!(e1[3] & (1 << 27), 0, "no RDTSCP");
+        assert_eq!(lookup(&t, 0x8000_0008, 0)[0], 0xffff);
+    }
 
     #[test]
     fn round_trip() {

@@ -8,7 +8,27 @@ use kernel::{
     prelude::*,
 };
 
-use crate::{abi, anon_fd, caps, msr, uarg, vm::Vm, x86};
+use crate::{abi, anon_fd, caps, cpuid, hw, msr, uarg, vm::Vm, x86};
+
+/// `KVM_GET_SUPPORTED_CPUID`: `E2BIG` if the array is too small, as KVM.
+fn get_supported_cpuid(arg: usize) -> Result {
+    let n = u32::from_ne_bytes(abi::field(&uarg::read::<8>(arg)?, 0)) as usize;
+    let table = cpuid::supported(|leaf, sub| {
+        let r = x86::cpuid(leaf, sub);
+        [r.eax, r.ebx, r.ecx, r.edx]
+    });
+    if n < table.len() {
+        return Err(E2BIG);
+    }
+    uarg::write(arg, &(table.len() as u32).to_ne_bytes())?;
+    for (i, e) in table.iter().enumerate() {
+        uarg::write(
+            arg + cpuid::HEADER_SIZE + i * cpuid::ENTRY_SIZE,
+            &e.to_bytes(),
+        )?;
+    }
+    Ok(())
+}
 
 /// `KVM_GET_MSR_INDEX_LIST`: the MSRs `KVM_GET_MSRS`/`KVM_SET_MSRS` take.
 /// With too small a count, `E2BIG` and the count needed, as KVM.
@@ -43,11 +63,16 @@ impl MiscDevice for RkvmDevice {
                 let vm = Vm::create(arg)?;
                 Ok(anon_fd::install(vm)? as isize)
             }
-            abi::system::CHECK_EXTENSION => Ok(caps::check_extension(arg, x86::online_cpus())),
+            abi::system::CHECK_EXTENSION => Ok(caps::check_extension(
+                arg,
+                x86::online_cpus(),
+                hw::backend() == hw::Backend::Svm,
+            )),
             abi::system::GET_VCPU_MMAP_SIZE if arg == 0 => {
                 Ok((abi::VCPU_MMAP_PAGES * kernel::page::PAGE_SIZE) as isize)
             }
             abi::system::GET_MSR_INDEX_LIST => get_msr_index_list(arg).map(|()| 0),
+            abi::system::GET_SUPPORTED_CPUID => get_supported_cpuid(arg).map(|()| 0),
             // Bad arguments to known ioctls and unknown ioctls alike get
             // EINVAL on the system fd, exactly as from /dev/kvm.
             _ => Err(EINVAL),

@@ -282,3 +282,25 @@ u64 rkvm_virt_to_phys(const void *p)
 {
 	return virt_to_phys((void *)p);
 }
+
+int rkvm_cmpxchg_user(u64 hva, u32 size, u64 old, u64 new)
+{
+	void __user *p = (void __user *)(unsigned long)hva;
+	int r;
+
+	if (!access_ok(p, size))
+		return -EFAULT;
+	/* The macro returns 0 when swapped, 1 when the value differed. */
+	if (size == 8) {
+		u64 o = old;
+
+		r = __try_cmpxchg_user((u64 __user *)p, &o, new, fault64);
+	} else {
+		u32 o = old;
+
+		r = __try_cmpxchg_user((u32 __user *)p, &o, (u32)new, fault32);
+	}
+	if (r < 0)
+		return r;
+	return r == 0;
+}

@@ -83,4 +83,8 @@ void rkvm_kick_cpus_wait(const u32 *cpus, u32 n);
 
 u64 rkvm_virt_to_phys(const void *p);
 
+/* Atomic compare-and-exchange of 4 or 8 bytes of user memory: 1 if swapped,
+ * 0 if the value differed, -EFAULT. */
+int rkvm_cmpxchg_user(u64 hva, u32 size, u64 old, u64 new);
+
 #endif /* RKVM_HELPERS_H */

@@ -29,10 +29,10 @@ pub(crate) const MEM_READONLY: u32 = 1 << 1;
 /// `KVM_MEM_GUEST_MEMFD`.
 pub(crate) const MEM_GUEST_MEMFD: u32 = 1 << 2;
 
-/// Flags rkvm accepts today. Dirty logging, read-only slots and guest_memfd
-/// need vCPUs and the MMU; until they exist the flags are refused (with
-/// `EINVAL`, as KVM refuses flags it does not support) rather than ignored.
-const VALID_FLAGS: u32 = 0;
+/// Flags rkvm accepts today. Dirty logging and guest_memfd are refused
+/// (with `EINVAL`, as KVM refuses flags it does not support) rather than
+/// ignored, until they work.
+const VALID_FLAGS: u32 = MEM_READONLY;
 
 /// Flags accepted by the original `KVM_SET_USER_MEMORY_REGION`.
 const V1_FLAGS: u32 = MEM_LOG_DIRTY_PAGES | MEM_READONLY;
@@ -496,15 +496,25 @@ mod tests {
     }
 
     #[test]
+    fn readonly_slots() {
+        let mut set = Vec::new();
+        let ro = RegionRequest {
+            flags: MEM_READONLY,
+            ..req(0, 0, MB, 0x10_0000)
+        };
+        assert!(matches!(apply(&mut set, ro), Ok(Some(Change::Create(_)))));
+        assert_eq!(lookup(&set, 0).unwrap().flags, MEM_READONLY);
+        // KVM does not let an existing slot become writable or read-only.
+        assert_eq!(
+            apply(&mut set, req(0, 0, MB, 0x10_0000)),
+            Err(SlotError::Invalid)
+        );
+    }
+
+    #[test]
     fn flags_not_yet_supported_are_refused() {
         let mut set = Vec::new();
-        for flags in [
-            MEM_LOG_DIRTY_PAGES,
-            MEM_READONLY,
-            MEM_GUEST_MEMFD,
-            1 << 3,
-            u32::MAX,
-        ] {
+        for flags in [MEM_LOG_DIRTY_PAGES, MEM_GUEST_MEMFD, 1 << 3, u32::MAX] {
             let r = RegionRequest {
                 flags,
                 ..req(0, 0, MB, 0x10_0000)

@@ -15,6 +15,7 @@ mod anon_fd;
 mod caps;
 mod cpuid;
 mod dev;
+mod emulate;
 mod fpu;
 mod hw;
 mod memslot;

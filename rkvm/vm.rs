@@ -33,7 +33,7 @@ use kernel::{
 use crate::{
     abi,
     anon_fd::AnonFile,
-    caps,
+    caps, hw,
     memslot::{self, HostLimits, Memslot, RegionRequest, SlotError, MEM_READONLY},
     mmu::{
         tdp::{MapOutcome, PtCache, Tdp},
@@ -44,6 +44,12 @@ use crate::{
     vcpu::Vcpu,
     x86,
 };
+
+mod ffi {
+    extern "C" {
+        pub(super) fn rkvm_cmpxchg_user(hva: u64, size: u32, old: u64, new: u64) -> i32;
+    }
+}
 
 /// One published set of memslots.
 struct Memslots {
@@ -166,6 +172,44 @@ impl Vm {
         &self.tdp
     }
 
+    /// Reads guest-physical memory at `gpa` (within one page); `None` if no
+    /// memslot backs it or the host mapping is gone.
+    pub(crate) fn read_guest_phys(&self, gpa: u64, out: &mut [u8]) -> Option<()> {
+        let slots = self.memslots.read();
+        let gfn = gpa >> memslot::PAGE_SHIFT;
+        let slot = memslot::lookup(&slots.slots, gfn)?;
+        let hva = slot.gfn_to_hva(gfn) + (gpa & 0xfff);
+        uarg::read_into(hva as usize, out).ok()
+    }
+
+    /// Atomically replaces `old` by `new` (4 or 8 bytes) at `gpa`, for the
+    /// guest page-table walker's Accessed/Dirty updates. `Some(true)` if
+    /// swapped or the memory is read-only (the update is dropped, as a
+    /// CPU's write to ROM), `Some(false)` if the value changed, `None` if
+    /// nothing backs `gpa`.
+    pub(crate) fn cmpxchg_guest_phys(
+        &self,
+        gpa: u64,
+        size: u32,
+        old: u64,
+        new: u64,
+    ) -> Option<bool> {
+        let slots = self.memslots.read();
+        let gfn = gpa >> memslot::PAGE_SHIFT;
+        let slot = memslot::lookup(&slots.slots, gfn)?;
+        if slot.flags & MEM_READONLY != 0 {
+            return Some(true);
+        }
+        let hva = slot.gfn_to_hva(gfn) + (gpa & 0xfff);
+        // SAFETY: `hva` is a user address of the current process (the VM's
+        // owner); the helper checks the range and catches faults.
+        match unsafe { ffi::rkvm_cmpxchg_user(hva, size, old, new) } {
+            1 => Some(true),
+            0 => Some(false),
+            _ => None,
+        }
+    }
+
     /// Resolves a nested page fault on `gfn`. May sleep (GUP).
     pub(crate) fn handle_npf(
         &self,
@@ -228,7 +272,11 @@ impl AnonFile for Vm {
             return Err(EIO);
         }
         match cmd {
-            abi::system::CHECK_EXTENSION => Ok(caps::check_extension(arg, x86::online_cpus())),
+            abi::system::CHECK_EXTENSION => Ok(caps::check_extension(
+                arg,
+                x86::online_cpus(),
+                hw::backend() == hw::Backend::Svm,
+            )),
             abi::vm::CREATE_VCPU => create_vcpu(this, arg),
             // Both only matter to VMX without unrestricted guest (a real-mode
             // TSS and identity page table for vm86 emulation), which rkvm

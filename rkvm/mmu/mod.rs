@@ -3,6 +3,7 @@
 //! Guest memory translation: SPTE encodings, the TDP MMU, and the host
 //! pages behind guest frames.
 
+pub(crate) mod guest_walk;
 pub(crate) mod spte;
 pub(crate) mod tdp;
 

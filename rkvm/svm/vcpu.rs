@@ -21,9 +21,13 @@ use kernel::{alloc::flags::GFP_KERNEL, prelude::*};
 use crate::{
     abi::run::{exit as kvm_exit, internal},
     cpuid::{self, CpuidEntry},
+    emulate::{self, Access, MmioInsn, Mode},
     fpu::{Fpu, FXSAVE_SIZE},
     hw,
-    mmu::tdp::PtCache,
+    mmu::{
+        guest_walk::{self, AccessKind, GuestMemory, WalkError, WalkRegs},
+        tdp::PtCache,
+    },
     msr,
     regs::Regs,
     run_page::{RunPage, SharedPage},
@@ -105,6 +109,36 @@ enum Pending {
         next_rip: u64,
         size: u8,
     },
+    /// An MMIO read went to userspace: complete the instruction with the
+    /// data (which may need a write-back exit of its own).
+    MmioRead {
+        linear_rip: u64,
+        insn: MmioInsn,
+        gpa: u64,
+    },
+    /// An MMIO write went to userspace: skip the instruction.
+    MmioWrite {
+        linear_rip: u64,
+        len: u64,
+    },
+}
+
+/// The guest's physical memory as the page-table walker sees it.
+struct WalkerMemory<'a>(&'a Vm);
+
+impl GuestMemory for WalkerMemory<'_> {
+    fn read_pte(&mut self, gpa: u64, size: usize) -> Option<u64> {
+        let mut b = [0u8; 8];
+        self.0.read_guest_phys(gpa, b.get_mut(..size)?)?;
+        Some(u64::from_le_bytes(b))
+    }
+
+    fn cmpxchg_pte(&mut self, gpa: u64, size: usize, old: u64, new: u64) -> bool {
+        // Nothing behind the entry any more: let the walk restart and fail.
+        self.0
+            .cmpxchg_guest_phys(gpa, size as u32, old, new)
+            .unwrap_or(false)
+    }
 }
 
 /// Whether the run loop goes on in the kernel or returns to userspace.
@@ -302,11 +336,44 @@ impl SvmVcpu {
     }
 
     /// Finishes the instruction that was handed to userspace, unless
-    /// userspace moved RIP meanwhile (as KVM does).
-    fn complete_userspace_io(&mut self, pio: &SharedPage<'_>) {
+    /// userspace moved RIP meanwhile (as KVM does). `User` if the
+    /// instruction needs another trip to userspace (an MMIO write-back).
+    fn complete_userspace_io(&mut self, run: &RunPage<'_>, pio: &SharedPage<'_>) -> Flow {
         let pending = core::mem::replace(&mut self.pending, Pending::None);
         match pending {
             Pending::None => {}
+            Pending::MmioWrite { linear_rip, len } => {
+                if self.linear_rip() == linear_rip {
+                    self.vmcb.save.rip = self.vmcb.save.rip.wrapping_add(len);
+                }
+            }
+            Pending::MmioRead {
+                linear_rip,
+                insn,
+                gpa,
+            } => {
+                if self.linear_rip() != linear_rip {
+                    return Flow::Guest;
+                }
+                let mut gprs = self.gprs;
+                gprs[0] = self.vmcb.save.rax;
+                gprs[4] = self.vmcb.save.rsp;
+                let mut rflags = self.vmcb.save.rflags;
+                let write_back = insn.complete_read(run.mmio_data(), &mut gprs, &mut rflags);
+                self.gprs = gprs;
+                self.vmcb.save.rax = gprs[0];
+                self.vmcb.save.rsp = gprs[4];
+                self.vmcb.save.rflags = rflags;
+                if let Some(val) = write_back {
+                    run.set_mmio(gpa, insn.size() as u32, Some(val));
+                    self.pending = Pending::MmioWrite {
+                        linear_rip,
+                        len: insn.len() as u64,
+                    };
+                    return Flow::User;
+                }
+                self.vmcb.save.rip = self.vmcb.save.rip.wrapping_add(insn.len() as u64);
+            }
             Pending::PioOut {
                 linear_rip,
                 next_rip,
@@ -321,7 +388,7 @@ impl SvmVcpu {
                 size,
             } => {
                 if self.linear_rip() != linear_rip {
-                    return;
+                    return Flow::Guest;
                 }
                 let mut data = [0u8; 8];
                 pio.read_bytes(0, &mut data[..size as usize]);
@@ -336,6 +403,7 @@ impl SvmVcpu {
                 self.vmcb.save.rip = next_rip;
             }
         }
+        Flow::Guest
     }
 
     /// `KVM_RUN`: runs the guest until an exit userspace must handle.
@@ -347,7 +415,9 @@ impl SvmVcpu {
         pio: &SharedPage<'_>,
         cpuid: &[CpuidEntry],
     ) -> Result {
-        self.complete_userspace_io(pio);
+        if let Flow::User = self.complete_userspace_io(run, pio) {
+            return Ok(());
+        }
         if run.immediate_exit() {
             return Err(EINTR);
         }
@@ -597,8 +667,9 @@ impl SvmVcpu {
         let write = info1 & npf::WRITE != 0;
         match vm.handle_npf(gpa >> crate::memslot::PAGE_SHIFT, write, cache) {
             Ok(NpfOutcome::Mapped) => Ok(Flow::Guest),
+            Ok(NpfOutcome::Mmio) if info1 & npf::FETCH == 0 => Ok(self.emulate_mmio(vm, run, gpa)),
             Ok(NpfOutcome::Mmio) => {
-                // MMIO needs the instruction decoder: reported, not guessed.
+                // Executing from MMIO: KVM cannot either.
                 run.set_internal_error(internal::EMULATION, &[exit::NPF, info1, gpa]);
                 Ok(Flow::User)
             }
@@ -608,6 +679,123 @@ impl SvmVcpu {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// The guest's paging registers, for the walker.
+    fn walk_regs(&self) -> WalkRegs {
+        let s = &self.vmcb.save;
+        WalkRegs {
+            cr0: s.cr0,
+            cr3: s.cr3,
+            cr4: s.cr4,
+            efer: s.efer,
+            maxphyaddr: (x86::cpuid(0x8000_0008, 0).eax & 0xff) as u8,
+        }
+    }
+
+    /// The decoding mode of the guest's current code segment.
+    fn mode(&self) -> Mode {
+        const L: u16 = 1 << 9;
+        const DB: u16 = 1 << 10;
+        let s = &self.vmcb.save;
+        Mode::from_state(
+            s.cr0,
+            s.efer,
+            s.cs.attrib & L != 0,
+            s.cs.attrib & DB != 0,
+            s.rflags,
+        )
+    }
+
+    /// Fetches up to 15 bytes at the guest's RIP, as the CPU would.
+    fn fetch_insn(
+        &mut self,
+        vm: &Vm,
+    ) -> core::result::Result<([u8; emulate::MAX_INSN_LEN], usize), WalkError> {
+        let mut rip = self.linear_rip();
+        if self.mode() != Mode::Long64 {
+            rip &= 0xffff_ffff;
+        }
+        let regs = self.walk_regs();
+        let access = AccessKind {
+            write: false,
+            user: self.vmcb.save.cpl == 3,
+            fetch: true,
+        };
+        let mut buf = [0u8; emulate::MAX_INSN_LEN];
+        let mut got = 0;
+        while got < buf.len() {
+            let va = rip.wrapping_add(got as u64);
+            let gpa = match guest_walk::translate(va, &regs, access, &mut WalkerMemory(vm)) {
+                Ok(gpa) => gpa,
+                Err(e) if got == 0 => return Err(e),
+                // The rest may not be needed: let the decoder decide.
+                Err(_) => break,
+            };
+            let n = (buf.len() - got).min(0x1000 - (gpa & 0xfff) as usize);
+            if vm.read_guest_phys(gpa, &mut buf[got..got + n]).is_none() {
+                if got == 0 {
+                    return Err(WalkError::NoMemory { gpa });
+                }
+                break;
+            }
+            got += n;
+        }
+        Ok((buf, got))
+    }
+
+    /// An access to `gpa` that no memslot backs (or a write to a read-only
+    /// slot): decode the instruction and hand its memory access to
+    /// userspace as `KVM_EXIT_MMIO`.
+    fn emulate_mmio(&mut self, vm: &Vm, run: &RunPage<'_>, gpa: u64) -> Flow {
+        let (bytes, len) = match self.fetch_insn(vm) {
+            Ok(b) => b,
+            Err(WalkError::Retry) => return Flow::Guest,
+            Err(WalkError::PageFault { error_code }) => {
+                // The guest's page tables changed under it: it faults.
+                self.vmcb.save.cr2 = self.linear_rip();
+                self.inject_exception(vmcb::vector::PF, Some(error_code));
+                return Flow::Guest;
+            }
+            Err(_) => {
+                run.set_internal_error(internal::EMULATION, &[exit::NPF, gpa]);
+                return Flow::User;
+            }
+        };
+        let insn = match emulate::decode(&bytes[..len], self.mode()) {
+            Ok(insn) => insn,
+            Err(_) => {
+                // KVM's emulation-failure report: the instruction bytes.
+                let mut data = [0u64; 3];
+                data[0] = exit::NPF;
+                data[1] = u64::from_le_bytes(crate::abi::field(&bytes, 0));
+                data[2] = u64::from_le_bytes(crate::abi::field(&bytes, 7));
+                run.set_internal_error(internal::EMULATION, &data);
+                return Flow::User;
+            }
+        };
+        let mut gprs = self.gprs;
+        gprs[0] = self.vmcb.save.rax;
+        gprs[4] = self.vmcb.save.rsp;
+        let linear_rip = self.linear_rip();
+        match insn.first_access(&gprs) {
+            Access::Write(val) => {
+                run.set_mmio(gpa, insn.size() as u32, Some(val));
+                self.pending = Pending::MmioWrite {
+                    linear_rip,
+                    len: insn.len() as u64,
+                };
+            }
+            Access::Read => {
+                run.set_mmio(gpa, insn.size() as u32, None);
+                self.pending = Pending::MmioRead {
+                    linear_rip,
+                    insn,
+                    gpa,
+                };
+            }
+        }
+        Flow::User
     }
 
     /// Reads an MSR for the guest or `KVM_GET_MSRS`; `None` if rkvm does

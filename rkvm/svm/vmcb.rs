@@ -126,6 +126,7 @@ pub(crate) const fn event_inj_exception(vector: u8, error_code: Option<u32>) -> 
 pub(crate) mod vector {
     pub(crate) const UD: u8 = 6;
     pub(crate) const GP: u8 = 13;
+    pub(crate) const PF: u8 = 14;
 }
 
 /// `EXITINFO1` of an IOIO intercept (APM 15.10.2).

@@ -118,18 +118,24 @@ mod abi_matches_kvm {
         assert_eq!(abi::cap::SET_TSS_ADDR, kb::KVM_CAP_SET_TSS_ADDR as usize);
         assert_eq!(abi::cap::SET_IDENTITY_MAP_ADDR, kb::KVM_CAP_SET_IDENTITY_MAP_ADDR as usize);
         assert_eq!(abi::vm_type::X86_DEFAULT, kb::KVM_X86_DEFAULT_VM as usize);
+        assert_eq!(abi::cap::READONLY_MEM, kb::KVM_CAP_READONLY_MEM as usize);
+        assert_eq!(abi::cap::EXT_CPUID, kb::KVM_CAP_EXT_CPUID as usize);
+        assert_eq!(abi::cap::IMMEDIATE_EXIT, kb::KVM_CAP_IMMEDIATE_EXIT as usize);
     }
 
     #[test]
     fn only_implemented_capabilities_are_reported() {
         for cap in 0..4096usize {
-            let v = caps::check_extension(cap, 2);
+            let v = caps::check_extension(cap, 2, true);
             match cap {
                 c if c == kb::KVM_CAP_CHECK_EXTENSION_VM as usize
                     || c == kb::KVM_CAP_SET_TSS_ADDR as usize
                     || c == kb::KVM_CAP_SET_IDENTITY_MAP_ADDR as usize
                     || c == kb::KVM_CAP_USER_MEMORY as usize
-                    || c == kb::KVM_CAP_USER_MEMORY2 as usize =>
+                    || c == kb::KVM_CAP_USER_MEMORY2 as usize
+                    || c == kb::KVM_CAP_READONLY_MEM as usize
+                    || c == kb::KVM_CAP_EXT_CPUID as usize
+                    || c == kb::KVM_CAP_IMMEDIATE_EXIT as usize =>
                 {
                     assert_eq!(v, 1)
                 }
@@ -142,8 +148,10 @@ mod abi_matches_kvm {
                 _ => assert_eq!(v, 0, "cap {cap}"),
             }
         }
-        assert_eq!(caps::check_extension(usize::MAX, 2), 0);
+        assert_eq!(caps::check_extension(usize::MAX, 2, true), 0);
+        // Without a backend that runs guests, no KVM_RUN-only capability.
+        assert_eq!(caps::check_extension(kb::KVM_CAP_IMMEDIATE_EXIT as usize, 2, false), 0);
         // NR_VCPUS recommends no more vCPUs than host CPUs, within the maximum.
-        assert_eq!(caps::check_extension(kb::KVM_CAP_NR_VCPUS as usize, 1000), 64);
+        assert_eq!(caps::check_extension(kb::KVM_CAP_NR_VCPUS as usize, 1000, true), 64);
     }
 }

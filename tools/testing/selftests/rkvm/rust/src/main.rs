@@ -36,6 +36,7 @@ use kvm_bindings::{
     KVM_API_VERSION, KVM_CAP_CHECK_EXTENSION_VM, KVM_CAP_MAX_VCPU_ID, KVM_CAP_MAX_VCPUS,
     KVM_CAP_NR_MEMSLOTS, KVM_CAP_NR_VCPUS, KVM_CAP_SET_IDENTITY_MAP_ADDR, KVM_CAP_SET_TSS_ADDR,
     KVM_CAP_USER_MEMORY, KVM_CAP_USER_MEMORY2, KVM_CAP_VM_TYPES, KVM_X86_DEFAULT_VM, KVMIO,
+    KVM_CAP_READONLY_MEM, KVM_CAP_EXT_CPUID, KVM_CAP_IMMEDIATE_EXIT,
     kvm_userspace_memory_region,
 };
 use kvm_ioctls::{Cap, Kvm, VmFd};
@@ -186,13 +187,23 @@ fn rkvm_expected_cap(cap: c_ulong) -> i32 {
         | KVM_CAP_SET_TSS_ADDR
         | KVM_CAP_SET_IDENTITY_MAP_ADDR
         | KVM_CAP_USER_MEMORY
-        | KVM_CAP_USER_MEMORY2 => 1,
+        | KVM_CAP_USER_MEMORY2
+        | KVM_CAP_READONLY_MEM
+        | KVM_CAP_EXT_CPUID => 1,
+        // KVM_RUN works on the SVM backend only, so far.
+        KVM_CAP_IMMEDIATE_EXIT => host_has_svm() as i32,
         KVM_CAP_NR_MEMSLOTS => RKVM_NR_MEMSLOTS,
         KVM_CAP_NR_VCPUS => online_cpus().min(RKVM_MAX_VCPUS),
         KVM_CAP_MAX_VCPUS | KVM_CAP_MAX_VCPU_ID => RKVM_MAX_VCPUS,
         KVM_CAP_VM_TYPES => 1 << KVM_X86_DEFAULT_VM,
         _ => 0,
     }
+}
+
+/// Whether the host CPU has SVM (rkvm's SVM backend runs guests).
+fn host_has_svm() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .is_ok_and(|c| c.lines().any(|l| l.starts_with("flags") && l.split_whitespace().any(|f| f == "svm")))
 }
 
 fn online_cpus() -> i32 {
