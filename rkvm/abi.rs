@@ -118,6 +118,8 @@ pub(crate) mod vcpu {
     pub(crate) const SET_CPUID2: u32 = iow(0x90, 8);
     /// `KVM_GET_CPUID2`.
     pub(crate) const GET_CPUID2: u32 = super::iowr(0x91, 8);
+    /// `KVM_SET_SIGNAL_MASK` (`struct kvm_signal_mask` header: `len`).
+    pub(crate) const SET_SIGNAL_MASK: u32 = iow(0x8b, 4);
 }
 
 /// Most vCPUs per VM (`KVM_CAP_MAX_VCPUS`).

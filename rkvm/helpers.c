@@ -304,3 +304,23 @@ int rkvm_cmpxchg_user(u64 hva, u32 size, u64 old, u64 new)
 		return r;
 	return r == 0;
 }
+
+unsigned int rkvm_smp_processor_id_raw(void)
+{
+	return raw_smp_processor_id();
+}
+
+void rkvm_sigset_activate(u64 mask)
+{
+	sigset_t set = { .sig = { mask } };
+
+	/* SIGKILL and SIGSTOP cannot be blocked. */
+	sigdelsetmask(&set, sigmask(SIGKILL) | sigmask(SIGSTOP));
+	sigprocmask(SIG_SETMASK, &set, &current->real_blocked);
+}
+
+void rkvm_sigset_deactivate(void)
+{
+	sigprocmask(SIG_SETMASK, &current->real_blocked, NULL);
+	sigemptyset(&current->real_blocked);
+}

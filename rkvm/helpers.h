@@ -51,10 +51,14 @@ void rkvm_svm_run(u64 vmcb_pa, u64 *gprs, u64 host_save_pa);
 void rkvm_local_irq_disable(void);
 void rkvm_local_irq_enable(void);
 unsigned int rkvm_smp_processor_id(void);
+unsigned int rkvm_smp_processor_id_raw(void);
 /* Guest x87/SSE state in a 16-byte aligned FXSAVE image, in kernel-FPU sections. */
 void rkvm_guest_fpu_load(void *fxsave);
 void rkvm_guest_fpu_put(void *fxsave);
 bool rkvm_signal_pending(void);
+/* KVM_SET_SIGNAL_MASK: the blocked signals while in KVM_RUN. */
+void rkvm_sigset_activate(u64 mask);
+void rkvm_sigset_deactivate(void);
 bool rkvm_need_resched(void);
 void rkvm_cond_resched(void);
 

@@ -79,6 +79,37 @@ struct State {
     /// The fields above changed through an ioctl since the backend last
     /// loaded them.
     dirty: bool,
+    /// `KVM_SET_SIGNAL_MASK`: the signals blocked while in `KVM_RUN`.
+    sigmask: Option<u64>,
+}
+
+mod ffi {
+    extern "C" {
+        pub(super) fn rkvm_sigset_activate(mask: u64);
+        pub(super) fn rkvm_sigset_deactivate();
+    }
+}
+
+/// The blocked-signal mask of `KVM_SET_SIGNAL_MASK`, in force while this
+/// lives.
+struct SigmaskGuard;
+
+impl SigmaskGuard {
+    fn activate(mask: Option<u64>) -> Option<Self> {
+        // SAFETY: replaces the current task's blocked mask, saving the old
+        // one in `real_blocked`; `drop` restores it before KVM_RUN returns.
+        mask.map(|m| {
+            unsafe { ffi::rkvm_sigset_activate(m) };
+            Self
+        })
+    }
+}
+
+impl Drop for SigmaskGuard {
+    fn drop(&mut self) {
+        // SAFETY: paired with `rkvm_sigset_activate` in `activate`.
+        unsafe { ffi::rkvm_sigset_deactivate() };
+    }
 }
 
 /// Most entries `KVM_GET_MSRS`/`KVM_SET_MSRS` take at once (KVM's
@@ -128,7 +159,9 @@ impl State {
         self.dirty = true;
         self.sync_to_backend();
         let svm = self.svm.as_mut().ok_or(EINVAL)?;
+        let sigmask = SigmaskGuard::activate(self.sigmask);
         let ret = svm.run(vm, &run, &pio, &self.cpuid);
+        drop(sigmask);
         let shut_down = svm.shut_down();
         let (if_flag, ready) = svm.interrupt_status();
         self.sync_from_backend();
@@ -232,6 +265,19 @@ impl State {
     }
 }
 
+/// Decodes `KVM_SET_SIGNAL_MASK`'s argument: none (NULL) clears the mask;
+/// otherwise `len` must be the kernel's `sigset_t` size, as in KVM.
+fn sigmask_arg(arg: usize) -> Result<Option<u64>> {
+    if arg == 0 {
+        return Ok(None);
+    }
+    let len = u32::from_ne_bytes(uarg::read::<4>(arg)?);
+    if len != 8 {
+        return Err(EINVAL);
+    }
+    Ok(Some(u64::from_ne_bytes(uarg::read::<8>(arg + 4)?)))
+}
+
 /// What the register checks need from a CPUID table: long mode, NX (leaf
 /// 0x8000_0001 EDX bits 29 and 20), x2APIC (leaf 1 ECX bit 21) and the
 /// physical address width (leaf 0x8000_0008 EAX).
@@ -286,6 +332,7 @@ impl Vcpu {
                 Backend::Vmx => None,
             },
             dirty: true,
+            sigmask: None,
         };
         // INVARIANT: both pages were allocated zeroed.
         let vcpu = Arc::pin_init(
@@ -327,6 +374,7 @@ impl AnonFile for Vcpu {
             abi::vcpu::SET_MSRS => return state.msrs(arg, true),
             abi::vcpu::SET_CPUID2 => state.set_cpuid(arg)?,
             abi::vcpu::GET_CPUID2 => state.get_cpuid(arg)?,
+            abi::vcpu::SET_SIGNAL_MASK => state.sigmask = sigmask_arg(arg)?,
             // KVM answers unknown vCPU ioctls with EINVAL.
             _ => return Err(EINVAL),
         }

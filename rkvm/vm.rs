@@ -182,6 +182,19 @@ impl Vm {
         uarg::read_into(hva as usize, out).ok()
     }
 
+    /// Writes guest-physical memory at `gpa` (within one page); `None` if no
+    /// writable memslot backs it or the host mapping is gone.
+    pub(crate) fn write_guest_phys(&self, gpa: u64, data: &[u8]) -> Option<()> {
+        let slots = self.memslots.read();
+        let gfn = gpa >> memslot::PAGE_SHIFT;
+        let slot = memslot::lookup(&slots.slots, gfn)?;
+        if slot.flags & MEM_READONLY != 0 {
+            return None;
+        }
+        let hva = slot.gfn_to_hva(gfn) + (gpa & 0xfff);
+        uarg::write(hva as usize, data).ok()
+    }
+
     /// Atomically replaces `old` by `new` (4 or 8 bytes) at `gpa`, for the
     /// guest page-table walker's Accessed/Dirty updates. `Some(true)` if
     /// swapped or the memory is read-only (the update is dropped, as a

@@ -47,6 +47,7 @@ mod ffi {
         pub(super) fn rkvm_local_irq_disable();
         pub(super) fn rkvm_local_irq_enable();
         pub(super) fn rkvm_smp_processor_id() -> u32;
+        pub(super) fn rkvm_smp_processor_id_raw() -> u32;
         pub(super) fn rkvm_guest_fpu_load(fxsave: *mut u8);
         pub(super) fn rkvm_guest_fpu_put(fxsave: *mut u8);
         pub(super) fn rkvm_signal_pending() -> bool;
@@ -121,6 +122,40 @@ enum Pending {
         linear_rip: u64,
         len: u64,
     },
+    /// One element of an OUTS went to userspace.
+    OutsElement {
+        linear_rip: u64,
+        string: StringIo,
+    },
+    /// `count` elements of an INS were asked of userspace.
+    InsElements {
+        linear_rip: u64,
+        string: StringIo,
+        count: u32,
+    },
+}
+
+/// A string I/O instruction (INS/OUTS, maybe with REP) being executed.
+#[derive(Clone, Copy)]
+struct StringIo {
+    size: u8,
+    rep: bool,
+    /// Mask of the address size: 0xffff, 0xffff_ffff or all ones.
+    addr_mask: u64,
+    /// Base of the segment of the memory operand.
+    seg_base: u64,
+    next_rip: u64,
+}
+
+/// Adds `delta` to the part of `reg` the address size uses; a 32-bit
+/// result zero-extends, a 16-bit one leaves the upper bits alone.
+fn add_masked(reg: u64, delta: i64, mask: u64) -> u64 {
+    let sum = reg.wrapping_add(delta as u64) & mask;
+    if mask == 0xffff {
+        (reg & !0xffff) | sum
+    } else {
+        sum
+    }
 }
 
 /// The guest's physical memory as the page-table walker sees it.
@@ -338,10 +373,27 @@ impl SvmVcpu {
     /// Finishes the instruction that was handed to userspace, unless
     /// userspace moved RIP meanwhile (as KVM does). `User` if the
     /// instruction needs another trip to userspace (an MMIO write-back).
-    fn complete_userspace_io(&mut self, run: &RunPage<'_>, pio: &SharedPage<'_>) -> Flow {
+    fn complete_userspace_io(&mut self, vm: &Vm, run: &RunPage<'_>, pio: &SharedPage<'_>) -> Flow {
         let pending = core::mem::replace(&mut self.pending, Pending::None);
         match pending {
             Pending::None => {}
+            Pending::OutsElement { linear_rip, string } => {
+                if self.linear_rip() == linear_rip {
+                    let delta = self.string_step(string.size, 1);
+                    self.gprs[6] = add_masked(self.gprs[6], delta, string.addr_mask);
+                    self.finish_string_elements(&string, 1);
+                }
+            }
+            Pending::InsElements {
+                linear_rip,
+                string,
+                count,
+            } => {
+                if self.linear_rip() != linear_rip {
+                    return Flow::Guest;
+                }
+                return self.complete_ins(vm, run, pio, string, count);
+            }
             Pending::MmioWrite { linear_rip, len } => {
                 if self.linear_rip() == linear_rip {
                     self.vmcb.save.rip = self.vmcb.save.rip.wrapping_add(len);
@@ -415,7 +467,7 @@ impl SvmVcpu {
         pio: &SharedPage<'_>,
         cpuid: &[CpuidEntry],
     ) -> Result {
-        if let Flow::User = self.complete_userspace_io(run, pio) {
+        if let Flow::User = self.complete_userspace_io(vm, run, pio) {
             return Ok(());
         }
         if run.immediate_exit() {
@@ -444,6 +496,18 @@ impl SvmVcpu {
 
     /// One VMRUN. Returns the CPU it ran on.
     fn enter(&mut self, vm: &Vm) -> Result<u32> {
+        if !self
+            .vmcb
+            .save
+            .entry_is_valid(x86::cpuid(0x8000_0008, 0).eax & 0xff)
+        {
+            // What VMRUN reports for a state that fails its checks.
+            self.vmcb.control.exit_code = exit::INVALID;
+            self.vmcb.control.exit_int_info = 0;
+            // SAFETY: reads the CPU number; a stale value only labels the
+            // failure report.
+            return Ok(unsafe { ffi::rkvm_smp_processor_id_raw() });
+        }
         let fx = self.fx.0.as_mut_ptr();
         // SAFETY: `fx` is a valid, 64-byte aligned FXSAVE image that the
         // guest's state came from (or `Fpu::store_fxsave` built with a valid
@@ -571,7 +635,7 @@ impl SvmVcpu {
                 run.set_exit_reason(kvm_exit::HLT);
                 Ok(Flow::User)
             }
-            exit::IOIO => Ok(self.handle_io(run, pio, cpu)),
+            exit::IOIO => Ok(self.handle_io(vm, run, pio, cpu)),
             exit::MSR => Ok(self.handle_msr(code)),
             exit::SHUTDOWN => {
                 self.shut_down = true;
@@ -594,7 +658,7 @@ impl SvmVcpu {
         }
     }
 
-    fn handle_io(&mut self, run: &RunPage<'_>, pio: &SharedPage<'_>, cpu: u32) -> Flow {
+    fn handle_io(&mut self, vm: &Vm, run: &RunPage<'_>, pio: &SharedPage<'_>, cpu: u32) -> Flow {
         let info1 = self.vmcb.control.exit_info_1;
         let Some(io) = IoioInfo::decode(info1) else {
             run.set_internal_error(
@@ -604,10 +668,7 @@ impl SvmVcpu {
             return Flow::User;
         };
         if io.string {
-            // String I/O needs the guest page-table walker to reach guest
-            // memory: reported, not guessed at.
-            run.set_internal_error(internal::EMULATION, &[exit::IOIO, info1]);
-            return Flow::User;
+            return self.start_string_io(vm, run, pio, &io);
         }
         // The IOIO intercept always reports the next RIP in EXITINFO2.
         let next_rip = self.vmcb.control.exit_info_2;
@@ -796,6 +857,220 @@ impl SvmVcpu {
             }
         }
         Flow::User
+    }
+
+    /// Bytes RSI/RDI move per element: backwards with RFLAGS.DF.
+    fn string_step(&self, size: u8, n: u32) -> i64 {
+        const DF: u64 = 1 << 10;
+        let bytes = size as i64 * n as i64;
+        if self.vmcb.save.rflags & DF != 0 {
+            -bytes
+        } else {
+            bytes
+        }
+    }
+
+    /// `n` elements are done: count them off RCX under REP, and leave the
+    /// instruction when it is complete (else the guest runs it again).
+    fn finish_string_elements(&mut self, string: &StringIo, n: u32) {
+        if string.rep {
+            self.gprs[1] = add_masked(self.gprs[1], -(n as i64), string.addr_mask);
+            if self.gprs[1] & string.addr_mask != 0 {
+                return;
+            }
+        }
+        self.vmcb.save.rip = string.next_rip;
+    }
+
+    /// The effective segment and address size of INS/OUTS, from the
+    /// instruction's prefixes (no decode assists under QEMU).
+    fn decode_string_io(&mut self, vm: &Vm, io: &IoioInfo) -> Option<(u64, u64)> {
+        let (bytes, len) = self.fetch_insn(vm).ok()?;
+        let mode = self.mode();
+        let mut seg = if io.is_in { 0 } else { 3 };
+        let mut addr_override = false;
+        for &b in &bytes[..len] {
+            match b {
+                0x26 | 0x2e | 0x36 | 0x3e => seg = (b >> 3) & 3,
+                0x64 => seg = 4,
+                0x65 => seg = 5,
+                0x67 => addr_override = true,
+                0x66 | 0xf0 | 0xf2 | 0xf3 => {}
+                0x40..=0x4f if mode == Mode::Long64 => {}
+                _ => break,
+            }
+        }
+        // INS always writes through ES.
+        if io.is_in {
+            seg = 0;
+        }
+        let bits = match (mode, addr_override) {
+            (Mode::Long64, false) => 64,
+            (Mode::Long64, true) | (Mode::Prot32, false) => 32,
+            (Mode::Prot32, true) => 16,
+            (_, false) => 16,
+            (_, true) => 32,
+        };
+        let mask = match bits {
+            16 => 0xffff,
+            32 => 0xffff_ffff,
+            _ => u64::MAX,
+        };
+        let s = &self.vmcb.save;
+        let base = match (mode, seg) {
+            (Mode::Long64, 4) => s.fs.base,
+            (Mode::Long64, 5) => s.gs.base,
+            (Mode::Long64, _) => 0,
+            (_, 0) => s.es.base,
+            (_, 1) => s.cs.base,
+            (_, 2) => s.ss.base,
+            (_, 3) => s.ds.base,
+            (_, 4) => s.fs.base,
+            _ => s.gs.base,
+        };
+        Some((base, mask))
+    }
+
+    /// Translates the string operand's linear address for an access.
+    fn string_gpa(
+        &self,
+        vm: &Vm,
+        linear: u64,
+        write: bool,
+    ) -> core::result::Result<u64, WalkError> {
+        let access = AccessKind {
+            write,
+            user: self.vmcb.save.cpl == 3,
+            fetch: false,
+        };
+        guest_walk::translate(linear, &self.walk_regs(), access, &mut WalkerMemory(vm))
+    }
+
+    /// INS/OUTS: as KVM, each OUTS element is its own exit; INS elements
+    /// are asked for in a batch up to the end of the guest page.
+    fn start_string_io(
+        &mut self,
+        vm: &Vm,
+        run: &RunPage<'_>,
+        pio: &SharedPage<'_>,
+        io: &IoioInfo,
+    ) -> Flow {
+        let Some((seg_base, addr_mask)) = self.decode_string_io(vm, io) else {
+            run.set_internal_error(
+                internal::EMULATION,
+                &[exit::IOIO, self.vmcb.control.exit_info_1],
+            );
+            return Flow::User;
+        };
+        let string = StringIo {
+            size: io.size,
+            rep: io.rep,
+            addr_mask,
+            seg_base,
+            next_rip: self.vmcb.control.exit_info_2,
+        };
+        let count = if io.rep { self.gprs[1] & addr_mask } else { 1 };
+        if count == 0 {
+            self.vmcb.save.rip = string.next_rip;
+            return Flow::Guest;
+        }
+        let linear_rip = self.linear_rip();
+        let index = if io.is_in { self.gprs[7] } else { self.gprs[6] };
+        let linear = seg_base.wrapping_add(index & addr_mask);
+        let gpa = match self.string_gpa(vm, linear, io.is_in) {
+            Ok(gpa) => gpa,
+            Err(WalkError::Retry) => return Flow::Guest,
+            Err(WalkError::PageFault { error_code }) => {
+                self.vmcb.save.cr2 = linear;
+                self.inject_exception(vmcb::vector::PF, Some(error_code));
+                return Flow::Guest;
+            }
+            Err(_) => {
+                run.set_internal_error(internal::EMULATION, &[exit::IOIO, linear]);
+                return Flow::User;
+            }
+        };
+        if !io.is_in {
+            let mut data = [0u8; 4];
+            let size = io.size as usize;
+            // An element straddling a page is read in two parts.
+            let first = size.min(0x1000 - (gpa & 0xfff) as usize);
+            let mut ok = vm.read_guest_phys(gpa, &mut data[..first]).is_some();
+            if ok && first < size {
+                ok = self
+                    .string_gpa(vm, linear.wrapping_add(first as u64), false)
+                    .ok()
+                    .and_then(|g| vm.read_guest_phys(g, &mut data[first..size]))
+                    .is_some();
+            }
+            if !ok {
+                run.set_internal_error(internal::EMULATION, &[exit::IOIO, linear]);
+                return Flow::User;
+            }
+            pio.write_bytes(0, &data[..size]);
+            run.set_io(false, io.size, io.port, 1);
+            self.pending = Pending::OutsElement { linear_rip, string };
+            return Flow::User;
+        }
+        // Elements left on this guest page in the direction of travel.
+        let size = io.size as u64;
+        let off = linear & 0xfff;
+        let in_page = if self.string_step(io.size, 1) > 0 {
+            (0x1000 - off) / size
+        } else {
+            off / size + 1
+        };
+        let n = count.min(in_page.max(1)).min(0x1000 / size) as u32;
+        pio.write_bytes(0, &[0; 4][..io.size as usize]);
+        run.set_io(true, io.size, io.port, n);
+        self.pending = Pending::InsElements {
+            linear_rip,
+            string,
+            count: n,
+        };
+        Flow::User
+    }
+
+    /// Stores the data of `count` INS elements from the PIO page.
+    fn complete_ins(
+        &mut self,
+        vm: &Vm,
+        run: &RunPage<'_>,
+        pio: &SharedPage<'_>,
+        string: StringIo,
+        count: u32,
+    ) -> Flow {
+        let size = string.size as usize;
+        for i in 0..count {
+            let mut data = [0u8; 4];
+            pio.read_bytes(i as usize * size, &mut data[..size]);
+            let linear = string
+                .seg_base
+                .wrapping_add(self.gprs[7] & string.addr_mask);
+            let stored = self
+                .string_gpa(vm, linear, true)
+                .ok()
+                .and_then(|gpa| {
+                    let first = size.min(0x1000 - (gpa & 0xfff) as usize);
+                    vm.write_guest_phys(gpa, &data[..first])?;
+                    if first < size {
+                        let g2 = self
+                            .string_gpa(vm, linear.wrapping_add(first as u64), true)
+                            .ok()?;
+                        vm.write_guest_phys(g2, &data[first..size])?;
+                    }
+                    Some(())
+                })
+                .is_some();
+            if !stored {
+                run.set_internal_error(internal::EMULATION, &[exit::IOIO, linear]);
+                return Flow::User;
+            }
+            let delta = self.string_step(string.size, 1);
+            self.gprs[7] = add_masked(self.gprs[7], delta, string.addr_mask);
+            self.finish_string_elements(&string, 1);
+        }
+        Flow::Guest
     }
 
     /// Reads an MSR for the guest or `KVM_GET_MSRS`; `None` if rkvm does

@@ -370,6 +370,40 @@ impl Control {
     }
 }
 
+impl Save {
+    /// The guest-state checks VMRUN makes before entering (AMD APM vol. 2,
+    /// 15.5.1, "Canonicalization and Consistency Checks"), so an invalid
+    /// state fails entry exactly as on hardware, whatever the emulated CPU
+    /// under rkvm checks. `maxphyaddr` bounds CR3.
+    pub(crate) fn entry_is_valid(&self, maxphyaddr: u32) -> bool {
+        const CR0_PE: u64 = 1 << 0;
+        const CR0_NW: u64 = 1 << 29;
+        const CR0_CD: u64 = 1 << 30;
+        const CR0_PG: u64 = 1 << 31;
+        const CR4_PAE: u64 = 1 << 5;
+        const EFER_LME: u64 = 1 << 8;
+        // SCE, LME, LMA, NXE, SVME, LMSLE, FFXSR, TCE.
+        const EFER_DEFINED: u64 = 0xfd01;
+        // CR4 bits defined on AMD64 CPUs through CET (bit 23); the rest MBZ.
+        const CR4_RESERVED: u64 = !0x00ff_ffff;
+        const L: u16 = 1 << 9;
+        const DB: u16 = 1 << 10;
+        let long = self.efer & EFER_LME != 0 && self.cr0 & CR0_PG != 0;
+        let cr3_reserved = !0u64 << maxphyaddr.clamp(32, 52);
+        !(self.efer & EFER_SVME == 0
+            || self.efer & !EFER_DEFINED != 0
+            || (self.cr0 & CR0_CD == 0 && self.cr0 & CR0_NW != 0)
+            || self.cr0 >> 32 != 0
+            || self.cr4 & CR4_RESERVED != 0
+            || self.dr6 >> 32 != 0
+            || self.dr7 >> 32 != 0
+            || (long && self.cr3 & cr3_reserved != 0)
+            || (long && self.cr4 & CR4_PAE == 0)
+            || (long && self.cr0 & CR0_PE == 0)
+            || (long && self.cs.attrib & L != 0 && self.cs.attrib & DB != 0))
+    }
+}
+
 /// Exits that mean "this instruction is not available to the guest": SVM's
 /// own instructions and the others rkvm does not virtualize. The guest gets
 /// `#UD`, as on a CPU without them.
@@ -460,6 +494,30 @@ mod tests {
         assert_eq!(c.intercepts[4] & 1, 1);
         assert!(is_undefined_instruction_exit(exit::VMMCALL));
         assert!(!is_undefined_instruction_exit(exit::CPUID));
+    }
+
+    #[test]
+    fn entry_checks() {
+        // SAFETY: `Save` is integers and arrays; all-zero is valid.
+        let mut s: Save = unsafe { core::mem::zeroed() };
+        assert!(!s.entry_is_valid(48), "SVME clear");
+        s.efer = EFER_SVME;
+        assert!(s.entry_is_valid(48));
+        s.cr0 = 1 << 29;
+        assert!(!s.entry_is_valid(48), "NW without CD");
+        s.cr0 = 1 | 1 << 31;
+        s.cr4 = 1 << 5;
+        s.efer = EFER_SVME | 1 << 8 | 1 << 10;
+        s.cs.attrib = 1 << 9;
+        assert!(s.entry_is_valid(48), "64-bit code");
+        s.cs.attrib |= 1 << 10;
+        assert!(!s.entry_is_valid(48), "CS.L and CS.D");
+        s.cs.attrib = 1 << 9;
+        s.cr4 = 0;
+        assert!(!s.entry_is_valid(48), "long mode without PAE");
+        s.cr4 = 1 << 5;
+        s.cr3 = 1 << 50;
+        assert!(!s.entry_is_valid(48), "CR3 beyond MAXPHYADDR");
     }
 
     #[test]
