@@ -263,7 +263,7 @@ int main(int argc, char **argv)
 	    vm64_setup_memory(&vm, demo_guest_start, demo_guest_end - demo_guest_start) < 0 ||
 	    vm64_create_vcpu(&vm, 0, &vcpu) < 0 ||
 	    vm64_start_long_mode(&vcpu, 0, 0, 0, 0, 0) < 0) {
-		fprintf(stderr, "rkvm-demo: %s\n", vm64_err);
+		fprintf(stderr, "rkvm-demo: cannot set up the VM on %s: %s\n", dev, vm64_err);
 		return 1;
 	}
 	printf("rkvm-demo: %s: VM with %llu MiB at GPA 0, one vCPU in 64-bit mode, "
