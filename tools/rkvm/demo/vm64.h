@@ -12,6 +12,7 @@
 #ifndef RKVM_VM64_H
 #define RKVM_VM64_H
 
+#include <cpuid.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -210,9 +211,10 @@ static int vm64_set_cpuid(struct vm64_vcpu *vcpu)
 		struct kvm_cpuid2 head;
 		struct kvm_cpuid_entry2 e[3];
 	} c;
-	uint32_t vendor[3];
+	uint32_t max, ebx, ecx, edx;
 
-	asm volatile("cpuid" : "=b"(vendor[0]), "=d"(vendor[1]), "=c"(vendor[2]) : "a"(0));
+	__cpuid(0, max, ebx, ecx, edx);	/* the vendor: ebx, edx, ecx */
+	(void)max;
 	memset(&c, 0, sizeof(c));
 	c.head.nent = 3;
 	c.e[0].function = 0;
@@ -222,9 +224,9 @@ static int vm64_set_cpuid(struct vm64_vcpu *vcpu)
 	c.e[2].function = 0x80000001;
 	c.e[2].edx = 1u << 29;		/* LM */
 	for (int i = 0; i < 2; i++) {
-		c.e[i].ebx = vendor[0];
-		c.e[i].edx = vendor[1];
-		c.e[i].ecx = vendor[2];
+		c.e[i].ebx = ebx;
+		c.e[i].edx = edx;
+		c.e[i].ecx = ecx;
 	}
 	if (ioctl(vcpu->fd, KVM_SET_CPUID2, &c) < 0)
 		return vm64_fail("KVM_SET_CPUID2 (a guest CPUID with long mode)");
