@@ -141,6 +141,20 @@ struct vm *vm_new(size_t mem_size)
 		guest_die("KVM_SET_USER_MEMORY_REGION slot 0: %s", strerror(-r));
 	write_gdt(vm);
 	write_page_tables(vm);
+
+	vm->cpuid = calloc(1, sizeof(*vm->cpuid) +
+			   256 * sizeof(struct kvm_cpuid_entry2));
+	if (!vm->cpuid)
+		guest_die("out of memory");
+	vm->cpuid->nent = 256;
+	r = xioctl(vm->sys, KVM_GET_SUPPORTED_CPUID, (unsigned long)vm->cpuid);
+	if (r) {
+		/* Go on without: only long mode set-up depends on it. */
+		fprintf(stderr, "# guest_lib: KVM_GET_SUPPORTED_CPUID: %s\n",
+			strerror(-r));
+		free(vm->cpuid);
+		vm->cpuid = NULL;
+	}
 	return vm;
 }
 
@@ -149,6 +163,7 @@ void vm_free(struct vm *vm)
 	close(vm->fd);
 	close(vm->sys);
 	munmap(vm->mem, vm->mem_size);
+	free(vm->cpuid);
 	free(vm);
 }
 
@@ -269,6 +284,12 @@ struct vcpu *vcpu_new(struct vm *vm, int id, enum guest_mode mode,
 		      v->fd, 0);
 	if (v->run == MAP_FAILED)
 		guest_die("mmap kvm_run: %s", strerror(errno));
+	if (vm->cpuid) {
+		long r = xioctl(v->fd, KVM_SET_CPUID2, (unsigned long)vm->cpuid);
+
+		if (r)
+			guest_die("KVM_SET_CPUID2 (supported entries): %s", strerror(-r));
+	}
 	vcpu_set_mode(v, mode, entry, stack);
 	return v;
 }

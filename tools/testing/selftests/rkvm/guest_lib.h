@@ -77,6 +77,7 @@ struct vm {
 	int run_size;		/* KVM_GET_VCPU_MMAP_SIZE */
 	uint8_t *mem;		/* slot 0 */
 	size_t mem_size;
+	struct kvm_cpuid2 *cpuid;	/* KVM_GET_SUPPORTED_CPUID, or NULL */
 };
 
 struct vcpu {
@@ -114,9 +115,12 @@ void vm_load(struct vm *vm, uint64_t gpa, const uint8_t *start, const uint8_t *e
 void vm_set_idt_gate64(struct vm *vm, int vector, uint64_t handler_gpa);
 
 /*
- * Creates vCPU @id, maps its kvm_run and sets the registers for @mode with
- * execution starting at @entry (16-byte aligned for MODE_REAL) and the stack
- * pointer at @stack. RFLAGS = 0x2, other GPRs 0.
+ * Creates vCPU @id, gives it the CPUID KVM supports (KVM_SET_CPUID2 with
+ * KVM_GET_SUPPORTED_CPUID's entries, as a VMM does: KVM refuses EFER.LME
+ * in KVM_SET_SREGS unless the guest's CPUID has long mode), maps its
+ * kvm_run and sets the registers for @mode with execution starting at
+ * @entry (16-byte aligned for MODE_REAL) and the stack pointer at @stack.
+ * RFLAGS = 0x2, other GPRs 0.
  */
 struct vcpu *vcpu_new(struct vm *vm, int id, enum guest_mode mode,
 		      uint64_t entry, uint64_t stack);

@@ -126,6 +126,7 @@ TEST_F_TIMEOUT(close_order, after_run, LIFE_TIMEOUT)
 		ASSERT_EQ(0, munmap(v->run, vm->run_size));
 		ASSERT_EQ(0, munmap(vm->mem, vm->mem_size));
 		free(v);
+		free(vm->cpuid);
 		free(vm);
 	}
 	/* And the device still runs guests. */
@@ -201,6 +202,7 @@ TEST_F_TIMEOUT(life, close_fds_while_running, LIFE_TIMEOUT)
 	munmap(run, vm->run_size);
 	munmap(vm->mem, vm->mem_size);
 	free(r.v);
+	free(vm->cpuid);
 	free(vm);
 }
 

@@ -454,26 +454,13 @@ GUEST_CODE_BLOCK(mode_switch, ".code16",
 	"ms_gdtr: .word 4 * 8 - 1\n"
 	".long " XSTR(GUEST_GDT) "\n");
 
-/* Sets the CPUID KVM supports, as a VMM would before running a guest. */
-static long set_supported_cpuid(struct vcpu *v)
-{
-	struct {
-		struct kvm_cpuid2 c;
-		struct kvm_cpuid_entry2 e[256];
-	} cpuid = { .c.nent = 256 };
-	long r = xioctl(v->vm->sys, KVM_GET_SUPPORTED_CPUID, (unsigned long)&cpuid);
-
-	return r ? r : xioctl(v->fd, KVM_SET_CPUID2, (unsigned long)&cpuid);
-}
-
 GUEST_TEST(guest_enters_long_mode_from_real_mode)
 {
 	struct vcpu *v = LOAD(self->vm, MODE_REAL, mode_switch);
 	struct kvm_sregs sregs;
 	uint64_t cr0, cr4;
 
-	/* EFER.LME needs long mode in the guest's CPUID. */
-	ASSERT_EQ(0, set_supported_cpuid(v));
+	/* EFER.LME needs long mode in the guest's CPUID: vcpu_new set it. */
 	ASSERT_EQ(0, run_expect_io(v, OUT, 1, 0x20, 1));
 	ASSERT_EQ(0, run_expect_io(v, OUT, 1, 0x20, 2));
 	ASSERT_EQ(0, run_expect_io(v, OUT, 1, 0x20, 3));
