@@ -73,8 +73,8 @@ TEST_F(vm, capabilities)
 	EXPECT_EQ(1, ioctl(self->sys, KVM_CHECK_EXTENSION, KVM_CAP_USER_MEMORY));
 	EXPECT_EQ(1, ioctl(self->sys, KVM_CHECK_EXTENSION, KVM_CAP_USER_MEMORY2));
 	EXPECT_EQ(NR_SLOTS, ioctl(self->sys, KVM_CHECK_EXTENSION, KVM_CAP_NR_MEMSLOTS));
-	/* Not until vCPUs and the MMU can honour them. */
-	EXPECT_EQ(0, ioctl(self->sys, KVM_CHECK_EXTENSION, KVM_CAP_READONLY_MEM));
+	EXPECT_EQ(1, ioctl(self->sys, KVM_CHECK_EXTENSION, KVM_CAP_READONLY_MEM));
+	/* Not until rkvm can honour it. */
 	EXPECT_EQ(0, ioctl(self->vm, KVM_CHECK_EXTENSION, KVM_CAP_GUEST_MEMFD));
 }
 
@@ -134,13 +134,16 @@ TEST_F(vm, bad_arguments_are_einval)
 	EXPECT_EQ(-EINVAL, set_region(self->vm, 1 << 16, 0, 0, MB, m));
 	/* Flags rkvm cannot honour yet, and unknown ones. */
 	EXPECT_EQ(-EINVAL, set_region(self->vm, 0, KVM_MEM_LOG_DIRTY_PAGES, 0, MB, m));
-	EXPECT_EQ(-EINVAL, set_region(self->vm, 0, KVM_MEM_READONLY, 0, MB, m));
 	EXPECT_EQ(-EINVAL, set_region2(self->vm, 0, KVM_MEM_GUEST_MEMFD, 0, MB, m));
 	EXPECT_EQ(-EINVAL, set_region(self->vm, 0, KVM_MEM_GUEST_MEMFD, 0, MB, m));
 	EXPECT_EQ(-EINVAL, set_region(self->vm, 0, 1 << 7, 0, MB, m));
 	/* An unreadable argument. */
 	EXPECT_EQ(-EFAULT, xioctl(self->vm, KVM_SET_USER_MEMORY_REGION, 0));
 	EXPECT_EQ(-EFAULT, xioctl(self->vm, KVM_SET_USER_MEMORY_REGION2, 8));
+	/* A slot does not become writable or read-only once created. */
+	ASSERT_EQ(0, set_region(self->vm, 0, KVM_MEM_READONLY, 0, MB, m));
+	EXPECT_EQ(-EINVAL, set_region(self->vm, 0, 0, 0, MB, m));
+	ASSERT_EQ(0, set_region(self->vm, 0, KVM_MEM_READONLY, 0, 0, m));
 	/* After all that, the whole range is still free. */
 	EXPECT_EQ(0, set_region(self->vm, 0, 0, 0, 16 * MB, m));
 }

@@ -21,6 +21,21 @@
 #include "rkvm_util.h"
 
 /* Capabilities rkvm implements so far, with the value KVM would give. */
+/* Whether the host CPU has SVM (grep -w svm /proc/cpuinfo). */
+static int host_has_svm(void)
+{
+	FILE *f = fopen("/proc/cpuinfo", "r");
+	char line[4096];
+	int found = 0;
+
+	while (f && !found && fgets(line, sizeof(line), f))
+		found = !strncmp(line, "flags", 5) &&
+			(strstr(line, " svm ") || strstr(line, " svm\n"));
+	if (f)
+		fclose(f);
+	return found;
+}
+
 static long expected_cap(unsigned long cap)
 {
 	switch (cap) {
@@ -29,7 +44,12 @@ static long expected_cap(unsigned long cap)
 	case KVM_CAP_SET_IDENTITY_MAP_ADDR:
 	case KVM_CAP_USER_MEMORY:
 	case KVM_CAP_USER_MEMORY2:
+	case KVM_CAP_READONLY_MEM:
+	case KVM_CAP_EXT_CPUID:
 		return 1;
+	case KVM_CAP_IMMEDIATE_EXIT:
+		/* KVM_RUN works on the SVM backend only, so far. */
+		return host_has_svm();
 	case KVM_CAP_NR_MEMSLOTS:
 		return 509;
 	case KVM_CAP_NR_VCPUS:
