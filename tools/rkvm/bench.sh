@@ -19,7 +19,7 @@ set -euo pipefail
 # first-touch faults is 16384 faults. With kvm_amd the instruction-counted
 # boot is the slower one, about 1.5 min of wall time on this project's
 # machines.
-bench_args=${RKVM_BENCH_ARGS:---pio 10000 --cpuid 10000 --fault-mib 64 --timeout 120}
+bench_args=${RKVM_BENCH_ARGS:---pio 10000 --cpuid 10000 --fault-mib 64 --repeat 3 --timeout 120}
 
 out="$RKVM_OUT/bench"
 "$RKVM_TOOLS/setup.sh"
