@@ -1287,13 +1287,16 @@ fn msrs_index_list_and_round_trip(ctx: &Ctx) -> TestResult {
     let vcpu = get("create_vcpu(0)", vm.create_vcpu(0))?;
     let all: Vec<u32> = LISTED.iter().map(|(i, _)| *i).collect();
     get_msr_values(&vcpu, &all)?;
+    // Every entry a valid memory type (2 and 3 are reserved): WC in
+    // entry 0, then the reset value.
+    const PATS: [u64; 2] = [0x0007_0406_0007_0401, 0x0007_0406_0007_0406];
     for i in 0..ctx.iters(8) {
         let k = i as u64;
         let vals = [
             (MSR_STAR, 0x0023_0010_0000_0000 + (k << 32)),
             (MSR_LSTAR, 0xffff_ffff_8100_0000 + (k << 12)),
             (MSR_SFMASK, 0x4_7700 | (k & 1)),
-            (MSR_PAT, 0x0007_0406_0007_0401 + (k & 1)),
+            (MSR_PAT, PATS[i % 2]),
             (MSR_SYSENTER_CS, 0x10 + 8 * k),
         ];
         set_msr_values(&vcpu, &vals).map_err(|e| format!("iteration {i}: {e}"))?;
