@@ -79,6 +79,9 @@ struct State {
     /// The fields above changed through an ioctl since the backend last
     /// loaded them.
     dirty: bool,
+    /// The backend ran the guest since the fields above were last stored
+    /// back: they are out of date until `pull`. Never set with `dirty`.
+    stale: bool,
     /// `KVM_SET_SIGNAL_MASK`: the signals blocked while in `KVM_RUN`.
     sigmask: Option<u64>,
 }
@@ -128,19 +131,24 @@ impl State {
         self.dirty = true;
     }
 
-    /// Loads what the ioctls changed into the backend.
-    fn sync_to_backend(&mut self) {
+    /// Loads what the ioctls changed into the backend. The register state
+    /// moves between here and the backend only when an ioctl needs it, so
+    /// a `KVM_RUN` after an exit to userspace copies nothing.
+    fn push(&mut self) {
         if let (true, Some(svm), Segs::Svm(segs)) = (self.dirty, self.svm.as_mut(), &self.segs) {
             svm.load(&self.regs, &self.sregs, segs, &self.fpu);
             self.dirty = false;
         }
     }
 
-    /// Stores the backend's state for the ioctls to see.
-    fn sync_from_backend(&mut self) {
-        if let (Some(svm), Segs::Svm(segs)) = (self.svm.as_ref(), &mut self.segs) {
+    /// Stores the backend's state for the ioctls to see, if the guest ran
+    /// since the last time.
+    fn pull(&mut self) {
+        if let (true, Some(svm), Segs::Svm(segs)) = (self.stale, self.svm.as_ref(), &mut self.segs)
+        {
             svm.store(&mut self.regs, &mut self.sregs, segs, &mut self.fpu);
         }
+        self.stale = false;
     }
 
     /// `KVM_RUN`.
@@ -155,21 +163,22 @@ impl State {
         if self.svm.is_none() {
             return Err(EINVAL);
         }
-        self.sregs.cr8 = cr8;
-        self.dirty = true;
-        self.sync_to_backend();
+        self.push();
         let svm = self.svm.as_mut().ok_or(EINVAL)?;
+        svm.set_cr8(cr8);
+        self.stale = true;
         let sigmask = SigmaskGuard::activate(self.sigmask);
         let ret = svm.run(vm, &run, &pio, &self.cpuid);
         drop(sigmask);
         let shut_down = svm.shut_down();
         let (if_flag, ready) = svm.interrupt_status();
-        self.sync_from_backend();
+        let cr8 = svm.cr8();
         if shut_down {
             // The VMCB is undefined after a shutdown; KVM resets the vCPU.
+            self.stale = false;
             self.reset(is_bsp);
         }
-        run.set_status(if_flag, ready, self.sregs.cr8, self.sregs.apic_base);
+        run.set_status(if_flag, ready, cr8, self.sregs.apic_base);
         ret.map(|()| 0)
     }
 
@@ -181,8 +190,11 @@ impl State {
         if n >= MAX_IO_MSRS {
             return Err(E2BIG);
         }
-        self.sync_to_backend();
+        self.push();
         let svm = self.svm.as_mut().ok_or(EINVAL)?;
+        // The MSRs live in the backend: what the ioctls see of the rest
+        // (EFER in the sregs) is refreshed by the next `pull`.
+        self.stale = true;
         let mut done = 0;
         for i in 0..n {
             let addr = arg + 8 + i * MSR_ENTRY_SIZE;
@@ -201,7 +213,6 @@ impl State {
             }
             done += 1;
         }
-        self.sync_from_backend();
         Ok(done)
     }
 
@@ -332,6 +343,7 @@ impl Vcpu {
                 Backend::Vmx => None,
             },
             dirty: true,
+            stale: false,
             sigmask: None,
         };
         // INVARIANT: both pages were allocated zeroed.
@@ -351,6 +363,11 @@ impl AnonFile for Vcpu {
             return Err(EIO);
         }
         let mut state = this.state.lock();
+        // Every register ioctl sees (and changes) the state as the guest
+        // left it.
+        if cmd != abi::vcpu::RUN {
+            state.pull();
+        }
         match cmd {
             // KVM refuses an argument to KVM_RUN.
             abi::vcpu::RUN if arg != 0 => return Err(EINVAL),

@@ -208,6 +208,8 @@ pub(crate) struct SvmVcpu {
     nrip_save: bool,
     flush_by_asid: bool,
     nr_asids: u32,
+    /// The host's physical address width (CPUID 0x8000_0008 EAX[7:0]).
+    maxphyaddr: u32,
 }
 
 fn phys_of<T>(p: &T) -> u64 {
@@ -258,6 +260,7 @@ impl SvmVcpu {
                 nrip_save: features.nrip_save,
                 flush_by_asid: features.flush_by_asid,
                 nr_asids: features.nr_asids,
+                maxphyaddr: x86::cpuid(0x8000_0008, 0).eax & 0xff,
             },
             GFP_KERNEL,
         )?;
@@ -349,6 +352,16 @@ impl SvmVcpu {
         sregs.efer = save.efer & !vmcb::EFER_SVME;
         sregs.cr8 = (self.vmcb.control.int_ctl & 0xf) as u64;
         *fpu = Fpu::from_fxsave(&self.fx.0);
+    }
+
+    /// The guest's TPR (CR8), which `V_TPR` holds.
+    pub(crate) fn cr8(&self) -> u64 {
+        (self.vmcb.control.int_ctl & 0xf) as u64
+    }
+
+    /// Sets the guest's TPR from `kvm_run.cr8` (checked by the caller).
+    pub(crate) fn set_cr8(&mut self, cr8: u64) {
+        self.vmcb.control.int_ctl = (self.vmcb.control.int_ctl & !0xf) | (cr8 as u32 & 0xf);
     }
 
     /// The fields `struct kvm_run` reports after every `KVM_RUN`: whether
@@ -496,11 +509,7 @@ impl SvmVcpu {
 
     /// One VMRUN. Returns the CPU it ran on.
     fn enter(&mut self, vm: &Vm) -> Result<u32> {
-        if !self
-            .vmcb
-            .save
-            .entry_is_valid(x86::cpuid(0x8000_0008, 0).eax & 0xff)
-        {
+        if !self.vmcb.save.entry_is_valid(self.maxphyaddr) {
             // What VMRUN reports for a state that fails its checks.
             self.vmcb.control.exit_code = exit::INVALID;
             self.vmcb.control.exit_int_info = 0;
@@ -750,7 +759,7 @@ impl SvmVcpu {
             cr3: s.cr3,
             cr4: s.cr4,
             efer: s.efer,
-            maxphyaddr: (x86::cpuid(0x8000_0008, 0).eax & 0xff) as u8,
+            maxphyaddr: self.maxphyaddr as u8,
         }
     }
 
