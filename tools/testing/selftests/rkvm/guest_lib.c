@@ -42,6 +42,12 @@ void guest_die(const char *fmt, ...)
 	exit(1);
 }
 
+bool dev_is_kvm_pvm(void)
+{
+	return !strcmp(rkvm_dev_path(), "/dev/kvm") &&
+	       !access("/sys/module/kvm_pvm", F_OK);
+}
+
 void *guest_alloc(size_t size)
 {
 	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
@@ -229,7 +235,7 @@ void vcpu_set_mode(struct vcpu *v, enum guest_mode mode, uint64_t entry,
 	/* Start from the reset state: TR and LDTR stay as KVM made them. */
 	vcpu_get_sregs(v, &sregs);
 	memset(&regs, 0, sizeof(regs));
-	regs.rflags = 0x2;
+	regs.rflags = 0x202;	/* IF: see guest_lib.h */
 	regs.rsp = stack;
 
 	switch (mode) {

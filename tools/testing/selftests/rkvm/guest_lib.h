@@ -98,6 +98,14 @@ void guest_die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 
 struct vm *vm_new(size_t mem_size);
 void vm_free(struct vm *vm);
 
+/*
+ * True when the device is the build host's /dev/kvm served by kvm_pvm, a
+ * paravirtual KVM backend without hardware entry checks that ignores host
+ * writes of the TSC: the few tests where it differs from KVM on VMX/SVM
+ * relax or skip there (and only there).
+ */
+bool dev_is_kvm_pvm(void);
+
 /* Anonymous private read-write memory of @size bytes (dies on failure). */
 void *guest_alloc(size_t size);
 
@@ -120,7 +128,13 @@ void vm_set_idt_gate64(struct vm *vm, int vector, uint64_t handler_gpa);
  * in KVM_SET_SREGS unless the guest's CPUID has long mode), maps its
  * kvm_run and sets the registers for @mode with execution starting at
  * @entry (16-byte aligned for MODE_REAL) and the stack pointer at @stack.
- * RFLAGS = 0x2, other GPRs 0.
+ * RFLAGS = 0x202 (IF set), other GPRs 0.
+ *
+ * IF is set although no interrupt is ever injected (there is no irqchip):
+ * Bochs' VMX does not leave a guest running with IF clear for the host's
+ * timer interrupt, so a guest spinning with IF=0 there stalls the host CPU
+ * (RCU stall, SIGKILL not delivered for tens of seconds) on stock
+ * kvm_intel as well.
  */
 struct vcpu *vcpu_new(struct vm *vm, int id, enum guest_mode mode,
 		      uint64_t entry, uint64_t stack);
