@@ -1022,7 +1022,8 @@ impl SvmVcpu {
             return Flow::User;
         }
         // Elements left on this guest page in the direction of travel.
-        let size = io.size as u64;
+        // Never 0 (IoioInfo decodes 1, 2 or 4), which the type says.
+        let size = core::num::NonZeroU64::new(io.size as u64).unwrap_or(core::num::NonZeroU64::MIN);
         let off = linear & 0xfff;
         let in_page = if self.string_step(io.size, 1) > 0 {
             (0x1000 - off) / size
