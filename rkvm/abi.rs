@@ -214,7 +214,6 @@ pub(crate) mod run {
     /// `KVM_INTERNAL_ERROR_*` suberrors.
     pub(crate) mod internal {
         pub(crate) const EMULATION: u32 = 1;
-        pub(crate) const DELIVERY_EV: u32 = 3;
         pub(crate) const UNEXPECTED_EXIT_REASON: u32 = 4;
     }
 }

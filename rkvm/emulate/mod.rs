@@ -32,7 +32,9 @@ mod exec;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use decode::{decode, DecodeError, MmioInsn, Seg, MAX_INSN_LEN};
+pub(crate) use decode::{decode, MmioInsn, MAX_INSN_LEN};
+#[cfg(test)]
+pub(crate) use decode::{DecodeError, Seg};
 pub(crate) use exec::Access;
 
 /// `CR0.PE`: protected mode (SDM Vol. 3A 2.5).

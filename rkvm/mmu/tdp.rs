@@ -349,6 +349,8 @@ impl Tdp {
             }
             entries[i].store(0, Ordering::Relaxed);
             if level == 1 {
+                // Only `cut` leaves non-present leaves behind.
+                debug_assert!(spte::is_removed(cur));
                 release_leaf(cur);
             } else {
                 free_subtree(held, Table(spte::addr(cur)), level - 1);

@@ -329,11 +329,8 @@ impl SvmVcpu {
         segs: &mut SvmSegs,
         fpu: &mut Fpu,
     ) {
+        regs.set_gprs_x86(&self.all_gprs());
         let save = &self.vmcb.save;
-        let mut gprs = self.gprs;
-        gprs[0] = save.rax;
-        gprs[4] = save.rsp;
-        regs.set_gprs_x86(&gprs);
         regs.rip = save.rip;
         regs.rflags = save.rflags;
         let mut save_copy = *save;
@@ -379,6 +376,21 @@ impl SvmVcpu {
         self.shut_down
     }
 
+    /// All sixteen general-purpose registers in x86 order, RAX and RSP
+    /// from the VMCB: what the emulator works on.
+    fn all_gprs(&self) -> emulate::Gprs {
+        let mut gprs = self.gprs;
+        gprs[0] = self.vmcb.save.rax;
+        gprs[4] = self.vmcb.save.rsp;
+        gprs
+    }
+
+    fn set_all_gprs(&mut self, gprs: &emulate::Gprs) {
+        self.gprs = *gprs;
+        self.vmcb.save.rax = gprs[0];
+        self.vmcb.save.rsp = gprs[4];
+    }
+
     fn linear_rip(&self) -> u64 {
         self.vmcb.save.cs.base.wrapping_add(self.vmcb.save.rip)
     }
@@ -420,14 +432,10 @@ impl SvmVcpu {
                 if self.linear_rip() != linear_rip {
                     return Flow::Guest;
                 }
-                let mut gprs = self.gprs;
-                gprs[0] = self.vmcb.save.rax;
-                gprs[4] = self.vmcb.save.rsp;
+                let mut gprs = self.all_gprs();
                 let mut rflags = self.vmcb.save.rflags;
                 let write_back = insn.complete_read(run.mmio_data(), &mut gprs, &mut rflags);
-                self.gprs = gprs;
-                self.vmcb.save.rax = gprs[0];
-                self.vmcb.save.rsp = gprs[4];
+                self.set_all_gprs(&gprs);
                 self.vmcb.save.rflags = rflags;
                 if let Some(val) = write_back {
                     run.set_mmio(gpa, insn.size() as u32, Some(val));
@@ -844,11 +852,8 @@ impl SvmVcpu {
                 return Flow::User;
             }
         };
-        let mut gprs = self.gprs;
-        gprs[0] = self.vmcb.save.rax;
-        gprs[4] = self.vmcb.save.rsp;
         let linear_rip = self.linear_rip();
-        match insn.first_access(&gprs) {
+        match insn.first_access(&self.all_gprs()) {
             Access::Write(val) => {
                 run.set_mmio(gpa, insn.size() as u32, Some(val));
                 self.pending = Pending::MmioWrite {

@@ -16,8 +16,6 @@ use crate::svm::seg::VmcbSeg;
 /// CR reads (low half) and writes (high half), word 1 DR accesses, word 2
 /// exceptions, words 3 and 4 the instruction and event intercepts.
 pub(crate) mod intercept {
-    /// Word 0, bit 16 + n: writes to CRn.
-    pub(crate) const CR_WRITE_SHIFT: u32 = 16;
     // Word 3.
     pub(crate) const INTR: u32 = 0;
     pub(crate) const NMI: u32 = 1;
@@ -27,7 +25,6 @@ pub(crate) mod intercept {
     pub(crate) const RSM: u32 = 19;
     pub(crate) const INVD: u32 = 22;
     pub(crate) const HLT: u32 = 24;
-    pub(crate) const PAUSE: u32 = 23;
     pub(crate) const INVLPGA: u32 = 26;
     pub(crate) const IOIO_PROT: u32 = 27;
     pub(crate) const MSR_PROT: u32 = 28;
@@ -57,9 +54,6 @@ pub(crate) mod intercept {
 
 /// `EXITCODE` values (APM vol. 2, appendix C).
 pub(crate) mod exit {
-    pub(crate) const READ_DR0: u64 = 0x020;
-    pub(crate) const WRITE_DR7: u64 = 0x03f;
-    pub(crate) const EXCP_BASE: u64 = 0x040;
     pub(crate) const INTR: u64 = 0x060;
     pub(crate) const NMI: u64 = 0x061;
     pub(crate) const SMI: u64 = 0x062;
@@ -178,7 +172,6 @@ impl IoioInfo {
 
 /// `EXITINFO1` of a nested page fault: the #PF-style error code.
 pub(crate) mod npf {
-    pub(crate) const PRESENT: u64 = 1 << 0;
     pub(crate) const WRITE: u64 = 1 << 1;
     pub(crate) const FETCH: u64 = 1 << 4;
 }
@@ -324,6 +317,7 @@ impl Control {
     }
 
     /// Whether intercept `bit` of word `word` is set.
+    #[cfg(test)]
     pub(crate) fn is_intercepted(&self, word: usize, bit: u32) -> bool {
         self.intercepts
             .get(word)
@@ -489,7 +483,8 @@ mod tests {
         assert!(c.is_intercepted(3, intercept::CPUID));
         assert!(c.is_intercepted(3, intercept::SHUTDOWN));
         assert!(c.is_intercepted(4, intercept::VMRUN));
-        assert!(!c.is_intercepted(3, intercept::PAUSE));
+        // PAUSE (word 3, bit 23) runs in the guest.
+        assert!(!c.is_intercepted(3, 23));
         // VMRUN must be intercepted or the CPU refuses the VMCB.
         assert_eq!(c.intercepts[4] & 1, 1);
         assert!(is_undefined_instruction_exit(exit::VMMCALL));
