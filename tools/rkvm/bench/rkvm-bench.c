@@ -132,7 +132,7 @@ static void *vcpu_thread(void *arg)
 	struct vcpu_job *j = arg;
 	struct kvm_run *run = j->vcpu.run;
 	struct kvm_regs regs;
-	int started = 0;
+	int started = 0, n;
 
 	pthread_barrier_wait(j->go);
 	for (;;) {
@@ -157,7 +157,8 @@ static void *vcpu_thread(void *arg)
 			j->t1 = now_ns();
 			break;
 		}
-		vm64_describe_exit(&j->vcpu, j->err, sizeof(j->err));
+		n = snprintf(j->err, sizeof(j->err), "vCPU %d: ", j->id);
+		vm64_describe_exit(&j->vcpu, j->err + n, sizeof(j->err) - n);
 		goto out;
 	}
 	if (ioctl(j->vcpu.fd, KVM_GET_REGS, &regs) < 0) {

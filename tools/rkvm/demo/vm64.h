@@ -174,12 +174,16 @@ static int vm64_setup_memory(struct vm64 *vm, const void *code, size_t len)
 	pdpt = (uint64_t *)(vm->low + VM64_PDPT);
 	memset(pml4, 0, 4096);
 	memset(pdpt, 0, 4096);
-	pml4[0] = VM64_PDPT | 0x3;				/* P | RW */
+	/*
+	 * Accessed (and Dirty) preset: the vCPUs' page walks never write to
+	 * the tables, so vCPUs starting together do not race on them.
+	 */
+	pml4[0] = VM64_PDPT | 0x23;				/* P | RW | A */
 	for (i = 0; i < 4; i++) {
 		pd = (uint64_t *)(vm->low + VM64_PD + i * 4096);
-		pdpt[i] = (VM64_PD + i * 4096) | 0x3;
-		for (j = 0; j < 512; j++)			/* P | RW | PS */
-			pd[j] = ((uint64_t)i << 30) | ((uint64_t)j << 21) | 0x83;
+		pdpt[i] = (VM64_PD + i * 4096) | 0x23;
+		for (j = 0; j < 512; j++)			/* P | RW | A | D | PS */
+			pd[j] = ((uint64_t)i << 30) | ((uint64_t)j << 21) | 0xe3;
 	}
 	memcpy(vm->low + VM64_CODE, code, len);
 	return 0;
