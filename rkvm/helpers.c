@@ -237,7 +237,12 @@ void rkvm_rcu_barrier(void)
 
 void rkvm_rwlock_init(rwlock_t *lock, const char *name, struct lock_class_key *key)
 {
+	/* Lock classes exist only with spinlock debugging (lockdep selects it). */
+#ifdef CONFIG_DEBUG_SPINLOCK
 	__rwlock_init(lock, name, key);
+#else
+	rwlock_init(lock);
+#endif
 }
 
 void rkvm_read_lock(rwlock_t *lock)

@@ -14,6 +14,9 @@ use kernel::{bindings, prelude::*, str::CStr, sync::LockClassKey, types::Opaque}
 mod ffi {
     use kernel::bindings;
 
+    // Only pointers cross the boundary; `lock_class_key` is an empty
+    // struct when lockdep is off, which the lint flags.
+    #[allow(improper_ctypes)]
     extern "C" {
         pub(super) fn rkvm_rwlock_init(
             lock: *mut bindings::rwlock_t,
