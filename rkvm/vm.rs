@@ -36,7 +36,8 @@ use crate::{
     caps, hw,
     memslot::{self, HostLimits, Memslot, RegionRequest, SlotError, MEM_READONLY},
     mmu::{
-        tdp::{MapOutcome, PtCache, Tdp},
+        tdp::{PtCache, Tdp},
+        tdp_walk::MapOutcome,
         GuestPage,
     },
     srcu_box::SrcuBox,

@@ -6,6 +6,7 @@
 pub(crate) mod guest_walk;
 pub(crate) mod spte;
 pub(crate) mod tdp;
+pub(crate) mod tdp_walk;
 
 use kernel::{bindings, prelude::*};
 

@@ -22,13 +22,19 @@
 //! - Lock order: SRCU (memslots) -> `mmu_lock`. Nothing that sleeps runs
 //!   under `mmu_lock`; table pages for a fault are allocated before it.
 
-use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use core::{
+    marker::PhantomData,
+    sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering},
+};
 
 use kernel::prelude::*;
 
 use crate::{
     abi::MAX_VCPUS,
-    mmu::spte::{self, LeafAction, ENTRIES, ROOT_LEVEL},
+    mmu::{
+        spte::{self, ENTRIES, ROOT_LEVEL},
+        tdp_walk::{self, MapOutcome, Releaser, TableSource, TableStore},
+    },
     rwlock::{new_rwlock, ReadGuard, RwLock, WriteGuard},
 };
 
@@ -60,25 +66,63 @@ impl TablesHeld for WriteGuard<'_> {}
 struct Exclusive;
 impl TablesHeld for Exclusive {}
 
-/// A page-table page, by physical address.
+/// This MMU's table pages, reached through the direct map, for as long as
+/// the proof `'a` borrows keeps them from being freed.
 ///
 /// # Invariants
 ///
-/// The address is that of a zeroed-at-allocation page from `rkvm_pt_alloc`
-/// that belongs to one `Tdp` and is freed only after being unlinked from it
-/// with `mmu_lock` held for write (or when the `Tdp` is dropped).
-#[derive(Clone, Copy)]
-struct Table(u64);
+/// Every address the walkers pass to `entries` is this MMU's root or was
+/// read from a non-leaf entry of its tables, so names a table page from
+/// `rkvm_pt_alloc` that is freed only after being unlinked with
+/// `mmu_lock` held for write, or when the `Tdp` is dropped.
+struct DirectMap<'a>(PhantomData<&'a ()>);
 
-impl Table {
-    /// The table's entries, for as long as `_held` keeps the table alive.
-    fn entries<'a>(self, _held: &'a impl TablesHeld) -> &'a [AtomicU64; ENTRIES] {
-        // SAFETY: by the type invariant the page is a live page-table page,
-        // and it cannot be freed while `_held` lives (freeing needs the
-        // write lock, which `_held` excludes, or `Exclusive`, which only the
-        // owner holds). The direct map covers it; `AtomicU64` has the layout
-        // of `u64`, and every access to the entries is atomic.
-        unsafe { &*(ffi::rkvm_phys_to_virt(self.0) as *const [AtomicU64; ENTRIES]) }
+impl<'a> DirectMap<'a> {
+    /// `_held` must be this MMU's `mmu_lock` guard (or `Exclusive` in its
+    /// drop); only this file creates a `DirectMap`.
+    fn new(_held: &'a impl TablesHeld) -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl TableStore for DirectMap<'_> {
+    fn entries(&self, phys: u64) -> &[AtomicU64; ENTRIES] {
+        // SAFETY: by the type invariant `phys` is a live table page, and it
+        // cannot be freed while the proof this borrows lives (freeing needs
+        // the write lock, which a read guard excludes, or ownership). The
+        // direct map covers it; `AtomicU64` has the layout of `u64`, and
+        // every access to the entries is atomic.
+        unsafe { &*(ffi::rkvm_phys_to_virt(phys) as *const [AtomicU64; ENTRIES]) }
+    }
+}
+
+/// Drops page references and frees table pages a zap let go of.
+struct KernelReleaser {
+    /// Free tables through RCU (lockless readers may still look), or at
+    /// once (teardown: nobody can).
+    rcu: bool,
+}
+
+impl Releaser for KernelReleaser {
+    fn leaf(&mut self, spte_val: u64) {
+        if spte::holds_page(spte_val) {
+            // SAFETY: the leaf held one reference on this page, given up
+            // here exactly once (the walker cleared the entry).
+            unsafe { ffi::rkvm_release_pfn(spte::pfn(spte_val), spte_val & spte::DIRTY != 0) };
+        }
+    }
+
+    fn table(&mut self, phys: u64) {
+        // SAFETY: the table came from `rkvm_pt_alloc`, is unlinked and
+        // empty, and no TLB holds it (flushed after `cut`, or no vCPU is
+        // left).
+        unsafe {
+            if self.rcu {
+                ffi::rkvm_pt_free_rcu(phys)
+            } else {
+                ffi::rkvm_pt_free(phys)
+            }
+        }
     }
 }
 
@@ -110,18 +154,19 @@ impl PtCache {
         }
         Ok(())
     }
+}
 
-    fn take(&mut self) -> Option<Table> {
+impl TableSource for PtCache {
+    fn take(&mut self) -> Option<u64> {
         self.len = self.len.checked_sub(1)?;
-        // INVARIANT: a zeroed page from `rkvm_pt_alloc`, owned by the cache
-        // until it is linked into a table.
-        Some(Table(self.pages[self.len]))
+        // The page leaves the cache to be linked into a table.
+        Some(self.pages[self.len])
     }
 
-    fn put_back(&mut self, t: Table) {
+    fn put_back(&mut self, phys: u64) {
         // The page was never linked, so it is still zero and ours.
         if let Some(slot) = self.pages.get_mut(self.len) {
-            *slot = t.0;
+            *slot = phys;
             self.len += 1;
         }
     }
@@ -142,18 +187,6 @@ struct VcpuMode {
     cpu: AtomicU32,
 }
 
-/// What became of a page a fault resolved.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum MapOutcome {
-    /// The new leaf holds the page reference now.
-    Installed,
-    /// The gfn was already mapped well enough (or was upgraded to writable
-    /// in place): the caller must drop its page reference.
-    AlreadyMapped,
-    /// Something changed under the fault: drop the reference, fault again.
-    Retry,
-}
-
 /// The nested page table of one VM.
 ///
 /// # Invariants
@@ -165,7 +198,8 @@ pub(crate) enum MapOutcome {
 pub(crate) struct Tdp {
     #[pin]
     mmu_lock: RwLock,
-    root: Table,
+    /// Physical address of the root table.
+    root: u64,
     /// Bumped by every zap before it kicks vCPUs; a vCPU that sees a value
     /// it has not flushed for flushes its ASID before entering the guest.
     tlb_gen: AtomicU64,
@@ -191,7 +225,7 @@ impl Tdp {
 
     /// Physical address of the root table: the VMCB's nested CR3.
     pub(crate) fn root_phys(&self) -> u64 {
-        self.root.0
+        self.root
     }
 
     /// Takes `mmu_lock` for a fault.
@@ -210,52 +244,7 @@ impl Tdp {
         writable: bool,
         cache: &mut PtCache,
     ) -> MapOutcome {
-        let mut table = self.root;
-        for level in (2..=ROOT_LEVEL).rev() {
-            let entry = &table.entries(held)[spte::index(gfn, level)];
-            let mut cur = entry.load(Ordering::Acquire);
-            if cur == 0 {
-                let Some(new) = cache.take() else {
-                    return MapOutcome::Retry;
-                };
-                // Release: the zeroed table is visible before the link.
-                match entry.compare_exchange(
-                    0,
-                    spte::table(new.0),
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                ) {
-                    Ok(_) => cur = spte::table(new.0),
-                    Err(winner) => {
-                        cache.put_back(new);
-                        cur = winner;
-                    }
-                }
-            }
-            if !spte::is_present(cur) {
-                return MapOutcome::Retry;
-            }
-            // INVARIANT: a present non-leaf entry names a table of this MMU.
-            table = Table(spte::addr(cur));
-        }
-        let entry = &table.entries(held)[spte::index(gfn, 1)];
-        loop {
-            let old = entry.load(Ordering::Acquire);
-            let (new, outcome) = match spte::leaf_action(old, pfn, writable) {
-                LeafAction::Install => (spte::leaf(pfn, writable), MapOutcome::Installed),
-                // The TLB may hold the read-only translation; the CPU drops
-                // it when the write faults, so no flush is needed to widen.
-                LeafAction::MakeWritable => (spte::leaf(pfn, true), MapOutcome::AlreadyMapped),
-                LeafAction::AlreadyMapped => return MapOutcome::AlreadyMapped,
-                LeafAction::Retry => return MapOutcome::Retry,
-            };
-            if entry
-                .compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
-                return outcome;
-            }
-        }
+        tdp_walk::map(&DirectMap::new(held), self.root, gfn, pfn, writable, cache)
     }
 
     /// Unmaps guest frames `[start, end)` and releases their pages. When
@@ -265,99 +254,16 @@ impl Tdp {
             return;
         }
         let held = self.mmu_lock.write();
-        let mut changed = false;
-        self.cut(&held, self.root, ROOT_LEVEL, 0, start, end, &mut changed);
-        if changed {
+        let tables = DirectMap::new(&held);
+        if tdp_walk::cut(&tables, self.root, start, end) {
             self.flush_remote_tlbs();
-            self.release(&held, self.root, ROOT_LEVEL, 0, start, end);
-        }
-    }
-
-    /// Indices of the entries of a table at `level` covering `base` that
-    /// intersect `[start, end)`.
-    fn span(level: u32, base: u64, start: u64, end: u64) -> core::ops::Range<usize> {
-        let per = spte::frames_per_entry(level);
-        let table_end = base.saturating_add(per * ENTRIES as u64);
-        let lo = start.max(base);
-        let hi = end.min(table_end);
-        if lo >= hi {
-            return 0..0;
-        }
-        ((lo - base) / per) as usize..((hi - 1 - base) / per) as usize + 1
-    }
-
-    /// First zap pass: makes the range non-present.
-    #[allow(clippy::too_many_arguments)]
-    fn cut(
-        &self,
-        held: &WriteGuard<'_>,
-        table: Table,
-        level: u32,
-        base: u64,
-        start: u64,
-        end: u64,
-        changed: &mut bool,
-    ) {
-        let per = spte::frames_per_entry(level);
-        let entries = table.entries(held);
-        for i in Self::span(level, base, start, end) {
-            let cur = entries[i].load(Ordering::Relaxed);
-            if !spte::is_present(cur) {
-                continue;
-            }
-            let first = base + i as u64 * per;
-            if level == 1 || (start <= first && first + per <= end) {
-                // A leaf, or a table wholly inside the range: cut it off.
-                entries[i].store(spte::removed(cur), Ordering::Relaxed);
-                *changed = true;
-            } else {
-                self.cut(
-                    held,
-                    Table(spte::addr(cur)),
-                    level - 1,
-                    first,
-                    start,
-                    end,
-                    changed,
-                );
-            }
-        }
-    }
-
-    /// Second zap pass, after the TLB flush: releases what `cut` removed.
-    fn release(
-        &self,
-        held: &WriteGuard<'_>,
-        table: Table,
-        level: u32,
-        base: u64,
-        start: u64,
-        end: u64,
-    ) {
-        let per = spte::frames_per_entry(level);
-        let entries = table.entries(held);
-        for i in Self::span(level, base, start, end) {
-            let cur = entries[i].load(Ordering::Relaxed);
-            if cur == 0 {
-                continue;
-            }
-            if spte::is_present(cur) {
-                // A table only partly in the range.
-                let first = base + i as u64 * per;
-                self.release(held, Table(spte::addr(cur)), level - 1, first, start, end);
-                continue;
-            }
-            entries[i].store(0, Ordering::Relaxed);
-            if level == 1 {
-                // Only `cut` leaves non-present leaves behind.
-                debug_assert!(spte::is_removed(cur));
-                release_leaf(cur);
-            } else {
-                free_subtree(held, Table(spte::addr(cur)), level - 1);
-                // SAFETY: the table is unlinked and no TLB holds it (flushed
-                // after `cut`); lockless readers may still look, hence RCU.
-                unsafe { ffi::rkvm_pt_free_rcu(spte::addr(cur)) };
-            }
+            tdp_walk::release(
+                &tables,
+                self.root,
+                start,
+                end,
+                &mut KernelReleaser { rcu: true },
+            );
         }
     }
 
@@ -402,42 +308,17 @@ impl Tdp {
     }
 }
 
-/// Drops the page reference a leaf holds, marking the page dirty if the
-/// guest could write it.
-fn release_leaf(spte_val: u64) {
-    if spte::holds_page(spte_val) {
-        // SAFETY: the leaf held one reference on this page, given up here
-        // exactly once (the entry is cleared or being freed).
-        unsafe { ffi::rkvm_release_pfn(spte::pfn(spte_val), spte_val & spte::DIRTY != 0) };
-    }
-}
-
-/// Releases every leaf under `table` (at `level`) and frees its sub-tables;
-/// `table` itself is the caller's to free.
-fn free_subtree(held: &impl TablesHeld, table: Table, level: u32) {
-    for entry in table.entries(held) {
-        let cur = entry.swap(0, Ordering::Relaxed);
-        if cur == 0 {
-            continue;
-        }
-        if level == 1 {
-            release_leaf(cur);
-        } else {
-            free_subtree(held, Table(spte::addr(cur)), level - 1);
-            // SAFETY: unlinked above; its leaves are released. Lockless
-            // readers may still look at it, hence RCU.
-            unsafe { ffi::rkvm_pt_free_rcu(spte::addr(cur)) };
-        }
-    }
-}
-
 #[pinned_drop]
 impl PinnedDrop for Tdp {
     fn drop(self: Pin<&mut Self>) {
         // No vCPU is left (each holds the VM), so nothing walks the tables.
-        free_subtree(&Exclusive, self.root, ROOT_LEVEL);
+        tdp_walk::free_all(
+            &DirectMap::new(&Exclusive),
+            self.root,
+            &mut KernelReleaser { rcu: false },
+        );
         // SAFETY: the root belongs to this MMU (type invariant) and is
         // unreachable now.
-        unsafe { ffi::rkvm_pt_free(self.root.0) };
+        unsafe { ffi::rkvm_pt_free(self.root) };
     }
 }

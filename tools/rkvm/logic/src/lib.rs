@@ -36,6 +36,8 @@ mod msr;
 mod mmu {
     #[path = "spte.rs"]
     pub(crate) mod spte;
+    #[path = "tdp_walk.rs"]
+    pub(crate) mod tdp_walk;
 }
 #[path = "../../../../rkvm/regs.rs"]
 mod regs;
