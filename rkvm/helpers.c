@@ -7,6 +7,7 @@
 #include <linux/highmem.h>
 #include <linux/rcupdate.h>
 #include <linux/sched/signal.h>
+#include <linux/slab.h>
 #include <linux/smp.h>
 #include <linux/spinlock.h>
 #include <linux/cpuhotplug.h>
@@ -271,16 +272,25 @@ static void rkvm_kick_ack(void *info)
 {
 }
 
-void rkvm_kick_cpus_wait(const u32 *cpus, u32 n)
+struct cpumask *rkvm_cpumask_alloc(void)
 {
-	cpumask_t mask;
+	return kzalloc(cpumask_size(), GFP_KERNEL);
+}
+
+void rkvm_cpumask_free(struct cpumask *mask)
+{
+	kfree(mask);
+}
+
+void rkvm_kick_cpus_wait(struct cpumask *mask, const u32 *cpus, u32 n)
+{
 	u32 i;
 
-	cpumask_clear(&mask);
+	cpumask_clear(mask);
 	for (i = 0; i < n; i++)
 		if (cpus[i] < nr_cpu_ids)
-			cpumask_set_cpu(cpus[i], &mask);
-	on_each_cpu_mask(&mask, rkvm_kick_ack, NULL, true);
+			cpumask_set_cpu(cpus[i], mask);
+	on_each_cpu_mask(mask, rkvm_kick_ack, NULL, true);
 }
 
 u64 rkvm_virt_to_phys(const void *p)

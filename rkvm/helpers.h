@@ -82,8 +82,14 @@ void rkvm_read_unlock(rwlock_t *lock);
 void rkvm_write_lock(rwlock_t *lock);
 void rkvm_write_unlock(rwlock_t *lock);
 
-/* IPI the given CPUs and wait until each has taken it. */
-void rkvm_kick_cpus_wait(const u32 *cpus, u32 n);
+/*
+ * IPI the given CPUs and wait until each has taken it; @mask (from
+ * rkvm_cpumask_alloc) is scratch space the caller owns exclusively.
+ */
+struct cpumask;
+struct cpumask *rkvm_cpumask_alloc(void);
+void rkvm_cpumask_free(struct cpumask *mask);
+void rkvm_kick_cpus_wait(struct cpumask *mask, const u32 *cpus, u32 n);
 
 u64 rkvm_virt_to_phys(const void *p);
 

@@ -45,7 +45,9 @@ mod ffi {
         pub(super) fn rkvm_pt_free(phys: u64);
         pub(super) fn rkvm_pt_free_rcu(phys: u64);
         pub(super) fn rkvm_release_pfn(pfn: u64, dirty: bool);
-        pub(super) fn rkvm_kick_cpus_wait(cpus: *const u32, n: u32);
+        pub(super) fn rkvm_cpumask_alloc() -> *mut core::ffi::c_void;
+        pub(super) fn rkvm_cpumask_free(mask: *mut core::ffi::c_void);
+        pub(super) fn rkvm_kick_cpus_wait(mask: *mut core::ffi::c_void, cpus: *const u32, n: u32);
         pub(super) fn rkvm_rcu_barrier();
     }
 }
@@ -181,6 +183,42 @@ impl Drop for PtCache {
     }
 }
 
+/// Scratch cpumask for kicking vCPUs, allocated with the VM (as KVM's
+/// per-vCPU kick masks) so a zap neither allocates nor puts an
+/// `NR_CPUS`-sized mask on the stack.
+///
+/// # Invariants
+///
+/// `0` came from `rkvm_cpumask_alloc`, is non-null and is freed in `drop`.
+/// It is written only by `Tdp::flush_remote_tlbs`, which runs with
+/// `mmu_lock` held for write, so never by two threads at once.
+struct KickMask(*mut core::ffi::c_void);
+
+// SAFETY: the mask is plain memory; the invariant says who writes it.
+unsafe impl Send for KickMask {}
+// SAFETY: shared access only passes the pointer on under the write lock.
+unsafe impl Sync for KickMask {}
+
+impl KickMask {
+    fn new() -> Result<Self> {
+        // SAFETY: allocates zeroed memory; no preconditions.
+        let p = unsafe { ffi::rkvm_cpumask_alloc() };
+        if p.is_null() {
+            return Err(ENOMEM);
+        }
+        // INVARIANT: a fresh, non-null allocation owned here.
+        Ok(Self(p))
+    }
+}
+
+impl Drop for KickMask {
+    fn drop(&mut self) {
+        // SAFETY: allocated by `rkvm_cpumask_alloc` (type invariant), freed
+        // once.
+        unsafe { ffi::rkvm_cpumask_free(self.0) };
+    }
+}
+
 /// Whether a vCPU is in guest mode, and on which CPU.
 struct VcpuMode {
     in_guest: AtomicU8,
@@ -204,10 +242,12 @@ pub(crate) struct Tdp {
     /// it has not flushed for flushes its ASID before entering the guest.
     tlb_gen: AtomicU64,
     vcpus: [VcpuMode; MAX_VCPUS],
+    kick_mask: KickMask,
 }
 
 impl Tdp {
     pub(crate) fn new() -> Result<impl PinInit<Self, Error>> {
+        let kick_mask = KickMask::new()?;
         let mut cache = PtCache::new();
         cache.top_up()?;
         let root = cache.take().ok_or(ENOMEM)?;
@@ -216,6 +256,7 @@ impl Tdp {
             mmu_lock <- new_rwlock!("Tdp::mmu_lock"),
             root,
             tlb_gen: AtomicU64::new(0),
+            kick_mask,
             vcpus: core::array::from_fn(|_| VcpuMode {
                 in_guest: AtomicU8::new(0),
                 cpu: AtomicU32::new(0),
@@ -256,7 +297,7 @@ impl Tdp {
         let held = self.mmu_lock.write();
         let tables = DirectMap::new(&held);
         if tdp_walk::cut(&tables, self.root, start, end) {
-            self.flush_remote_tlbs();
+            self.flush_remote_tlbs(&held);
             tdp_walk::release(
                 &tables,
                 self.root,
@@ -269,7 +310,7 @@ impl Tdp {
 
     /// Makes every vCPU drop its cached translations before it next runs
     /// guest code, and waits for those in guest mode to leave it.
-    fn flush_remote_tlbs(&self) {
+    fn flush_remote_tlbs(&self, _held: &WriteGuard<'_>) {
         // SeqCst pairs with `enter_guest`: either the vCPU sees the new
         // generation, or this sees it in guest mode and kicks it.
         self.tlb_gen.fetch_add(1, Ordering::SeqCst);
@@ -283,10 +324,11 @@ impl Tdp {
         }
         if n > 0 {
             // SAFETY: `cpus[..n]` is a valid array; the helper ignores ids
-            // that are not CPUs. Called with IRQs on (mmu_lock is not an
-            // IRQ-disabling lock), so waiting for the IPIs cannot deadlock:
-            // vCPUs never spin on mmu_lock with IRQs off.
-            unsafe { ffi::rkvm_kick_cpus_wait(cpus.as_ptr(), n as u32) };
+            // that are not CPUs. The mask is ours alone: `_held` is the
+            // write lock (see `KickMask`). Called with IRQs on (mmu_lock is
+            // not an IRQ-disabling lock), so waiting for the IPIs cannot
+            // deadlock: vCPUs never spin on mmu_lock with IRQs off.
+            unsafe { ffi::rkvm_kick_cpus_wait(self.kick_mask.0, cpus.as_ptr(), n as u32) };
         }
     }
 
