@@ -227,10 +227,10 @@ impl Drop for Hardware {
 /// The loaded module's per-CPU state.
 fn per_cpu() -> Option<&'static PerCpu> {
     let p = PER_CPU.load(Ordering::Acquire);
+    // Every caller runs in an ioctl of a file of rkvm's, whose fops hold a
+    // module reference, so the module (and `PER_CPU`) cannot go away.
     // SAFETY: `PER_CPU` is set before `/dev/rkvm` exists and cleared only
-    // when the module is unloaded, which cannot happen while a file of
-    // rkvm's is open (the fops hold a module reference); every caller runs
-    // in such a file's ioctl.
+    // when the module is unloaded.
     unsafe { p.as_ref() }
 }
 

@@ -313,10 +313,9 @@ mod tests {
     macro_rules! host_binary {
         ($ins:literal, $size:expr, $a:expr, $b:expr, $f:expr) => {{
             let (mut a, b, mut f): (u64, u64, u64) = ($a, $b, $f);
-            // SAFETY: register-only arithmetic; the push/popfq/pushfq/pop
-            // pairs leave the stack as they found it (no `nostack`, so the
-            // compiler keeps nothing below the stack pointer), and the
-            // flags popped have TF, DF, IF and AC as the test set them.
+            // No `nostack`: the compiler keeps nothing below the stack
+            // pointer, and the flags popped have TF/DF/IF/AC as set.
+            // SAFETY: register-only arithmetic; push/pop pairs balance.
             unsafe {
                 match $size {
                     1 => asm!("push {f}", "popfq", concat!($ins, " {a:l}, {b:l}"), "pushfq", "pop {f}",

@@ -89,11 +89,10 @@ impl<'a> DirectMap<'a> {
 
 impl TableStore for DirectMap<'_> {
     fn entries(&self, phys: u64) -> &[AtomicU64; ENTRIES] {
-        // SAFETY: by the type invariant `phys` is a live table page, and it
-        // cannot be freed while the proof this borrows lives (freeing needs
-        // the write lock, which a read guard excludes, or ownership). The
-        // direct map covers it; `AtomicU64` has the layout of `u64`, and
-        // every access to the entries is atomic.
+        // Freeing a table needs the write lock (excluded by a read guard)
+        // or ownership; `AtomicU64` has `u64`'s layout, all accesses atomic.
+        // SAFETY: `phys` is a live, direct-mapped table page (invariant)
+        // that cannot be freed while the borrowed proof lives.
         unsafe { &*(ffi::rkvm_phys_to_virt(phys) as *const [AtomicU64; ENTRIES]) }
     }
 }
@@ -323,11 +322,10 @@ impl Tdp {
             }
         }
         if n > 0 {
-            // SAFETY: `cpus[..n]` is a valid array; the helper ignores ids
-            // that are not CPUs. The mask is ours alone: `_held` is the
-            // write lock (see `KickMask`). Called with IRQs on (mmu_lock is
-            // not an IRQ-disabling lock), so waiting for the IPIs cannot
-            // deadlock: vCPUs never spin on mmu_lock with IRQs off.
+            // IRQs are on (mmu_lock does not disable them) and vCPUs never
+            // spin on mmu_lock with IRQs off, so waiting cannot deadlock.
+            // SAFETY: `cpus[..n]` is valid (bad ids are ignored); the mask
+            // is ours alone under the write lock `_held` (see `KickMask`).
             unsafe { ffi::rkvm_kick_cpus_wait(self.kick_mask.0, cpus.as_ptr(), n as u32) };
         }
     }

@@ -574,10 +574,9 @@ impl SvmVcpu {
                 // Clean bits stay 0: every field is reloaded on every VMRUN.
                 c.clean = 0;
                 let vmcb_pa = phys_of(&*self.vmcb);
-                // SAFETY: the VMCB is valid kmalloc memory naming the IOPM,
-                // MSRPM and NPT root (type invariant); `gprs` is 16 words;
-                // the host save page is this CPU's. IRQs are off and SVM is
-                // on for this CPU (rkvm enabled it before any ioctl).
+                // IRQs are off; SVM is on here (enabled before any ioctl).
+                // SAFETY: the VMCB names the IOPM, MSRPM and NPT root (type
+                // invariant); `gprs` is 16 words; the save page is this CPU's.
                 unsafe {
                     ffi::rkvm_svm_run(vmcb_pa, self.gprs.as_mut_ptr(), svm_cpu.host_save_pa())
                 };

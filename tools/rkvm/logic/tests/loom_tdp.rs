@@ -446,6 +446,7 @@ fn check_fault(locked: bool) {
         zap_table(&t);
         f.join().unwrap();
         // Both done: a leaf in the freed child is a page reference lost.
+        // SAFETY (model): both threads are joined; no concurrent access.
         let freed = t.child_page.with(|p| unsafe { *p });
         assert!(!freed || t.child.load(Relaxed) == 0, "{LEAKED}");
     });
