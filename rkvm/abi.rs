@@ -120,6 +120,22 @@ pub(crate) mod vcpu {
     pub(crate) const GET_CPUID2: u32 = super::iowr(0x91, 8);
     /// `KVM_SET_SIGNAL_MASK` (`struct kvm_signal_mask` header: `len`).
     pub(crate) const SET_SIGNAL_MASK: u32 = iow(0x8b, 4);
+    /// `KVM_GET_XSAVE` (`struct kvm_xsave`).
+    pub(crate) const GET_XSAVE: u32 = ior(0xa4, XSAVE_SIZE);
+    /// `KVM_SET_XSAVE`.
+    pub(crate) const SET_XSAVE: u32 = iow(0xa5, XSAVE_SIZE);
+    /// `KVM_GET_XCRS` (`struct kvm_xcrs`).
+    pub(crate) const GET_XCRS: u32 = ior(0xa6, XCRS_SIZE);
+    /// `KVM_SET_XCRS`.
+    pub(crate) const SET_XCRS: u32 = iow(0xa7, XCRS_SIZE);
+
+    /// Size of `struct kvm_xsave`.
+    pub(crate) const XSAVE_SIZE: usize = 4096;
+    /// Size of `struct kvm_xcrs`: `nr_xcrs`, `flags`, 16 `struct kvm_xcr`
+    /// (`xcr`, `reserved`, `value`) and 16 words of padding.
+    pub(crate) const XCRS_SIZE: usize = 8 + 16 * 16 + 16 * 8;
+    /// Most entries `struct kvm_xcrs` has (`KVM_MAX_XCRS`).
+    pub(crate) const MAX_XCRS: usize = 16;
 }
 
 /// Most vCPUs per VM (`KVM_CAP_MAX_VCPUS`).
@@ -161,6 +177,10 @@ pub(crate) mod cap {
     pub(crate) const EXT_CPUID: usize = 7;
     /// `KVM_CAP_IMMEDIATE_EXIT`.
     pub(crate) const IMMEDIATE_EXIT: usize = 136;
+    /// `KVM_CAP_XSAVE`: `KVM_GET_XSAVE`/`KVM_SET_XSAVE`.
+    pub(crate) const XSAVE: usize = 55;
+    /// `KVM_CAP_XCRS`: `KVM_GET_XCRS`/`KVM_SET_XCRS`.
+    pub(crate) const XCRS: usize = 56;
 }
 
 /// Size of the area a vCPU fd maps: the `kvm_run` page plus the PIO data

@@ -23,7 +23,9 @@ pub(crate) fn check_extension(capability: usize, online_cpus: usize, can_run: bo
         | cap::SET_TSS_ADDR
         | cap::SET_IDENTITY_MAP_ADDR
         | cap::READONLY_MEM
-        | cap::EXT_CPUID => 1,
+        | cap::EXT_CPUID
+        | cap::XSAVE
+        | cap::XCRS => 1,
         cap::IMMEDIATE_EXIT => can_run as isize,
         cap::NR_MEMSLOTS => NR_MEMSLOTS as isize,
         // As KVM: more vCPUs than host CPUs work, but are not recommended.

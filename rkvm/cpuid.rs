@@ -69,50 +69,121 @@ pub(crate) fn lookup(table: &[CpuidEntry], function: u32, index: u32) -> [u32; 4
         .map_or([0; 4], |e| e.regs)
 }
 
-/// Leaves `KVM_GET_SUPPORTED_CPUID` reports.
-pub(crate) const SUPPORTED_LEAVES: [u32; 8] = [
+/// The fixed leaves `KVM_GET_SUPPORTED_CPUID` reports; leaf 0xD follows
+/// with one subleaf per offered XSAVE component.
+const FIXED_LEAVES: [u32; 8] = [
     0,
     1,
+    7,
     0x8000_0000,
     0x8000_0001,
     0x8000_0002,
     0x8000_0003,
     0x8000_0004,
-    0x8000_0008,
 ];
+
+/// Most entries the supported table has: the fixed leaves, 0x8000_0008,
+/// and leaf 0xD subleaves 0, 1 and one per component bit 2..63.
+pub(crate) const MAX_SUPPORTED: usize = FIXED_LEAVES.len() + 1 + 2 + 62;
 
 // Leaf 1 EDX: x87, VME, DE, PSE, TSC, MSR, PAE, CX8, SEP, PGE, CMOV, PAT,
 // PSE36, CLFSH, MMX, FXSR, SSE, SSE2. Not the APIC, MTRRs, MCE/MCA or HTT:
 // rkvm does not emulate them.
 const LEAF1_EDX: u32 = 0x078b_a97f;
 // Leaf 1 ECX: SSE3, PCLMULQDQ, SSSE3, CX16, SSE4.1, SSE4.2, MOVBE, POPCNT,
-// AES, RDRAND. Not XSAVE/OSXSAVE/AVX (no XCR0 switching), x2APIC, or the
-// hypervisor bit's friends.
+// AES, RDRAND. Not x2APIC or the hypervisor bit's friends.
 const LEAF1_ECX: u32 = 0x42d8_2203;
+// Leaf 1 ECX with the guest's extended state switched (`xsave.rs`): XSAVE,
+// and the AVX instructions FMA, AVX, F16C. OSXSAVE is not a feature but
+// CR4.OSXSAVE, which the CPUID exit reports as the guest set it.
+const LEAF1_ECX_XSAVE: u32 = 1 << 26;
+const LEAF1_ECX_AVX: u32 = 1 << 12 | 1 << 28 | 1 << 29;
+/// Leaf 1 ECX: OSXSAVE.
+pub(crate) const LEAF1_ECX_OSXSAVE: u32 = 1 << 27;
+// Leaf 7 EBX: BMI1, BMI2, ERMS (plain instructions); AVX2 with AVX;
+// AVX512F/DQ/CD/BW/VL with the AVX-512 components.
+const LEAF7_EBX: u32 = 1 << 3 | 1 << 8 | 1 << 9;
+const LEAF7_EBX_AVX: u32 = 1 << 5;
+const LEAF7_EBX_AVX512: u32 = 1 << 16 | 1 << 17 | 1 << 28 | 1 << 30 | 1 << 31;
+// Leaf 0xD subleaf 1 EAX: XSAVEOPT, XSAVEC, XGETBV with ECX=1. Not XSAVES
+// (no IA32_XSS).
+const LEAF_D1_EAX: u32 = 0x7;
 // Leaf 0x8000_0001 EDX: SYSCALL, NX, MMXEXT, FXSR_OPT, 1 GiB pages, LM.
 // Not RDTSCP (intercepted: TSC_AUX is the host's).
 const EXT1_EDX: u32 = 0x2650_0800;
 // Leaf 0x8000_0001 ECX: LAHF/SAHF, ABM/LZCNT, SSE4A, 3DNow! prefetch.
 const EXT1_ECX: u32 = 0x0000_0161;
 
+/// The table `KVM_GET_SUPPORTED_CPUID` reports.
+pub(crate) struct Supported {
+    entries: [CpuidEntry; MAX_SUPPORTED],
+    len: usize,
+}
+
+impl Supported {
+    pub(crate) fn entries(&self) -> &[CpuidEntry] {
+        &self.entries[..self.len]
+    }
+
+    fn push(&mut self, function: u32, index: u32, flags: u32, regs: [u32; 4]) {
+        if let Some(e) = self.entries.get_mut(self.len) {
+            *e = CpuidEntry {
+                function,
+                index,
+                flags,
+                regs,
+            };
+            self.len += 1;
+        }
+    }
+}
+
 /// What rkvm supports for a guest, computed from the host's CPUID
-/// (`host(leaf, subleaf)`): the vendor, family/model, brand string and
-/// address widths pass through; feature bits are masked to what guests
-/// can use under rkvm.
-pub(crate) fn supported(
-    host: impl Fn(u32, u32) -> [u32; 4],
-) -> [CpuidEntry; SUPPORTED_LEAVES.len()] {
-    core::array::from_fn(|i| {
-        let function = SUPPORTED_LEAVES[i];
+/// (`host(leaf, subleaf)`) and the XSAVE components the host kernel
+/// enables (`host_xcr0`, 0 without XSAVE): the vendor, family/model,
+/// brand string and address widths pass through; feature bits are masked
+/// to what guests can use under rkvm.
+pub(crate) fn supported(host: impl Fn(u32, u32) -> [u32; 4], host_xcr0: u64) -> Supported {
+    let xcr0 = if host(1, 0)[2] & LEAF1_ECX_XSAVE != 0 {
+        crate::xsave::supported_xcr0(host_xcr0)
+    } else {
+        0
+    };
+    let avx = xcr0 & crate::arch::xcr0::YMM != 0;
+    let avx512 = xcr0 & crate::arch::xcr0::AVX512 != 0;
+    let mut out = Supported {
+        entries: [CpuidEntry::default(); MAX_SUPPORTED],
+        len: 0,
+    };
+    for function in FIXED_LEAVES {
         let mut regs = host(function, 0);
+        let mut flags = 0;
         match function {
-            0 => regs[0] = regs[0].min(1),
+            0 => regs[0] = regs[0].min(0xd),
             1 => {
                 // EBX bits 31:24 (initial APIC ID) and 23:16 (logical CPU
                 // count) are the VMM's to fill per vCPU.
                 regs[1] &= 0xffff;
-                regs[2] &= LEAF1_ECX;
+                let mut ecx = LEAF1_ECX;
+                if xcr0 != 0 {
+                    ecx |= LEAF1_ECX_XSAVE;
+                }
+                if avx {
+                    ecx |= LEAF1_ECX_AVX;
+                }
+                regs[2] &= ecx;
                 regs[3] &= LEAF1_EDX;
+            }
+            7 => {
+                flags = FLAG_SIGNIFICANT_INDEX;
+                let mut ebx = LEAF7_EBX;
+                if avx {
+                    ebx |= LEAF7_EBX_AVX;
+                }
+                if avx512 {
+                    ebx |= LEAF7_EBX_AVX512;
+                }
+                regs = [0, regs[1] & ebx, 0, 0];
             }
             0x8000_0000 => regs[0] = regs[0].min(0x8000_0008),
             0x8000_0001 => {
@@ -121,21 +192,60 @@ pub(crate) fn supported(
                 regs[2] &= EXT1_ECX;
                 regs[3] &= EXT1_EDX;
             }
-            0x8000_0008 => {
-                regs[0] &= 0xffff;
-                regs[1] = 0;
-                regs[2] = 0;
-                regs[3] = 0;
-            }
             _ => {}
         }
-        CpuidEntry {
-            function,
-            index: 0,
-            flags: 0,
-            regs,
+        out.push(function, 0, flags, regs);
+    }
+    let mut regs = host(0x8000_0008, 0);
+    regs = [regs[0] & 0xffff, 0, 0, 0];
+    out.push(0x8000_0008, 0, 0, regs);
+    if xcr0 != 0 {
+        let size = crate::xsave::xsave_size(xcr0, &host);
+        let low = xcr0 as u32;
+        let high = (xcr0 >> 32) as u32;
+        out.push(0xd, 0, FLAG_SIGNIFICANT_INDEX, [low, size, size, high]);
+        let d1 = host(0xd, 1)[0] & LEAF_D1_EAX;
+        out.push(0xd, 1, FLAG_SIGNIFICANT_INDEX, [d1, 0, 0, 0]);
+        for i in 2..64 {
+            if xcr0 & (1 << i) != 0 {
+                let [size, offset, ecx, _] = host(0xd, i);
+                out.push(0xd, i, FLAG_SIGNIFICANT_INDEX, [size, offset, ecx & 0x3, 0]);
+            }
         }
-    })
+    }
+    out
+}
+
+/// What the guest's CPUID instruction returns: the table's answer, with
+/// the bits KVM keeps in step with the guest's state at run time
+/// (`kvm_update_cpuid_runtime`): OSXSAVE mirrors CR4.OSXSAVE, and leaf
+/// 0xD's EBX is the XSAVE area size for the guest's current XCR0.
+pub(crate) fn guest_cpuid(
+    table: &[CpuidEntry],
+    function: u32,
+    index: u32,
+    osxsave: bool,
+    xsave_size_now: impl Fn() -> u32,
+) -> [u32; 4] {
+    let mut regs = lookup(table, function, index);
+    match (function, index) {
+        (1, _) => {
+            regs[2] &= !LEAF1_ECX_OSXSAVE;
+            if osxsave && regs[2] & LEAF1_ECX_XSAVE != 0 {
+                regs[2] |= LEAF1_ECX_OSXSAVE;
+            }
+        }
+        (0xd, 0) if regs != [0; 4] => regs[1] = xsave_size_now(),
+        _ => {}
+    }
+    regs
+}
+
+/// The XSAVE components a guest CPUID table offers (leaf 0xD subleaf 0
+/// EAX and EDX), before rkvm's own limits.
+pub(crate) fn guest_xcr0_bits(table: &[CpuidEntry]) -> u64 {
+    let [eax, _, _, edx] = lookup(table, 0xd, 0);
+    (edx as u64) << 32 | eax as u64
 }
 
 #[cfg(test)]
@@ -144,17 +254,52 @@ mod tests {
 
     #[test]
     fn supported_masks_features() {
-        let t = supported(|_, _| [u32::MAX; 4]);
-        assert_eq!(lookup(&t, 0, 0)[0], 1);
-        assert_eq!(lookup(&t, 0x8000_0000, 0)[0], 0x8000_0008);
-        let l1 = lookup(&t, 1, 0);
+        let s = supported(|_, _| [u32::MAX; 4], 0);
+        let t = s.entries();
+        assert_eq!(lookup(t, 0, 0)[0], 0xd);
+        assert_eq!(lookup(t, 0x8000_0000, 0)[0], 0x8000_0008);
+        let l1 = lookup(t, 1, 0);
         assert_eq!(l1[1], 0xffff);
         assert_eq!(l1[3] & (1 << 9), 0, "no APIC");
         assert_eq!(l1[2] & (1 << 27), 0, "no OSXSAVE");
-        let e1 = lookup(&t, 0x8000_0001, 0);
+        let e1 = lookup(t, 0x8000_0001, 0);
         assert_ne!(e1[3] & (1 << 29), 0, "long mode");
         assert_eq!(e1[3] & (1 << 27), 0, "no RDTSCP");
-        assert_eq!(lookup(&t, 0x8000_0008, 0)[0], 0xffff);
+        assert_eq!(lookup(t, 0x8000_0008, 0)[0], 0xffff);
+    }
+
+    #[test]
+    fn supported_xsave_follows_the_host() {
+        let host = |leaf: u32, sub: u32| match (leaf, sub) {
+            (0xd, 2) => [256, 576, 0, 0],
+            (0xd, 1) => [0xf, 0, 0, 0],
+            _ => [u32::MAX; 4],
+        };
+        // Without XSAVE in the host kernel: no XSAVE, AVX or leaf 0xD.
+        let s = supported(host, 0);
+        let t = s.entries();
+        assert_eq!(lookup(t, 1, 0)[2] & (1 << 26 | 1 << 28), 0);
+        assert_eq!(lookup(t, 7, 0)[1] & (1 << 5), 0, "no AVX2");
+        assert_eq!(lookup(t, 0xd, 0), [0; 4]);
+        // x87, SSE, AVX (and PKRU, which rkvm leaves out).
+        let s = supported(host, 0x207);
+        let t = s.entries();
+        let l1 = lookup(t, 1, 0)[2];
+        assert_ne!(l1 & (1 << 26), 0, "XSAVE");
+        assert_ne!(l1 & (1 << 28), 0, "AVX");
+        assert_eq!(l1 & LEAF1_ECX_OSXSAVE, 0, "OSXSAVE is dynamic");
+        assert_ne!(lookup(t, 7, 0)[1] & (1 << 5), 0, "AVX2");
+        assert_eq!(lookup(t, 7, 0)[1] & (1 << 16), 0, "no AVX-512");
+        assert_eq!(lookup(t, 0xd, 0), [7, 832, 832, 0]);
+        assert_eq!(lookup(t, 0xd, 1)[0], 7, "no XSAVES");
+        assert_eq!(lookup(t, 0xd, 2), [256, 576, 0, 0]);
+        assert_eq!(lookup(t, 0xd, 9), [0; 4]);
+        assert_eq!(guest_xcr0_bits(t), 7);
+        // At run time: OSXSAVE follows CR4, EBX the current XCR0.
+        assert_ne!(guest_cpuid(t, 1, 0, true, || 0)[2] & LEAF1_ECX_OSXSAVE, 0);
+        assert_eq!(guest_cpuid(t, 1, 0, false, || 0)[2] & LEAF1_ECX_OSXSAVE, 0);
+        assert_eq!(guest_cpuid(t, 0xd, 0, true, || 576)[1], 576);
+        assert_eq!(guest_cpuid(t, 0xd, 1, true, || 576)[1], 0);
     }
 
     #[test]

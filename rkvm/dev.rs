@@ -13,10 +13,14 @@ use crate::{abi, anon_fd, caps, cpuid, hw, msr, uarg, vm::Vm, x86};
 /// `KVM_GET_SUPPORTED_CPUID`: `E2BIG` if the array is too small, as KVM.
 fn get_supported_cpuid(arg: usize) -> Result {
     let n = u32::from_ne_bytes(abi::field(&uarg::read::<8>(arg)?, 0)) as usize;
-    let table = cpuid::supported(|leaf, sub| {
-        let r = x86::cpuid(leaf, sub);
-        [r.eax, r.ebx, r.ecx, r.edx]
-    });
+    let supported = cpuid::supported(
+        |leaf, sub| {
+            let r = x86::cpuid(leaf, sub);
+            [r.eax, r.ebx, r.ecx, r.edx]
+        },
+        crate::shim::cpu::host_xcr0(),
+    );
+    let table = supported.entries();
     if n < table.len() {
         return Err(E2BIG);
     }
@@ -66,7 +70,7 @@ impl MiscDevice for RkvmDevice {
             abi::system::CHECK_EXTENSION => Ok(caps::check_extension(
                 arg,
                 x86::online_cpus(),
-                hw::backend() == hw::Backend::Svm,
+                hw::can_run_guests(),
             )),
             abi::system::GET_VCPU_MMAP_SIZE if arg == 0 => {
                 Ok((abi::VCPU_MMAP_PAGES * kernel::page::PAGE_SIZE) as isize)

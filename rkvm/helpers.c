@@ -16,6 +16,8 @@
 #include <linux/uaccess.h>
 #include <asm/asm.h>
 #include <asm/fpu/api.h>
+#include <asm/fpu/xcr.h>
+#include <asm/cpufeature.h>
 #include <asm/io.h>
 #include <asm/msr.h>
 #include <asm/special_insns.h>
@@ -117,19 +119,35 @@ unsigned int rkvm_num_online_cpus(void)
 
 /* ---- the SVM world switch ---- */
 
-void rkvm_svm_run(u64 vmcb_pa, u64 *gprs, u64 host_save_pa)
+static int rkvm_clgi(void)
 {
+	asm goto("1: clgi\n\t"
+		 _ASM_EXTABLE(1b, %l[fault])
+		 ::: "memory" : fault);
+	return 0;
+fault:
+	return -EIO;
+}
+
+int rkvm_svm_run(u64 vmcb_pa, u64 *gprs, u64 host_save_pa)
+{
+	int r;
+
 	/*
-	 * GIF=0 from here to STGI: no interrupt, NMI or SMI reaches the host
-	 * while the GS base is the guest's. RFLAGS.IF is set for VMRUN because
-	 * with V_INTR_MASKING the host's IF decides whether physical interrupts
-	 * end the guest's run (#VMEXIT(INTR)); with GIF=0 none is taken here.
+	 * GIF=0 from CLGI to STGI: no interrupt,
+	 * NMI or SMI reaches the host while the GS base is the guest's.
+	 * RFLAGS.IF is set for VMRUN because with V_INTR_MASKING the host's IF
+	 * decides whether physical interrupts end the guest's run
+	 * (#VMEXIT(INTR)); with GIF=0 none is taken here.
 	 */
-	asm volatile("clgi" ::: "memory");
+	if (rkvm_clgi())
+		return -EIO;
 	raw_local_irq_enable();
-	rkvm_svm_vmrun(vmcb_pa, gprs, host_save_pa);
+	r = rkvm_svm_vmrun(vmcb_pa, gprs, host_save_pa);
 	raw_local_irq_disable();
-	asm volatile("stgi" ::: "memory");
+	if (rkvm_stgi())
+		return -EIO;
+	return r;
 }
 
 void rkvm_local_irq_disable(void)
@@ -147,16 +165,58 @@ unsigned int rkvm_smp_processor_id(void)
 	return smp_processor_id();
 }
 
-void rkvm_guest_fpu_load(void *fxsave)
+/* ---- the guest's extended state (KVM's FPU API) ---- */
+
+struct fpu_guest *rkvm_guest_fpu_alloc(void)
 {
-	kernel_fpu_begin();
-	asm volatile("fxrstor64 %0" : : "m"(*(u8 (*)[512])fxsave));
+	struct fpu_guest *gfpu = kzalloc(sizeof(*gfpu), GFP_KERNEL_ACCOUNT);
+
+	if (gfpu && !fpu_alloc_guest_fpstate(gfpu)) {
+		kfree(gfpu);
+		return NULL;
+	}
+	return gfpu;
 }
 
-void rkvm_guest_fpu_put(void *fxsave)
+void rkvm_guest_fpu_free(struct fpu_guest *gfpu)
 {
-	asm volatile("fxsave64 %0" : "=m"(*(u8 (*)[512])fxsave));
-	kernel_fpu_end();
+	fpu_free_guest_fpstate(gfpu);
+	kfree(gfpu);
+}
+
+void rkvm_guest_fpu_swap(struct fpu_guest *gfpu, bool enter_guest)
+{
+	fpu_swap_kvm_fpstate(gfpu, enter_guest);
+}
+
+void rkvm_guest_fpu_prepare_entry(void)
+{
+	lockdep_assert_irqs_disabled();
+	fpregs_assert_state_consistent();
+	if (test_thread_flag(TIF_NEED_FPU_LOAD))
+		switch_fpu_return();
+}
+
+void rkvm_guest_fpu_get_uabi(struct fpu_guest *gfpu, void *buf, u32 size, u64 xfeatures)
+{
+	fpu_copy_guest_fpstate_to_uabi(gfpu, buf, size, xfeatures, 0);
+}
+
+int rkvm_guest_fpu_set_uabi(struct fpu_guest *gfpu, const void *buf, u64 xfeatures)
+{
+	u32 pkru = 0;
+
+	return fpu_copy_uabi_to_guest_fpstate(gfpu, buf, xfeatures, &pkru);
+}
+
+u64 rkvm_host_xcr0(void)
+{
+	return boot_cpu_has(X86_FEATURE_OSXSAVE) ? xgetbv(XCR_XFEATURE_ENABLED_MASK) : 0;
+}
+
+void rkvm_xsetbv0(u64 value)
+{
+	xsetbv(XCR_XFEATURE_ENABLED_MASK, value);
 }
 
 bool rkvm_signal_pending(void)

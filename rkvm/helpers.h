@@ -45,16 +45,32 @@ bool rkvm_access_ok(u64 addr, u64 size);
 
 unsigned int rkvm_num_online_cpus(void);
 
-/* SVM world switch: rkvm_svm_vmrun is in svm/vmenter.S. IRQs off. */
-void rkvm_svm_vmrun(u64 vmcb_pa, u64 *gprs, u64 host_save_pa);
-void rkvm_svm_run(u64 vmcb_pa, u64 *gprs, u64 host_save_pa);
+/*
+ * SVM world switch: rkvm_svm_vmrun is in svm/vmenter.S. IRQs off. 0, or
+ * -EIO if an SVM instruction faulted (virtualization was turned off under
+ * rkvm, e.g. by an emergency reboot): the guest did not run.
+ */
+int rkvm_svm_vmrun(u64 vmcb_pa, u64 *gprs, u64 host_save_pa);
+int rkvm_svm_run(u64 vmcb_pa, u64 *gprs, u64 host_save_pa);
 void rkvm_local_irq_disable(void);
 void rkvm_local_irq_enable(void);
 unsigned int rkvm_smp_processor_id(void);
 unsigned int rkvm_smp_processor_id_raw(void);
-/* Guest x87/SSE state in a 16-byte aligned FXSAVE image, in kernel-FPU sections. */
-void rkvm_guest_fpu_load(void *fxsave);
-void rkvm_guest_fpu_put(void *fxsave);
+/*
+ * The guest's extended state as KVM keeps it: a guest fpstate swapped in for
+ * the duration of KVM_RUN (so context switches save it, not the host's), and
+ * reloaded before each entry if the kernel used the FPU meanwhile.
+ */
+struct fpu_guest;
+struct fpu_guest *rkvm_guest_fpu_alloc(void);
+void rkvm_guest_fpu_free(struct fpu_guest *gfpu);
+void rkvm_guest_fpu_swap(struct fpu_guest *gfpu, bool enter_guest);
+void rkvm_guest_fpu_prepare_entry(void);
+void rkvm_guest_fpu_get_uabi(struct fpu_guest *gfpu, void *buf, u32 size, u64 xfeatures);
+int rkvm_guest_fpu_set_uabi(struct fpu_guest *gfpu, const void *buf, u64 xfeatures);
+/* XCR0: the host kernel's value (0 without XSAVE), and loading one. */
+u64 rkvm_host_xcr0(void);
+void rkvm_xsetbv0(u64 value);
 bool rkvm_signal_pending(void);
 /* KVM_SET_SIGNAL_MASK: the blocked signals while in KVM_RUN. */
 void rkvm_sigset_activate(u64 mask);

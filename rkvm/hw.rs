@@ -22,6 +22,7 @@ use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use kernel::{alloc::flags::*, cpu, page::Page, prelude::*, str::CStr};
 
+use crate::backend::VcpuBackend;
 use crate::svm::{self, SvmFeatures};
 use crate::vmx::{self, VmxFeatures};
 
@@ -232,6 +233,21 @@ fn per_cpu() -> Option<&'static PerCpu> {
     // SAFETY: `PER_CPU` is set before `/dev/rkvm` exists and cleared only
     // when the module is unloaded.
     unsafe { p.as_ref() }
+}
+
+/// A new vCPU of the backend in use, in its RESET state (`is_bsp`: the
+/// bootstrap processor), for a VM whose TDP root is `tdp_root`.
+pub(crate) fn new_vcpu(tdp_root: u64, is_bsp: bool) -> Result<KBox<dyn VcpuBackend>> {
+    Ok(match backend() {
+        Backend::Svm => svm::vcpu::SvmVcpu::new(tdp_root, is_bsp)? as KBox<dyn VcpuBackend>,
+        Backend::Vmx => vmx::vcpu::VmxVcpu::new(is_bsp)? as KBox<dyn VcpuBackend>,
+    })
+}
+
+/// Whether the backend in use runs guests (`KVM_RUN` works; SVM today,
+/// not yet VMX).
+pub(crate) fn can_run_guests() -> bool {
+    backend() == Backend::Svm
 }
 
 /// SVM's features, if SVM is the backend.

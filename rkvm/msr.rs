@@ -21,6 +21,9 @@ pub(crate) const FS_BASE: u32 = 0xc000_0100;
 pub(crate) const GS_BASE: u32 = 0xc000_0101;
 pub(crate) const KERNEL_GS_BASE: u32 = 0xc000_0102;
 
+/// PAT after RESET (write-back for index 0).
+pub(crate) const PAT_DEFAULT: u64 = 0x0007_0406_0007_0406;
+
 /// What `KVM_GET_MSR_INDEX_LIST` reports.
 pub(crate) const INDEX_LIST: [u32; 14] = [
     EFER,
@@ -60,11 +63,11 @@ const MISC_ENABLE_EMON: u64 = 1 << 7;
 const MISC_ENABLE_BTS_UNAVAIL: u64 = 1 << 11;
 const MISC_ENABLE_PEBS_UNAVAIL: u64 = 1 << 12;
 
-pub(crate) const EFER_SCE: u64 = 1 << 0;
-pub(crate) const EFER_LME: u64 = 1 << 8;
-pub(crate) const EFER_LMA: u64 = 1 << 10;
-pub(crate) const EFER_NXE: u64 = 1 << 11;
-const CR0_PG: u64 = 1 << 31;
+pub(crate) const EFER_SCE: u64 = crate::arch::efer::SCE;
+pub(crate) const EFER_LME: u64 = crate::arch::efer::LME;
+pub(crate) const EFER_LMA: u64 = crate::arch::efer::LMA;
+pub(crate) const EFER_NXE: u64 = crate::arch::efer::NXE;
+const CR0_PG: u64 = crate::arch::cr0::PG;
 
 /// `val` if it is a canonical 48-bit address.
 pub(crate) fn canonical(val: u64) -> Result<u64, ()> {

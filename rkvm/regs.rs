@@ -15,7 +15,7 @@ use crate::abi::field;
 pub(crate) const REGS_SIZE: usize = 18 * 8;
 
 /// `RFLAGS` bit 1 reads as 1 on every x86 CPU.
-const RFLAGS_FIXED: u64 = 1 << 1;
+const RFLAGS_FIXED: u64 = crate::arch::rflags::FIXED;
 
 /// `struct kvm_regs`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -12,18 +12,23 @@ use kernel::{
 
 mod abi;
 mod anon_fd;
+mod arch;
+mod backend;
 mod caps;
 mod cpuid;
 mod dev;
 mod emulate;
+mod exits;
 mod fpu;
 mod hw;
 mod memslot;
 mod mmu;
 mod msr;
+mod pio;
 mod regs;
 mod run_page;
 mod rwlock;
+mod shim;
 mod srcu_box;
 mod sregs;
 mod svm;
@@ -32,6 +37,7 @@ mod vcpu;
 mod vm;
 mod vmx;
 mod x86;
+mod xsave;
 
 module! {
     type: Rkvm,

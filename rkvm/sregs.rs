@@ -14,22 +14,18 @@ pub(crate) const SREGS_SIZE: usize = 8 * SEGMENT_SIZE + 2 * DTABLE_SIZE + 7 * 8 
 const SEGMENT_SIZE: usize = 24;
 const DTABLE_SIZE: usize = 16;
 
-const CR0_PE: u64 = 1 << 0;
-const CR0_ET: u64 = 1 << 4;
-const CR0_NW: u64 = 1 << 29;
-const CR0_CD: u64 = 1 << 30;
-const CR0_PG: u64 = 1 << 31;
+use crate::arch::{cr0, cr4, efer};
 
-/// CR4 bits that need no CPUID feature: VME, PVI, TSD, DE, PSE, PAE, MCE,
-/// PGE, PCE, OSFXSR, OSXMMEXCPT. Every other bit is reserved until the guest
-/// CPUID offers its feature (`KVM_SET_CPUID2`, not implemented yet).
-const CR4_BASE_BITS: u64 = 0x7ff;
-const CR4_PAE: u64 = 1 << 5;
-
-const EFER_SCE: u64 = 1 << 0;
-const EFER_LME: u64 = 1 << 8;
-const EFER_LMA: u64 = 1 << 10;
-const EFER_NX: u64 = 1 << 11;
+const CR0_PE: u64 = cr0::PE;
+const CR0_ET: u64 = cr0::ET;
+const CR0_NW: u64 = cr0::NW;
+const CR0_CD: u64 = cr0::CD;
+const CR0_PG: u64 = cr0::PG;
+const CR4_PAE: u64 = cr4::PAE;
+const EFER_SCE: u64 = efer::SCE;
+const EFER_LME: u64 = efer::LME;
+const EFER_LMA: u64 = efer::LMA;
+const EFER_NX: u64 = efer::NXE;
 
 const APIC_BASE_DEFAULT: u64 = 0xfee0_0000;
 const APIC_BASE_BSP: u64 = 1 << 8;
@@ -78,6 +74,17 @@ pub(crate) struct GuestFeatures {
     pub(crate) x2apic: bool,
     /// Physical address width; 0 means KVM's default of 36 bits.
     pub(crate) phys_bits: u32,
+    /// XSAVE (CR4.OSXSAVE).
+    pub(crate) xsave: bool,
+    /// PCID (CR4.PCIDE).
+    pub(crate) pcid: bool,
+    /// FSGSBASE, SMEP, SMAP (leaf 7 EBX), UMIP, PKU, LA57 (leaf 7 ECX).
+    pub(crate) fsgsbase: bool,
+    pub(crate) smep: bool,
+    pub(crate) smap: bool,
+    pub(crate) umip: bool,
+    pub(crate) pku: bool,
+    pub(crate) la57: bool,
 }
 
 impl GuestFeatures {
@@ -93,6 +100,102 @@ impl GuestFeatures {
     fn reserved_gpa_bits(&self) -> u64 {
         !0u64 << self.phys_bits()
     }
+
+    /// The CR4 bits this guest may set: the base bits, and each feature
+    /// bit only when the guest CPUID offers the feature (KVM's
+    /// `__cr4_reserved_bits`). VMXE and SMXE never: rkvm offers neither
+    /// nested VMX nor SMX.
+    pub(crate) fn cr4_allowed(&self) -> u64 {
+        let mut allowed = cr4::BASE;
+        for (has, bit) in [
+            (self.xsave, cr4::OSXSAVE),
+            (self.pcid, cr4::PCIDE),
+            (self.fsgsbase, cr4::FSGSBASE),
+            (self.smep, cr4::SMEP),
+            (self.smap, cr4::SMAP),
+            (self.umip, cr4::UMIP),
+            (self.pku, cr4::PKE),
+            (self.la57, cr4::LA57),
+        ] {
+            if has {
+                allowed |= bit;
+            }
+        }
+        allowed
+    }
+
+    /// The features both `self` and `other` offer.
+    pub(crate) fn intersect(&self, other: &Self) -> Self {
+        Self {
+            lm: self.lm && other.lm,
+            nx: self.nx && other.nx,
+            x2apic: self.x2apic && other.x2apic,
+            phys_bits: self.phys_bits,
+            xsave: self.xsave && other.xsave,
+            pcid: self.pcid && other.pcid,
+            fsgsbase: self.fsgsbase && other.fsgsbase,
+            smep: self.smep && other.smep,
+            smap: self.smap && other.smap,
+            umip: self.umip && other.umip,
+            pku: self.pku && other.pku,
+            la57: self.la57 && other.la57,
+        }
+    }
+
+    /// The features a CPUID table offers; `lookup(leaf, subleaf)` answers
+    /// from it.
+    pub(crate) fn from_cpuid(lookup: impl Fn(u32, u32) -> [u32; 4]) -> Self {
+        let leaf1 = lookup(1, 0);
+        let leaf7 = lookup(7, 0);
+        let ext = lookup(0x8000_0001, 0);
+        let bit = |r: u32, n: u32| r & (1 << n) != 0;
+        Self {
+            lm: bit(ext[3], 29),
+            nx: bit(ext[3], 20),
+            x2apic: bit(leaf1[2], 21),
+            phys_bits: lookup(0x8000_0008, 0)[0] & 0xff,
+            xsave: bit(leaf1[2], 26),
+            pcid: bit(leaf1[2], 17),
+            fsgsbase: bit(leaf7[1], 0),
+            smep: bit(leaf7[1], 7),
+            smap: bit(leaf7[1], 20),
+            umip: bit(leaf7[2], 2),
+            pku: bit(leaf7[2], 3),
+            la57: bit(leaf7[2], 16),
+        }
+    }
+}
+
+/// Whether a guest `MOV` to CR4 of `new` is allowed (else `#GP`), with the
+/// current CR3/CR4/EFER: the bits must be offered, long mode keeps PAE and
+/// LA57, and PCIDE is set only in long mode with CR3[11:0] clear (SDM
+/// vol. 3, 2.5 and 4.10.1; KVM's `kvm_set_cr4`).
+pub(crate) fn cr4_write_is_valid(
+    new: u64,
+    old: u64,
+    cr3: u64,
+    efer_val: u64,
+    features: &GuestFeatures,
+) -> bool {
+    if new & !features.cr4_allowed() != 0 {
+        return false;
+    }
+    let long_mode = efer_val & EFER_LMA != 0;
+    if long_mode && (new & CR4_PAE == 0 || (new ^ old) & cr4::LA57 != 0) {
+        return false;
+    }
+    if new & cr4::PCIDE != 0 && old & cr4::PCIDE == 0 && (!long_mode || cr3 & 0xfff != 0) {
+        return false;
+    }
+    true
+}
+
+/// Whether changing CR4 from `old` to `new` must flush the guest's TLB:
+/// toggling PGE, or clearing PCIDE, flushes on hardware (SDM vol. 3,
+/// 4.10.4.1), and an intercepted MOV to CR4 did not reach the hardware.
+pub(crate) fn cr4_change_flushes_tlb(old: u64, new: u64) -> bool {
+    (old ^ new) & (cr4::PGE | cr4::PAE | cr4::PSE | cr4::SMEP) != 0
+        || (old & cr4::PCIDE != 0 && new & cr4::PCIDE == 0)
 }
 
 /// `struct kvm_segment`.
@@ -306,7 +409,7 @@ impl Sregs {
             return false;
         }
         cr0_is_valid(self.cr0)
-            && self.cr4 & !CR4_BASE_BITS == 0
+            && self.cr4 & !features.cr4_allowed() == 0
             && efer_is_valid(self.efer, features)
             // An unchanged APIC base is accepted as it is, as in KVM.
             && (self.apic_base == old_apic_base || apic_base_is_valid(self.apic_base, features))
@@ -452,7 +555,12 @@ pub(crate) mod tests {
         // CR4: feature bits need CPUID (VMXE, OSXSAVE, SMEP...).
         assert!(!with(&|s| s.cr4 = 1 << 13).is_valid(&none, old));
         assert!(!with(&|s| s.cr4 = 1 << 18).is_valid(&none, old));
-        assert!(with(&|s| s.cr4 = CR4_BASE_BITS).is_valid(&none, old));
+        assert!(with(&|s| s.cr4 = cr4::BASE).is_valid(&none, old));
+        let xsave = GuestFeatures {
+            xsave: true,
+            ..none
+        };
+        assert!(with(&|s| s.cr4 = cr4::OSXSAVE).is_valid(&xsave, old));
         // Long mode needs LM in CPUID, PAE and LMA, and a legal CR3.
         let long = |s: &mut Sregs| {
             s.cr0 = CR0_PE | CR0_PG;
@@ -497,5 +605,31 @@ pub(crate) mod tests {
         assert!(with(&|s| s.apic_base = 0).is_valid(&none, old));
         // An unchanged value passes even if it would not as a new one.
         assert!(with(&|s| s.apic_base = 1).is_valid(&none, 1));
+    }
+
+    #[test]
+    fn mov_to_cr4() {
+        let none = GuestFeatures::default();
+        let xsave = GuestFeatures::from_cpuid(|leaf, _| match leaf {
+            1 => [0, 0, 1 << 26, 0],
+            _ => [0; 4],
+        });
+        assert!(xsave.xsave && !xsave.pcid);
+        let long = EFER_LME | EFER_LMA;
+        let pae = CR4_PAE;
+        assert!(cr4_write_is_valid(pae | cr4::OSXSAVE, pae, 0, long, &xsave));
+        assert!(!cr4_write_is_valid(pae | cr4::OSXSAVE, pae, 0, long, &none));
+        assert!(!cr4_write_is_valid(0, pae, 0, long, &none), "PAE off in long mode");
+        assert!(cr4_write_is_valid(0, pae, 0, 0, &none));
+        assert!(!cr4_write_is_valid(cr4::VMXE, 0, 0, 0, &xsave));
+        let all = GuestFeatures::from_cpuid(|_, _| [u32::MAX; 4]);
+        assert!(!cr4_write_is_valid(pae | cr4::LA57, pae, 0, long, &all), "LA57 in long mode");
+        assert!(cr4_write_is_valid(pae | cr4::PCIDE, pae, 0x1000, long, &all));
+        assert!(!cr4_write_is_valid(pae | cr4::PCIDE, pae, 0x1001, long, &all), "PCID in CR3");
+        assert!(!cr4_write_is_valid(cr4::PCIDE, 0, 0, 0, &all), "PCIDE outside long mode");
+        assert!(cr4_change_flushes_tlb(0, cr4::PGE));
+        assert!(cr4_change_flushes_tlb(cr4::PCIDE, 0));
+        assert!(!cr4_change_flushes_tlb(0, cr4::OSXSAVE));
+        assert_eq!(all.intersect(&none).cr4_allowed(), cr4::BASE);
     }
 }

@@ -3,9 +3,10 @@
 //! A vCPU: what a vCPU fd refers to.
 //!
 //! The fd maps two pages: the `kvm_run` page at offset 0 and the PIO data
-//! page at offset 1 (`KVM_GET_VCPU_MMAP_SIZE`). Register state lives here;
-//! segments are kept in the backend's own format (VMCB or VMCS fields),
-//! which is what KVM reports them through.
+//! page at offset 1 (`KVM_GET_VCPU_MMAP_SIZE`). Register state lives in
+//! the backend, in its own format (VMCB or VMCS fields), which is what
+//! KVM reports it through; the extended state in a guest fpstate
+//! (`shim/guest_fpu.rs`). Running and exits are `exits.rs`.
 
 use kernel::{
     alloc::flags::__GFP_ZERO,
@@ -21,98 +22,31 @@ use kernel::{
 use crate::{
     abi::{self, VCPU_MMAP_PAGES},
     anon_fd::{self, AnonFile},
+    arch::xcr0,
     cpuid::{self, CpuidEntry},
-    fpu::Fpu,
-    hw::{self, Backend},
+    exits::{self, CpuCore, GuestCpu},
+    fpu::{Fpu, FXSAVE_SIZE},
+    hw,
     regs::Regs,
     run_page::{RunPage, SharedPage},
-    sregs::{self, GuestFeatures, SegReg, Sregs},
-    svm::{seg::SvmSegs, vcpu::SvmVcpu},
+    shim::{
+        cpu::SigmaskGuard,
+        guest_fpu::{GuestFpu, XSAVE_UABI_SIZE},
+    },
+    sregs::{self, Sregs},
     uarg,
     vm::Vm,
-    vmx::seg::VmxSegs,
 };
 
-/// Segment registers in the backend's format.
-enum Segs {
-    Svm(SvmSegs),
-    Vmx(VmxSegs),
-}
-
-impl Segs {
-    fn reset(backend: Backend) -> Self {
-        match backend {
-            Backend::Svm => Self::Svm(SvmSegs::reset()),
-            Backend::Vmx => Self::Vmx(VmxSegs::reset()),
-        }
-    }
-
-    fn get(&self, reg: SegReg) -> sregs::Segment {
-        match self {
-            Self::Svm(s) => s.get(reg),
-            Self::Vmx(s) => s.get(reg),
-        }
-    }
-
-    fn set(&mut self, reg: SegReg, var: &sregs::Segment) {
-        match self {
-            Self::Svm(s) => s.set(reg, var),
-            Self::Vmx(s) => s.set(reg, var),
-        }
-    }
-}
-
-/// Register state as `KVM_GET_REGS`/`KVM_GET_SREGS` report it.
+/// A vCPU's state behind its mutex.
 struct State {
-    regs: Regs,
-    /// Control registers, descriptor tables and the pending interrupt; its
-    /// `segs` are unused, `segs` below holds them.
-    sregs: Sregs,
-    segs: Segs,
-    fpu: Fpu,
-    /// What the guest CPUID offers, as far as register checks care.
-    features: GuestFeatures,
-    /// The guest's CPUID table (`KVM_SET_CPUID2`).
-    cpuid: KVec<CpuidEntry>,
-    /// The SVM backend's vCPU (`None` on VMX until its backend runs guests).
-    svm: Option<KBox<SvmVcpu>>,
-    /// The fields above changed through an ioctl since the backend last
-    /// loaded them.
-    dirty: bool,
-    /// The backend ran the guest since the fields above were last stored
-    /// back: they are out of date until `pull`. Never set with `dirty`.
-    stale: bool,
+    cpu: GuestCpu,
+    /// `KVM_GET_SREGS`'s APIC base (no in-kernel local APIC yet).
+    apic_base: u64,
+    /// An interrupt queued through `KVM_SET_SREGS`.
+    pending_irq: Option<u8>,
     /// `KVM_SET_SIGNAL_MASK`: the signals blocked while in `KVM_RUN`.
     sigmask: Option<u64>,
-}
-
-mod ffi {
-    extern "C" {
-        pub(super) fn rkvm_sigset_activate(mask: u64);
-        pub(super) fn rkvm_sigset_deactivate();
-    }
-}
-
-/// The blocked-signal mask of `KVM_SET_SIGNAL_MASK`, in force while this
-/// lives.
-struct SigmaskGuard;
-
-impl SigmaskGuard {
-    fn activate(mask: Option<u64>) -> Option<Self> {
-        // SAFETY: replaces the current task's blocked mask, saving the old
-        // one in `real_blocked`; `drop` restores it before KVM_RUN returns.
-        mask.map(|m| {
-            unsafe { ffi::rkvm_sigset_activate(m) };
-            Self
-        })
-    }
-}
-
-impl Drop for SigmaskGuard {
-    fn drop(&mut self) {
-        // SAFETY: paired with `rkvm_sigset_activate` in `activate`.
-        unsafe { ffi::rkvm_sigset_deactivate() };
-    }
 }
 
 /// Most entries `KVM_GET_MSRS`/`KVM_SET_MSRS` take at once (KVM's
@@ -120,35 +54,29 @@ impl Drop for SigmaskGuard {
 const MAX_IO_MSRS: usize = 256;
 /// Size of `struct kvm_msr_entry`.
 const MSR_ENTRY_SIZE: usize = 16;
+/// Offset of `xstate_bv` in the XSAVE header of `struct kvm_xsave`.
+const XSTATE_BV: usize = FXSAVE_SIZE;
 
 impl State {
+    fn core(&self) -> &CpuCore {
+        &self.cpu.core
+    }
+
+    fn core_mut(&mut self) -> &mut CpuCore {
+        &mut self.cpu.core
+    }
+
     /// A vCPU after RESET.
-    fn reset(&mut self, is_bsp: bool) {
-        self.regs = Regs::reset();
-        self.sregs = sregs::reset(is_bsp);
-        self.segs = Segs::reset(hw::backend());
-        self.fpu = Fpu::reset();
-        self.dirty = true;
-    }
-
-    /// Loads what the ioctls changed into the backend. The register state
-    /// moves between here and the backend only when an ioctl needs it, so
-    /// a `KVM_RUN` after an exit to userspace copies nothing.
-    fn push(&mut self) {
-        if let (true, Some(svm), Segs::Svm(segs)) = (self.dirty, self.svm.as_mut(), &self.segs) {
-            svm.load(&self.regs, &self.sregs, segs, &self.fpu);
-            self.dirty = false;
-        }
-    }
-
-    /// Stores the backend's state for the ioctls to see, if the guest ran
-    /// since the last time.
-    fn pull(&mut self) {
-        if let (true, Some(svm), Segs::Svm(segs)) = (self.stale, self.svm.as_ref(), &mut self.segs)
-        {
-            svm.store(&mut self.regs, &mut self.sregs, segs, &mut self.fpu);
-        }
-        self.stale = false;
+    fn reset(&mut self, is_bsp: bool) -> Result {
+        self.core_mut().reset(is_bsp);
+        self.apic_base = sregs::reset(is_bsp).apic_base;
+        self.pending_irq = None;
+        let mut buf = KBox::new([0u8; XSAVE_UABI_SIZE], GFP_KERNEL)?;
+        let mut fx = [0u8; FXSAVE_SIZE];
+        fx.copy_from_slice(&Fpu::reset_fxsave());
+        buf[..FXSAVE_SIZE].copy_from_slice(&fx);
+        buf[XSTATE_BV..XSTATE_BV + 8].copy_from_slice(&(xcr0::X87 | xcr0::SSE).to_ne_bytes());
+        self.cpu.fpu.set(&buf, exits::supported_xcr0() | xcr0::X87 | xcr0::SSE)
     }
 
     /// `KVM_RUN`.
@@ -160,25 +88,21 @@ impl State {
         if cr8 & !0xf != 0 {
             return Err(EINVAL);
         }
-        if self.svm.is_none() {
+        if !hw::can_run_guests() {
             return Err(EINVAL);
         }
-        self.push();
-        let svm = self.svm.as_mut().ok_or(EINVAL)?;
-        svm.set_cr8(cr8);
-        self.stale = true;
+        self.core_mut().backend.set_cr8(cr8);
         let sigmask = SigmaskGuard::activate(self.sigmask);
-        let ret = svm.run(vm, &run, &pio, &self.cpuid);
+        let ret = self.cpu.run(vm, &run, &pio);
         drop(sigmask);
-        let shut_down = svm.shut_down();
-        let (if_flag, ready) = svm.interrupt_status();
-        let cr8 = svm.cr8();
-        if shut_down {
-            // The VMCB is undefined after a shutdown; KVM resets the vCPU.
-            self.stale = false;
-            self.reset(is_bsp);
+        let backend = &self.core().backend;
+        let (if_flag, ready) = backend.interrupt_status();
+        let cr8 = backend.cr8();
+        if self.core().shut_down {
+            // The state is undefined after a shutdown; KVM resets the vCPU.
+            self.reset(is_bsp)?;
         }
-        run.set_status(if_flag, ready, cr8, self.sregs.apic_base);
+        run.set_status(if_flag, ready, cr8, self.apic_base);
         ret.map(|()| 0)
     }
 
@@ -190,11 +114,7 @@ impl State {
         if n >= MAX_IO_MSRS {
             return Err(E2BIG);
         }
-        self.push();
-        let svm = self.svm.as_mut().ok_or(EINVAL)?;
-        // The MSRs live in the backend: what the ioctls see of the rest
-        // (EFER in the sregs) is refreshed by the next `pull`.
-        self.stale = true;
+        let core = self.core_mut();
         let mut done = 0;
         for i in 0..n {
             let addr = arg + 8 + i * MSR_ENTRY_SIZE;
@@ -202,11 +122,11 @@ impl State {
             let index = u32::from_ne_bytes(abi::field(&e, 0));
             if set {
                 let data = u64::from_ne_bytes(abi::field(&e, 8));
-                if svm.set_msr(index, data, true).is_err() {
+                if core.set_msr(index, data, true).is_err() {
                     break;
                 }
             } else {
-                let Some(data) = svm.get_msr(index) else {
+                let Some(data) = core.get_msr(index) else {
                     break;
                 };
                 uarg::write(addr + 8, &data.to_ne_bytes())?;
@@ -228,21 +148,20 @@ impl State {
                 uarg::read(arg + cpuid::HEADER_SIZE + i * cpuid::ENTRY_SIZE)?;
             table.push(CpuidEntry::from_bytes(&b), GFP_KERNEL)?;
         }
-        self.features = guest_features(&table);
-        self.cpuid = table;
+        self.core_mut().set_cpuid(table);
         Ok(())
     }
 
     /// `KVM_GET_CPUID2`: `E2BIG` (and the needed count) if too small.
     fn get_cpuid(&self, arg: usize) -> Result {
         let n = u32::from_ne_bytes(abi::field(&uarg::read::<8>(arg)?, 0)) as usize;
-        let have = self.cpuid.len();
+        let table = &self.core().cpuid;
+        let have = table.len();
+        uarg::write(arg, &(have as u32).to_ne_bytes())?;
         if n < have {
-            uarg::write(arg, &(have as u32).to_ne_bytes())?;
             return Err(E2BIG);
         }
-        uarg::write(arg, &(have as u32).to_ne_bytes())?;
-        for (i, e) in self.cpuid.iter().enumerate() {
+        for (i, e) in table.iter().enumerate() {
             uarg::write(
                 arg + cpuid::HEADER_SIZE + i * cpuid::ENTRY_SIZE,
                 &e.to_bytes(),
@@ -252,25 +171,86 @@ impl State {
     }
 
     fn get_sregs(&self) -> Sregs {
-        let mut out = self.sregs;
-        for reg in SegReg::ALL {
-            out.segs[reg as usize] = self.segs.get(reg);
+        Sregs {
+            apic_base: self.apic_base,
+            pending_irq: self.pending_irq,
+            ..self.core().backend.sregs()
         }
-        out
     }
 
     fn set_sregs(&mut self, new: &Sregs) -> Result {
-        if !new.is_valid(&self.features, self.sregs.apic_base) {
+        if !new.is_valid(&self.core().features, self.apic_base) {
             return Err(EINVAL);
         }
         // As in KVM, an empty interrupt bitmap leaves a queued interrupt be.
-        let pending_irq = new.pending_irq.or(self.sregs.pending_irq);
-        self.sregs = Sregs {
-            pending_irq,
-            ..*new
-        };
-        for reg in SegReg::ALL {
-            self.segs.set(reg, &new.segs[reg as usize]);
+        self.pending_irq = new.pending_irq.or(self.pending_irq);
+        self.apic_base = new.apic_base;
+        self.core_mut().backend.set_sregs(new);
+        Ok(())
+    }
+
+    /// The extended state in the `KVM_GET_XSAVE` format.
+    fn xsave(&mut self) -> Result<KBox<[u8; XSAVE_UABI_SIZE]>> {
+        let mut buf = KBox::new([0u8; XSAVE_UABI_SIZE], GFP_KERNEL)?;
+        self.cpu.fpu.get(&mut buf, exits::supported_xcr0() | xcr0::X87 | xcr0::SSE);
+        Ok(buf)
+    }
+
+    fn set_xsave(&mut self, buf: &[u8; XSAVE_UABI_SIZE]) -> Result {
+        self.cpu
+            .fpu
+            .set(buf, exits::supported_xcr0() | xcr0::X87 | xcr0::SSE)
+    }
+
+    /// `KVM_GET_FPU`: the x87/SSE part of the extended state.
+    fn get_fpu(&mut self) -> Result<Fpu> {
+        let buf = self.xsave()?;
+        let mut fx = [0u8; FXSAVE_SIZE];
+        fx.copy_from_slice(&buf[..FXSAVE_SIZE]);
+        Ok(Fpu::from_fxsave(&fx))
+    }
+
+    /// `KVM_SET_FPU`: replaces the x87/SSE part, keeping MXCSR (which
+    /// `struct kvm_fpu` does not carry, as KVM ignores it) and the rest.
+    fn set_fpu(&mut self, fpu: &Fpu) -> Result {
+        let mut buf = self.xsave()?;
+        let mut fx = [0u8; FXSAVE_SIZE];
+        fx.copy_from_slice(&buf[..FXSAVE_SIZE]);
+        fpu.store_fxsave(&mut fx);
+        buf[..FXSAVE_SIZE].copy_from_slice(&fx);
+        let bv = u64::from_ne_bytes(abi::field(&buf[..], XSTATE_BV)) | xcr0::X87 | xcr0::SSE;
+        buf[XSTATE_BV..XSTATE_BV + 8].copy_from_slice(&bv.to_ne_bytes());
+        self.set_xsave(&buf)
+    }
+
+    /// `KVM_GET_XCRS`: XCR0, where the host has XSAVE.
+    fn get_xcrs(&self) -> [u8; abi::vcpu::XCRS_SIZE] {
+        let mut b = [0u8; abi::vcpu::XCRS_SIZE];
+        if crate::shim::cpu::host_xcr0() != 0 {
+            b[0..4].copy_from_slice(&1u32.to_ne_bytes());
+            // xcrs[0]: xcr 0, reserved, value.
+            b[16..24].copy_from_slice(&self.core().xcr0.to_ne_bytes());
+        }
+        b
+    }
+
+    /// `KVM_SET_XCRS`: as KVM, only XCR0 is looked at, with the checks of
+    /// a guest XSETBV; `EINVAL` for a bad count, flags or value.
+    fn set_xcrs(&mut self, b: &[u8; abi::vcpu::XCRS_SIZE]) -> Result {
+        if crate::shim::cpu::host_xcr0() == 0 {
+            return Err(EINVAL);
+        }
+        let n = u32::from_ne_bytes(abi::field(b, 0)) as usize;
+        let flags = u32::from_ne_bytes(abi::field(b, 4));
+        if n > abi::vcpu::MAX_XCRS || flags != 0 {
+            return Err(EINVAL);
+        }
+        for i in 0..n {
+            let off = 8 + i * 16;
+            if u32::from_ne_bytes(abi::field(b, off)) == crate::xsave::XCR0_INDEX {
+                let value = u64::from_ne_bytes(abi::field(b, off + 8));
+                return self.core_mut().set_xcr0(value);
+            }
         }
         Ok(())
     }
@@ -287,25 +267,6 @@ fn sigmask_arg(arg: usize) -> Result<Option<u64>> {
         return Err(EINVAL);
     }
     Ok(Some(u64::from_ne_bytes(uarg::read::<8>(arg + 4)?)))
-}
-
-/// What the register checks need from a CPUID table: long mode, NX (leaf
-/// 0x8000_0001 EDX bits 29 and 20), x2APIC (leaf 1 ECX bit 21) and the
-/// physical address width (leaf 0x8000_0008 EAX).
-fn guest_features(table: &[CpuidEntry]) -> GuestFeatures {
-    let ext = cpuid::lookup(table, 0x8000_0001, 0);
-    let leaf1 = cpuid::lookup(table, 1, 0);
-    let bits = cpuid::lookup(table, 0x8000_0008, 0)[0] & 0xff;
-    GuestFeatures {
-        lm: ext[3] & (1 << 29) != 0,
-        nx: ext[3] & (1 << 20) != 0,
-        x2apic: leaf1[2] & (1 << 21) != 0,
-        phys_bits: if bits != 0 {
-            bits
-        } else {
-            GuestFeatures::default().phys_bits
-        },
-    }
 }
 
 /// A virtual CPU.
@@ -331,21 +292,18 @@ impl Vcpu {
         let page = || Page::alloc_page(GFP_KERNEL | __GFP_ZERO);
         let pages = [page()?, page()?];
         // vCPU 0 is the bootstrap processor, as in KVM by default.
-        let state = State {
-            regs: Regs::reset(),
-            sregs: sregs::reset(id == 0),
-            segs: Segs::reset(hw::backend()),
-            fpu: Fpu::reset(),
-            features: GuestFeatures::default(),
-            cpuid: KVec::new(),
-            svm: match hw::backend() {
-                Backend::Svm => Some(SvmVcpu::new(idx, vm.tdp().root_phys())?),
-                Backend::Vmx => None,
+        let is_bsp = id == 0;
+        let backend = hw::new_vcpu(vm.tdp().root_phys(), is_bsp)?;
+        let mut state = State {
+            cpu: GuestCpu {
+                fpu: GuestFpu::new()?,
+                core: CpuCore::new(backend, idx),
             },
-            dirty: true,
-            stale: false,
+            apic_base: 0,
+            pending_irq: None,
             sigmask: None,
         };
+        state.reset(is_bsp)?;
         // INVARIANT: both pages were allocated zeroed.
         let vcpu = Arc::pin_init(
             try_pin_init!(Self { vm, id, idx, pages, state <- new_mutex!(state, "Vcpu::state") }),
@@ -363,30 +321,27 @@ impl AnonFile for Vcpu {
             return Err(EIO);
         }
         let mut state = this.state.lock();
-        // Every register ioctl sees (and changes) the state as the guest
-        // left it.
-        if cmd != abi::vcpu::RUN {
-            state.pull();
-        }
         match cmd {
             // KVM refuses an argument to KVM_RUN.
             abi::vcpu::RUN if arg != 0 => return Err(EINVAL),
             abi::vcpu::RUN => return state.run(&this.vm, &this.pages, this.id == 0),
-            abi::vcpu::GET_REGS => uarg::write(arg, &state.regs.to_bytes())?,
+            abi::vcpu::GET_REGS => uarg::write(arg, &state.core().backend.regs().to_bytes())?,
             abi::vcpu::SET_REGS => {
-                state.regs = Regs::from_bytes(&uarg::read(arg)?).sanitized();
-                state.dirty = true;
+                let regs = Regs::from_bytes(&uarg::read(arg)?).sanitized();
+                state.core_mut().backend.set_regs(&regs);
             }
             abi::vcpu::GET_SREGS => uarg::write(arg, &state.get_sregs().to_bytes())?,
-            abi::vcpu::SET_SREGS => {
-                state.set_sregs(&Sregs::from_bytes(&uarg::read(arg)?))?;
-                state.dirty = true;
+            abi::vcpu::SET_SREGS => state.set_sregs(&Sregs::from_bytes(&uarg::read(arg)?))?,
+            abi::vcpu::GET_FPU => uarg::write(arg, &state.get_fpu()?.to_bytes())?,
+            abi::vcpu::SET_FPU => state.set_fpu(&Fpu::from_bytes(&uarg::read(arg)?))?,
+            abi::vcpu::GET_XSAVE => uarg::write(arg, &*state.xsave()?)?,
+            abi::vcpu::SET_XSAVE => {
+                let mut buf = KBox::new([0u8; XSAVE_UABI_SIZE], GFP_KERNEL)?;
+                uarg::read_into(arg, &mut buf[..])?;
+                state.set_xsave(&buf)?;
             }
-            abi::vcpu::GET_FPU => uarg::write(arg, &state.fpu.to_bytes())?,
-            abi::vcpu::SET_FPU => {
-                state.fpu = Fpu::from_bytes(&uarg::read(arg)?);
-                state.dirty = true;
-            }
+            abi::vcpu::GET_XCRS => uarg::write(arg, &state.get_xcrs())?,
+            abi::vcpu::SET_XCRS => state.set_xcrs(&uarg::read(arg)?)?,
             abi::vcpu::GET_MSRS => return state.msrs(arg, false),
             abi::vcpu::SET_MSRS => return state.msrs(arg, true),
             abi::vcpu::SET_CPUID2 => state.set_cpuid(arg)?,

@@ -289,7 +289,7 @@ impl AnonFile for Vm {
             abi::system::CHECK_EXTENSION => Ok(caps::check_extension(
                 arg,
                 x86::online_cpus(),
-                hw::backend() == hw::Backend::Svm,
+                hw::can_run_guests(),
             )),
             abi::vm::CREATE_VCPU => create_vcpu(this, arg),
             // Both only matter to VMX without unrestricted guest (a real-mode

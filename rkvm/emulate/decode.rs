@@ -285,37 +285,46 @@ impl Plan {
 }
 
 /// Legacy and REX prefixes (SDM Vol. 2A 2.1.1, 2.2.1).
-#[derive(Default)]
-struct Prefixes {
-    lock: bool,
-    opsize: bool,
-    addrsize: bool,
-    seg: Option<Seg>,
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Prefixes {
+    pub(crate) lock: bool,
+    /// F2h or F3h (REP/REPNE; what they mean depends on the opcode).
+    pub(crate) rep: bool,
+    pub(crate) opsize: bool,
+    pub(crate) addrsize: bool,
+    pub(crate) seg: Option<Seg>,
     /// Only a REX immediately before the opcode counts; a legacy prefix
     /// after it cancels it (SDM Vol. 2A 2.2.1).
-    rex: Option<u8>,
+    pub(crate) rex: Option<u8>,
+    /// Bytes of prefixes: the opcode starts here.
+    pub(crate) len: usize,
 }
 
-/// Decodes the instruction at the start of `bytes` (any trailing bytes are
-/// ignored) as executed in `mode`.
-///
-/// Supported, memory forms only: MOV 88h-8Bh, C6h /0, C7h /0, A0h-A3h;
-/// MOVZX 0F B6/B7; MOVSX 0F BE/BF; MOVSXD 63h (64-bit mode); ADD, OR, ADC,
-/// SBB, AND, SUB, XOR, CMP as `op r/m, reg`, `op reg, r/m` and 80h-83h
-/// `op r/m, imm`; TEST 84h, 85h, F6h/F7h /0 (and the /1 alias); XCHG 86h,
-/// 87h; INC, DEC FEh/FFh /0 /1; NOT, NEG F6h/F7h /2 /3. Prefixes: 66h,
-/// 67h, segment overrides, LOCK (on the lockable forms), REP/REPNE
-/// (ignored), REX in 64-bit mode.
-pub(crate) fn decode(bytes: &[u8], mode: Mode) -> Result<MmioInsn, DecodeError> {
+impl Prefixes {
+    /// The address size in bytes these prefixes give in `mode` (SDM Vol. 1
+    /// 3.6, Table 3-4).
+    pub(crate) fn addr_size(&self, mode: Mode) -> u8 {
+        match (mode, self.addrsize) {
+            (Mode::Long64, false) => 8,
+            (Mode::Long64, true) => 4,
+            (Mode::Prot32, false) => 4,
+            (_, false) => 2,
+            (Mode::Prot32, true) => 2,
+            (_, true) => 4,
+        }
+    }
+}
+
+/// Reads the prefixes at the start of `bytes` as `mode` does; `Invalid`
+/// past 15 bytes, `Truncated` if the opcode is not in `bytes`.
+pub(crate) fn decode_prefixes(bytes: &[u8], mode: Mode) -> Result<Prefixes, DecodeError> {
     let mut c = Cursor { bytes, pos: 0 };
     let mut p = Prefixes::default();
-    let opcode = loop {
+    loop {
         let b = c.next()?;
         match b {
             0xf0 => p.lock = true,
-            // REP/REPNE mean nothing to these instructions (and
-            // XACQUIRE/XRELEASE are hints).
-            0xf2 | 0xf3 => {}
+            0xf2 | 0xf3 => p.rep = true,
             0x26 => p.seg = Some(Seg::Es),
             0x2e => p.seg = Some(Seg::Cs),
             0x36 => p.seg = Some(Seg::Ss),
@@ -328,10 +337,50 @@ pub(crate) fn decode(bytes: &[u8], mode: Mode) -> Result<MmioInsn, DecodeError> 
                 p.rex = Some(b);
                 continue;
             }
-            _ => break b,
+            _ => {
+                p.len = c.pos - 1;
+                return Ok(p);
+            }
         }
         p.rex = None;
-    };
+    }
+}
+
+/// `MOV CRn, reg` (0F 22 /r, SDM Vol. 2B): the control register, the
+/// source register (x86 order) and the instruction's length. The operand
+/// is always a register (ModRM.mod is ignored, as the CPU does); a LOCK
+/// prefix selects CR8 on AMD CPUs in legacy modes and is not supported.
+pub(crate) fn decode_mov_to_cr(bytes: &[u8], mode: Mode) -> Result<(u8, u8, usize), DecodeError> {
+    let p = decode_prefixes(bytes, mode)?;
+    if p.lock {
+        return Err(DecodeError::Unsupported);
+    }
+    let mut c = Cursor { bytes, pos: p.len };
+    if c.next()? != 0x0f || c.next()? != 0x22 {
+        return Err(DecodeError::Unsupported);
+    }
+    let modrm = c.next()?;
+    let rex = p.rex.unwrap_or(0);
+    let cr = ((modrm >> 3) & 7) | ((rex >> 2) & 1) << 3;
+    let gpr = (modrm & 7) | (rex & 1) << 3;
+    Ok((cr, gpr, c.pos))
+}
+
+/// Decodes the instruction at the start of `bytes` (any trailing bytes are
+/// ignored) as executed in `mode`.
+///
+/// Supported, memory forms only: MOV 88h-8Bh, C6h /0, C7h /0, A0h-A3h;
+/// MOVZX 0F B6/B7; MOVSX 0F BE/BF; MOVSXD 63h (64-bit mode); ADD, OR, ADC,
+/// SBB, AND, SUB, XOR, CMP as `op r/m, reg`, `op reg, r/m` and 80h-83h
+/// `op r/m, imm`; TEST 84h, 85h, F6h/F7h /0 (and the /1 alias); XCHG 86h,
+/// 87h; INC, DEC FEh/FFh /0 /1; NOT, NEG F6h/F7h /2 /3. Prefixes: 66h,
+/// 67h, segment overrides, LOCK (on the lockable forms), REP/REPNE
+/// (ignored: they mean nothing to these instructions, and
+/// XACQUIRE/XRELEASE are hints), REX in 64-bit mode.
+pub(crate) fn decode(bytes: &[u8], mode: Mode) -> Result<MmioInsn, DecodeError> {
+    let p = decode_prefixes(bytes, mode)?;
+    let mut c = Cursor { bytes, pos: p.len };
+    let opcode = c.next()?;
 
     let rex = p.rex.unwrap_or(0);
     let rex_w = rex & 0x8 != 0;
@@ -347,14 +396,7 @@ pub(crate) fn decode(bytes: &[u8], mode: Mode) -> Result<MmioInsn, DecodeError> 
     } else {
         4
     };
-    let addr_size: u8 = match (mode, p.addrsize) {
-        (Mode::Long64, false) => 8,
-        (Mode::Long64, true) => 4,
-        (Mode::Prot32, false) => 4,
-        (_, false) => 2,
-        (Mode::Prot32, true) => 2,
-        (_, true) => 4,
-    };
+    let addr_size = p.addr_size(mode);
 
     let plan = match opcode {
         // The ALU rows: 00h-03h, 08h-0Bh, ... 38h-3Bh. Columns 4 and 5 are

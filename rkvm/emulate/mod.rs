@@ -32,17 +32,16 @@ mod exec;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use decode::{decode, MmioInsn, MAX_INSN_LEN};
+pub(crate) use decode::{decode, decode_mov_to_cr, decode_prefixes, MmioInsn, Seg, MAX_INSN_LEN};
 #[cfg(test)]
-pub(crate) use decode::{DecodeError, Seg};
+pub(crate) use decode::DecodeError;
 pub(crate) use exec::Access;
 
-/// `CR0.PE`: protected mode (SDM Vol. 3A 2.5).
-const CR0_PE: u64 = 1 << 0;
-/// `EFER.LMA`: long mode active (SDM Vol. 3A 2.2.1).
-const EFER_LMA: u64 = 1 << 10;
-/// `RFLAGS.VM`: virtual-8086 mode (SDM Vol. 1 3.4.3).
-const RFLAGS_VM: u64 = 1 << 17;
+use crate::arch::{cr0, efer, rflags};
+
+const CR0_PE: u64 = cr0::PE;
+const EFER_LMA: u64 = efer::LMA;
+const RFLAGS_VM: u64 = rflags::VM;
 
 /// Execution mode, which sets the default operand and address sizes
 /// (SDM Vol. 1 3.6, Table 3-4; APM Vol. 3 1.2).

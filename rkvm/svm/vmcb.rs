@@ -54,6 +54,8 @@ pub(crate) mod intercept {
 
 /// `EXITCODE` values (APM vol. 2, appendix C).
 pub(crate) mod exit {
+    /// MOV to CR4 (`0x10 + n` for CRn).
+    pub(crate) const CR4_WRITE: u64 = 0x014;
     pub(crate) const INTR: u64 = 0x060;
     pub(crate) const NMI: u64 = 0x061;
     pub(crate) const SMI: u64 = 0x062;
@@ -103,7 +105,7 @@ pub(crate) const V_INTR_MASKING: u32 = 1 << 24;
 pub(crate) const NP_ENABLE: u64 = 1 << 0;
 /// EFER.SVME must be set in the guest's EFER while it runs (APM 15.5.1);
 /// rkvm keeps it set in the VMCB and hides it from the guest.
-pub(crate) const EFER_SVME: u64 = 1 << 12;
+pub(crate) const EFER_SVME: u64 = crate::arch::efer::SVME;
 
 /// `EVENTINJ`: inject an exception with `vector` on the next VMRUN.
 pub(crate) const fn event_inj_exception(vector: u8, error_code: Option<u32>) -> (u32, u32) {
@@ -116,12 +118,6 @@ pub(crate) const fn event_inj_exception(vector: u8, error_code: Option<u32>) -> 
     }
 }
 
-/// Exception vectors rkvm injects.
-pub(crate) mod vector {
-    pub(crate) const UD: u8 = 6;
-    pub(crate) const GP: u8 = 13;
-    pub(crate) const PF: u8 = 14;
-}
 
 /// `EXITINFO1` of an IOIO intercept (APM 15.10.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -305,8 +301,6 @@ const _: () = {
     assert!(offset_of!(Vmcb, save) == 0x400);
 };
 
-/// Default PAT (write-back for index 0, as after RESET).
-pub(crate) const PAT_DEFAULT: u64 = 0x0007_0406_0007_0406;
 
 impl Control {
     /// Sets intercept `bit` of intercept word `word`.
@@ -333,6 +327,9 @@ impl Control {
     pub(crate) fn set_default_intercepts(&mut self) {
         use intercept::*;
         self.intercepts = [0; 6];
+        // Writes to CR4 (word 0: reads in bits 0-15, writes in 16-31),
+        // checked against the guest's CPUID.
+        self.intercepts[0] = 1 << (16 + 4);
         // DR0-7 reads and writes.
         self.intercepts[1] = 0xffff_ffff;
         for bit in [
@@ -370,12 +367,11 @@ impl Save {
     /// state fails entry exactly as on hardware, whatever the emulated CPU
     /// under rkvm checks. `maxphyaddr` bounds CR3.
     pub(crate) fn entry_is_valid(&self, maxphyaddr: u32) -> bool {
-        const CR0_PE: u64 = 1 << 0;
-        const CR0_NW: u64 = 1 << 29;
-        const CR0_CD: u64 = 1 << 30;
-        const CR0_PG: u64 = 1 << 31;
-        const CR4_PAE: u64 = 1 << 5;
-        const EFER_LME: u64 = 1 << 8;
+        use crate::arch::{cr0::*, cr4::PAE as CR4_PAE, efer::LME as EFER_LME};
+        const CR0_PE: u64 = PE;
+        const CR0_NW: u64 = NW;
+        const CR0_CD: u64 = CD;
+        const CR0_PG: u64 = PG;
         // SCE, LME, LMA, NXE, SVME, LMSLE, FFXSR, TCE.
         const EFER_DEFINED: u64 = 0xfd01;
         // CR4 bits defined on AMD64 CPUs through CET (bit 23); the rest MBZ.
@@ -416,7 +412,6 @@ pub(crate) fn is_undefined_instruction_exit(code: u64) -> bool {
             | MONITOR
             | MWAIT
             | MWAIT_COND
-            | XSETBV
             | RDPRU
             | INVLPGA
             | INVLPGB
@@ -435,6 +430,7 @@ pub(crate) fn fixed_insn_len(exit_code: u64) -> Option<u64> {
     match exit_code {
         HLT => Some(1),
         CPUID | MSR => Some(2),
+        XSETBV => Some(3),
         _ => None,
     }
 }
@@ -487,7 +483,10 @@ mod tests {
         assert!(!c.is_intercepted(3, 23));
         // VMRUN must be intercepted or the CPU refuses the VMCB.
         assert_eq!(c.intercepts[4] & 1, 1);
+        assert!(c.is_intercepted(0, 20), "CR4 writes");
+        assert!(c.is_intercepted(4, intercept::XSETBV));
         assert!(is_undefined_instruction_exit(exit::VMMCALL));
+        assert!(!is_undefined_instruction_exit(exit::XSETBV));
         assert!(!is_undefined_instruction_exit(exit::CPUID));
     }
 

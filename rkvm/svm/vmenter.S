@@ -12,15 +12,32 @@
  * with GIF clear, so no interrupt or NMI can arrive in that window.
  *
  * General-purpose registers other than RAX and RSP (which the VMCB holds)
- * are loaded from and stored to an array in x86 encoding order.
+ * are loaded from and stored to an array in x86 encoding order. After the
+ * #VMEXIT the return stack buffer is refilled before any RET, and no guest
+ * value is left in a register.
  */
 #include <linux/linkage.h>
+#include <linux/errno.h>
 #include <asm/asm.h>
+#include <asm/nospec-branch.h>
 
 #define GPR(n)	((n) * 8)
 
+/* The stack after the pushes below. */
+#define VMCB_PA		0
+#define HOST_SAVE_PA	8
+#define GPRS		16
+#define RESULT		24
+
 /*
- * void rkvm_svm_vmrun(u64 vmcb_pa, u64 *gprs, u64 host_save_pa)
+ * int rkvm_svm_vmrun(u64 vmcb_pa, u64 *gprs, u64 host_save_pa)
+ *
+ * Returns 0, or -EIO if an SVM instruction faulted. VMSAVE, VMLOAD and
+ * VMRUN fault (#UD, #GP) only if EFER.SVME was cleared under rkvm, which
+ * the kernel does on an emergency reboot or crash; each fault is fixed up
+ * to carry on with the next step, as KVM's are, so the host's state is
+ * put back as far as the hardware still lets it, and the caller learns
+ * that the guest did not run.
  */
 SYM_FUNC_START(rkvm_svm_vmrun)
 	push %rbp
@@ -30,16 +47,16 @@ SYM_FUNC_START(rkvm_svm_vmrun)
 	push %r13
 	push %r12
 	push %rbx
-	/* Kept for after VMRUN: 16(%rsp) gprs, 8(%rsp) host save, 0(%rsp) VMCB. */
+	push $0
 	push %rsi
 	push %rdx
 	push %rdi
 
 	mov %rdx, %rax
-	vmsave %rax
-	mov %rdi, %rax
-	vmload %rax
-
+1:	vmsave %rax
+2:	mov %rdi, %rax
+3:	vmload %rax
+4:
 	mov GPR(1)(%rsi), %rcx
 	mov GPR(2)(%rsi), %rdx
 	mov GPR(3)(%rsi), %rbx
@@ -55,11 +72,18 @@ SYM_FUNC_START(rkvm_svm_vmrun)
 	mov GPR(15)(%rsi), %r15
 	mov GPR(6)(%rsi), %rsi
 
-	/* RAX holds the VMCB's address; #VMEXIT gives it back. */
-	vmrun %rax
-
-	vmsave %rax
-	mov 16(%rsp), %rax
+	/* RAX holds the VMCB's address. */
+5:	vmrun %rax
+6:
+	/*
+	 * Only RAX and RSP are the host's again (from the host-save area):
+	 * take the VMCB's address from the stack, not from what the #VMEXIT
+	 * put in RAX, and the GPR array through RAX once the guest's
+	 * registers are stored.
+	 */
+	mov VMCB_PA(%rsp), %rax
+7:	vmsave %rax
+8:	mov GPRS(%rsp), %rax
 	mov %rcx, GPR(1)(%rax)
 	mov %rdx, GPR(2)(%rax)
 	mov %rbx, GPR(3)(%rax)
@@ -75,10 +99,17 @@ SYM_FUNC_START(rkvm_svm_vmrun)
 	mov %r14, GPR(14)(%rax)
 	mov %r15, GPR(15)(%rax)
 
-	mov 8(%rsp), %rax
-	vmload %rax
+	/* Restores the GS base: per-CPU data is reachable again after it. */
+	mov HOST_SAVE_PA(%rsp), %rax
+9:	vmload %rax
+10:
+	/*
+	 * The guest may have filled the return stack buffer with its own
+	 * targets: overwrite it before the first RET (where the CPU needs it).
+	 */
+	FILL_RETURN_BUFFER %rax, RSB_CLEAR_LOOPS, X86_FEATURE_RSB_VMEXIT
 
-	/* Leave no guest value in a caller-saved register. */
+	/* Leave no guest value in a register. */
 	xor %ecx, %ecx
 	xor %edx, %edx
 	xor %esi, %esi
@@ -89,6 +120,7 @@ SYM_FUNC_START(rkvm_svm_vmrun)
 	xor %r11d, %r11d
 
 	add $24, %rsp
+	pop %rax
 	pop %rbx
 	pop %r12
 	pop %r13
@@ -96,4 +128,22 @@ SYM_FUNC_START(rkvm_svm_vmrun)
 	pop %r15
 	pop %rbp
 	RET
+
+	/* Fault fixups: note the failure, go on with the next step. */
+11:	movq $-EIO, RESULT(%rsp)
+	jmp 2b
+13:	movq $-EIO, RESULT(%rsp)
+	jmp 4b
+15:	movq $-EIO, RESULT(%rsp)
+	jmp 6b
+17:	movq $-EIO, RESULT(%rsp)
+	jmp 8b
+19:	movq $-EIO, RESULT(%rsp)
+	jmp 10b
+
+	_ASM_EXTABLE(1b, 11b)
+	_ASM_EXTABLE(3b, 13b)
+	_ASM_EXTABLE(5b, 15b)
+	_ASM_EXTABLE(7b, 17b)
+	_ASM_EXTABLE(9b, 19b)
 SYM_FUNC_END(rkvm_svm_vmrun)

@@ -26,7 +26,7 @@ pub(crate) const MSR_VMX_PROCBASED_CTLS2: u32 = 0x48b;
 /// `IA32_VMX_EPT_VPID_CAP`.
 pub(crate) const MSR_VMX_EPT_VPID_CAP: u32 = 0x48c;
 /// `CR4.VMXE`.
-pub(crate) const CR4_VMXE: u64 = 1 << 13;
+pub(crate) const CR4_VMXE: u64 = crate::arch::cr4::VMXE;
 
 const CPUID_1_ECX_VMX: u32 = 1 << 5;
 

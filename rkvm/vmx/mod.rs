@@ -4,6 +4,7 @@
 
 mod features;
 pub(crate) mod seg;
+pub(crate) mod vcpu;
 
 pub(crate) use features::{VmxFeatures, VmxUnsupported};
 

@@ -15,6 +15,8 @@ extern crate std;
 
 #[path = "../../../../rkvm/abi.rs"]
 mod abi;
+#[path = "../../../../rkvm/arch.rs"]
+mod arch;
 #[path = "../../../../rkvm/caps.rs"]
 mod caps;
 #[path = "../../../../rkvm/cpuid.rs"]
@@ -39,6 +41,8 @@ mod mmu {
     #[path = "tdp_walk.rs"]
     pub(crate) mod tdp_walk;
 }
+#[path = "../../../../rkvm/pio.rs"]
+mod pio;
 #[path = "../../../../rkvm/regs.rs"]
 mod regs;
 #[path = "../../../../rkvm/sregs.rs"]
@@ -59,6 +63,8 @@ mod svm {
 mod vmx_features;
 #[path = "../../../../rkvm/vmx/seg.rs"]
 mod vmx_seg;
+#[path = "../../../../rkvm/xsave.rs"]
+mod xsave;
 
 /// The numbers rkvm uses must be KVM's: checked against the rust-vmm
 /// `kvm-bindings` crate (generated from `linux/kvm.h`) and the ioctl values
@@ -123,6 +129,14 @@ mod abi_matches_kvm {
         assert_eq!(abi::cap::READONLY_MEM, kb::KVM_CAP_READONLY_MEM as usize);
         assert_eq!(abi::cap::EXT_CPUID, kb::KVM_CAP_EXT_CPUID as usize);
         assert_eq!(abi::cap::IMMEDIATE_EXIT, kb::KVM_CAP_IMMEDIATE_EXIT as usize);
+        assert_eq!(abi::cap::XSAVE, kb::KVM_CAP_XSAVE as usize);
+        assert_eq!(abi::cap::XCRS, kb::KVM_CAP_XCRS as usize);
+        assert_eq!(abi::vcpu::XSAVE_SIZE, core::mem::size_of::<kb::kvm_xsave>());
+        assert_eq!(abi::vcpu::XCRS_SIZE, core::mem::size_of::<kb::kvm_xcrs>());
+        assert_eq!(abi::vcpu::GET_XSAVE, 0x9000_aea4);
+        assert_eq!(abi::vcpu::SET_XSAVE, 0x5000_aea5);
+        assert_eq!(abi::vcpu::GET_XCRS, 0x8188_aea6);
+        assert_eq!(abi::vcpu::SET_XCRS, 0x4188_aea7);
     }
 
     #[test]
@@ -137,7 +151,9 @@ mod abi_matches_kvm {
                     || c == kb::KVM_CAP_USER_MEMORY2 as usize
                     || c == kb::KVM_CAP_READONLY_MEM as usize
                     || c == kb::KVM_CAP_EXT_CPUID as usize
-                    || c == kb::KVM_CAP_IMMEDIATE_EXIT as usize =>
+                    || c == kb::KVM_CAP_IMMEDIATE_EXIT as usize
+                    || c == kb::KVM_CAP_XSAVE as usize
+                    || c == kb::KVM_CAP_XCRS as usize =>
                 {
                     assert_eq!(v, 1)
                 }

@@ -46,6 +46,8 @@ static long expected_cap(unsigned long cap)
 	case KVM_CAP_USER_MEMORY2:
 	case KVM_CAP_READONLY_MEM:
 	case KVM_CAP_EXT_CPUID:
+	case KVM_CAP_XSAVE:
+	case KVM_CAP_XCRS:
 		return 1;
 	case KVM_CAP_IMMEDIATE_EXIT:
 		/* KVM_RUN works on the SVM backend only, so far. */

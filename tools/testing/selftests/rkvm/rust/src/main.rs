@@ -44,7 +44,7 @@ use kvm_bindings::{
     CpuId, KVM_API_VERSION, KVM_CAP_CHECK_EXTENSION_VM, KVM_CAP_EXT_CPUID, KVM_CAP_IMMEDIATE_EXIT,
     KVM_CAP_MAX_VCPU_ID, KVM_CAP_MAX_VCPUS, KVM_CAP_NR_MEMSLOTS, KVM_CAP_NR_VCPUS,
     KVM_CAP_READONLY_MEM, KVM_CAP_SET_IDENTITY_MAP_ADDR, KVM_CAP_SET_TSS_ADDR, KVM_CAP_USER_MEMORY,
-    KVM_CAP_USER_MEMORY2, KVM_CAP_VM_TYPES, KVM_MAX_CPUID_ENTRIES, KVM_X86_DEFAULT_VM, KVMIO, Msrs,
+    KVM_CAP_USER_MEMORY2, KVM_CAP_VM_TYPES, KVM_CAP_XCRS, KVM_CAP_XSAVE, KVM_MAX_CPUID_ENTRIES, KVM_X86_DEFAULT_VM, KVMIO, Msrs,
     kvm_msr_entry, kvm_regs, kvm_segment, kvm_userspace_memory_region,
 };
 use kvm_ioctls::{Cap, Kvm, VcpuExit, VcpuFd, VmFd};
@@ -206,7 +206,9 @@ fn rkvm_expected_cap(cap: c_ulong) -> i32 {
         | KVM_CAP_USER_MEMORY
         | KVM_CAP_USER_MEMORY2
         | KVM_CAP_READONLY_MEM
-        | KVM_CAP_EXT_CPUID => 1,
+        | KVM_CAP_EXT_CPUID
+        | KVM_CAP_XSAVE
+        | KVM_CAP_XCRS => 1,
         // KVM_RUN works on the SVM backend only, so far.
         KVM_CAP_IMMEDIATE_EXIT => host_has_svm() as i32,
         KVM_CAP_NR_MEMSLOTS => RKVM_NR_MEMSLOTS,

@@ -1,0 +1,141 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The backend interface: what a vendor (SVM, VMX) provides for a vCPU,
+//! like KVM's `kvm_x86_ops`.
+//!
+//! Everything above this trait (`vcpu.rs`, `exits.rs`, the MMU) is written
+//! once for both vendors and never names one. A backend owns the vCPU's
+//! architectural register state in its own format (the VMCB or the VMCS
+//! and what surrounds it) and answers the ioctls' questions from there; it
+//! enters the guest once per `run` and describes the exit in
+//! vendor-neutral terms ([`Exit`]). Exit handling, instruction completion,
+//! CPUID, MSRs, XSETBV and control-register checks are the caller's.
+
+use kernel::prelude::*;
+
+use crate::{
+    emulate::Gprs,
+    regs::Regs,
+    sregs::{SegReg, Segment, Sregs},
+};
+
+/// Why the guest stopped running, in terms both vendors share.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Exit {
+    /// For the host's sake (a physical interrupt, NMI, SMI or INIT): the
+    /// guest resumes once the host has taken it.
+    Host,
+    /// Port I/O.
+    Io(IoExit),
+    /// A TDP fault (NPT or EPT violation) on `gpa`.
+    TdpFault { gpa: u64, write: bool, fetch: bool },
+    Cpuid,
+    Hlt,
+    /// RDMSR (`write == false`) or WRMSR.
+    Msr { write: bool },
+    Xsetbv,
+    /// MOV to CR`cr`; `gpr` is the source register when the hardware
+    /// decoded it (SVM decode assists, VMX exit qualification).
+    CrWrite { cr: u8, gpr: Option<u8> },
+    /// A triple fault: the guest state is undefined until reset.
+    Shutdown,
+    /// The guest state failed the entry checks (hardware or software).
+    FailEntry { reason: u64 },
+    /// An instruction rkvm does not virtualize: the guest gets `#UD`.
+    UndefinedInstruction,
+    /// Anything else: reported to userspace with the vendor's code.
+    Unexpected { reason: u64, info: u64 },
+}
+
+/// A port I/O exit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct IoExit {
+    pub(crate) port: u16,
+    /// 1, 2 or 4 bytes.
+    pub(crate) size: u8,
+    pub(crate) is_in: bool,
+    /// INS/OUTS.
+    pub(crate) string: bool,
+    pub(crate) rep: bool,
+    /// RIP of the next instruction.
+    pub(crate) next_rip: u64,
+}
+
+/// What one entry needs from the vendor-neutral code, decided with IRQs
+/// off just before it.
+pub(crate) struct Entry {
+    /// The CPU this entry runs on.
+    pub(crate) cpu: u32,
+    /// The TDP tables changed since this vCPU last flushed its TLB on this
+    /// CPU: the guest's TDP translations must go.
+    pub(crate) flush_tdp: bool,
+}
+
+/// A vCPU as a vendor implements it.
+///
+/// Register accessors work on the backend's own copy, which is the only
+/// one: nothing is copied between entries. `run` is called with the
+/// guest's extended state loaded and IRQs off (see `exits.rs`).
+pub(crate) trait VcpuBackend: Send + Sync {
+    /// `KVM_GET_REGS`.
+    fn regs(&self) -> Regs;
+    /// `KVM_SET_REGS` (already sanitized).
+    fn set_regs(&mut self, regs: &Regs);
+    /// The sixteen general-purpose registers in x86 encoding order.
+    fn gprs(&self) -> Gprs;
+    fn set_gprs(&mut self, gprs: &Gprs);
+    fn rip(&self) -> u64;
+    fn set_rip(&mut self, rip: u64);
+    fn rflags(&self) -> u64;
+    fn set_rflags(&mut self, rflags: u64);
+
+    /// `KVM_GET_SREGS`, less the APIC base and pending interrupt, which
+    /// the caller keeps.
+    fn sregs(&self) -> Sregs;
+    /// `KVM_SET_SREGS` (already checked), with the same exceptions.
+    fn set_sregs(&mut self, sregs: &Sregs);
+    /// One segment register, as `KVM_GET_SREGS` would report it.
+    fn segment(&self, reg: SegReg) -> Segment;
+    /// The current privilege level.
+    fn cpl(&self) -> u8;
+    fn cr0(&self) -> u64;
+    fn cr3(&self) -> u64;
+    fn cr4(&self) -> u64;
+    /// CR4 as a checked guest MOV to CR4 leaves it.
+    fn set_cr4(&mut self, cr4: u64);
+    fn set_cr2(&mut self, cr2: u64);
+    fn efer(&self) -> u64;
+    /// The guest's TPR as CR8 (0..15).
+    fn cr8(&self) -> u64;
+    fn set_cr8(&mut self, cr8: u64);
+
+    /// The MSRs the backend holds in its own state (the syscall and
+    /// segment-base MSRs, EFER, PAT): `None` for anything else. Values are
+    /// checked by the caller.
+    fn read_msr(&self, index: u32) -> Option<u64>;
+    /// Stores a checked value; `false` if the backend does not hold it.
+    fn write_msr(&mut self, index: u32, value: u64) -> bool;
+    /// Added to the host TSC to give the guest's.
+    fn tsc_offset(&self) -> u64;
+    fn set_tsc_offset(&mut self, offset: u64);
+
+    /// The vendor's own code for the last exit, for error reports.
+    fn exit_code(&self) -> u64;
+    /// Makes the next entry deliver exception `vector`.
+    fn inject_exception(&mut self, vector: u8, error_code: Option<u32>);
+    /// RIP after the instruction that caused the last exit, when the
+    /// hardware reports it (or its length is fixed for that exit).
+    fn next_rip(&self) -> Option<u64>;
+    /// Makes the next entry flush the guest's own (linear) TLB entries, as
+    /// a MOV to CR4 that the hardware did not execute would have.
+    fn flush_guest_tlb(&mut self);
+    /// Whether the guest has interrupts enabled, and whether one could be
+    /// injected now (no interrupt shadow): `kvm_run`'s `if_flag` and
+    /// `ready_for_interrupt_injection`.
+    fn interrupt_status(&self) -> (bool, bool);
+
+    /// Puts the vCPU in its RESET state.
+    fn reset(&mut self, is_bsp: bool);
+    /// Enters the guest once, with IRQs off, and says why it stopped.
+    fn run(&mut self, entry: &Entry) -> Result<Exit>;
+}

@@ -1,0 +1,884 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Running a vCPU and handling its exits, once for both vendors.
+//!
+//! `KVM_RUN` loads the guest's extended state ([`GuestFpu::load`]) for its
+//! whole duration, then loops: check for signals and rescheduling, enter
+//! the guest once through the backend with IRQs off (the guest's XCR0 in
+//! place only inside that window), and handle the [`Exit`] it reports in
+//! the kernel (CPUID, MSRs, XSETBV, MOV to CR4, TDP faults) until one
+//! needs userspace (port I/O, MMIO, HLT, shutdown, errors). An instruction
+//! handed to userspace is finished by the next `KVM_RUN`
+//! ([`Pending`]), unless userspace moved RIP meanwhile, as in KVM.
+//!
+//! # Locking
+//!
+//! Called with the vCPU mutex held. TDP faults take the memslot SRCU read
+//! lock and `mmu_lock` inside `Vm::handle_npf`; nothing is held across an
+//! entry into the guest.
+
+use kernel::prelude::*;
+
+use crate::{
+    abi::run::{exit as kvm_exit, internal},
+    arch::{cr4, vector},
+    backend::{Entry, Exit, IoExit, VcpuBackend},
+    cpuid::{self, CpuidEntry},
+    emulate::{self, Access, MmioInsn, Mode},
+    mmu::{
+        guest_walk::{self, AccessKind, GuestMemory, WalkError, WalkRegs},
+        tdp::PtCache,
+    },
+    msr, pio,
+    pio::StringIo,
+    run_page::{RunPage, SharedPage},
+    shim::{
+        cpu::{self, IrqsOff},
+        guest_fpu::{GuestFpu, LoadedGuestFpu},
+    },
+    sregs::{self, GuestFeatures, SegReg},
+    vm::{NpfOutcome, Vm},
+    x86, xsave,
+};
+
+/// What the guest is owed when userspace comes back with `KVM_RUN`.
+#[derive(Clone, Copy)]
+enum Pending {
+    None,
+    /// An OUT was handed to userspace: skip the instruction.
+    PioOut { linear_rip: u64, next_rip: u64 },
+    /// An IN: merge the PIO page's data into RAX and skip it.
+    PioIn {
+        linear_rip: u64,
+        next_rip: u64,
+        size: u8,
+    },
+    /// An MMIO read went to userspace: complete the instruction with the
+    /// data (which may need a write-back exit of its own).
+    MmioRead {
+        linear_rip: u64,
+        insn: MmioInsn,
+        gpa: u64,
+    },
+    /// An MMIO write went to userspace: skip the instruction.
+    MmioWrite { linear_rip: u64, len: u64 },
+    /// One element of an OUTS went to userspace.
+    OutsElement { linear_rip: u64, string: StringIo },
+    /// `count` elements of an INS were asked of userspace.
+    InsElements {
+        linear_rip: u64,
+        string: StringIo,
+        count: u32,
+    },
+}
+
+/// Whether the run loop goes on in the kernel or returns to userspace.
+enum Flow {
+    Guest,
+    User,
+}
+
+/// The guest's physical memory as the page-table walker sees it.
+struct WalkerMemory<'a>(&'a Vm);
+
+impl GuestMemory for WalkerMemory<'_> {
+    fn read_pte(&mut self, gpa: u64, size: usize) -> Option<u64> {
+        let mut b = [0u8; 8];
+        self.0.read_guest_phys(gpa, b.get_mut(..size)?)?;
+        Some(u64::from_le_bytes(b))
+    }
+
+    fn cmpxchg_pte(&mut self, gpa: u64, size: usize, old: u64, new: u64) -> bool {
+        // Nothing behind the entry any more: let the walk restart and fail.
+        self.0
+            .cmpxchg_guest_phys(gpa, size as u32, old, new)
+            .unwrap_or(false)
+    }
+}
+
+/// A vCPU's architectural state and what running it needs: the backend's
+/// registers, the extended state, and the vendor-neutral rest.
+pub(crate) struct GuestCpu {
+    pub(crate) fpu: GuestFpu,
+    pub(crate) core: CpuCore,
+}
+
+/// Everything of a [`GuestCpu`] but its extended state, which is loaded
+/// (borrowed) while this runs.
+pub(crate) struct CpuCore {
+    pub(crate) backend: KBox<dyn VcpuBackend>,
+    /// XCR0 as the guest set it (`XSETBV`, `KVM_SET_XCRS`).
+    pub(crate) xcr0: u64,
+    /// The guest's CPUID table (`KVM_SET_CPUID2`).
+    pub(crate) cpuid: KVec<CpuidEntry>,
+    /// What the guest CPUID offers and rkvm supports, for register checks.
+    pub(crate) features: GuestFeatures,
+    /// The XCR0 bits the guest may set.
+    pub(crate) xcr0_allowed: u64,
+    /// `MSR_IA32_MISC_ENABLE` as the guest sees it.
+    pub(crate) misc_enable: u64,
+    /// The last exit was a shutdown: the state is undefined until reset.
+    pub(crate) shut_down: bool,
+    pending: Pending,
+    /// The TDP MMU's TLB generation this vCPU last flushed for.
+    flushed_tlb_gen: u64,
+    /// Index of this vCPU in the VM (creation order).
+    idx: usize,
+    /// The host's physical address width, for the walker.
+    maxphyaddr: u8,
+}
+
+/// Components rkvm offers on this host.
+pub(crate) fn supported_xcr0() -> u64 {
+    xsave::supported_xcr0(cpu::host_xcr0())
+}
+
+impl CpuCore {
+    pub(crate) fn new(backend: KBox<dyn VcpuBackend>, idx: usize) -> Self {
+        Self {
+            backend,
+            xcr0: crate::arch::xcr0::X87,
+            cpuid: KVec::new(),
+            features: GuestFeatures::default(),
+            xcr0_allowed: 0,
+            misc_enable: msr::MISC_ENABLE_DEFAULT,
+            shut_down: false,
+            pending: Pending::None,
+            flushed_tlb_gen: 0,
+            idx,
+            maxphyaddr: (x86::cpuid(0x8000_0008, 0).eax & 0xff) as u8,
+        }
+    }
+
+    /// Takes a new guest CPUID table (`KVM_SET_CPUID2`).
+    pub(crate) fn set_cpuid(&mut self, table: KVec<CpuidEntry>) {
+        let supported = cpuid::supported(
+            |leaf, sub| {
+                let r = x86::cpuid(leaf, sub);
+                [r.eax, r.ebx, r.ecx, r.edx]
+            },
+            cpu::host_xcr0(),
+        );
+        let offered = GuestFeatures::from_cpuid(|l, s| cpuid::lookup(supported.entries(), l, s));
+        let guest = GuestFeatures::from_cpuid(|l, s| cpuid::lookup(&table, l, s));
+        self.features = guest.intersect(&offered);
+        self.xcr0_allowed = if self.features.xsave {
+            cpuid::guest_xcr0_bits(&table) & supported_xcr0()
+        } else {
+            0
+        };
+        self.cpuid = table;
+    }
+
+    /// `KVM_SET_XCRS`: XCR0 with the checks of a guest XSETBV.
+    pub(crate) fn set_xcr0(&mut self, value: u64) -> Result {
+        if !xsave::xcr0_is_valid(value, self.xcr0_allowed) {
+            return Err(EINVAL);
+        }
+        self.xcr0 = value;
+        Ok(())
+    }
+
+    /// Reads an MSR for the guest or `KVM_GET_MSRS`; `None` if rkvm does
+    /// not implement it (the guest gets `#GP`).
+    pub(crate) fn get_msr(&self, index: u32) -> Option<u64> {
+        match index {
+            msr::TSC => Some(x86::rdtsc().wrapping_add(self.backend.tsc_offset())),
+            msr::MISC_ENABLE => Some(self.misc_enable),
+            _ => self.backend.read_msr(index),
+        }
+    }
+
+    /// Writes an MSR for the guest or (`host`) `KVM_SET_MSRS`, with KVM's
+    /// checks. `Err` means the value is not allowed (the guest gets `#GP`).
+    pub(crate) fn set_msr(&mut self, index: u32, val: u64, host: bool) -> Result<(), ()> {
+        let b = &mut self.backend;
+        let checked = match index {
+            msr::EFER => msr::check_efer(b.efer(), val, b.cr0(), host)?,
+            msr::STAR => val,
+            msr::LSTAR
+            | msr::CSTAR
+            | msr::KERNEL_GS_BASE
+            | msr::FS_BASE
+            | msr::GS_BASE
+            | msr::SYSENTER_ESP
+            | msr::SYSENTER_EIP => msr::canonical(val)?,
+            msr::SFMASK => val & 0xffff_ffff,
+            msr::SYSENTER_CS => val & 0xffff,
+            msr::PAT => msr::check_pat(val)?,
+            msr::TSC => {
+                b.set_tsc_offset(val.wrapping_sub(x86::rdtsc()));
+                return Ok(());
+            }
+            msr::MISC_ENABLE => {
+                self.misc_enable = msr::check_misc_enable(self.misc_enable, val, host)?;
+                return Ok(());
+            }
+            _ => return Err(()),
+        };
+        if b.write_msr(index, checked) {
+            Ok(())
+        } else {
+            Err(())
+        }
+    }
+
+    /// Puts the vCPU in its RESET state (after a shutdown).
+    pub(crate) fn reset(&mut self, is_bsp: bool) {
+        self.backend.reset(is_bsp);
+        self.xcr0 = crate::arch::xcr0::X87;
+        self.misc_enable = msr::MISC_ENABLE_DEFAULT;
+        self.pending = Pending::None;
+        self.shut_down = false;
+    }
+}
+
+impl GuestCpu {
+    /// `KVM_RUN`: runs the guest until an exit userspace must handle.
+    /// Returns `EINTR` (exit reason `KVM_EXIT_INTR`) for a pending signal.
+    pub(crate) fn run(&mut self, vm: &Vm, run: &RunPage<'_>, pio: &SharedPage<'_>) -> Result {
+        let core = &mut self.core;
+        if let Flow::User = core.complete_userspace_io(vm, run, pio) {
+            return Ok(());
+        }
+        if run.immediate_exit() {
+            return Err(EINTR);
+        }
+        let fpu = self.fpu.load();
+        let mut cache = PtCache::new();
+        loop {
+            if cpu::signal_pending() {
+                run.set_exit_reason(kvm_exit::INTR);
+                return Err(EINTR);
+            }
+            // A guest that never exits must not keep the CPU from others.
+            cpu::cond_resched();
+            let (exit, cpu) = core.enter(vm, &fpu)?;
+            match core.handle_exit(vm, run, pio, &mut cache, exit, cpu)? {
+                Flow::Guest => {}
+                Flow::User => return Ok(()),
+            }
+        }
+    }
+}
+
+impl CpuCore {
+    /// One entry into the guest. Returns the exit and the CPU it ran on.
+    fn enter(&mut self, vm: &Vm, fpu: &LoadedGuestFpu<'_>) -> Result<(Exit, u32)> {
+        let host_xcr0 = cpu::host_xcr0();
+        let irqs = IrqsOff::new();
+        fpu.prepare_entry(&irqs);
+        let cpu = irqs.cpu();
+        let tdp = vm.tdp();
+        let tlb_gen = tdp.enter_guest(self.idx, cpu);
+        let entry = Entry {
+            cpu,
+            flush_tdp: tlb_gen != self.flushed_tlb_gen,
+        };
+        self.flushed_tlb_gen = tlb_gen;
+        // The guest's XCR0 only matters, and is only loaded, once it can
+        // use XSAVE (KVM's `kvm_load_xfeatures`).
+        let guest_xcr0 = self.backend.cr4() & cr4::OSXSAVE != 0 && self.xcr0 != host_xcr0;
+        if guest_xcr0 {
+            irqs.set_xcr0(self.xcr0);
+        }
+        let exit = self.backend.run(&entry);
+        if guest_xcr0 {
+            irqs.set_xcr0(host_xcr0);
+        }
+        tdp.exit_guest(self.idx);
+        drop(irqs);
+        Ok((exit?, cpu))
+    }
+
+    fn handle_exit(
+        &mut self,
+        vm: &Vm,
+        run: &RunPage<'_>,
+        pio: &SharedPage<'_>,
+        cache: &mut PtCache,
+        exit: Exit,
+        cpu: u32,
+    ) -> Result<Flow> {
+        Ok(match exit {
+            Exit::Host => Flow::Guest,
+            Exit::Cpuid => self.handle_cpuid(),
+            Exit::Hlt => {
+                self.skip_instruction(None);
+                run.set_exit_reason(kvm_exit::HLT);
+                Flow::User
+            }
+            Exit::Io(io) => self.handle_io(vm, run, pio, &io),
+            Exit::Msr { write } => self.handle_msr(write),
+            Exit::Xsetbv => self.handle_xsetbv(),
+            Exit::CrWrite { cr, gpr } => self.handle_cr_write(vm, run, cr, gpr),
+            Exit::Shutdown => {
+                self.shut_down = true;
+                run.set_exit_reason(kvm_exit::SHUTDOWN);
+                Flow::User
+            }
+            Exit::TdpFault { gpa, write, fetch } => {
+                return self.handle_tdp_fault(vm, run, cache, gpa, write, fetch)
+            }
+            Exit::FailEntry { reason } => {
+                run.set_fail_entry(reason, cpu);
+                Flow::User
+            }
+            Exit::UndefinedInstruction => {
+                self.backend.inject_exception(vector::UD, None);
+                Flow::Guest
+            }
+            Exit::Unexpected { reason, info } => {
+                run.set_internal_error(
+                    internal::UNEXPECTED_EXIT_REASON,
+                    &[reason, cpu as u64, info],
+                );
+                Flow::User
+            }
+        })
+    }
+
+    fn gpr(&self, i: usize) -> u64 {
+        self.backend.gprs()[i]
+    }
+
+    fn set_gpr(&mut self, i: usize, v: u64) {
+        let mut g = self.backend.gprs();
+        g[i] = v;
+        self.backend.set_gprs(&g);
+    }
+
+    fn linear_rip(&self) -> u64 {
+        self.backend
+            .segment(SegReg::Cs)
+            .base
+            .wrapping_add(self.backend.rip())
+    }
+
+    /// Skips the instruction that exited: to the RIP the hardware gave,
+    /// else by `len` when the caller decoded it. `false` if neither.
+    fn skip_instruction(&mut self, len: Option<u64>) -> bool {
+        let next = match (self.backend.next_rip(), len) {
+            (Some(next), _) => next,
+            (None, Some(len)) => self.backend.rip().wrapping_add(len),
+            (None, None) => return false,
+        };
+        self.backend.set_rip(next);
+        true
+    }
+
+    fn handle_cpuid(&mut self) -> Flow {
+        let mut g = self.backend.gprs();
+        let osxsave = self.backend.cr4() & cr4::OSXSAVE != 0;
+        let xcr0 = self.xcr0;
+        let [a, b, c, d] = cpuid::guest_cpuid(&self.cpuid, g[0] as u32, g[1] as u32, osxsave, || {
+            xsave::xsave_size(xcr0, |l, s| {
+                let r = x86::cpuid(l, s);
+                [r.eax, r.ebx, r.ecx, r.edx]
+            })
+        });
+        g[0] = a as u64;
+        g[3] = b as u64;
+        g[1] = c as u64;
+        g[2] = d as u64;
+        self.backend.set_gprs(&g);
+        // CPUID is 0F A2.
+        self.skip_instruction(Some(2));
+        Flow::Guest
+    }
+
+    fn handle_msr(&mut self, write: bool) -> Flow {
+        let g = self.backend.gprs();
+        let index = g[1] as u32;
+        let ok = if write {
+            self.set_msr(index, (g[0] & 0xffff_ffff) | (g[2] << 32), false)
+                .is_ok()
+        } else {
+            match self.get_msr(index) {
+                Some(v) => {
+                    let mut g = g;
+                    g[0] = v & 0xffff_ffff;
+                    g[2] = v >> 32;
+                    self.backend.set_gprs(&g);
+                    true
+                }
+                None => false,
+            }
+        };
+        if ok {
+            // RDMSR and WRMSR are 0F 32 and 0F 30.
+            self.skip_instruction(Some(2));
+        } else {
+            self.backend.inject_exception(vector::GP, Some(0));
+        }
+        Flow::Guest
+    }
+
+    /// XSETBV, with KVM's checks: `#UD` without CR4.OSXSAVE, `#GP` outside
+    /// CPL 0, for an XCR other than XCR0 or for a value the rules or the
+    /// guest's CPUID do not allow. The host's XCR0 never changes here: the
+    /// value is loaded around the next entry.
+    fn handle_xsetbv(&mut self) -> Flow {
+        if self.backend.cr4() & cr4::OSXSAVE == 0 {
+            self.backend.inject_exception(vector::UD, None);
+            return Flow::Guest;
+        }
+        let g = self.backend.gprs();
+        let value = (g[0] & 0xffff_ffff) | (g[2] << 32);
+        if self.backend.cpl() == 0
+            && g[1] as u32 == xsave::XCR0_INDEX
+            && xsave::xcr0_is_valid(value, self.xcr0_allowed)
+        {
+            self.xcr0 = value;
+            // XSETBV is 0F 01 D1.
+            self.skip_instruction(Some(3));
+        } else {
+            self.backend.inject_exception(vector::GP, Some(0));
+        }
+        Flow::Guest
+    }
+
+    /// MOV to CR4 (the only CR write rkvm intercepts): checked against the
+    /// guest's CPUID and mode, `#GP` if refused.
+    fn handle_cr_write(&mut self, vm: &Vm, run: &RunPage<'_>, cr: u8, gpr: Option<u8>) -> Flow {
+        let mode = self.mode();
+        let (gpr, len) = match gpr {
+            Some(g) => (g, None),
+            None => {
+                let decoded = self
+                    .fetch_insn(vm)
+                    .ok()
+                    .and_then(|(b, n)| emulate::decode_mov_to_cr(&b[..n], mode).ok());
+                match decoded {
+                    Some((c, g, len)) if c == cr => (g, Some(len as u64)),
+                    // The instruction changed under the exit: run it again.
+                    Some(_) => return Flow::Guest,
+                    None => {
+                        run.set_internal_error(
+                            internal::EMULATION,
+                            &[self.backend.rip(), cr as u64],
+                        );
+                        return Flow::User;
+                    }
+                }
+            }
+        };
+        if cr != 4 {
+            run.set_internal_error(internal::UNEXPECTED_EXIT_REASON, &[cr as u64]);
+            return Flow::User;
+        }
+        let mut value = self.gpr(gpr as usize & 15);
+        if mode != Mode::Long64 {
+            value &= 0xffff_ffff;
+        }
+        let b = &self.backend;
+        let old = b.cr4();
+        if !sregs::cr4_write_is_valid(value, old, b.cr3(), b.efer(), &self.features) {
+            self.backend.inject_exception(vector::GP, Some(0));
+            return Flow::Guest;
+        }
+        self.backend.set_cr4(value);
+        if sregs::cr4_change_flushes_tlb(old, value) {
+            self.backend.flush_guest_tlb();
+        }
+        self.skip_instruction(len);
+        Flow::Guest
+    }
+
+    fn handle_tdp_fault(
+        &mut self,
+        vm: &Vm,
+        run: &RunPage<'_>,
+        cache: &mut PtCache,
+        gpa: u64,
+        write: bool,
+        fetch: bool,
+    ) -> Result<Flow> {
+        match vm.handle_npf(gpa >> crate::memslot::PAGE_SHIFT, write, cache) {
+            Ok(NpfOutcome::Mapped) => Ok(Flow::Guest),
+            Ok(NpfOutcome::Mmio) if !fetch => Ok(self.emulate_mmio(vm, run, gpa)),
+            Ok(NpfOutcome::Mmio) => {
+                // Executing from MMIO: KVM cannot either.
+                run.set_internal_error(
+                    internal::EMULATION,
+                    &[self.backend.exit_code(), gpa],
+                );
+                Ok(Flow::User)
+            }
+            Err(e) if e == EINTR => {
+                run.set_exit_reason(kvm_exit::INTR);
+                Err(EINTR)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The guest's paging registers, for the walker.
+    fn walk_regs(&self) -> WalkRegs {
+        let b = &self.backend;
+        WalkRegs {
+            cr0: b.cr0(),
+            cr3: b.cr3(),
+            cr4: b.cr4(),
+            efer: b.efer(),
+            maxphyaddr: self.maxphyaddr,
+        }
+    }
+
+    /// The decoding mode of the guest's current code segment.
+    fn mode(&self) -> Mode {
+        let b = &self.backend;
+        let cs = b.segment(SegReg::Cs);
+        Mode::from_state(b.cr0(), b.efer(), cs.l != 0, cs.db != 0, b.rflags())
+    }
+
+    fn translate(&self, vm: &Vm, linear: u64, access: AccessKind) -> Result<u64, WalkError> {
+        guest_walk::translate(linear, &self.walk_regs(), access, &mut WalkerMemory(vm))
+    }
+
+    /// Fetches up to 15 bytes at the guest's RIP, as the CPU would.
+    fn fetch_insn(&self, vm: &Vm) -> Result<([u8; emulate::MAX_INSN_LEN], usize), WalkError> {
+        let mut rip = self.linear_rip();
+        if self.mode() != Mode::Long64 {
+            rip &= 0xffff_ffff;
+        }
+        let access = AccessKind {
+            write: false,
+            user: self.backend.cpl() == 3,
+            fetch: true,
+        };
+        let mut buf = [0u8; emulate::MAX_INSN_LEN];
+        let mut got = 0;
+        while got < buf.len() {
+            let va = rip.wrapping_add(got as u64);
+            let gpa = match self.translate(vm, va, access) {
+                Ok(gpa) => gpa,
+                Err(e) if got == 0 => return Err(e),
+                // The rest may not be needed: let the decoder decide.
+                Err(_) => break,
+            };
+            let n = (buf.len() - got).min(0x1000 - (gpa & 0xfff) as usize);
+            if vm.read_guest_phys(gpa, &mut buf[got..got + n]).is_none() {
+                if got == 0 {
+                    return Err(WalkError::NoMemory { gpa });
+                }
+                break;
+            }
+            got += n;
+        }
+        Ok((buf, got))
+    }
+
+    /// A guest page fault the emulation found: delivered as the CPU would.
+    fn inject_page_fault(&mut self, linear: u64, error_code: u32) {
+        self.backend.set_cr2(linear);
+        self.backend
+            .inject_exception(vector::PF, Some(error_code));
+    }
+
+    /// An access to `gpa` that no memslot backs (or a write to a read-only
+    /// slot): decode the instruction and hand its memory access to
+    /// userspace as `KVM_EXIT_MMIO`.
+    fn emulate_mmio(&mut self, vm: &Vm, run: &RunPage<'_>, gpa: u64) -> Flow {
+        let (bytes, len) = match self.fetch_insn(vm) {
+            Ok(b) => b,
+            Err(WalkError::Retry) => return Flow::Guest,
+            Err(WalkError::PageFault { error_code }) => {
+                // The guest's page tables changed under it: it faults.
+                let rip = self.linear_rip();
+                self.inject_page_fault(rip, error_code);
+                return Flow::Guest;
+            }
+            Err(_) => {
+                run.set_internal_error(internal::EMULATION, &[self.backend.exit_code(), gpa]);
+                return Flow::User;
+            }
+        };
+        let insn = match emulate::decode(&bytes[..len], self.mode()) {
+            Ok(insn) => insn,
+            Err(_) => {
+                // KVM's emulation-failure report: the instruction bytes.
+                let data = [
+                    self.backend.exit_code(),
+                    u64::from_le_bytes(crate::abi::field(&bytes, 0)),
+                    u64::from_le_bytes(crate::abi::field(&bytes, 7)),
+                ];
+                run.set_internal_error(internal::EMULATION, &data);
+                return Flow::User;
+            }
+        };
+        let linear_rip = self.linear_rip();
+        match insn.first_access(&self.backend.gprs()) {
+            Access::Write(val) => {
+                run.set_mmio(gpa, insn.size() as u32, Some(val));
+                self.pending = Pending::MmioWrite {
+                    linear_rip,
+                    len: insn.len() as u64,
+                };
+            }
+            Access::Read => {
+                run.set_mmio(gpa, insn.size() as u32, None);
+                self.pending = Pending::MmioRead {
+                    linear_rip,
+                    insn,
+                    gpa,
+                };
+            }
+        }
+        Flow::User
+    }
+
+    fn handle_io(
+        &mut self,
+        vm: &Vm,
+        run: &RunPage<'_>,
+        pio: &SharedPage<'_>,
+        io: &IoExit,
+    ) -> Flow {
+        if io.string {
+            return self.start_string_io(vm, run, pio, io);
+        }
+        let linear_rip = self.linear_rip();
+        if io.is_in {
+            // As KVM, an IN starts from zeroed data.
+            pio.write_bytes(0, &[0; 4][..io.size as usize]);
+            self.pending = Pending::PioIn {
+                linear_rip,
+                next_rip: io.next_rip,
+                size: io.size,
+            };
+        } else {
+            let data = self.gpr(0).to_le_bytes();
+            pio.write_bytes(0, &data[..io.size as usize]);
+            self.pending = Pending::PioOut {
+                linear_rip,
+                next_rip: io.next_rip,
+            };
+        }
+        run.set_io(io.is_in, io.size, io.port, 1);
+        Flow::User
+    }
+
+    /// Translates the string operand's linear address for an access.
+    fn string_gpa(&self, vm: &Vm, linear: u64, write: bool) -> Result<u64, WalkError> {
+        let access = AccessKind {
+            write,
+            user: self.backend.cpl() == 3,
+            fetch: false,
+        };
+        self.translate(vm, linear, access)
+    }
+
+    /// The linear address of the string operand: `index` (RSI or RDI)
+    /// in the instruction's segment and address size.
+    fn string_linear(&self, string: &StringIo, index: u64) -> u64 {
+        let base = string.base(self.mode(), self.backend.segment(string.seg).base);
+        base.wrapping_add(index & string.addr_mask)
+    }
+
+    /// `n` elements are done: count them off RCX under REP, and leave the
+    /// instruction when it is complete (else the guest runs it again).
+    fn finish_string_elements(&mut self, string: &StringIo, n: u32) {
+        let (rcx, done) = string.finish(self.gpr(1), n);
+        self.set_gpr(1, rcx);
+        if done {
+            self.backend.set_rip(string.next_rip);
+        }
+    }
+
+    /// INS/OUTS: as KVM, each OUTS element is its own exit; INS elements
+    /// are asked for in a batch up to the end of the guest page.
+    fn start_string_io(
+        &mut self,
+        vm: &Vm,
+        run: &RunPage<'_>,
+        pio: &SharedPage<'_>,
+        io: &IoExit,
+    ) -> Flow {
+        let decoded = self.fetch_insn(vm).ok().and_then(|(bytes, len)| {
+            StringIo::decode(
+                &bytes[..len],
+                self.mode(),
+                io.is_in,
+                io.size,
+                io.rep,
+                self.backend.rflags(),
+                io.next_rip,
+            )
+        });
+        let Some(string) = decoded else {
+            run.set_internal_error(internal::EMULATION, &[self.backend.exit_code(), io.port as u64]);
+            return Flow::User;
+        };
+        let count = string.count(self.gpr(1));
+        if count == 0 {
+            self.backend.set_rip(string.next_rip);
+            return Flow::Guest;
+        }
+        let linear_rip = self.linear_rip();
+        let index = if io.is_in { self.gpr(7) } else { self.gpr(6) };
+        let linear = self.string_linear(&string, index);
+        let gpa = match self.string_gpa(vm, linear, io.is_in) {
+            Ok(gpa) => gpa,
+            Err(WalkError::Retry) => return Flow::Guest,
+            Err(WalkError::PageFault { error_code }) => {
+                self.inject_page_fault(linear, error_code);
+                return Flow::Guest;
+            }
+            Err(_) => {
+                run.set_internal_error(internal::EMULATION, &[self.backend.exit_code(), linear]);
+                return Flow::User;
+            }
+        };
+        if !io.is_in {
+            let mut data = [0u8; 4];
+            let size = io.size as usize;
+            // An element straddling a page is read in two parts.
+            let first = pio::first_part(gpa, size);
+            let mut ok = vm.read_guest_phys(gpa, &mut data[..first]).is_some();
+            if ok && first < size {
+                ok = self
+                    .string_gpa(vm, linear.wrapping_add(first as u64), false)
+                    .ok()
+                    .and_then(|g| vm.read_guest_phys(g, &mut data[first..size]))
+                    .is_some();
+            }
+            if !ok {
+                run.set_internal_error(internal::EMULATION, &[self.backend.exit_code(), linear]);
+                return Flow::User;
+            }
+            pio.write_bytes(0, &data[..size]);
+            run.set_io(false, io.size, io.port, 1);
+            self.pending = Pending::OutsElement { linear_rip, string };
+            return Flow::User;
+        }
+        let n = string.batch(linear, count);
+        pio.write_bytes(0, &[0; 4][..io.size as usize]);
+        run.set_io(true, io.size, io.port, n);
+        self.pending = Pending::InsElements {
+            linear_rip,
+            string,
+            count: n,
+        };
+        Flow::User
+    }
+
+    /// Stores the data of `count` INS elements from the PIO page.
+    fn complete_ins(
+        &mut self,
+        vm: &Vm,
+        run: &RunPage<'_>,
+        pio: &SharedPage<'_>,
+        string: StringIo,
+        count: u32,
+    ) -> Flow {
+        let size = string.size as usize;
+        for i in 0..count {
+            let mut data = [0u8; 4];
+            pio.read_bytes(i as usize * size, &mut data[..size]);
+            let linear = self.string_linear(&string, self.gpr(7));
+            let stored = self
+                .string_gpa(vm, linear, true)
+                .ok()
+                .and_then(|gpa| {
+                    let first = pio::first_part(gpa, size);
+                    vm.write_guest_phys(gpa, &data[..first])?;
+                    if first < size {
+                        let g2 = self
+                            .string_gpa(vm, linear.wrapping_add(first as u64), true)
+                            .ok()?;
+                        vm.write_guest_phys(g2, &data[first..size])?;
+                    }
+                    Some(())
+                })
+                .is_some();
+            if !stored {
+                run.set_internal_error(internal::EMULATION, &[self.backend.exit_code(), linear]);
+                return Flow::User;
+            }
+            let rdi = pio::add_masked(self.gpr(7), string.step(1), string.addr_mask);
+            self.set_gpr(7, rdi);
+            self.finish_string_elements(&string, 1);
+        }
+        Flow::Guest
+    }
+
+    /// Finishes the instruction that was handed to userspace, unless
+    /// userspace moved RIP meanwhile (as KVM does). `User` if the
+    /// instruction needs another trip to userspace (an MMIO write-back).
+    fn complete_userspace_io(&mut self, vm: &Vm, run: &RunPage<'_>, pio: &SharedPage<'_>) -> Flow {
+        let pending = core::mem::replace(&mut self.pending, Pending::None);
+        let same_rip = |this: &Self, linear_rip: u64| this.linear_rip() == linear_rip;
+        match pending {
+            Pending::None => {}
+            Pending::OutsElement { linear_rip, string } => {
+                if same_rip(self, linear_rip) {
+                    let rsi = pio::add_masked(self.gpr(6), string.step(1), string.addr_mask);
+                    self.set_gpr(6, rsi);
+                    self.finish_string_elements(&string, 1);
+                }
+            }
+            Pending::InsElements {
+                linear_rip,
+                string,
+                count,
+            } => {
+                if same_rip(self, linear_rip) {
+                    return self.complete_ins(vm, run, pio, string, count);
+                }
+            }
+            Pending::MmioWrite { linear_rip, len } => {
+                if same_rip(self, linear_rip) {
+                    let rip = self.backend.rip().wrapping_add(len);
+                    self.backend.set_rip(rip);
+                }
+            }
+            Pending::MmioRead {
+                linear_rip,
+                insn,
+                gpa,
+            } => {
+                if !same_rip(self, linear_rip) {
+                    return Flow::Guest;
+                }
+                let mut gprs = self.backend.gprs();
+                let mut rflags = self.backend.rflags();
+                let write_back = insn.complete_read(run.mmio_data(), &mut gprs, &mut rflags);
+                self.backend.set_gprs(&gprs);
+                self.backend.set_rflags(rflags);
+                if let Some(val) = write_back {
+                    run.set_mmio(gpa, insn.size() as u32, Some(val));
+                    self.pending = Pending::MmioWrite {
+                        linear_rip,
+                        len: insn.len() as u64,
+                    };
+                    return Flow::User;
+                }
+                let rip = self.backend.rip().wrapping_add(insn.len() as u64);
+                self.backend.set_rip(rip);
+            }
+            Pending::PioOut {
+                linear_rip,
+                next_rip,
+            } => {
+                if same_rip(self, linear_rip) {
+                    self.backend.set_rip(next_rip);
+                }
+            }
+            Pending::PioIn {
+                linear_rip,
+                next_rip,
+                size,
+            } => {
+                if same_rip(self, linear_rip) {
+                    let mut data = [0u8; 8];
+                    pio.read_bytes(0, &mut data[..size as usize]);
+                    let rax = pio::merge_in(self.gpr(0), u64::from_le_bytes(data), size);
+                    self.set_gpr(0, rax);
+                    self.backend.set_rip(next_rip);
+                }
+            }
+        }
+        Flow::Guest
+    }
+}

@@ -1,0 +1,103 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The current CPU and task around a guest entry: IRQs off, the CPU
+//! number, XCR0, pending signals, rescheduling, `KVM_SET_SIGNAL_MASK`.
+
+use core::marker::PhantomData;
+
+use super::ffi;
+
+/// IRQs are off on this CPU while this lives, so the task stays on it.
+///
+/// # Invariants
+///
+/// Created by disabling IRQs, which `drop` enables again; not `Send`, so
+/// it is dropped on the CPU it was created on.
+pub(crate) struct IrqsOff(PhantomData<*mut ()>);
+
+impl IrqsOff {
+    pub(crate) fn new() -> Self {
+        // SAFETY: paired with the enable in `drop`.
+        unsafe { ffi::rkvm_local_irq_disable() };
+        // INVARIANT: IRQs were just disabled.
+        Self(PhantomData)
+    }
+
+    /// The CPU this runs on (stable: IRQs are off).
+    pub(crate) fn cpu(&self) -> u32 {
+        // SAFETY: IRQs are off (invariant), so preemption cannot move the
+        // task and `smp_processor_id` is valid.
+        unsafe { ffi::rkvm_smp_processor_id() }
+    }
+
+    /// Loads XCR0. The caller puts the host's value back before `self`
+    /// goes: nothing in the kernel may run with the guest's XCR0, and with
+    /// IRQs off nothing can until then.
+    pub(crate) fn set_xcr0(&self, value: u64) {
+        // SAFETY: IRQs are off (invariant); the value is the host's or a
+        // guest value checked by `xsave::xcr0_is_valid` against the host's
+        // components, so XSETBV does not fault.
+        unsafe { ffi::rkvm_xsetbv0(value) };
+    }
+}
+
+impl Drop for IrqsOff {
+    fn drop(&mut self) {
+        // SAFETY: IRQs were disabled in `new` on this CPU (invariant).
+        unsafe { ffi::rkvm_local_irq_enable() };
+    }
+}
+
+/// The XSAVE components the host kernel enables (its XCR0), 0 without
+/// XSAVE. The same on every CPU.
+pub(crate) fn host_xcr0() -> u64 {
+    // SAFETY: reads XCR0 only where CR4.OSXSAVE is set (checked by the
+    // helper); no preconditions.
+    unsafe { ffi::rkvm_host_xcr0() }
+}
+
+/// Whether the current task has a signal to take.
+pub(crate) fn signal_pending() -> bool {
+    // SAFETY: reads the current task's flags; no preconditions.
+    unsafe { ffi::rkvm_signal_pending() }
+}
+
+/// Gives the CPU to another task if the scheduler asks for it. May sleep:
+/// no spinlock may be held.
+pub(crate) fn cond_resched() {
+    // SAFETY: reads the current task's flags.
+    if unsafe { ffi::rkvm_need_resched() } {
+        // SAFETY: the caller holds no spinlock (documented above).
+        unsafe { ffi::rkvm_cond_resched() };
+    }
+}
+
+/// The blocked-signal mask of `KVM_SET_SIGNAL_MASK`, in force while this
+/// lives.
+///
+/// # Invariants
+///
+/// The current task's blocked mask was replaced, its old value kept in
+/// `real_blocked`; not `Send`, so the same task restores it.
+pub(crate) struct SigmaskGuard(PhantomData<*mut ()>);
+
+impl SigmaskGuard {
+    /// Blocks the signals in `mask`, if any.
+    pub(crate) fn activate(mask: Option<u64>) -> Option<Self> {
+        mask.map(|m| {
+            // SAFETY: replaces the current task's blocked mask, saving the
+            // old one in `real_blocked`; `drop` restores it.
+            unsafe { ffi::rkvm_sigset_activate(m) };
+            // INVARIANT: the mask was just replaced.
+            Self(PhantomData)
+        })
+    }
+}
+
+impl Drop for SigmaskGuard {
+    fn drop(&mut self) {
+        // SAFETY: paired with `rkvm_sigset_activate` in `activate`, on the
+        // same task (invariant).
+        unsafe { ffi::rkvm_sigset_deactivate() };
+    }
+}
