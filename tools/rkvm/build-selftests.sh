@@ -20,10 +20,13 @@ awk '$1 == "#define" && $2 ~ /^KVM_CAP_/ && $3 ~ /^[0-9]+$/ { printf "[%s] = \"%
 	"$kdir/headers/include/linux/kvm.h" > "$gen/cap_names.h"
 gcc -static -O2 -Wall -I"$kdir/headers/include" -I"$gen" \
 	-o "$out/rkvm-caps" "$RKVM_TOOLS/guest/rkvm-caps.c"
-gcc -static -O2 -Wall -I"$kdir/headers/include" \
-	-o "$out/rkvm-demo" "$RKVM_TOOLS/demo/rkvm-demo.c"
-gcc -static -O2 -Wall -pthread -I"$kdir/headers/include" -I"$RKVM_TOOLS/demo" \
-	-o "$out/rkvm-bench" "$RKVM_TOOLS/bench/rkvm-bench.c"
+# The demo VMM and the benchmark set their guests up with the selftests'
+# guest library: one guest setup for all three.
+st="$RKVM_TOP/tools/testing/selftests/rkvm"
+gcc -static -O2 -Wall -I"$kdir/headers/include" -I"$st" \
+	-o "$out/rkvm-demo" "$RKVM_TOOLS/demo/rkvm-demo.c" "$st/guest_lib.c"
+gcc -static -O2 -Wall -pthread -I"$kdir/headers/include" -I"$st" \
+	-o "$out/rkvm-bench" "$RKVM_TOOLS/bench/rkvm-bench.c" "$st/guest_lib.c"
 
 # Userspace Rust uses the machine's rustup toolchain (not the kernel's).
 (cd "$RKVM_TOP/tools/testing/selftests/rkvm/rust" &&
