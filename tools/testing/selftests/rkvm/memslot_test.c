@@ -52,7 +52,7 @@ FIXTURE(vm) {
 
 FIXTURE_SETUP(vm)
 {
-	self->sys = open(RKVM_DEVICE_PATH, O_RDWR | O_CLOEXEC);
+	self->sys = open(rkvm_dev_path(), O_RDWR | O_CLOEXEC);
 	ASSERT_LE(0, self->sys);
 	self->vm = ioctl(self->sys, KVM_CREATE_VM, 0);
 	ASSERT_LE(0, self->vm);

@@ -66,10 +66,10 @@ static long expected_cap(unsigned long cap)
 
 static int open_dev(void)
 {
-	int fd = open(RKVM_DEVICE_PATH, O_RDWR | O_CLOEXEC);
+	int fd = open(rkvm_dev_path(), O_RDWR | O_CLOEXEC);
 
 	if (fd < 0)
-		ksft_exit_fail_msg("open %s: %s\n", RKVM_DEVICE_PATH, strerror(errno));
+		ksft_exit_fail_msg("open %s: %s\n", rkvm_dev_path(), strerror(errno));
 	return fd;
 }
 
@@ -245,7 +245,7 @@ static void *open_create_close(void *p)
 	int i;
 
 	for (i = 0; i < a->iterations; i++) {
-		int fd = open(RKVM_DEVICE_PATH, O_RDWR);
+		int fd = open(rkvm_dev_path(), O_RDWR);
 		int vm = fd < 0 ? -1 : xioctl(fd, KVM_CREATE_VM, 0);
 
 		if (fd < 0 || vm < 0 ||
