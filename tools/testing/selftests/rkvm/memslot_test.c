@@ -18,10 +18,12 @@
 #include <linux/rkvm.h>
 
 #include "kselftest_harness.h"
+#include "rkvm_caps.h"
 #include "rkvm_util.h"
 
 #define MB (1UL << 20)
-#define NR_SLOTS 509
+/* rkvm/caps.rs's KVM_CAP_NR_MEMSLOTS. */
+#define NR_SLOTS ((int)rkvm_expected_cap(KVM_CAP_NR_MEMSLOTS, 1, 1))
 
 static long set_region(int vm, uint32_t slot, uint32_t flags, uint64_t gpa,
 		       uint64_t size, void *hva)
