@@ -11,23 +11,33 @@ kdir=$(test_kernel_dir)
 out="$RKVM_OUT/selftests"
 mkdir -p "$out"
 
-make -s -C "$RKVM_TOP/tools/testing/selftests/rkvm" \
-	KSRC="$kdir/src" KHDR="$kdir/headers" OUTPUT="$out"
-
 gen="$RKVM_OUT/gen"
 mkdir -p "$gen"
+
+# Userspace Rust uses the machine's rustup toolchain (not the kernel's).
+# The crate also holds rkvm_caps_h, which writes rkvm/caps.rs as C for the
+# C selftests: one capability table, the module's.
+rust="$RKVM_TOP/tools/testing/selftests/rkvm/rust"
+(cd "$rust" &&
+	env -u RUSTC -u RUSTDOC -u RUSTFMT RUSTFLAGS='-C target-feature=+crt-static' \
+	cargo build -q --release --locked --target x86_64-unknown-linux-gnu)
+cp "$rust/target/x86_64-unknown-linux-gnu/release/rkvm_rust_selftest" "$out/"
+"$rust/target/x86_64-unknown-linux-gnu/release/rkvm_caps_h" > "$gen/rkvm_caps.h.tmp"
+cmp -s "$gen/rkvm_caps.h.tmp" "$gen/rkvm_caps.h" && rm "$gen/rkvm_caps.h.tmp" ||
+	mv "$gen/rkvm_caps.h.tmp" "$gen/rkvm_caps.h"
+
+make -s -C "$RKVM_TOP/tools/testing/selftests/rkvm" \
+	KSRC="$kdir/src" KHDR="$kdir/headers" OUTPUT="$out" GENDIR="$gen"
+
 awk '$1 == "#define" && $2 ~ /^KVM_CAP_/ && $3 ~ /^[0-9]+$/ { printf "[%s] = \"%s\",\n", $3, $2 }' \
 	"$kdir/headers/include/linux/kvm.h" > "$gen/cap_names.h"
 gcc -static -O2 -Wall -I"$kdir/headers/include" -I"$gen" \
 	-o "$out/rkvm-caps" "$RKVM_TOOLS/guest/rkvm-caps.c"
-gcc -static -O2 -Wall -I"$kdir/headers/include" \
-	-o "$out/rkvm-demo" "$RKVM_TOOLS/demo/rkvm-demo.c"
-gcc -static -O2 -Wall -pthread -I"$kdir/headers/include" -I"$RKVM_TOOLS/demo" \
-	-o "$out/rkvm-bench" "$RKVM_TOOLS/bench/rkvm-bench.c"
-
-# Userspace Rust uses the machine's rustup toolchain (not the kernel's).
-(cd "$RKVM_TOP/tools/testing/selftests/rkvm/rust" &&
-	env -u RUSTC -u RUSTDOC -u RUSTFMT RUSTFLAGS='-C target-feature=+crt-static' \
-	cargo build -q --release --locked --target x86_64-unknown-linux-gnu)
-cp "$RKVM_TOP/tools/testing/selftests/rkvm/rust/target/x86_64-unknown-linux-gnu/release/rkvm_rust_selftest" "$out/"
+# The demo VMM and the benchmark set their guests up with the selftests'
+# guest library: one guest setup for all three.
+st="$RKVM_TOP/tools/testing/selftests/rkvm"
+gcc -static -O2 -Wall -I"$kdir/headers/include" -I"$st" \
+	-o "$out/rkvm-demo" "$RKVM_TOOLS/demo/rkvm-demo.c" "$st/guest_lib.c"
+gcc -static -O2 -Wall -pthread -I"$kdir/headers/include" -I"$st" \
+	-o "$out/rkvm-bench" "$RKVM_TOOLS/bench/rkvm-bench.c" "$st/guest_lib.c"
 note "selftests built in $out"

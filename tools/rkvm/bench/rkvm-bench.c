@@ -21,7 +21,9 @@
  *         runs=R guest_tsc_spread=S%      (on one line)
  *   bench NAME failed reason="..."
  *
- * Exits non-zero if any workload failed.
+ * Exits non-zero if any workload failed. The VMs are set up by the
+ * selftests' guest library (tools/testing/selftests/rkvm/guest_lib.h), as
+ * the demo's are.
  *
  * Usage: rkvm-bench DEVICE [--pio N] [--cpuid N] [--fault-mib M] [--repeat R]
  *                   [--timeout S] [--only A,B]
@@ -34,13 +36,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <linux/kvm.h>
 
-#include "vm64.h"
+#include "guest_lib.h"
 
 #define LOW_SIZE	(2ULL << 20)	/* slot 0: GDT, page tables, code, stacks */
 #define FAULT_GPA	(1ULL << 30)	/* slot 1 of the fault workloads */
@@ -109,7 +113,7 @@ asm(
 );
 
 struct vcpu_job {
-	struct vm64_vcpu vcpu;
+	struct vcpu *vcpu;
 	int id;
 	uint64_t loop_exits;	/* PIO exits on PORT_LOOP */
 	uint64_t t0, t1;	/* CLOCK_MONOTONIC ns: start exit, HLT exit */
@@ -130,13 +134,13 @@ static uint64_t now_ns(void)
 static void *vcpu_thread(void *arg)
 {
 	struct vcpu_job *j = arg;
-	struct kvm_run *run = j->vcpu.run;
+	struct kvm_run *run = j->vcpu->run;
 	struct kvm_regs regs;
 	int started = 0, n;
 
 	pthread_barrier_wait(j->go);
 	for (;;) {
-		if (ioctl(j->vcpu.fd, KVM_RUN, 0) < 0) {
+		if (ioctl(j->vcpu->fd, KVM_RUN, 0) < 0) {
 			if (errno == EINTR)
 				continue;
 			snprintf(j->err, sizeof(j->err), "vCPU %d: KVM_RUN: %s", j->id, strerror(errno));
@@ -158,10 +162,10 @@ static void *vcpu_thread(void *arg)
 			break;
 		}
 		n = snprintf(j->err, sizeof(j->err), "vCPU %d: ", j->id);
-		vm64_describe_exit(&j->vcpu, j->err + n, sizeof(j->err) - n);
+		describe_exit(j->vcpu, j->err + n, sizeof(j->err) - n);
 		goto out;
 	}
-	if (ioctl(j->vcpu.fd, KVM_GET_REGS, &regs) < 0) {
+	if (ioctl(j->vcpu->fd, KVM_GET_REGS, &regs) < 0) {
 		snprintf(j->err, sizeof(j->err), "vCPU %d: KVM_GET_REGS: %s", j->id, strerror(errno));
 		goto out;
 	}
@@ -201,6 +205,7 @@ static void host_mapping(const void *addr, long *rss_kb, long *thp_kb)
 
 static int failed;
 static unsigned long timeout_s = TIMEOUT_S;
+static const char *current;	/* the workload being set up */
 
 static void fail(const char *name, const char *reason)
 {
@@ -215,6 +220,12 @@ static void fail(const char *name, const char *reason)
 	printf("bench %s failed reason=\"%s\"\n", name, clean);
 	fflush(stdout);
 	failed = 1;
+}
+
+/* A VM set-up step failed: guest_lib exits after this. */
+static void setup_failed(const char *msg)
+{
+	fail(current ? current : "setup", msg);
 }
 
 /* One run of a workload: guest TSC and wall ns over all its iterations. */
@@ -237,39 +248,53 @@ static int run_workload(const char *dev, const char *name, int nvcpus, const uin
 	uint64_t t0 = UINT64_MAX, t1 = 0, tsc0 = UINT64_MAX, tsc1 = 0, exits = 0;
 	uint64_t per_vcpu = iterations / nvcpus, deadline;
 	void *slot1 = NULL;
-	struct vm64 vm;
+	struct vm *vm;
 	int i, ok = 1;
 
 	memset(res, 0, sizeof(*res));
-
 	memset(jobs, 0, sizeof(jobs));
-	if (vm64_open(&vm, dev) < 0 || !vm64_add_slot(&vm, 0, 0, LOW_SIZE, 0) ||
-	    vm64_setup_memory(&vm, bench_guest_start, bench_guest_end - bench_guest_start) < 0) {
-		fail(name, vm64_err);
-		vm64_close(&vm);
-		return -1;
-	}
+	current = name;
+	vm = vm_new_on(dev, LOW_SIZE);
+	vm_use_minimal_cpuid(vm);
+	vm_load(vm, GUEST_CODE, bench_guest_start, bench_guest_end);
 	if (fault_mib) {
-		slot1 = vm64_add_slot(&vm, 1, FAULT_GPA, fault_mib << 20, 1);
-		if (!slot1) {
-			fail(name, vm64_err);
-			vm64_close(&vm);
+		long r;
+
+		/*
+		 * 4 KiB host pages (no THP), so each guest page is its own host
+		 * fault and its own NPT/EPT fault. Kernels without madvise(2)
+		 * still have the per-process switch main() set.
+		 */
+		slot1 = guest_alloc(fault_mib << 20);
+		madvise(slot1, fault_mib << 20, MADV_NOHUGEPAGE);
+		r = vm_set_region(vm, 1, 0, FAULT_GPA, fault_mib << 20, slot1);
+		if (r) {
+			char why[128];
+
+			snprintf(why, sizeof(why), "KVM_SET_USER_MEMORY_REGION slot 1: %s",
+				 strerror(-r));
+			fail(name, why);
+			vm_free(vm);
+			munmap(slot1, fault_mib << 20);
 			return -1;
 		}
 	}
 	for (i = 0; i < nvcpus; i++) {
 		uint64_t rdi = fault_mib ? FAULT_GPA + (uint64_t)i * per_vcpu * 4096 : per_vcpu;
+		struct kvm_regs regs;
 
 		jobs[i].id = i;
 		jobs[i].go = &go;
-		if (vm64_create_vcpu(&vm, i, &jobs[i].vcpu) < 0 ||
-		    vm64_start_long_mode(&jobs[i].vcpu, i, entry - bench_guest_start,
-					 rdi, per_vcpu, 0) < 0) {
-			fail(name, vm64_err);
-			vm64_close(&vm);
-			return -1;
-		}
+		/* Each vCPU on its own 4 KiB of stack. */
+		jobs[i].vcpu = vcpu_new(vm, i, MODE_LONG64,
+					GUEST_CODE + (entry - bench_guest_start),
+					GUEST_STACK - (uint64_t)i * 4096);
+		vcpu_get_regs(jobs[i].vcpu, &regs);
+		regs.rdi = rdi;
+		regs.rsi = per_vcpu;
+		vcpu_set_regs(jobs[i].vcpu, &regs);
 	}
+	current = NULL;
 
 	pthread_barrier_init(&go, NULL, nvcpus);
 	for (i = 0; i < nvcpus; i++)
@@ -340,14 +365,11 @@ static int run_workload(const char *dev, const char *name, int nvcpus, const uin
 		res->tsc = tsc1 - tsc0;
 		res->wall = t1 - t0;
 	}
-	for (i = 0; i < nvcpus; i++) {
-		munmap(jobs[i].vcpu.run, vm.run_size);
-		close(jobs[i].vcpu.fd);
-	}
-	vm64_close(&vm);
+	for (i = 0; i < nvcpus; i++)
+		vcpu_free(jobs[i].vcpu);
+	vm_free(vm);
 	if (slot1)
 		munmap(slot1, fault_mib << 20);
-	munmap(vm.low, vm.low_size);
 	return ok ? 0 : -1;
 }
 
@@ -435,9 +457,10 @@ int main(int argc, char **argv)
 
 	/*
 	 * 4 KiB host pages everywhere, before any guest memory is touched: a
-	 * THP-backed slot would take one fault per 2 MiB (see vm64_add_slot).
+	 * THP-backed slot would take one fault per 2 MiB (see run_workload).
 	 */
 	prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0);
+	guest_die_hook = setup_failed;
 	printf("bench-info device=%s pio=%llu cpuid=%llu fault_mib=%llu repeat=%u\n", dev,
 	       (unsigned long long)pio, (unsigned long long)cpuid, (unsigned long long)fault_mib,
 	       repeat);

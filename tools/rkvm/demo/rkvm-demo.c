@@ -7,6 +7,9 @@
  * what it found and halts. Exits 0 only if the guest halted with the
  * expected checksum and device answers.
  *
+ * The VM is set up by the selftests' guest library
+ * (tools/testing/selftests/rkvm/guest_lib.h), as the benchmark's are.
+ *
  * Usage: rkvm-demo [/dev/rkvm | /dev/kvm]
  */
 #include <errno.h>
@@ -21,7 +24,7 @@
 
 #include <linux/kvm.h>
 
-#include "vm64.h"
+#include "guest_lib.h"
 
 #define MEM_SIZE	(4ULL << 20)	/* the one slot: GPA 0 .. 4 MiB */
 #define BUF_GPA		0x100000ULL	/* the 1 MiB the guest fills */
@@ -32,7 +35,7 @@
 #define UART_LSR	0x3fd		/* line status register (read) */
 #define UART_LSR_IDLE	(0x20 | 0x40)	/* THR empty, transmitter empty */
 
-#define DEV_GPA		0xd0000000ULL	/* the MMIO device; no memory there */
+#define DEV_GPA		GUEST_MMIO	/* the MMIO device; no memory there */
 #define DEV_DATA	0x0		/* write: latch; read: the latch, bytes reversed */
 #define DEV_ID		0x8		/* read: "RKVM" */
 #define DEV_ID_VALUE	0x4d564b52u
@@ -41,7 +44,7 @@
 #define TIMEOUT_S	120
 
 /*
- * The guest, 64-bit code loaded at VM64_CODE, entered with rsp set. It
+ * The guest, 64-bit code loaded at GUEST_CODE, entered with rsp set. It
  * leaves the checksum in r12 and the number of failed device checks in r13
  * when it halts. Position-independent: data is reached RIP-relative.
  */
@@ -241,14 +244,21 @@ static void handle_mmio(struct kvm_run *run, struct exits *ex, uint32_t *latch, 
 	memcpy(run->mmio.data, &v, 4);
 }
 
+static const char *dev = "/dev/rkvm";
+
+/* A set-up step failed (guest_lib exits 1 after this). */
+static void setup_failed(const char *msg)
+{
+	fprintf(stderr, "rkvm-demo: cannot set up the VM on %s: %s\n", dev, msg);
+}
+
 int main(int argc, char **argv)
 {
-	const char *dev = argc > 1 ? argv[1] : "/dev/rkvm";
 	struct sigaction sa = { .sa_handler = on_alarm };
 	struct exits ex = { 0 };
-	struct vm64_vcpu vcpu;
 	struct kvm_regs regs;
-	struct vm64 vm;
+	struct vcpu *vcpu;
+	struct vm *vm;
 	uint64_t want = expected_checksum();
 	uint32_t latch = 0;
 	int halted = 0, bad = 0, ok;
@@ -258,14 +268,13 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: %s [/dev/rkvm | /dev/kvm]\n", argv[0]);
 		return 2;
 	}
-	if (vm64_open(&vm, dev) < 0 ||
-	    !vm64_add_slot(&vm, 0, 0, MEM_SIZE, 0) ||
-	    vm64_setup_memory(&vm, demo_guest_start, demo_guest_end - demo_guest_start) < 0 ||
-	    vm64_create_vcpu(&vm, 0, &vcpu) < 0 ||
-	    vm64_start_long_mode(&vcpu, 0, 0, 0, 0, 0) < 0) {
-		fprintf(stderr, "rkvm-demo: cannot set up the VM on %s: %s\n", dev, vm64_err);
-		return 1;
-	}
+	if (argc == 2)
+		dev = argv[1];
+	guest_die_hook = setup_failed;
+	vm = vm_new_on(dev, MEM_SIZE);
+	vm_use_minimal_cpuid(vm);
+	vm_load(vm, GUEST_CODE, demo_guest_start, demo_guest_end);
+	vcpu = vcpu_new(vm, 0, MODE_LONG64, GUEST_CODE, GUEST_STACK);
 	printf("rkvm-demo: %s: VM with %llu MiB at GPA 0, one vCPU in 64-bit mode, "
 	       "UART at port 0x%x, device at GPA 0x%llx\n", dev,
 	       (unsigned long long)(MEM_SIZE >> 20), UART_THR, (unsigned long long)DEV_GPA);
@@ -275,7 +284,7 @@ int main(int argc, char **argv)
 	sigaction(SIGALRM, &sa, NULL);	/* no SA_RESTART: KVM_RUN returns EINTR */
 	alarm(TIMEOUT_S);
 	while (!halted) {
-		if (ioctl(vcpu.fd, KVM_RUN, 0) < 0) {
+		if (ioctl(vcpu->fd, KVM_RUN, 0) < 0) {
 			int e = errno;
 
 			if (e == EINTR && !timed_out)
@@ -291,12 +300,12 @@ int main(int argc, char **argv)
 						      " (rkvm does so until it implements KVM_RUN)" : "");
 			return 1;
 		}
-		switch (vcpu.run->exit_reason) {
+		switch (vcpu->run->exit_reason) {
 		case KVM_EXIT_IO:
-			handle_io(vcpu.run, &ex);
+			handle_io(vcpu->run, &ex);
 			break;
 		case KVM_EXIT_MMIO:
-			handle_mmio(vcpu.run, &ex, &latch, &bad);
+			handle_mmio(vcpu->run, &ex, &latch, &bad);
 			break;
 		case KVM_EXIT_HLT:
 			ex.hlt++;
@@ -304,7 +313,7 @@ int main(int argc, char **argv)
 			break;
 		default:
 			ex.other++;
-			vm64_describe_exit(&vcpu, why, sizeof(why));
+			describe_exit(vcpu, why, sizeof(why));
 			printf("\n--- guest output ends (incomplete) ---\n");
 			fprintf(stderr, "rkvm-demo: unexpected %s\n", why);
 			return 1;
@@ -316,7 +325,7 @@ int main(int argc, char **argv)
 	       "HLT %lu, other %lu\n", ex.io_out + ex.io_in, ex.io_out, ex.io_in,
 	       ex.mmio_read + ex.mmio_write, ex.mmio_read, ex.mmio_write, ex.hlt, ex.other);
 
-	if (ioctl(vcpu.fd, KVM_GET_REGS, &regs) < 0) {
+	if (ioctl(vcpu->fd, KVM_GET_REGS, &regs) < 0) {
 		fprintf(stderr, "rkvm-demo: KVM_GET_REGS: %s\n", strerror(errno));
 		return 1;
 	}
@@ -325,6 +334,7 @@ int main(int argc, char **argv)
 	       (unsigned long long)regs.r12, (unsigned long long)want, (unsigned long long)regs.r13);
 	printf("rkvm-demo: %s\n", ok ? "PASS: the guest halted with the expected results"
 				    : "FAIL: the guest halted with wrong results");
-	vm64_close(&vm);
+	vcpu_free(vcpu);
+	vm_free(vm);
 	return ok ? 0 : 1;
 }

@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * Guest library for rkvm's guest-running selftests (see guest_lib.h): VM,
+ * Guest library of rkvm's guest-running programs (see guest_lib.h): VM,
  * vCPU and memory set-up through the KVM ioctl ABI, the descriptor tables
  * and page tables for the three CPU modes, and exit checks.
  */
 #define _GNU_SOURCE
+#include <cpuid.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -29,16 +30,23 @@
 #define PTE_P		(1UL << 0)
 #define PTE_RW		(1UL << 1)
 #define PTE_PS		(1UL << 7)
+#define PTE_A		(1UL << 5)
+#define PTE_D		(1UL << 6)
+
+void (*guest_die_hook)(const char *msg);
 
 void guest_die(const char *fmt, ...)
 {
+	char msg[512];
 	va_list ap;
 
 	va_start(ap, fmt);
-	fprintf(stderr, "# guest_lib: ");
-	vfprintf(stderr, fmt, ap);
-	fprintf(stderr, "\n");
+	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	if (guest_die_hook)
+		guest_die_hook(msg);
+	else
+		fprintf(stderr, "# guest_lib: %s\n", msg);
 	exit(1);
 }
 
@@ -94,7 +102,11 @@ static void write_gdt(struct vm *vm)
 	gdt[SEL_CODE64 / 8] = 0x00af9b000000ffffULL;	/* G, L, P, code r/x */
 }
 
-/* Identity map of 0..4 GiB: PML4 -> PDPT -> 4 PDs of 2 MiB pages. */
+/*
+ * Identity map of 0..4 GiB: PML4 -> PDPT -> 4 PDs of 2 MiB pages. Accessed
+ * and dirty preset: the vCPUs' page walks never write to the tables, so
+ * vCPUs starting together do not race on them.
+ */
 static void write_page_tables(struct vm *vm)
 {
 	uint64_t *pml4 = gpa_ptr(vm, GUEST_PT);
@@ -103,14 +115,14 @@ static void write_page_tables(struct vm *vm)
 	int i, j;
 
 	memset(pml4, 0, 0x6000);
-	pml4[0] = (GUEST_PT + 0x1000) | PTE_P | PTE_RW;
+	pml4[0] = (GUEST_PT + 0x1000) | PTE_P | PTE_RW | PTE_A;
 	for (i = 0; i < 4; i++) {
 		uint64_t *pd = gpa_ptr(vm, pd_gpa + i * 0x1000);
 
-		pdpt[i] = (pd_gpa + i * 0x1000) | PTE_P | PTE_RW;
+		pdpt[i] = (pd_gpa + i * 0x1000) | PTE_P | PTE_RW | PTE_A;
 		for (j = 0; j < 512; j++)
 			pd[j] = ((uint64_t)i << 30) | ((uint64_t)j << 21) |
-				PTE_P | PTE_RW | PTE_PS;
+				PTE_P | PTE_RW | PTE_A | PTE_D | PTE_PS;
 	}
 }
 
@@ -126,20 +138,29 @@ void vm_set_idt_gate64(struct vm *vm, int vector, uint64_t handler)
 
 struct vm *vm_new(size_t mem_size)
 {
+	return vm_new_on(rkvm_dev_path(), mem_size);
+}
+
+struct vm *vm_new_on(const char *dev, size_t mem_size)
+{
 	struct vm *vm = calloc(1, sizeof(*vm));
 	long r;
 
 	if (!vm)
 		guest_die("out of memory");
-	vm->sys = rkvm_open_dev();
+	vm->dev = dev;
+	vm->sys = open(dev, O_RDWR | O_CLOEXEC);
 	if (vm->sys < 0)
-		guest_die("open %s: %s", rkvm_dev_path(), strerror(-vm->sys));
+		guest_die("open %s: %s", dev, strerror(errno));
+	r = xioctl(vm->sys, KVM_GET_API_VERSION, 0);
+	if (r != KVM_API_VERSION)
+		guest_die("%s: KVM_GET_API_VERSION = %ld, want %d", dev, r, KVM_API_VERSION);
 	vm->fd = xioctl(vm->sys, KVM_CREATE_VM, 0);
 	if (vm->fd < 0)
-		guest_die("KVM_CREATE_VM: %s", strerror(-vm->fd));
+		guest_die("%s: KVM_CREATE_VM: %s", dev, strerror(-vm->fd));
 	vm->run_size = xioctl(vm->sys, KVM_GET_VCPU_MMAP_SIZE, 0);
 	if (vm->run_size < (int)sizeof(struct kvm_run))
-		guest_die("KVM_GET_VCPU_MMAP_SIZE: %d", vm->run_size);
+		guest_die("%s: KVM_GET_VCPU_MMAP_SIZE: %d", dev, vm->run_size);
 	vm->mem_size = mem_size;
 	vm->mem = guest_alloc(mem_size);
 	r = vm_set_region(vm, 0, 0, 0, mem_size, vm->mem);
@@ -162,6 +183,33 @@ struct vm *vm_new(size_t mem_size)
 		vm->cpuid = NULL;
 	}
 	return vm;
+}
+
+void vm_use_minimal_cpuid(struct vm *vm)
+{
+	struct kvm_cpuid_entry2 *e;
+	uint32_t max, ebx, ecx, edx;
+	int i;
+
+	free(vm->cpuid);
+	vm->cpuid = calloc(1, sizeof(*vm->cpuid) + 3 * sizeof(*e));
+	if (!vm->cpuid)
+		guest_die("out of memory");
+	vm->cpuid->nent = 3;
+	e = vm->cpuid->entries;
+	__cpuid(0, max, ebx, ecx, edx);	/* the vendor: ebx, edx, ecx */
+	(void)max;
+	e[0].function = 0;
+	e[0].eax = 0;
+	e[1].function = 0x80000000;
+	e[1].eax = 0x80000001;
+	e[2].function = 0x80000001;
+	e[2].edx = 1u << 29;		/* LM */
+	for (i = 0; i < 2; i++) {
+		e[i].ebx = ebx;
+		e[i].edx = edx;
+		e[i].ecx = ecx;
+	}
 }
 
 void vm_free(struct vm *vm)
@@ -343,37 +391,47 @@ const char *exit_name(int reason)
 	return "(other)";
 }
 
-void print_exit(struct vcpu *v, const char *why)
+void describe_exit(struct vcpu *v, char *buf, size_t len)
 {
 	struct kvm_run *run = v->run;
 	struct kvm_regs regs;
+	size_t n;
 
-	fprintf(stderr, "# vCPU %d: %s: exit %u (%s)", v->id, why,
-		run->exit_reason, exit_name(run->exit_reason));
+	snprintf(buf, len, "exit %u (%s)", run->exit_reason,
+		 exit_name(run->exit_reason));
+	n = strlen(buf);
 	switch (run->exit_reason) {
 	case KVM_EXIT_IO:
-		fprintf(stderr, " %s port %#x size %u count %u data %#llx",
-			run->io.direction == KVM_EXIT_IO_OUT ? "out" : "in",
-			run->io.port, run->io.size, run->io.count,
-			(unsigned long long)io_value(v));
+		snprintf(buf + n, len - n, " %s port %#x size %u count %u data %#llx",
+			 run->io.direction == KVM_EXIT_IO_OUT ? "out" : "in",
+			 run->io.port, run->io.size, run->io.count,
+			 (unsigned long long)io_value(v));
 		break;
 	case KVM_EXIT_MMIO:
-		fprintf(stderr, " %s gpa %#llx len %u data %#llx",
-			run->mmio.is_write ? "write" : "read",
-			(unsigned long long)run->mmio.phys_addr, run->mmio.len,
-			(unsigned long long)mmio_value(v));
+		snprintf(buf + n, len - n, " %s gpa %#llx len %u data %#llx",
+			 run->mmio.is_write ? "write" : "read",
+			 (unsigned long long)run->mmio.phys_addr, run->mmio.len,
+			 (unsigned long long)mmio_value(v));
 		break;
 	case KVM_EXIT_FAIL_ENTRY:
-		fprintf(stderr, " reason %#llx",
-			(unsigned long long)run->fail_entry.hardware_entry_failure_reason);
+		snprintf(buf + n, len - n, " reason %#llx",
+			 (unsigned long long)run->fail_entry.hardware_entry_failure_reason);
 		break;
 	case KVM_EXIT_INTERNAL_ERROR:
-		fprintf(stderr, " suberror %u", run->internal.suberror);
+		snprintf(buf + n, len - n, " suberror %u", run->internal.suberror);
 		break;
 	}
+	n = strlen(buf);
 	if (!xioctl(v->fd, KVM_GET_REGS, (unsigned long)&regs))
-		fprintf(stderr, " rip %#llx", (unsigned long long)regs.rip);
-	fprintf(stderr, "\n");
+		snprintf(buf + n, len - n, " rip %#llx", (unsigned long long)regs.rip);
+}
+
+void print_exit(struct vcpu *v, const char *why)
+{
+	char buf[256];
+
+	describe_exit(v, buf, sizeof(buf));
+	fprintf(stderr, "# vCPU %d: %s: %s\n", v->id, why, buf);
 }
 
 int check_exit(struct vcpu *v, int reason)

@@ -1,10 +1,13 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * A small library for selftests that run real guest code through the KVM
- * ioctl ABI on $RKVM_DEV: VM and vCPU creation, memory slots backed by
- * anonymous memory, guest code written as assembler blocks in the test's C
- * file, the register setup for real mode, 32-bit protected mode and 64-bit
- * long mode, and checks of the exits (port I/O, MMIO) a guest causes.
+ * The guest-setup library of rkvm's C programs that run real guest code
+ * through the KVM ioctl ABI: the guest-running selftests (on $RKVM_DEV),
+ * the demo VMM (tools/rkvm/demo) and the benchmark (tools/rkvm/bench), so
+ * all three set up guests the same way. VM and vCPU creation, memory slots
+ * backed by anonymous memory, guest code written as assembler blocks in
+ * the program's C file, the register setup for real mode, 32-bit protected
+ * mode and 64-bit long mode, and checks of the exits (port I/O, MMIO) a
+ * guest causes.
  *
  * No in-kernel irqchip is created, so HLT exits to userspace (KVM_EXIT_HLT).
  *
@@ -12,7 +15,9 @@
  *   GUEST_GDT    flat GDT: 0x08 32-bit code, 0x10 data, 0x18 64-bit code
  *   GUEST_IDT    256 64-bit gates (all not present until a test sets one)
  *   GUEST_PT     PML4, PDPT and four PDs identity-mapping 0..4 GiB with
- *                2 MiB pages (built always; used only in long mode)
+ *                2 MiB pages (built always; used only in long mode),
+ *                accessed and dirty bits preset so that vCPUs starting
+ *                together never write to the tables
  *   GUEST_CODE   where guest code is loaded and starts (16-byte aligned)
  *   GUEST_DATA   free for tests
  *   GUEST_STACK  initial stack pointer (grows down)
@@ -72,6 +77,7 @@ enum guest_mode {
 };
 
 struct vm {
+	const char *dev;	/* device path */
 	int sys;		/* device fd */
 	int fd;			/* VM fd */
 	int run_size;		/* KVM_GET_VCPU_MMAP_SIZE */
@@ -89,14 +95,28 @@ struct vcpu {
 
 /*
  * Set-up failures (an ioctl the test does not itself check) print a message
- * and exit(1), which the kselftest harness reports as a failed test.
+ * and exit(1), which the kselftest harness reports as a failed test. A
+ * program that reports failures its own way (the benchmark) sets
+ * guest_die_hook: it is called with the message before the exit.
  */
 void guest_die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+extern void (*guest_die_hook)(const char *msg);
 
 /* Opens $RKVM_DEV, creates a VM and slot 0 of @mem_size bytes at GPA 0
  * with the GDT, IDT and page tables written into it. */
 struct vm *vm_new(size_t mem_size);
+/* The same on device @dev (the demo and the benchmark take it as argument). */
+struct vm *vm_new_on(const char *dev, size_t mem_size);
 void vm_free(struct vm *vm);
+
+/*
+ * Replaces the CPUID vcpu_new gives (KVM_GET_SUPPORTED_CPUID) with the
+ * smallest table that allows long mode: leaves 0 and 0x80000000 (the
+ * host's vendor, no other basic leaf) and 0x80000001 with EDX.LM. The
+ * same table on every hypervisor, so a guest CPUID costs the same lookup
+ * everywhere (the benchmark's cpuid_exit).
+ */
+void vm_use_minimal_cpuid(struct vm *vm);
 
 /*
  * True when the device is the build host's /dev/kvm served by kvm_pvm, a
@@ -155,6 +175,9 @@ int run_until_exit(struct vcpu *v);
 
 /* Name of a KVM_EXIT_* value, for messages. */
 const char *exit_name(int reason);
+
+/* Describes the current exit (reason, details, RIP) into @buf. */
+void describe_exit(struct vcpu *v, char *buf, size_t len);
 
 /* Prints the current exit (reason and details) to stderr. */
 void print_exit(struct vcpu *v, const char *why);

@@ -18,10 +18,12 @@
 #include <linux/rkvm.h>
 
 #include "kselftest_harness.h"
+#include "rkvm_caps.h"
 #include "rkvm_util.h"
 
 #define MB (1UL << 20)
-#define NR_SLOTS 509
+/* rkvm/caps.rs's KVM_CAP_NR_MEMSLOTS. */
+#define NR_SLOTS ((int)rkvm_expected_cap(KVM_CAP_NR_MEMSLOTS, 1, 1))
 
 static long set_region(int vm, uint32_t slot, uint32_t flags, uint64_t gpa,
 		       uint64_t size, void *hva)
@@ -52,7 +54,7 @@ FIXTURE(vm) {
 
 FIXTURE_SETUP(vm)
 {
-	self->sys = open(RKVM_DEVICE_PATH, O_RDWR | O_CLOEXEC);
+	self->sys = open(rkvm_dev_path(), O_RDWR | O_CLOEXEC);
 	ASSERT_LE(0, self->sys);
 	self->vm = ioctl(self->sys, KVM_CREATE_VM, 0);
 	ASSERT_LE(0, self->vm);

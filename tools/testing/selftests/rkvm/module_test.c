@@ -42,7 +42,7 @@ static int load(void)
 
 static long api_version(void)
 {
-	int fd = open(RKVM_DEVICE_PATH, O_RDWR);
+	int fd = open(rkvm_dev_path(), O_RDWR);
 	long r;
 
 	if (fd < 0)
@@ -54,7 +54,7 @@ static long api_version(void)
 
 TEST(open_device_pins_module)
 {
-	int fd = open(RKVM_DEVICE_PATH, O_RDWR);
+	int fd = open(rkvm_dev_path(), O_RDWR);
 
 	ASSERT_LE(0, fd);
 	/* delete_module() reports a module in use as EWOULDBLOCK. */
@@ -65,7 +65,7 @@ TEST(open_device_pins_module)
 
 TEST(open_vm_pins_module)
 {
-	int fd = open(RKVM_DEVICE_PATH, O_RDWR);
+	int fd = open(rkvm_dev_path(), O_RDWR);
 	int vm = ioctl(fd, KVM_CREATE_VM, 0);
 
 	ASSERT_LE(0, vm);

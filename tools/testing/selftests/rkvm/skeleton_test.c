@@ -18,9 +18,9 @@
 #include <linux/rkvm.h>
 
 #include "kselftest_harness.h"
+#include "rkvm_caps.h"
 #include "rkvm_util.h"
 
-/* Capabilities rkvm implements so far, with the value KVM would give. */
 /* Whether the host CPU has SVM (grep -w svm /proc/cpuinfo). */
 static int host_has_svm(void)
 {
@@ -36,42 +36,22 @@ static int host_has_svm(void)
 	return found;
 }
 
+/*
+ * The capabilities rkvm implements, with the value KVM would give: the
+ * module's own table (rkvm/caps.rs, as C in the generated rkvm_caps.h).
+ * KVM_RUN works on the SVM backend only, so far.
+ */
 static long expected_cap(unsigned long cap)
 {
-	switch (cap) {
-	case KVM_CAP_CHECK_EXTENSION_VM:
-	case KVM_CAP_SET_TSS_ADDR:
-	case KVM_CAP_SET_IDENTITY_MAP_ADDR:
-	case KVM_CAP_USER_MEMORY:
-	case KVM_CAP_USER_MEMORY2:
-	case KVM_CAP_READONLY_MEM:
-	case KVM_CAP_EXT_CPUID:
-	case KVM_CAP_XSAVE:
-	case KVM_CAP_XCRS:
-		return 1;
-	case KVM_CAP_IMMEDIATE_EXIT:
-		/* KVM_RUN works on the SVM backend only, so far. */
-		return host_has_svm();
-	case KVM_CAP_NR_MEMSLOTS:
-		return 509;
-	case KVM_CAP_NR_VCPUS:
-		return sysconf(_SC_NPROCESSORS_ONLN) < 64 ? sysconf(_SC_NPROCESSORS_ONLN) : 64;
-	case KVM_CAP_MAX_VCPUS:
-	case KVM_CAP_MAX_VCPU_ID:
-		return 64;
-	case KVM_CAP_VM_TYPES:
-		return 1 << KVM_X86_DEFAULT_VM;
-	default:
-		return 0;
-	}
+	return rkvm_expected_cap(cap, sysconf(_SC_NPROCESSORS_ONLN), host_has_svm());
 }
 
 static int open_dev(void)
 {
-	int fd = open(RKVM_DEVICE_PATH, O_RDWR | O_CLOEXEC);
+	int fd = open(rkvm_dev_path(), O_RDWR | O_CLOEXEC);
 
 	if (fd < 0)
-		ksft_exit_fail_msg("open %s: %s\n", RKVM_DEVICE_PATH, strerror(errno));
+		ksft_exit_fail_msg("open %s: %s\n", rkvm_dev_path(), strerror(errno));
 	return fd;
 }
 
@@ -247,7 +227,7 @@ static void *open_create_close(void *p)
 	int i;
 
 	for (i = 0; i < a->iterations; i++) {
-		int fd = open(RKVM_DEVICE_PATH, O_RDWR);
+		int fd = open(rkvm_dev_path(), O_RDWR);
 		int vm = fd < 0 ? -1 : xioctl(fd, KVM_CREATE_VM, 0);
 
 		if (fd < 0 || vm < 0 ||

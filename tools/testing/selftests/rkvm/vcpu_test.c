@@ -21,9 +21,11 @@
 #include <linux/rkvm.h>
 
 #include "kselftest_harness.h"
+#include "rkvm_caps.h"
 #include "rkvm_util.h"
 
-#define MAX_VCPUS 64
+/* rkvm/caps.rs's KVM_CAP_MAX_VCPUS (also the vCPU id limit). */
+#define MAX_VCPUS ((int)rkvm_expected_cap(KVM_CAP_MAX_VCPUS, 1, 1))
 
 FIXTURE(vm) {
 	int sys, vm;
@@ -31,7 +33,7 @@ FIXTURE(vm) {
 
 FIXTURE_SETUP(vm)
 {
-	self->sys = open(RKVM_DEVICE_PATH, O_RDWR | O_CLOEXEC);
+	self->sys = open(rkvm_dev_path(), O_RDWR | O_CLOEXEC);
 	ASSERT_LE(0, self->sys);
 	self->vm = ioctl(self->sys, KVM_CREATE_VM, 0);
 	ASSERT_LE(0, self->vm);

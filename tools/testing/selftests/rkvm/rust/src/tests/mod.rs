@@ -1,0 +1,43 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The tests, in the order they are numbered in the TAP output (keep it:
+//! the numbers are what the logs of earlier runs refer to).
+
+mod fd_lifetime;
+mod memslot;
+pub(crate) mod msr;
+mod run;
+mod system;
+mod vcpu;
+
+use crate::harness::Test;
+use fd_lifetime::*;
+use memslot::*;
+use msr::*;
+use run::*;
+use system::*;
+use vcpu::*;
+
+#[rustfmt::skip]
+pub(crate) const TESTS: &[Test] = &[
+    Test { name: "api_version", func: api_version, rkvm_only: false, guest: false },
+    Test { name: "api_version_bad_arg", func: api_version_bad_arg, rkvm_only: false, guest: false },
+    Test { name: "vcpu_mmap_size", func: vcpu_mmap_size, rkvm_only: false, guest: false },
+    Test { name: "caps_none_unimplemented", func: caps_none_unimplemented, rkvm_only: true, guest: false },
+    Test { name: "create_vm", func: create_vm, rkvm_only: false, guest: false },
+    Test { name: "create_vm_bad_type", func: create_vm_bad_type, rkvm_only: false, guest: false },
+    Test { name: "vm_check_extension", func: vm_check_extension, rkvm_only: false, guest: false },
+    Test { name: "unknown_ioctl_system", func: unknown_ioctl_system, rkvm_only: false, guest: false },
+    Test { name: "unknown_ioctl_vm", func: unknown_ioctl_vm, rkvm_only: false, guest: false },
+    Test { name: "vm_fd_other_process", func: vm_fd_other_process, rkvm_only: false, guest: false },
+    Test { name: "create_close_loop", func: create_close_loop, rkvm_only: false, guest: false },
+    Test { name: "threads_open_close_race", func: threads_open_close_race, rkvm_only: false, guest: false },
+    Test { name: "vm_outlives_system_fd", func: vm_outlives_system_fd, rkvm_only: false, guest: false },
+    Test { name: "memory_regions", func: memory_regions, rkvm_only: false, guest: false },
+    Test { name: "vcpu_reset_state_and_round_trips", func: vcpu_reset_state_and_round_trips, rkvm_only: false, guest: false },
+    Test { name: "run_real_mode_pio", func: run_real_mode_pio, rkvm_only: false, guest: true },
+    Test { name: "run_long_mode_exits", func: run_long_mode_exits, rkvm_only: false, guest: true },
+    Test { name: "msrs_index_list_and_round_trip", func: msrs_index_list_and_round_trip, rkvm_only: false, guest: true },
+    Test { name: "run_immediate_exit", func: run_immediate_exit, rkvm_only: false, guest: true },
+    Test { name: "run_triple_fault_shutdown", func: run_triple_fault_shutdown, rkvm_only: false, guest: true },
+];
