@@ -64,6 +64,9 @@ mod regs;
 #[allow(dead_code, clippy::wrong_self_convention)]
 #[path = "../../../../../../rkvm/sregs.rs"]
 mod sregs;
+#[allow(dead_code)]
+#[path = "../../../../../../rkvm/arch.rs"]
+mod arch;
 
 use std::ffi::CString;
 use std::path::Path;

@@ -33,6 +33,9 @@ mod regs;
 #[allow(dead_code, clippy::wrong_self_convention)]
 #[path = "../../../../../../../rkvm/sregs.rs"]
 mod sregs;
+#[allow(dead_code)]
+#[path = "../../../../../../../rkvm/arch.rs"]
+mod arch;
 
 use std::fmt::Write;
 use std::process::ExitCode;
