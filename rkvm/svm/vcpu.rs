@@ -742,7 +742,7 @@ impl SvmVcpu {
         let info1 = self.vmcb.control.exit_info_1;
         let gpa = self.vmcb.control.exit_info_2;
         let write = info1 & npf::WRITE != 0;
-        match vm.handle_npf(gpa >> crate::memslot::PAGE_SHIFT, write, cache) {
+        match vm.handle_npf(crate::mmu::Gfn::from_gpa(gpa), write, cache) {
             Ok(NpfOutcome::Mapped) => Ok(Flow::Guest),
             Ok(NpfOutcome::Mmio) if info1 & npf::FETCH == 0 => Ok(self.emulate_mmio(vm, run, gpa)),
             Ok(NpfOutcome::Mmio) => {
