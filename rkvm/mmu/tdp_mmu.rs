@@ -709,6 +709,90 @@ mod tests {
         assert_eq!(r.tables, 2);
     }
 
+    /// A zap that really lets go of the lock: faults run while it yields.
+    struct LockingZap<'a> {
+        rec: Recorder<'a>,
+        lock: &'a std::sync::RwLock<()>,
+        guard: Option<std::sync::RwLockWriteGuard<'a, ()>>,
+    }
+
+    impl ChangeOps for LockingZap<'_> {
+        fn release_page(&mut self, pfn: Pfn, dirty: bool) {
+            self.rec.release_page(pfn, dirty)
+        }
+        fn free_table(&mut self, t: Hpa) {
+            self.rec.free_table(t)
+        }
+    }
+
+    impl ZapOps for LockingZap<'_> {
+        fn should_yield(&mut self) -> bool {
+            self.rec.should_yield()
+        }
+        fn yield_lock(&mut self, flush: bool) {
+            self.rec.yield_lock(flush);
+            self.guard = None;
+            std::thread::yield_now();
+            self.guard = Some(self.lock.write().unwrap());
+        }
+    }
+
+    #[test]
+    fn faults_while_a_zap_yields_lose_no_page() {
+        let s = Store::new(256);
+        let lock = std::sync::RwLock::new(());
+        let n = 4096u64;
+        let mut c = s.cache(3);
+        for gfn in (0..n).step_by(2) {
+            c.top_up();
+            s.map(gfn, gfn, true, &mut c);
+        }
+        drop(c);
+        let started = std::sync::atomic::AtomicBool::new(false);
+        let (installed, released) = std::thread::scope(|scope| {
+            let faulter = scope.spawn(|| {
+                let mut c = s.cache(3);
+                let mut mine = Vec::new();
+                for round in 0..3 {
+                    for k in (0..n / 2).rev() {
+                        let gfn = 2 * k + round % 2;
+                        c.top_up();
+                        let _held = lock.read().unwrap();
+                        if s.map(gfn, gfn, false, &mut c) == MapOutcome::Installed {
+                            mine.push(gfn);
+                        }
+                        started.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                mine
+            });
+            while !started.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::yield_now();
+            }
+            let mut z = LockingZap {
+                rec: recorder(&s),
+                lock: &lock,
+                guard: Some(lock.write().unwrap()),
+            };
+            z.rec.yield_every = 5;
+            zap_range::<Npt, _>(&s, ROOT, ROOT_LEVEL, Gfn(0), Gfn(n), &mut z);
+            drop(z.guard.take());
+            let released: Vec<u64> = pfns(&z.rec);
+            (faulter.join().unwrap(), released)
+        });
+        // Every page mapped before or by the faulter was released by the
+        // zap, or is still mapped now; none twice.
+        let mut rest = recorder(&s);
+        free_all::<Npt, _>(&s, ROOT, ROOT_LEVEL, &mut rest);
+        let mut all: Vec<u64> = released.into_iter().chain(pfns(&rest)).collect();
+        all.sort_unstable();
+        let mut want: Vec<u64> = (0..n).step_by(2).chain(installed).collect();
+        want.sort_unstable();
+        assert_eq!(all, want);
+        // And every table page is back.
+        assert_eq!(s.free_count(), 255);
+    }
+
     #[test]
     fn ept_format_maps_and_zaps() {
         let s = Store::new(8);
