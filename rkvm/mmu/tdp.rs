@@ -122,6 +122,7 @@ impl Tdp {
         }
         let held = self.mmu_lock.write();
         let tables = DirectMap::new(&held);
+        // INVARIANT: `held` guards this MMU's lock.
         let mut z = Zapper {
             tdp: self,
             held: &held,
@@ -154,6 +155,10 @@ impl Tdp {
 
 /// A zap in progress, `mmu_lock` held for write: releases pages only after
 /// a flush, and yields the lock when asked to.
+///
+/// # Invariants
+///
+/// `held` is the guard of `tdp.mmu_lock`.
 struct Zapper<'a> {
     tdp: &'a Tdp,
     held: &'a WriteGuard<'a>,

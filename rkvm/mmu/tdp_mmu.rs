@@ -117,8 +117,7 @@ fn handle_removed_table<F: SpteFormat, S: TableStore>(
     base: Gfn,
 ) {
     for idx in 0..spte::ENTRIES {
-        let entry = store.entry(table, idx);
-        let old = Spte(entry.swap(Spte::FROZEN.0, Ordering::AcqRel));
+        let old = write_spte(store, SptePtr { table, idx }, Spte::FROZEN);
         let gfn = base.add(idx as u64 * spte::frames_per_entry(level));
         handle_changed_spte::<F, S>(store, ops, gfn, level, old, Spte::FROZEN);
     }
@@ -182,8 +181,10 @@ pub(crate) fn set_spte<F: SpteFormat, S: TableStore>(
     handle_changed_spte::<F, S>(store, ops, iter.gfn(), iter.level(), old, new)
 }
 
-/// The store of the write-locked paths: an exchange, so that A/D bits the
-/// CPU sets meanwhile are not lost.
+/// The store of the write-locked paths (and of the change handler's
+/// freezing): an exchange, so that A/D bits the CPU sets meanwhile are
+/// not lost. With `set_spte_atomic`'s compare-and-exchange, the only
+/// writes to an SPTE.
 fn write_spte<S: TableStore>(store: &S, at: SptePtr, new: Spte) -> Spte {
     Spte(at.get(store).swap(new.0, Ordering::AcqRel))
 }
