@@ -494,7 +494,7 @@ impl CpuCore {
         write: bool,
         fetch: bool,
     ) -> Result<Flow> {
-        match vm.handle_npf(gpa >> crate::memslot::PAGE_SHIFT, write, cache) {
+        match vm.handle_npf(crate::mmu::Gfn::from_gpa(gpa), write, cache) {
             Ok(NpfOutcome::Mapped) => Ok(Flow::Guest),
             Ok(NpfOutcome::Mmio) if !fetch => Ok(self.emulate_mmio(vm, run, gpa)),
             Ok(NpfOutcome::Mmio) => {

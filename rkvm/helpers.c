@@ -326,6 +326,24 @@ void rkvm_write_unlock(rwlock_t *lock)
 	write_unlock(lock);
 }
 
+/*
+ * ---- mmu_lock breaks: a zap holding the lock for write yields it ----
+ *
+ * A long zap checks at each step whether another CPU waits for mmu_lock
+ * or this one should reschedule (KVM's tdp_mmu_iter_cond_resched), and if
+ * so drops the lock, reschedules and takes it again. Both are macros.
+ */
+
+bool rkvm_rwlock_needbreak(rwlock_t *lock)
+{
+	return need_resched() || rwlock_needbreak(lock);
+}
+
+void rkvm_cond_resched_rwlock_write(rwlock_t *lock)
+{
+	cond_resched_rwlock_write(lock);
+}
+
 /* ---- kicking vCPUs out of guest mode ---- */
 
 static void rkvm_kick_ack(void *info)

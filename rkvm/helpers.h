@@ -99,6 +99,13 @@ void rkvm_write_lock(rwlock_t *lock);
 void rkvm_write_unlock(rwlock_t *lock);
 
 /*
+ * mmu_lock breaks (held for write): whether to yield (someone waits for the
+ * lock or the CPU), and drop-reschedule-retake.
+ */
+bool rkvm_rwlock_needbreak(rwlock_t *lock);
+void rkvm_cond_resched_rwlock_write(rwlock_t *lock);
+
+/*
  * IPI the given CPUs and wait until each has taken it; @mask (from
  * rkvm_cpumask_alloc) is scratch space the caller owns exclusively.
  */

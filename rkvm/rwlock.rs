@@ -27,6 +27,8 @@ mod ffi {
         pub(super) fn rkvm_read_unlock(lock: *mut bindings::rwlock_t);
         pub(super) fn rkvm_write_lock(lock: *mut bindings::rwlock_t);
         pub(super) fn rkvm_write_unlock(lock: *mut bindings::rwlock_t);
+        pub(super) fn rkvm_rwlock_needbreak(lock: *mut bindings::rwlock_t) -> bool;
+        pub(super) fn rkvm_cond_resched_rwlock_write(lock: *mut bindings::rwlock_t);
     }
 }
 
@@ -114,6 +116,25 @@ impl Drop for ReadGuard<'_> {
 pub(crate) struct WriteGuard<'a> {
     lock: &'a RwLock,
     _not_send: PhantomData<*mut ()>,
+}
+
+impl WriteGuard<'_> {
+    /// Whether the holder should let go for a moment: another CPU waits for
+    /// the lock, or this one should reschedule.
+    pub(crate) fn needbreak(&self) -> bool {
+        // SAFETY: the lock is held for writing (type invariant).
+        unsafe { ffi::rkvm_rwlock_needbreak(self.lock.inner.get()) }
+    }
+
+    /// Drops the lock, reschedules if needed, and takes it again for
+    /// writing (`cond_resched_rwlock_write`). Whatever the lock protected
+    /// may have changed when this returns.
+    pub(crate) fn cond_resched(&self) {
+        // INVARIANT: the lock is held for writing again on return.
+        // SAFETY: the lock is held for writing (type invariant); no IRQs or
+        // preemption are disabled beyond what the lock itself disabled.
+        unsafe { ffi::rkvm_cond_resched_rwlock_write(self.lock.inner.get()) }
+    }
 }
 
 impl Drop for WriteGuard<'_> {

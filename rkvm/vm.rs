@@ -37,8 +37,8 @@ use crate::{
     memslot::{self, HostLimits, Memslot, RegionRequest, SlotError, MEM_READONLY},
     mmu::{
         tdp::{PtCache, Tdp},
-        tdp_walk::MapOutcome,
-        GuestPage,
+        tdp_mmu::MapOutcome,
+        Gfn, GuestPage,
     },
     srcu_box::SrcuBox,
     uarg,
@@ -139,7 +139,9 @@ impl Vm {
             };
             let mut next = KVec::with_capacity(change.new_len(cur.slots.len()), GFP_KERNEL)?;
             change.build(&cur.slots, |s| next.push(s, GFP_KERNEL))?;
-            let removed = change.removed().map(|s| (s.base_gfn, s.end_gfn()));
+            let removed = change
+                .removed()
+                .map(|s| (Gfn(s.base_gfn), Gfn(s.end_gfn())));
             (next, cur.generation + 1, removed)
             // The read section ends here: `replace` below waits for readers.
         };
@@ -227,19 +229,19 @@ impl Vm {
     /// Resolves a nested page fault on `gfn`. May sleep (GUP).
     pub(crate) fn handle_npf(
         &self,
-        gfn: u64,
+        gfn: Gfn,
         write: bool,
         cache: &mut PtCache,
     ) -> Result<NpfOutcome> {
         let slots = self.memslots.read();
-        let Some(slot) = memslot::lookup(&slots.slots, gfn) else {
+        let Some(slot) = memslot::lookup(&slots.slots, gfn.0) else {
             return Ok(NpfOutcome::Mmio);
         };
         let slot_writable = slot.flags & MEM_READONLY == 0;
         if write && !slot_writable {
             return Ok(NpfOutcome::Mmio);
         }
-        let page = GuestPage::get(slot.gfn_to_hva(gfn), write, slot_writable)?;
+        let page = GuestPage::get(slot.gfn_to_hva(gfn.0), write, slot_writable)?;
         cache.top_up()?;
         let held = self.tdp.read_lock();
         if self.slots_generation.load(Ordering::Acquire) != slots.generation {

@@ -3,10 +3,17 @@
 //! Guest memory translation: SPTE encodings, the TDP MMU, and the host
 //! pages behind guest frames.
 
+pub(crate) mod atomic;
 pub(crate) mod guest_walk;
+mod shim;
 pub(crate) mod spte;
 pub(crate) mod tdp;
-pub(crate) mod tdp_walk;
+pub(crate) mod tdp_iter;
+pub(crate) mod tdp_mmu;
+pub(crate) mod tlb;
+pub(crate) mod types;
+
+pub(crate) use types::{Gfn, Pfn};
 
 use kernel::{bindings, prelude::*};
 
@@ -30,7 +37,7 @@ mod ffi {
 ///
 /// `pfn` names a page on which this value owns one reference.
 pub(crate) struct GuestPage {
-    pfn: u64,
+    pfn: Pfn,
     writable: bool,
 }
 
@@ -54,7 +61,7 @@ impl GuestPage {
             false
         };
         // SAFETY: GUP returned a valid page with a reference we own.
-        let pfn = unsafe { ffi::rkvm_page_to_pfn(page) };
+        let pfn = Pfn(unsafe { ffi::rkvm_page_to_pfn(page) });
         // INVARIANT: the reference GUP took is ours.
         Ok(Self { pfn, writable })
     }
@@ -68,7 +75,7 @@ impl GuestPage {
         }
     }
 
-    pub(crate) fn pfn(&self) -> u64 {
+    pub(crate) fn pfn(&self) -> Pfn {
         self.pfn
     }
 
@@ -85,6 +92,6 @@ impl GuestPage {
 impl Drop for GuestPage {
     fn drop(&mut self) {
         // SAFETY: this value owns one reference on the page (invariant).
-        unsafe { ffi::rkvm_release_pfn(self.pfn, false) };
+        unsafe { ffi::rkvm_release_pfn(self.pfn.0, false) };
     }
 }

@@ -36,10 +36,18 @@ mod msr;
 /// The kernel's `mmu` module, as far as it is pure.
 #[path = "../../../../rkvm/mmu"]
 mod mmu {
+    #[path = "atomic.rs"]
+    pub(crate) mod atomic;
     #[path = "spte.rs"]
     pub(crate) mod spte;
-    #[path = "tdp_walk.rs"]
-    pub(crate) mod tdp_walk;
+    #[path = "tdp_iter.rs"]
+    pub(crate) mod tdp_iter;
+    #[path = "tdp_mmu.rs"]
+    pub(crate) mod tdp_mmu;
+    #[path = "tlb.rs"]
+    pub(crate) mod tlb;
+    #[path = "types.rs"]
+    pub(crate) mod types;
 }
 #[path = "../../../../rkvm/pio.rs"]
 mod pio;

@@ -1,149 +1,291 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! A loom model of the TDP MMU's zap / TLB-flush handshake
-//! (`rkvm/mmu/tdp.rs`: `zap_gfn_range`, `flush_remote_tlbs`, `enter_guest`,
-//! `exit_guest`; `rkvm/svm/vcpu.rs`: `enter`).
+//! Loom models of the TDP MMU, running the kernel's own code: the files
+//! `rkvm/mmu/{types,spte,tdp_iter,tdp_mmu,tlb}.rs` are included by path
+//! below, compiled against loom's atomics (module `mmu::atomic`, loom's
+//! version of `rkvm/mmu/atomic.rs`). What is modelled here is only what
+//! the kernel glue does around them: the vCPU's hardware walk and TLB, the
+//! IPI, the release of a page, `mmu_lock`.
 //!
-//! Run it with
+//! Run them with
 //! `RUSTFLAGS="--cfg loom" cargo test --release --test loom_tdp loom_tdp`
 //! (`tools/rkvm/host-test.sh` does); a plain `cargo test` compiles this
 //! file to nothing.
 //!
-//! The claim checked: when the zap releases a page (its second pass), no
-//! vCPU can still use a translation to it. Either the vCPU read the new
-//! `tlb_gen` when it entered the guest (and so flushed), or the zap saw it
-//! `in_guest`, kicked it, and waited for it to leave guest mode.
+//! # Model 1: zap vs. a vCPU's TLB
 //!
-//! What is modelled, on one guest frame mapped to one page:
-//! - The SPTE: an atomic holding a real leaf (`spte::leaf`, from the
-//!   kernel's own `spte.rs`), which the zap turns into `spte::removed`
-//!   (first pass) and then 0 (second pass), with the kernel's orderings.
+//! The claim: when a zap releases a page, no vCPU can still use a
+//! translation to it. Either the vCPU read the new TLB generation when it
+//! entered the guest (and so flushed), or the zap saw it in guest mode,
+//! kicked it, and waited for it to leave guest mode.
+//!
+//! - The tables: a 2-level tree (the iterator takes the root level as a
+//!   parameter), the root's entry 0 pointing to a last-level table whose
+//!   entry 0 maps the one guest frame, built with the kernel's `Npt`.
+//! - The zap is `tdp_mmu::zap_range` of that frame, then, if it asks for
+//!   one, `TlbTracker::flush_remote`, then the release of the pages its
+//!   change handler handed over, as `Tdp::zap_gfn_range` does.
+//! - The vCPU does [`ENTRIES`] guest entries: `TlbTracker::enter_guest`,
+//!   the flush decision of `SvmVcpu::enter` (a new generation empties its
+//!   TLB), one guest access, `TlbTracker::exit_guest`, then IRQs on (a
+//!   pending kick is served). After its last entry it idles with IRQs on
+//!   until the zap is over.
 //! - The page: a loom `UnsafeCell`. The guest reads it through whatever
-//!   translation it has; the zap's release writes it (the host reuses the
-//!   page). Loom reports any read not ordered with that write by
-//!   happens-before ("Causality violation"), and the guest asserts it
-//!   never reads a page that was reused before it.
-//! - One vCPU doing [`ENTRIES`] guest entries: `enter_guest` (store
-//!   `in_guest`, load `tlb_gen`), the flush decision of `Vcpu::enter`, one
-//!   guest access, `exit_guest`, then IRQs on (a pending kick is served).
-//!   After its last entry it idles with IRQs on until the zap is over.
-//! - The zapper: first pass, `flush_remote_tlbs` (bump `tlb_gen`, read
-//!   `in_guest`, kick and wait), second pass.
-//!
-//! What is abstracted:
+//!   translation it has; the release writes it (the host reuses the page).
+//!   Loom reports any read not ordered with that write by happens-before
+//!   ("Causality violation"), and the guest asserts it never reads a page
+//!   that was reused before it.
 //! - The TLB is a one-entry cache in the vCPU thread: the guest uses the
-//!   cached translation if it has one, else it walks the SPTE (a Relaxed
-//!   load, weaker than the hardware walker) and caches a present leaf. A
-//!   flush (new ASID or TLB_CONTROL) empties it. A non-present SPTE is a
-//!   nested page fault; the fault itself is not modelled (it takes
-//!   `mmu_lock` for read, which the zap holds for write across both passes,
-//!   so it cannot run in between; and `spte::leaf_action` refuses to
-//!   install over a removed leaf anyway).
+//!   cached translation if it has one, else it walks the tables (Relaxed
+//!   loads, weaker than the hardware walker) and caches a present leaf. A
+//!   non-present entry is a nested page fault; the fault itself is model 2.
 //! - The IPI (`on_each_cpu_mask(.., wait = true)`): a flag the zapper sets
 //!   and spins on (`yield_now`) until the vCPU clears it. The vCPU serves
 //!   it only with IRQs on, i.e. after `exit_guest`, so the ack means it
-//!   left guest mode at least once after the kick was sent. Release /
-//!   Acquire on the flag stand for the ordering the IPI machinery gives.
-//! - `mmu_lock`: no fault runs, so nothing else writes the SPTE.
-//!
-//! A second, smaller model checks the other half of the claim: a fault
-//! (holding `mmu_lock` for read, as `Tdp::map` does) never installs a leaf
-//! into a table the zap cut off, because the zap holds the lock for write
-//! across both passes. One parent entry names one child table; the fault
-//! walks the parent and compare-exchanges a leaf into the child, the zap
-//! cuts the parent (`spte::removed`), then clears it, releases the child's
-//! leaves (`free_subtree`) and frees the child. The TLB flush between the
-//! passes is left out (the first model covers it). The child's page is a
-//! loom `UnsafeCell` the fault reads and the free writes; a leaf left in a
-//! freed child is a leaked page reference. The negative control takes no
-//! lock in the fault and must fail.
+//!   left guest mode at least once after the kick was sent.
 //!
 //! Loom and `SeqCst`: loom treats `SeqCst` loads and stores as `AcqRel`
 //! (loom README, "Unsupported features"; tokio-rs/loom#180), so the
-//! store-buffering pattern this handshake relies on (store `in_guest`, load
-//! `tlb_gen` / bump `tlb_gen`, load `in_guest`) fails under loom even when
-//! every access is `SeqCst` (see `loom_tdp_seqcst_accesses_alone`), though
-//! the C11 model forbids the outcome (all four accesses are in the single
-//! total order of `SeqCst` operations). Loom
-//! does implement `fence(SeqCst)`, so the model keeps the kernel's `SeqCst`
-//! accesses and adds what they compile to on x86-64 (the only target of
-//! rkvm): a `SeqCst` store is `xchg` and a `SeqCst` RMW a `lock`ed
-//! instruction, both full barriers, so each is followed by
-//! `fence(SeqCst)`; a `SeqCst` load is a plain `mov`, no fence. The
-//! negative controls weaken the orderings (and drop the fence that goes
-//! with a weakened access) and must fail.
+//! store-buffering pattern of the handshake fails under loom even with
+//! every access `SeqCst`, though the C11 model forbids the outcome. Loom
+//! does implement `fence(SeqCst)`: loom's `atomic` module below spells the
+//! two barrier helpers of `rkvm/mmu/atomic.rs` (`store_mb`, an `xchg` on
+//! x86-64; `mb_after_atomic` after a `lock`ed RMW) with that fence, which
+//! is what those instructions are. The negative controls leave a barrier
+//! out, or a step of the protocol, and must fail.
+//!
+//! # Model 2: a fault vs. the zap of its table
+//!
+//! A fault (`tdp_mmu::map`, `mmu_lock` held for read) never installs a
+//! leaf into a table the zap detached and freed, because the zap holds
+//! the lock for write: one root entry names one last-level table, the
+//! fault maps frame 0, the zap (`tdp_mmu::zap_range` over the whole table)
+//! detaches the table, freezes its entries and frees it. Reading a freed
+//! table's entry is a loom causality violation (the table page is a loom
+//! `UnsafeCell` the free writes); a page reference the fault installed
+//! must end up either still mapped or released by the zap. The negative
+//! control takes no lock in the fault and must fail.
 
 #![cfg(loom)]
 
-use loom::cell::UnsafeCell;
-use loom::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, Ordering};
-use loom::sync::{Arc, RwLock};
-use loom::thread;
-use Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
+use std::cell::Cell;
 
-/// The kernel's SPTE format.
+use loom::cell::UnsafeCell;
+use loom::sync::atomic::{AtomicBool, AtomicU8};
+use loom::sync::{Arc, Mutex, RwLock};
+use loom::thread;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+
+/// The kernel's MMU files, compiled against loom's atomics. Only part of
+/// them is used here.
 #[allow(dead_code)]
-#[path = "../../../../rkvm/mmu/spte.rs"]
-mod spte;
+#[path = "../../../../rkvm/mmu"]
+mod mmu {
+    /// Loom's version of `rkvm/mmu/atomic.rs`: the same names, loom's
+    /// atomics, the barriers as the x86-64 instructions give them (see the
+    /// file comment). A negative control can leave a barrier out.
+    pub(crate) mod atomic {
+        use loom::sync::atomic::fence;
+        pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+
+        use super::super::BARRIERS;
+
+        pub(crate) fn store_mb(a: &AtomicU8, v: u8) {
+            a.store(v, Ordering::SeqCst);
+            if BARRIERS.with(|b| b.get().vcpu) {
+                fence(Ordering::SeqCst);
+            }
+        }
+
+        pub(crate) fn mb_after_atomic() {
+            if BARRIERS.with(|b| b.get().flush) {
+                fence(Ordering::SeqCst);
+            }
+        }
+    }
+    #[path = "spte.rs"]
+    pub(crate) mod spte;
+    #[path = "tdp_iter.rs"]
+    pub(crate) mod tdp_iter;
+    #[path = "tdp_mmu.rs"]
+    pub(crate) mod tdp_mmu;
+    #[path = "tlb.rs"]
+    pub(crate) mod tlb;
+    #[path = "types.rs"]
+    pub(crate) mod types;
+}
+
+use mmu::{
+    atomic::AtomicU64,
+    spte::{Npt, Spte, SpteFormat},
+    tdp_iter::TableStore,
+    tdp_mmu::{self, ChangeOps, MapOutcome, TableSource, ZapOps},
+    tlb::{Kick, TlbTracker},
+    types::{Gfn, Hpa, Pfn},
+};
+
+/// Which barriers of `atomic.rs` are in place.
+#[derive(Clone, Copy)]
+struct Barriers {
+    /// `store_mb`'s barrier (the vCPU's `in_guest` store).
+    vcpu: bool,
+    /// `mb_after_atomic` (after the flusher's `tlb_gen` bump).
+    flush: bool,
+}
+
+thread_local! {
+    // Loom runs a model's threads as coroutines on the test's own thread,
+    // so this is per test, and seen by every thread of its model.
+    static BARRIERS: Cell<Barriers> = const { Cell::new(Barriers { vcpu: true, flush: true }) };
+}
+
+/// The root level of the models' trees: a root and last-level tables.
+const ROOT_LEVEL: u32 = 2;
+const ROOT: Hpa = Hpa(0x1000);
+/// The last-level table under root entry 0.
+const CHILD: Hpa = Hpa(0x2000);
+/// A table a fault may link if it finds root entry 0 empty.
+const SPARE: Hpa = Hpa(0x3000);
+
+/// Three tables. The root and the spare table back only the entries the
+/// models reach (0 and 1, where the walks stop); the child is whole, as
+/// the zap of model 2 walks and freezes all of it.
+struct Tables {
+    root: [AtomicU64; 2],
+    child: Vec<AtomicU64>,
+    spare: [AtomicU64; 2],
+    /// The child's page: set when it is freed.
+    child_freed: UnsafeCell<bool>,
+}
+
+impl Tables {
+    fn new(child_entries: usize) -> Self {
+        Self {
+            root: [AtomicU64::new(Npt::table(CHILD).0), AtomicU64::new(0)],
+            child: (0..child_entries).map(|_| AtomicU64::new(0)).collect(),
+            spare: [AtomicU64::new(0), AtomicU64::new(0)],
+            child_freed: UnsafeCell::new(false),
+        }
+    }
+
+    /// The leaf of frame 0, as the CPU's walker finds it.
+    fn walk(&self) -> Option<Pfn> {
+        let root = Spte(self.root[0].load(Relaxed));
+        if !Npt::is_hw_present(root) {
+            return None;
+        }
+        let leaf = Spte(self.entry(root.child(2).unwrap(), 0).load(Relaxed));
+        Npt::is_hw_present(leaf).then(|| leaf.pfn())
+    }
+}
+
+impl TableStore for Tables {
+    fn entry(&self, table: Hpa, idx: usize) -> &AtomicU64 {
+        match table {
+            ROOT => &self.root[idx],
+            CHILD => {
+                // SAFETY (model): loom checks this read against the free.
+                let freed = self.child_freed.with(|p| unsafe { *p });
+                assert!(!freed, "a walk reached into a freed table");
+                &self.child[idx]
+            }
+            SPARE => &self.spare[idx],
+            _ => panic!("no table at {table:?}"),
+        }
+    }
+}
+
+/// The kernel's `Reaper` and `Zapper`: pages wait for the flush; the
+/// child table's page is freed at once (RCU's grace period cannot end
+/// before the zap drops `mmu_lock`, which the models do not need).
+struct ModelOps<'a> {
+    t: &'a Tables,
+    pending: Vec<Pfn>,
+    /// Negative control: release at once, not after the flush.
+    release_now: Option<&'a Shared>,
+}
+
+impl ChangeOps for ModelOps<'_> {
+    fn release_page(&mut self, pfn: Pfn, _dirty: bool) {
+        match self.release_now {
+            Some(s) => s.release(pfn),
+            None => self.pending.push(pfn),
+        }
+    }
+    fn free_table(&mut self, table: Hpa) {
+        assert_eq!(table, CHILD);
+        assert!(self
+            .t
+            .child
+            .iter()
+            .all(|e| Spte(e.load(Relaxed)).is_frozen()));
+        // SAFETY (model): loom checks this write against the walks' reads.
+        self.t.child_freed.with_mut(|p| unsafe { *p = true });
+    }
+}
+
+impl ZapOps for ModelOps<'_> {
+    fn should_yield(&mut self) -> bool {
+        false
+    }
+    fn yield_lock(&mut self, _flush: bool) {
+        unreachable!()
+    }
+}
+
+// ---- Model 1 ----
 
 /// Guest entries the vCPU makes.
 const ENTRIES: usize = 2;
 /// The page the guest frame is mapped to.
-const PFN: u64 = 0x1234;
+const PFN: Pfn = Pfn(0x1234);
 /// What the page holds while the guest owns it.
 const GUEST_DATA: u64 = 0x6057;
 /// What it holds once the host reused it.
 const REUSED: u64 = 0xdead;
 
-/// The orderings of the handshake's accesses, whether a `SeqCst` access
-/// also gets the full barrier it has on x86-64, and the steps a negative
-/// control may leave out.
+/// The steps of the protocol a negative control may leave out.
 #[derive(Clone, Copy)]
-struct Orderings {
-    /// `enter_guest`: `in_guest.store(1, ..)`.
-    in_guest_store: Ordering,
-    /// `enter_guest`: `tlb_gen.load(..)`.
-    tlb_gen_load: Ordering,
-    /// `flush_remote_tlbs`: `tlb_gen.fetch_add(1, ..)`.
-    tlb_gen_bump: Ordering,
-    /// `flush_remote_tlbs`: `in_guest.load(..)`.
-    in_guest_load: Ordering,
-    /// `fence(SeqCst)` after the vCPU's `in_guest` store (`xchg`).
-    vcpu_barrier: bool,
-    /// `fence(SeqCst)` after the zapper's `tlb_gen` bump (`lock xadd`).
-    zap_barrier: bool,
+struct Steps {
+    barriers: Barriers,
     /// The zapper waits for kicked vCPUs to acknowledge.
     wait_for_ack: bool,
     /// The vCPU flushes its TLB when the generation moved.
     flush: bool,
+    /// Pages are released only after the flush.
+    release_after_flush: bool,
 }
 
-/// What `rkvm/mmu/tdp.rs` does.
-const KERNEL: Orderings = Orderings {
-    in_guest_store: SeqCst,
-    tlb_gen_load: SeqCst,
-    tlb_gen_bump: SeqCst,
-    in_guest_load: SeqCst,
-    vcpu_barrier: true,
-    zap_barrier: true,
+/// What the kernel does.
+const KERNEL: Steps = Steps {
+    barriers: Barriers {
+        vcpu: true,
+        flush: true,
+    },
     wait_for_ack: true,
     flush: true,
+    release_after_flush: true,
 };
 
 /// State shared by the vCPU and the zapper.
 struct Shared {
-    /// The leaf SPTE of the one guest frame.
-    spte: AtomicU64,
-    /// `Tdp::tlb_gen`.
-    tlb_gen: AtomicU64,
-    /// `VcpuMode::in_guest` of the one vCPU.
-    in_guest: AtomicU8,
+    tables: Tables,
+    tlb: TlbTracker<1>,
     /// A kick sent and not yet served.
     kick: AtomicU8,
     /// The zap is over (only ends the vCPU's idle loop).
     zap_done: AtomicBool,
     /// The contents of page `PFN`.
     page: UnsafeCell<u64>,
+}
+
+impl Shared {
+    /// The host reuses a released page.
+    fn release(&self, pfn: Pfn) {
+        assert_eq!(pfn, PFN);
+        // SAFETY (model): loom checks this write against the guest's reads.
+        self.page.with_mut(|p| unsafe { *p = REUSED });
+    }
 }
 
 /// The vCPU's IRQ-on window: serves a pending kick (`rkvm_kick_ack`).
@@ -153,47 +295,46 @@ fn serve_kick(s: &Shared) {
     }
 }
 
-fn vcpu(s: &Shared, o: Orderings) {
-    // The one-entry TLB (a pfn) and `Vcpu::flushed_tlb_gen`.
-    let mut tlb: Option<u64> = None;
+/// `rkvm_kick_cpus_wait`.
+struct ModelKick<'a>(&'a Shared, bool);
+
+impl Kick for ModelKick<'_> {
+    fn kick_and_wait(&mut self, cpus: &[u32]) {
+        assert_eq!(cpus, [0]);
+        self.0.kick.store(1, Release);
+        while self.1 && self.0.kick.load(Acquire) != 0 {
+            thread::yield_now();
+        }
+    }
+}
+
+fn vcpu(s: &Shared, o: Steps) {
+    // The one-entry TLB and `SvmVcpu::flushed_tlb_gen`.
+    let mut tlb: Option<Pfn> = None;
     let mut flushed_tlb_gen = 0;
     for _ in 0..ENTRIES {
-        // IRQs off. `Tdp::enter_guest`:
-        s.in_guest.store(1, o.in_guest_store);
-        if o.vcpu_barrier {
-            fence(SeqCst);
-        }
-        let tlb_gen = s.tlb_gen.load(o.tlb_gen_load);
-        // `Vcpu::enter`: a stale generation flushes before VMRUN.
+        // IRQs off.
+        let tlb_gen = s.tlb.enter_guest(0, 0);
+        // `SvmVcpu::enter`: a stale generation flushes before VMRUN.
         if tlb_gen != flushed_tlb_gen && o.flush {
             tlb = None;
         }
         flushed_tlb_gen = tlb_gen;
 
-        // VMRUN: the guest touches the frame once.
-        let pfn = match tlb {
-            Some(pfn) => Some(pfn),
-            None => {
-                // The hardware walk.
-                let e = s.spte.load(Relaxed);
-                if spte::is_present(e) {
-                    tlb = Some(spte::pfn(e));
-                    tlb
-                } else {
-                    // Nested page fault: nothing accessed.
-                    None
-                }
-            }
-        };
-        if let Some(pfn) = pfn {
+        // VMRUN: the guest touches the frame once; a miss walks the tables
+        // (none present: a nested page fault, nothing accessed).
+        if tlb.is_none() {
+            tlb = s.tables.walk();
+        }
+        if let Some(pfn) = tlb {
             assert_eq!(pfn, PFN);
             // SAFETY (model): loom checks this read against the release.
             let v = s.page.with(|p| unsafe { *p });
             assert_eq!(v, GUEST_DATA, "the guest used a released page");
         }
 
-        // #VMEXIT. `Tdp::exit_guest`:
-        s.in_guest.store(0, Release);
+        // #VMEXIT.
+        s.tlb.exit_guest(0);
         // IRQs on: a kick sent meanwhile is served now.
         serve_kick(s);
     }
@@ -204,46 +345,35 @@ fn vcpu(s: &Shared, o: Orderings) {
     }
 }
 
-/// `zap_gfn_range` over the frame, `mmu_lock` held for write throughout.
-fn zapper(s: &Shared, o: Orderings) {
-    // First pass (`cut`).
-    let cur = s.spte.load(Relaxed);
-    if !spte::is_present(cur) {
-        s.zap_done.store(true, Release);
-        return;
+/// `Tdp::zap_gfn_range` of frame 0, `mmu_lock` held for write throughout
+/// (no fault runs in this model, so the lock itself is left out).
+fn zapper(s: &Shared, o: Steps) {
+    let mut ops = ModelOps {
+        t: &s.tables,
+        pending: Vec::new(),
+        release_now: (!o.release_after_flush).then_some(s),
+    };
+    let flush = tdp_mmu::zap_range::<Npt, _>(&s.tables, ROOT, ROOT_LEVEL, Gfn(0), Gfn(1), &mut ops);
+    // The leaf was present: its zap needs a flush.
+    assert!(flush);
+    if flush {
+        s.tlb.flush_remote(&mut ModelKick(s, o.wait_for_ack));
     }
-    s.spte.store(spte::removed(cur), Relaxed);
-
-    // `flush_remote_tlbs`.
-    s.tlb_gen.fetch_add(1, o.tlb_gen_bump);
-    if o.zap_barrier {
-        fence(SeqCst);
+    for pfn in ops.pending.drain(..) {
+        s.release(pfn);
     }
-    if s.in_guest.load(o.in_guest_load) != 0 {
-        // `rkvm_kick_cpus_wait`.
-        s.kick.store(1, Release);
-        while o.wait_for_ack && s.kick.load(Acquire) != 0 {
-            thread::yield_now();
-        }
-    }
-
-    // Second pass (`release`): the entry is cleared, the page goes back
-    // to the host, which reuses it.
-    let cur = s.spte.load(Relaxed);
-    s.spte.store(0, Relaxed);
-    assert!(spte::is_removed(cur));
-    // SAFETY (model): loom checks this write against the guest's reads.
-    s.page.with_mut(|p| unsafe { *p = REUSED });
     s.zap_done.store(true, Release);
 }
 
 /// Explores every interleaving of one vCPU and one zap under `o`.
-fn check(o: Orderings) {
+fn check(o: Steps) {
     loom::model(move || {
+        BARRIERS.with(|b| b.set(o.barriers));
+        let tables = Tables::new(2);
+        tables.child[0].store(Npt::leaf(PFN, true).0, Relaxed);
         let s = Arc::new(Shared {
-            spte: AtomicU64::new(spte::leaf(PFN, true)),
-            tlb_gen: AtomicU64::new(0),
-            in_guest: AtomicU8::new(0),
+            tables,
+            tlb: TlbTracker::new(),
             kick: AtomicU8::new(0),
             zap_done: AtomicBool::new(false),
             page: UnsafeCell::new(GUEST_DATA),
@@ -263,44 +393,30 @@ fn loom_tdp_zap_flush_handshake() {
     check(KERNEL);
 }
 
-/// Negative control: `enter_guest` with Release / Acquire instead of
-/// `SeqCst` (no full barrier between the store and the load). The vCPU
-/// can read the old generation while the zap reads `in_guest` as 0.
+/// Negative control: no barrier after the vCPU's guest-mode mark (a plain
+/// store, not `xchg`): the vCPU can read the old generation while the zap
+/// reads it out of guest mode.
 #[test]
 #[should_panic(expected = "Causality violation")]
-fn loom_tdp_weak_enter_guest_is_caught() {
-    check(Orderings {
-        in_guest_store: Release,
-        tlb_gen_load: Acquire,
-        vcpu_barrier: false,
+fn loom_tdp_no_vcpu_barrier_is_caught() {
+    check(Steps {
+        barriers: Barriers {
+            vcpu: false,
+            flush: true,
+        },
         ..KERNEL
     });
 }
 
-/// Negative control: `flush_remote_tlbs` with AcqRel / Acquire instead of
-/// `SeqCst` (no full barrier between the bump and the load).
+/// Negative control: no barrier between the flusher's bump and its reads.
 #[test]
 #[should_panic(expected = "Causality violation")]
-fn loom_tdp_weak_flush_is_caught() {
-    check(Orderings {
-        tlb_gen_bump: AcqRel,
-        in_guest_load: Acquire,
-        zap_barrier: false,
-        ..KERNEL
-    });
-}
-
-/// Negative control: both sides Relaxed.
-#[test]
-#[should_panic(expected = "Causality violation")]
-fn loom_tdp_relaxed_is_caught() {
-    check(Orderings {
-        in_guest_store: Relaxed,
-        tlb_gen_load: Relaxed,
-        tlb_gen_bump: Relaxed,
-        in_guest_load: Relaxed,
-        vcpu_barrier: false,
-        zap_barrier: false,
+fn loom_tdp_no_flush_barrier_is_caught() {
+    check(Steps {
+        barriers: Barriers {
+            vcpu: true,
+            flush: false,
+        },
         ..KERNEL
     });
 }
@@ -310,7 +426,7 @@ fn loom_tdp_relaxed_is_caught() {
 #[test]
 #[should_panic(expected = "Causality violation")]
 fn loom_tdp_kick_without_wait_is_caught() {
-    check(Orderings {
+    check(Steps {
         wait_for_ack: false,
         ..KERNEL
     });
@@ -321,25 +437,24 @@ fn loom_tdp_kick_without_wait_is_caught() {
 #[test]
 #[should_panic(expected = "Causality violation")]
 fn loom_tdp_no_flush_is_caught() {
-    check(Orderings {
+    check(Steps {
         flush: false,
         ..KERNEL
     });
 }
 
-/// Loom's limitation, not rkvm's: the kernel's `SeqCst` accesses without
-/// the x86 barriers. Correct in the C11 model, but loom treats `SeqCst`
-/// accesses as `AcqRel` and reports a (false) violation. Ignored; run
-/// with `--ignored` to see it.
+/// Negative control: the page is released when the handler hands it
+/// over, before the flush.
 #[test]
-#[ignore = "loom models SeqCst accesses as AcqRel (tokio-rs/loom#180)"]
-fn loom_tdp_seqcst_accesses_alone() {
-    check(Orderings {
-        vcpu_barrier: false,
-        zap_barrier: false,
+#[should_panic(expected = "Causality violation")]
+fn loom_tdp_release_before_flush_is_caught() {
+    check(Steps {
+        release_after_flush: false,
         ..KERNEL
     });
 }
+
+// ---- Model 2 ----
 
 /// Runs `f` (a `loom::model`) and checks it failed with one of `expected`:
 /// a negative control must fail for the reason it is about.
@@ -359,100 +474,63 @@ fn expect_violation(expected: &[&str], f: impl FnOnce() + std::panic::UnwindSafe
     );
 }
 
-/// Physical address of the child table.
-const CHILD: u64 = 0x5000;
 /// The page the fault maps.
-const FAULT_PFN: u64 = 0x4321;
-/// A leak: the fault's leaf outlived the table it was installed into.
-const LEAKED: &str = "a fault installed a leaf into a freed table";
+const FAULT_PFN: Pfn = Pfn(0x4321);
+/// A leak: the fault's leaf is neither mapped nor released.
+const LEAKED: &str = "a page reference the fault installed was lost";
 
-/// A parent entry, the child table it names, and `mmu_lock`.
-struct Tables {
-    mmu_lock: RwLock<()>,
-    /// The level-2 entry.
-    parent: AtomicU64,
-    /// The child table's one entry.
-    child: AtomicU64,
-    /// The child table's page: written when it is freed.
-    child_page: UnsafeCell<bool>,
-    /// A page reference released by the zap (only the zapper writes it).
-    released: AtomicU64,
-}
+/// `PtCache` with one table page, the spare.
+struct OneTable(Option<Hpa>);
 
-/// `Tdp::map`'s walk from the parent entry, `mmu_lock` held for read
-/// unless `locked` is false.
-fn fault(t: &Tables, locked: bool) {
-    let _guard = locked.then(|| t.mmu_lock.read().unwrap());
-    let cur = t.parent.load(Acquire);
-    if cur == 0 {
-        // The real fault links a fresh table here; not the point.
-        return;
+impl TableSource for OneTable {
+    fn take(&mut self) -> Option<Hpa> {
+        self.0.take()
     }
-    if !spte::is_present(cur) {
-        return; // Retry.
-    }
-    assert_eq!(spte::addr(cur), CHILD);
-    // The fault reaches into the child table.
-    // SAFETY (model): loom checks this read against the free.
-    let freed = t.child_page.with(|p| unsafe { *p });
-    assert!(!freed, "a fault walked into a freed table");
-    let old = t.child.load(Acquire);
-    if spte::leaf_action(old, FAULT_PFN, true) == spte::LeafAction::Install {
-        let _ = t.child.compare_exchange(
-            old,
-            spte::leaf(FAULT_PFN, true),
-            AcqRel,
-            Acquire,
-        );
+    fn put_back(&mut self, table: Hpa) {
+        self.0 = Some(table);
     }
 }
 
-/// `zap_gfn_range` over the whole child, `mmu_lock` held for write.
-fn zap_table(t: &Tables) {
-    let _guard = t.mmu_lock.write().unwrap();
-    // `cut`: a table wholly in the range is cut off at its parent.
-    let cur = t.parent.load(Relaxed);
-    if !spte::is_present(cur) {
-        return;
-    }
-    t.parent.store(spte::removed(cur), Relaxed);
-    // (`flush_remote_tlbs`: see the first model.)
-    // `release`: clear the parent, `free_subtree` the child, free it.
-    let cur = t.parent.load(Relaxed);
-    t.parent.store(0, Relaxed);
-    let leaf = t.child.swap(0, Relaxed);
-    if spte::holds_page(leaf) {
-        t.released.store(spte::pfn(leaf), Relaxed);
-    }
-    assert_eq!(spte::addr(cur), CHILD);
-    // SAFETY (model): loom checks this write against the fault's read.
-    t.child_page.with_mut(|p| unsafe { *p = true });
-}
-
-/// Explores a fault racing a zap of its table.
+/// A fault racing the zap of its table.
 fn check_fault(locked: bool) {
-    loom::model(move || {
-        let t = Arc::new(Tables {
-            mmu_lock: RwLock::new(()),
-            parent: AtomicU64::new(spte::table(CHILD)),
-            child: AtomicU64::new(0),
-            child_page: UnsafeCell::new(false),
-            released: AtomicU64::new(0),
-        });
+    let mut builder = loom::model::Builder::new();
+    // The zap walks and freezes a whole table: 512 entries, each a step.
+    builder.max_branches = 20_000;
+    builder.check(move || {
+        let t = Arc::new(Tables::new(mmu::spte::ENTRIES));
+        let mmu_lock = Arc::new(RwLock::new(()));
+        let released = Arc::new(Mutex::new(Vec::new()));
         let f = {
-            let t = t.clone();
-            thread::spawn(move || fault(&t, locked))
+            let (t, mmu_lock) = (t.clone(), mmu_lock.clone());
+            thread::spawn(move || {
+                let _guard = locked.then(|| mmu_lock.read().unwrap());
+                let mut cache = OneTable(Some(SPARE));
+                tdp_mmu::map::<Npt, _>(&*t, ROOT, ROOT_LEVEL, Gfn(0), FAULT_PFN, true, &mut cache)
+            })
         };
-        zap_table(&t);
-        f.join().unwrap();
-        // Both done: a leaf in the freed child is a page reference lost.
-        // SAFETY (model): both threads are joined; no concurrent access.
-        let freed = t.child_page.with(|p| unsafe { *p });
-        assert!(!freed || t.child.load(Relaxed) == 0, "{LEAKED}");
-    });
+        {
+            let _guard = mmu_lock.write().unwrap();
+            let mut ops = ModelOps {
+                t: &t,
+                pending: Vec::new(),
+                release_now: None,
+            };
+            tdp_mmu::zap_range::<Npt, _>(&*t, ROOT, ROOT_LEVEL, Gfn(0), Gfn(512), &mut ops);
+            // (The flush: model 1.)
+            released.lock().unwrap().extend(ops.pending);
+        }
+        let outcome = f.join().unwrap();
+        // Both done: the fault's page is mapped, or the zap released it.
+        if outcome == MapOutcome::Installed {
+            let mapped = Spte(t.spare[0].load(Relaxed)).pfn() == FAULT_PFN
+                && Spte(t.root[0].load(Relaxed)).child(2) == Some(SPARE);
+            let gone = released.lock().unwrap().contains(&FAULT_PFN);
+            assert!(mapped != gone, "{LEAKED}");
+        }
+    })
 }
 
-/// A fault never installs into a table the zap cut off.
+/// A fault never installs into a table the zap detached.
 #[test]
 fn loom_tdp_fault_vs_zap() {
     check_fault(true);
@@ -461,5 +539,8 @@ fn loom_tdp_fault_vs_zap() {
 /// Negative control: a fault without `mmu_lock`.
 #[test]
 fn loom_tdp_fault_without_lock_is_caught() {
-    expect_violation(&["Causality violation", LEAKED], || check_fault(false));
+    expect_violation(
+        &["Causality violation", "freed table", LEAKED, "is_frozen"],
+        || check_fault(false),
+    );
 }

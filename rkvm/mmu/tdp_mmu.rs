@@ -1,0 +1,876 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The TDP MMU's operations on its tables, over the iterator of
+//! `tdp_iter.rs` and an abstract store of table pages: map a frame (a
+//! fault), zap a range (yielding `mmu_lock` as it goes), free everything
+//! (teardown). The same code runs in the kernel (`tdp.rs`), in host tests
+//! with threads racing on tables in a vector, and in the loom model.
+//!
+//! # The one door for SPTE changes
+//!
+//! Every change of an SPTE goes through [`set_spte_atomic`] (`mmu_lock`
+//! held for read: compare-and-exchange, fails if the entry is frozen or
+//! changed since it was read) or [`set_spte`] (`mmu_lock` held for write:
+//! an exchange, as the CPU may set A/D meanwhile), and both hand the old
+//! and new values to [`handle_changed_spte`], the one change handler:
+//!
+//! - A leaf that goes away, or changes page, gives its page reference back
+//!   (dirty if it was writable and dirty): through [`ChangeOps`], which
+//!   releases it only after the next TLB flush, since a vCPU may still
+//!   reach the page through its TLB until then.
+//! - A table that goes away is detached: each of its entries is frozen
+//!   (exchanged for [`Spte::FROZEN`]) and handled the same way, then the
+//!   table is freed through RCU.
+//! - It says whether a TLB flush is needed: when a translation went away
+//!   or lost write permission, not when one was added or widened (the CPU
+//!   drops a stale entry when the access faults).
+//!
+//! Who may call what (locking.rst): [`map`] with `mmu_lock` held for read;
+//! [`zap_range`] with it held for write (its [`ZapOps`] yields it);
+//! [`free_all`] with exclusive ownership of the tables.
+//!
+//! Pure logic (only `core`), tested on the host.
+
+use super::{
+    atomic::Ordering,
+    spte::{self, LeafAction, Spte, SpteFormat, PG_LEVEL_4K},
+    tdp_iter::{SptePtr, TableStore, TdpIter},
+    types::{Gfn, Hpa, Pfn},
+};
+
+/// Zeroed table pages for a fault, allocated before `mmu_lock` is taken.
+pub(crate) trait TableSource {
+    fn take(&mut self) -> Option<Hpa>;
+    /// Gives back a page that was never linked (still zero).
+    fn put_back(&mut self, table: Hpa);
+}
+
+/// What the change handler hands to the kernel.
+pub(crate) trait ChangeOps {
+    /// A leaf mapping `pfn` is gone: drop the page reference it held
+    /// (marking the page dirty if `dirty`), but only after the TLB flush
+    /// the handler asked for.
+    fn release_page(&mut self, pfn: Pfn, dirty: bool);
+    /// A detached table whose entries are all frozen: free it through RCU
+    /// (lockless walkers may still be looking). The caller flushes the TLBs
+    /// before the grace period can end, i.e. before dropping `mmu_lock`.
+    fn free_table(&mut self, table: Hpa);
+}
+
+/// A zap's kernel side: the change handler's operations, plus yielding.
+/// Implemented only by holders of `mmu_lock` for write.
+pub(crate) trait ZapOps: ChangeOps {
+    /// Whether someone needs the CPU or the lock.
+    fn should_yield(&mut self) -> bool;
+    /// Flushes the TLBs if `flush` and releases the pages waiting for it,
+    /// then drops `mmu_lock`, reschedules and takes it again.
+    fn yield_lock(&mut self, flush: bool);
+}
+
+/// Why [`set_spte_atomic`] did not change the entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Busy;
+
+/// The change handler (KVM's `handle_changed_spte`): `old` at `level`,
+/// covering frames from `gfn`, became `new`. Returns whether a TLB flush is
+/// needed before what it released may be reused.
+pub(crate) fn handle_changed_spte<F: SpteFormat, S: TableStore>(
+    store: &S,
+    ops: &mut impl ChangeOps,
+    gfn: Gfn,
+    level: u32,
+    old: Spte,
+    new: Spte,
+) -> bool {
+    if old == new || !old.is_shadow_present() {
+        // Empty or frozen -> anything: nothing was mapped.
+        return false;
+    }
+    let new_present = new.is_shadow_present();
+    if old.is_last(level) {
+        if !new_present || !new.is_last(level) || new.pfn() != old.pfn() {
+            ops.release_page(old.pfn(), F::is_dirty(old));
+            return true;
+        }
+        // Same page: flush only if write permission went away.
+        return F::is_writable(old) && !F::is_writable(new);
+    }
+    let child = old.child(level);
+    if new_present && new.child(level) == child {
+        return false;
+    }
+    if let Some(child) = child {
+        handle_removed_table::<F, S>(store, ops, child, level - 1, gfn);
+    }
+    true
+}
+
+/// A table detached from the tree (KVM's `handle_removed_pt`): freezes
+/// and handles each entry, then frees the table. Each entry is exchanged,
+/// not just stored: the CPU may set A/D in it until the TLB flush, and a
+/// lockless walker may still be about to change it.
+fn handle_removed_table<F: SpteFormat, S: TableStore>(
+    store: &S,
+    ops: &mut impl ChangeOps,
+    table: Hpa,
+    level: u32,
+    base: Gfn,
+) {
+    for idx in 0..spte::ENTRIES {
+        let old = write_spte(store, SptePtr { table, idx }, Spte::FROZEN);
+        let gfn = base.add(idx as u64 * spte::frames_per_entry(level));
+        handle_changed_spte::<F, S>(store, ops, gfn, level, old, Spte::FROZEN);
+    }
+    ops.free_table(table);
+}
+
+/// Changes the entry the iterator stands on from `iter.old_spte()` to
+/// `new` by compare-and-exchange, `mmu_lock` held for read (KVM's
+/// `tdp_mmu_set_spte_atomic`). On failure (frozen, or changed since read)
+/// the iterator holds the current value and nothing changed. On success,
+/// returns whether a TLB flush is needed.
+pub(crate) fn set_spte_atomic<F: SpteFormat, S: TableStore>(
+    iter: &mut TdpIter<'_, S>,
+    new: Spte,
+    ops: &mut impl ChangeOps,
+) -> Result<bool, Busy> {
+    let old = iter.old_spte();
+    if old.is_frozen() {
+        return Err(Busy);
+    }
+    let store = iter.store();
+    // Release: a table linked here is seen initialised; Acquire on
+    // failure: the winner's table likewise.
+    match iter.sptep().get(store).compare_exchange(
+        old.0,
+        new.0,
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    ) {
+        Ok(_) => {
+            iter.set_old_spte(new);
+            Ok(handle_changed_spte::<F, S>(
+                store,
+                ops,
+                iter.gfn(),
+                iter.level(),
+                old,
+                new,
+            ))
+        }
+        Err(cur) => {
+            iter.set_old_spte(Spte(cur));
+            Err(Busy)
+        }
+    }
+}
+
+/// Changes the entry the iterator stands on to `new`, `mmu_lock` held for
+/// write (KVM's `tdp_mmu_set_spte`). Returns whether a TLB flush is needed.
+pub(crate) fn set_spte<F: SpteFormat, S: TableStore>(
+    iter: &mut TdpIter<'_, S>,
+    new: Spte,
+    ops: &mut impl ZapOps,
+) -> bool {
+    let store = iter.store();
+    let old = write_spte(store, iter.sptep(), new);
+    // Only a thread holding the write lock freezes an entry it does not
+    // finish with before unlocking.
+    debug_assert!(!old.is_frozen());
+    iter.set_old_spte(new);
+    handle_changed_spte::<F, S>(store, ops, iter.gfn(), iter.level(), old, new)
+}
+
+/// The store of the write-locked paths (and of the change handler's
+/// freezing): an exchange, so that A/D bits the CPU sets meanwhile are
+/// not lost. With `set_spte_atomic`'s compare-and-exchange, the only
+/// writes to an SPTE.
+fn write_spte<S: TableStore>(store: &S, at: SptePtr, new: Spte) -> Spte {
+    Spte(at.get(store).swap(new.0, Ordering::AcqRel))
+}
+
+/// What became of a page a fault resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum MapOutcome {
+    /// The new leaf holds the page reference now.
+    Installed,
+    /// The gfn was already mapped well enough (or was widened to writable
+    /// in place): the caller must drop its page reference.
+    AlreadyMapped,
+    /// Something changed under the fault: drop the reference, fault again.
+    Retry,
+}
+
+/// The change handler's operations for a fault: a fault only fills empty
+/// entries or widens a leaf of the same page, so the handler never
+/// releases anything for it.
+struct FaultOps;
+
+impl ChangeOps for FaultOps {
+    fn release_page(&mut self, _pfn: Pfn, _dirty: bool) {
+        debug_assert!(false, "a fault replaced a mapped page");
+    }
+    fn free_table(&mut self, _table: Hpa) {
+        debug_assert!(false, "a fault detached a table");
+    }
+}
+
+/// Maps `gfn` to `pfn` (4 KiB, writable or not) in the tree under `root`,
+/// taking missing tables from `source`. `mmu_lock` held for read.
+pub(crate) fn map<F: SpteFormat, S: TableStore>(
+    store: &S,
+    root: Hpa,
+    root_level: u32,
+    gfn: Gfn,
+    pfn: Pfn,
+    writable: bool,
+    source: &mut impl TableSource,
+) -> MapOutcome {
+    let ops = &mut FaultOps;
+    let mut iter = TdpIter::new(store, root, root_level, PG_LEVEL_4K, gfn, gfn.add(1));
+    while iter.valid() {
+        if iter.level() == PG_LEVEL_4K {
+            return map_leaf::<F, S>(&mut iter, pfn, writable, ops);
+        }
+        let old = iter.old_spte();
+        if old == Spte::EMPTY {
+            let Some(table) = source.take() else {
+                return MapOutcome::Retry;
+            };
+            if set_spte_atomic::<F, S>(&mut iter, F::table(table), ops).is_err() {
+                source.put_back(table);
+            }
+        }
+        // A table (ours or a racing fault's) is stepped into; anything
+        // else (frozen, a large leaf) ends the walk at this level.
+        if iter.old_spte().child(iter.level()).is_none() {
+            return MapOutcome::Retry;
+        }
+        iter.next();
+    }
+    MapOutcome::Retry
+}
+
+fn map_leaf<F: SpteFormat, S: TableStore>(
+    iter: &mut TdpIter<'_, S>,
+    pfn: Pfn,
+    writable: bool,
+    ops: &mut FaultOps,
+) -> MapOutcome {
+    loop {
+        let (new, outcome) = match spte::leaf_action::<F>(iter.old_spte(), pfn, writable) {
+            LeafAction::Install => (F::leaf(pfn, writable), MapOutcome::Installed),
+            // The TLB may hold the read-only translation; the CPU drops it
+            // when the write faults, so no flush is needed to widen.
+            LeafAction::MakeWritable => (F::leaf(pfn, true), MapOutcome::AlreadyMapped),
+            LeafAction::AlreadyMapped => return MapOutcome::AlreadyMapped,
+            LeafAction::Retry => return MapOutcome::Retry,
+        };
+        match set_spte_atomic::<F, S>(iter, new, ops) {
+            Ok(flush) => {
+                debug_assert!(!flush);
+                return outcome;
+            }
+            // Decide again on the value that won.
+            Err(Busy) => continue,
+        }
+    }
+}
+
+/// Unmaps guest frames `[start, end)` in the tree under `root`, with
+/// `mmu_lock` held for write, and frees the tables wholly inside it.
+/// Returns whether a TLB flush is still needed (then the caller flushes
+/// and releases what `ops` holds, before dropping `mmu_lock`).
+///
+/// The work done with the lock held is bounded: the walk yields through
+/// `ops` when asked to (flushing first, as pages and tables it released
+/// must not be reused while a TLB may reach them), and one step never
+/// handles more than one table's worth of entries. For that it goes
+/// bottom-up, one level per pass (as KVM's `tdp_mmu_zap_root`): first the
+/// leaves, then the tables of each level wholly in the range, which by
+/// then hold only what faults added while the walk yielded.
+pub(crate) fn zap_range<F: SpteFormat, S: TableStore>(
+    store: &S,
+    root: Hpa,
+    root_level: u32,
+    start: Gfn,
+    end: Gfn,
+    ops: &mut impl ZapOps,
+) -> bool {
+    let mut flush = false;
+    for target in PG_LEVEL_4K..=root_level {
+        let mut iter = TdpIter::new(store, root, root_level, target, start, end);
+        while iter.valid() {
+            if iter.can_yield() && ops.should_yield() {
+                ops.yield_lock(flush);
+                flush = false;
+                iter.mark_yielded();
+                iter.next();
+                continue;
+            }
+            let old = iter.old_spte();
+            if iter.level() == target
+                && old.is_shadow_present()
+                && (old.is_last(target) || iter.covered_by(start, end))
+            {
+                flush |= set_spte::<F, S>(&mut iter, Spte::EMPTY, ops);
+            }
+            iter.next();
+        }
+    }
+    flush
+}
+
+/// The change handler's operations of a teardown, in a wrapper that never
+/// yields: nobody else can reach the tables.
+struct Teardown<'a, O: ChangeOps>(&'a mut O);
+
+impl<O: ChangeOps> ChangeOps for Teardown<'_, O> {
+    fn release_page(&mut self, pfn: Pfn, dirty: bool) {
+        self.0.release_page(pfn, dirty)
+    }
+    fn free_table(&mut self, table: Hpa) {
+        self.0.free_table(table)
+    }
+}
+
+impl<O: ChangeOps> ZapOps for Teardown<'_, O> {
+    fn should_yield(&mut self) -> bool {
+        false
+    }
+    fn yield_lock(&mut self, _flush: bool) {}
+}
+
+/// Releases every leaf under `root` and frees every table below it; the
+/// root itself stays (empty). The caller owns the tables exclusively.
+pub(crate) fn free_all<F: SpteFormat, S: TableStore>(
+    store: &S,
+    root: Hpa,
+    root_level: u32,
+    ops: &mut impl ChangeOps,
+) {
+    let mut ops = Teardown(ops);
+    let mut iter = TdpIter::new(store, root, root_level, root_level, Gfn(0), Gfn(u64::MAX));
+    while iter.valid() {
+        if iter.old_spte() != Spte::EMPTY {
+            set_spte::<F, S>(&mut iter, Spte::EMPTY, &mut ops);
+        }
+        iter.next();
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::mmu::{
+        atomic::AtomicU64,
+        spte::{Ept, Npt, ENTRIES, ROOT_LEVEL},
+    };
+    use std::{boxed::Box, sync::Mutex, vec::Vec};
+
+    /// Table pages in a vector: page `i` is at host physical address
+    /// `(i + 1) << 12`; page 0 is the root.
+    struct Store {
+        pages: Vec<Box<[AtomicU64; ENTRIES]>>,
+        free: Mutex<Vec<Hpa>>,
+    }
+
+    const ROOT: Hpa = Hpa(1 << 12);
+
+    impl Store {
+        fn new(n: usize) -> Self {
+            let pages = (0..n)
+                .map(|_| Box::new(core::array::from_fn(|_| AtomicU64::new(0))))
+                .collect();
+            Self {
+                pages,
+                free: Mutex::new((1..n as u64).rev().map(|i| Hpa((i + 1) << 12)).collect()),
+            }
+        }
+
+        fn cache(&self, n: usize) -> Cache<'_> {
+            Cache {
+                store: self,
+                pages: Vec::new(),
+                want: n,
+            }
+        }
+
+        fn free_count(&self) -> usize {
+            self.free.lock().unwrap().len()
+        }
+
+        fn table(&self, t: Hpa) -> &[AtomicU64; ENTRIES] {
+            &self.pages[(t.0 >> 12) as usize - 1]
+        }
+
+        fn leaf(&self, gfn: u64) -> Spte {
+            let gfn = Gfn(gfn);
+            let mut t = ROOT;
+            for level in (2..=ROOT_LEVEL).rev() {
+                let e = Spte(self.table(t)[spte::index(gfn, level)].load(Ordering::Relaxed));
+                match e.child(level) {
+                    Some(c) => t = c,
+                    None => return Spte::EMPTY,
+                }
+            }
+            Spte(self.table(t)[spte::index(gfn, 1)].load(Ordering::Relaxed))
+        }
+
+        fn map(&self, gfn: u64, pfn: u64, w: bool, c: &mut Cache<'_>) -> MapOutcome {
+            map::<Npt, _>(self, ROOT, ROOT_LEVEL, Gfn(gfn), Pfn(pfn), w, c)
+        }
+    }
+
+    impl TableStore for Store {
+        fn entry(&self, table: Hpa, idx: usize) -> &AtomicU64 {
+            &self.table(table)[idx]
+        }
+    }
+
+    /// A fault's cache: tops up from the store's free list, as `PtCache`.
+    struct Cache<'a> {
+        store: &'a Store,
+        pages: Vec<Hpa>,
+        want: usize,
+    }
+
+    impl Cache<'_> {
+        fn top_up(&mut self) {
+            let mut free = self.store.free.lock().unwrap();
+            while self.pages.len() < self.want {
+                self.pages.push(free.pop().expect("test store too small"));
+            }
+        }
+    }
+
+    impl TableSource for Cache<'_> {
+        fn take(&mut self) -> Option<Hpa> {
+            self.pages.pop()
+        }
+        fn put_back(&mut self, t: Hpa) {
+            assert!(self
+                .store
+                .table(t)
+                .iter()
+                .all(|e| e.load(Ordering::Relaxed) == 0));
+            self.pages.push(t);
+        }
+    }
+
+    impl Drop for Cache<'_> {
+        fn drop(&mut self) {
+            self.store.free.lock().unwrap().extend(self.pages.drain(..));
+        }
+    }
+
+    /// Records what is released; tables go back to the store, zeroed.
+    /// Yields every `yield_every` steps, if not 0.
+    struct Recorder<'a> {
+        store: &'a Store,
+        /// Released pages, with their dirty flag.
+        pages: Vec<(Pfn, bool)>,
+        /// Pages released before a flush covered them.
+        unflushed: usize,
+        tables: usize,
+        yield_every: usize,
+        steps: usize,
+        yields: usize,
+    }
+
+    impl ChangeOps for Recorder<'_> {
+        fn release_page(&mut self, pfn: Pfn, dirty: bool) {
+            self.pages.push((pfn, dirty));
+            self.unflushed += 1;
+        }
+        fn free_table(&mut self, t: Hpa) {
+            let entries = self.store.table(t);
+            assert!(entries
+                .iter()
+                .all(|e| Spte(e.load(Ordering::Relaxed)).is_frozen()));
+            for e in entries {
+                e.store(0, Ordering::Relaxed);
+            }
+            self.tables += 1;
+            self.store.free.lock().unwrap().push(t);
+        }
+    }
+
+    impl ZapOps for Recorder<'_> {
+        fn should_yield(&mut self) -> bool {
+            self.steps += 1;
+            self.yield_every != 0 && self.steps % self.yield_every == 0
+        }
+        fn yield_lock(&mut self, flush: bool) {
+            assert!(flush || self.unflushed == 0, "yielded with pages unflushed");
+            self.unflushed = 0;
+            self.yields += 1;
+        }
+    }
+
+    fn recorder(store: &Store) -> Recorder<'_> {
+        Recorder {
+            store,
+            pages: Vec::new(),
+            unflushed: 0,
+            tables: 0,
+            yield_every: 0,
+            steps: 0,
+            yields: 0,
+        }
+    }
+
+    fn zap(store: &Store, start: u64, end: u64) -> Recorder<'_> {
+        let mut r = recorder(store);
+        let flush = zap_range::<Npt, _>(store, ROOT, ROOT_LEVEL, Gfn(start), Gfn(end), &mut r);
+        assert_eq!(flush, r.unflushed != 0);
+        r
+    }
+
+    fn pfns(r: &Recorder<'_>) -> Vec<u64> {
+        r.pages.iter().map(|p| p.0 .0).collect()
+    }
+
+    #[test]
+    fn iterator_walks_in_pre_order() {
+        let s = Store::new(16);
+        let mut c = s.cache(3);
+        for gfn in [0, 1, 512 + 3] {
+            c.top_up();
+            assert_eq!(s.map(gfn, 100 + gfn, false, &mut c), MapOutcome::Installed);
+        }
+        let mut seen = Vec::new();
+        let mut it = TdpIter::new(&s, ROOT, ROOT_LEVEL, 1, Gfn(0), Gfn(1024));
+        while it.valid() {
+            if it.old_spte().is_shadow_present() {
+                seen.push((it.level(), it.gfn().0));
+            }
+            it.next();
+        }
+        assert_eq!(
+            seen,
+            [(4, 0), (3, 0), (2, 0), (1, 0), (1, 1), (2, 512), (1, 515)]
+        );
+        // A walk stopped at level 2 and one that starts mid-table.
+        let mut it = TdpIter::new(&s, ROOT, ROOT_LEVEL, 2, Gfn(600), Gfn(2048));
+        assert_eq!((it.level(), it.gfn()), (4, Gfn(0)));
+        it.next();
+        it.next();
+        assert_eq!((it.level(), it.gfn()), (2, Gfn(512)));
+        it.next();
+        assert_eq!((it.level(), it.gfn()), (2, Gfn(1024)));
+        assert!(!it.old_spte().is_shadow_present());
+    }
+
+    #[test]
+    fn iterator_restarts_where_it_yielded() {
+        let s = Store::new(16);
+        let mut c = s.cache(3);
+        for gfn in 0..8 {
+            c.top_up();
+            s.map(gfn, gfn, true, &mut c);
+        }
+        let mut it = TdpIter::new(&s, ROOT, ROOT_LEVEL, 1, Gfn(0), Gfn(8));
+        // At the start, yielding would make no progress.
+        assert!(!it.can_yield());
+        for _ in 0..3 + 3 {
+            it.next();
+        }
+        assert_eq!((it.level(), it.gfn()), (1, Gfn(3)));
+        assert!(it.can_yield());
+        it.mark_yielded();
+        it.next();
+        // From the root again, down to where it was.
+        assert_eq!((it.level(), it.gfn()), (4, Gfn(0)));
+        assert!(!it.can_yield());
+        for _ in 0..3 {
+            it.next();
+        }
+        assert_eq!((it.level(), it.gfn()), (1, Gfn(3)));
+    }
+
+    #[test]
+    fn map_builds_tables_then_reuses_them() {
+        let s = Store::new(16);
+        let mut c = s.cache(3);
+        c.top_up();
+        assert_eq!(s.map(0x1234, 77, false, &mut c), MapOutcome::Installed);
+        // Three tables below the root were linked.
+        assert_eq!(c.pages.len(), 0);
+        assert_eq!(s.leaf(0x1234).pfn(), Pfn(77));
+        assert!(!Npt::is_writable(s.leaf(0x1234)));
+        // A neighbour in the same last-level table needs no new table.
+        c.top_up();
+        assert_eq!(s.map(0x1235, 78, true, &mut c), MapOutcome::Installed);
+        assert_eq!(c.pages.len(), 3);
+        // Same page again: nothing; a write widens in place.
+        assert_eq!(s.map(0x1234, 77, false, &mut c), MapOutcome::AlreadyMapped);
+        assert_eq!(s.map(0x1234, 77, true, &mut c), MapOutcome::AlreadyMapped);
+        assert!(Npt::is_writable(s.leaf(0x1234)));
+        // Another page for a mapped gfn is not this fault's to install.
+        assert_eq!(s.map(0x1234, 99, true, &mut c), MapOutcome::Retry);
+        // Without table pages, a fault that needs one retries.
+        let mut empty = s.cache(0);
+        assert_eq!(s.map(1 << 27, 5, true, &mut empty), MapOutcome::Retry);
+    }
+
+    #[test]
+    fn fault_treats_frozen_entries_as_busy() {
+        let s = Store::new(16);
+        let mut c = s.cache(3);
+        c.top_up();
+        s.map(0, 1, false, &mut c);
+        // Freeze the leaf, then the level-2 entry above it.
+        let mut it = TdpIter::new(&s, ROOT, ROOT_LEVEL, 1, Gfn(0), Gfn(1));
+        for _ in 0..3 {
+            it.next();
+        }
+        let leaf = it.sptep().get(&s);
+        let saved = leaf.swap(Spte::FROZEN.0, Ordering::Relaxed);
+        assert_eq!(s.map(0, 1, true, &mut c), MapOutcome::Retry);
+        leaf.store(saved, Ordering::Relaxed);
+        assert_eq!(s.map(0, 1, true, &mut c), MapOutcome::AlreadyMapped);
+        assert!(Npt::is_writable(s.leaf(0)));
+    }
+
+    #[test]
+    fn zap_releases_exactly_the_range() {
+        let s = Store::new(32);
+        let mut c = s.cache(3);
+        // 2048 frames: four full last-level tables under one directory.
+        for gfn in 0..2048 {
+            c.top_up();
+            let w = gfn % 2 == 0;
+            assert_eq!(s.map(gfn, 1000 + gfn, w, &mut c), MapOutcome::Installed);
+        }
+        drop(c);
+        let tables_used = 31 - s.free_count();
+        assert_eq!(tables_used, 2 + 4);
+        // A range inside one table: only its leaves, no table; writable
+        // (dirty-preset) leaves give their page back dirty.
+        let z = zap(&s, 10, 20);
+        assert_eq!(pfns(&z), (1010..1020).collect::<Vec<_>>());
+        assert!(z.pages.iter().all(|&(p, d)| d == (p.0 % 2 == 0)));
+        assert_eq!(z.tables, 0);
+        assert!(s.leaf(9).is_shadow_present());
+        assert_eq!(s.leaf(10), Spte::EMPTY);
+        assert!(s.leaf(20).is_shadow_present());
+        // A range covering table 1 whole and parts of 0 and 2.
+        let z = zap(&s, 500, 1100);
+        assert_eq!(z.pages.len(), 600);
+        assert_eq!(z.tables, 1);
+        assert!(s.leaf(499).is_shadow_present());
+        assert!(s.leaf(1100).is_shadow_present());
+        // An empty or unmapped range changes nothing.
+        assert_eq!(zap(&s, 600, 700).pages.len(), 0);
+        assert_eq!(zap(&s, 5, 5).pages.len(), 0);
+        // Everything else: every leaf once, every table below the root.
+        let mut rest = recorder(&s);
+        free_all::<Npt, _>(&s, ROOT, ROOT_LEVEL, &mut rest);
+        assert_eq!(rest.pages.len(), 2048 - 10 - 600);
+        assert_eq!(rest.tables, tables_used - 1);
+        assert_eq!(s.free_count(), 31);
+        assert!(s.table(ROOT).iter().all(|e| e.load(Ordering::Relaxed) == 0));
+    }
+
+    #[test]
+    fn zap_of_everything_frees_every_table() {
+        let s = Store::new(32);
+        let mut c = s.cache(3);
+        for gfn in [0, 513, 1 << 18, 1 << 27] {
+            c.top_up();
+            s.map(gfn, gfn, true, &mut c);
+        }
+        drop(c);
+        let z = zap(&s, 0, u64::MAX);
+        assert_eq!(z.pages.len(), 4);
+        // Two level-3, three level-2 and four last-level tables.
+        assert_eq!(z.tables, 9);
+        assert_eq!(s.free_count(), 31);
+    }
+
+    #[test]
+    fn zap_yields_and_still_releases_everything_once() {
+        let s = Store::new(32);
+        let mut c = s.cache(3);
+        for gfn in 0..1500 {
+            c.top_up();
+            s.map(gfn, gfn, true, &mut c);
+        }
+        drop(c);
+        let mut r = recorder(&s);
+        r.yield_every = 7;
+        let flush = zap_range::<Npt, _>(&s, ROOT, ROOT_LEVEL, Gfn(0), Gfn(1500), &mut r);
+        assert!(r.yields > 100);
+        let mut got = pfns(&r);
+        got.sort_unstable();
+        assert_eq!(got, (0..1500).collect::<Vec<_>>());
+        assert_eq!(flush, r.unflushed != 0);
+        // The tables wholly in the range (two last-level ones) went too.
+        assert_eq!(r.tables, 2);
+    }
+
+    /// A zap that really lets go of the lock: faults run while it yields.
+    struct LockingZap<'a> {
+        rec: Recorder<'a>,
+        lock: &'a std::sync::RwLock<()>,
+        guard: Option<std::sync::RwLockWriteGuard<'a, ()>>,
+    }
+
+    impl ChangeOps for LockingZap<'_> {
+        fn release_page(&mut self, pfn: Pfn, dirty: bool) {
+            self.rec.release_page(pfn, dirty)
+        }
+        fn free_table(&mut self, t: Hpa) {
+            self.rec.free_table(t)
+        }
+    }
+
+    impl ZapOps for LockingZap<'_> {
+        fn should_yield(&mut self) -> bool {
+            self.rec.should_yield()
+        }
+        fn yield_lock(&mut self, flush: bool) {
+            self.rec.yield_lock(flush);
+            self.guard = None;
+            std::thread::yield_now();
+            self.guard = Some(self.lock.write().unwrap());
+        }
+    }
+
+    #[test]
+    fn faults_while_a_zap_yields_lose_no_page() {
+        let s = Store::new(256);
+        let lock = std::sync::RwLock::new(());
+        let n = 4096u64;
+        let mut c = s.cache(3);
+        for gfn in (0..n).step_by(2) {
+            c.top_up();
+            s.map(gfn, gfn, true, &mut c);
+        }
+        drop(c);
+        let started = std::sync::atomic::AtomicBool::new(false);
+        let (installed, released) = std::thread::scope(|scope| {
+            let faulter = scope.spawn(|| {
+                let mut c = s.cache(3);
+                let mut mine = Vec::new();
+                for round in 0..3 {
+                    for k in (0..n / 2).rev() {
+                        let gfn = 2 * k + round % 2;
+                        c.top_up();
+                        let _held = lock.read().unwrap();
+                        if s.map(gfn, gfn, false, &mut c) == MapOutcome::Installed {
+                            mine.push(gfn);
+                        }
+                        started.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                mine
+            });
+            while !started.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::yield_now();
+            }
+            let mut z = LockingZap {
+                rec: recorder(&s),
+                lock: &lock,
+                guard: Some(lock.write().unwrap()),
+            };
+            z.rec.yield_every = 5;
+            zap_range::<Npt, _>(&s, ROOT, ROOT_LEVEL, Gfn(0), Gfn(n), &mut z);
+            drop(z.guard.take());
+            let released: Vec<u64> = pfns(&z.rec);
+            (faulter.join().unwrap(), released)
+        });
+        // Every page mapped before or by the faulter was released by the
+        // zap, or is still mapped now; none twice.
+        let mut rest = recorder(&s);
+        free_all::<Npt, _>(&s, ROOT, ROOT_LEVEL, &mut rest);
+        let mut all: Vec<u64> = released.into_iter().chain(pfns(&rest)).collect();
+        all.sort_unstable();
+        let mut want: Vec<u64> = (0..n).step_by(2).chain(installed).collect();
+        want.sort_unstable();
+        assert_eq!(all, want);
+        // And every table page is back.
+        assert_eq!(s.free_count(), 255);
+    }
+
+    #[test]
+    fn ept_format_maps_and_zaps() {
+        let s = Store::new(8);
+        let mut c = s.cache(3);
+        c.top_up();
+        let out = map::<Ept, _>(&s, ROOT, ROOT_LEVEL, Gfn(5), Pfn(9), true, &mut c);
+        assert_eq!(out, MapOutcome::Installed);
+        assert_eq!(s.leaf(5), Ept::leaf(Pfn(9), true));
+        let mut r = recorder(&s);
+        assert!(zap_range::<Ept, _>(
+            &s,
+            ROOT,
+            ROOT_LEVEL,
+            Gfn(0),
+            Gfn(8),
+            &mut r
+        ));
+        assert_eq!(r.pages, [(Pfn(9), true)]);
+    }
+
+    #[test]
+    fn concurrent_faults_install_each_frame_once() {
+        let s = Store::new(64);
+        let gfns: Vec<u64> = (0..1024).chain((1 << 18)..(1 << 18) + 64).collect();
+        let installed: Vec<usize> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..4)
+                .map(|t| {
+                    let (s, gfns) = (&s, &gfns);
+                    scope.spawn(move || {
+                        let mut c = s.cache(3);
+                        let mut n = 0;
+                        for (k, &gfn) in gfns.iter().enumerate() {
+                            // Threads walk in different orders.
+                            let gfn = if t % 2 == 0 {
+                                gfn
+                            } else {
+                                gfns[gfns.len() - 1 - k]
+                            };
+                            c.top_up();
+                            if s.map(gfn, gfn + 7, t == 3, &mut c) == MapOutcome::Installed {
+                                n += 1;
+                            }
+                        }
+                        n
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(installed.iter().sum::<usize>(), gfns.len());
+        for &gfn in &gfns {
+            assert_eq!(s.leaf(gfn).pfn(), Pfn(gfn + 7));
+        }
+        // Every table page taken is either linked or back in the store.
+        let mut all = recorder(&s);
+        free_all::<Npt, _>(&s, ROOT, ROOT_LEVEL, &mut all);
+        assert_eq!(all.pages.len(), gfns.len());
+        assert_eq!(s.free_count(), 63);
+    }
+
+    #[test]
+    fn handler_decisions() {
+        let s = Store::new(2);
+        let mut r = recorder(&s);
+        let mut h =
+            |old: Spte, new: Spte| handle_changed_spte::<Npt, _>(&s, &mut r, Gfn(0), 1, old, new);
+        let ro = Npt::leaf(Pfn(3), false);
+        let rw = Npt::leaf(Pfn(3), true);
+        // Adding or widening a mapping needs no flush, releases nothing.
+        assert!(!h(Spte::EMPTY, ro));
+        assert!(!h(ro, rw));
+        assert!(!h(Spte::FROZEN, Spte::EMPTY));
+        // Write-protecting needs a flush, the page stays.
+        assert!(h(rw, ro));
+        // Unmapping, or changing the page, releases it.
+        assert!(h(rw, Spte::EMPTY));
+        assert!(h(ro, Npt::leaf(Pfn(4), false)));
+        assert_eq!(r.pages, [(Pfn(3), true), (Pfn(3), false)]);
+    }
+}
