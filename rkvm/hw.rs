@@ -18,12 +18,14 @@
 //! The hotplug callbacks run with the CPU-hotplug lock held. They take no
 //! rkvm lock, so they nest under nothing of rkvm's.
 
-use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
+
+use crate::shim::ffi;
 
 use kernel::{alloc::flags::*, cpu, page::Page, prelude::*, str::CStr};
 
 use crate::backend::VcpuBackend;
-use crate::svm::{self, SvmFeatures};
+use crate::svm::{self, SvmCpu, SvmFeatures};
 use crate::vmx::{self, VmxFeatures};
 
 /// Which virtualization extension rkvm drives, with its decoded features.
@@ -73,36 +75,10 @@ struct PerCpu {
     svm: KVec<SvmCpu>,
 }
 
-/// What the SVM world switch needs of one CPU.
-pub(crate) struct SvmCpu {
-    host_save: Page,
-    /// Touched only by the CPU itself with IRQs off (see `svm::vcpu`).
-    pub(crate) asid_next: AtomicU32,
-    pub(crate) asid_generation: AtomicU64,
-}
-
-impl SvmCpu {
-    /// Physical address of the host state page.
-    pub(crate) fn host_save_pa(&self) -> u64 {
-        crate::x86::page_phys(&self.host_save)
-    }
-}
-
 /// The `PerCpu` the hotplug callbacks work on. Set (release) before the
 /// hotplug state is registered and cleared only after it is removed, so a
 /// callback always finds it non-null and alive.
 static PER_CPU: AtomicPtr<PerCpu> = AtomicPtr::new(core::ptr::null_mut());
-
-mod ffi {
-    extern "C" {
-        pub(super) fn rkvm_cpuhp_setup(
-            name: *const u8,
-            online: unsafe extern "C" fn(cpu: u32) -> i32,
-            offline: unsafe extern "C" fn(cpu: u32) -> i32,
-        ) -> i32;
-        pub(super) fn rkvm_cpuhp_remove(state: i32);
-    }
-}
 
 const CPUHP_NAME: &CStr = c"rkvm:online";
 
@@ -166,17 +142,9 @@ impl Hardware {
         }
         let mut svm = KVec::new();
         if let Vendor::Svm(_) = vendor {
-            let fresh = crate::svm::asid::AsidCpu::new();
             svm.reserve(nr, GFP_KERNEL)?;
             for _ in 0..nr {
-                svm.push(
-                    SvmCpu {
-                        host_save: Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?,
-                        asid_next: AtomicU32::new(fresh.next),
-                        asid_generation: AtomicU64::new(fresh.generation),
-                    },
-                    GFP_KERNEL,
-                )?;
+                svm.push(SvmCpu::new()?, GFP_KERNEL)?;
             }
         }
         let per_cpu = KBox::into_raw(KBox::new(

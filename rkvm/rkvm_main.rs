@@ -11,7 +11,6 @@ use kernel::{
 };
 
 mod abi;
-mod anon_fd;
 mod arch;
 mod backend;
 mod caps;
@@ -26,17 +25,14 @@ mod mmu;
 mod msr;
 mod pio;
 mod regs;
-mod run_page;
-mod rwlock;
 mod shim;
-mod srcu_box;
+// The shims by their own names, as the rest of the crate knows them.
+use shim::{anon_fd, run_page, rwlock, srcu_box, uarg, x86};
 mod sregs;
 mod svm;
-mod uarg;
 mod vcpu;
 mod vm;
 mod vmx;
-mod x86;
 mod xsave;
 
 module! {

@@ -354,9 +354,7 @@ impl AnonFile for Vcpu {
     }
 
     fn mmap(this: ArcBorrow<'_, Self>, _file: &File, vma: &VmaNew) -> Result {
-        // SAFETY: `vma` is a valid VMA being set up by `mmap`; reading its
-        // offset has no side effects.
-        let pgoff = unsafe { (*vma.as_ptr()).vm_pgoff };
+        let pgoff = anon_fd::mmap_pgoff(vma);
         let npages = (vma.end() - vma.start()) / PAGE_SIZE;
         let pages = this
             .pages

@@ -46,12 +46,6 @@ use crate::{
     x86,
 };
 
-mod ffi {
-    extern "C" {
-        pub(super) fn rkvm_cmpxchg_user(hva: u64, size: u32, old: u64, new: u64) -> i32;
-    }
-}
-
 /// One published set of memslots.
 struct Memslots {
     /// Sorted by gfn, disjoint (built only by `memslot::Change::build`).
@@ -217,13 +211,8 @@ impl Vm {
             return Some(true);
         }
         let hva = slot.gfn_to_hva(gfn) + (gpa & 0xfff);
-        // SAFETY: `hva` is a user address of the current process (the VM's
-        // owner); the helper checks the range and catches faults.
-        match unsafe { ffi::rkvm_cmpxchg_user(hva, size, old, new) } {
-            1 => Some(true),
-            0 => Some(false),
-            _ => None,
-        }
+        // The VM's memory is the current process's (the VM's owner).
+        uarg::cmpxchg(hva, size, old, new).ok()
     }
 
     /// Resolves a nested page fault on `gfn`. May sleep (GUP).

@@ -5,6 +5,7 @@
 
 pub(crate) mod atomic;
 pub(crate) mod guest_walk;
+mod page_ref;
 mod shim;
 pub(crate) mod spte;
 pub(crate) mod tdp;
@@ -13,85 +14,5 @@ pub(crate) mod tdp_mmu;
 pub(crate) mod tlb;
 pub(crate) mod types;
 
+pub(crate) use page_ref::GuestPage;
 pub(crate) use types::{Gfn, Pfn};
-
-use kernel::{bindings, prelude::*};
-
-mod ffi {
-    use kernel::bindings;
-
-    // Only pointers to `struct page` cross the boundary.
-    #[allow(improper_ctypes)]
-    extern "C" {
-        pub(super) fn rkvm_gup(hva: u64, write: bool, page: *mut *mut bindings::page) -> i32;
-        pub(super) fn rkvm_gup_fast_only_write(hva: u64, page: *mut *mut bindings::page) -> bool;
-        pub(super) fn rkvm_page_to_pfn(page: *mut bindings::page) -> u64;
-        pub(super) fn rkvm_release_pfn(pfn: u64, dirty: bool);
-    }
-}
-
-/// A reference on the host page behind a guest frame, from
-/// `get_user_pages_fast` in the current process.
-///
-/// # Invariants
-///
-/// `pfn` names a page on which this value owns one reference.
-pub(crate) struct GuestPage {
-    pfn: Pfn,
-    writable: bool,
-}
-
-impl GuestPage {
-    /// Gets the page at `hva` of the current process. A write fault needs
-    /// it writable; a read fault maps it writable only if the slot allows
-    /// and the host page is already writable (no copy-on-write is broken
-    /// for a read), else read-only, to be upgraded by a later write fault.
-    pub(crate) fn get(hva: u64, write_fault: bool, slot_writable: bool) -> Result<Self> {
-        let mut page: *mut bindings::page = core::ptr::null_mut();
-        let writable = if write_fault {
-            // SAFETY: `page` is a valid place for one page pointer.
-            Self::check(unsafe { ffi::rkvm_gup(hva, true, &mut page) })?;
-            true
-        // SAFETY: as above; never sleeps.
-        } else if slot_writable && unsafe { ffi::rkvm_gup_fast_only_write(hva, &mut page) } {
-            true
-        } else {
-            // SAFETY: as above.
-            Self::check(unsafe { ffi::rkvm_gup(hva, false, &mut page) })?;
-            false
-        };
-        // SAFETY: GUP returned a valid page with a reference we own.
-        let pfn = Pfn(unsafe { ffi::rkvm_page_to_pfn(page) });
-        // INVARIANT: the reference GUP took is ours.
-        Ok(Self { pfn, writable })
-    }
-
-    fn check(ret: i32) -> Result {
-        match ret {
-            1 => Ok(()),
-            r if r == -(bindings::EINTR as i32) => Err(EINTR),
-            // Nothing mapped there, or not writable: KVM's answer is EFAULT.
-            _ => Err(EFAULT),
-        }
-    }
-
-    pub(crate) fn pfn(&self) -> Pfn {
-        self.pfn
-    }
-
-    pub(crate) fn writable(&self) -> bool {
-        self.writable
-    }
-
-    /// Hands the reference over to an SPTE, which releases it when zapped.
-    pub(crate) fn into_spte(self) {
-        core::mem::forget(self);
-    }
-}
-
-impl Drop for GuestPage {
-    fn drop(&mut self) {
-        // SAFETY: this value owns one reference on the page (invariant).
-        unsafe { ffi::rkvm_release_pfn(self.pfn.0, false) };
-    }
-}

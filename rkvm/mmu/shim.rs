@@ -8,6 +8,8 @@
 
 use core::marker::PhantomData;
 
+use crate::shim::ffi;
+
 use kernel::prelude::*;
 
 use super::{
@@ -19,20 +21,6 @@ use super::{
     types::{Hpa, Pfn},
 };
 use crate::rwlock::{ReadGuard, WriteGuard};
-
-mod ffi {
-    extern "C" {
-        pub(super) fn rkvm_pt_alloc() -> u64;
-        pub(super) fn rkvm_phys_to_virt(phys: u64) -> *mut core::ffi::c_void;
-        pub(super) fn rkvm_pt_free(phys: u64);
-        pub(super) fn rkvm_pt_free_rcu(phys: u64);
-        pub(super) fn rkvm_release_pfn(pfn: u64, dirty: bool);
-        pub(super) fn rkvm_cpumask_alloc() -> *mut core::ffi::c_void;
-        pub(super) fn rkvm_cpumask_free(mask: *mut core::ffi::c_void);
-        pub(super) fn rkvm_kick_cpus_wait(mask: *mut core::ffi::c_void, cpus: *const u32, n: u32);
-        pub(super) fn rkvm_rcu_barrier();
-    }
-}
 
 /// Waits until every table page freed through RCU is back with the page
 /// allocator (module unload: the RCU callback is module code).

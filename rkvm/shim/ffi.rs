@@ -1,31 +1,109 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The C helpers of `helpers.c` (see `helpers.h` for why each exists),
-//! declared once. Only the shims call them.
+//! declared once. Only the shims, the MMU's glue and the backends' world
+//! switches call them, each through a safe wrapper.
+
+use kernel::bindings;
 
 /// `struct fpu_guest`, only ever behind a pointer from
 /// `rkvm_guest_fpu_alloc`.
 #[repr(C)]
-pub(super) struct FpuGuest {
+pub(crate) struct FpuGuest {
     _opaque: [u8; 0],
 }
 
+// Only pointers to kernel structs cross the boundary; `struct page` and
+// `lock_class_key` contain zero-sized bindgen types, which the lint flags.
+#[allow(improper_ctypes)]
 extern "C" {
-    pub(super) fn rkvm_local_irq_disable();
-    pub(super) fn rkvm_local_irq_enable();
-    pub(super) fn rkvm_smp_processor_id() -> u32;
-    pub(super) fn rkvm_signal_pending() -> bool;
-    pub(super) fn rkvm_need_resched() -> bool;
-    pub(super) fn rkvm_cond_resched();
-    pub(super) fn rkvm_sigset_activate(mask: u64);
-    pub(super) fn rkvm_sigset_deactivate();
+    // The CPU: MSRs, control registers.
+    pub(crate) fn rkvm_rdmsr_safe(msr: u32, val: *mut u64) -> i32;
+    pub(crate) fn rkvm_wrmsr_safe(msr: u32, val: u64) -> i32;
+    pub(crate) fn rkvm_cr4_read() -> usize;
+    pub(crate) fn rkvm_cr4_set_bits(mask: usize);
+    pub(crate) fn rkvm_cr4_clear_bits(mask: usize);
+    pub(crate) fn rkvm_cr0_read() -> usize;
+    pub(crate) fn rkvm_num_online_cpus() -> u32;
 
-    pub(super) fn rkvm_guest_fpu_alloc() -> *mut FpuGuest;
-    pub(super) fn rkvm_guest_fpu_free(gfpu: *mut FpuGuest);
-    pub(super) fn rkvm_guest_fpu_swap(gfpu: *mut FpuGuest, enter_guest: bool);
-    pub(super) fn rkvm_guest_fpu_prepare_entry();
-    pub(super) fn rkvm_guest_fpu_get_uabi(gfpu: *mut FpuGuest, buf: *mut u8, size: u32, xfeatures: u64);
-    pub(super) fn rkvm_guest_fpu_set_uabi(gfpu: *mut FpuGuest, buf: *const u8, xfeatures: u64) -> i32;
-    pub(super) fn rkvm_host_xcr0() -> u64;
-    pub(super) fn rkvm_xsetbv0(value: u64);
+    // SVM and VMX instructions with exception-table fixups.
+    pub(crate) fn rkvm_vmxon(phys: u64) -> i32;
+    pub(crate) fn rkvm_vmxoff() -> i32;
+    pub(crate) fn rkvm_stgi() -> i32;
+    pub(crate) fn rkvm_svm_run(vmcb_pa: u64, gprs: *mut u64, host_save_pa: u64) -> i32;
+
+    // CPU hotplug.
+    pub(crate) fn rkvm_cpuhp_setup(
+        name: *const u8,
+        online: unsafe extern "C" fn(cpu: u32) -> i32,
+        offline: unsafe extern "C" fn(cpu: u32) -> i32,
+    ) -> i32;
+    pub(crate) fn rkvm_cpuhp_remove(state: i32);
+
+    // The current task and CPU.
+    pub(crate) fn rkvm_local_irq_disable();
+    pub(crate) fn rkvm_local_irq_enable();
+    pub(crate) fn rkvm_smp_processor_id() -> u32;
+    pub(crate) fn rkvm_signal_pending() -> bool;
+    pub(crate) fn rkvm_need_resched() -> bool;
+    pub(crate) fn rkvm_cond_resched();
+    pub(crate) fn rkvm_sigset_activate(mask: u64);
+    pub(crate) fn rkvm_sigset_deactivate();
+
+    // The guest's extended state.
+    pub(crate) fn rkvm_guest_fpu_alloc() -> *mut FpuGuest;
+    pub(crate) fn rkvm_guest_fpu_free(gfpu: *mut FpuGuest);
+    pub(crate) fn rkvm_guest_fpu_swap(gfpu: *mut FpuGuest, enter_guest: bool);
+    pub(crate) fn rkvm_guest_fpu_prepare_entry();
+    pub(crate) fn rkvm_guest_fpu_get_uabi(
+        gfpu: *mut FpuGuest,
+        buf: *mut u8,
+        size: u32,
+        xfeatures: u64,
+    );
+    pub(crate) fn rkvm_guest_fpu_set_uabi(gfpu: *mut FpuGuest, buf: *const u8, xfeatures: u64)
+        -> i32;
+    pub(crate) fn rkvm_host_xcr0() -> u64;
+    pub(crate) fn rkvm_xsetbv0(value: u64);
+
+    // Files.
+    pub(crate) fn rkvm_anon_inode_getfd(
+        name: *const u8,
+        fops: *const bindings::file_operations,
+        private: *mut core::ffi::c_void,
+        flags: i32,
+    ) -> i32;
+
+    // Memory: user space, pages, the direct map.
+    pub(crate) fn rkvm_access_ok(addr: u64, size: u64) -> bool;
+    pub(crate) fn rkvm_cmpxchg_user(hva: u64, size: u32, old: u64, new: u64) -> i32;
+    pub(crate) fn rkvm_page_to_phys(page: *mut bindings::page) -> u64;
+    pub(crate) fn rkvm_virt_to_phys(p: *const core::ffi::c_void) -> u64;
+    pub(crate) fn rkvm_phys_to_virt(phys: u64) -> *mut core::ffi::c_void;
+    pub(crate) fn rkvm_gup(hva: u64, write: bool, page: *mut *mut bindings::page) -> i32;
+    pub(crate) fn rkvm_gup_fast_only_write(hva: u64, page: *mut *mut bindings::page) -> bool;
+    pub(crate) fn rkvm_page_to_pfn(page: *mut bindings::page) -> u64;
+    pub(crate) fn rkvm_release_pfn(pfn: u64, dirty: bool);
+
+    // The TDP MMU's table pages and TLB-flush kicks.
+    pub(crate) fn rkvm_pt_alloc() -> u64;
+    pub(crate) fn rkvm_pt_free(phys: u64);
+    pub(crate) fn rkvm_pt_free_rcu(phys: u64);
+    pub(crate) fn rkvm_rcu_barrier();
+    pub(crate) fn rkvm_cpumask_alloc() -> *mut core::ffi::c_void;
+    pub(crate) fn rkvm_cpumask_free(mask: *mut core::ffi::c_void);
+    pub(crate) fn rkvm_kick_cpus_wait(mask: *mut core::ffi::c_void, cpus: *const u32, n: u32);
+
+    // mmu_lock (rwlock_t: the lock functions are macros).
+    pub(crate) fn rkvm_rwlock_init(
+        lock: *mut bindings::rwlock_t,
+        name: *const u8,
+        key: *mut bindings::lock_class_key,
+    );
+    pub(crate) fn rkvm_read_lock(lock: *mut bindings::rwlock_t);
+    pub(crate) fn rkvm_read_unlock(lock: *mut bindings::rwlock_t);
+    pub(crate) fn rkvm_write_lock(lock: *mut bindings::rwlock_t);
+    pub(crate) fn rkvm_write_unlock(lock: *mut bindings::rwlock_t);
+    pub(crate) fn rkvm_rwlock_needbreak(lock: *mut bindings::rwlock_t) -> bool;
+    pub(crate) fn rkvm_cond_resched_rwlock_write(lock: *mut bindings::rwlock_t);
 }

@@ -5,6 +5,12 @@
 //! Everything `unsafe` about talking to the C side of the kernel lives
 //! here (and in the backends' world switches).
 
+pub(crate) mod anon_fd;
 pub(crate) mod cpu;
-mod ffi;
+pub(crate) mod ffi;
 pub(crate) mod guest_fpu;
+pub(crate) mod run_page;
+pub(crate) mod rwlock;
+pub(crate) mod srcu_box;
+pub(crate) mod uarg;
+pub(crate) mod x86;

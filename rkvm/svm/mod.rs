@@ -14,7 +14,9 @@ use features::{
     SvmCpuid, CPUID_EXT_FEATURES, CPUID_SVM_FEATURES, EFER_SVME, MSR_EFER, MSR_VM_CR,
     MSR_VM_HSAVE_PA,
 };
-use kernel::{page::Page, prelude::*};
+use core::sync::atomic::{AtomicU32, AtomicU64};
+
+use kernel::{alloc::flags::__GFP_ZERO, error::to_result, page::Page, prelude::*};
 
 use crate::x86;
 
@@ -64,7 +66,7 @@ pub(crate) fn enable_cpu(cpu: u32, hsave: &Page) -> Result {
 /// Turns SVM off on the current CPU (`cpu`).
 pub(crate) fn disable_cpu(cpu: u32) {
     // GIF must be 1 when SVM goes off, or INIT and NMIs stay blocked.
-    if x86::stgi().is_err() {
+    if stgi().is_err() {
         pr_warn!("STGI faulted on CPU {cpu}: SVM was already off\n");
     }
     let Some(efer) = x86::rdmsr(MSR_EFER) else {
@@ -77,5 +79,39 @@ pub(crate) fn disable_cpu(cpu: u32) {
     };
     if res.is_err() {
         pr_err!("could not turn SVM off on CPU {cpu}\n");
+    }
+}
+
+/// Sets the global interrupt flag, so INIT and NMIs are not left blocked
+/// when SVM is turned off.
+pub(crate) fn stgi() -> Result {
+    // SAFETY: STGI only re-enables interrupts and NMIs that CLGI blocked;
+    // it faults (caught) if SVM is off.
+    to_result(unsafe { crate::shim::ffi::rkvm_stgi() })
+}
+
+/// What the SVM world switch needs of one CPU.
+pub(crate) struct SvmCpu {
+    /// The page VMSAVE/VMLOAD keep the host's state in across a VMRUN.
+    host_save: Page,
+    /// The ASID allocator (`asid.rs`): touched only by the CPU itself,
+    /// with IRQs off (see `vcpu.rs`).
+    pub(crate) asid_next: AtomicU32,
+    pub(crate) asid_generation: AtomicU64,
+}
+
+impl SvmCpu {
+    pub(crate) fn new() -> Result<Self> {
+        let fresh = asid::AsidCpu::new();
+        Ok(Self {
+            host_save: Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?,
+            asid_next: AtomicU32::new(fresh.next),
+            asid_generation: AtomicU64::new(fresh.generation),
+        })
+    }
+
+    /// Physical address of the host state page.
+    pub(crate) fn host_save_pa(&self) -> u64 {
+        x86::page_phys(&self.host_save)
     }
 }

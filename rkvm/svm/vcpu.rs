@@ -18,6 +18,8 @@
 
 use kernel::{alloc::flags::GFP_KERNEL, prelude::*};
 
+use crate::shim::ffi;
+
 use crate::{
     arch::efer,
     backend::{Entry, Exit, IoExit, VcpuBackend},
@@ -32,13 +34,6 @@ use crate::{
     },
     x86,
 };
-
-mod ffi {
-    extern "C" {
-        pub(super) fn rkvm_svm_run(vmcb_pa: u64, gprs: *mut u64, host_save_pa: u64) -> i32;
-        pub(super) fn rkvm_virt_to_phys(p: *const core::ffi::c_void) -> u64;
-    }
-}
 
 // SAFETY: `Vmcb` is integers and arrays of integers; all-zero is valid.
 unsafe impl Zeroable for Vmcb {}
@@ -122,7 +117,7 @@ impl SvmVcpu {
         iopm.0.fill(0xff);
         let mut msrpm = KBox::init(pin_init::init_zeroed::<Msrpm>(), GFP_KERNEL)?;
         msrpm.0.fill(0xff);
-        for m in msr::VMCB_SWITCHED {
+        for m in vmcb::VMCB_SWITCHED {
             msrpm.pass_through(m);
         }
         let vmcb = KBox::init(pin_init::init_zeroed::<Vmcb>(), GFP_KERNEL)?;

@@ -8,6 +8,7 @@
 //!
 //! Pure logic (only `core`), tested on the host.
 
+use crate::msr;
 use core::mem::{offset_of, size_of};
 
 use crate::svm::seg::VmcbSeg;
@@ -106,6 +107,22 @@ pub(crate) const NP_ENABLE: u64 = 1 << 0;
 /// EFER.SVME must be set in the guest's EFER while it runs (APM 15.5.1);
 /// rkvm keeps it set in the VMCB and hides it from the guest.
 pub(crate) const EFER_SVME: u64 = crate::arch::efer::SVME;
+
+/// MSRs that VMLOAD/VMSAVE switch through the VMCB: the guest may access
+/// them directly (no intercept), they never reach the host's values.
+pub(crate) const VMCB_SWITCHED: [u32; 10] = [
+    msr::STAR,
+    msr::LSTAR,
+    msr::CSTAR,
+    msr::SFMASK,
+    msr::KERNEL_GS_BASE,
+    msr::FS_BASE,
+    msr::GS_BASE,
+    msr::SYSENTER_CS,
+    msr::SYSENTER_ESP,
+    msr::SYSENTER_EIP,
+];
+
 
 /// `EVENTINJ`: inject an exception with `vector` on the next VMRUN.
 pub(crate) const fn event_inj_exception(vector: u8, error_code: Option<u32>) -> (u32, u32) {
@@ -512,6 +529,13 @@ mod tests {
         s.cr4 = 1 << 5;
         s.cr3 = 1 << 50;
         assert!(!s.entry_is_valid(48), "CR3 beyond MAXPHYADDR");
+    }
+
+    #[test]
+    fn switched_msrs_are_listed() {
+        for m in VMCB_SWITCHED {
+            assert!(msr::INDEX_LIST.contains(&m));
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ pub(crate) mod vcpu;
 pub(crate) use features::{VmxFeatures, VmxUnsupported};
 
 use features::*;
-use kernel::{page::Page, prelude::*};
+use kernel::{error::to_result, page::Page, prelude::*};
 
 use crate::x86;
 
@@ -65,7 +65,7 @@ pub(crate) fn enable_cpu(cpu: u32, region: &Page, _f: &VmxFeatures) -> Result {
     unsafe { x86::cr4_update(CR4_VMXE, true) };
     // SAFETY: VMXE is set; `region` holds the revision identifier and stays
     // allocated until after `disable_cpu` (see `hw::PerCpu`).
-    if let Err(e) = unsafe { x86::vmxon(x86::page_phys(region)) } {
+    if let Err(e) = unsafe { vmxon(x86::page_phys(region)) } {
         pr_err!("VMXON failed on CPU {cpu}\n");
         // SAFETY: rkvm set VMXE just above and owns it.
         unsafe { x86::cr4_update(CR4_VMXE, false) };
@@ -77,9 +77,30 @@ pub(crate) fn enable_cpu(cpu: u32, region: &Page, _f: &VmxFeatures) -> Result {
 /// Leaves VMX operation on the current CPU (`cpu`) and clears CR4.VMXE.
 pub(crate) fn disable_cpu(cpu: u32) {
     // SAFETY: rkvm entered VMX operation on this CPU in `enable_cpu`.
-    if unsafe { x86::vmxoff() }.is_err() {
+    if unsafe { vmxoff() }.is_err() {
         pr_warn!("VMXOFF faulted on CPU {cpu}: VMX operation was already off\n");
     }
     // SAFETY: rkvm owns CR4.VMXE on this CPU since `enable_cpu`.
     unsafe { x86::cr4_update(CR4_VMXE, false) };
+}
+
+/// Enters VMX root operation with the VMXON region at `phys`.
+///
+/// # Safety
+///
+/// CR4.VMXE must be set by the caller, and `phys` must be a page the caller
+/// keeps allocated, initialised with the VMCS revision, until VMXOFF.
+pub(crate) unsafe fn vmxon(phys: u64) -> Result {
+    // SAFETY: preconditions above; a fault is caught by the helper.
+    to_result(unsafe { crate::shim::ffi::rkvm_vmxon(phys) })
+}
+
+/// Leaves VMX root operation. Fails with `EIO` if the CPU was not in it.
+///
+/// # Safety
+///
+/// The caller must be the owner of VMX operation on this CPU.
+pub(crate) unsafe fn vmxoff() -> Result {
+    // SAFETY: a fault (not in VMX operation) is caught by the helper.
+    to_result(unsafe { crate::shim::ffi::rkvm_vmxoff() })
 }

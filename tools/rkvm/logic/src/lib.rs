@@ -2,8 +2,9 @@
 
 //! Host build of rkvm's pure-logic files.
 //!
-//! Each module below is a file of the kernel module, included by path, so
-//! the code tested here is byte for byte the code in rkvm.ko. The files'
+//! Each module below is a file of the kernel module, included by path at
+//! the same place in the module tree, so the code tested here is byte for
+//! byte the code in rkvm.ko. The files'
 //! items are `pub(crate)` for the module's sake; here only the tests use
 //! them.
 
@@ -27,8 +28,6 @@ mod cpuid;
 mod emulate;
 #[path = "../../../../rkvm/fpu.rs"]
 mod fpu;
-#[path = "../../../../rkvm/mmu/guest_walk.rs"]
-mod guest_walk;
 #[path = "../../../../rkvm/memslot.rs"]
 mod memslot;
 #[path = "../../../../rkvm/msr.rs"]
@@ -38,6 +37,8 @@ mod msr;
 mod mmu {
     #[path = "atomic.rs"]
     pub(crate) mod atomic;
+    #[path = "guest_walk.rs"]
+    pub(crate) mod guest_walk;
     #[path = "spte.rs"]
     pub(crate) mod spte;
     #[path = "tdp_iter.rs"]
@@ -55,22 +56,26 @@ mod pio;
 mod regs;
 #[path = "../../../../rkvm/sregs.rs"]
 mod sregs;
-#[path = "../../../../rkvm/svm/features.rs"]
-mod svm_features;
 /// The kernel's `svm` module, as far as it is pure.
 #[path = "../../../../rkvm/svm"]
 mod svm {
     #[path = "asid.rs"]
     pub(crate) mod asid;
+    #[path = "features.rs"]
+    pub(crate) mod features;
     #[path = "seg.rs"]
     pub(crate) mod seg;
     #[path = "vmcb.rs"]
     pub(crate) mod vmcb;
 }
-#[path = "../../../../rkvm/vmx/features.rs"]
-mod vmx_features;
-#[path = "../../../../rkvm/vmx/seg.rs"]
-mod vmx_seg;
+/// The kernel's `vmx` module, as far as it is pure.
+#[path = "../../../../rkvm/vmx"]
+mod vmx {
+    #[path = "features.rs"]
+    pub(crate) mod features;
+    #[path = "seg.rs"]
+    pub(crate) mod seg;
+}
 #[path = "../../../../rkvm/xsave.rs"]
 mod xsave;
 

@@ -9,28 +9,9 @@
 
 use core::marker::PhantomData;
 
+use super::ffi;
+
 use kernel::{bindings, prelude::*, str::CStr, sync::LockClassKey, types::Opaque};
-
-mod ffi {
-    use kernel::bindings;
-
-    // Only pointers cross the boundary; `lock_class_key` is an empty
-    // struct when lockdep is off, which the lint flags.
-    #[allow(improper_ctypes)]
-    extern "C" {
-        pub(super) fn rkvm_rwlock_init(
-            lock: *mut bindings::rwlock_t,
-            name: *const u8,
-            key: *mut bindings::lock_class_key,
-        );
-        pub(super) fn rkvm_read_lock(lock: *mut bindings::rwlock_t);
-        pub(super) fn rkvm_read_unlock(lock: *mut bindings::rwlock_t);
-        pub(super) fn rkvm_write_lock(lock: *mut bindings::rwlock_t);
-        pub(super) fn rkvm_write_unlock(lock: *mut bindings::rwlock_t);
-        pub(super) fn rkvm_rwlock_needbreak(lock: *mut bindings::rwlock_t) -> bool;
-        pub(super) fn rkvm_cond_resched_rwlock_write(lock: *mut bindings::rwlock_t);
-    }
-}
 
 /// Creates an [`RwLock`] initialiser with a lock class of its own.
 macro_rules! new_rwlock {

@@ -5,27 +5,7 @@
 
 use kernel::{error::to_result, page::Page, prelude::*};
 
-mod ffi {
-    use kernel::bindings;
-
-    // `struct page` contains zero-sized bindgen types; only a pointer to it
-    // crosses the boundary, so the lint does not apply.
-    #[allow(improper_ctypes)]
-    extern "C" {
-        pub(super) fn rkvm_rdmsr_safe(msr: u32, val: *mut u64) -> i32;
-        pub(super) fn rkvm_wrmsr_safe(msr: u32, val: u64) -> i32;
-        pub(super) fn rkvm_cr4_read() -> usize;
-        pub(super) fn rkvm_cr4_set_bits(mask: usize);
-        pub(super) fn rkvm_cr4_clear_bits(mask: usize);
-        pub(super) fn rkvm_cr0_read() -> usize;
-        pub(super) fn rkvm_vmxon(phys: u64) -> i32;
-        pub(super) fn rkvm_vmxoff() -> i32;
-        pub(super) fn rkvm_stgi() -> i32;
-        pub(super) fn rkvm_page_to_phys(page: *mut bindings::page) -> u64;
-        pub(super) fn rkvm_access_ok(addr: u64, size: u64) -> bool;
-        pub(super) fn rkvm_num_online_cpus() -> u32;
-    }
-}
+use super::ffi;
 
 /// The four registers CPUID returns.
 #[derive(Clone, Copy, Debug)]
@@ -106,35 +86,6 @@ pub(crate) unsafe fn cr4_update(mask: u64, on: bool) {
             ffi::rkvm_cr4_clear_bits(mask as usize)
         }
     }
-}
-
-/// Enters VMX root operation with the VMXON region at `phys`.
-///
-/// # Safety
-///
-/// CR4.VMXE must be set by the caller, and `phys` must be a page the caller
-/// keeps allocated, initialised with the VMCS revision, until VMXOFF.
-pub(crate) unsafe fn vmxon(phys: u64) -> Result {
-    // SAFETY: preconditions above; a fault is caught by the helper.
-    to_result(unsafe { ffi::rkvm_vmxon(phys) })
-}
-
-/// Leaves VMX root operation. Fails with `EIO` if the CPU was not in it.
-///
-/// # Safety
-///
-/// The caller must be the owner of VMX operation on this CPU.
-pub(crate) unsafe fn vmxoff() -> Result {
-    // SAFETY: a fault (not in VMX operation) is caught by the helper.
-    to_result(unsafe { ffi::rkvm_vmxoff() })
-}
-
-/// Sets the global interrupt flag, so INIT and NMIs are not left blocked
-/// when SVM is turned off.
-pub(crate) fn stgi() -> Result {
-    // SAFETY: STGI only re-enables interrupts and NMIs that CLGI blocked;
-    // it faults (caught) if SVM is off.
-    to_result(unsafe { ffi::rkvm_stgi() })
 }
 
 /// Physical address of a page.

@@ -6,13 +6,9 @@
 
 use kernel::page::{Page, PAGE_SIZE};
 
-use crate::abi::run;
+use super::ffi;
 
-mod ffi {
-    extern "C" {
-        pub(super) fn rkvm_phys_to_virt(phys: u64) -> *mut core::ffi::c_void;
-    }
-}
+use crate::abi::run;
 
 /// A page mapped into the VMM, accessed field by field.
 ///

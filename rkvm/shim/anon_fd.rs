@@ -34,25 +34,13 @@ pub(crate) trait AnonFile: Send + Sync + Sized + 'static {
     }
 }
 
-// bindgen gives some members of `file_operations` zero-sized types; the C
-// helper takes a pointer to the real struct, so the lint does not apply.
-#[allow(improper_ctypes)]
-extern "C" {
-    fn rkvm_anon_inode_getfd(
-        name: *const u8,
-        fops: *const bindings::file_operations,
-        private: *mut core::ffi::c_void,
-        flags: i32,
-    ) -> i32;
-}
-
 /// Installs a new fd (`O_RDWR | O_CLOEXEC`) for `obj` and returns its number.
 pub(crate) fn install<T: AnonFile>(obj: Arc<T>) -> Result<u32> {
     let private = obj.into_foreign();
     // SAFETY: `NAME` is NUL-terminated and static; `VTABLE` is a static
     // whose callbacks expect `private` to come from `Arc<T>::into_foreign`.
     let fd = unsafe {
-        rkvm_anon_inode_getfd(
+        super::ffi::rkvm_anon_inode_getfd(
             T::NAME.as_char_ptr().cast(),
             &VTable::<T>::VTABLE,
             private,
@@ -137,4 +125,12 @@ impl<T: AnonFile> VTable<T> {
         drop(unsafe { Arc::<T>::from_foreign((*file).private_data) });
         0
     }
+}
+
+/// The file offset, in pages, that an `mmap` of one of these files asks
+/// for.
+pub(crate) fn mmap_pgoff(vma: &kernel::mm::virt::VmaNew) -> usize {
+    // SAFETY: `vma` is a valid VMA being set up by `mmap`, which the
+    // reference keeps alive; reading its offset has no side effects.
+    unsafe { (*vma.as_ptr()).vm_pgoff }
 }

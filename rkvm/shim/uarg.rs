@@ -29,3 +29,20 @@ pub(crate) fn read_into(addr: usize, out: &mut [u8]) -> Result {
         .reader()
         .read_slice(out)
 }
+
+/// Atomically replaces `old` by `new` (4 or 8 bytes, the low ones of each)
+/// at user address `addr` of the current process: `Ok(true)` if swapped,
+/// `Ok(false)` if the memory held another value, `EFAULT` if it is not
+/// mapped writable.
+pub(crate) fn cmpxchg(addr: u64, size: u32, old: u64, new: u64) -> Result<bool> {
+    if size != 4 && size != 8 {
+        return Err(EINVAL);
+    }
+    // SAFETY: the helper checks `access_ok` on the range and catches faults
+    // on the access; it touches nothing else.
+    match unsafe { super::ffi::rkvm_cmpxchg_user(addr, size, old, new) } {
+        1 => Ok(true),
+        0 => Ok(false),
+        _ => Err(EFAULT),
+    }
+}
