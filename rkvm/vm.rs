@@ -238,7 +238,7 @@ impl Vm {
             return Ok(NpfOutcome::Mapped);
         }
         let writable = page.writable();
-        if self.tdp.map(&held, gfn, page.pfn(), writable, cache) == MapOutcome::Installed {
+        if held.map(gfn, page.pfn(), writable, cache) == MapOutcome::Installed {
             page.into_spte();
         }
         Ok(NpfOutcome::Mapped)

@@ -85,32 +85,13 @@ impl Tdp {
         self.root.hpa().0
     }
 
-    /// Takes `mmu_lock` for a fault.
-    pub(crate) fn read_lock(&self) -> ReadGuard<'_> {
-        self.mmu_lock.read()
-    }
-
-    /// Maps `gfn` to `pfn` (writable or not). The caller holds `mmu_lock`
-    /// for read and a reference on the page, which the new leaf takes over
-    /// when the outcome is `Installed`.
-    pub(crate) fn map(
-        &self,
-        held: &ReadGuard<'_>,
-        gfn: Gfn,
-        pfn: Pfn,
-        writable: bool,
-        cache: &mut PtCache,
-    ) -> MapOutcome {
-        let tables = DirectMap::new(held);
-        tdp_mmu::map::<Format, _>(
-            &tables,
-            self.root_hpa(),
-            ROOT_LEVEL,
-            gfn,
-            pfn,
-            writable,
-            cache,
-        )
+    /// Takes `mmu_lock` for a fault. The guard is the only way to map:
+    /// it cannot be mixed up with another MMU's lock.
+    pub(crate) fn read_lock(&self) -> TdpReadGuard<'_> {
+        TdpReadGuard {
+            tdp: self,
+            held: self.mmu_lock.read(),
+        }
     }
 
     /// Unmaps guest frames `[start, end)`, releases their pages and frees
@@ -205,5 +186,34 @@ impl PinnedDrop for Tdp {
             ROOT_LEVEL,
             &mut Reaper::teardown(),
         );
+    }
+}
+
+/// `mmu_lock` of one [`Tdp`], held for reading.
+///
+/// # Invariants
+///
+/// `held` is a read guard of `tdp.mmu_lock`.
+pub(crate) struct TdpReadGuard<'a> {
+    tdp: &'a Tdp,
+    held: ReadGuard<'a>,
+}
+
+impl TdpReadGuard<'_> {
+    /// Maps `gfn` to `pfn` (writable or not). The caller holds a reference
+    /// on the page, which the new leaf takes over when the outcome is
+    /// `Installed`.
+    pub(crate) fn map(&self, gfn: Gfn, pfn: Pfn, writable: bool, cache: &mut PtCache) -> MapOutcome {
+        // `held` guards this MMU's lock (invariant): the tables stay.
+        let tables = DirectMap::new(&self.held);
+        tdp_mmu::map::<Format, _>(
+            &tables,
+            self.tdp.root_hpa(),
+            ROOT_LEVEL,
+            gfn,
+            pfn,
+            writable,
+            cache,
+        )
     }
 }
