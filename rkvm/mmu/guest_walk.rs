@@ -129,14 +129,15 @@ const PTE_D: u64 = 1 << 6;
 const PTE_PS: u64 = 1 << 7;
 const PTE_XD: u64 = 1 << 63;
 
-const CR0_WP: u64 = 1 << 16;
-const CR0_PG: u64 = 1 << 31;
-const CR4_PSE: u64 = 1 << 4;
-const CR4_PAE: u64 = 1 << 5;
-const CR4_LA57: u64 = 1 << 12;
-const CR4_SMEP: u64 = 1 << 20;
-const EFER_LMA: u64 = 1 << 10;
-const EFER_NXE: u64 = 1 << 11;
+use crate::arch::{cr0, cr4, efer};
+const CR0_WP: u64 = cr0::WP;
+const CR0_PG: u64 = cr0::PG;
+const CR4_PSE: u64 = cr4::PSE;
+const CR4_PAE: u64 = cr4::PAE;
+const CR4_LA57: u64 = cr4::LA57;
+const CR4_SMEP: u64 = cr4::SMEP;
+const EFER_LMA: u64 = efer::LMA;
+const EFER_NXE: u64 = efer::NXE;
 
 /// Bits `lo..=hi` set; empty when `lo > hi` or `hi > 63`.
 const fn bits(lo: u32, hi: u32) -> u64 {

@@ -16,7 +16,7 @@ pub(crate) const MSR_VM_HSAVE_PA: u32 = 0xc001_0117;
 /// `EFER`, whose SVME bit turns SVM on.
 pub(crate) const MSR_EFER: u32 = 0xc000_0080;
 /// `EFER.SVME`.
-pub(crate) const EFER_SVME: u64 = 1 << 12;
+pub(crate) const EFER_SVME: u64 = crate::arch::efer::SVME;
 
 const EXT_ECX_SVM: u32 = 1 << 2;
 const VM_CR_SVMDIS: u64 = 1 << 4;
