@@ -109,6 +109,13 @@ SYM_FUNC_START(rkvm_svm_vmrun)
 	 */
 	FILL_RETURN_BUFFER %rax, RSB_CLEAR_LOOPS, X86_FEATURE_RSB_VMEXIT
 
+	/*
+	 * Where the CPU needs it (Retbleed/SRSO on AMD), untrain RET too, or
+	 * IBPB, before IRQs are back on: an interrupt handler returning to
+	 * this code would not.
+	 */
+	UNTRAIN_RET_VM
+
 	/* Leave no guest value in a register. */
 	xor %ecx, %ecx
 	xor %edx, %edx
