@@ -24,6 +24,22 @@ pub(crate) const KERNEL_GS_BASE: u32 = 0xc000_0102;
 /// PAT after RESET (write-back for index 0).
 pub(crate) const PAT_DEFAULT: u64 = 0x0007_0406_0007_0406;
 
+/// The syscall, segment-base and SYSENTER MSRs: guest state that both
+/// backends keep with the rest of the guest's registers (SVM switches
+/// them with VMLOAD/VMSAVE).
+pub(crate) const SYSCALL_AND_BASES: [u32; 10] = [
+    STAR,
+    LSTAR,
+    CSTAR,
+    SFMASK,
+    KERNEL_GS_BASE,
+    FS_BASE,
+    GS_BASE,
+    SYSENTER_CS,
+    SYSENTER_ESP,
+    SYSENTER_EIP,
+];
+
 /// What `KVM_GET_MSR_INDEX_LIST` reports.
 pub(crate) const INDEX_LIST: [u32; 14] = [
     EFER,

@@ -16,16 +16,6 @@ const DTABLE_SIZE: usize = 16;
 
 use crate::arch::{cr0, cr4, efer};
 
-const CR0_PE: u64 = cr0::PE;
-const CR0_ET: u64 = cr0::ET;
-const CR0_NW: u64 = cr0::NW;
-const CR0_CD: u64 = cr0::CD;
-const CR0_PG: u64 = cr0::PG;
-const CR4_PAE: u64 = cr4::PAE;
-const EFER_SCE: u64 = efer::SCE;
-const EFER_LME: u64 = efer::LME;
-const EFER_LMA: u64 = efer::LMA;
-const EFER_NX: u64 = efer::NXE;
 
 const APIC_BASE_DEFAULT: u64 = 0xfee0_0000;
 const APIC_BASE_BSP: u64 = 1 << 8;
@@ -180,8 +170,8 @@ pub(crate) fn cr4_write_is_valid(
     if new & !features.cr4_allowed() != 0 {
         return false;
     }
-    let long_mode = efer_val & EFER_LMA != 0;
-    if long_mode && (new & CR4_PAE == 0 || (new ^ old) & cr4::LA57 != 0) {
+    let long_mode = efer_val & efer::LMA != 0;
+    if long_mode && (new & cr4::PAE == 0 || (new ^ old) & cr4::LA57 != 0) {
         return false;
     }
     if new & cr4::PCIDE != 0 && old & cr4::PCIDE == 0 && (!long_mode || cr3 & 0xfff != 0) {
@@ -397,15 +387,15 @@ impl Sregs {
     /// `features` whose APIC base is `old_apic_base` (KVM's
     /// `kvm_is_valid_sregs` and `kvm_apic_set_base` checks).
     pub(crate) fn is_valid(&self, features: &GuestFeatures, old_apic_base: u64) -> bool {
-        let long_mode = self.efer & EFER_LME != 0 && self.cr0 & CR0_PG != 0;
+        let long_mode = self.efer & efer::LME != 0 && self.cr0 & cr0::PG != 0;
         if long_mode {
-            if self.cr4 & CR4_PAE == 0 || self.efer & EFER_LMA == 0 {
+            if self.cr4 & cr4::PAE == 0 || self.efer & efer::LMA == 0 {
                 return false;
             }
             if self.cr3 & features.reserved_gpa_bits() != 0 {
                 return false;
             }
-        } else if self.efer & EFER_LMA != 0 || self.segs[CS].l != 0 {
+        } else if self.efer & efer::LMA != 0 || self.segs[CS].l != 0 {
             return false;
         }
         cr0_is_valid(self.cr0)
@@ -418,17 +408,17 @@ impl Sregs {
 
 fn cr0_is_valid(cr0: u64) -> bool {
     cr0 >> 32 == 0
-        && !(cr0 & CR0_NW != 0 && cr0 & CR0_CD == 0)
-        && !(cr0 & CR0_PG != 0 && cr0 & CR0_PE == 0)
+        && !(cr0 & cr0::NW != 0 && cr0 & cr0::CD == 0)
+        && !(cr0 & cr0::PG != 0 && cr0 & cr0::PE == 0)
 }
 
 fn efer_is_valid(efer: u64, f: &GuestFeatures) -> bool {
-    let mut allowed = EFER_SCE;
+    let mut allowed = efer::SCE;
     if f.lm {
-        allowed |= EFER_LME | EFER_LMA;
+        allowed |= efer::LME | efer::LMA;
     }
     if f.nx {
-        allowed |= EFER_NX;
+        allowed |= efer::NXE;
     }
     efer & !allowed == 0
 }
@@ -456,7 +446,7 @@ pub(crate) fn reset(is_bsp: bool) -> Sregs {
             base: 0,
             limit: 0xffff,
         },
-        cr0: CR0_CD | CR0_NW | CR0_ET,
+        cr0: cr0::CD | cr0::NW | cr0::ET,
         apic_base: APIC_BASE_DEFAULT | APIC_BASE_ENABLE | if is_bsp { APIC_BASE_BSP } else { 0 },
         ..Default::default()
     }
@@ -549,9 +539,9 @@ pub(crate) mod tests {
         };
         // CR0: high bits, NW without CD, PG without PE.
         assert!(!with(&|s| s.cr0 |= 1 << 32).is_valid(&none, old));
-        assert!(!with(&|s| s.cr0 = CR0_NW).is_valid(&none, old));
-        assert!(!with(&|s| s.cr0 = CR0_PG).is_valid(&none, old));
-        assert!(with(&|s| s.cr0 = CR0_PE | CR0_ET).is_valid(&none, old));
+        assert!(!with(&|s| s.cr0 = cr0::NW).is_valid(&none, old));
+        assert!(!with(&|s| s.cr0 = cr0::PG).is_valid(&none, old));
+        assert!(with(&|s| s.cr0 = cr0::PE | cr0::ET).is_valid(&none, old));
         // CR4: feature bits need CPUID (VMXE, OSXSAVE, SMEP...).
         assert!(!with(&|s| s.cr4 = 1 << 13).is_valid(&none, old));
         assert!(!with(&|s| s.cr4 = 1 << 18).is_valid(&none, old));
@@ -563,9 +553,9 @@ pub(crate) mod tests {
         assert!(with(&|s| s.cr4 = cr4::OSXSAVE).is_valid(&xsave, old));
         // Long mode needs LM in CPUID, PAE and LMA, and a legal CR3.
         let long = |s: &mut Sregs| {
-            s.cr0 = CR0_PE | CR0_PG;
-            s.cr4 = CR4_PAE;
-            s.efer = EFER_LME | EFER_LMA;
+            s.cr0 = cr0::PE | cr0::PG;
+            s.cr4 = cr4::PAE;
+            s.efer = efer::LME | efer::LMA;
             s.segs[CS].l = 1;
         };
         assert!(with(&long).is_valid(&lm, old));
@@ -577,7 +567,7 @@ pub(crate) mod tests {
         .is_valid(&lm, old));
         assert!(!with(&|s| {
             long(s);
-            s.efer = EFER_LME
+            s.efer = efer::LME
         })
         .is_valid(&lm, old));
         assert!(!with(&|s| {
@@ -587,10 +577,10 @@ pub(crate) mod tests {
         .is_valid(&lm, old));
         // Outside long mode, LMA and a 64-bit CS are invalid.
         assert!(!with(&|s| s.segs[CS].l = 1).is_valid(&lm, old));
-        assert!(!with(&|s| s.efer = EFER_LMA).is_valid(&lm, old));
+        assert!(!with(&|s| s.efer = efer::LMA).is_valid(&lm, old));
         // EFER.NX needs NX; SCE needs nothing; unknown bits never.
-        assert!(!with(&|s| s.efer = EFER_NX).is_valid(&none, old));
-        assert!(with(&|s| s.efer = EFER_SCE).is_valid(&none, old));
+        assert!(!with(&|s| s.efer = efer::NXE).is_valid(&none, old));
+        assert!(with(&|s| s.efer = efer::SCE).is_valid(&none, old));
         assert!(!with(&|s| s.efer = 1 << 20).is_valid(&lm, old));
         // APIC base: reserved low bits, beyond MAXPHYADDR, x2APIC.
         assert!(!with(&|s| s.apic_base |= 1).is_valid(&none, old));
@@ -615,8 +605,8 @@ pub(crate) mod tests {
             _ => [0; 4],
         });
         assert!(xsave.xsave && !xsave.pcid);
-        let long = EFER_LME | EFER_LMA;
-        let pae = CR4_PAE;
+        let long = efer::LME | efer::LMA;
+        let pae = cr4::PAE;
         assert!(cr4_write_is_valid(pae | cr4::OSXSAVE, pae, 0, long, &xsave));
         assert!(!cr4_write_is_valid(pae | cr4::OSXSAVE, pae, 0, long, &none));
         assert!(!cr4_write_is_valid(0, pae, 0, long, &none), "PAE off in long mode");

@@ -130,14 +130,6 @@ const PTE_PS: u64 = 1 << 7;
 const PTE_XD: u64 = 1 << 63;
 
 use crate::arch::{cr0, cr4, efer};
-const CR0_WP: u64 = cr0::WP;
-const CR0_PG: u64 = cr0::PG;
-const CR4_PSE: u64 = cr4::PSE;
-const CR4_PAE: u64 = cr4::PAE;
-const CR4_LA57: u64 = cr4::LA57;
-const CR4_SMEP: u64 = cr4::SMEP;
-const EFER_LMA: u64 = efer::LMA;
-const EFER_NXE: u64 = efer::NXE;
 
 /// Bits `lo..=hi` set; empty when `lo > hi` or `hi > 63`.
 const fn bits(lo: u32, hi: u32) -> u64 {
@@ -159,13 +151,13 @@ enum Paging {
 
 impl Paging {
     fn of(regs: &WalkRegs) -> Self {
-        if regs.efer & EFER_LMA != 0 {
-            if regs.cr4 & CR4_LA57 != 0 {
+        if regs.efer & efer::LMA != 0 {
+            if regs.cr4 & cr4::LA57 != 0 {
                 Paging::Level5
             } else {
                 Paging::Level4
             }
-        } else if regs.cr4 & CR4_PAE != 0 {
+        } else if regs.cr4 & cr4::PAE != 0 {
             Paging::Pae
         } else {
             Paging::Bit32
@@ -226,7 +218,7 @@ pub(crate) fn translate(
     access: AccessKind,
     mem: &mut impl GuestMemory,
 ) -> Result<u64, WalkError> {
-    if regs.cr0 & CR0_PG == 0 {
+    if regs.cr0 & cr0::PG == 0 {
         return Ok(gva & 0xffff_ffff);
     }
     let paging = Paging::of(regs);
@@ -243,8 +235,8 @@ pub(crate) fn translate(
         _ => gva,
     };
     let maxphyaddr = u32::from(regs.maxphyaddr).clamp(32, 52);
-    let nxe = paging != Paging::Bit32 && regs.efer & EFER_NXE != 0;
-    let smep = regs.cr4 & CR4_SMEP != 0;
+    let nxe = paging != Paging::Bit32 && regs.efer & efer::NXE != 0;
+    let smep = regs.cr4 & cr4::SMEP != 0;
     let mut access_bits = 0;
     if access.write {
         access_bits |= PFERR_WRITE;
@@ -332,7 +324,7 @@ impl Walker {
         }
         match self.paging {
             // PS is ignored without CR4.PSE.
-            Paging::Bit32 => level == 2 && cr4 & CR4_PSE != 0,
+            Paging::Bit32 => level == 2 && cr4 & cr4::PSE != 0,
             Paging::Pae => level == 2,
             // PS in a PML4E or PML5E is a reserved-bit fault, found by
             // `reserved()`; treat the entry as a table pointer until then.
@@ -421,13 +413,13 @@ impl Walker {
             level = level.wrapping_sub(1);
         };
 
-        let wp = regs.cr0 & CR0_WP != 0;
+        let wp = regs.cr0 & cr0::WP != 0;
         let denied = if access.user {
             !user || (access.write && !writable)
         } else {
             // Supervisor writes honour R/W only with CR0.WP; supervisor
             // fetches from user pages are refused by SMEP.
-            (access.write && !writable && wp) || (access.fetch && user && regs.cr4 & CR4_SMEP != 0)
+            (access.write && !writable && wp) || (access.fetch && user && regs.cr4 & cr4::SMEP != 0)
         };
         if denied || (access.fetch && no_exec) {
             return Err(self.fault(PFERR_PRESENT));
@@ -558,7 +550,7 @@ mod tests {
         ..FETCH
     };
 
-    const PG: u64 = CR0_PG | 1;
+    const PG: u64 = cr0::PG | 1;
 
     fn pf(error_code: u32) -> Result<u64, WalkError> {
         Err(WalkError::PageFault { error_code })
@@ -625,7 +617,7 @@ mod tests {
         mem.set(0x2000, 4, 0x5000 | P | RW | US);
         mem.set(0x2004, 4, 0x6000 | P | RW);
         let wp = WalkRegs {
-            cr0: PG | CR0_WP,
+            cr0: PG | cr0::WP,
             ..regs32(0)
         };
         let nowp = regs32(0);
@@ -663,7 +655,7 @@ mod tests {
     #[test]
     fn bit32_4m_and_pse36() {
         let mut mem = Mem::new();
-        let pse = regs32(CR4_PSE);
+        let pse = regs32(cr4::PSE);
         // PDE 2: a 4 MiB page at 0x3_0040_0000 (PSE-36 bits 20:13 = 3).
         mem.set(0x1008, 4, 0x0040_0000 | (3 << 13) | ALL | PS);
         let gva = (2 << 22) | 0x12345;
@@ -707,9 +699,9 @@ mod tests {
 
     fn regs_pae(efer: u64) -> WalkRegs {
         WalkRegs {
-            cr0: PG | CR0_WP,
+            cr0: PG | cr0::WP,
             cr3: 0x1020,
-            cr4: CR4_PAE,
+            cr4: cr4::PAE,
             efer,
             maxphyaddr: 40,
         }
@@ -751,7 +743,7 @@ mod tests {
         );
         mem.set(0x1028, 8, 0x2000 | P | XD);
         assert_eq!(
-            translate(base, &regs_pae(EFER_NXE), READ, &mut mem),
+            translate(base, &regs_pae(efer::NXE), READ, &mut mem),
             pf(PFERR_PRESENT | PFERR_RSVD)
         );
         mem.set(0x1028, 8, 0x2000 | P);
@@ -787,7 +779,7 @@ mod tests {
             pf(PFERR_PRESENT | PFERR_RSVD)
         );
         // ... and with it forbids fetches only, reported with I/D.
-        let nxe = regs_pae(EFER_NXE);
+        let nxe = regs_pae(efer::NXE);
         assert_eq!(translate(base | 0x5000, &nxe, READ, &mut mem), Ok(0x9000));
         assert_eq!(
             translate(base | 0x5000, &nxe, FETCH, &mut mem),
@@ -809,10 +801,10 @@ mod tests {
 
     fn regs64(cr4: u64, efer: u64) -> WalkRegs {
         WalkRegs {
-            cr0: PG | CR0_WP,
+            cr0: PG | cr0::WP,
             cr3: 0x1000,
-            cr4: CR4_PAE | cr4,
-            efer: EFER_LMA | (1 << 8) | efer,
+            cr4: cr4::PAE | cr4,
+            efer: efer::LMA | (1 << 8) | efer,
             maxphyaddr: 40,
         }
     }
@@ -954,7 +946,7 @@ mod tests {
     fn four_level_nx_and_smep() {
         let mut mem = Mem::new();
         tables64(&mut mem);
-        let nxe = regs64(0, EFER_NXE);
+        let nxe = regs64(0, efer::NXE);
         mem.set(0x4038, 8, 0xb000 | ALL | XD);
         assert_eq!(translate(KBASE | 0x7000, &nxe, READ, &mut mem), Ok(0xb000));
         assert_eq!(
@@ -964,7 +956,7 @@ mod tests {
         mem.set(0x4038, 8, 0xb000 | ALL);
         // SMEP: supervisor fetch from a user page, with I/D even without
         // NXE.
-        let smep = regs64(CR4_SMEP, 0);
+        let smep = regs64(cr4::SMEP, 0);
         assert_eq!(
             translate(KBASE | 0x7000, &smep, FETCH, &mut mem),
             pf(PFERR_PRESENT | PFERR_FETCH)
@@ -992,7 +984,7 @@ mod tests {
     #[test]
     fn five_level() {
         let mut mem = Mem::new();
-        let regs = regs64(CR4_LA57, 0);
+        let regs = regs64(cr4::LA57, 0);
         // PML5E 511 -> PML4 0x5000; PML4E 0 -> the 4-level tables' PDPT.
         tables64(&mut mem);
         mem.set(0x1000 + 511 * 8, 8, 0x5000 | ALL);

@@ -110,18 +110,7 @@ pub(crate) const EFER_SVME: u64 = crate::arch::efer::SVME;
 
 /// MSRs that VMLOAD/VMSAVE switch through the VMCB: the guest may access
 /// them directly (no intercept), they never reach the host's values.
-pub(crate) const VMCB_SWITCHED: [u32; 10] = [
-    msr::STAR,
-    msr::LSTAR,
-    msr::CSTAR,
-    msr::SFMASK,
-    msr::KERNEL_GS_BASE,
-    msr::FS_BASE,
-    msr::GS_BASE,
-    msr::SYSENTER_CS,
-    msr::SYSENTER_ESP,
-    msr::SYSENTER_EIP,
-];
+pub(crate) const VMCB_SWITCHED: [u32; 10] = msr::SYSCALL_AND_BASES;
 
 
 /// `EVENTINJ`: inject an exception with `vector` on the next VMRUN.

@@ -24,28 +24,23 @@ pub(crate) struct VmxVcpu {
     /// Control registers and descriptor tables; `segs` holds the segments.
     sregs: Sregs,
     segs: VmxSegs,
-    msrs: [u64; VMX_MSRS.len()],
+    msrs: [u64; NR_MSRS],
     tsc_offset: u64,
 }
 
-/// The MSRs the VMCS (or its MSR areas) will hold.
-const VMX_MSRS: [u32; 12] = [
-    msr::EFER,
-    msr::STAR,
-    msr::LSTAR,
-    msr::CSTAR,
-    msr::SFMASK,
-    msr::KERNEL_GS_BASE,
-    msr::FS_BASE,
-    msr::GS_BASE,
-    msr::SYSENTER_CS,
-    msr::SYSENTER_ESP,
-    msr::SYSENTER_EIP,
-    msr::PAT,
-];
+/// The MSRs the VMCS (or its MSR areas) will hold: EFER, PAT and the
+/// syscall and segment-base MSRs, in `VmxVcpu::msrs` in that order.
+const NR_MSRS: usize = 2 + msr::SYSCALL_AND_BASES.len();
 
 fn msr_slot(index: u32) -> Option<usize> {
-    VMX_MSRS.iter().position(|&m| m == index)
+    match index {
+        msr::EFER => Some(0),
+        msr::PAT => Some(1),
+        _ => msr::SYSCALL_AND_BASES
+            .iter()
+            .position(|&m| m == index)
+            .map(|i| i + 2),
+    }
 }
 
 impl VmxVcpu {
@@ -55,7 +50,7 @@ impl VmxVcpu {
                 regs: Regs::reset(),
                 sregs: sregs::reset(is_bsp),
                 segs: VmxSegs::reset(),
-                msrs: [0; VMX_MSRS.len()],
+                msrs: [0; NR_MSRS],
                 tsc_offset: 0,
             },
             GFP_KERNEL,
@@ -196,7 +191,7 @@ impl VcpuBackend for VmxVcpu {
         self.regs = Regs::reset();
         self.sregs = sregs::reset(is_bsp);
         self.segs = VmxSegs::reset();
-        self.msrs = [0; VMX_MSRS.len()];
+        self.msrs = [0; NR_MSRS];
         if let Some(i) = msr_slot(msr::PAT) {
             self.msrs[i] = crate::msr::PAT_DEFAULT;
         }
