@@ -92,7 +92,11 @@ impl SvmSegs {
     /// "not present", TR always reads busy, usable data segments always
     /// read accessed, an unusable SS has D/B clear, and SS.DPL is the CPL.
     pub(crate) fn get(&self, reg: SegReg) -> Segment {
-        let s = &self.segs[reg as usize];
+        Self::read(reg, &self.segs[reg as usize], self.cpl)
+    }
+
+    /// [`Self::get`] of one segment as the VMCB holds it, with the CPL.
+    pub(crate) fn read(reg: SegReg, s: &VmcbSeg, cpl: u8) -> Segment {
         let present = bit(s.attrib, P_SHIFT);
         let mut var = Segment {
             base: s.base,
@@ -117,7 +121,7 @@ impl SvmSegs {
                 if var.unusable != 0 {
                     var.db = 0;
                 }
-                var.dpl = self.cpl;
+                var.dpl = cpl;
             }
             _ => {}
         }

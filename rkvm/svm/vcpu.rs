@@ -96,6 +96,19 @@ fn phys_of<T>(p: &T) -> u64 {
     unsafe { ffi::rkvm_virt_to_phys((p as *const T).cast()) }
 }
 
+fn seg_of(save: &Save, reg: SegReg) -> &VmcbSeg {
+    match reg {
+        SegReg::Cs => &save.cs,
+        SegReg::Ds => &save.ds,
+        SegReg::Es => &save.es,
+        SegReg::Fs => &save.fs,
+        SegReg::Gs => &save.gs,
+        SegReg::Ss => &save.ss,
+        SegReg::Tr => &save.tr,
+        SegReg::Ldt => &save.ldtr,
+    }
+}
+
 fn seg_slot(save: &mut Save, reg: SegReg) -> &mut VmcbSeg {
     match reg {
         SegReg::Cs => &mut save.cs,
@@ -154,9 +167,9 @@ impl SvmVcpu {
 
     /// The segment registers and CPL as `SvmSegs` keeps them.
     fn segs(&self) -> SvmSegs {
-        let mut save = self.vmcb.save;
+        let save = &self.vmcb.save;
         SvmSegs {
-            segs: SegReg::ALL.map(|reg| *seg_slot(&mut save, reg)),
+            segs: SegReg::ALL.map(|reg| *seg_of(save, reg)),
             cpl: save.cpl,
         }
     }
@@ -322,7 +335,8 @@ impl VcpuBackend for SvmVcpu {
     }
 
     fn segment(&self, reg: SegReg) -> Segment {
-        self.segs().get(reg)
+        let save = &self.vmcb.save;
+        SvmSegs::read(reg, seg_of(save, reg), save.cpl)
     }
 
     fn cpl(&self) -> u8 {

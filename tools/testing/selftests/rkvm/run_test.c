@@ -304,6 +304,70 @@ GUEST_TEST(pio_rep_string)
 	vcpu_free(v);
 }
 
+/*
+ * String I/O the way compilers and firmware also use it: backwards
+ * (RFLAGS.DF), through a segment override (FS, whose base the guest sets
+ * with WRMSR), with elements that straddle a page, and with a 0x67
+ * address-size prefix in 64-bit mode (RDI is then EDI: the update
+ * zero-extends).
+ */
+GUEST_LABEL(string_io_bytes);
+GUEST_CODE_BLOCK(string_io_forms, ".code64",
+	"std\n"
+	"lea string_io_bytes + 7(%rip), %rsi\n"
+	"mov $8, %ecx\n"
+	"mov $0x54, %dx\n"
+	"rep outsb\n"
+	"cld\n"
+	"mov $0xc0000100, %ecx\n"		/* FS_BASE */
+	"mov $" XSTR(GUEST_DATA) ", %eax\n"
+	"xor %edx, %edx\n"
+	"wrmsr\n"
+	"mov $0x200, %esi\n"
+	"mov $4, %ecx\n"
+	"mov $0x55, %dx\n"
+	"rep outsb %fs:(%rsi), (%dx)\n"
+	"mov $" XSTR(GUEST_DATA) " + 0x1000 - 1, %esi\n"	/* straddles */
+	"mov $2, %ecx\n"
+	"mov $0x56, %dx\n"
+	"rep outsw\n"
+	"mov $0xdead00000000 + " XSTR(GUEST_DATA) " + 0x300, %rdi\n"
+	"mov $0xbeef00000003, %rcx\n"		/* ECX counts: 3 */
+	"mov $0x57, %dx\n"
+	"addr32 rep insb\n"
+	"hlt\n"
+	"string_io_bytes:\n"
+	".byte 0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7\n");
+
+GUEST_TEST(pio_string_df_segment_addrsize)
+{
+	struct vcpu *v = LOAD(self->vm, MODE_LONG64, string_io_forms);
+	uint8_t *data = gpa_ptr(self->vm, GUEST_DATA);
+	const uint8_t backwards[] = { 0xa7, 0xa6, 0xa5, 0xa4, 0xa3, 0xa2, 0xa1, 0xa0 };
+	uint8_t buf[16];
+	struct kvm_regs regs;
+	int exits, i;
+
+	for (i = 0; i < 0x1002; i++)
+		data[i] = (uint8_t)(i ^ 0x5a);
+	ASSERT_EQ(0, collect_outs(v, 1, 0x54, buf, 8, &exits));
+	EXPECT_EQ(0, memcmp(buf, backwards, 8));
+	ASSERT_EQ(0, collect_outs(v, 1, 0x55, buf, 4, &exits));
+	EXPECT_EQ(0, memcmp(buf, data + 0x200, 4)) TH_LOG("FS-relative");
+	ASSERT_EQ(0, collect_outs(v, 2, 0x56, buf, 2, &exits));
+	EXPECT_EQ(0, memcmp(buf, data + 0xfff, 4)) TH_LOG("across the page");
+	ASSERT_EQ(0, feed_ins(v, 1, 0x57, 3, &exits));
+	ASSERT_EQ(0, run_expect_exit(v, KVM_EXIT_HLT));
+	for (i = 0; i < 3; i++)
+		EXPECT_EQ((uint8_t)(i * 7 + 0x57), data[0x300 + i]) TH_LOG("byte %d", i);
+	vcpu_get_regs(v, &regs);
+	/* addr32: EDI and ECX move, zero-extended into RDI and RCX. */
+	EXPECT_EQ(GUEST_DATA + 0x300 + 3, regs.rdi);
+	EXPECT_EQ(0, regs.rcx);
+	EXPECT_EQ(0, regs.rflags & (1 << 10)) TH_LOG("DF cleared again");
+	vcpu_free(v);
+}
+
 /* --- MMIO. ----------------------------------------------------------- */
 
 GUEST_CODE_BLOCK(mmio_ops, ".code64",
