@@ -3,9 +3,9 @@
 //! vCPU segment and control registers as the KVM ABI sees them:
 //! `struct kvm_sregs`, and the checks `KVM_SET_SREGS` applies.
 //!
-//! The segments themselves are stored in each backend's format (see
-//! `svm::seg` and `vmx::seg`), because KVM reports them through that format
-//! and the two backends normalise them differently.
+//! The segments themselves are stored in each backend's format (its
+//! `seg.rs`), because KVM reports them through that format and the two
+//! backends normalise them differently.
 //!
 //! Pure logic (only `core`), tested on the host.
 
