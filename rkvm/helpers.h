@@ -45,6 +45,13 @@ bool rkvm_access_ok(u64 addr, u64 size);
 
 unsigned int rkvm_num_online_cpus(void);
 
+/*
+ * The exit code rkvm_svm_run reports for a VMCB holding the host's state
+ * (its canary; not an SVM exit code): KVM_RUN ends in
+ * KVM_EXIT_INTERNAL_ERROR with it.
+ */
+#define RKVM_SVM_EXIT_HOST_STATE	0x7e57ULL
+
 /* SVM world switch: rkvm_svm_vmrun is in svm/vmenter.S. IRQs off. */
 void rkvm_svm_vmrun(u64 vmcb_pa, u64 *gprs, u64 host_save_pa);
 void rkvm_svm_run(u64 vmcb_pa, u64 *gprs, u64 host_save_pa);

@@ -57,7 +57,12 @@ SYM_FUNC_START(rkvm_svm_vmrun)
 
 	/* RAX holds the VMCB's address; #VMEXIT gives it back. */
 	vmrun %rax
-
+	/*
+	 * The host's RIP after VMRUN, which VMRUN saves as host state: a
+	 * VMCB whose guest RIP is this and whose RAX is the VMCB's own
+	 * address holds host state (rkvm_svm_run's canary).
+	 */
+SYM_INNER_LABEL(rkvm_svm_vmrun_ret, SYM_L_GLOBAL)
 	vmsave %rax
 	mov 16(%rsp), %rax
 	mov %rcx, GPR(1)(%rax)
