@@ -144,8 +144,8 @@ static u64 vmcb_u64(const void *vmcb, unsigned int off)
  * guest state has both holds the host's state, not the guest's. Under
  * QEMU's multi-threaded TCG, VMCBs were seen coming back from VMRUN that
  * way (see testing.rst, "Multi-threaded TCG"). Checked before VMRUN, so
- * host state never runs as
- * a guest, and after it, so a corrupted exit is not handled as the guest's.
+ * host state never runs as a guest, and after it, so a corrupted exit is
+ * not handled as the guest's.
  * A hit is logged and turned into the exit code RKVM_SVM_EXIT_HOST_STATE,
  * which the exit handler does not know: KVM_RUN returns
  * KVM_EXIT_INTERNAL_ERROR (KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON) with
