@@ -7,6 +7,7 @@
 #include <linux/highmem.h>
 #include <linux/rcupdate.h>
 #include <linux/sched/signal.h>
+#include <linux/sched/task_stack.h>
 #include <linux/slab.h>
 #include <linux/smp.h>
 #include <linux/spinlock.h>
@@ -119,6 +120,62 @@ unsigned int rkvm_num_online_cpus(void)
 
 /* ---- the SVM world switch ---- */
 
+/* The host's RIP right after VMRUN (svm/vmenter.S). */
+extern const u8 rkvm_svm_vmrun_ret[];
+
+/* The VMCB fields the host-state canary reads (APM vol. 2, appendix B). */
+#define VMCB_INT_CTL		0x060
+#define VMCB_EXIT_CODE		0x070
+#define VMCB_EXIT_INFO_1	0x078
+#define VMCB_EXIT_INFO_2	0x080
+#define VMCB_SAVE_CS_SEL	0x410
+#define VMCB_SAVE_CPL		0x4cb
+#define VMCB_SAVE_CR3		0x550
+#define VMCB_SAVE_RIP		0x578
+#define VMCB_SAVE_RSP		0x5d8
+#define VMCB_SAVE_RAX		0x5f8
+
+static u64 vmcb_u64(const void *vmcb, unsigned int off)
+{
+	return *(const u64 *)((const u8 *)vmcb + off);
+}
+
+/*
+ * The host-state canary. VMRUN saves the host's RIP (the instruction after
+ * it) and RAX (the VMCB's address) in the host-save area; a VMCB whose
+ * guest state has both holds the host's state, not the guest's. Under
+ * QEMU's multi-threaded TCG, VMCBs were seen coming back from VMRUN that
+ * way (see testing.rst, "Multi-threaded TCG"). Checked before VMRUN, so
+ * host state never runs as a guest, and after it, so a corrupted exit is
+ * not handled as the guest's.
+ * A hit is logged and turned into the exit code RKVM_SVM_EXIT_HOST_STATE,
+ * which the exit handler does not know: KVM_RUN returns
+ * KVM_EXIT_INTERNAL_ERROR (KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON) with
+ * that code and the CPU in its data. A guest cannot trip it by accident:
+ * it would need the host-physical address of its own VMCB in RAX.
+ */
+static bool rkvm_svm_host_state(u64 vmcb_pa, const char *when)
+{
+	void *v = __va(vmcb_pa);
+	u64 rip = vmcb_u64(v, VMCB_SAVE_RIP), rax = vmcb_u64(v, VMCB_SAVE_RAX);
+
+	if (likely(rip != (unsigned long)rkvm_svm_vmrun_ret || rax != vmcb_pa))
+		return false;
+	/* "own stack": RSP is in this thread's stack, so the state is its. */
+	pr_err_ratelimited("rkvm: VMCB %#llx holds host state %s VMRUN on CPU %d: rip %#llx rax %#llx rsp %#llx (own stack: %s) cs %#x cpl %u cr3 %#llx int_ctl %#x exit %#llx info1 %#llx info2 %#llx\n",
+			   vmcb_pa, when, raw_smp_processor_id(), rip, rax,
+			   vmcb_u64(v, VMCB_SAVE_RSP),
+			   object_is_on_stack((void *)(unsigned long)vmcb_u64(v, VMCB_SAVE_RSP)) ? "yes" : "no",
+			   *(u16 *)((u8 *)v + VMCB_SAVE_CS_SEL),
+			   *((u8 *)v + VMCB_SAVE_CPL), vmcb_u64(v, VMCB_SAVE_CR3),
+			   *(u32 *)((u8 *)v + VMCB_INT_CTL),
+			   vmcb_u64(v, VMCB_EXIT_CODE),
+			   vmcb_u64(v, VMCB_EXIT_INFO_1),
+			   vmcb_u64(v, VMCB_EXIT_INFO_2));
+	*(u64 *)((u8 *)v + VMCB_EXIT_CODE) = RKVM_SVM_EXIT_HOST_STATE;
+	return true;
+}
+
 static int rkvm_clgi(void)
 {
 	asm goto("1: clgi\n\t"
@@ -133,6 +190,8 @@ int rkvm_svm_run(u64 vmcb_pa, u64 *gprs, u64 host_save_pa)
 {
 	int r;
 
+	if (rkvm_svm_host_state(vmcb_pa, "before"))
+		return 0;
 	/*
 	 * GIF=0 from CLGI to STGI: no interrupt,
 	 * NMI or SMI reaches the host while the GS base is the guest's.
@@ -147,6 +206,7 @@ int rkvm_svm_run(u64 vmcb_pa, u64 *gprs, u64 host_save_pa)
 	raw_local_irq_disable();
 	if (rkvm_stgi())
 		return -EIO;
+	rkvm_svm_host_state(vmcb_pa, "after");
 	return r;
 }
 
@@ -396,11 +456,6 @@ int rkvm_cmpxchg_user(u64 hva, u32 size, u64 old, u64 new)
 	if (r < 0)
 		return r;
 	return r == 0;
-}
-
-unsigned int rkvm_smp_processor_id_raw(void)
-{
-	return raw_smp_processor_id();
 }
 
 void rkvm_sigset_activate(u64 mask)

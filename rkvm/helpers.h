@@ -52,10 +52,16 @@ unsigned int rkvm_num_online_cpus(void);
  */
 int rkvm_svm_vmrun(u64 vmcb_pa, u64 *gprs, u64 host_save_pa);
 int rkvm_svm_run(u64 vmcb_pa, u64 *gprs, u64 host_save_pa);
+/*
+ * The exit code rkvm_svm_run reports for a VMCB holding the host's state
+ * (its canary; not an SVM exit code): KVM_RUN ends in
+ * KVM_EXIT_INTERNAL_ERROR with it.
+ */
+#define RKVM_SVM_EXIT_HOST_STATE	0x7e57ULL
+
 void rkvm_local_irq_disable(void);
 void rkvm_local_irq_enable(void);
 unsigned int rkvm_smp_processor_id(void);
-unsigned int rkvm_smp_processor_id_raw(void);
 /*
  * The guest's extended state as KVM keeps it: a guest fpstate swapped in for
  * the duration of KVM_RUN (so context switches save it, not the host's), and

@@ -74,6 +74,12 @@ SYM_FUNC_START(rkvm_svm_vmrun)
 
 	/* RAX holds the VMCB's address. */
 5:	vmrun %rax
+	/*
+	 * The host's RIP after VMRUN, which VMRUN saves as host state: a
+	 * VMCB whose guest RIP is this and whose RAX is the VMCB's own
+	 * address holds host state (rkvm_svm_run's canary).
+	 */
+SYM_INNER_LABEL(rkvm_svm_vmrun_ret, SYM_L_GLOBAL)
 6:
 	/*
 	 * Only RAX and RSP are the host's again (from the host-save area):
