@@ -31,11 +31,10 @@ done
 # explicitly so the guest sees exactly what it gets, and QEMU stays quiet.
 cpu=EPYC,+svm,+npt,-nrip-save,-fxsr-opt,-misalignsse,-osvw,-topoext,-xsavec
 # One TCG thread for both CPUs (they still interleave, take IPIs and
-# migrate vCPU threads). With multi-threaded TCG, guests of a hypervisor
-# in this machine were seen entered with the host's RIP after a VMRUN
-# (rkvm's 16-vCPU fault test: 8 of 25 runs; kvm_amd once in the fault
-# benchmark): a guest state corruption around VMRUN/#VMEXIT that
-# single-threaded TCG never showed (0 of 25). See testing.rst.
+# migrate vCPU threads). With multi-threaded TCG, QEMU's SVM emulation
+# corrupts guest state around VMRUN/#VMEXIT: the 16-vCPU fault test fails
+# a few runs in 100 on rkvm and on stock kvm_amd alike (2 and 4 of 100 in
+# one boot), never with one thread. See testing.rst, "Multi-threaded TCG".
 # RKVM_QEMU_ACCEL overrides it (e.g. "tcg" to look at that again).
 args=(-accel "${RKVM_QEMU_ACCEL:-tcg,thread=single}" -cpu "$cpu" -smp 2 -m 2G -no-reboot -nodefaults
 	-display none -kernel "$kernel" -initrd "$initrd"
