@@ -114,15 +114,20 @@ impl Hardware {
                 yes_no(f.flush_by_asid),
                 yes_no(f.decode_assists)
             ),
-            Vendor::Vmx(f) => pr_info!(
-                "VMX with EPT and unrestricted guest: VMCS revision {:#x} ({} bytes), VPID {}, EPT A/D {}, 2M pages {}, 1G pages {}\n",
-                f.vmcs_revision,
-                f.vmcs_size,
-                yes_no(f.vpid),
-                yes_no(f.ept_ad),
-                yes_no(f.ept_2m),
-                yes_no(f.ept_1g)
-            ),
+            Vendor::Vmx(f) => {
+                pr_info!(
+                    "VMX with EPT and unrestricted guest: VMCS revision {:#x} ({} bytes), VPID {}, EPT A/D {}, 2M pages {}, 1G pages {}\n",
+                    f.vmcs_revision,
+                    f.vmcs_size,
+                    yes_no(f.vpid),
+                    yes_no(f.ept_ad),
+                    yes_no(f.ept_2m),
+                    yes_no(f.ept_1g)
+                );
+                // Refuse to load on a CPU that lacks a control rkvm needs,
+                // rather than fail every VM entry later.
+                vmx::check_vmcs_config()?;
+            }
         }
 
         let kind = match vendor {

@@ -7,12 +7,12 @@
 //! appendix A ("VMX capability reporting facility"). Pure logic (only
 //! `core`), tested on the host.
 
+use super::controls::{primary, secondary};
+
 /// `IA32_FEATURE_CONTROL`.
 pub(crate) const MSR_FEATURE_CONTROL: u32 = 0x3a;
 /// `IA32_VMX_BASIC`.
 pub(crate) const MSR_VMX_BASIC: u32 = 0x480;
-/// `IA32_VMX_PROCBASED_CTLS`.
-pub(crate) const MSR_VMX_PROCBASED_CTLS: u32 = 0x482;
 /// `IA32_VMX_CR0_FIXED0`; FIXED1, CR4_FIXED0 and CR4_FIXED1 follow it.
 pub(crate) const MSR_VMX_CR0_FIXED0: u32 = 0x486;
 /// `IA32_VMX_CR0_FIXED1`.
@@ -21,8 +21,6 @@ pub(crate) const MSR_VMX_CR0_FIXED1: u32 = 0x487;
 pub(crate) const MSR_VMX_CR4_FIXED0: u32 = 0x488;
 /// `IA32_VMX_CR4_FIXED1`.
 pub(crate) const MSR_VMX_CR4_FIXED1: u32 = 0x489;
-/// `IA32_VMX_PROCBASED_CTLS2`.
-pub(crate) const MSR_VMX_PROCBASED_CTLS2: u32 = 0x48b;
 /// `IA32_VMX_EPT_VPID_CAP`.
 pub(crate) const MSR_VMX_EPT_VPID_CAP: u32 = 0x48c;
 /// `CR4.VMXE`.
@@ -41,12 +39,11 @@ const BASIC_MEMTYPE_SHIFT: u32 = 50;
 const BASIC_MEMTYPE_MASK: u64 = 0xf;
 const MEMTYPE_WB: u64 = 6;
 
-/// Primary processor-based control: activate secondary controls.
-const PROCBASED_SECONDARY: u32 = 1 << 31;
-/// Secondary controls.
-const SECONDARY_EPT: u32 = 1 << 1;
-const SECONDARY_VPID: u32 = 1 << 5;
-const SECONDARY_UNRESTRICTED_GUEST: u32 = 1 << 7;
+// The control bits are declared once, with the control words.
+const PROCBASED_SECONDARY: u32 = primary::ACTIVATE_SECONDARY_CONTROLS;
+const SECONDARY_EPT: u32 = secondary::ENABLE_EPT;
+const SECONDARY_VPID: u32 = secondary::ENABLE_VPID;
+const SECONDARY_UNRESTRICTED_GUEST: u32 = secondary::UNRESTRICTED_GUEST;
 
 const EPT_CAP_WALK_4: u64 = 1 << 6;
 const EPT_CAP_WB: u64 = 1 << 14;

@@ -2,12 +2,14 @@
 
 //! Intel VMX backend.
 
+pub(crate) mod controls;
 mod features;
 pub(crate) mod seg;
 pub(crate) mod vcpu;
 
 pub(crate) use features::{VmxFeatures, VmxUnsupported};
 
+use controls::{VmcsConfig, MSR_VMX_PROCBASED_CTLS, MSR_VMX_PROCBASED_CTLS2};
 use features::*;
 use kernel::{error::to_result, page::Page, prelude::*};
 
@@ -28,6 +30,32 @@ pub(crate) fn detect() -> Result<VmxFeatures, VmxUnsupported> {
         procbased2: rd(MSR_VMX_PROCBASED_CTLS2),
         ept_vpid_cap: rd(MSR_VMX_EPT_VPID_CAP),
     })
+}
+
+/// Computes, from this CPU's capability MSRs, the VMX controls rkvm runs
+/// guests with, and logs them. Fails with `ENODEV` if the CPU lacks one
+/// rkvm needs. Call only once `detect` found VMX usable.
+pub(crate) fn check_vmcs_config() -> Result<VmcsConfig> {
+    let basic = x86::rdmsr(MSR_VMX_BASIC).ok_or(ENODEV)?;
+    match VmcsConfig::compute(basic, x86::rdmsr) {
+        Ok(c) => {
+            pr_info!(
+                "VMX controls: pin-based {:#010x}, primary {:#010x}, secondary {:#010x}, exit {:#010x}, entry {:#010x}\n",
+                c.pin_based,
+                c.primary,
+                c.secondary,
+                c.exit,
+                c.entry
+            );
+            Ok(c)
+        }
+        Err(e) => {
+            // `ControlsError` is pure, so it implements `core::fmt::Display`,
+            // which the kernel's formatter takes through `Arguments`.
+            pr_err!("VMX is unusable: {}\n", format_args!("{e}"));
+            Err(ENODEV)
+        }
+    }
 }
 
 /// Writes the VMCS revision identifier at the start of a VMXON region.

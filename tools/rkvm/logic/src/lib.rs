@@ -71,6 +71,8 @@ mod svm {
 /// The kernel's `vmx` module, as far as it is pure.
 #[path = "../../../../rkvm/vmx"]
 mod vmx {
+    #[path = "controls.rs"]
+    pub(crate) mod controls;
     #[path = "features.rs"]
     pub(crate) mod features;
     #[path = "seg.rs"]
