@@ -40,15 +40,21 @@ pub(crate) enum Failure {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct VmxInsnFailure {
     pub(crate) insn: &'static str,
+    /// The field's encoding, for VMREAD and VMWRITE.
+    pub(crate) field: Option<u32>,
     pub(crate) how: Failure,
 }
 
 impl fmt::Display for VmxInsnFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.insn)?;
+        if let Some(field) = self.field {
+            write!(f, " of field {field:#06x}")?;
+        }
         match self.how {
-            Failure::Fault => write!(f, "{} faulted (VMX is off on this CPU)", self.insn),
-            Failure::Invalid => write!(f, "{} failed: VMfailInvalid", self.insn),
-            Failure::Valid(e) => write!(f, "{} failed: {e}", self.insn),
+            Failure::Fault => f.write_str(" faulted (VMX is off on this CPU)"),
+            Failure::Invalid => f.write_str(" failed: VMfailInvalid"),
+            Failure::Valid(e) => write!(f, " failed: {e}"),
         }
     }
 }
@@ -56,8 +62,9 @@ impl fmt::Display for VmxInsnFailure {
 type VmxResult<T = ()> = core::result::Result<T, VmxInsnFailure>;
 
 /// Turns a helper's return value (a negative errno for a fault, else the
-/// flags the instruction left) into a result.
-fn check(insn: &'static str, ret: i32) -> VmxResult {
+/// flags the instruction left) into a result; `field` is the encoding a
+/// VMREAD or VMWRITE was given.
+fn check(insn: &'static str, field: Option<u32>, ret: i32) -> VmxResult {
     let how = if ret < 0 {
         Failure::Fault
     } else {
@@ -75,7 +82,7 @@ fn check(insn: &'static str, ret: i32) -> VmxResult {
             }
         }
     };
-    Err(VmxInsnFailure { insn, how })
+    Err(VmxInsnFailure { insn, field, how })
 }
 
 /// A VMCS region: one zeroed page that starts with the VMCS revision
@@ -115,11 +122,13 @@ impl VmcsRegion {
         // SAFETY: `phys` is this region's page, which stays allocated and is
         // current on no CPU (type invariant), so VMCLEAR touches only memory
         // rkvm handed to the CPU. A fault (VMX off) is caught by the helper.
-        check("VMCLEAR", unsafe { ffi::rkvm_vmclear(self.phys) })?;
+        let ret = unsafe { ffi::rkvm_vmclear(self.phys) };
+        check("VMCLEAR", None, ret)?;
         // SAFETY: as above; the page holds the revision identifier. The
         // previous current VMCS of this CPU, if any, stays intact: loading
         // another only makes the CPU stop using it.
-        check("VMPTRLD", unsafe { ffi::rkvm_vmptrld(self.phys) })?;
+        let ret = unsafe { ffi::rkvm_vmptrld(self.phys) };
+        check("VMPTRLD", None, ret)?;
         // INVARIANT: the region is current on this CPU and IRQs are off.
         Ok(CurrentVmcs {
             region: self,
@@ -155,51 +164,53 @@ pub(crate) struct CurrentVmcs<'a> {
 }
 
 impl CurrentVmcs<'_> {
-    fn read(&self, insn: &'static str, field: u32) -> VmxResult<u64> {
+    fn read(&self, field: u32) -> VmxResult<u64> {
         let mut value = 0u64;
         // SAFETY: the region is the current VMCS (type invariant); `value`
         // is a valid place for the result. A fault is caught by the helper.
-        check(insn, unsafe { ffi::rkvm_vmread(field as u64, &mut value) })?;
+        let ret = unsafe { ffi::rkvm_vmread(field as u64, &mut value) };
+        check("VMREAD", Some(field), ret)?;
         Ok(value)
     }
 
-    fn write(&mut self, insn: &'static str, field: u32, value: u64) -> VmxResult {
+    fn write(&mut self, field: u32, value: u64) -> VmxResult {
         // SAFETY: the region is the current VMCS (type invariant), so the
         // write lands in it; what the value means to a later VM entry is the
         // caller's business, and a wrong one fails the entry, not the host.
-        check(insn, unsafe { ffi::rkvm_vmwrite(field as u64, value) })
+        let ret = unsafe { ffi::rkvm_vmwrite(field as u64, value) };
+        check("VMWRITE", Some(field), ret)
     }
 
     pub(crate) fn read16(&self, f: Field16) -> VmxResult<u16> {
-        self.read("VMREAD", f.0).map(|v| v as u16)
+        self.read(f.0).map(|v| v as u16)
     }
 
     pub(crate) fn read32(&self, f: Field32) -> VmxResult<u32> {
-        self.read("VMREAD", f.0).map(|v| v as u32)
+        self.read(f.0).map(|v| v as u32)
     }
 
     pub(crate) fn read64(&self, f: Field64) -> VmxResult<u64> {
-        self.read("VMREAD", f.0)
+        self.read(f.0)
     }
 
     pub(crate) fn read_nat(&self, f: FieldNat) -> VmxResult<u64> {
-        self.read("VMREAD", f.0)
+        self.read(f.0)
     }
 
     pub(crate) fn write16(&mut self, f: Field16, v: u16) -> VmxResult {
-        self.write("VMWRITE", f.0, v.into())
+        self.write(f.0, v.into())
     }
 
     pub(crate) fn write32(&mut self, f: Field32, v: u32) -> VmxResult {
-        self.write("VMWRITE", f.0, v.into())
+        self.write(f.0, v.into())
     }
 
     pub(crate) fn write64(&mut self, f: Field64, v: u64) -> VmxResult {
-        self.write("VMWRITE", f.0, v)
+        self.write(f.0, v)
     }
 
     pub(crate) fn write_nat(&mut self, f: FieldNat, v: u64) -> VmxResult {
-        self.write("VMWRITE", f.0, v)
+        self.write(f.0, v)
     }
 
     /// VMCLEARs the region (its data is written back to memory and it is
@@ -212,7 +223,8 @@ impl CurrentVmcs<'_> {
     fn vmclear(&mut self) -> VmxResult {
         // SAFETY: the region is this CPU's current VMCS (type invariant);
         // VMCLEAR writes it back to its own page and makes it not current.
-        let r = check("VMCLEAR", unsafe { ffi::rkvm_vmclear(self.region.phys) });
+        let ret = unsafe { ffi::rkvm_vmclear(self.region.phys) };
+        let r = check("VMCLEAR", None, ret);
         // INVARIANT: if VMCLEAR failed (it cannot, with a valid page in VMX
         // operation) the region may still be current: it is never freed.
         self.region.stuck |= r.is_err();
