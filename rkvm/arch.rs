@@ -102,4 +102,5 @@ pub(crate) mod vector {
     pub(crate) const UD: u8 = 6;
     pub(crate) const GP: u8 = 13;
     pub(crate) const PF: u8 = 14;
+    pub(crate) const MC: u8 = 18;
 }

@@ -21,6 +21,8 @@
 #include <asm/cpufeature.h>
 #include <asm/io.h>
 #include <asm/msr.h>
+#include <asm/processor-flags.h>
+#include <asm/segment.h>
 #include <asm/special_insns.h>
 #include <asm/tlbflush.h>
 
@@ -74,6 +76,104 @@ int rkvm_vmxoff(void)
 	return 0;
 fault:
 	return -EIO;
+}
+
+/*
+ * VMCLEAR/VMPTRLD/VMREAD/VMWRITE: the outcome the flags give (SDM 31.2),
+ * 0 for VMsucceed, X86_EFLAGS_CF for VMfailInvalid, X86_EFLAGS_ZF for
+ * VMfailValid, or -EIO if the instruction faulted (not in VMX operation:
+ * virtualization was turned off under rkvm). Rust decodes the flags.
+ */
+int rkvm_vmclear(u64 phys)
+{
+	asm goto("1: vmclear %[phys]\n\t"
+		 "jc %l[invalid]\n\t"
+		 "jz %l[valid]\n\t"
+		 _ASM_EXTABLE(1b, %l[fault])
+		 : : [phys] "m"(phys) : "cc", "memory" : invalid, valid, fault);
+	return 0;
+invalid:
+	return X86_EFLAGS_CF;
+valid:
+	return X86_EFLAGS_ZF;
+fault:
+	return -EIO;
+}
+
+int rkvm_vmptrld(u64 phys)
+{
+	asm goto("1: vmptrld %[phys]\n\t"
+		 "jc %l[invalid]\n\t"
+		 "jz %l[valid]\n\t"
+		 _ASM_EXTABLE(1b, %l[fault])
+		 : : [phys] "m"(phys) : "cc", "memory" : invalid, valid, fault);
+	return 0;
+invalid:
+	return X86_EFLAGS_CF;
+valid:
+	return X86_EFLAGS_ZF;
+fault:
+	return -EIO;
+}
+
+/*
+ * The value goes through memory: asm goto with outputs needs a compiler
+ * feature the kernel does not require.
+ */
+int rkvm_vmread(u64 field, u64 *value)
+{
+	asm goto("1: vmread %[field], (%[value])\n\t"
+		 "jc %l[invalid]\n\t"
+		 "jz %l[valid]\n\t"
+		 _ASM_EXTABLE(1b, %l[fault])
+		 : : [field] "r"(field), [value] "r"(value)
+		 : "cc", "memory" : invalid, valid, fault);
+	return 0;
+invalid:
+	return X86_EFLAGS_CF;
+valid:
+	return X86_EFLAGS_ZF;
+fault:
+	return -EIO;
+}
+
+int rkvm_vmwrite(u64 field, u64 value)
+{
+	asm goto("1: vmwrite %[value], %[field]\n\t"
+		 "jc %l[invalid]\n\t"
+		 "jz %l[valid]\n\t"
+		 _ASM_EXTABLE(1b, %l[fault])
+		 : : [field] "r"(field), [value] "rm"(value)
+		 : "cc", "memory" : invalid, valid, fault);
+	return 0;
+invalid:
+	return X86_EFLAGS_CF;
+valid:
+	return X86_EFLAGS_ZF;
+fault:
+	return -EIO;
+}
+
+/* The host selectors a VM exit loads, as the kernel's GDT has them. */
+u16 rkvm_host_cs(void)
+{
+	return __KERNEL_CS;
+}
+
+u16 rkvm_host_ds(void)
+{
+	return __KERNEL_DS;
+}
+
+u16 rkvm_host_tr(void)
+{
+	return GDT_ENTRY_TSS * 8;
+}
+
+/* The current CR3 (the active mm's page tables, as the CPU has them). */
+u64 rkvm_cr3_read(void)
+{
+	return __read_cr3();
 }
 
 int rkvm_stgi(void)

@@ -30,6 +30,21 @@ int rkvm_vmxon(u64 phys);
 int rkvm_vmxoff(void);
 int rkvm_stgi(void);
 
+/*
+ * VMCS instructions (IRQs or preemption off, in VMX operation): 0
+ * (VMsucceed), X86_EFLAGS_CF (VMfailInvalid), X86_EFLAGS_ZF (VMfailValid:
+ * the error number is in the current VMCS), or -EIO if it faulted.
+ */
+int rkvm_vmclear(u64 phys);
+int rkvm_vmptrld(u64 phys);
+int rkvm_vmread(u64 field, u64 *value);
+int rkvm_vmwrite(u64 field, u64 value);
+/* The host's kernel CS, DS/SS and TR selectors; CR3 (preemption off). */
+u16 rkvm_host_cs(void);
+u16 rkvm_host_ds(void);
+u16 rkvm_host_tr(void);
+u64 rkvm_cr3_read(void);
+
 /* A dynamic CPU-hotplug state whose callbacks run on the CPU concerned. */
 int rkvm_cpuhp_setup(const char *name, int (*online)(unsigned int cpu),
 		     int (*offline)(unsigned int cpu));

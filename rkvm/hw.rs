@@ -26,7 +26,7 @@ use kernel::{alloc::flags::*, cpu, page::Page, prelude::*, str::CStr};
 
 use crate::backend::VcpuBackend;
 use crate::svm::{self, SvmCpu, SvmFeatures};
-use crate::vmx::{self, VmxFeatures};
+use crate::vmx::{self, controls::VmcsConfig, VmxFeatures};
 
 /// Which virtualization extension rkvm drives, with its decoded features.
 #[derive(Clone, Copy, Debug)]
@@ -70,6 +70,8 @@ pub(crate) fn backend() -> Backend {
 struct PerCpu {
     vendor: Vendor,
     regions: KVec<Page>,
+    /// VMX only: the control words of every VMCS, computed at load.
+    vmcs_config: Option<VmcsConfig>,
     /// SVM only: per CPU, the page VMSAVE/VMLOAD keep the host's state in
     /// across a VMRUN, and the ASID allocator.
     svm: KVec<SvmCpu>,
@@ -124,11 +126,14 @@ impl Hardware {
                     yes_no(f.ept_2m),
                     yes_no(f.ept_1g)
                 );
-                // Refuse to load on a CPU that lacks a control rkvm needs,
-                // rather than fail every VM entry later.
-                vmx::check_vmcs_config()?;
             }
         }
+        // Refuse to load on a CPU that lacks a control rkvm needs, rather
+        // than fail every VM entry later.
+        let vmcs_config = match vendor {
+            Vendor::Svm(_) => None,
+            Vendor::Vmx(_) => Some(vmx::check_vmcs_config()?),
+        };
 
         let kind = match vendor {
             Vendor::Svm(_) => BACKEND_SVM,
@@ -156,6 +161,7 @@ impl Hardware {
             PerCpu {
                 vendor,
                 regions,
+                vmcs_config,
                 svm,
             },
             GFP_KERNEL,
@@ -213,7 +219,10 @@ fn per_cpu() -> Option<&'static PerCpu> {
 pub(crate) fn new_vcpu(tdp_root: u64, is_bsp: bool) -> Result<KBox<dyn VcpuBackend>> {
     Ok(match backend() {
         Backend::Svm => svm::vcpu::SvmVcpu::new(tdp_root, is_bsp)? as KBox<dyn VcpuBackend>,
-        Backend::Vmx => vmx::vcpu::VmxVcpu::new(is_bsp)? as KBox<dyn VcpuBackend>,
+        Backend::Vmx => {
+            let (f, cfg) = vmx_config().ok_or(EINVAL)?;
+            vmx::vcpu::VmxVcpu::new(is_bsp, &f, &cfg)? as KBox<dyn VcpuBackend>
+        }
     })
 }
 
@@ -228,6 +237,15 @@ pub(crate) fn svm_features() -> Option<SvmFeatures> {
     match per_cpu()?.vendor {
         Vendor::Svm(f) => Some(f),
         Vendor::Vmx(_) => None,
+    }
+}
+
+/// VMX's features and the VMCS control words, if VMX is the backend.
+fn vmx_config() -> Option<(VmxFeatures, VmcsConfig)> {
+    let p = per_cpu()?;
+    match p.vendor {
+        Vendor::Svm(_) => None,
+        Vendor::Vmx(f) => Some((f, p.vmcs_config?)),
     }
 }
 

@@ -30,6 +30,14 @@ extern "C" {
     pub(crate) fn rkvm_vmxon(phys: u64) -> i32;
     pub(crate) fn rkvm_vmxoff() -> i32;
     pub(crate) fn rkvm_stgi() -> i32;
+    pub(crate) fn rkvm_vmclear(phys: u64) -> i32;
+    pub(crate) fn rkvm_vmptrld(phys: u64) -> i32;
+    pub(crate) fn rkvm_vmread(field: u64, value: *mut u64) -> i32;
+    pub(crate) fn rkvm_vmwrite(field: u64, value: u64) -> i32;
+    pub(crate) fn rkvm_host_cs() -> u16;
+    pub(crate) fn rkvm_host_ds() -> u16;
+    pub(crate) fn rkvm_host_tr() -> u16;
+    pub(crate) fn rkvm_cr3_read() -> u64;
     pub(crate) fn rkvm_svm_run(vmcb_pa: u64, gprs: *mut u64, host_save_pa: u64) -> i32;
 
     // CPU hotplug.

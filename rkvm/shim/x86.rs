@@ -126,3 +126,34 @@ pub(crate) fn rdtsc() -> u64 {
     }
     (hi as u64) << 32 | lo as u64
 }
+
+/// The current CPU's CR3: the page tables of the mm it runs in. Call with
+/// preemption or IRQs off, or the value may be another CPU's by the time it
+/// is used.
+pub(crate) fn cr3() -> u64 {
+    // SAFETY: reading CR3 has no side effects.
+    unsafe { ffi::rkvm_cr3_read() }
+}
+
+/// The kernel's selectors, as a VM exit must load them to return to it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HostSelectors {
+    /// `__KERNEL_CS`.
+    pub(crate) cs: u16,
+    /// `__KERNEL_DS`, which the kernel keeps in SS.
+    pub(crate) ds: u16,
+    /// The TSS descriptor of the per-CPU GDT (the same index on every CPU).
+    pub(crate) tr: u16,
+}
+
+/// The kernel's code, data and TSS selectors.
+pub(crate) fn host_selectors() -> HostSelectors {
+    // SAFETY: the helpers return compile-time constants of the kernel.
+    unsafe {
+        HostSelectors {
+            cs: ffi::rkvm_host_cs(),
+            ds: ffi::rkvm_host_ds(),
+            tr: ffi::rkvm_host_tr(),
+        }
+    }
+}

@@ -6,6 +6,8 @@ pub(crate) mod controls;
 mod features;
 pub(crate) mod seg;
 pub(crate) mod vcpu;
+pub(crate) mod vmcs;
+mod vmcs_ops;
 
 pub(crate) use features::{VmxFeatures, VmxUnsupported};
 

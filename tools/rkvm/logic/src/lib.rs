@@ -77,6 +77,8 @@ mod vmx {
     pub(crate) mod features;
     #[path = "seg.rs"]
     pub(crate) mod seg;
+    #[path = "vmcs.rs"]
+    pub(crate) mod vmcs;
 }
 #[path = "../../../../rkvm/xsave.rs"]
 mod xsave;

@@ -1,0 +1,241 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The VMCS region and the VMX instructions that use it (VMCLEAR, VMPTRLD,
+//! VMREAD, VMWRITE), behind safe types: the `unsafe` of the VMX backend's
+//! VMCS handling stays in this file.
+//!
+//! VMREAD and VMWRITE act on whichever VMCS is current on the CPU that
+//! executes them. [`CurrentVmcs`] is the proof that it is the caller's: it
+//! is made by VMPTRLD of a [`VmcsRegion`] the caller borrows mutably, with
+//! IRQs off on this CPU for as long as it lives (so the task cannot move to
+//! another CPU and nothing else on this CPU can load another VMCS), and it
+//! VMCLEARs the region when it goes. A region is thus current on no CPU
+//! outside a `CurrentVmcs`, and freeing one never needs a VMCLEAR on
+//! another CPU.
+
+use core::fmt;
+
+use kernel::{page::Page, prelude::*};
+
+use crate::{
+    shim::{cpu::IrqsOff, ffi, x86},
+    vmx::{
+        features::VmxFeatures,
+        vmcs::{exit32, Field16, Field32, Field64, FieldNat, InsnError, Outcome},
+    },
+};
+
+/// How a VMX instruction failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// It faulted: the CPU is not in VMX operation.
+    Fault,
+    /// VMfailInvalid.
+    Invalid,
+    /// VMfailValid, with the VM-instruction error number.
+    Valid(InsnError),
+}
+
+/// A VMX instruction that failed, and how.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct VmxInsnFailure {
+    pub(crate) insn: &'static str,
+    /// The field's encoding, for VMREAD and VMWRITE.
+    pub(crate) field: Option<u32>,
+    pub(crate) how: Failure,
+}
+
+impl fmt::Display for VmxInsnFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.insn)?;
+        if let Some(field) = self.field {
+            write!(f, " of field {field:#06x}")?;
+        }
+        match self.how {
+            Failure::Fault => f.write_str(" faulted (VMX is off on this CPU)"),
+            Failure::Invalid => f.write_str(" failed: VMfailInvalid"),
+            Failure::Valid(e) => write!(f, " failed: {e}"),
+        }
+    }
+}
+
+type VmxResult<T = ()> = core::result::Result<T, VmxInsnFailure>;
+
+/// Turns a helper's return value (a negative errno for a fault, else the
+/// flags the instruction left) into a result; `field` is the encoding a
+/// VMREAD or VMWRITE was given.
+fn check(insn: &'static str, field: Option<u32>, ret: i32) -> VmxResult {
+    let how = if ret < 0 {
+        Failure::Fault
+    } else {
+        match Outcome::from_rflags(ret as u64) {
+            Outcome::Succeed => return Ok(()),
+            Outcome::FailInvalid => Failure::Invalid,
+            Outcome::FailValid => {
+                // VMfailValid means there is a current VMCS: its error field
+                // says why. Reading it changes nothing.
+                let mut err = 0u64;
+                // SAFETY: `err` is a valid place for the value; a fault is
+                // caught by the helper.
+                unsafe { ffi::rkvm_vmread(exit32::VM_INSTRUCTION_ERROR.0 as u64, &mut err) };
+                Failure::Valid(InsnError(err as u32))
+            }
+        }
+    };
+    Err(VmxInsnFailure { insn, field, how })
+}
+
+/// A VMCS region: one zeroed page that starts with the VMCS revision
+/// identifier (SDM 25.2).
+///
+/// # Invariants
+///
+/// The region is current on no CPU, except while a [`CurrentVmcs`]
+/// borrows it; if a VMCLEAR failed (`stuck`), the page may still be, and
+/// it is never freed.
+pub(crate) struct VmcsRegion {
+    page: Option<Page>,
+    phys: u64,
+    stuck: bool,
+}
+
+impl VmcsRegion {
+    /// Allocates a region for a CPU whose VMX features are `f`.
+    pub(crate) fn new(f: &VmxFeatures) -> Result<Self> {
+        let page = Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?;
+        // Bit 31 of the identifier stays 0: an ordinary VMCS, not a shadow
+        // one. The VMXON region has the same header.
+        super::init_vmxon_region(&page, f)?;
+        let phys = x86::page_phys(&page);
+        // INVARIANT: no VMX instruction has seen the page yet.
+        Ok(Self {
+            page: Some(page),
+            phys,
+            stuck: false,
+        })
+    }
+
+    /// Makes the region the current VMCS of this CPU (VMCLEAR, which also
+    /// initialises a new region's launch state, then VMPTRLD) for as long
+    /// as the returned guard lives. `irqs` keeps this CPU's IRQs off.
+    pub(crate) fn load<'a>(&'a mut self, irqs: &'a IrqsOff) -> VmxResult<CurrentVmcs<'a>> {
+        // SAFETY: `phys` is this region's page, which stays allocated and is
+        // current on no CPU (type invariant), so VMCLEAR touches only memory
+        // rkvm handed to the CPU. A fault (VMX off) is caught by the helper.
+        let ret = unsafe { ffi::rkvm_vmclear(self.phys) };
+        check("VMCLEAR", None, ret)?;
+        // SAFETY: as above; the page holds the revision identifier. The
+        // previous current VMCS of this CPU, if any, stays intact: loading
+        // another only makes the CPU stop using it.
+        let ret = unsafe { ffi::rkvm_vmptrld(self.phys) };
+        check("VMPTRLD", None, ret)?;
+        // INVARIANT: the region is current on this CPU and IRQs are off.
+        Ok(CurrentVmcs {
+            region: self,
+            _irqs: irqs,
+        })
+    }
+}
+
+impl Drop for VmcsRegion {
+    fn drop(&mut self) {
+        if self.stuck {
+            // The CPU may still write the VMCS back into the page.
+            pr_err!(
+                "leaking VMCS region {:#x} that VMCLEAR failed on\n",
+                self.phys
+            );
+            core::mem::forget(self.page.take());
+        }
+    }
+}
+
+/// The current VMCS of this CPU, a [`VmcsRegion`] borrowed for `'a`.
+/// VMREAD and VMWRITE go through it, so they act on this region only.
+///
+/// # Invariants
+///
+/// `region` is the current VMCS of this CPU and IRQs are off on it for
+/// `'a` (`_irqs`, which is not `Sync`, so `CurrentVmcs` is not `Send`).
+/// `drop` VMCLEARs the region.
+pub(crate) struct CurrentVmcs<'a> {
+    region: &'a mut VmcsRegion,
+    _irqs: &'a IrqsOff,
+}
+
+impl CurrentVmcs<'_> {
+    fn read(&self, field: u32) -> VmxResult<u64> {
+        let mut value = 0u64;
+        // SAFETY: the region is the current VMCS (type invariant); `value`
+        // is a valid place for the result. A fault is caught by the helper.
+        let ret = unsafe { ffi::rkvm_vmread(field as u64, &mut value) };
+        check("VMREAD", Some(field), ret)?;
+        Ok(value)
+    }
+
+    fn write(&mut self, field: u32, value: u64) -> VmxResult {
+        // SAFETY: the region is the current VMCS (type invariant), so the
+        // write lands in it; what the value means to a later VM entry is the
+        // caller's business, and a wrong one fails the entry, not the host.
+        let ret = unsafe { ffi::rkvm_vmwrite(field as u64, value) };
+        check("VMWRITE", Some(field), ret)
+    }
+
+    pub(crate) fn read16(&self, f: Field16) -> VmxResult<u16> {
+        self.read(f.0).map(|v| v as u16)
+    }
+
+    pub(crate) fn read32(&self, f: Field32) -> VmxResult<u32> {
+        self.read(f.0).map(|v| v as u32)
+    }
+
+    pub(crate) fn read64(&self, f: Field64) -> VmxResult<u64> {
+        self.read(f.0)
+    }
+
+    pub(crate) fn read_nat(&self, f: FieldNat) -> VmxResult<u64> {
+        self.read(f.0)
+    }
+
+    pub(crate) fn write16(&mut self, f: Field16, v: u16) -> VmxResult {
+        self.write(f.0, v.into())
+    }
+
+    pub(crate) fn write32(&mut self, f: Field32, v: u32) -> VmxResult {
+        self.write(f.0, v.into())
+    }
+
+    pub(crate) fn write64(&mut self, f: Field64, v: u64) -> VmxResult {
+        self.write(f.0, v)
+    }
+
+    pub(crate) fn write_nat(&mut self, f: FieldNat, v: u64) -> VmxResult {
+        self.write(f.0, v)
+    }
+
+    /// VMCLEARs the region (its data is written back to memory and it is
+    /// current nowhere), reporting a failure that dropping would only log.
+    pub(crate) fn clear(self) -> VmxResult {
+        // `drop` would VMCLEAR a second time.
+        core::mem::ManuallyDrop::new(self).vmclear()
+    }
+
+    fn vmclear(&mut self) -> VmxResult {
+        // SAFETY: the region is this CPU's current VMCS (type invariant);
+        // VMCLEAR writes it back to its own page and makes it not current.
+        let ret = unsafe { ffi::rkvm_vmclear(self.region.phys) };
+        let r = check("VMCLEAR", None, ret);
+        // INVARIANT: if VMCLEAR failed (it cannot, with a valid page in VMX
+        // operation) the region may still be current: it is never freed.
+        self.region.stuck |= r.is_err();
+        r
+    }
+}
+
+impl Drop for CurrentVmcs<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.vmclear() {
+            pr_err!("{}\n", format_args!("{e}"));
+        }
+    }
+}
