@@ -84,37 +84,27 @@ fault:
  * VMfailValid, or -EIO if the instruction faulted (not in VMX operation:
  * virtualization was turned off under rkvm). Rust decodes the flags.
  */
-int rkvm_vmclear(u64 phys)
-{
-	asm goto("1: vmclear %[phys]\n\t"
-		 "jc %l[invalid]\n\t"
-		 "jz %l[valid]\n\t"
-		 _ASM_EXTABLE(1b, %l[fault])
-		 : : [phys] "m"(phys) : "cc", "memory" : invalid, valid, fault);
-	return 0;
-invalid:
-	return X86_EFLAGS_CF;
-valid:
-	return X86_EFLAGS_ZF;
-fault:
-	return -EIO;
+/* VMCLEAR and VMPTRLD take the same operand and report the same way. */
+#define RKVM_VMX_PTR_INSN(name, insn)					\
+int name(u64 phys)							\
+{									\
+	asm goto("1: " insn " %[phys]\n\t"				\
+		 "jc %l[invalid]\n\t"					\
+		 "jz %l[valid]\n\t"					\
+		 _ASM_EXTABLE(1b, %l[fault])				\
+		 : : [phys] "m"(phys) : "cc", "memory"			\
+		 : invalid, valid, fault);				\
+	return 0;							\
+invalid:								\
+	return X86_EFLAGS_CF;						\
+valid:									\
+	return X86_EFLAGS_ZF;						\
+fault:									\
+	return -EIO;							\
 }
 
-int rkvm_vmptrld(u64 phys)
-{
-	asm goto("1: vmptrld %[phys]\n\t"
-		 "jc %l[invalid]\n\t"
-		 "jz %l[valid]\n\t"
-		 _ASM_EXTABLE(1b, %l[fault])
-		 : : [phys] "m"(phys) : "cc", "memory" : invalid, valid, fault);
-	return 0;
-invalid:
-	return X86_EFLAGS_CF;
-valid:
-	return X86_EFLAGS_ZF;
-fault:
-	return -EIO;
-}
+RKVM_VMX_PTR_INSN(rkvm_vmclear, "vmclear")
+RKVM_VMX_PTR_INSN(rkvm_vmptrld, "vmptrld")
 
 /*
  * The value goes through memory: asm goto with outputs needs a compiler

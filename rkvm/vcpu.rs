@@ -72,9 +72,7 @@ impl State {
         self.apic_base = sregs::reset(is_bsp).apic_base;
         self.pending_irq = None;
         let mut buf = KBox::new([0u8; XSAVE_UABI_SIZE], GFP_KERNEL)?;
-        let mut fx = [0u8; FXSAVE_SIZE];
-        fx.copy_from_slice(&Fpu::reset_fxsave());
-        buf[..FXSAVE_SIZE].copy_from_slice(&fx);
+        buf[..FXSAVE_SIZE].copy_from_slice(&Fpu::reset_fxsave());
         buf[XSTATE_BV..XSTATE_BV + 8].copy_from_slice(&(xcr0::X87 | xcr0::SSE).to_ne_bytes());
         self.cpu.fpu.set(&buf, exits::supported_xcr0() | xcr0::X87 | xcr0::SSE)
     }

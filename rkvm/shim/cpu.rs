@@ -3,7 +3,10 @@
 //! The current CPU and task around a guest entry: IRQs off, the CPU
 //! number, XCR0, pending signals, rescheduling, `KVM_SET_SIGNAL_MASK`.
 
-use core::marker::PhantomData;
+use core::{
+    marker::PhantomData,
+    sync::atomic::{AtomicU64, Ordering},
+};
 
 use super::ffi;
 
@@ -48,12 +51,22 @@ impl Drop for IrqsOff {
     }
 }
 
+/// `host_xcr0`'s value once read; `u64::MAX` (never an XCR0) before.
+static HOST_XCR0: AtomicU64 = AtomicU64::new(u64::MAX);
+
 /// The XSAVE components the host kernel enables (its XCR0), 0 without
-/// XSAVE. The same on every CPU.
+/// XSAVE. The same on every CPU and fixed from boot on, so it is read once
+/// (as KVM keeps `kvm_host.xcr0`), not at every guest entry.
 pub(crate) fn host_xcr0() -> u64 {
+    let cached = HOST_XCR0.load(Ordering::Relaxed);
+    if cached != u64::MAX {
+        return cached;
+    }
     // SAFETY: reads XCR0 only where CR4.OSXSAVE is set (checked by the
     // helper); no preconditions.
-    unsafe { ffi::rkvm_host_xcr0() }
+    let xcr0 = unsafe { ffi::rkvm_host_xcr0() };
+    HOST_XCR0.store(xcr0, Ordering::Relaxed);
+    xcr0
 }
 
 /// Whether the current task has a signal to take.
