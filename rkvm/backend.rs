@@ -13,57 +13,19 @@
 
 use kernel::prelude::*;
 
+pub(crate) use crate::exit_info::{Exit, IoExit};
 use crate::{
     emulate::Gprs,
     regs::Regs,
+    shim::cpu::IrqsOff,
     sregs::{SegReg, Segment, Sregs},
 };
 
-/// Why the guest stopped running, in terms both vendors share.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Exit {
-    /// For the host's sake (a physical interrupt, NMI, SMI or INIT): the
-    /// guest resumes once the host has taken it.
-    Host,
-    /// Port I/O.
-    Io(IoExit),
-    /// A TDP fault (NPT or EPT violation) on `gpa`.
-    TdpFault { gpa: u64, write: bool, fetch: bool },
-    Cpuid,
-    Hlt,
-    /// RDMSR (`write == false`) or WRMSR.
-    Msr { write: bool },
-    Xsetbv,
-    /// MOV to CR`cr`; `gpr` is the source register when the hardware
-    /// decoded it (SVM decode assists, VMX exit qualification).
-    CrWrite { cr: u8, gpr: Option<u8> },
-    /// A triple fault: the guest state is undefined until reset.
-    Shutdown,
-    /// The guest state failed the entry checks (hardware or software).
-    FailEntry { reason: u64 },
-    /// An instruction rkvm does not virtualize: the guest gets `#UD`.
-    UndefinedInstruction,
-    /// Anything else: reported to userspace with the vendor's code.
-    Unexpected { reason: u64, info: u64 },
-}
-
-/// A port I/O exit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct IoExit {
-    pub(crate) port: u16,
-    /// 1, 2 or 4 bytes.
-    pub(crate) size: u8,
-    pub(crate) is_in: bool,
-    /// INS/OUTS.
-    pub(crate) string: bool,
-    pub(crate) rep: bool,
-    /// RIP of the next instruction.
-    pub(crate) next_rip: u64,
-}
-
 /// What one entry needs from the vendor-neutral code, decided with IRQs
 /// off just before it.
-pub(crate) struct Entry {
+pub(crate) struct Entry<'a> {
+    /// IRQs are off for the whole entry.
+    pub(crate) irqs: &'a IrqsOff,
     /// The CPU this entry runs on.
     pub(crate) cpu: u32,
     /// The TDP tables changed since this vCPU last flushed its TLB on this
@@ -101,6 +63,9 @@ pub(crate) trait VcpuBackend: Send + Sync {
     fn cr0(&self) -> u64;
     fn cr3(&self) -> u64;
     fn cr4(&self) -> u64;
+    /// CR0 as a checked guest MOV to CR0 leaves it (EFER follows through
+    /// `write_msr`).
+    fn set_cr0(&mut self, cr0: u64);
     /// CR4 as a checked guest MOV to CR4 leaves it.
     fn set_cr4(&mut self, cr4: u64);
     fn set_cr2(&mut self, cr2: u64);
@@ -137,5 +102,5 @@ pub(crate) trait VcpuBackend: Send + Sync {
     /// Puts the vCPU in its RESET state.
     fn reset(&mut self, is_bsp: bool);
     /// Enters the guest once, with IRQs off, and says why it stopped.
-    fn run(&mut self, entry: &Entry) -> Result<Exit>;
+    fn run(&mut self, entry: &Entry<'_>) -> Result<Exit>;
 }

@@ -13,9 +13,8 @@ use crate::{
 
 /// Answer to `KVM_CHECK_EXTENSION(cap)` on a host with `online_cpus` CPUs,
 /// identical on the system fd and on VM fds (rkvm has no per-VM capability
-/// differences yet). `can_run`: the backend runs guests (`KVM_RUN` works;
-/// SVM today, not yet VMX).
-pub(crate) fn check_extension(capability: usize, online_cpus: usize, can_run: bool) -> isize {
+/// differences yet).
+pub(crate) fn check_extension(capability: usize, online_cpus: usize) -> isize {
     match capability {
         cap::CHECK_EXTENSION_VM
         | cap::USER_MEMORY
@@ -25,8 +24,8 @@ pub(crate) fn check_extension(capability: usize, online_cpus: usize, can_run: bo
         | cap::READONLY_MEM
         | cap::EXT_CPUID
         | cap::XSAVE
-        | cap::XCRS => 1,
-        cap::IMMEDIATE_EXIT => can_run as isize,
+        | cap::XCRS
+        | cap::IMMEDIATE_EXIT => 1,
         cap::NR_MEMSLOTS => NR_MEMSLOTS as isize,
         // As KVM: more vCPUs than host CPUs work, but are not recommended.
         cap::NR_VCPUS => online_cpus.min(MAX_VCPUS) as isize,

@@ -8,7 +8,7 @@ use kernel::{
     prelude::*,
 };
 
-use crate::{abi, anon_fd, caps, cpuid, hw, msr, uarg, vm::Vm, x86};
+use crate::{abi, anon_fd, caps, cpuid, msr, uarg, vm::Vm, x86};
 
 /// `KVM_GET_SUPPORTED_CPUID`: `E2BIG` if the array is too small, as KVM.
 fn get_supported_cpuid(arg: usize) -> Result {
@@ -70,7 +70,6 @@ impl MiscDevice for RkvmDevice {
             abi::system::CHECK_EXTENSION => Ok(caps::check_extension(
                 arg,
                 x86::online_cpus(),
-                hw::can_run_guests(),
             )),
             abi::system::GET_VCPU_MMAP_SIZE if arg == 0 => {
                 Ok((abi::VCPU_MMAP_PAGES * kernel::page::PAGE_SIZE) as isize)

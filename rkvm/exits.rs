@@ -272,6 +272,7 @@ impl CpuCore {
         let tdp = vm.tdp();
         let tlb_gen = tdp.enter_guest(self.idx, cpu);
         let entry = Entry {
+            irqs: &irqs,
             cpu,
             flush_tdp: tlb_gen != self.flushed_tlb_gen,
         };
@@ -438,8 +439,9 @@ impl CpuCore {
         Flow::Guest
     }
 
-    /// MOV to CR4 (the only CR write rkvm intercepts): checked against the
-    /// guest's CPUID and mode, `#GP` if refused.
+    /// MOV to CR0 (when a bit the backend keeps to itself changes) or CR4
+    /// (every write): checked as KVM checks them, against the guest's
+    /// CPUID and mode, `#GP` if refused.
     fn handle_cr_write(&mut self, vm: &Vm, run: &RunPage<'_>, cr: u8, gpr: Option<u8>) -> Flow {
         let mode = self.mode();
         let (gpr, len) = match gpr {
@@ -463,23 +465,40 @@ impl CpuCore {
                 }
             }
         };
-        if cr != 4 {
-            run.set_internal_error(internal::UNEXPECTED_EXIT_REASON, &[cr as u64]);
-            return Flow::User;
-        }
         let mut value = self.gpr(gpr as usize & 15);
         if mode != Mode::Long64 {
             value &= 0xffff_ffff;
         }
         let b = &self.backend;
-        let old = b.cr4();
-        if !sregs::cr4_write_is_valid(value, old, b.cr3(), b.efer(), &self.features) {
-            self.backend.inject_exception(vector::GP, Some(0));
-            return Flow::Guest;
-        }
-        self.backend.set_cr4(value);
-        if sregs::cr4_change_flushes_tlb(old, value) {
-            self.backend.flush_guest_tlb();
+        match cr {
+            0 => {
+                let old = b.cr0();
+                let cs_l = b.segment(SegReg::Cs).l != 0;
+                let Some(efer) = sregs::cr0_write(value, old, b.cr4(), b.efer(), cs_l) else {
+                    self.backend.inject_exception(vector::GP, Some(0));
+                    return Flow::Guest;
+                };
+                self.backend.set_cr0(value);
+                self.backend.write_msr(msr::EFER, efer);
+                if sregs::cr0_change_flushes_tlb(old, value) {
+                    self.backend.flush_guest_tlb();
+                }
+            }
+            4 => {
+                let old = b.cr4();
+                if !sregs::cr4_write_is_valid(value, old, b.cr3(), b.efer(), &self.features) {
+                    self.backend.inject_exception(vector::GP, Some(0));
+                    return Flow::Guest;
+                }
+                self.backend.set_cr4(value);
+                if sregs::cr4_change_flushes_tlb(old, value) {
+                    self.backend.flush_guest_tlb();
+                }
+            }
+            _ => {
+                run.set_internal_error(internal::UNEXPECTED_EXIT_REASON, &[cr as u64]);
+                return Flow::User;
+            }
         }
         self.skip_instruction(len);
         Flow::Guest

@@ -17,8 +17,15 @@
 #include <linux/uaccess.h>
 #include <asm/asm.h>
 #include <asm/fpu/api.h>
+#include <asm/gsseg.h>
 #include <asm/fpu/xcr.h>
 #include <asm/cpufeature.h>
+#include <asm/cpu_entry_area.h>
+#include <asm/debugreg.h>
+#include <asm/hw_breakpoint.h>
+#include <asm/desc.h>
+#include <asm/entry-common.h>
+#include <asm/trapnr.h>
 #include <asm/io.h>
 #include <asm/msr.h>
 #include <asm/processor-flags.h>
@@ -206,6 +213,125 @@ bool rkvm_access_ok(u64 addr, u64 size)
 unsigned int rkvm_num_online_cpus(void)
 {
 	return num_online_cpus();
+}
+
+/* ---- the VMX world switch ---- */
+
+int rkvm_vmx_vmenter(u64 *gprs, bool launched);
+
+int rkvm_vmx_run(u64 *gprs, u64 *cr2, bool launched)
+{
+	unsigned long debugctl = get_debugctlmsr();
+	u16 ds, es, fs, gs, ldt;
+	u64 base;
+	int r;
+
+	savesegment(ds, ds);
+	savesegment(es, es);
+	savesegment(fs, fs);
+	savesegment(gs, gs);
+	asm volatile("sldt %0" : "=g"(ldt));
+	/* CR2 is not in the VMCS: the guest's is loaded by hand. */
+	if (native_read_cr2() != *cr2)
+		native_write_cr2(*cr2);
+	r = rkvm_vmx_vmenter(gprs, launched);
+	*cr2 = native_read_cr2();
+
+	/*
+	 * VM exit loaded null LDT, DS, ES, FS and GS selectors (the FS and GS
+	 * bases from the VMCS, KERNEL_GS_BASE from the MSR-load list), set
+	 * the GDT and TR limits to 0xffff and 0x67, and DR7 to 0x400, and
+	 * cleared DEBUGCTL. Put back what userspace and the kernel had.
+	 */
+	if (unlikely(ldt || gs)) {
+		rdmsrq(MSR_KERNEL_GS_BASE, base);
+		asm volatile("lldt %0" : : "rm"(ldt));
+		load_gs_index(gs);
+		wrmsrq(MSR_KERNEL_GS_BASE, base);
+	}
+	if (unlikely(fs)) {
+		rdmsrq(MSR_FS_BASE, base);
+		loadsegment(fs, fs);
+		wrmsrq(MSR_FS_BASE, base);
+	}
+	if (unlikely(ds | es)) {
+		loadsegment(ds, ds);
+		loadsegment(es, es);
+	}
+	invalidate_tss_limit();
+	load_fixmap_gdt(raw_smp_processor_id());
+	if (hw_breakpoint_active())
+		hw_breakpoint_restore();
+	if (debugctl)
+		update_debugctlmsr(debugctl);
+	return r;
+}
+
+void rkvm_vmx_forward_nmi(void)
+{
+	x86_entry_from_kvm(EVENT_TYPE_NMI, NMI_VECTOR);
+}
+
+/* The host's per-CPU state a VM exit loads (IRQs off). */
+void rkvm_vmx_host_percpu(struct rkvm_vmx_host_percpu *h)
+{
+	struct desc_ptr gdt;
+	int cpu = raw_smp_processor_id();
+
+	native_store_gdt(&gdt);
+	h->gdt_base = gdt.address;
+	h->tr_base = (unsigned long)&get_cpu_entry_area(cpu)->tss.x86_tss;
+	store_idt(&gdt);
+	h->idt_base = gdt.address;
+	rdmsrq(MSR_GS_BASE, h->gs_base);
+	rdmsrq(MSR_IA32_SYSENTER_ESP, h->sysenter_esp);
+	rdmsrq(MSR_IA32_SYSENTER_EIP, h->sysenter_eip);
+}
+
+/* The task's FS base, and the user GS base that KERNEL_GS_BASE holds. */
+void rkvm_vmx_host_pertask(u64 *fs_base, u64 *kernel_gs_base)
+{
+	rdmsrq(MSR_FS_BASE, *fs_base);
+	rdmsrq(MSR_KERNEL_GS_BASE, *kernel_gs_base);
+}
+
+/* INVEPT and INVVPID; results as for VMCLEAR above. */
+int rkvm_invept(u64 type, u64 eptp)
+{
+	struct { u64 eptp, reserved; } desc = { eptp, 0 };
+
+	asm goto("1: invept %[desc], %[type]\n\t"
+		 "jc %l[invalid]\n\t"
+		 "jz %l[valid]\n\t"
+		 _ASM_EXTABLE(1b, %l[fault])
+		 : : [desc] "m"(desc), [type] "r"(type)
+		 : "cc", "memory" : invalid, valid, fault);
+	return 0;
+invalid:
+	return X86_EFLAGS_CF;
+valid:
+	return X86_EFLAGS_ZF;
+fault:
+	return -EIO;
+}
+
+int rkvm_invvpid(u64 type, u16 vpid, u64 gva)
+{
+	struct { u64 vpid, gva; } desc = { vpid, gva };
+
+	asm goto("1: invvpid %[desc], %[type]\n\t"
+		 "jc %l[invalid]\n\t"
+		 "jz %l[valid]\n\t"
+		 _ASM_EXTABLE(1b, %l[fault])
+		 : : [desc] "m"(desc), [type] "r"(type)
+		 : "cc", "memory" : invalid, valid, fault);
+	return 0;
+invalid:
+	return X86_EFLAGS_CF;
+valid:
+	return X86_EFLAGS_ZF;
+fault:
+	return -EIO;
 }
 
 /* ---- the SVM world switch ---- */

@@ -74,6 +74,26 @@ int rkvm_svm_run(u64 vmcb_pa, u64 *gprs, u64 host_save_pa);
  */
 #define RKVM_SVM_EXIT_HOST_STATE	0x7e57ULL
 
+/*
+ * VMX world switch (IRQs off, the vCPU's VMCS current): runs the guest
+ * with the GPRs (x86 order; the RSP slot unused) and CR2 given, stores
+ * them back, and restores the host state VM exit leaves changed. 0 after
+ * a VM exit, X86_EFLAGS_CF/ZF if VMLAUNCH/VMRESUME failed, -EIO if VMX
+ * was off.
+ */
+int rkvm_vmx_run(u64 *gprs, u64 *cr2, bool launched);
+/* The exit label: the VMCS's HOST_RIP. */
+extern const u8 rkvm_vmx_vmexit[];
+/* Hands an NMI that caused a VM exit to the kernel's NMI handler. */
+void rkvm_vmx_forward_nmi(void);
+struct rkvm_vmx_host_percpu {
+	u64 gdt_base, tr_base, idt_base, gs_base, sysenter_esp, sysenter_eip;
+};
+void rkvm_vmx_host_percpu(struct rkvm_vmx_host_percpu *h);
+void rkvm_vmx_host_pertask(u64 *fs_base, u64 *kernel_gs_base);
+int rkvm_invept(u64 type, u64 eptp);
+int rkvm_invvpid(u64 type, u16 vpid, u64 gva);
+
 void rkvm_local_irq_disable(void);
 void rkvm_local_irq_enable(void);
 unsigned int rkvm_smp_processor_id(void);

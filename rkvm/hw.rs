@@ -25,6 +25,7 @@ use crate::shim::ffi;
 use kernel::{alloc::flags::*, cpu, page::Page, prelude::*, str::CStr};
 
 use crate::backend::VcpuBackend;
+use crate::mmu::tdp::TdpFormat;
 use crate::svm::{self, SvmCpu, SvmFeatures};
 use crate::vmx::{self, controls::VmcsConfig, VmxFeatures};
 
@@ -221,16 +222,19 @@ pub(crate) fn new_vcpu(tdp_root: u64, is_bsp: bool) -> Result<KBox<dyn VcpuBacke
         Backend::Svm => svm::vcpu::SvmVcpu::new(tdp_root, is_bsp)? as KBox<dyn VcpuBackend>,
         Backend::Vmx => {
             let (f, cfg) = vmx_config().ok_or(EINVAL)?;
-            vmx::vcpu::VmxVcpu::new(is_bsp, &f, &cfg)? as KBox<dyn VcpuBackend>
+            vmx::vcpu::VmxVcpu::new(tdp_root, is_bsp, &f, &cfg)? as KBox<dyn VcpuBackend>
         }
     })
 }
 
-/// Whether the backend in use runs guests (`KVM_RUN` works; SVM today,
-/// not yet VMX).
-pub(crate) fn can_run_guests() -> bool {
-    backend() == Backend::Svm
+/// The SPTE format of the backend in use.
+pub(crate) fn tdp_format() -> TdpFormat {
+    match backend() {
+        Backend::Svm => TdpFormat::Npt,
+        Backend::Vmx => TdpFormat::Ept,
+    }
 }
+
 
 /// SVM's features, if SVM is the backend.
 pub(crate) fn svm_features() -> Option<SvmFeatures> {

@@ -17,6 +17,7 @@ mod caps;
 mod cpuid;
 mod dev;
 mod emulate;
+mod exit_info;
 mod exits;
 mod fpu;
 mod hw;

@@ -180,6 +180,38 @@ pub(crate) fn cr4_write_is_valid(
     true
 }
 
+/// A guest `MOV` to CR0 of `new` with the current CR0, CR4, EFER and
+/// CS.L, with KVM's checks (`kvm_set_cr0`): the EFER it leaves (LMA follows
+/// PG while LME is set), or `None` if it is refused (`#GP`): reserved bits,
+/// NW without CD, PG without PE, enabling long-mode paging without PAE or
+/// from a 64-bit code segment, and disabling paging with PCIDE set.
+pub(crate) fn cr0_write(new: u64, old: u64, cr4_val: u64, efer_val: u64, cs_l: bool) -> Option<u64> {
+    if !cr0_is_valid(new) {
+        return None;
+    }
+    let mut efer_val = efer_val;
+    let (was_paging, paging) = (old & cr0::PG != 0, new & cr0::PG != 0);
+    if paging && !was_paging && efer_val & efer::LME != 0 {
+        if cr4_val & cr4::PAE == 0 || cs_l {
+            return None;
+        }
+        efer_val |= efer::LMA;
+    }
+    if !paging && was_paging {
+        if cr4_val & cr4::PCIDE != 0 {
+            return None;
+        }
+        efer_val &= !efer::LMA;
+    }
+    Some(efer_val)
+}
+
+/// Whether changing CR0 from `old` to `new` must flush the guest's TLB, as
+/// a hardware MOV to CR0 that toggles paging or write protection would.
+pub(crate) fn cr0_change_flushes_tlb(old: u64, new: u64) -> bool {
+    (old ^ new) & (cr0::PG | cr0::WP | cr0::PE) != 0
+}
+
 /// Whether changing CR4 from `old` to `new` must flush the guest's TLB:
 /// toggling PGE, or clearing PCIDE, flushes on hardware (SDM vol. 3,
 /// 4.10.4.1), and an intercepted MOV to CR4 did not reach the hardware.
@@ -471,6 +503,30 @@ pub(crate) mod tests {
         avl: 0,
         unusable: 0,
     };
+
+    #[test]
+    fn cr0_writes() {
+        let (pe, pg, cd, nw) = (cr0::PE, cr0::PG, cr0::CD, cr0::NW);
+        let pae = cr4::PAE;
+        // Entering long mode sets LMA; leaving it clears LMA.
+        let lme = efer::LME;
+        assert_eq!(cr0_write(pe | pg, pe, pae, lme, false), Some(lme | efer::LMA));
+        assert_eq!(cr0_write(pe, pe | pg, pae, lme | efer::LMA, false), Some(lme));
+        // Without LME, paging leaves EFER alone.
+        assert_eq!(cr0_write(pe | pg, pe, 0, 0, false), Some(0));
+        // Refused: long-mode paging without PAE or from a 64-bit CS, PG
+        // without PE, NW without CD, high bits, PCIDE with paging off.
+        assert_eq!(cr0_write(pe | pg, pe, 0, lme, false), None);
+        assert_eq!(cr0_write(pe | pg, pe, pae, lme, true), None);
+        assert_eq!(cr0_write(pg, 0, 0, 0, false), None);
+        assert_eq!(cr0_write(nw, cd | nw, 0, 0, false), None);
+        assert_eq!(cr0_write(1 << 32, 0, 0, 0, false), None);
+        assert_eq!(cr0_write(pe, pe | pg, pae | cr4::PCIDE, 0, false), None);
+        // CD with NW and the NE/ET bits are fine.
+        assert_eq!(cr0_write(cd | nw | cr0::NE | cr0::ET, 0, 0, 0, false), Some(0));
+        assert!(cr0_change_flushes_tlb(pe, pe | pg));
+        assert!(!cr0_change_flushes_tlb(pe, pe | cr0::NE));
+    }
 
     #[test]
     fn size_matches_the_uapi() {

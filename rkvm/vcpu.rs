@@ -86,9 +86,6 @@ impl State {
         if cr8 & !0xf != 0 {
             return Err(EINVAL);
         }
-        if !hw::can_run_guests() {
-            return Err(EINVAL);
-        }
         self.core_mut().backend.set_cr8(cr8);
         let sigmask = SigmaskGuard::activate(self.sigmask);
         let ret = self.cpu.run(vm, &run, &pio);

@@ -100,7 +100,7 @@ impl Vm {
                 slots_lock <- new_mutex!((), "Vm::slots_lock"),
                 memslots <- SrcuBox::new(empty, new_srcu!("Vm::memslots")),
                 slots_generation: AtomicU64::new(0),
-                tdp <- Tdp::new()?,
+                tdp <- Tdp::new(hw::tdp_format())?,
                 vcpu_ids <- new_mutex!(KVec::new(), "Vm::vcpu_ids"),
             }),
             GFP_KERNEL,
@@ -280,7 +280,6 @@ impl AnonFile for Vm {
             abi::system::CHECK_EXTENSION => Ok(caps::check_extension(
                 arg,
                 x86::online_cpus(),
-                hw::can_run_guests(),
             )),
             abi::vm::CREATE_VCPU => create_vcpu(this, arg),
             // Both only matter to VMX without unrestricted guest (a real-mode

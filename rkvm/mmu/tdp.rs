@@ -32,7 +32,7 @@ use kernel::prelude::*;
 pub(crate) use super::shim::{rcu_barrier, PtCache};
 use super::{
     shim::{DirectMap, Exclusive, KickMask, Reaper, RootTable},
-    spte::{Npt, ROOT_LEVEL},
+    spte::{Ept, Npt, ROOT_LEVEL},
     tdp_mmu::{self, ChangeOps, MapOutcome, ZapOps},
     tlb::TlbTracker,
     types::{Gfn, Hpa, Pfn},
@@ -42,8 +42,29 @@ use crate::{
     rwlock::{new_rwlock, ReadGuard, RwLock, WriteGuard},
 };
 
-/// The SPTE format of this MMU.
-type Format = Npt;
+/// The SPTE format of an MMU: the backend's (NPT for SVM, EPT for VMX).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TdpFormat {
+    Npt,
+    Ept,
+}
+
+/// Runs `$body` with `$F` the SPTE format type of `$format`: the MMU code
+/// is generic over the format and instantiated for both.
+macro_rules! with_format {
+    ($format:expr, $F:ident => $body:expr) => {
+        match $format {
+            TdpFormat::Npt => {
+                type $F = Npt;
+                $body
+            }
+            TdpFormat::Ept => {
+                type $F = Ept;
+                $body
+            }
+        }
+    };
+}
 
 /// The nested page table of one VM.
 ///
@@ -60,10 +81,11 @@ pub(crate) struct Tdp {
     root: RootTable,
     tlb: TlbTracker<MAX_VCPUS>,
     kick_mask: KickMask,
+    format: TdpFormat,
 }
 
 impl Tdp {
-    pub(crate) fn new() -> Result<impl PinInit<Self, Error>> {
+    pub(crate) fn new(format: TdpFormat) -> Result<impl PinInit<Self, Error>> {
         let kick_mask = KickMask::new()?;
         let root = RootTable::new()?;
         // INVARIANT: the root is a fresh table page; the tree is empty.
@@ -72,6 +94,7 @@ impl Tdp {
             root,
             tlb: TlbTracker::new(),
             kick_mask,
+            format,
         }? Error))
     }
 
@@ -109,8 +132,11 @@ impl Tdp {
             held: &held,
             reaper: Reaper::zap(),
         };
-        if tdp_mmu::zap_range::<Format, _>(&tables, self.root_hpa(), ROOT_LEVEL, start, end, &mut z)
-        {
+        let root = self.root_hpa();
+        let flush = with_format!(self.format, F => {
+            tdp_mmu::zap_range::<F, _>(&tables, root, ROOT_LEVEL, start, end, &mut z)
+        });
+        if flush {
             self.flush_remote_tlbs(&held);
         }
         z.reaper.release_flushed();
@@ -180,12 +206,13 @@ impl PinnedDrop for Tdp {
     fn drop(self: Pin<&mut Self>) {
         // No vCPU is left (each holds the VM), so nothing walks the tables;
         // the root itself is freed with `self.root`.
-        tdp_mmu::free_all::<Format, _>(
+        let root = self.root_hpa();
+        with_format!(self.format, F => tdp_mmu::free_all::<F, _>(
             &DirectMap::new(&Exclusive),
-            self.root_hpa(),
+            root,
             ROOT_LEVEL,
             &mut Reaper::teardown(),
-        );
+        ));
     }
 }
 
@@ -206,14 +233,9 @@ impl TdpReadGuard<'_> {
     pub(crate) fn map(&self, gfn: Gfn, pfn: Pfn, writable: bool, cache: &mut PtCache) -> MapOutcome {
         // `held` guards this MMU's lock (invariant): the tables stay.
         let tables = DirectMap::new(&self.held);
-        tdp_mmu::map::<Format, _>(
-            &tables,
-            self.tdp.root_hpa(),
-            ROOT_LEVEL,
-            gfn,
-            pfn,
-            writable,
-            cache,
-        )
+        let root = self.tdp.root_hpa();
+        with_format!(self.tdp.format, F => tdp_mmu::map::<F, _>(
+            &tables, root, ROOT_LEVEL, gfn, pfn, writable, cache,
+        ))
     }
 }

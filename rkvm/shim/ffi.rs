@@ -13,6 +13,19 @@ pub(crate) struct FpuGuest {
     _opaque: [u8; 0],
 }
 
+/// `struct rkvm_vmx_host_percpu` (helpers.h): the host state of this CPU
+/// that a VM exit loads.
+#[repr(C)]
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct VmxHostPerCpu {
+    pub(crate) gdt_base: u64,
+    pub(crate) tr_base: u64,
+    pub(crate) idt_base: u64,
+    pub(crate) gs_base: u64,
+    pub(crate) sysenter_esp: u64,
+    pub(crate) sysenter_eip: u64,
+}
+
 // Only pointers to kernel structs cross the boundary; `struct page` and
 // `lock_class_key` contain zero-sized bindgen types, which the lint flags.
 #[allow(improper_ctypes)]
@@ -39,6 +52,13 @@ extern "C" {
     pub(crate) fn rkvm_host_tr() -> u16;
     pub(crate) fn rkvm_cr3_read() -> u64;
     pub(crate) fn rkvm_svm_run(vmcb_pa: u64, gprs: *mut u64, host_save_pa: u64) -> i32;
+    pub(crate) fn rkvm_vmx_run(gprs: *mut u64, cr2: *mut u64, launched: bool) -> i32;
+    pub(crate) static rkvm_vmx_vmexit: [u8; 0];
+    pub(crate) fn rkvm_vmx_forward_nmi();
+    pub(crate) fn rkvm_vmx_host_percpu(h: *mut VmxHostPerCpu);
+    pub(crate) fn rkvm_vmx_host_pertask(fs_base: *mut u64, kernel_gs_base: *mut u64);
+    pub(crate) fn rkvm_invept(kind: u64, eptp: u64) -> i32;
+    pub(crate) fn rkvm_invvpid(kind: u64, vpid: u16, gva: u64) -> i32;
 
     // CPU hotplug.
     pub(crate) fn rkvm_cpuhp_setup(

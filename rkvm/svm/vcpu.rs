@@ -359,6 +359,10 @@ impl VcpuBackend for SvmVcpu {
         self.vmcb.save.cr4 = cr4;
     }
 
+    fn set_cr0(&mut self, cr0: u64) {
+        self.vmcb.save.cr0 = cr0;
+    }
+
     fn set_cr2(&mut self, cr2: u64) {
         self.vmcb.save.cr2 = cr2;
     }
@@ -478,7 +482,7 @@ impl VcpuBackend for SvmVcpu {
         c.int_state = 0;
     }
 
-    fn run(&mut self, entry: &Entry) -> Result<Exit> {
+    fn run(&mut self, entry: &Entry<'_>) -> Result<Exit> {
         if !self.vmcb.save.entry_is_valid(self.maxphyaddr) {
             // What VMRUN reports for a state that fails its checks.
             self.vmcb.control.exit_code = exit::INVALID;

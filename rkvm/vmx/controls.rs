@@ -83,6 +83,9 @@ control_bits! {
         /// TRUE MSR allows.
         CR3_LOAD_EXITING = 15,
         CR3_STORE_EXITING = 16,
+        /// The guest's CR8 is the TPR in the virtual-APIC page, not the
+        /// host's APIC.
+        USE_TPR_SHADOW = 21,
         /// DR0-3 are not switched by VM entry and exit.
         MOV_DR_EXITING = 23,
         UNCONDITIONAL_IO_EXITING = 24,
@@ -108,8 +111,6 @@ control_bits! {
         SAVE_DEBUG_CONTROLS = 2,
         /// The host runs in 64-bit mode after the exit.
         HOST_ADDRESS_SPACE_SIZE = 9,
-        /// The exit acknowledges the interrupt and stores its vector.
-        ACKNOWLEDGE_INTERRUPT_ON_EXIT = 15,
         LOAD_IA32_PAT = 19,
         LOAD_IA32_EFER = 21,
     }
@@ -120,6 +121,9 @@ control_bits! {
     entry {
         /// DR7 and `IA32_DEBUGCTL` are loaded (default1).
         LOAD_DEBUG_CONTROLS = 2,
+        /// The guest runs in IA-32e mode (its EFER.LMA): set per entry,
+        /// never part of the computed word.
+        IA32E_MODE_GUEST = 9,
         LOAD_IA32_PAT = 14,
         LOAD_IA32_EFER = 15,
     }
@@ -241,7 +245,9 @@ const PIN_OPTIONAL: u32 = pin::VIRTUAL_NMIS;
 
 /// The exits rkvm's SVM backend takes too (HLT, all port I/O and MSRs,
 /// MONITOR/MWAIT refused, debug registers), the TSC offset of the backend
-/// interface, and the secondary controls for EPT. Port I/O exits
+/// interface, a TPR shadow (SVM's V_TPR: without it, or CR8 exiting, a
+/// guest MOV to CR8 would set the host's TPR), and the secondary controls
+/// for EPT. Port I/O exits
 /// unconditionally, as in KVM, rather than through I/O bitmaps: every port
 /// goes to rkvm, so bitmaps would only cost two pages. MSR bitmaps are
 /// required so that the backend can pass some MSRs through later; CR3
@@ -249,6 +255,7 @@ const PIN_OPTIONAL: u32 = pin::VIRTUAL_NMIS;
 const PRIMARY_REQUIRED: u32 = primary::USE_TSC_OFFSETTING
     | primary::HLT_EXITING
     | primary::MWAIT_EXITING
+    | primary::USE_TPR_SHADOW
     | primary::MOV_DR_EXITING
     | primary::UNCONDITIONAL_IO_EXITING
     | primary::USE_MSR_BITMAPS
@@ -263,15 +270,15 @@ const SECONDARY_REQUIRED: u32 = secondary::ENABLE_EPT | secondary::UNRESTRICTED_
 /// Without VPID, the backend flushes the TLB on every entry instead.
 const SECONDARY_OPTIONAL: u32 = secondary::ENABLE_VPID;
 
-/// A 64-bit host, and interrupts acknowledged by the exit so the host can
-/// dispatch the vector. EFER and PAT are switched by the exit and entry
+/// A 64-bit host. Interrupts are not acknowledged by the exit: as on SVM,
+/// the interrupt stays pending and the host takes it once IRQs are back on
+/// after the exit. EFER and PAT are switched by the exit and entry
 /// themselves: KVM falls back to the MSR-load lists without these controls,
 /// rkvm has no such fallback (and every CPU with EPT has them). Saving EFER
 /// and PAT on exit is not asked for: the backend intercepts guest writes to
 /// both and keeps the guest fields itself, as KVM does.
 const EXIT_REQUIRED: u32 = exit::SAVE_DEBUG_CONTROLS
     | exit::HOST_ADDRESS_SPACE_SIZE
-    | exit::ACKNOWLEDGE_INTERRUPT_ON_EXIT
     | exit::LOAD_IA32_PAT
     | exit::LOAD_IA32_EFER;
 const EXIT_OPTIONAL: u32 = 0;
@@ -358,7 +365,7 @@ mod tests {
         // Interrupts, NMIs, virtual NMIs, and default1 bits 1, 2, 4.
         assert_eq!(c.pin_based, 0x3f);
         // Default1 bits 1, 4-6, 8, 13, 14, 26 stay; CR3 exits are off.
-        assert_eq!(c.primary, 0xb580_65fa);
+        assert_eq!(c.primary, 0xb5a0_65fa);
         assert_eq!(
             c.primary & (primary::CR3_LOAD_EXITING | primary::CR3_STORE_EXITING),
             0
@@ -367,7 +374,7 @@ mod tests {
             c.secondary,
             secondary::ENABLE_EPT | secondary::ENABLE_VPID | secondary::UNRESTRICTED_GUEST
         );
-        assert_eq!(c.exit, 0x002b_efff);
+        assert_eq!(c.exit, 0x002b_6fff);
         assert_eq!(c.entry, 0x0000_d1ff);
         // IA-32e mode guest (entry bit 9) is per entry, not fixed.
         assert_eq!(c.entry & 1 << 9, 0);
@@ -397,7 +404,7 @@ mod tests {
         // The plain MSR forces the default1 CR3 exits on: they stay.
         assert_eq!(
             c.primary,
-            0xb580_65fa | primary::CR3_LOAD_EXITING | primary::CR3_STORE_EXITING
+            0xb5a0_65fa | primary::CR3_LOAD_EXITING | primary::CR3_STORE_EXITING
         );
 
         n = 0;

@@ -51,6 +51,11 @@ const EPT_CAP_2M: u64 = 1 << 16;
 const EPT_CAP_1G: u64 = 1 << 17;
 const EPT_CAP_INVEPT: u64 = 1 << 20;
 const EPT_CAP_AD: u64 = 1 << 21;
+const EPT_CAP_INVEPT_SINGLE: u64 = 1 << 25;
+const EPT_CAP_INVEPT_ALL: u64 = 1 << 26;
+const VPID_CAP_INVVPID: u64 = 1 << 32;
+const VPID_CAP_INVVPID_SINGLE: u64 = 1 << 41;
+const VPID_CAP_INVVPID_ALL: u64 = 1 << 42;
 
 /// Bits of a control MSR that may be 1: the high half (SDM A.3).
 const fn allowed1(ctl_msr: u64) -> u32 {
@@ -81,8 +86,13 @@ pub(crate) struct VmxFeatures {
     pub(crate) vmcs_revision: u32,
     /// Size of a VMCS region in bytes (at most 4096).
     pub(crate) vmcs_size: u32,
-    /// VPID (tagged TLB entries per vCPU).
+    /// VPID (tagged TLB entries per vCPU), with an INVVPID that can flush
+    /// one (single-context) or all of them.
     pub(crate) vpid: bool,
+    /// INVVPID single-context exists (else all-context is used).
+    pub(crate) invvpid_single: bool,
+    /// INVEPT single-context exists (else all-context is used).
+    pub(crate) invept_single: bool,
     /// EPT accessed/dirty flags.
     pub(crate) ept_ad: bool,
     /// EPT 2 MiB pages.
@@ -157,7 +167,8 @@ impl VmxFeatures {
         }
         let ept = m.ept_vpid_cap.ok_or(VmxUnsupported::NoEpt)?;
         let ept_needed = EPT_CAP_WALK_4 | EPT_CAP_WB | EPT_CAP_INVEPT;
-        if ept & ept_needed != ept_needed {
+        if ept & ept_needed != ept_needed || ept & (EPT_CAP_INVEPT_SINGLE | EPT_CAP_INVEPT_ALL) == 0
+        {
             return Err(VmxUnsupported::EptIncomplete);
         }
         if secondary & SECONDARY_UNRESTRICTED_GUEST == 0 {
@@ -166,7 +177,12 @@ impl VmxFeatures {
         Ok(Self {
             vmcs_revision: (basic & BASIC_REVISION_MASK) as u32,
             vmcs_size: size,
-            vpid: secondary & SECONDARY_VPID != 0,
+            // VPIDs are useless without a way to flush them.
+            vpid: secondary & SECONDARY_VPID != 0
+                && ept & VPID_CAP_INVVPID != 0
+                && ept & (VPID_CAP_INVVPID_SINGLE | VPID_CAP_INVVPID_ALL) != 0,
+            invvpid_single: ept & VPID_CAP_INVVPID_SINGLE != 0,
+            invept_single: ept & EPT_CAP_INVEPT_SINGLE != 0,
             ept_ad: ept & EPT_CAP_AD != 0,
             ept_2m: ept & EPT_CAP_2M != 0,
             ept_1g: ept & EPT_CAP_1G != 0,
@@ -198,7 +214,16 @@ mod tests {
                 ((SECONDARY_EPT | SECONDARY_VPID | SECONDARY_UNRESTRICTED_GUEST) as u64) << 32,
             ),
             ept_vpid_cap: Some(
-                EPT_CAP_WALK_4 | EPT_CAP_WB | EPT_CAP_INVEPT | EPT_CAP_2M | EPT_CAP_AD,
+                EPT_CAP_WALK_4
+                    | EPT_CAP_WB
+                    | EPT_CAP_INVEPT
+                    | EPT_CAP_INVEPT_SINGLE
+                    | EPT_CAP_INVEPT_ALL
+                    | EPT_CAP_2M
+                    | EPT_CAP_AD
+                    | VPID_CAP_INVVPID
+                    | VPID_CAP_INVVPID_SINGLE
+                    | VPID_CAP_INVVPID_ALL,
             ),
         }
     }
@@ -209,6 +234,22 @@ mod tests {
         assert_eq!(f.vmcs_revision, 0x1d3b);
         assert_eq!(f.vmcs_size, 4096);
         assert!(f.vpid && f.ept_ad && f.ept_2m && !f.ept_1g);
+        assert!(f.invept_single && f.invvpid_single);
+    }
+
+    #[test]
+    fn vpid_needs_invvpid() {
+        let mut m = haswell();
+        let cap = m.ept_vpid_cap.unwrap();
+        m.ept_vpid_cap = Some(cap & !VPID_CAP_INVVPID);
+        assert!(!VmxFeatures::decode(m).unwrap().vpid);
+        m.ept_vpid_cap = Some(cap & !(VPID_CAP_INVVPID_SINGLE | VPID_CAP_INVVPID_ALL));
+        assert!(!VmxFeatures::decode(m).unwrap().vpid);
+        m.ept_vpid_cap = Some(cap & !VPID_CAP_INVVPID_SINGLE);
+        let f = VmxFeatures::decode(m).unwrap();
+        assert!(f.vpid && !f.invvpid_single);
+        m.ept_vpid_cap = Some(cap & !(EPT_CAP_INVEPT_SINGLE | EPT_CAP_INVEPT_ALL));
+        assert_eq!(VmxFeatures::decode(m), Err(VmxUnsupported::EptIncomplete));
     }
 
     #[test]

@@ -3,11 +3,13 @@
 //! Intel VMX backend.
 
 pub(crate) mod controls;
-mod features;
+mod exit;
+pub(crate) mod features;
 pub(crate) mod seg;
 pub(crate) mod vcpu;
 pub(crate) mod vmcs;
 mod vmcs_ops;
+mod vpid;
 
 pub(crate) use features::{VmxFeatures, VmxUnsupported};
 

@@ -1,93 +1,253 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! A VMX vCPU, as far as rkvm's VMX backend goes today: register state in
-//! the VMCS's formats (segments as VMCS access rights, which is what KVM
-//! reports them through on Intel), so that the register ioctls behave as
-//! on kvm_intel, and a VMCS holding the controls and the host state that
-//! never changes. It does not run guests yet: `run` fails with `EINVAL`, as
-//! `KVM_RUN` does on VMX hosts, and `KVM_CAP_IMMEDIATE_EXIT` reads 0.
+//! A VMX vCPU: the guest's register state in the VMCS's formats (segments as
+//! VMCS access rights, which is what KVM reports them through on Intel), a
+//! VMCS per vCPU, the world switch around VMLAUNCH, and the translation of
+//! each VM exit into a vendor-neutral [`Exit`].
+//!
+//! # The VMCS and the ioctls' copy
+//!
+//! The ioctls read and write the copy in [`GuestState`]; the VMCS is current
+//! on a CPU only inside `run`, with IRQs off (see `vmcs_ops`). Each entry
+//! loads the VMCS (VMCLEAR, VMPTRLD), writes the groups of guest fields the
+//! ioctls or the exit handlers changed since the last entry (`dirty`), and
+//! reads back after the exit the state the guest changes without exiting
+//! (RIP, RSP, RFLAGS, CR0's guest-owned bits, CR3, segments, descriptor
+//! tables, interruptibility, long-mode activity). As the VMCS is current
+//! nowhere between entries, a vCPU thread that moves to another CPU, or a
+//! CPU that goes offline, never leaves it stale: the host fields that are
+//! per CPU are rewritten when the CPU changes.
+//!
+//! # Host state
+//!
+//! A VM exit loads the host's state from the VMCS: constant fields at
+//! creation, per-CPU ones (GDT, IDT and TSS bases, GS base, SYSENTER) when
+//! the vCPU enters on another CPU, per-task ones (CR3, FS base) when they
+//! changed. The syscall MSRs and `KERNEL_GS_BASE`, which the VMCS does not
+//! hold, are switched by the VM-entry and VM-exit MSR lists; what VM exit
+//! leaves changed (selectors, GDT and TSS limits, debug registers) is put
+//! back by the C side of the world switch.
 
-use kernel::prelude::*;
+use kernel::{alloc::flags::GFP_KERNEL, prelude::*};
 
 use crate::{
-    arch::{rflags, vector},
+    arch::{cr0, efer, rflags},
     backend::{Entry, Exit, VcpuBackend},
     emulate::Gprs,
     msr,
     regs::Regs,
-    shim::{cpu::IrqsOff, x86},
+    shim::{cpu::IrqsOff, ffi, x86},
     sregs::{self, SegReg, Segment, Sregs},
     vmx::{
-        controls::{exit, VmcsConfig},
-        seg::VmxSegs,
-        vmcs::{control32, guest64, host16, host64, host_nat},
-        vmcs_ops::{CurrentVmcs, VmcsRegion, VmxInsnFailure},
+        controls::{entry as entry_ctl, exit as exit_ctl, secondary, VmcsConfig},
+        exit::{ept_violation, event, reason, ExitInfo},
+        features::{MSR_VMX_CR0_FIXED0, MSR_VMX_CR0_FIXED1, MSR_VMX_CR4_FIXED0},
+        seg::{VmxSeg, VmxSegs},
+        vmcs::{
+            control16, control32, control64, control_nat, exit32, exit64, exit_nat, guest16,
+            guest32, guest64, guest_nat, host16, host32, host64, host_nat, Field16, Field32,
+            FieldNat,
+        },
+        vmcs_ops::{
+            self, CurrentVmcs, Failure, InveptType, InvvpidType, VmcsRegion, VmxInsnFailure,
+        },
+        vpid::VpidPool,
         VmxFeatures,
     },
 };
 
-/// A VMX vCPU's state.
-pub(crate) struct VmxVcpu {
-    regs: Regs,
-    /// Control registers and descriptor tables; `segs` holds the segments.
-    sregs: Sregs,
-    segs: VmxSegs,
-    msrs: [u64; NR_MSRS],
-    tsc_offset: u64,
-    /// Current on no CPU between uses (see `vmcs_ops`); freed on drop.
-    /// Only owned until the entry step loads it for `run`.
-    #[allow(dead_code)]
-    vmcs: VmcsRegion,
-}
-
-/// The MSRs the VMCS (or its MSR areas) will hold: EFER, PAT and the
-/// syscall and segment-base MSRs, in `VmxVcpu::msrs` in that order.
-const NR_MSRS: usize = 2 + msr::SYSCALL_AND_BASES.len();
-
-fn msr_slot(index: u32) -> Option<usize> {
-    match index {
-        msr::EFER => Some(0),
-        msr::PAT => Some(1),
-        _ => msr::SYSCALL_AND_BASES
-            .iter()
-            .position(|&m| m == index)
-            .map(|i| i + 2),
-    }
-}
+/// Every vCPU's VPID comes from here.
+static VPIDS: VpidPool = VpidPool::new();
 
 /// The exceptions that exit: machine checks, which the host handles (as
-/// KVM always does). Those the backend must see to emulate something are
-/// added by the entry step.
-const EXCEPTION_BITMAP: u32 = 1 << vector::MC;
+/// KVM always does).
+const EXCEPTION_BITMAP: u32 = 1 << crate::arch::vector::MC;
 
-impl VmxVcpu {
-    /// A vCPU in its RESET state, with a VMCS for a CPU with VMX features
-    /// `f`, set up with the control words `cfg` computed at load. Fails
-    /// with `EIO` if a VMX instruction fails.
-    pub(crate) fn new(is_bsp: bool, f: &VmxFeatures, cfg: &VmcsConfig) -> Result<KBox<Self>> {
-        let mut vmcs = VmcsRegion::new(f)?;
-        init_vmcs(&mut vmcs, cfg).map_err(|e| {
-            pr_err!("VMCS setup failed: {}\n", format_args!("{e}"));
-            EIO
-        })?;
-        let mut vcpu = KBox::new(
-            Self {
-                regs: Regs::reset(),
-                sregs: sregs::reset(is_bsp),
-                segs: VmxSegs::reset(),
-                msrs: [0; NR_MSRS],
-                tsc_offset: 0,
-                vmcs,
-            },
-            GFP_KERNEL,
-        )?;
-        vcpu.reset(is_bsp);
-        Ok(vcpu)
+/// Groups of guest fields that must be written at the next entry.
+mod dirty {
+    /// CR0, CR3, CR4 and their shadows, EFER and the IA-32e mode control.
+    pub(super) const CONTROL: u32 = 1 << 0;
+    /// Segments and descriptor tables.
+    pub(super) const SEGMENTS: u32 = 1 << 1;
+    /// PAT, SYSENTER, DR7 and DEBUGCTL.
+    pub(super) const MSRS: u32 = 1 << 2;
+    pub(super) const TSC_OFFSET: u32 = 1 << 3;
+    /// The event to inject and the interruptibility state.
+    pub(super) const EVENTS: u32 = 1 << 4;
+    pub(super) const ALL: u32 = 0x1f;
+}
+
+/// Segment fields of the VMCS, by `SegReg` order (ES, CS, SS, DS, FS, GS,
+/// TR, LDTR as `sregs` numbers them).
+struct SegFields {
+    selector: Field16,
+    ar: Field32,
+    limit: Field32,
+    base: FieldNat,
+}
+
+fn seg_fields(reg: SegReg) -> SegFields {
+    macro_rules! f {
+        ($sel:ident, $ar:ident, $lim:ident, $base:ident) => {
+            SegFields {
+                selector: guest16::$sel,
+                ar: guest32::$ar,
+                limit: guest32::$lim,
+                base: guest_nat::$base,
+            }
+        };
+    }
+    match reg {
+        SegReg::Cs => f!(CS_SELECTOR, CS_AR_BYTES, CS_LIMIT, CS_BASE),
+        SegReg::Ds => f!(DS_SELECTOR, DS_AR_BYTES, DS_LIMIT, DS_BASE),
+        SegReg::Es => f!(ES_SELECTOR, ES_AR_BYTES, ES_LIMIT, ES_BASE),
+        SegReg::Fs => f!(FS_SELECTOR, FS_AR_BYTES, FS_LIMIT, FS_BASE),
+        SegReg::Gs => f!(GS_SELECTOR, GS_AR_BYTES, GS_LIMIT, GS_BASE),
+        SegReg::Ss => f!(SS_SELECTOR, SS_AR_BYTES, SS_LIMIT, SS_BASE),
+        SegReg::Tr => f!(TR_SELECTOR, TR_AR_BYTES, TR_LIMIT, TR_BASE),
+        SegReg::Ldt => f!(LDTR_SELECTOR, LDTR_AR_BYTES, LDTR_LIMIT, LDTR_BASE),
     }
 }
 
-/// Why a VMCS could not be set up.
-enum InitError {
+/// The MSRs the VM-entry and VM-exit MSR lists switch (SDM 25.7.2,
+/// 25.8.2), in list order: `KERNEL_GS_BASE` first, the only one the guest
+/// changes without an exit (SWAPGS), so the exit stores just that one.
+const SWITCHED_MSRS: [u32; 5] = [
+    msr::KERNEL_GS_BASE,
+    msr::STAR,
+    msr::LSTAR,
+    msr::CSTAR,
+    msr::SFMASK,
+];
+
+/// One entry of an MSR list.
+#[repr(C, align(16))]
+#[derive(Clone, Copy)]
+struct MsrEntry {
+    index: u32,
+    reserved: u32,
+    value: u64,
+}
+
+/// The guest's list (loaded by entry; its first entry stored by exit) and
+/// the host's (loaded by exit).
+#[repr(C, align(4096))]
+struct MsrLists {
+    guest: [MsrEntry; SWITCHED_MSRS.len()],
+    host: [MsrEntry; SWITCHED_MSRS.len()],
+}
+
+// SAFETY: integers only; all-zero is valid.
+unsafe impl Zeroable for MsrLists {}
+
+/// The MSR bitmap (SDM 25.6.9): every bit set, so every RDMSR and WRMSR
+/// exits, as on SVM.
+#[repr(C, align(4096))]
+struct MsrBitmap([u8; 4096]);
+// SAFETY: a byte array; all-zero is valid.
+unsafe impl Zeroable for MsrBitmap {}
+
+/// The virtual-APIC page: the guest's TPR (CR8) lives at offset 0x80.
+#[repr(C, align(4096))]
+struct VirtualApic([u8; 4096]);
+// SAFETY: a byte array; all-zero is valid.
+unsafe impl Zeroable for VirtualApic {}
+
+const VAPIC_TPR: usize = 0x80;
+
+fn phys_of<T>(p: &T) -> u64 {
+    // SAFETY: `p` points into kmalloc memory, which the direct map covers.
+    unsafe { ffi::rkvm_virt_to_phys((p as *const T).cast()) }
+}
+
+/// The guest's architectural state as the ioctls see it.
+struct GuestState {
+    /// RAX..R15 in x86 order; RSP (slot 4) goes to the VMCS.
+    gprs: [u64; 16],
+    cr2: u64,
+    rip: u64,
+    rflags: u64,
+    /// CR0 and CR4 as the guest sees them (the read shadows), CR3, EFER,
+    /// GDT and IDT. `cr2` and `cr8` are kept elsewhere, the segments in
+    /// `segs`.
+    sregs: Sregs,
+    segs: VmxSegs,
+    pat: u64,
+    sysenter: [u64; 3],
+    tsc_offset: u64,
+    /// Guest interruptibility state (STI/MOV SS blocking, NMI blocking).
+    interruptibility: u32,
+    /// The event the next entry delivers (VM-entry interruption
+    /// information, error code, instruction length), if any.
+    event: Option<(u32, u32, u32)>,
+    /// Groups to write at the next entry.
+    dirty: u32,
+}
+
+impl GuestState {
+    fn reset(is_bsp: bool) -> Self {
+        let regs = Regs::reset();
+        Self {
+            gprs: regs.gprs_x86(),
+            cr2: 0,
+            rip: regs.rip,
+            rflags: regs.rflags,
+            sregs: sregs::reset(is_bsp),
+            segs: VmxSegs::reset(),
+            pat: msr::PAT_DEFAULT,
+            sysenter: [0; 3],
+            tsc_offset: 0,
+            interruptibility: 0,
+            event: None,
+            dirty: dirty::ALL,
+        }
+    }
+}
+
+/// The host state last written into the VMCS, to rewrite only changes.
+#[derive(Default)]
+struct HostCache {
+    cpu: Option<u32>,
+    percpu: ffi::VmxHostPerCpu,
+    cr3: u64,
+    cr4: u64,
+    fs_base: u64,
+}
+
+/// A VMX vCPU.
+///
+/// # Invariants
+///
+/// `lists`, `msr_bitmap` and `vapic` are physically contiguous kmalloc
+/// memory owned here; the VMCS names them and the VM's EPT root (`eptp`),
+/// which the VM keeps alive for as long as its vCPUs.
+pub(crate) struct VmxVcpu {
+    state: GuestState,
+    /// Current on no CPU outside `run`; freed on drop.
+    vmcs: VmcsRegion,
+    lists: KBox<MsrLists>,
+    _msr_bitmap: KBox<MsrBitmap>,
+    vapic: KBox<VirtualApic>,
+    host: HostCache,
+    exit: ExitInfo,
+    eptp: u64,
+    /// 0 when none was free: the CPU then flushes on every entry and exit.
+    vpid: u16,
+    f: VmxFeatures,
+    cfg: VmcsConfig,
+    /// CR0 and CR4 bits the host owns (the guest/host masks), and the bits
+    /// VMX operation forces to 1.
+    cr0_host_owned: u64,
+    cr0_fixed_on: u64,
+    cr4_fixed_on: u64,
+    /// The last CPU this vCPU entered the guest on.
+    last_cpu: Option<u32>,
+    /// The guest's linear translations must go at the next entry.
+    flush_guest_tlb: bool,
+}
+
+/// Why a VMCS could not be set up or entered.
+enum VmxError {
     Insn(VmxInsnFailure),
     /// The host's value of this MSR could not be read.
     Msr(u32),
@@ -99,13 +259,13 @@ enum InitError {
     },
 }
 
-impl From<VmxInsnFailure> for InitError {
+impl From<VmxInsnFailure> for VmxError {
     fn from(e: VmxInsnFailure) -> Self {
         Self::Insn(e)
     }
 }
 
-impl core::fmt::Display for InitError {
+impl core::fmt::Display for VmxError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             Self::Insn(e) => write!(f, "{e}"),
@@ -117,260 +277,676 @@ impl core::fmt::Display for InitError {
     }
 }
 
-/// Writes, on this CPU with IRQs off, what every entry of this vCPU will
-/// use unchanged: the control words, the VMCS link pointer, the exception
-/// bitmap and the host state that is the same on every CPU and for every
-/// task. Reads the controls back, then VMCLEARs the VMCS, so that it is
-/// current on no CPU afterwards.
-///
-/// Host CR3 and CR4 are as the kernel has them now; CR3 is the creating
-/// task's and CR4 may differ between CPUs, so the entry step rewrites both
-/// when they change, as KVM does. The per-CPU host state (GDT, IDT and TSS
-/// bases, the stack, FS/GS bases) is written at entry too.
-fn init_vmcs(region: &mut VmcsRegion, cfg: &VmcsConfig) -> core::result::Result<(), InitError> {
-    let host = HostState {
-        sel: x86::host_selectors(),
-        // The same on every CPU of a running kernel.
-        pat: x86::rdmsr(msr::PAT).ok_or(InitError::Msr(msr::PAT))?,
-        efer: x86::rdmsr(msr::EFER).ok_or(InitError::Msr(msr::EFER))?,
-        cr0: x86::cr0(),
-    };
-    let irqs = IrqsOff::new();
-    let mut vmcs = region.load(&irqs)?;
-    let controls = [
-        (
-            control32::PIN_BASED_VM_EXEC_CONTROL,
-            cfg.pin_based,
-            "pin-based controls",
-        ),
-        (
-            control32::CPU_BASED_VM_EXEC_CONTROL,
-            cfg.primary,
-            "primary controls",
-        ),
-        (
-            control32::SECONDARY_VM_EXEC_CONTROL,
-            cfg.secondary,
-            "secondary controls",
-        ),
-        (control32::VM_EXIT_CONTROLS, cfg.exit, "exit controls"),
-        (control32::VM_ENTRY_CONTROLS, cfg.entry, "entry controls"),
-        (
-            control32::EXCEPTION_BITMAP,
-            EXCEPTION_BITMAP,
-            "exception bitmap",
-        ),
-    ];
-    for &(field, value, _) in &controls {
-        vmcs.write32(field, value)?;
-    }
-    vmcs.write64(guest64::VMCS_LINK_POINTER, u64::MAX)?;
-    write_host_state(&mut vmcs, cfg, &host)?;
-    // Read back every control, and one field of each other width.
-    let check = |field: &'static str, wrote: u64, read: u64| {
-        if read == wrote {
-            Ok(())
-        } else {
-            Err(InitError::Readback { field, wrote, read })
+type VmxResult<T = ()> = core::result::Result<T, VmxInsnFailure>;
+
+fn rdmsr(index: u32) -> core::result::Result<u64, VmxError> {
+    x86::rdmsr(index).ok_or(VmxError::Msr(index))
+}
+
+impl VmxVcpu {
+    /// A vCPU in its RESET state, with a VMCS for a CPU with VMX features
+    /// `f` and the control words `cfg` computed at load, for a VM whose
+    /// EPT root is `ept_root`. Fails with `EIO` if a VMX instruction fails.
+    pub(crate) fn new(
+        ept_root: u64,
+        is_bsp: bool,
+        f: &VmxFeatures,
+        cfg: &VmcsConfig,
+    ) -> Result<KBox<Self>> {
+        let vmcs = VmcsRegion::new(f)?;
+        let mut lists = KBox::init(pin_init::init_zeroed::<MsrLists>(), GFP_KERNEL)?;
+        for (i, &index) in SWITCHED_MSRS.iter().enumerate() {
+            lists.guest[i].index = index;
+            lists.host[i].index = index;
+            // The syscall MSRs are the same on every CPU; KERNEL_GS_BASE
+            // (the task's user GS base) is read at every entry.
+            lists.host[i].value = x86::rdmsr(index).ok_or(EIO)?;
         }
-    };
-    for &(field, wrote, name) in &controls {
-        check(name, wrote.into(), vmcs.read32(field)?.into())?;
+        let mut bitmap = KBox::init(pin_init::init_zeroed::<MsrBitmap>(), GFP_KERNEL)?;
+        bitmap.0.fill(0xff);
+        let vapic = KBox::init(pin_init::init_zeroed::<VirtualApic>(), GFP_KERNEL)?;
+        let fixed = |m| x86::rdmsr(m).ok_or(EIO);
+        let cr0_fixed0 = fixed(MSR_VMX_CR0_FIXED0)?;
+        let cr0_fixed1 = fixed(MSR_VMX_CR0_FIXED1)?;
+        // Unrestricted guest lets the guest clear PE and PG (SDM 26.3.1.1).
+        let cr0_fixed_on = cr0_fixed0 & !(cr0::PE | cr0::PG);
+        let vpid = if f.vpid { VPIDS.alloc().unwrap_or(0) } else { 0 };
+        let mut vcpu = KBox::new(
+            Self {
+                state: GuestState::reset(is_bsp),
+                vmcs,
+                lists,
+                _msr_bitmap: bitmap,
+                vapic,
+                host: HostCache::default(),
+                exit: ExitInfo::default(),
+                // 4-level walk, write-back, A/D flags where the CPU has them.
+                eptp: ept_root | (3 << 3) | 6 | if f.ept_ad { 1 << 6 } else { 0 },
+                vpid,
+                f: *f,
+                cfg: *cfg,
+                cr0_host_owned: (cr0_fixed_on | !cr0_fixed1) & 0xffff_ffff,
+                cr0_fixed_on,
+                cr4_fixed_on: fixed(MSR_VMX_CR4_FIXED0)?,
+                last_cpu: None,
+                flush_guest_tlb: false,
+            },
+            GFP_KERNEL,
+        )?;
+        // The guest's TSC starts at 0 at creation.
+        vcpu.state.tsc_offset = 0u64.wrapping_sub(x86::rdtsc());
+        if let Err(e) = vcpu.init_vmcs() {
+            pr_err!("VMCS setup failed: {}\n", format_args!("{e}"));
+            return Err(EIO);
+        }
+        Ok(vcpu)
     }
-    check(
-        "VMCS link pointer",
-        u64::MAX,
-        vmcs.read64(guest64::VMCS_LINK_POINTER)?,
-    )?;
-    check(
-        "host CS",
-        host.sel.cs.into(),
-        vmcs.read16(host16::CS_SELECTOR)?.into(),
-    )?;
-    check("host CR0", host.cr0, vmcs.read_nat(host_nat::CR0)?)?;
-    vmcs.clear()?;
-    Ok(())
+
+    /// The secondary controls of this vCPU: without a VPID, VPIDs are off.
+    fn secondary_controls(&self) -> u32 {
+        if self.vpid == 0 {
+            self.cfg.secondary & !secondary::ENABLE_VPID
+        } else {
+            self.cfg.secondary
+        }
+    }
+
+    /// Writes, on this CPU with IRQs off, what every entry of this vCPU
+    /// uses unchanged: the control words, the addresses of the EPT root and
+    /// the vCPU's pages, and the host state that is the same on every CPU
+    /// and for every task; reads the controls back, and VMCLEARs it.
+    fn init_vmcs(&mut self) -> core::result::Result<(), VmxError> {
+        let sel = x86::host_selectors();
+        let host_pat = rdmsr(msr::PAT)?;
+        let host_efer = rdmsr(msr::EFER)?;
+        let host_sysenter_cs = rdmsr(msr::SYSENTER_CS)?;
+        let host_cr0 = x86::cr0();
+        let controls = [
+            (
+                control32::PIN_BASED_VM_EXEC_CONTROL,
+                self.cfg.pin_based,
+                "pin-based controls",
+            ),
+            (
+                control32::CPU_BASED_VM_EXEC_CONTROL,
+                self.cfg.primary,
+                "primary controls",
+            ),
+            (
+                control32::SECONDARY_VM_EXEC_CONTROL,
+                self.secondary_controls(),
+                "secondary controls",
+            ),
+            (control32::VM_EXIT_CONTROLS, self.cfg.exit, "exit controls"),
+            (
+                control32::EXCEPTION_BITMAP,
+                EXCEPTION_BITMAP,
+                "exception bitmap",
+            ),
+        ];
+        let lists_pa = phys_of(&*self.lists);
+        let host_list_pa = lists_pa + core::mem::offset_of!(MsrLists, host) as u64;
+        let n = SWITCHED_MSRS.len() as u32;
+        let bitmap_pa = phys_of(&*self._msr_bitmap);
+        let vapic_pa = phys_of(&*self.vapic);
+        let irqs = IrqsOff::new();
+        let mut vmcs = self.vmcs.load(&irqs)?;
+        for &(field, value, _) in &controls {
+            vmcs.write32(field, value)?;
+        }
+        for (field, value) in [
+            (control32::PAGE_FAULT_ERROR_CODE_MASK, 0),
+            (control32::PAGE_FAULT_ERROR_CODE_MATCH, 0),
+            (control32::CR3_TARGET_COUNT, 0),
+            (control32::VM_EXIT_MSR_STORE_COUNT, 1),
+            (control32::VM_EXIT_MSR_LOAD_COUNT, n),
+            (control32::VM_ENTRY_MSR_LOAD_COUNT, n),
+            (control32::TPR_THRESHOLD, 0),
+            (guest32::ACTIVITY_STATE, 0),
+        ] {
+            vmcs.write32(field, value)?;
+        }
+        for (field, value) in [
+            (guest64::VMCS_LINK_POINTER, u64::MAX),
+            (control64::MSR_BITMAP, bitmap_pa),
+            (control64::VM_EXIT_MSR_STORE_ADDR, lists_pa),
+            (control64::VM_ENTRY_MSR_LOAD_ADDR, lists_pa),
+            (control64::VM_EXIT_MSR_LOAD_ADDR, host_list_pa),
+            (control64::VIRTUAL_APIC_PAGE_ADDR, vapic_pa),
+            (control64::EPT_POINTER, self.eptp),
+            (guest64::IA32_DEBUGCTL, 0),
+        ] {
+            vmcs.write64(field, value)?;
+        }
+        if self.vpid != 0 {
+            vmcs.write16(control16::VIRTUAL_PROCESSOR_ID, self.vpid)?;
+        }
+        vmcs.write_nat(control_nat::CR0_GUEST_HOST_MASK, self.cr0_host_owned)?;
+        // Every CR4 bit is the host's: each write is checked (as on SVM).
+        vmcs.write_nat(control_nat::CR4_GUEST_HOST_MASK, u64::MAX)?;
+        vmcs.write_nat(guest_nat::PENDING_DBG_EXCEPTIONS, 0)?;
+        vmcs.write_nat(guest_nat::DR7, 0x400)?;
+
+        vmcs.write_nat(host_nat::CR0, host_cr0)?;
+        vmcs.write16(host16::CS_SELECTOR, sel.cs)?;
+        vmcs.write16(host16::SS_SELECTOR, sel.ds)?;
+        // DS, ES, FS and GS exit as null selectors (a 64-bit kernel does not
+        // use them); the C side of the world switch reloads the task's.
+        for field in [
+            host16::DS_SELECTOR,
+            host16::ES_SELECTOR,
+            host16::FS_SELECTOR,
+            host16::GS_SELECTOR,
+        ] {
+            vmcs.write16(field, 0)?;
+        }
+        vmcs.write16(host16::TR_SELECTOR, sel.tr)?;
+        vmcs.write32(host32::IA32_SYSENTER_CS, host_sysenter_cs as u32)?;
+        vmcs.write_nat(host_nat::RIP, vmcs_ops::vmexit_rip())?;
+        if self.cfg.exit & exit_ctl::LOAD_IA32_PAT != 0 {
+            vmcs.write64(host64::IA32_PAT, host_pat)?;
+        }
+        if self.cfg.exit & exit_ctl::LOAD_IA32_EFER != 0 {
+            vmcs.write64(host64::IA32_EFER, host_efer)?;
+        }
+        // Read back every control, and one field of each other width.
+        let check = |field: &'static str, wrote: u64, read: u64| {
+            if read == wrote {
+                Ok(())
+            } else {
+                Err(VmxError::Readback { field, wrote, read })
+            }
+        };
+        for &(field, wrote, name) in &controls {
+            check(name, wrote.into(), vmcs.read32(field)?.into())?;
+        }
+        check(
+            "VMCS link pointer",
+            u64::MAX,
+            vmcs.read64(guest64::VMCS_LINK_POINTER)?,
+        )?;
+        check(
+            "host CS",
+            sel.cs.into(),
+            vmcs.read16(host16::CS_SELECTOR)?.into(),
+        )?;
+        check("host CR0", host_cr0, vmcs.read_nat(host_nat::CR0)?)?;
+        vmcs.clear()?;
+        Ok(())
+    }
+
+    /// Rewrites the host fields that differ between CPUs and tasks, when
+    /// they changed since they were last written.
+    fn write_host_state(
+        host: &mut HostCache,
+        lists: &mut MsrLists,
+        vmcs: &mut CurrentVmcs<'_>,
+        irqs: &IrqsOff,
+        cpu: u32,
+    ) -> VmxResult {
+        if host.cpu != Some(cpu) {
+            let p = vmcs_ops::host_percpu(irqs);
+            vmcs.write_nat(host_nat::GDTR_BASE, p.gdt_base)?;
+            vmcs.write_nat(host_nat::IDTR_BASE, p.idt_base)?;
+            vmcs.write_nat(host_nat::TR_BASE, p.tr_base)?;
+            vmcs.write_nat(host_nat::GS_BASE, p.gs_base)?;
+            vmcs.write_nat(host_nat::IA32_SYSENTER_ESP, p.sysenter_esp)?;
+            vmcs.write_nat(host_nat::IA32_SYSENTER_EIP, p.sysenter_eip)?;
+            host.percpu = p;
+            host.cpu = Some(cpu);
+        }
+        let cr3 = x86::cr3();
+        if cr3 != host.cr3 {
+            vmcs.write_nat(host_nat::CR3, cr3)?;
+            host.cr3 = cr3;
+        }
+        let cr4 = x86::cr4();
+        if cr4 != host.cr4 {
+            vmcs.write_nat(host_nat::CR4, cr4)?;
+            host.cr4 = cr4;
+        }
+        let (fs_base, kernel_gs_base) = vmcs_ops::host_pertask(irqs);
+        if fs_base != host.fs_base {
+            vmcs.write_nat(host_nat::FS_BASE, fs_base)?;
+            host.fs_base = fs_base;
+        }
+        // KERNEL_GS_BASE is first in the lists.
+        lists.host[0].value = kernel_gs_base;
+        Ok(())
+    }
+
+    /// The CR0 the CPU runs the guest with: its own value plus the bits
+    /// VMX operation forces on.
+    fn hw_cr0(&self) -> u64 {
+        self.state.sregs.cr0 | self.cr0_fixed_on
+    }
+
+    /// Writes the dirty groups of guest fields.
+    fn write_guest_state(
+        s: &mut GuestState,
+        vmcs: &mut CurrentVmcs<'_>,
+        cfg: &VmcsConfig,
+        hw_cr0: u64,
+        cr4_fixed_on: u64,
+    ) -> VmxResult {
+        vmcs.write_nat(guest_nat::RIP, s.rip)?;
+        vmcs.write_nat(guest_nat::RSP, s.gprs[4])?;
+        vmcs.write_nat(guest_nat::RFLAGS, s.rflags)?;
+        if s.dirty & dirty::CONTROL != 0 {
+            let sr = &s.sregs;
+            vmcs.write_nat(guest_nat::CR0, hw_cr0)?;
+            vmcs.write_nat(control_nat::CR0_READ_SHADOW, sr.cr0)?;
+            vmcs.write_nat(guest_nat::CR3, sr.cr3)?;
+            vmcs.write_nat(guest_nat::CR4, sr.cr4 | cr4_fixed_on)?;
+            vmcs.write_nat(control_nat::CR4_READ_SHADOW, sr.cr4)?;
+            vmcs.write64(guest64::IA32_EFER, sr.efer)?;
+            let mut entry = cfg.entry;
+            if sr.efer & efer::LMA != 0 {
+                entry |= entry_ctl::IA32E_MODE_GUEST;
+            }
+            vmcs.write32(control32::VM_ENTRY_CONTROLS, entry)?;
+        }
+        if s.dirty & dirty::SEGMENTS != 0 {
+            for reg in SegReg::ALL {
+                let f = seg_fields(reg);
+                let seg = &s.segs.segs[reg as usize];
+                vmcs.write16(f.selector, seg.selector)?;
+                vmcs.write32(f.ar, seg.ar)?;
+                vmcs.write32(f.limit, seg.limit)?;
+                vmcs.write_nat(f.base, seg.base)?;
+            }
+            vmcs.write_nat(guest_nat::GDTR_BASE, s.sregs.gdt.base)?;
+            vmcs.write32(guest32::GDTR_LIMIT, s.sregs.gdt.limit.into())?;
+            vmcs.write_nat(guest_nat::IDTR_BASE, s.sregs.idt.base)?;
+            vmcs.write32(guest32::IDTR_LIMIT, s.sregs.idt.limit.into())?;
+        }
+        if s.dirty & dirty::MSRS != 0 {
+            vmcs.write64(guest64::IA32_PAT, s.pat)?;
+            vmcs.write32(guest32::SYSENTER_CS, s.sysenter[0] as u32)?;
+            vmcs.write_nat(guest_nat::SYSENTER_ESP, s.sysenter[1])?;
+            vmcs.write_nat(guest_nat::SYSENTER_EIP, s.sysenter[2])?;
+        }
+        if s.dirty & dirty::TSC_OFFSET != 0 {
+            vmcs.write64(control64::TSC_OFFSET, s.tsc_offset)?;
+        }
+        if s.dirty & dirty::EVENTS != 0 {
+            vmcs.write32(guest32::INTERRUPTIBILITY_INFO, s.interruptibility)?;
+        }
+        // The event is written at every entry: the CPU clears the field's
+        // valid bit when it delivers it.
+        let (info, err, len) = s.event.take().unwrap_or((0, 0, 0));
+        vmcs.write32(control32::VM_ENTRY_INTR_INFO_FIELD, info)?;
+        if info != 0 {
+            vmcs.write32(control32::VM_ENTRY_EXCEPTION_ERROR_CODE, err)?;
+            vmcs.write32(control32::VM_ENTRY_INSTRUCTION_LEN, len)?;
+        }
+        s.dirty = 0;
+        Ok(())
+    }
+
+    /// Reads the exit and the guest state the guest changes without exits.
+    fn read_exit(
+        s: &mut GuestState,
+        vmcs: &CurrentVmcs<'_>,
+        cr0_host_owned: u64,
+    ) -> VmxResult<ExitInfo> {
+        let mut e = ExitInfo {
+            reason: vmcs.read32(exit32::VM_EXIT_REASON)?,
+            qualification: vmcs.read_nat(exit_nat::EXIT_QUALIFICATION)?,
+            intr_info: vmcs.read32(exit32::VM_EXIT_INTR_INFO)?,
+            insn_len: vmcs.read32(exit32::VM_EXIT_INSTRUCTION_LEN)?,
+            guest_physical: 0,
+            rip: vmcs.read_nat(guest_nat::RIP)?,
+        };
+        if e.basic() == reason::EPT_VIOLATION {
+            e.guest_physical = vmcs.read64(exit64::GUEST_PHYSICAL_ADDRESS)?;
+        }
+        s.rip = e.rip;
+        s.gprs[4] = vmcs.read_nat(guest_nat::RSP)?;
+        s.rflags = vmcs.read_nat(guest_nat::RFLAGS)?;
+        s.interruptibility = vmcs.read32(guest32::INTERRUPTIBILITY_INFO)?;
+        let hw_cr0 = vmcs.read_nat(guest_nat::CR0)?;
+        s.sregs.cr0 = (hw_cr0 & !cr0_host_owned) | (s.sregs.cr0 & cr0_host_owned);
+        s.sregs.cr3 = vmcs.read_nat(guest_nat::CR3)?;
+        // The CPU stores EFER.LMA in the IA-32e mode control at every exit.
+        let lma = vmcs.read32(control32::VM_ENTRY_CONTROLS)? & entry_ctl::IA32E_MODE_GUEST != 0;
+        if lma != (s.sregs.efer & efer::LMA != 0) {
+            s.sregs.efer ^= efer::LMA;
+            // The EFER field must follow.
+            s.dirty |= dirty::CONTROL;
+        }
+        for reg in SegReg::ALL {
+            let f = seg_fields(reg);
+            s.segs.segs[reg as usize] = VmxSeg {
+                selector: vmcs.read16(f.selector)?,
+                ar: vmcs.read32(f.ar)?,
+                limit: vmcs.read32(f.limit)?,
+                base: vmcs.read_nat(f.base)?,
+            };
+        }
+        s.sregs.gdt.base = vmcs.read_nat(guest_nat::GDTR_BASE)?;
+        s.sregs.gdt.limit = vmcs.read32(guest32::GDTR_LIMIT)? as u16;
+        s.sregs.idt.base = vmcs.read_nat(guest_nat::IDTR_BASE)?;
+        s.sregs.idt.limit = vmcs.read32(guest32::IDTR_LIMIT)? as u16;
+        // An event the CPU was delivering when the exit came (e.g. through
+        // a guest IDT whose page was not mapped yet) is delivered again.
+        let idt = vmcs.read32(exit32::IDT_VECTORING_INFO_FIELD)?;
+        if idt & event::VALID != 0 {
+            let err = if idt & event::ERROR_CODE != 0 {
+                vmcs.read32(exit32::IDT_VECTORING_ERROR_CODE)?
+            } else {
+                0
+            };
+            let len = if event::needs_insn_len(idt) {
+                e.insn_len
+            } else {
+                0
+            };
+            // Bit 12 is undefined in IDT-vectoring information.
+            s.event = Some((idt & !event::NMI_UNBLOCKED_BY_IRET, err, len));
+        } else if e.basic() == reason::EPT_VIOLATION
+            && e.qualification & ept_violation::NMI_UNBLOCKED_BY_IRET != 0
+        {
+            // The exit interrupted an IRET that unblocked NMIs: block them
+            // again, as the IRET will run again (SDM 28.2.3).
+            s.interruptibility |= 1 << 3;
+            s.dirty |= dirty::EVENTS;
+        }
+        Ok(e)
+    }
+
+    /// Flushes what this entry must not see: everything the EPT root
+    /// tagged on this CPU if the TDP tables changed or this CPU may hold
+    /// translations from before the vCPU last ran elsewhere, else only the
+    /// guest's linear translations when asked to.
+    fn flush(&mut self, entry: &Entry<'_>) -> VmxResult {
+        let migrated = self.last_cpu != Some(entry.cpu);
+        self.last_cpu = Some(entry.cpu);
+        if entry.flush_tdp || migrated {
+            self.flush_guest_tlb = false;
+            let kind = if self.f.invept_single {
+                InveptType::SingleContext
+            } else {
+                InveptType::AllContext
+            };
+            return vmcs_ops::invept(kind, self.eptp, entry.irqs);
+        }
+        if core::mem::take(&mut self.flush_guest_tlb) && self.vpid != 0 {
+            let kind = if self.f.invvpid_single {
+                InvvpidType::SingleContext
+            } else {
+                InvvpidType::AllContext
+            };
+            return vmcs_ops::invvpid(kind, self.vpid, entry.irqs);
+        }
+        Ok(())
+    }
+
+    /// One entry: everything that needs the VMCS current.
+    fn enter(&mut self, entry: &Entry<'_>) -> core::result::Result<Exit, VmxInsnFailure> {
+        self.flush(entry)?;
+        let hw_cr0 = self.hw_cr0();
+        let mut vmcs = self.vmcs.load(entry.irqs)?;
+        Self::write_host_state(
+            &mut self.host,
+            &mut self.lists,
+            &mut vmcs,
+            entry.irqs,
+            entry.cpu,
+        )?;
+        Self::write_guest_state(
+            &mut self.state,
+            &mut vmcs,
+            &self.cfg,
+            hw_cr0,
+            self.cr4_fixed_on,
+        )?;
+        let s = &mut self.state;
+        // SAFETY: the host-state area was written above for this CPU and
+        // task (the constant part and HOST_RIP at creation); the EPT root
+        // is the VM's and the MSR lists, bitmap and virtual-APIC page are
+        // this vCPU's (type invariant), all alive across the entry.
+        let r = unsafe { vmcs.enter(&mut s.gprs, &mut s.cr2, false) };
+        match r {
+            Ok(()) => {}
+            Err(VmxInsnFailure {
+                how: Failure::Valid(e),
+                ..
+            }) => {
+                // The controls or host state failed the entry checks:
+                // KVM reports the VM-instruction error.
+                self.exit = ExitInfo::default();
+                return Ok(Exit::FailEntry { reason: e.0.into() });
+            }
+            Err(e) => return Err(e),
+        }
+        let e = Self::read_exit(s, &vmcs, self.cr0_host_owned)?;
+        if e.is_nmi() {
+            vmcs.forward_nmi();
+        }
+        self.exit = e;
+        Ok(e.decode())
+    }
 }
 
-/// The host state that is the same on every CPU, read before IRQs go off.
-struct HostState {
-    sel: x86::HostSelectors,
-    pat: u64,
-    efer: u64,
-    cr0: u64,
-}
-
-fn write_host_state(
-    vmcs: &mut CurrentVmcs<'_>,
-    cfg: &VmcsConfig,
-    host: &HostState,
-) -> core::result::Result<(), VmxInsnFailure> {
-    vmcs.write_nat(host_nat::CR0, host.cr0)?;
-    vmcs.write_nat(host_nat::CR3, x86::cr3())?;
-    vmcs.write_nat(host_nat::CR4, x86::cr4())?;
-    let sel = host.sel;
-    vmcs.write16(host16::CS_SELECTOR, sel.cs)?;
-    vmcs.write16(host16::SS_SELECTOR, sel.ds)?;
-    // DS, ES, FS and GS exit as null selectors (a 64-bit kernel does not use
-    // them; FS and GS bases are written at entry); the user values are the
-    // entry step's to reload after an exit, as KVM does.
-    for field in [
-        host16::DS_SELECTOR,
-        host16::ES_SELECTOR,
-        host16::FS_SELECTOR,
-        host16::GS_SELECTOR,
-    ] {
-        vmcs.write16(field, 0)?;
+impl Drop for VmxVcpu {
+    fn drop(&mut self) {
+        // Translations tagged with this VPID may remain on any CPU; the next
+        // vCPU given it flushes them at its first entry on each CPU.
+        VPIDS.free(self.vpid);
     }
-    vmcs.write16(host16::TR_SELECTOR, sel.tr)?;
-    if cfg.exit & exit::LOAD_IA32_PAT != 0 {
-        vmcs.write64(host64::IA32_PAT, host.pat)?;
-    }
-    if cfg.exit & exit::LOAD_IA32_EFER != 0 {
-        vmcs.write64(host64::IA32_EFER, host.efer)?;
-    }
-    Ok(())
 }
 
 impl VcpuBackend for VmxVcpu {
     fn regs(&self) -> Regs {
-        self.regs
+        let mut regs = Regs::default();
+        regs.set_gprs_x86(&self.state.gprs);
+        regs.rip = self.state.rip;
+        regs.rflags = self.state.rflags;
+        regs
     }
 
     fn set_regs(&mut self, regs: &Regs) {
-        self.regs = *regs;
+        self.state.gprs = regs.gprs_x86();
+        self.state.rip = regs.rip;
+        self.state.rflags = regs.rflags;
     }
 
     fn gprs(&self) -> Gprs {
-        self.regs.gprs_x86()
+        self.state.gprs
     }
 
     fn set_gprs(&mut self, gprs: &Gprs) {
-        self.regs.set_gprs_x86(gprs);
+        self.state.gprs = *gprs;
     }
 
     fn rip(&self) -> u64 {
-        self.regs.rip
+        self.state.rip
     }
 
     fn set_rip(&mut self, rip: u64) {
-        self.regs.rip = rip;
+        if rip != self.state.rip {
+            // Moving RIP ends any STI/MOV SS interrupt shadow, as KVM's
+            // instruction skip does.
+            self.state.interruptibility &= !3;
+            self.state.dirty |= dirty::EVENTS;
+        }
+        self.state.rip = rip;
     }
 
     fn rflags(&self) -> u64 {
-        self.regs.rflags
+        self.state.rflags
     }
 
     fn set_rflags(&mut self, rflags: u64) {
-        self.regs.rflags = rflags;
+        self.state.rflags = rflags;
     }
 
     fn sregs(&self) -> Sregs {
-        let mut out = self.sregs;
-        out.segs = SegReg::ALL.map(|reg| self.segs.get(reg));
-        out.efer = self.msrs[0];
+        let mut out = self.state.sregs;
+        out.segs = SegReg::ALL.map(|reg| self.state.segs.get(reg));
+        out.cr2 = self.state.cr2;
+        out.cr8 = self.cr8();
         out
     }
 
     fn set_sregs(&mut self, new: &Sregs) {
-        self.sregs = *new;
+        let s = &mut self.state;
+        s.sregs = *new;
         for reg in SegReg::ALL {
-            self.segs.set(reg, &new.segs[reg as usize]);
+            s.segs.set(reg, &new.segs[reg as usize]);
         }
-        self.msrs[0] = new.efer;
+        s.cr2 = new.cr2;
+        s.dirty |= dirty::CONTROL | dirty::SEGMENTS;
+        self.set_cr8(new.cr8);
+        // Paging state changed behind the guest's back.
+        self.flush_guest_tlb = true;
     }
 
     fn segment(&self, reg: SegReg) -> Segment {
-        self.segs.get(reg)
+        self.state.segs.get(reg)
     }
 
     fn cpl(&self) -> u8 {
-        self.segs.get(SegReg::Ss).dpl
+        self.state.segs.get(SegReg::Ss).dpl
     }
 
     fn cr0(&self) -> u64 {
-        self.sregs.cr0
+        self.state.sregs.cr0
     }
 
     fn cr3(&self) -> u64 {
-        self.sregs.cr3
+        self.state.sregs.cr3
     }
 
     fn cr4(&self) -> u64 {
-        self.sregs.cr4
+        self.state.sregs.cr4
+    }
+
+    fn set_cr0(&mut self, cr0: u64) {
+        self.state.sregs.cr0 = cr0;
+        self.state.dirty |= dirty::CONTROL;
     }
 
     fn set_cr4(&mut self, cr4: u64) {
-        self.sregs.cr4 = cr4;
+        self.state.sregs.cr4 = cr4;
+        self.state.dirty |= dirty::CONTROL;
     }
 
     fn set_cr2(&mut self, cr2: u64) {
-        self.sregs.cr2 = cr2;
+        self.state.cr2 = cr2;
     }
 
     fn efer(&self) -> u64 {
-        self.msrs[0]
+        self.state.sregs.efer
     }
 
+    /// The TPR shadow in the virtual-APIC page holds the guest's TPR.
     fn cr8(&self) -> u64 {
-        self.sregs.cr8
+        (self.vapic.0[VAPIC_TPR] >> 4) as u64
     }
 
     fn set_cr8(&mut self, cr8: u64) {
-        self.sregs.cr8 = cr8;
+        self.vapic.0[VAPIC_TPR] = ((cr8 & 0xf) << 4) as u8;
     }
 
     fn read_msr(&self, index: u32) -> Option<u64> {
-        msr_slot(index).map(|i| self.msrs[i])
+        let s = &self.state;
+        Some(match index {
+            msr::EFER => s.sregs.efer,
+            msr::PAT => s.pat,
+            msr::FS_BASE => s.segs.segs[SegReg::Fs as usize].base,
+            msr::GS_BASE => s.segs.segs[SegReg::Gs as usize].base,
+            msr::SYSENTER_CS => s.sysenter[0],
+            msr::SYSENTER_ESP => s.sysenter[1],
+            msr::SYSENTER_EIP => s.sysenter[2],
+            _ => {
+                let i = SWITCHED_MSRS.iter().position(|&m| m == index)?;
+                self.lists.guest[i].value
+            }
+        })
     }
 
     fn write_msr(&mut self, index: u32, value: u64) -> bool {
-        match msr_slot(index) {
-            Some(i) => {
-                self.msrs[i] = value;
-                true
+        let s = &mut self.state;
+        match index {
+            msr::EFER => {
+                s.sregs.efer = value;
+                s.dirty |= dirty::CONTROL;
             }
-            None => false,
+            msr::PAT => {
+                s.pat = value;
+                s.dirty |= dirty::MSRS;
+            }
+            msr::FS_BASE | msr::GS_BASE => {
+                let reg = if index == msr::FS_BASE {
+                    SegReg::Fs
+                } else {
+                    SegReg::Gs
+                };
+                s.segs.segs[reg as usize].base = value;
+                s.dirty |= dirty::SEGMENTS;
+            }
+            msr::SYSENTER_CS | msr::SYSENTER_ESP | msr::SYSENTER_EIP => {
+                s.sysenter[(index - msr::SYSENTER_CS) as usize] = value;
+                s.dirty |= dirty::MSRS;
+            }
+            _ => match SWITCHED_MSRS.iter().position(|&m| m == index) {
+                Some(i) => self.lists.guest[i].value = value,
+                None => return false,
+            },
         }
+        true
     }
 
     fn tsc_offset(&self) -> u64 {
-        self.tsc_offset
+        self.state.tsc_offset
     }
 
     fn set_tsc_offset(&mut self, offset: u64) {
-        self.tsc_offset = offset;
+        self.state.tsc_offset = offset;
+        self.state.dirty |= dirty::TSC_OFFSET;
     }
 
     fn exit_code(&self) -> u64 {
-        0
+        self.exit.reason.into()
     }
 
-    fn inject_exception(&mut self, _vector: u8, _error_code: Option<u32>) {}
+    fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
+        let info = event::hw_exception(vector, error_code.is_some());
+        self.state.event = Some((info, error_code.unwrap_or(0), 0));
+    }
 
     fn next_rip(&self) -> Option<u64> {
-        None
+        self.exit.next_rip()
     }
 
-    fn flush_guest_tlb(&mut self) {}
+    fn flush_guest_tlb(&mut self) {
+        self.flush_guest_tlb = true;
+    }
 
     fn interrupt_status(&self) -> (bool, bool) {
-        let if_flag = self.regs.rflags & rflags::IF != 0;
-        (if_flag, if_flag)
+        let if_flag = self.state.rflags & rflags::IF != 0;
+        // Blocking by STI or by MOV SS.
+        let shadow = self.state.interruptibility & 3 != 0;
+        (if_flag, if_flag && !shadow)
     }
 
     fn reset(&mut self, is_bsp: bool) {
-        self.regs = Regs::reset();
-        self.sregs = sregs::reset(is_bsp);
-        self.segs = VmxSegs::reset();
-        self.msrs = [0; NR_MSRS];
-        if let Some(i) = msr_slot(msr::PAT) {
-            self.msrs[i] = crate::msr::PAT_DEFAULT;
+        let tsc_offset = self.state.tsc_offset;
+        self.state = GuestState::reset(is_bsp);
+        self.state.tsc_offset = tsc_offset;
+        for e in self.lists.guest.iter_mut() {
+            e.value = 0;
         }
+        self.set_cr8(0);
+        self.flush_guest_tlb = true;
     }
 
-    fn run(&mut self, _entry: &Entry) -> Result<Exit> {
-        // Entering VMX guests is the VMX backend's next step.
-        Err(EINVAL)
+    fn run(&mut self, entry: &Entry<'_>) -> Result<Exit> {
+        self.enter(entry).map_err(|e| {
+            pr_err!("VM entry on CPU {}: {}\n", entry.cpu, format_args!("{e}"));
+            EIO
+        })
     }
 }

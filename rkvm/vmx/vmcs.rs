@@ -120,6 +120,7 @@ fields! {
         VM_EXIT_MSR_LOAD_ADDR = 0x2008,
         VM_ENTRY_MSR_LOAD_ADDR = 0x200a,
         TSC_OFFSET = 0x2010,
+        VIRTUAL_APIC_PAGE_ADDR = 0x2012,
         EPT_POINTER = 0x201a,
     }
 }

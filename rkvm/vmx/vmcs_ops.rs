@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The VMCS region and the VMX instructions that use it (VMCLEAR, VMPTRLD,
-//! VMREAD, VMWRITE), behind safe types: the `unsafe` of the VMX backend's
-//! VMCS handling stays in this file.
+//! VMREAD, VMWRITE, VMLAUNCH/VMRESUME, INVEPT, INVVPID), behind safe types:
+//! the `unsafe` of the VMX backend's VMCS handling stays in this file,
+//! except the one world switch, whose contract is the host state.
 //!
 //! VMREAD and VMWRITE act on whichever VMCS is current on the CPU that
 //! executes them. [`CurrentVmcs`] is the proof that it is the caller's: it
@@ -213,6 +214,40 @@ impl CurrentVmcs<'_> {
         self.write(f.0, v)
     }
 
+    /// Enters the guest with the general-purpose registers `gprs` (x86
+    /// order; RSP comes from the VMCS) and CR2 `cr2`, and stores them back
+    /// after the exit; `launched` picks VMRESUME over VMLAUNCH. Returns
+    /// after the VM exit, or with how VMLAUNCH/VMRESUME failed (the guest
+    /// did not run).
+    ///
+    /// # Safety
+    ///
+    /// The VMCS's host-state area must describe this CPU and this task as
+    /// they are now (`HOST_RIP` the exit label, `HOST_RSP` is written
+    /// here), and every address the VMCS names (EPT root, MSR bitmap and
+    /// MSR areas, virtual-APIC page) must stay valid while the guest runs:
+    /// a VM exit loads that state as the host's.
+    pub(crate) unsafe fn enter(
+        &mut self,
+        gprs: &mut [u64; 16],
+        cr2: &mut u64,
+        launched: bool,
+    ) -> VmxResult {
+        // SAFETY: the region is current on this CPU with IRQs off (type
+        // invariant); the caller vouches for the host state and the
+        // addresses; `gprs` and `cr2` are valid for the helper's accesses.
+        let ret = unsafe { ffi::rkvm_vmx_run(gprs.as_mut_ptr(), cr2, launched) };
+        check(if launched { "VMRESUME" } else { "VMLAUNCH" }, None, ret)
+    }
+
+    /// Gives an NMI that caused the last exit to the host's NMI handler, as
+    /// if the CPU had delivered it.
+    pub(crate) fn forward_nmi(&self) {
+        // SAFETY: IRQs are off and the last exit was an NMI (the caller's
+        // decoding), which the CPU did not deliver to the host.
+        unsafe { ffi::rkvm_vmx_forward_nmi() };
+    }
+
     /// VMCLEARs the region (its data is written back to memory and it is
     /// current nowhere), reporting a failure that dropping would only log.
     pub(crate) fn clear(self) -> VmxResult {
@@ -230,6 +265,58 @@ impl CurrentVmcs<'_> {
         self.region.stuck |= r.is_err();
         r
     }
+}
+
+/// INVEPT types (SDM vol. 3C, 31.3).
+#[derive(Clone, Copy)]
+pub(crate) enum InveptType {
+    SingleContext = 1,
+    AllContext = 2,
+}
+
+/// INVVPID types.
+#[derive(Clone, Copy)]
+pub(crate) enum InvvpidType {
+    SingleContext = 1,
+    AllContext = 2,
+}
+
+/// Invalidates this CPU's EPT-derived translations for `eptp` (or all).
+pub(crate) fn invept(kind: InveptType, eptp: u64, _irqs: &IrqsOff) -> VmxResult {
+    // SAFETY: INVEPT only drops cached translations; a fault (VMX off) is
+    // caught by the helper.
+    let ret = unsafe { ffi::rkvm_invept(kind as u64, eptp) };
+    check("INVEPT", None, ret)
+}
+
+/// Invalidates this CPU's guest-linear translations tagged with `vpid`
+/// (or all VPIDs but the host's).
+pub(crate) fn invvpid(kind: InvvpidType, vpid: u16, _irqs: &IrqsOff) -> VmxResult {
+    // SAFETY: as for INVEPT.
+    let ret = unsafe { ffi::rkvm_invvpid(kind as u64, vpid, 0) };
+    check("INVVPID", None, ret)
+}
+
+/// The host state of this CPU that a VM exit loads.
+pub(crate) fn host_percpu(_irqs: &IrqsOff) -> ffi::VmxHostPerCpu {
+    let mut h = ffi::VmxHostPerCpu::default();
+    // SAFETY: IRQs are off, so the values are this CPU's; `h` is valid.
+    unsafe { ffi::rkvm_vmx_host_percpu(&mut h) };
+    h
+}
+
+/// The task's FS base and the user GS base (`KERNEL_GS_BASE` in the
+/// kernel), which a VM exit would lose.
+pub(crate) fn host_pertask(_irqs: &IrqsOff) -> (u64, u64) {
+    let (mut fs, mut kgs) = (0, 0);
+    // SAFETY: reads two MSRs into valid places.
+    unsafe { ffi::rkvm_vmx_host_pertask(&mut fs, &mut kgs) };
+    (fs, kgs)
+}
+
+/// The address VM exits jump to: `HOST_RIP`.
+pub(crate) fn vmexit_rip() -> u64 {
+    (&raw const ffi::rkvm_vmx_vmexit) as u64
 }
 
 impl Drop for CurrentVmcs<'_> {

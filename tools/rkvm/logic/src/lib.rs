@@ -26,6 +26,8 @@ mod cpuid;
 #[allow(unused_imports)]
 #[path = "../../../../rkvm/emulate/mod.rs"]
 mod emulate;
+#[path = "../../../../rkvm/exit_info.rs"]
+mod exit_info;
 #[path = "../../../../rkvm/fpu.rs"]
 mod fpu;
 #[path = "../../../../rkvm/memslot.rs"]
@@ -73,12 +75,16 @@ mod svm {
 mod vmx {
     #[path = "controls.rs"]
     pub(crate) mod controls;
+    #[path = "exit.rs"]
+    pub(crate) mod exit;
     #[path = "features.rs"]
     pub(crate) mod features;
     #[path = "seg.rs"]
     pub(crate) mod seg;
     #[path = "vmcs.rs"]
     pub(crate) mod vmcs;
+    #[path = "vpid.rs"]
+    pub(crate) mod vpid;
 }
 #[path = "../../../../rkvm/xsave.rs"]
 mod xsave;
@@ -159,7 +165,7 @@ mod abi_matches_kvm {
     #[test]
     fn only_implemented_capabilities_are_reported() {
         for cap in 0..4096usize {
-            let v = caps::check_extension(cap, 2, true);
+            let v = caps::check_extension(cap, 2);
             match cap {
                 c if c == kb::KVM_CAP_CHECK_EXTENSION_VM as usize
                     || c == kb::KVM_CAP_SET_TSS_ADDR as usize
@@ -183,10 +189,9 @@ mod abi_matches_kvm {
                 _ => assert_eq!(v, 0, "cap {cap}"),
             }
         }
-        assert_eq!(caps::check_extension(usize::MAX, 2, true), 0);
+        assert_eq!(caps::check_extension(usize::MAX, 2), 0);
         // Without a backend that runs guests, no KVM_RUN-only capability.
-        assert_eq!(caps::check_extension(kb::KVM_CAP_IMMEDIATE_EXIT as usize, 2, false), 0);
         // NR_VCPUS recommends no more vCPUs than host CPUs, within the maximum.
-        assert_eq!(caps::check_extension(kb::KVM_CAP_NR_VCPUS as usize, 1000, true), 64);
+        assert_eq!(caps::check_extension(kb::KVM_CAP_NR_VCPUS as usize, 1000), 64);
     }
 }

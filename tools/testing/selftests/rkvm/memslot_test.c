@@ -23,7 +23,7 @@
 
 #define MB (1UL << 20)
 /* rkvm/caps.rs's KVM_CAP_NR_MEMSLOTS. */
-#define NR_SLOTS ((int)rkvm_expected_cap(KVM_CAP_NR_MEMSLOTS, 1, 1))
+#define NR_SLOTS ((int)rkvm_expected_cap(KVM_CAP_NR_MEMSLOTS, 1))
 
 static long set_region(int vm, uint32_t slot, uint32_t flags, uint64_t gpa,
 		       uint64_t size, void *hva)

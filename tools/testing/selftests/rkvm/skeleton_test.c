@@ -21,29 +21,13 @@
 #include "rkvm_caps.h"
 #include "rkvm_util.h"
 
-/* Whether the host CPU has SVM (grep -w svm /proc/cpuinfo). */
-static int host_has_svm(void)
-{
-	FILE *f = fopen("/proc/cpuinfo", "r");
-	char line[4096];
-	int found = 0;
-
-	while (f && !found && fgets(line, sizeof(line), f))
-		found = !strncmp(line, "flags", 5) &&
-			(strstr(line, " svm ") || strstr(line, " svm\n"));
-	if (f)
-		fclose(f);
-	return found;
-}
-
 /*
  * The capabilities rkvm implements, with the value KVM would give: the
  * module's own table (rkvm/caps.rs, as C in the generated rkvm_caps.h).
- * KVM_RUN works on the SVM backend only, so far.
  */
 static long expected_cap(unsigned long cap)
 {
-	return rkvm_expected_cap(cap, sysconf(_SC_NPROCESSORS_ONLN), host_has_svm());
+	return rkvm_expected_cap(cap, sysconf(_SC_NPROCESSORS_ONLN));
 }
 
 static int open_dev(void)

@@ -25,7 +25,7 @@
 #include "rkvm_util.h"
 
 /* rkvm/caps.rs's KVM_CAP_MAX_VCPUS (also the vCPU id limit). */
-#define MAX_VCPUS ((int)rkvm_expected_cap(KVM_CAP_MAX_VCPUS, 1, 1))
+#define MAX_VCPUS ((int)rkvm_expected_cap(KVM_CAP_MAX_VCPUS, 1))
 
 FIXTURE(vm) {
 	int sys, vm;

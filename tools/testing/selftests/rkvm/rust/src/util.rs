@@ -87,14 +87,6 @@ pub(crate) fn new_vm(kvm: &Kvm) -> Result<VmFd, String> {
         .map_err(|e| format!("create_vm: {}", ename(e.errno())))
 }
 
-/// Whether the host CPU has SVM (rkvm's SVM backend runs guests).
-pub(crate) fn host_has_svm() -> bool {
-    std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| {
-        c.lines()
-            .any(|l| l.starts_with("flags") && l.split_whitespace().any(|f| f == "svm"))
-    })
-}
-
 pub(crate) fn online_cpus() -> i32 {
     // SAFETY: sysconf has no memory-safety preconditions.
     unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) as i32 }

@@ -5,11 +5,10 @@
 //! (included by path, as the module and the host crate include it), so the
 //! C selftests check the module against its own definition, not a copy.
 //!
-//! `check_extension(cap, online_cpus, can_run)` is evaluated for every
-//! capability number up to `CAP_SCAN` and every host size up to
-//! `CPUS_SCAN`, and each answer is written in the one of these forms that
-//! reproduces it exactly: a constant, `can_run ? A : B`, or
-//! `min(online_cpus, K)`. A rule of another shape is refused (exit 1), so
+//! `check_extension(cap, online_cpus)` is evaluated for every capability
+//! number up to `CAP_SCAN` and every host size up to `CPUS_SCAN`, and each
+//! answer is written in the one of these forms that reproduces it exactly:
+//! a constant or `min(online_cpus, K)`. A rule of another shape is refused (exit 1), so
 //! a change to caps.rs that the generator cannot express fails the build
 //! instead of testing something else.
 //!
@@ -48,24 +47,18 @@ const CPUS_SCAN: usize = 1024;
 /// How one capability's answer depends on the host.
 enum Rule {
     Const(isize),
-    CanRun { yes: isize, no: isize },
     MinCpus(isize),
 }
 
 fn classify(cap: usize) -> Option<Rule> {
-    let f = |cpus, run| caps::check_extension(cap, cpus, run);
-    let all = |g: &dyn Fn(usize, bool) -> isize| {
-        (1..=CPUS_SCAN).all(|n| [false, true].iter().all(|&r| f(n, r) == g(n, r)))
-    };
-    let (yes, no) = (f(1, true), f(1, false));
-    if all(&|_, _| yes) {
-        return Some(Rule::Const(yes));
+    let f = |cpus| caps::check_extension(cap, cpus);
+    let all = |g: &dyn Fn(usize) -> isize| (1..=CPUS_SCAN).all(|n| f(n) == g(n));
+    let one = f(1);
+    if all(&|_| one) {
+        return Some(Rule::Const(one));
     }
-    if all(&|_, r| if r { yes } else { no }) {
-        return Some(Rule::CanRun { yes, no });
-    }
-    let k = f(CPUS_SCAN, true);
-    if k < CPUS_SCAN as isize && all(&|n, _| (n as isize).min(k)) {
+    let k = f(CPUS_SCAN);
+    if k < CPUS_SCAN as isize && all(&|n| (n as isize).min(k)) {
         return Some(Rule::MinCpus(k));
     }
     None
@@ -77,7 +70,6 @@ fn main() -> ExitCode {
         let line = match classify(cap) {
             Some(Rule::Const(0)) => continue,
             Some(Rule::Const(v)) => format!("return {v};"),
-            Some(Rule::CanRun { yes, no }) => format!("return can_run ? {yes} : {no};"),
             Some(Rule::MinCpus(k)) => {
                 format!("return online_cpus < {k} ? online_cpus : {k};")
             }
@@ -91,7 +83,7 @@ fn main() -> ExitCode {
         };
         writeln!(cases, "\tcase {cap}:\n\t\t{line}").unwrap();
     }
-    if caps::check_extension(usize::MAX, 2, true) != 0 {
+    if caps::check_extension(usize::MAX, 2) != 0 {
         eprintln!("rkvm_caps_h: caps.rs answers capability usize::MAX");
         return ExitCode::FAILURE;
     }
@@ -106,13 +98,11 @@ fn main() -> ExitCode {
 
 /*
  * What rkvm's KVM_CHECK_EXTENSION answers for @cap, on the system fd and
- * on VM fds, on a host with @online_cpus CPUs; @can_run: the backend runs
- * guests (KVM_RUN works).
+ * on VM fds, on a host with @online_cpus CPUs.
  */
-static inline long rkvm_expected_cap(unsigned long cap, long online_cpus, int can_run)
+static inline long rkvm_expected_cap(unsigned long cap, long online_cpus)
 {{
 \t(void)online_cpus;
-\t(void)can_run;
 \tswitch (cap) {{
 {cases}\tdefault:
 \t\treturn 0;

@@ -13,7 +13,7 @@ use kvm_ioctls::Cap;
 use crate::harness::{Ctx, TestResult, diag};
 use crate::util::{
     FOREIGN_BOGUS, KVM_BOGUS, KVM_CHECK_EXTENSION, KVM_CREATE_VM, KVM_GET_API_VERSION,
-    KVM_GET_VCPU_MMAP_SIZE, check_ext, ename, expect_errno, fd_flags, host_has_svm, new_vm,
+    KVM_GET_VCPU_MMAP_SIZE, check_ext, ename, expect_errno, fd_flags, new_vm,
     online_cpus, raw_ioctl,
 };
 use crate::{abi, caps};
@@ -27,7 +27,7 @@ const RKVM_VCPU_MMAP_SIZE: usize = abi::VCPU_MMAP_PAGES * 4096;
 /// (rkvm/caps.rs, included by path), on this host. KVM_RUN works on the
 /// SVM backend only, so far.
 fn rkvm_expected_cap(cap: c_ulong) -> i32 {
-    caps::check_extension(cap as usize, online_cpus() as usize, host_has_svm()) as i32
+    caps::check_extension(cap as usize, online_cpus() as usize) as i32
 }
 
 pub(crate) fn api_version(ctx: &Ctx) -> TestResult {

@@ -1,0 +1,50 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Why the guest stopped running: the vendor-neutral description of an
+//! exit that both backends produce (see `backend.rs`) and `exits.rs`
+//! handles.
+//!
+//! Pure logic (only `core`), tested on the host with the decoders that
+//! produce it.
+
+/// Why the guest stopped running, in terms both vendors share.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Exit {
+    /// For the host's sake (a physical interrupt, NMI, SMI or INIT): the
+    /// guest resumes once the host has taken it.
+    Host,
+    /// Port I/O.
+    Io(IoExit),
+    /// A TDP fault (NPT or EPT violation) on `gpa`.
+    TdpFault { gpa: u64, write: bool, fetch: bool },
+    Cpuid,
+    Hlt,
+    /// RDMSR (`write == false`) or WRMSR.
+    Msr { write: bool },
+    Xsetbv,
+    /// MOV to CR`cr`; `gpr` is the source register when the hardware
+    /// decoded it (SVM decode assists, VMX exit qualification).
+    CrWrite { cr: u8, gpr: Option<u8> },
+    /// A triple fault: the guest state is undefined until reset.
+    Shutdown,
+    /// The guest state failed the entry checks (hardware or software).
+    FailEntry { reason: u64 },
+    /// An instruction rkvm does not virtualize: the guest gets `#UD`.
+    UndefinedInstruction,
+    /// Anything else: reported to userspace with the vendor's code.
+    Unexpected { reason: u64, info: u64 },
+}
+
+/// A port I/O exit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct IoExit {
+    pub(crate) port: u16,
+    /// 1, 2 or 4 bytes.
+    pub(crate) size: u8,
+    pub(crate) is_in: bool,
+    /// INS/OUTS.
+    pub(crate) string: bool,
+    pub(crate) rep: bool,
+    /// RIP of the next instruction.
+    pub(crate) next_rip: u64,
+}
