@@ -4,10 +4,12 @@
 # (make -C $KDIR M=$PWD); these targets set up everything around it.
 #
 #   make run     boot the emulated SVM host, load rkvm, show what it reports
+#                and run the demo guest; MACHINE=bochs: the VMX host instead
 #   make check   every test: host unit tests, then selftests on the emulated
 #                SVM (QEMU) and VMX (Bochs) hosts; ends with "N passed, N failed"
 #   make bench   the same micro-benchmarks on stock KVM and on rkvm in the
-#                emulated SVM host; prints the ratios rkvm/KVM
+#                emulated SVM and VMX hosts; prints the ratios rkvm/KVM
+#                (RKVM_BENCH_MACHINES="qemu" or "bochs": one host only)
 #   make module  build rkvm.ko against the cached test kernel
 #   make setup   install packages, bindgen and the kernel source (as root)
 #   make kernel  build (or reuse) the cached test kernel
@@ -31,7 +33,7 @@ host-test:
 	$(TOOLS)/host-test.sh
 
 run:
-	$(TOOLS)/run.sh
+	$(if $(MACHINE),RKVM_MACHINE=$(MACHINE) )$(TOOLS)/run.sh
 
 check:
 	$(TOOLS)/check.sh

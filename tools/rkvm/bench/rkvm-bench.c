@@ -11,11 +11,12 @@
  *                   paging fault in the hypervisor plus a host page fault
  *   fault_4k_4vcpu  the same with 4 vCPUs, each writing its quarter
  *
- * The guest reads the TSC around its loop (under QEMU's -icount shift=0 the
- * TSC counts instructions, see Documentation/virt/rkvm/testing.rst) and this
- * VMM reads CLOCK_MONOTONIC from the guest's "start" exit to its HLT. With
- * --repeat R each workload runs R times (a fresh VM each time) and the best
- * figures are reported. One line per workload:
+ * The guest reads the TSC around its loop (under QEMU's -icount shift=0 and
+ * in Bochs the TSC counts instructions, see
+ * Documentation/virt/rkvm/testing.rst) and this VMM reads CLOCK_MONOTONIC
+ * from the guest's "start" exit to its HLT. With --repeat R each workload
+ * runs R times (a fresh VM each time) and the best figures are reported.
+ * One line per workload:
  *
  *   bench NAME vcpus=V iterations=N guest_tsc_per_iter=X wall_ns_per_iter=Y
  *         runs=R guest_tsc_spread=S%      (on one line)
