@@ -38,10 +38,10 @@ on() { [[ " $machines " == *" $1 "* ]]; }
 # machines.
 bench_args=${RKVM_BENCH_ARGS:---pio 10000 --cpuid 10000 --fault-mib 64 --repeat 3 --timeout 120}
 # Bochs runs some 30 million instructions a second here: its boot takes
-# about 70 s, and kvm_intel's runs at these sizes one more minute (each
-# run of its fault workloads is about 3.4 s of emulated time). rkvm-bench's
-# --timeout counts emulated seconds, about 3.5 s of wall time each in a
-# busy guest.
+# about 70 s, kvm_intel's runs at these sizes one more minute (each run of
+# its fault workloads is about 3.4 s of emulated time) and rkvm's 45 s.
+# rkvm-bench's --timeout counts emulated seconds, about 3.5 s of wall time
+# each in a busy guest.
 vmx_args=${RKVM_BENCH_VMX_ARGS:---pio 5000 --cpuid 5000 --fault-mib 32 --repeat 3 --timeout 60}
 
 out="$RKVM_OUT/bench"
