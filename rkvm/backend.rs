@@ -99,6 +99,14 @@ pub(crate) trait VcpuBackend: Send + Sync {
     /// `ready_for_interrupt_injection`.
     fn interrupt_status(&self) -> (bool, bool);
 
+    /// `KVM_RUN` starts on the calling task (KVM's `vcpu_load`): state the
+    /// backend keeps on the CPU between entries may stay there until
+    /// [`Self::end_run`].
+    fn begin_run(&mut self) {}
+    /// `KVM_RUN` ends (KVM's `vcpu_put`): nothing of the vCPU stays on the
+    /// CPU.
+    fn end_run(&mut self) {}
+
     /// Puts the vCPU in its RESET state.
     fn reset(&mut self, is_bsp: bool);
     /// Enters the guest once, with IRQs off, and says why it stopped.

@@ -245,6 +245,21 @@ impl GuestCpu {
             return Err(EINTR);
         }
         let fpu = self.fpu.load();
+        core.backend.begin_run();
+        let r = core.run_loop(vm, run, pio, &fpu);
+        core.backend.end_run();
+        r
+    }
+}
+
+impl CpuCore {
+    fn run_loop(
+        &mut self,
+        vm: &Vm,
+        run: &RunPage<'_>,
+        pio: &SharedPage<'_>,
+        fpu: &LoadedGuestFpu<'_>,
+    ) -> Result {
         let mut cache = PtCache::new();
         loop {
             if cpu::signal_pending() {
@@ -253,8 +268,8 @@ impl GuestCpu {
             }
             // A guest that never exits must not keep the CPU from others.
             cpu::cond_resched();
-            let (exit, cpu) = core.enter(vm, &fpu)?;
-            match core.handle_exit(vm, run, pio, &mut cache, exit, cpu)? {
+            let (exit, cpu) = self.enter(vm, fpu)?;
+            match self.handle_exit(vm, run, pio, &mut cache, exit, cpu)? {
                 Flow::Guest => {}
                 Flow::User => return Ok(()),
             }

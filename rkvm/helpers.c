@@ -6,6 +6,7 @@
 #include <linux/cpumask.h>
 #include <linux/highmem.h>
 #include <linux/rcupdate.h>
+#include <linux/preempt.h>
 #include <linux/sched/signal.h>
 #include <linux/sched/task_stack.h>
 #include <linux/slab.h>
@@ -265,6 +266,116 @@ int rkvm_vmx_run(u64 *gprs, u64 *cr2, bool launched)
 	if (debugctl)
 		update_debugctlmsr(debugctl);
 	return r;
+}
+
+/*
+ * A VMCS that stays current on the CPU its task runs on: VMCLEARed when the
+ * task is scheduled out, so it never stays behind on a CPU the task left.
+ */
+struct rkvm_vmcs_pin {
+	struct preempt_notifier pn;
+	u64 phys;
+	int cpu;	/* where it is current, or -1 */
+	bool launched;	/* VMRESUME, not VMLAUNCH, enters it there */
+};
+
+static int rkvm_vmcs_pin_clear(struct rkvm_vmcs_pin *p)
+{
+	int r;
+
+	if (p->cpu < 0)
+		return 0;
+	/* Cannot fail in VMX operation; if VMX was turned off, nothing to do. */
+	r = rkvm_vmclear(p->phys);
+	p->cpu = -1;
+	p->launched = false;
+	return r;
+}
+
+static void rkvm_vmcs_sched_in(struct preempt_notifier *pn, int cpu)
+{
+}
+
+static void rkvm_vmcs_sched_out(struct preempt_notifier *pn,
+				struct task_struct *next)
+{
+	rkvm_vmcs_pin_clear(container_of(pn, struct rkvm_vmcs_pin, pn));
+}
+
+static struct preempt_ops rkvm_vmcs_preempt_ops = {
+	.sched_in = rkvm_vmcs_sched_in,
+	.sched_out = rkvm_vmcs_sched_out,
+};
+
+struct rkvm_vmcs_pin *rkvm_vmcs_pin_alloc(u64 phys)
+{
+	struct rkvm_vmcs_pin *p = kzalloc(sizeof(*p), GFP_KERNEL_ACCOUNT);
+
+	if (!p)
+		return NULL;
+	preempt_notifier_init(&p->pn, &rkvm_vmcs_preempt_ops);
+	p->phys = phys;
+	p->cpu = -1;
+	return p;
+}
+
+void rkvm_vmcs_pin_free(struct rkvm_vmcs_pin *p)
+{
+	kfree(p);
+}
+
+void rkvm_vmcs_pin_register(struct rkvm_vmcs_pin *p)
+{
+	preempt_disable();
+	preempt_notifier_register(&p->pn);
+	preempt_enable();
+}
+
+void rkvm_vmcs_pin_unregister(struct rkvm_vmcs_pin *p)
+{
+	preempt_disable();
+	preempt_notifier_unregister(&p->pn);
+	preempt_enable();
+}
+
+int rkvm_vmcs_pin_load(struct rkvm_vmcs_pin *p)
+{
+	int cpu = raw_smp_processor_id();
+	int r;
+
+	lockdep_assert_irqs_disabled();
+	if (p->cpu == cpu)
+		return 0;
+	r = rkvm_vmptrld(p->phys);
+	if (!r) {
+		p->cpu = cpu;
+		p->launched = false;
+	}
+	return r;
+}
+
+int rkvm_vmcs_pin_put(struct rkvm_vmcs_pin *p)
+{
+	lockdep_assert_irqs_disabled();
+	return rkvm_vmcs_pin_clear(p);
+}
+
+bool rkvm_vmcs_pin_launched(const struct rkvm_vmcs_pin *p)
+{
+	return p->launched;
+}
+
+void rkvm_vmcs_pin_set_launched(struct rkvm_vmcs_pin *p)
+{
+	p->launched = true;
+}
+
+void rkvm_preempt_notifiers_enable(bool on)
+{
+	if (on)
+		preempt_notifier_inc();
+	else
+		preempt_notifier_dec();
 }
 
 void rkvm_vmx_forward_nmi(void)

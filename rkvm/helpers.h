@@ -82,6 +82,21 @@ int rkvm_svm_run(u64 vmcb_pa, u64 *gprs, u64 host_save_pa);
  * was off.
  */
 int rkvm_vmx_run(u64 *gprs, u64 *cr2, bool launched);
+/*
+ * A VMCS kept current on its task's CPU for a KVM_RUN: loaded (VMPTRLD) at
+ * the first entry on a CPU, VMCLEARed by a preempt notifier when the task is
+ * scheduled out, and by put. load and put with IRQs off.
+ */
+struct rkvm_vmcs_pin;
+struct rkvm_vmcs_pin *rkvm_vmcs_pin_alloc(u64 phys);
+void rkvm_vmcs_pin_free(struct rkvm_vmcs_pin *p);
+void rkvm_vmcs_pin_register(struct rkvm_vmcs_pin *p);
+void rkvm_vmcs_pin_unregister(struct rkvm_vmcs_pin *p);
+int rkvm_vmcs_pin_load(struct rkvm_vmcs_pin *p);
+int rkvm_vmcs_pin_put(struct rkvm_vmcs_pin *p);
+bool rkvm_vmcs_pin_launched(const struct rkvm_vmcs_pin *p);
+void rkvm_vmcs_pin_set_launched(struct rkvm_vmcs_pin *p);
+void rkvm_preempt_notifiers_enable(bool on);
 /* The exit label: the VMCS's HOST_RIP. */
 extern const u8 rkvm_vmx_vmexit[];
 /* Hands an NMI that caused a VM exit to the kernel's NMI handler. */

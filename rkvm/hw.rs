@@ -25,6 +25,7 @@ use crate::shim::ffi;
 use kernel::{alloc::flags::*, cpu, page::Page, prelude::*, str::CStr};
 
 use crate::backend::VcpuBackend;
+use crate::shim::cpu::PreemptNotifiers;
 use crate::mmu::tdp::TdpFormat;
 use crate::svm::{self, SvmCpu, SvmFeatures};
 use crate::vmx::{self, controls::VmcsConfig, VmxFeatures};
@@ -94,6 +95,9 @@ const CPUHP_NAME: &CStr = c"rkvm:online";
 pub(crate) struct Hardware {
     cpuhp_state: i32,
     per_cpu: *mut PerCpu,
+    /// VMX keeps a vCPU's VMCS on its CPU between entries and clears it
+    /// when the thread is scheduled out (see `vmx::vmcs_ops`).
+    _notifiers: Option<PreemptNotifiers>,
 }
 
 // SAFETY: `per_cpu` is only dereferenced by the hotplug callbacks and freed
@@ -188,6 +192,7 @@ impl Hardware {
         Ok(Self {
             cpuhp_state: state,
             per_cpu,
+            _notifiers: matches!(vendor, Vendor::Vmx(_)).then(PreemptNotifiers::enable),
         })
     }
 }

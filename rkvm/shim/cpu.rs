@@ -114,3 +114,22 @@ impl Drop for SigmaskGuard {
         unsafe { ffi::rkvm_sigset_deactivate() };
     }
 }
+
+/// Preempt notifiers are fired by the scheduler while this lives (a static
+/// key the kernel keeps off until a user asks).
+pub(crate) struct PreemptNotifiers(());
+
+impl PreemptNotifiers {
+    pub(crate) fn enable() -> Self {
+        // SAFETY: paired with the decrement in `drop`.
+        unsafe { ffi::rkvm_preempt_notifiers_enable(true) };
+        Self(())
+    }
+}
+
+impl Drop for PreemptNotifiers {
+    fn drop(&mut self) {
+        // SAFETY: `enable` incremented the key.
+        unsafe { ffi::rkvm_preempt_notifiers_enable(false) };
+    }
+}

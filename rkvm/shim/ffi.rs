@@ -13,6 +13,12 @@ pub(crate) struct FpuGuest {
     _opaque: [u8; 0],
 }
 
+/// `struct rkvm_vmcs_pin` (helpers.c), only ever behind a pointer.
+#[repr(C)]
+pub(crate) struct VmcsPin {
+    _opaque: [u8; 0],
+}
+
 /// `struct rkvm_vmx_host_percpu` (helpers.h): the host state of this CPU
 /// that a VM exit loads.
 #[repr(C)]
@@ -43,8 +49,6 @@ extern "C" {
     pub(crate) fn rkvm_vmxon(phys: u64) -> i32;
     pub(crate) fn rkvm_vmxoff() -> i32;
     pub(crate) fn rkvm_stgi() -> i32;
-    pub(crate) fn rkvm_vmclear(phys: u64) -> i32;
-    pub(crate) fn rkvm_vmptrld(phys: u64) -> i32;
     pub(crate) fn rkvm_vmread(field: u64, value: *mut u64) -> i32;
     pub(crate) fn rkvm_vmwrite(field: u64, value: u64) -> i32;
     pub(crate) fn rkvm_host_cs() -> u16;
@@ -55,6 +59,15 @@ extern "C" {
     pub(crate) fn rkvm_vmx_run(gprs: *mut u64, cr2: *mut u64, launched: bool) -> i32;
     pub(crate) static rkvm_vmx_vmexit: [u8; 0];
     pub(crate) fn rkvm_vmx_forward_nmi();
+    pub(crate) fn rkvm_vmcs_pin_alloc(phys: u64) -> *mut VmcsPin;
+    pub(crate) fn rkvm_vmcs_pin_free(p: *mut VmcsPin);
+    pub(crate) fn rkvm_vmcs_pin_register(p: *mut VmcsPin);
+    pub(crate) fn rkvm_vmcs_pin_unregister(p: *mut VmcsPin);
+    pub(crate) fn rkvm_vmcs_pin_load(p: *mut VmcsPin) -> i32;
+    pub(crate) fn rkvm_vmcs_pin_put(p: *mut VmcsPin) -> i32;
+    pub(crate) fn rkvm_vmcs_pin_launched(p: *const VmcsPin) -> bool;
+    pub(crate) fn rkvm_vmcs_pin_set_launched(p: *mut VmcsPin);
+    pub(crate) fn rkvm_preempt_notifiers_enable(on: bool);
     pub(crate) fn rkvm_vmx_host_percpu(h: *mut VmxHostPerCpu);
     pub(crate) fn rkvm_vmx_host_pertask(fs_base: *mut u64, kernel_gs_base: *mut u64);
     pub(crate) fn rkvm_invept(kind: u64, eptp: u64) -> i32;

@@ -7,16 +7,18 @@
 //!
 //! # The VMCS and the ioctls' copy
 //!
-//! The ioctls read and write the copy in [`GuestState`]; the VMCS is current
-//! on a CPU only inside `run`, with IRQs off (see `vmcs_ops`). Each entry
-//! loads the VMCS (VMCLEAR, VMPTRLD), writes the groups of guest fields the
-//! ioctls or the exit handlers changed since the last entry (`dirty`), and
-//! reads back after the exit the state the guest changes without exiting
-//! (RIP, RSP, RFLAGS, CR0's guest-owned bits, CR3, segments, descriptor
-//! tables, interruptibility, long-mode activity). As the VMCS is current
-//! nowhere between entries, a vCPU thread that moves to another CPU, or a
-//! CPU that goes offline, never leaves it stale: the host fields that are
-//! per CPU are rewritten when the CPU changes.
+//! The ioctls read and write the copy in [`GuestState`]; VMREAD and VMWRITE
+//! happen only inside `run`, with IRQs off. During `KVM_RUN` the VMCS stays
+//! current on the CPU the vCPU thread runs on (VMPTRLD at the first entry
+//! there, VMRESUME for the next ones); when the thread is scheduled out, to
+//! move to another CPU or because its CPU goes offline, a preempt notifier
+//! VMCLEARs it, and so does the end of `KVM_RUN` (see `vmcs_ops`). Each
+//! entry writes the groups of guest fields the ioctls or the exit handlers
+//! changed since the last one (`dirty`); after the exit it reads back the
+//! state the guest changes without exiting (RIP, RSP, RFLAGS, CR0's
+//! guest-owned bits, CR3, segments, descriptor tables, interruptibility,
+//! long-mode activity). The per-CPU host fields are rewritten when the CPU
+//! changes.
 //!
 //! # Host state
 //!
@@ -40,7 +42,7 @@ use crate::{
     sregs::{self, SegReg, Segment, Sregs},
     vmx::{
         controls::{entry as entry_ctl, exit as exit_ctl, secondary, VmcsConfig},
-        exit::{ept_violation, event, reason, ExitInfo},
+        exit::{ept_violation, event, reason, ExitInfo, REASON_FAILED_ENTRY},
         features::{MSR_VMX_CR0_FIXED0, MSR_VMX_CR0_FIXED1, MSR_VMX_CR4_FIXED0},
         seg::{VmxSeg, VmxSegs},
         vmcs::{
@@ -706,7 +708,7 @@ impl VmxVcpu {
         // task (the constant part and HOST_RIP at creation); the EPT root
         // is the VM's and the MSR lists, bitmap and virtual-APIC page are
         // this vCPU's (type invariant), all alive across the entry.
-        let r = unsafe { vmcs.enter(&mut s.gprs, &mut s.cr2, false) };
+        let r = unsafe { vmcs.enter(&mut s.gprs, &mut s.cr2) };
         match r {
             Ok(()) => {}
             Err(VmxInsnFailure {
@@ -721,6 +723,10 @@ impl VmxVcpu {
             Err(e) => return Err(e),
         }
         let e = Self::read_exit(s, &vmcs, self.cr0_host_owned)?;
+        if e.reason & REASON_FAILED_ENTRY == 0 {
+            // A failed entry leaves the launch state as it was (SDM 26.8).
+            vmcs.set_launched();
+        }
         if e.is_nmi() {
             vmcs.forward_nmi();
         }
@@ -930,6 +936,14 @@ impl VcpuBackend for VmxVcpu {
         // Blocking by STI or by MOV SS.
         let shadow = self.state.interruptibility & 3 != 0;
         (if_flag, if_flag && !shadow)
+    }
+
+    fn begin_run(&mut self) {
+        self.vmcs.begin_run();
+    }
+
+    fn end_run(&mut self) {
+        self.vmcs.end_run();
     }
 
     fn reset(&mut self, is_bsp: bool) {

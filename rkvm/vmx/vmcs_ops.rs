@@ -16,6 +16,8 @@
 
 use core::fmt;
 
+use core::ptr::NonNull;
+
 use kernel::{page::Page, prelude::*};
 
 use crate::{
@@ -87,18 +89,36 @@ fn check(insn: &'static str, field: Option<u32>, ret: i32) -> VmxResult {
 }
 
 /// A VMCS region: one zeroed page that starts with the VMCS revision
-/// identifier (SDM 25.2).
+/// identifier (SDM 25.2), and where it is current.
+///
+/// Outside a run (`begin_run` .. `end_run`) the region is current on no
+/// CPU except while a [`CurrentVmcs`] borrows it, which VMCLEARs it when it
+/// goes. During a run it stays current on the CPU its task runs on, so
+/// that entries after the first VMRESUME it without reloading: a preempt
+/// notifier VMCLEARs it when the task is scheduled out (to move to another
+/// CPU, or because its CPU goes offline), and `end_run` does at the end.
 ///
 /// # Invariants
 ///
-/// The region is current on no CPU, except while a [`CurrentVmcs`]
-/// borrows it; if a VMCLEAR failed (`stuck`), the page may still be, and
-/// it is never freed.
+/// `pin` is a live `struct rkvm_vmcs_pin` owned here, naming `phys`; its
+/// CPU is where the region is current (or none), which is the CPU the
+/// owning task runs on: set only with IRQs off by the task itself, cleared
+/// on sched-out while `registered`, and before IRQs come back on otherwise.
+/// If a VMCLEAR failed (`stuck`), the page may still be current somewhere
+/// and is never freed.
 pub(crate) struct VmcsRegion {
     page: Option<Page>,
     phys: u64,
     stuck: bool,
+    pin: NonNull<ffi::VmcsPin>,
+    registered: bool,
 }
+
+// SAFETY: the pin is only touched by the owning task (through `&mut self`)
+// and by that task's own sched-out notifier, never by another thread.
+unsafe impl Send for VmcsRegion {}
+// SAFETY: `&VmcsRegion` gives no access to anything.
+unsafe impl Sync for VmcsRegion {}
 
 impl VmcsRegion {
     /// Allocates a region for a CPU whose VMX features are `f`.
@@ -108,38 +128,74 @@ impl VmcsRegion {
         // one. The VMXON region has the same header.
         super::init_vmxon_region(&page, f)?;
         let phys = x86::page_phys(&page);
+        // SAFETY: allocation only; the pin names `phys`, current nowhere.
+        let pin = NonNull::new(unsafe { ffi::rkvm_vmcs_pin_alloc(phys) }).ok_or(ENOMEM)?;
         // INVARIANT: no VMX instruction has seen the page yet.
         Ok(Self {
             page: Some(page),
             phys,
             stuck: false,
+            pin,
+            registered: false,
         })
     }
 
-    /// Makes the region the current VMCS of this CPU (VMCLEAR, which also
-    /// initialises a new region's launch state, then VMPTRLD) for as long
-    /// as the returned guard lives. `irqs` keeps this CPU's IRQs off.
+    /// Starts a run of the calling task: from now on the region may stay
+    /// current on its CPU between entries.
+    pub(crate) fn begin_run(&mut self) {
+        if !self.registered {
+            // SAFETY: the pin is live (invariant); the notifier is removed
+            // in `end_run` or `drop`, before the pin is freed.
+            unsafe { ffi::rkvm_vmcs_pin_register(self.pin.as_ptr()) };
+            self.registered = true;
+        }
+    }
+
+    /// Ends the run: the region is current nowhere afterwards.
+    pub(crate) fn end_run(&mut self) {
+        if !self.registered {
+            return;
+        }
+        let irqs = IrqsOff::new();
+        self.put(&irqs);
+        drop(irqs);
+        // SAFETY: registered in `begin_run` by this same task.
+        unsafe { ffi::rkvm_vmcs_pin_unregister(self.pin.as_ptr()) };
+        self.registered = false;
+    }
+
+    fn put(&mut self, _irqs: &IrqsOff) {
+        // SAFETY: IRQs are off, so the pin's CPU is this one or none; the
+        // VMCLEAR writes the region back to its own page.
+        let ret = unsafe { ffi::rkvm_vmcs_pin_put(self.pin.as_ptr()) };
+        if let Err(e) = check("VMCLEAR", None, ret) {
+            pr_err!("{}\n", format_args!("{e}"));
+            // INVARIANT: it may still be current: never freed.
+            self.stuck = true;
+        }
+    }
+
+    /// Makes the region the current VMCS of this CPU (VMPTRLD, unless it
+    /// already is) for as long as the returned guard lives; `irqs` keeps
+    /// this CPU's IRQs off.
     pub(crate) fn load<'a>(&'a mut self, irqs: &'a IrqsOff) -> VmxResult<CurrentVmcs<'a>> {
-        // SAFETY: `phys` is this region's page, which stays allocated and is
-        // current on no CPU (type invariant), so VMCLEAR touches only memory
-        // rkvm handed to the CPU. A fault (VMX off) is caught by the helper.
-        let ret = unsafe { ffi::rkvm_vmclear(self.phys) };
-        check("VMCLEAR", None, ret)?;
-        // SAFETY: as above; the page holds the revision identifier. The
-        // previous current VMCS of this CPU, if any, stays intact: loading
-        // another only makes the CPU stop using it.
-        let ret = unsafe { ffi::rkvm_vmptrld(self.phys) };
+        // SAFETY: IRQs are off; the pin's page holds the revision
+        // identifier and stays allocated; it is current here or nowhere
+        // (invariant), so VMPTRLD never takes it from another CPU. A fault
+        // (VMX off) is caught by the helper.
+        let ret = unsafe { ffi::rkvm_vmcs_pin_load(self.pin.as_ptr()) };
         check("VMPTRLD", None, ret)?;
         // INVARIANT: the region is current on this CPU and IRQs are off.
         Ok(CurrentVmcs {
             region: self,
-            _irqs: irqs,
+            irqs,
         })
     }
 }
 
 impl Drop for VmcsRegion {
     fn drop(&mut self) {
+        self.end_run();
         if self.stuck {
             // The CPU may still write the VMCS back into the page.
             pr_err!(
@@ -148,6 +204,9 @@ impl Drop for VmcsRegion {
             );
             core::mem::forget(self.page.take());
         }
+        // SAFETY: the notifier is unregistered (`end_run`) and the pin's
+        // region is current nowhere, so nothing uses the pin any more.
+        unsafe { ffi::rkvm_vmcs_pin_free(self.pin.as_ptr()) };
     }
 }
 
@@ -157,11 +216,11 @@ impl Drop for VmcsRegion {
 /// # Invariants
 ///
 /// `region` is the current VMCS of this CPU and IRQs are off on it for
-/// `'a` (`_irqs`, which is not `Sync`, so `CurrentVmcs` is not `Send`).
-/// `drop` VMCLEARs the region.
+/// `'a` (`irqs`, which is not `Sync`, so `CurrentVmcs` is not `Send`).
+/// Outside a run, `drop` VMCLEARs the region.
 pub(crate) struct CurrentVmcs<'a> {
     region: &'a mut VmcsRegion,
-    _irqs: &'a IrqsOff,
+    irqs: &'a IrqsOff,
 }
 
 impl CurrentVmcs<'_> {
@@ -216,9 +275,9 @@ impl CurrentVmcs<'_> {
 
     /// Enters the guest with the general-purpose registers `gprs` (x86
     /// order; RSP comes from the VMCS) and CR2 `cr2`, and stores them back
-    /// after the exit; `launched` picks VMRESUME over VMLAUNCH. Returns
-    /// after the VM exit, or with how VMLAUNCH/VMRESUME failed (the guest
-    /// did not run).
+    /// after the exit: VMRESUME if the region was launched on this CPU,
+    /// else VMLAUNCH. Returns after the VM exit, or with how the
+    /// instruction failed (the guest did not run).
     ///
     /// # Safety
     ///
@@ -231,8 +290,8 @@ impl CurrentVmcs<'_> {
         &mut self,
         gprs: &mut [u64; 16],
         cr2: &mut u64,
-        launched: bool,
     ) -> VmxResult {
+        let launched = self.launched();
         // SAFETY: the region is current on this CPU with IRQs off (type
         // invariant); the caller vouches for the host state and the
         // addresses; `gprs` and `cr2` are valid for the helper's accesses.
@@ -248,21 +307,29 @@ impl CurrentVmcs<'_> {
         unsafe { ffi::rkvm_vmx_forward_nmi() };
     }
 
+    /// Whether the region was entered on this CPU since it was loaded
+    /// (VMRESUME then, else VMLAUNCH).
+    pub(crate) fn launched(&self) -> bool {
+        // SAFETY: the pin is live (invariant of `VmcsRegion`).
+        unsafe { ffi::rkvm_vmcs_pin_launched(self.region.pin.as_ptr()) }
+    }
+
+    /// Records a VM exit from the region (a completed entry).
+    pub(crate) fn set_launched(&mut self) {
+        // SAFETY: as above; IRQs are off, so no notifier races with this.
+        unsafe { ffi::rkvm_vmcs_pin_set_launched(self.region.pin.as_ptr()) };
+    }
+
     /// VMCLEARs the region (its data is written back to memory and it is
     /// current nowhere), reporting a failure that dropping would only log.
     pub(crate) fn clear(self) -> VmxResult {
-        // `drop` would VMCLEAR a second time.
-        core::mem::ManuallyDrop::new(self).vmclear()
-    }
-
-    fn vmclear(&mut self) -> VmxResult {
-        // SAFETY: the region is this CPU's current VMCS (type invariant);
-        // VMCLEAR writes it back to its own page and makes it not current.
-        let ret = unsafe { ffi::rkvm_vmclear(self.region.phys) };
+        let mut this = core::mem::ManuallyDrop::new(self);
+        // SAFETY: as in `VmcsRegion::put`.
+        let ret = unsafe { ffi::rkvm_vmcs_pin_put(this.region.pin.as_ptr()) };
         let r = check("VMCLEAR", None, ret);
         // INVARIANT: if VMCLEAR failed (it cannot, with a valid page in VMX
         // operation) the region may still be current: it is never freed.
-        self.region.stuck |= r.is_err();
+        this.region.stuck |= r.is_err();
         r
     }
 }
@@ -321,8 +388,8 @@ pub(crate) fn vmexit_rip() -> u64 {
 
 impl Drop for CurrentVmcs<'_> {
     fn drop(&mut self) {
-        if let Err(e) = self.vmclear() {
-            pr_err!("{}\n", format_args!("{e}"));
+        if !self.region.registered {
+            self.region.put(self.irqs);
         }
     }
 }

@@ -18,11 +18,6 @@
 #include "guest_lib.h"
 #include "rkvm_util.h"
 
-#define X86_CR0_PE	(1UL << 0)
-#define X86_CR0_ET	(1UL << 4)
-#define X86_CR0_NE	(1UL << 5)
-#define X86_CR0_WP	(1UL << 16)
-#define X86_CR0_PG	(1UL << 31)
 #define X86_CR4_PAE	(1UL << 5)
 #define EFER_LME	(1UL << 8)
 #define EFER_LMA	(1UL << 10)

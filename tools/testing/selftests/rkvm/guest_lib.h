@@ -48,6 +48,14 @@
 #define SEL_DATA	0x10
 #define SEL_CODE64	0x18
 
+/* CR0 bits. */
+#define X86_CR0_PE	(1UL << 0)
+#define X86_CR0_ET	(1UL << 4)
+#define X86_CR0_NE	(1UL << 5)
+#define X86_CR0_WP	(1UL << 16)
+#define X86_CR0_CD	(1UL << 30)
+#define X86_CR0_PG	(1UL << 31)
+
 #define STR(x) #x
 #define XSTR(x) STR(x)
 

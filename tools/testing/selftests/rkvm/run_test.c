@@ -5,12 +5,14 @@
  * port I/O (1/2/4 bytes, in and out, string I/O with rep), MMIO (mov,
  * movzx/movsx, read-modify-write), read-only slots, CPUID as set by
  * KVM_SET_CPUID2, MSRs (index list, host and guest access, #GP for unknown
- * MSRs), triple fault, signals and immediate_exit, and a guest state the
- * CPU refuses to enter.
+ * MSRs), triple fault, signals and immediate_exit, a vCPU thread that
+ * moves between CPUs while in KVM_RUN, and a guest state the CPU refuses
+ * to enter.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -565,6 +567,57 @@ GUEST_CODE_BLOCK(regs_guest, ".code64",
 	"out %eax, $0x22\n"
 	"hlt\n");
 
+/*
+ * --- CR0 and CR8 as the guest sees them. ------------------------------
+ * VMX runs a guest with CR0.NE forced on and keeps its TPR in a shadow
+ * page; the guest must still read back what it wrote, and userspace see
+ * it too (kvm_run.cr8, KVM_GET_SREGS).
+ */
+GUEST_CODE_BLOCK(cr_readback, ".code64",
+	"mov $7, %eax\n"
+	"mov %rax, %cr8\n"
+	"mov %cr8, %rax\n"
+	"out %eax, $0x60\n"
+	"mov %cr0, %rax\n"
+	"and $~0x20, %eax\n"		/* clear NE */
+	"or $0x40000000, %eax\n"	/* set CD */
+	"mov %rax, %cr0\n"
+	"mov %cr0, %rax\n"
+	"out %eax, $0x61\n"
+	"or $0x20, %eax\n"		/* NE back on, CD off */
+	"and $~0x40000000, %eax\n"
+	"mov %rax, %cr0\n"
+	"mov %cr0, %rax\n"
+	"out %eax, $0x62\n"
+	"xor %eax, %eax\n"
+	"mov %rax, %cr8\n"
+	"hlt\n");
+
+GUEST_TEST(control_registers_read_back)
+{
+	struct vcpu *v = LOAD(self->vm, MODE_LONG64, cr_readback);
+	struct kvm_sregs s;
+	uint64_t cr0;
+
+	vcpu_get_sregs(v, &s);
+	cr0 = s.cr0;
+	ASSERT_EQ(0, run_expect_io(v, OUT, 4, 0x60, 7));
+	EXPECT_EQ(7, v->run->cr8);
+	vcpu_get_sregs(v, &s);
+	EXPECT_EQ(7, s.cr8);
+	ASSERT_EQ(0, run_expect_io(v, OUT, 4, 0x61,
+				   (uint32_t)((cr0 & ~X86_CR0_NE) | X86_CR0_CD)));
+	vcpu_get_sregs(v, &s);
+	EXPECT_EQ((cr0 & ~X86_CR0_NE) | X86_CR0_CD, s.cr0);
+	ASSERT_EQ(0, run_expect_io(v, OUT, 4, 0x62, (uint32_t)cr0));
+	ASSERT_EQ(0, run_expect_exit(v, KVM_EXIT_HLT));
+	EXPECT_EQ(0, v->run->cr8);
+	vcpu_get_sregs(v, &s);
+	EXPECT_EQ(cr0, s.cr0);
+	EXPECT_EQ(0, s.cr8);
+	vcpu_free(v);
+}
+
 GUEST_TEST(set_regs_between_exits)
 {
 	struct vcpu *v = LOAD(self->vm, MODE_LONG64, regs_guest);
@@ -1049,6 +1102,74 @@ GUEST_TEST(signal_interrupts_run)
 	}
 	k.stop = true;
 	pthread_join(t, NULL);
+	vcpu_free(v);
+}
+
+/*
+ * --- The vCPU thread moves between CPUs while the guest runs. -------
+ * The guest exits for CPUID over and over (exits handled in the kernel,
+ * so one KVM_RUN spans many entries) and counts them in a register it
+ * never reloads; another thread flips the vCPU thread's affinity between
+ * two CPUs. Every count must come out exact: the guest's state survives
+ * the vCPU thread being scheduled out and resumed on another CPU in the
+ * middle of KVM_RUN.
+ */
+#define CPUIDS_PER_ROUND 200
+
+GUEST_CODE_BLOCK(cpuid_counter, ".code64",
+	"xor %r15, %r15\n"
+	"1: mov $" XSTR(CPUIDS_PER_ROUND) ", %r12\n"
+	"2: xor %eax, %eax\n"
+	"cpuid\n"
+	"inc %r15\n"
+	"dec %r12\n"
+	"jnz 2b\n"
+	"mov %r15d, %eax\n"
+	"out %eax, $0x50\n"
+	"jmp 1b\n");
+
+struct mover {
+	pthread_t target;
+	volatile bool stop;
+	int moves;
+};
+
+/* Moves the target thread to the other CPU every 200 us. */
+static void *move_thread(void *arg)
+{
+	struct mover *m = arg;
+	cpu_set_t set;
+
+	while (!m->stop) {
+		CPU_ZERO(&set);
+		CPU_SET(m->moves & 1, &set);
+		if (!pthread_setaffinity_np(m->target, sizeof(set), &set))
+			m->moves++;
+		usleep(200);
+	}
+	return NULL;
+}
+
+GUEST_TEST(vcpu_thread_moves_between_cpus)
+{
+	struct vcpu *v;
+	struct mover m = { .target = pthread_self() };
+	cpu_set_t all;
+	pthread_t t;
+	int i, rounds = stress_iters(20);
+
+	if (sysconf(_SC_NPROCESSORS_ONLN) < 2)
+		SKIP(return, "needs two online CPUs");
+	ASSERT_EQ(0, pthread_getaffinity_np(pthread_self(), sizeof(all), &all));
+	v = LOAD(self->vm, MODE_LONG64, cpuid_counter);
+	ASSERT_EQ(0, pthread_create(&t, NULL, move_thread, &m));
+	for (i = 1; i <= rounds; i++)
+		ASSERT_EQ(0, run_expect_io(v, OUT, 4, 0x50, i * CPUIDS_PER_ROUND))
+			TH_LOG("round %d", i);
+	m.stop = true;
+	pthread_join(t, NULL);
+	pthread_setaffinity_np(pthread_self(), sizeof(all), &all);
+	EXPECT_LT(1, m.moves);
 	vcpu_free(v);
 }
 
