@@ -69,6 +69,11 @@ pub(crate) trait VcpuBackend: Send + Sync {
     /// CR4 as a checked guest MOV to CR4 leaves it.
     fn set_cr4(&mut self, cr4: u64);
     fn set_cr2(&mut self, cr2: u64);
+    /// The four PDPTEs of PAE paging outside long mode, loaded from guest
+    /// memory after a change of paging mode the hardware did not see: VMX
+    /// enters with them from its own fields. A backend whose hardware
+    /// reads them from memory ignores this.
+    fn set_pdptrs(&mut self, _pdptrs: [u64; 4]) {}
     fn efer(&self) -> u64;
     /// The guest's TPR as CR8 (0..15).
     fn cr8(&self) -> u64;
@@ -99,12 +104,18 @@ pub(crate) trait VcpuBackend: Send + Sync {
     /// `ready_for_interrupt_injection`.
     fn interrupt_status(&self) -> (bool, bool);
 
+    /// Makes every accessor's answer current. A backend may leave part of
+    /// the state the guest changes without exiting (CR3, segments but CS,
+    /// descriptor tables) unread after an exit until this is called; the
+    /// RIP, RSP, RFLAGS, CR0, CR4, EFER, CS and the CPL are always current.
+    fn sync_state(&mut self) {}
+
     /// `KVM_RUN` starts on the calling task (KVM's `vcpu_load`): state the
     /// backend keeps on the CPU between entries may stay there until
     /// [`Self::end_run`].
     fn begin_run(&mut self) {}
     /// `KVM_RUN` ends (KVM's `vcpu_put`): nothing of the vCPU stays on the
-    /// CPU.
+    /// CPU, and the whole state is current (`sync_state`) for the ioctls.
     fn end_run(&mut self) {}
 
     /// Puts the vCPU in its RESET state.

@@ -25,6 +25,9 @@ pub(crate) enum Exit {
     /// MOV to CR`cr`; `gpr` is the source register when the hardware
     /// decoded it (SVM decode assists, VMX exit qualification).
     CrWrite { cr: u8, gpr: Option<u8> },
+    /// LMSW with the new low CR0 bits, when it changes a bit the backend
+    /// keeps to itself.
+    Lmsw { msw: u16 },
     /// A triple fault: the guest state is undefined until reset.
     Shutdown,
     /// The guest state failed the entry checks (hardware or software).

@@ -21,7 +21,7 @@ use kernel::prelude::*;
 
 use crate::{
     abi::run::{exit as kvm_exit, internal},
-    arch::{cr4, vector},
+    arch::{cr0, cr4, vector},
     backend::{Entry, Exit, IoExit, VcpuBackend},
     cpuid::{self, CpuidEntry},
     emulate::{self, Access, MmioInsn, Mode},
@@ -316,6 +316,14 @@ impl CpuCore {
         exit: Exit,
         cpu: u32,
     ) -> Result<Flow> {
+        match exit {
+            // These handlers need only what is always current (RIP, RSP,
+            // RFLAGS, GPRs, CR0, CR4, EFER, CS, CPL); TDP faults sync
+            // before they emulate.
+            Exit::Host | Exit::Cpuid | Exit::Hlt | Exit::Xsetbv | Exit::TdpFault { .. } => {}
+            Exit::Io(io) if !io.string => {}
+            _ => self.backend.sync_state(),
+        }
         Ok(match exit {
             Exit::Host => Flow::Guest,
             Exit::Cpuid => self.handle_cpuid(),
@@ -328,6 +336,15 @@ impl CpuCore {
             Exit::Msr { write } => self.handle_msr(write),
             Exit::Xsetbv => self.handle_xsetbv(),
             Exit::CrWrite { cr, gpr } => self.handle_cr_write(vm, run, cr, gpr),
+            Exit::Lmsw { msw } => {
+                // LMSW sets PE, MP, EM and TS, and cannot clear PE.
+                let old = self.backend.cr0();
+                let value = (old & !0xe) | (msw as u64 & 0xf);
+                if self.write_cr0(vm, value) {
+                    self.skip_instruction(None);
+                }
+                Flow::Guest
+            }
             Exit::Shutdown => {
                 self.shut_down = true;
                 run.set_exit_reason(kvm_exit::SHUTDOWN);
@@ -487,21 +504,20 @@ impl CpuCore {
         let b = &self.backend;
         match cr {
             0 => {
-                let old = b.cr0();
-                let cs_l = b.segment(SegReg::Cs).l != 0;
-                let Some(efer) = sregs::cr0_write(value, old, b.cr4(), b.efer(), cs_l) else {
-                    self.backend.inject_exception(vector::GP, Some(0));
+                if !self.write_cr0(vm, value) {
                     return Flow::Guest;
-                };
-                self.backend.set_cr0(value);
-                self.backend.write_msr(msr::EFER, efer);
-                if sregs::cr0_change_flushes_tlb(old, value) {
-                    self.backend.flush_guest_tlb();
                 }
             }
             4 => {
                 let old = b.cr4();
                 if !sregs::cr4_write_is_valid(value, old, b.cr3(), b.efer(), &self.features) {
+                    self.backend.inject_exception(vector::GP, Some(0));
+                    return Flow::Guest;
+                }
+                let pae_bits = cr4::PAE | cr4::PGE | cr4::PSE | cr4::SMEP;
+                if (old ^ value) & pae_bits != 0
+                    && !self.load_pdptrs(vm, b.cr0(), value, b.efer())
+                {
                     self.backend.inject_exception(vector::GP, Some(0));
                     return Flow::Guest;
                 }
@@ -519,6 +535,54 @@ impl CpuCore {
         Flow::Guest
     }
 
+    /// A guest write of CR0 (MOV or LMSW), with KVM's checks; `false` if
+    /// it was refused (the guest gets `#GP`).
+    fn write_cr0(&mut self, vm: &Vm, value: u64) -> bool {
+        let b = &self.backend;
+        let old = b.cr0();
+        let cs_l = b.segment(SegReg::Cs).l != 0;
+        let cr4_val = b.cr4();
+        let Some(efer) = sregs::cr0_write(value, old, cr4_val, b.efer(), cs_l) else {
+            self.backend.inject_exception(vector::GP, Some(0));
+            return false;
+        };
+        let paging_changed = (old ^ value) & (cr0::PG | cr0::CD | cr0::NW) != 0;
+        if paging_changed && !self.load_pdptrs(vm, value, cr4_val, efer) {
+            self.backend.inject_exception(vector::GP, Some(0));
+            return false;
+        }
+        self.backend.set_cr0(value);
+        self.backend.write_msr(msr::EFER, efer);
+        if sregs::cr0_change_flushes_tlb(old, value) {
+            self.backend.flush_guest_tlb();
+        }
+        true
+    }
+
+    /// With PAE paging outside long mode under the given registers, loads
+    /// the four PDPTEs from CR3 into the backend, as a CPU does when the
+    /// paging mode changes; `false` if one is invalid (KVM's
+    /// `load_pdptrs`). Nothing to do in other modes.
+    pub(crate) fn load_pdptrs(&mut self, vm: &Vm, cr0_val: u64, cr4_val: u64, efer_val: u64) -> bool {
+        if !sregs::is_pae_paging(cr0_val, cr4_val, efer_val) {
+            return true;
+        }
+        let base = self.backend.cr3() & 0xffff_ffe0;
+        let mut pdptrs = [0u64; 4];
+        for (i, p) in pdptrs.iter_mut().enumerate() {
+            let mut b = [0u8; 8];
+            if vm.read_guest_phys(base + i as u64 * 8, &mut b).is_none() {
+                return false;
+            }
+            *p = u64::from_le_bytes(b);
+        }
+        if !pdptrs.iter().all(|&p| sregs::pdpte_is_valid(p, self.maxphyaddr)) {
+            return false;
+        }
+        self.backend.set_pdptrs(pdptrs);
+        true
+    }
+
     fn handle_tdp_fault(
         &mut self,
         vm: &Vm,
@@ -528,7 +592,12 @@ impl CpuCore {
         write: bool,
         fetch: bool,
     ) -> Result<Flow> {
-        match vm.handle_npf(crate::mmu::Gfn::from_gpa(gpa), write, cache) {
+        let outcome = vm.handle_npf(crate::mmu::Gfn::from_gpa(gpa), write, cache);
+        if let Ok(NpfOutcome::Mmio) = outcome {
+            // Emulation walks the guest's page tables and segments.
+            self.backend.sync_state();
+        }
+        match outcome {
             Ok(NpfOutcome::Mapped) => Ok(Flow::Guest),
             Ok(NpfOutcome::Mmio) if !fetch => Ok(self.emulate_mmio(vm, run, gpa)),
             Ok(NpfOutcome::Mmio) => {

@@ -152,6 +152,40 @@ fault:
 	return -EIO;
 }
 
+/*
+ * Several VMREADs or VMWRITEs in one call: the first failure stops the
+ * batch, its index in *failed.
+ */
+int rkvm_vmreads(const u32 *fields, u64 *values, u32 n, u32 *failed)
+{
+	u32 i;
+	int r;
+
+	for (i = 0; i < n; i++) {
+		r = rkvm_vmread(fields[i], &values[i]);
+		if (unlikely(r)) {
+			*failed = i;
+			return r;
+		}
+	}
+	return 0;
+}
+
+int rkvm_vmwrites(const u32 *fields, const u64 *values, u32 n, u32 *failed)
+{
+	u32 i;
+	int r;
+
+	for (i = 0; i < n; i++) {
+		r = rkvm_vmwrite(fields[i], values[i]);
+		if (unlikely(r)) {
+			*failed = i;
+			return r;
+		}
+	}
+	return 0;
+}
+
 /* The host selectors a VM exit loads, as the kernel's GDT has them. */
 u16 rkvm_host_cs(void)
 {

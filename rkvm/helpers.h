@@ -39,6 +39,8 @@ int rkvm_vmclear(u64 phys);
 int rkvm_vmptrld(u64 phys);
 int rkvm_vmread(u64 field, u64 *value);
 int rkvm_vmwrite(u64 field, u64 value);
+int rkvm_vmreads(const u32 *fields, u64 *values, u32 n, u32 *failed);
+int rkvm_vmwrites(const u32 *fields, const u64 *values, u32 n, u32 *failed);
 /* The host's kernel CS, DS/SS and TR selectors; CR3 (preemption off). */
 u16 rkvm_host_cs(void);
 u16 rkvm_host_ds(void);

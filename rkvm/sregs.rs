@@ -206,6 +206,20 @@ pub(crate) fn cr0_write(new: u64, old: u64, cr4_val: u64, efer_val: u64, cs_l: b
     Some(efer_val)
 }
 
+/// Whether the guest pages with PAE outside long mode, where four PDPTEs
+/// are loaded from CR3 when the mode changes (SDM vol. 3, 4.4.1).
+pub(crate) fn is_pae_paging(cr0_val: u64, cr4_val: u64, efer_val: u64) -> bool {
+    cr0_val & cr0::PG != 0 && cr4_val & cr4::PAE != 0 && efer_val & efer::LMA == 0
+}
+
+/// Whether a present PDPTE has none of its reserved bits set (bits 2:1,
+/// 8:5 and those above the physical-address width `maxphyaddr`).
+pub(crate) fn pdpte_is_valid(pdpte: u64, maxphyaddr: u8) -> bool {
+    const RESERVED_LOW: u64 = 0x1e6;
+    let reserved_high = !0u64 << maxphyaddr.min(63);
+    pdpte & 1 == 0 || pdpte & (RESERVED_LOW | reserved_high) == 0
+}
+
 /// Whether changing CR0 from `old` to `new` must flush the guest's TLB, as
 /// a hardware MOV to CR0 that toggles paging or write protection would.
 pub(crate) fn cr0_change_flushes_tlb(old: u64, new: u64) -> bool {
@@ -526,6 +540,19 @@ pub(crate) mod tests {
         assert_eq!(cr0_write(cd | nw | cr0::NE | cr0::ET, 0, 0, 0, false), Some(0));
         assert!(cr0_change_flushes_tlb(pe, pe | pg));
         assert!(!cr0_change_flushes_tlb(pe, pe | cr0::NE));
+    }
+
+    #[test]
+    fn pae_paging_and_pdptes() {
+        let (pg, pae) = (cr0::PG | cr0::PE, cr4::PAE);
+        assert!(is_pae_paging(pg, pae, 0));
+        assert!(!is_pae_paging(pg, pae, efer::LMA | efer::LME));
+        assert!(!is_pae_paging(cr0::PE, pae, 0));
+        assert!(pdpte_is_valid(0x1234_5001, 36));
+        assert!(pdpte_is_valid(0xffff_ffff_ffff_fffe, 36), "not present");
+        assert!(!pdpte_is_valid(0x1234_5003, 36), "bit 1");
+        assert!(!pdpte_is_valid(0x1234_5021, 36), "bit 5");
+        assert!(!pdpte_is_valid((1 << 40) | 1, 36), "above MAXPHYADDR");
     }
 
     #[test]

@@ -173,14 +173,17 @@ impl State {
         }
     }
 
-    fn set_sregs(&mut self, new: &Sregs) -> Result {
+    fn set_sregs(&mut self, vm: &Vm, new: &Sregs) -> Result {
         if !new.is_valid(&self.core().features, self.apic_base) {
             return Err(EINVAL);
         }
         // As in KVM, an empty interrupt bitmap leaves a queued interrupt be.
         self.pending_irq = new.pending_irq.or(self.pending_irq);
         self.apic_base = new.apic_base;
-        self.core_mut().backend.set_sregs(new);
+        let core = self.core_mut();
+        core.backend.set_sregs(new);
+        // As KVM, an unreadable or invalid PDPTE does not fail the ioctl.
+        core.load_pdptrs(vm, new.cr0, new.cr4, new.efer);
         Ok(())
     }
 
@@ -326,7 +329,9 @@ impl AnonFile for Vcpu {
                 state.core_mut().backend.set_regs(&regs);
             }
             abi::vcpu::GET_SREGS => uarg::write(arg, &state.get_sregs().to_bytes())?,
-            abi::vcpu::SET_SREGS => state.set_sregs(&Sregs::from_bytes(&uarg::read(arg)?))?,
+            abi::vcpu::SET_SREGS => {
+                state.set_sregs(&this.vm, &Sregs::from_bytes(&uarg::read(arg)?))?
+            }
             abi::vcpu::GET_FPU => uarg::write(arg, &state.get_fpu()?.to_bytes())?,
             abi::vcpu::SET_FPU => state.set_fpu(&Fpu::from_bytes(&uarg::read(arg)?))?,
             abi::vcpu::GET_XSAVE => uarg::write(arg, &*state.xsave()?)?,

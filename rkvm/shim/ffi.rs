@@ -51,6 +51,14 @@ extern "C" {
     pub(crate) fn rkvm_stgi() -> i32;
     pub(crate) fn rkvm_vmread(field: u64, value: *mut u64) -> i32;
     pub(crate) fn rkvm_vmwrite(field: u64, value: u64) -> i32;
+    pub(crate) fn rkvm_vmreads(fields: *const u32, values: *mut u64, n: u32, failed: *mut u32)
+        -> i32;
+    pub(crate) fn rkvm_vmwrites(
+        fields: *const u32,
+        values: *const u64,
+        n: u32,
+        failed: *mut u32,
+    ) -> i32;
     pub(crate) fn rkvm_host_cs() -> u16;
     pub(crate) fn rkvm_host_ds() -> u16;
     pub(crate) fn rkvm_host_tr() -> u16;

@@ -106,6 +106,12 @@ pub(crate) mod cr_access {
     }
 
     pub(crate) const MOV_TO_CR: u8 = 0;
+    pub(crate) const LMSW: u8 = 3;
+
+    /// LMSW's source operand.
+    pub(crate) const fn lmsw_source(q: u64) -> u16 {
+        (q >> 16) as u16
+    }
 }
 
 /// The exit qualification of an EPT violation (SDM table 28-7).
@@ -191,6 +197,9 @@ impl ExitInfo {
             CR_ACCESS if cr_access::access_type(q) == cr_access::MOV_TO_CR => Exit::CrWrite {
                 cr: cr_access::cr(q),
                 gpr: Some(cr_access::gpr(q)),
+            },
+            CR_ACCESS if cr_access::access_type(q) == cr_access::LMSW => Exit::Lmsw {
+                msw: cr_access::lmsw_source(q),
             },
             EPT_VIOLATION => Exit::TdpFault {
                 gpa: self.guest_physical,
@@ -283,6 +292,11 @@ mod tests {
                 cr: 4,
                 gpr: Some(1)
             }
+        );
+        // LMSW with source 0x0011 (type 3 in bits 5:4, data in 31:16).
+        assert_eq!(
+            exit(reason::CR_ACCESS, 0x0011_0030).decode(),
+            Exit::Lmsw { msw: 0x11 }
         );
         // MOV RAX, CR4 (a read) is not a write.
         assert!(matches!(

@@ -47,8 +47,7 @@ use crate::{
         seg::{VmxSeg, VmxSegs},
         vmcs::{
             control16, control32, control64, control_nat, exit32, exit64, exit_nat, guest16,
-            guest32, guest64, guest_nat, host16, host32, host64, host_nat, Field16, Field32,
-            FieldNat,
+            guest32, guest64, guest_nat, host16, host32, host64, host_nat,
         },
         vmcs_ops::{
             self, CurrentVmcs, Failure, InveptType, InvvpidType, VmcsRegion, VmxInsnFailure,
@@ -67,49 +66,92 @@ const EXCEPTION_BITMAP: u32 = 1 << crate::arch::vector::MC;
 
 /// Groups of guest fields that must be written at the next entry.
 mod dirty {
-    /// CR0, CR3, CR4 and their shadows, EFER and the IA-32e mode control.
-    pub(super) const CONTROL: u32 = 1 << 0;
+    /// CR0 and its read shadow.
+    pub(super) const CR0: u32 = 1 << 0;
+    pub(super) const CR3: u32 = 1 << 1;
+    /// CR4 and its read shadow.
+    pub(super) const CR4: u32 = 1 << 2;
+    /// EFER and the IA-32e mode control that follows EFER.LMA.
+    pub(super) const EFER: u32 = 1 << 3;
     /// Segments and descriptor tables.
-    pub(super) const SEGMENTS: u32 = 1 << 1;
-    /// PAT, SYSENTER, DR7 and DEBUGCTL.
-    pub(super) const MSRS: u32 = 1 << 2;
-    pub(super) const TSC_OFFSET: u32 = 1 << 3;
-    /// The event to inject and the interruptibility state.
-    pub(super) const EVENTS: u32 = 1 << 4;
-    pub(super) const ALL: u32 = 0x1f;
+    pub(super) const SEGMENTS: u32 = 1 << 4;
+    /// PAT and SYSENTER.
+    pub(super) const MSRS: u32 = 1 << 5;
+    pub(super) const TSC_OFFSET: u32 = 1 << 6;
+    /// The interruptibility state.
+    pub(super) const EVENTS: u32 = 1 << 7;
+    /// The PDPTEs of PAE paging.
+    pub(super) const PDPTRS: u32 = 1 << 8;
+    pub(super) const ALL: u32 = 0x1ff;
 }
 
-/// Segment fields of the VMCS, by `SegReg` order (ES, CS, SS, DS, FS, GS,
-/// TR, LDTR as `sregs` numbers them).
-struct SegFields {
-    selector: Field16,
-    ar: Field32,
-    limit: Field32,
-    base: FieldNat,
+/// Declares the raw encodings of a segment's four fields, for batches.
+macro_rules! seg_fields {
+    ($sel:ident, $ar:ident, $lim:ident, $base:ident) => {
+        [
+            guest16::$sel.0,
+            guest32::$ar.0,
+            guest32::$lim.0,
+            guest_nat::$base.0,
+        ]
+    };
 }
 
-fn seg_fields(reg: SegReg) -> SegFields {
-    macro_rules! f {
-        ($sel:ident, $ar:ident, $lim:ident, $base:ident) => {
-            SegFields {
-                selector: guest16::$sel,
-                ar: guest32::$ar,
-                limit: guest32::$lim,
-                base: guest_nat::$base,
-            }
-        };
+/// What is read after every exit (indices below): the exit itself and the
+/// state exit handlers and the next entry always need.
+const EXIT_FIELDS: [u32; 16] = {
+    let cs = seg_fields!(CS_SELECTOR, CS_AR_BYTES, CS_LIMIT, CS_BASE);
+    [
+        exit32::VM_EXIT_REASON.0,
+        exit_nat::EXIT_QUALIFICATION.0,
+        exit32::VM_EXIT_INTR_INFO.0,
+        exit32::VM_EXIT_INSTRUCTION_LEN.0,
+        exit32::IDT_VECTORING_INFO_FIELD.0,
+        guest_nat::RIP.0,
+        guest_nat::RSP.0,
+        guest_nat::RFLAGS.0,
+        guest32::INTERRUPTIBILITY_INFO.0,
+        guest_nat::CR0.0,
+        control32::VM_ENTRY_CONTROLS.0,
+        cs[0],
+        cs[1],
+        cs[2],
+        cs[3],
+        guest32::SS_AR_BYTES.0,
+    ]
+};
+
+/// The rest of the state the guest changes without exiting, read only when
+/// someone needs it (`sync_state`): CR3, the segments in `SegReg` order,
+/// GDTR and IDTR.
+const LAZY_FIELDS: [u32; 37] = {
+    let segs = [
+        seg_fields!(CS_SELECTOR, CS_AR_BYTES, CS_LIMIT, CS_BASE),
+        seg_fields!(DS_SELECTOR, DS_AR_BYTES, DS_LIMIT, DS_BASE),
+        seg_fields!(ES_SELECTOR, ES_AR_BYTES, ES_LIMIT, ES_BASE),
+        seg_fields!(FS_SELECTOR, FS_AR_BYTES, FS_LIMIT, FS_BASE),
+        seg_fields!(GS_SELECTOR, GS_AR_BYTES, GS_LIMIT, GS_BASE),
+        seg_fields!(SS_SELECTOR, SS_AR_BYTES, SS_LIMIT, SS_BASE),
+        seg_fields!(TR_SELECTOR, TR_AR_BYTES, TR_LIMIT, TR_BASE),
+        seg_fields!(LDTR_SELECTOR, LDTR_AR_BYTES, LDTR_LIMIT, LDTR_BASE),
+    ];
+    let mut f = [0u32; 37];
+    f[0] = guest_nat::CR3.0;
+    let mut i = 0;
+    while i < 8 {
+        let mut j = 0;
+        while j < 4 {
+            f[1 + i * 4 + j] = segs[i][j];
+            j += 1;
+        }
+        i += 1;
     }
-    match reg {
-        SegReg::Cs => f!(CS_SELECTOR, CS_AR_BYTES, CS_LIMIT, CS_BASE),
-        SegReg::Ds => f!(DS_SELECTOR, DS_AR_BYTES, DS_LIMIT, DS_BASE),
-        SegReg::Es => f!(ES_SELECTOR, ES_AR_BYTES, ES_LIMIT, ES_BASE),
-        SegReg::Fs => f!(FS_SELECTOR, FS_AR_BYTES, FS_LIMIT, FS_BASE),
-        SegReg::Gs => f!(GS_SELECTOR, GS_AR_BYTES, GS_LIMIT, GS_BASE),
-        SegReg::Ss => f!(SS_SELECTOR, SS_AR_BYTES, SS_LIMIT, SS_BASE),
-        SegReg::Tr => f!(TR_SELECTOR, TR_AR_BYTES, TR_LIMIT, TR_BASE),
-        SegReg::Ldt => f!(LDTR_SELECTOR, LDTR_AR_BYTES, LDTR_LIMIT, LDTR_BASE),
-    }
-}
+    f[33] = guest_nat::GDTR_BASE.0;
+    f[34] = guest32::GDTR_LIMIT.0;
+    f[35] = guest_nat::IDTR_BASE.0;
+    f[36] = guest32::IDTR_LIMIT.0;
+    f
+};
 
 /// The MSRs the VM-entry and VM-exit MSR lists switch (SDM 25.7.2,
 /// 25.8.2), in list order: `KERNEL_GS_BASE` first, the only one the guest
@@ -176,6 +218,7 @@ struct GuestState {
     segs: VmxSegs,
     pat: u64,
     sysenter: [u64; 3],
+    pdptrs: [u64; 4],
     tsc_offset: u64,
     /// Guest interruptibility state (STI/MOV SS blocking, NMI blocking).
     interruptibility: u32,
@@ -184,6 +227,10 @@ struct GuestState {
     event: Option<(u32, u32, u32)>,
     /// Groups to write at the next entry.
     dirty: u32,
+    /// CR3, the segments (but CS and SS's access rights) and the
+    /// descriptor tables are older than the last exit: `sync_state` reads
+    /// them before anyone looks.
+    stale: bool,
 }
 
 impl GuestState {
@@ -198,10 +245,12 @@ impl GuestState {
             segs: VmxSegs::reset(),
             pat: msr::PAT_DEFAULT,
             sysenter: [0; 3],
+            pdptrs: [0; 4],
             tsc_offset: 0,
             interruptibility: 0,
             event: None,
             dirty: dirty::ALL,
+            stale: false,
         }
     }
 }
@@ -241,6 +290,8 @@ pub(crate) struct VmxVcpu {
     /// VMX operation forces to 1.
     cr0_host_owned: u64,
     cr0_fixed_on: u64,
+    /// The CR0 bits VMX operation allows to be 1.
+    cr0_fixed1: u64,
     cr4_fixed_on: u64,
     /// The last CPU this vCPU entered the guest on.
     last_cpu: Option<u32>,
@@ -312,6 +363,11 @@ impl VmxVcpu {
         let cr0_fixed1 = fixed(MSR_VMX_CR0_FIXED1)?;
         // Unrestricted guest lets the guest clear PE and PG (SDM 26.3.1.1).
         let cr0_fixed_on = cr0_fixed0 & !(cr0::PE | cr0::PG);
+        // As KVM, the guest owns only TS and WP: a write that changes any
+        // other bit exits and is checked (paging-mode changes then load
+        // EFER.LMA and the PDPTEs in software), and reads of those bits
+        // come from the read shadow, whatever the CPU keeps (the bits VMX
+        // forces on or off: Bochs, for one, keeps CD clear).
         let vpid = if f.vpid { VPIDS.alloc().unwrap_or(0) } else { 0 };
         let mut vcpu = KBox::new(
             Self {
@@ -327,8 +383,9 @@ impl VmxVcpu {
                 vpid,
                 f: *f,
                 cfg: *cfg,
-                cr0_host_owned: (cr0_fixed_on | !cr0_fixed1) & 0xffff_ffff,
+                cr0_host_owned: !(cr0::TS | cr0::WP),
                 cr0_fixed_on,
+                cr0_fixed1,
                 cr4_fixed_on: fixed(MSR_VMX_CR4_FIXED0)?,
                 last_cpu: None,
                 flush_guest_tlb: false,
@@ -520,7 +577,7 @@ impl VmxVcpu {
     /// The CR0 the CPU runs the guest with: its own value plus the bits
     /// VMX operation forces on.
     fn hw_cr0(&self) -> u64 {
-        self.state.sregs.cr0 | self.cr0_fixed_on
+        (self.state.sregs.cr0 | self.cr0_fixed_on) & self.cr0_fixed1
     }
 
     /// Writes the dirty groups of guest fields.
@@ -531,16 +588,43 @@ impl VmxVcpu {
         hw_cr0: u64,
         cr4_fixed_on: u64,
     ) -> VmxResult {
-        vmcs.write_nat(guest_nat::RIP, s.rip)?;
-        vmcs.write_nat(guest_nat::RSP, s.gprs[4])?;
-        vmcs.write_nat(guest_nat::RFLAGS, s.rflags)?;
-        if s.dirty & dirty::CONTROL != 0 {
-            let sr = &s.sregs;
+        // RIP, RSP, RFLAGS and the event at every entry: the CPU clears the
+        // event's valid bit when it delivers it.
+        let (info, err, len) = s.event.take().unwrap_or((0, 0, 0));
+        vmcs.write_many(
+            &[
+                guest_nat::RIP.0,
+                guest_nat::RSP.0,
+                guest_nat::RFLAGS.0,
+                control32::VM_ENTRY_INTR_INFO_FIELD.0,
+                control32::VM_ENTRY_EXCEPTION_ERROR_CODE.0,
+                control32::VM_ENTRY_INSTRUCTION_LEN.0,
+            ],
+            &[
+                s.rip,
+                s.gprs[4],
+                s.rflags,
+                info.into(),
+                err.into(),
+                len.into(),
+            ],
+        )?;
+        if s.dirty == 0 {
+            return Ok(());
+        }
+        let sr = &s.sregs;
+        if s.dirty & dirty::CR0 != 0 {
             vmcs.write_nat(guest_nat::CR0, hw_cr0)?;
             vmcs.write_nat(control_nat::CR0_READ_SHADOW, sr.cr0)?;
+        }
+        if s.dirty & dirty::CR3 != 0 {
             vmcs.write_nat(guest_nat::CR3, sr.cr3)?;
+        }
+        if s.dirty & dirty::CR4 != 0 {
             vmcs.write_nat(guest_nat::CR4, sr.cr4 | cr4_fixed_on)?;
             vmcs.write_nat(control_nat::CR4_READ_SHADOW, sr.cr4)?;
+        }
+        if s.dirty & dirty::EFER != 0 {
             vmcs.write64(guest64::IA32_EFER, sr.efer)?;
             let mut entry = cfg.entry;
             if sr.efer & efer::LMA != 0 {
@@ -549,18 +633,21 @@ impl VmxVcpu {
             vmcs.write32(control32::VM_ENTRY_CONTROLS, entry)?;
         }
         if s.dirty & dirty::SEGMENTS != 0 {
-            for reg in SegReg::ALL {
-                let f = seg_fields(reg);
-                let seg = &s.segs.segs[reg as usize];
-                vmcs.write16(f.selector, seg.selector)?;
-                vmcs.write32(f.ar, seg.ar)?;
-                vmcs.write32(f.limit, seg.limit)?;
-                vmcs.write_nat(f.base, seg.base)?;
+            let mut values = [0u64; LAZY_FIELDS.len()];
+            values[0] = sr.cr3;
+            for (i, seg) in s.segs.segs.iter().enumerate() {
+                let at = 1 + i * 4;
+                values[at] = seg.selector.into();
+                values[at + 1] = seg.ar.into();
+                values[at + 2] = seg.limit.into();
+                values[at + 3] = seg.base;
             }
-            vmcs.write_nat(guest_nat::GDTR_BASE, s.sregs.gdt.base)?;
-            vmcs.write32(guest32::GDTR_LIMIT, s.sregs.gdt.limit.into())?;
-            vmcs.write_nat(guest_nat::IDTR_BASE, s.sregs.idt.base)?;
-            vmcs.write32(guest32::IDTR_LIMIT, s.sregs.idt.limit.into())?;
+            values[33] = sr.gdt.base;
+            values[34] = sr.gdt.limit.into();
+            values[35] = sr.idt.base;
+            values[36] = sr.idt.limit.into();
+            // CR3 (first) is rewritten with the rest: it is as fresh.
+            vmcs.write_many(&LAZY_FIELDS, &values)?;
         }
         if s.dirty & dirty::MSRS != 0 {
             vmcs.write64(guest64::IA32_PAT, s.pat)?;
@@ -568,71 +655,69 @@ impl VmxVcpu {
             vmcs.write_nat(guest_nat::SYSENTER_ESP, s.sysenter[1])?;
             vmcs.write_nat(guest_nat::SYSENTER_EIP, s.sysenter[2])?;
         }
+        if s.dirty & dirty::PDPTRS != 0 {
+            vmcs.write_many(
+                &[
+                    guest64::PDPTE0.0,
+                    guest64::PDPTE1.0,
+                    guest64::PDPTE2.0,
+                    guest64::PDPTE3.0,
+                ],
+                &s.pdptrs,
+            )?;
+        }
         if s.dirty & dirty::TSC_OFFSET != 0 {
             vmcs.write64(control64::TSC_OFFSET, s.tsc_offset)?;
         }
         if s.dirty & dirty::EVENTS != 0 {
             vmcs.write32(guest32::INTERRUPTIBILITY_INFO, s.interruptibility)?;
         }
-        // The event is written at every entry: the CPU clears the field's
-        // valid bit when it delivers it.
-        let (info, err, len) = s.event.take().unwrap_or((0, 0, 0));
-        vmcs.write32(control32::VM_ENTRY_INTR_INFO_FIELD, info)?;
-        if info != 0 {
-            vmcs.write32(control32::VM_ENTRY_EXCEPTION_ERROR_CODE, err)?;
-            vmcs.write32(control32::VM_ENTRY_INSTRUCTION_LEN, len)?;
-        }
         s.dirty = 0;
         Ok(())
     }
 
-    /// Reads the exit and the guest state the guest changes without exits.
+    /// Reads the exit and the guest state that every handler may need;
+    /// the rest goes stale until `read_lazy_state`.
     fn read_exit(
         s: &mut GuestState,
         vmcs: &CurrentVmcs<'_>,
         cr0_host_owned: u64,
     ) -> VmxResult<ExitInfo> {
+        let v = vmcs.read_many(&EXIT_FIELDS)?;
         let mut e = ExitInfo {
-            reason: vmcs.read32(exit32::VM_EXIT_REASON)?,
-            qualification: vmcs.read_nat(exit_nat::EXIT_QUALIFICATION)?,
-            intr_info: vmcs.read32(exit32::VM_EXIT_INTR_INFO)?,
-            insn_len: vmcs.read32(exit32::VM_EXIT_INSTRUCTION_LEN)?,
+            reason: v[0] as u32,
+            qualification: v[1],
+            intr_info: v[2] as u32,
+            insn_len: v[3] as u32,
             guest_physical: 0,
-            rip: vmcs.read_nat(guest_nat::RIP)?,
+            rip: v[5],
         };
         if e.basic() == reason::EPT_VIOLATION {
             e.guest_physical = vmcs.read64(exit64::GUEST_PHYSICAL_ADDRESS)?;
         }
         s.rip = e.rip;
-        s.gprs[4] = vmcs.read_nat(guest_nat::RSP)?;
-        s.rflags = vmcs.read_nat(guest_nat::RFLAGS)?;
-        s.interruptibility = vmcs.read32(guest32::INTERRUPTIBILITY_INFO)?;
-        let hw_cr0 = vmcs.read_nat(guest_nat::CR0)?;
-        s.sregs.cr0 = (hw_cr0 & !cr0_host_owned) | (s.sregs.cr0 & cr0_host_owned);
-        s.sregs.cr3 = vmcs.read_nat(guest_nat::CR3)?;
+        s.gprs[4] = v[6];
+        s.rflags = v[7];
+        s.interruptibility = v[8] as u32;
+        s.sregs.cr0 = (v[9] & !cr0_host_owned) | (s.sregs.cr0 & cr0_host_owned);
         // The CPU stores EFER.LMA in the IA-32e mode control at every exit.
-        let lma = vmcs.read32(control32::VM_ENTRY_CONTROLS)? & entry_ctl::IA32E_MODE_GUEST != 0;
+        let lma = v[10] as u32 & entry_ctl::IA32E_MODE_GUEST != 0;
         if lma != (s.sregs.efer & efer::LMA != 0) {
             s.sregs.efer ^= efer::LMA;
             // The EFER field must follow.
-            s.dirty |= dirty::CONTROL;
+            s.dirty |= dirty::EFER;
         }
-        for reg in SegReg::ALL {
-            let f = seg_fields(reg);
-            s.segs.segs[reg as usize] = VmxSeg {
-                selector: vmcs.read16(f.selector)?,
-                ar: vmcs.read32(f.ar)?,
-                limit: vmcs.read32(f.limit)?,
-                base: vmcs.read_nat(f.base)?,
-            };
-        }
-        s.sregs.gdt.base = vmcs.read_nat(guest_nat::GDTR_BASE)?;
-        s.sregs.gdt.limit = vmcs.read32(guest32::GDTR_LIMIT)? as u16;
-        s.sregs.idt.base = vmcs.read_nat(guest_nat::IDTR_BASE)?;
-        s.sregs.idt.limit = vmcs.read32(guest32::IDTR_LIMIT)? as u16;
+        s.segs.segs[SegReg::Cs as usize] = VmxSeg {
+            selector: v[11] as u16,
+            ar: v[12] as u32,
+            limit: v[13] as u32,
+            base: v[14],
+        };
+        s.segs.segs[SegReg::Ss as usize].ar = v[15] as u32;
+        s.stale = true;
         // An event the CPU was delivering when the exit came (e.g. through
         // a guest IDT whose page was not mapped yet) is delivered again.
-        let idt = vmcs.read32(exit32::IDT_VECTORING_INFO_FIELD)?;
+        let idt = v[4] as u32;
         if idt & event::VALID != 0 {
             let err = if idt & event::ERROR_CODE != 0 {
                 vmcs.read32(exit32::IDT_VECTORING_ERROR_CODE)?
@@ -655,6 +740,47 @@ impl VmxVcpu {
             s.dirty |= dirty::EVENTS;
         }
         Ok(e)
+    }
+
+    /// Reads what `read_exit` left stale.
+    fn read_lazy_state(s: &mut GuestState, vmcs: &CurrentVmcs<'_>) -> VmxResult {
+        if !s.stale {
+            return Ok(());
+        }
+        let v = vmcs.read_many(&LAZY_FIELDS)?;
+        s.sregs.cr3 = v[0];
+        for (i, seg) in s.segs.segs.iter_mut().enumerate() {
+            let at = 1 + i * 4;
+            *seg = VmxSeg {
+                selector: v[at] as u16,
+                ar: v[at + 1] as u32,
+                limit: v[at + 2] as u32,
+                base: v[at + 3],
+            };
+        }
+        s.sregs.gdt.base = v[33];
+        s.sregs.gdt.limit = v[34] as u16;
+        s.sregs.idt.base = v[35];
+        s.sregs.idt.limit = v[36] as u16;
+        s.stale = false;
+        Ok(())
+    }
+
+    /// Brings the lazily read state up to date, with the VMCS loaded
+    /// here for it if a reschedule cleared it.
+    fn sync(&mut self) -> VmxResult {
+        if !self.state.stale {
+            return Ok(());
+        }
+        let irqs = IrqsOff::new();
+        let vmcs = self.vmcs.load(&irqs)?;
+        Self::read_lazy_state(&mut self.state, &vmcs)
+    }
+
+    /// Warns (a kernel `WARNING`, which fails the tests) when a handler
+    /// looks at lazily read state without `sync_state`.
+    fn check_fresh(&self) {
+        kernel::warn_on!(self.state.stale);
     }
 
     /// Flushes what this entry must not see: everything the EPT root
@@ -789,6 +915,7 @@ impl VcpuBackend for VmxVcpu {
     }
 
     fn sregs(&self) -> Sregs {
+        self.check_fresh();
         let mut out = self.state.sregs;
         out.segs = SegReg::ALL.map(|reg| self.state.segs.get(reg));
         out.cr2 = self.state.cr2;
@@ -798,18 +925,23 @@ impl VcpuBackend for VmxVcpu {
 
     fn set_sregs(&mut self, new: &Sregs) {
         let s = &mut self.state;
+        s.stale = false;
         s.sregs = *new;
         for reg in SegReg::ALL {
             s.segs.set(reg, &new.segs[reg as usize]);
         }
         s.cr2 = new.cr2;
-        s.dirty |= dirty::CONTROL | dirty::SEGMENTS;
+        s.dirty |= dirty::CR0 | dirty::CR3 | dirty::CR4 | dirty::EFER | dirty::SEGMENTS;
         self.set_cr8(new.cr8);
         // Paging state changed behind the guest's back.
         self.flush_guest_tlb = true;
     }
 
     fn segment(&self, reg: SegReg) -> Segment {
+        // CS is read at every exit.
+        if reg != SegReg::Cs {
+            self.check_fresh();
+        }
         self.state.segs.get(reg)
     }
 
@@ -822,6 +954,7 @@ impl VcpuBackend for VmxVcpu {
     }
 
     fn cr3(&self) -> u64 {
+        self.check_fresh();
         self.state.sregs.cr3
     }
 
@@ -831,16 +964,21 @@ impl VcpuBackend for VmxVcpu {
 
     fn set_cr0(&mut self, cr0: u64) {
         self.state.sregs.cr0 = cr0;
-        self.state.dirty |= dirty::CONTROL;
+        self.state.dirty |= dirty::CR0;
     }
 
     fn set_cr4(&mut self, cr4: u64) {
         self.state.sregs.cr4 = cr4;
-        self.state.dirty |= dirty::CONTROL;
+        self.state.dirty |= dirty::CR4;
     }
 
     fn set_cr2(&mut self, cr2: u64) {
         self.state.cr2 = cr2;
+    }
+
+    fn set_pdptrs(&mut self, pdptrs: [u64; 4]) {
+        self.state.pdptrs = pdptrs;
+        self.state.dirty |= dirty::PDPTRS;
     }
 
     fn efer(&self) -> u64 {
@@ -858,6 +996,9 @@ impl VcpuBackend for VmxVcpu {
 
     fn read_msr(&self, index: u32) -> Option<u64> {
         let s = &self.state;
+        if matches!(index, msr::FS_BASE | msr::GS_BASE) {
+            self.check_fresh();
+        }
         Some(match index {
             msr::EFER => s.sregs.efer,
             msr::PAT => s.pat,
@@ -878,13 +1019,15 @@ impl VcpuBackend for VmxVcpu {
         match index {
             msr::EFER => {
                 s.sregs.efer = value;
-                s.dirty |= dirty::CONTROL;
+                s.dirty |= dirty::EFER;
             }
             msr::PAT => {
                 s.pat = value;
                 s.dirty |= dirty::MSRS;
             }
             msr::FS_BASE | msr::GS_BASE => {
+                // All segments are written back: they must be current.
+                kernel::warn_on!(s.stale);
                 let reg = if index == msr::FS_BASE {
                     SegReg::Fs
                 } else {
@@ -943,7 +1086,17 @@ impl VcpuBackend for VmxVcpu {
     }
 
     fn end_run(&mut self) {
+        // Userspace sees the whole state after KVM_RUN.
+        if let Err(e) = self.sync() {
+            pr_err!("reading the guest state: {}\n", format_args!("{e}"));
+        }
         self.vmcs.end_run();
+    }
+
+    fn sync_state(&mut self) {
+        if let Err(e) = self.sync() {
+            pr_err!("reading the guest state: {}\n", format_args!("{e}"));
+        }
     }
 
     fn reset(&mut self, is_bsp: bool) {

@@ -241,6 +241,32 @@ impl CurrentVmcs<'_> {
         check("VMWRITE", Some(field), ret)
     }
 
+    /// Reads the fields `fields` (raw encodings, any width; values are
+    /// zero-extended) in one call.
+    pub(crate) fn read_many<const N: usize>(&self, fields: &[u32; N]) -> VmxResult<[u64; N]> {
+        let mut values = [0u64; N];
+        let mut failed = 0u32;
+        // SAFETY: the region is the current VMCS (type invariant); both
+        // arrays hold `N` elements; a fault is caught by the helper.
+        let ret = unsafe {
+            ffi::rkvm_vmreads(fields.as_ptr(), values.as_mut_ptr(), N as u32, &mut failed)
+        };
+        check("VMREAD", fields.get(failed as usize).copied(), ret)?;
+        Ok(values)
+    }
+
+    /// Writes `values` to the fields `fields` (raw encodings) in one call.
+    pub(crate) fn write_many(&mut self, fields: &[u32], values: &[u64]) -> VmxResult {
+        let n = fields.len().min(values.len());
+        let mut failed = 0u32;
+        // SAFETY: the region is the current VMCS (type invariant), so the
+        // writes land in it; both slices hold at least `n` elements.
+        let ret = unsafe {
+            ffi::rkvm_vmwrites(fields.as_ptr(), values.as_ptr(), n as u32, &mut failed)
+        };
+        check("VMWRITE", fields.get(failed as usize).copied(), ret)
+    }
+
     pub(crate) fn read16(&self, f: Field16) -> VmxResult<u16> {
         self.read(f.0).map(|v| v as u16)
     }
