@@ -181,6 +181,9 @@ pub(crate) mod cap {
     pub(crate) const XSAVE: usize = 55;
     /// `KVM_CAP_XCRS`: `KVM_GET_XCRS`/`KVM_SET_XCRS`.
     pub(crate) const XCRS: usize = 56;
+    /// `KVM_CAP_SYNC_MMU`: guest memory follows changes to the VMM's
+    /// mappings (MMU notifiers), so it need not be pinned.
+    pub(crate) const SYNC_MMU: usize = 16;
 }
 
 /// Size of the area a vCPU fd maps: the `kvm_run` page plus the PIO data

@@ -32,6 +32,9 @@ pub(crate) enum Exit {
     Shutdown,
     /// The guest state failed the entry checks (hardware or software).
     FailEntry { reason: u64 },
+    /// RDPMC: rkvm has no virtual PMU, so no counter exists (`#GP`), and
+    /// the host's counters are never read by the guest.
+    Rdpmc,
     /// An instruction rkvm does not virtualize: the guest gets `#UD`.
     UndefinedInstruction,
     /// Anything else: reported to userspace with the vendor's code.

@@ -320,7 +320,12 @@ impl CpuCore {
             // These handlers need only what is always current (RIP, RSP,
             // RFLAGS, GPRs, CR0, CR4, EFER, CS, CPL); TDP faults sync
             // before they emulate.
-            Exit::Host | Exit::Cpuid | Exit::Hlt | Exit::Xsetbv | Exit::TdpFault { .. } => {}
+            Exit::Host
+            | Exit::Cpuid
+            | Exit::Hlt
+            | Exit::Xsetbv
+            | Exit::Rdpmc
+            | Exit::TdpFault { .. } => {}
             Exit::Io(io) if !io.string => {}
             _ => self.backend.sync_state(),
         }
@@ -356,6 +361,10 @@ impl CpuCore {
             Exit::FailEntry { reason } => {
                 run.set_fail_entry(reason, cpu);
                 Flow::User
+            }
+            Exit::Rdpmc => {
+                self.backend.inject_exception(vector::GP, Some(0));
+                Flow::Guest
             }
             Exit::UndefinedInstruction => {
                 self.backend.inject_exception(vector::UD, None);

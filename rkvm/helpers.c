@@ -15,6 +15,8 @@
 #include <linux/cpuhotplug.h>
 #include <linux/fs.h>
 #include <linux/mm.h>
+#include <linux/mmu_notifier.h>
+#include <linux/swap.h>
 #include <linux/uaccess.h>
 #include <asm/asm.h>
 #include <asm/fpu/api.h>
@@ -23,12 +25,15 @@
 #include <asm/cpufeature.h>
 #include <asm/cpu_entry_area.h>
 #include <asm/debugreg.h>
+#include <asm/hardirq.h>
 #include <asm/hw_breakpoint.h>
+#include <asm/vmx.h>
 #include <asm/desc.h>
 #include <asm/entry-common.h>
 #include <asm/trapnr.h>
 #include <asm/io.h>
 #include <asm/msr.h>
+#include <asm/processor.h>
 #include <asm/processor-flags.h>
 #include <asm/segment.h>
 #include <asm/special_insns.h>
@@ -254,6 +259,119 @@ unsigned int rkvm_num_online_cpus(void)
 
 int rkvm_vmx_vmenter(u64 *gprs, bool launched);
 
+/*
+ * L1TF: the L1 data cache is flushed before VM entry where the CPU needs it,
+ * with the policy KVM's vmx_setup_l1d_flush() picks from the kernel's l1tf
+ * mitigation (conditional by default: only when the host may have pulled
+ * secrets into L1D since the last entry, which interrupts, rescheduling and
+ * the exits that run the MMU or emulator report through the per-CPU
+ * kvm_cpu_l1tf_flush_l1d flag). With the FLUSH_L1D command MSR, one write;
+ * without it, KVM's software sequence over a 64 KiB buffer.
+ */
+#if IS_ENABLED(CONFIG_CPU_MITIGATIONS)
+#define RKVM_L1D_ORDER	4
+static enum vmx_l1d_flush_state rkvm_l1d_mode = VMENTER_L1D_FLUSH_NOT_REQUIRED;
+static void *rkvm_l1d_pages;
+
+int rkvm_l1d_flush_setup(void)
+{
+	enum vmx_l1d_flush_state mode = VMENTER_L1D_FLUSH_COND;
+	u64 caps = 0;
+
+	if (boot_cpu_has(X86_FEATURE_ARCH_CAPABILITIES))
+		rdmsrq(MSR_IA32_ARCH_CAPABILITIES, caps);
+	if (!boot_cpu_has_bug(X86_BUG_L1TF) || (caps & ARCH_CAP_SKIP_VMENTRY_L1DFLUSH))
+		mode = VMENTER_L1D_FLUSH_NOT_REQUIRED;
+	else if (l1tf_mitigation == L1TF_MITIGATION_OFF)
+		mode = VMENTER_L1D_FLUSH_NEVER;
+	else if (l1tf_mitigation == L1TF_MITIGATION_FULL ||
+		 l1tf_mitigation == L1TF_MITIGATION_FULL_FORCE)
+		mode = VMENTER_L1D_FLUSH_ALWAYS;
+	if ((mode == VMENTER_L1D_FLUSH_COND || mode == VMENTER_L1D_FLUSH_ALWAYS) &&
+	    !boot_cpu_has(X86_FEATURE_FLUSH_L1D)) {
+		struct page *page = alloc_pages(GFP_KERNEL, RKVM_L1D_ORDER);
+
+		if (!page)
+			return -ENOMEM;
+		rkvm_l1d_pages = page_address(page);
+		/* As KVM: not all zeroes, so the pages are really read. */
+		memset(rkvm_l1d_pages, 0x90, PAGE_SIZE << RKVM_L1D_ORDER);
+	}
+	rkvm_l1d_mode = mode;
+	/* What the sysfs l1tf file reports, as when kvm_intel is loaded. */
+	l1tf_vmx_mitigation = mode;
+	return mode;
+}
+
+void rkvm_l1d_flush_cleanup(void)
+{
+	if (rkvm_l1d_pages)
+		free_pages((unsigned long)rkvm_l1d_pages, RKVM_L1D_ORDER);
+	rkvm_l1d_pages = NULL;
+	l1tf_vmx_mitigation = VMENTER_L1D_FLUSH_AUTO;
+}
+
+/* The next entry on this CPU flushes L1D (in conditional mode). */
+void rkvm_l1d_flush_request(void)
+{
+	kvm_set_cpu_l1tf_flush_l1d();
+}
+
+static void rkvm_l1d_flush(void)
+{
+	int size = PAGE_SIZE << RKVM_L1D_ORDER;
+
+	if (likely(rkvm_l1d_mode != VMENTER_L1D_FLUSH_COND &&
+		   rkvm_l1d_mode != VMENTER_L1D_FLUSH_ALWAYS))
+		return;
+	if (rkvm_l1d_mode == VMENTER_L1D_FLUSH_COND) {
+		if (!kvm_get_cpu_l1tf_flush_l1d())
+			return;
+		kvm_clear_cpu_l1tf_flush_l1d();
+	}
+	if (boot_cpu_has(X86_FEATURE_FLUSH_L1D)) {
+		native_wrmsrq(MSR_IA32_FLUSH_CMD, L1D_FLUSH);
+		return;
+	}
+	/* Load every page into the TLB first, then fill L1D with the buffer. */
+	asm volatile("xorl %%eax, %%eax\n"
+		     "1: movzbl (%[pages], %%rax), %%ecx\n\t"
+		     "addl $4096, %%eax\n\t"
+		     "cmpl %%eax, %[size]\n\t"
+		     "jne 1b\n\t"
+		     "xorl %%eax, %%eax\n\t"
+		     "cpuid\n\t"
+		     "xorl %%eax, %%eax\n"
+		     "2: movzbl (%[pages], %%rax), %%ecx\n\t"
+		     "addl $64, %%eax\n\t"
+		     "cmpl %%eax, %[size]\n\t"
+		     "jne 2b\n\t"
+		     "lfence\n"
+		     : : [pages] "r"(rkvm_l1d_pages), [size] "r"(size)
+		     : "eax", "ebx", "ecx", "edx", "memory");
+}
+
+#else /* !CONFIG_CPU_MITIGATIONS: as KVM, no flush */
+
+int rkvm_l1d_flush_setup(void)
+{
+	return VMENTER_L1D_FLUSH_NEVER;
+}
+
+void rkvm_l1d_flush_cleanup(void)
+{
+}
+
+void rkvm_l1d_flush_request(void)
+{
+}
+
+static void rkvm_l1d_flush(void)
+{
+}
+
+#endif
+
 int rkvm_vmx_run(u64 *gprs, u64 *cr2, bool launched)
 {
 	unsigned long debugctl = get_debugctlmsr();
@@ -269,6 +387,7 @@ int rkvm_vmx_run(u64 *gprs, u64 *cr2, bool launched)
 	/* CR2 is not in the VMCS: the guest's is loaded by hand. */
 	if (native_read_cr2() != *cr2)
 		native_write_cr2(*cr2);
+	rkvm_l1d_flush();
 	r = rkvm_vmx_vmenter(gprs, launched);
 	*cr2 = native_read_cr2();
 
@@ -384,6 +503,8 @@ int rkvm_vmcs_pin_load(struct rkvm_vmcs_pin *p)
 	if (!r) {
 		p->cpu = cpu;
 		p->launched = false;
+		/* The thread was away: anything may have run here since. */
+		rkvm_l1d_flush_request();
 	}
 	return r;
 }
@@ -440,44 +561,32 @@ void rkvm_vmx_host_pertask(u64 *fs_base, u64 *kernel_gs_base)
 	rdmsrq(MSR_KERNEL_GS_BASE, *kernel_gs_base);
 }
 
-/* INVEPT and INVVPID; results as for VMCLEAR above. */
-int rkvm_invept(u64 type, u64 eptp)
-{
-	struct { u64 eptp, reserved; } desc = { eptp, 0 };
-
-	asm goto("1: invept %[desc], %[type]\n\t"
-		 "jc %l[invalid]\n\t"
-		 "jz %l[valid]\n\t"
-		 _ASM_EXTABLE(1b, %l[fault])
-		 : : [desc] "m"(desc), [type] "r"(type)
-		 : "cc", "memory" : invalid, valid, fault);
-	return 0;
-invalid:
-	return X86_EFLAGS_CF;
-valid:
-	return X86_EFLAGS_ZF;
-fault:
-	return -EIO;
+/*
+ * INVEPT and INVVPID take a type and a 128-bit descriptor (EPT pointer and
+ * zero; VPID and linear address); results as for VMCLEAR above.
+ */
+#define RKVM_VMX_INV_INSN(name, insn)					\
+int name(u64 type, u64 lo, u64 hi)					\
+{									\
+	struct { u64 lo, hi; } desc = { lo, hi };			\
+									\
+	asm goto("1: " insn " %[desc], %[type]\n\t"			\
+		 "jc %l[invalid]\n\t"					\
+		 "jz %l[valid]\n\t"					\
+		 _ASM_EXTABLE(1b, %l[fault])				\
+		 : : [desc] "m"(desc), [type] "r"(type)			\
+		 : "cc", "memory" : invalid, valid, fault);		\
+	return 0;							\
+invalid:								\
+	return X86_EFLAGS_CF;						\
+valid:									\
+	return X86_EFLAGS_ZF;						\
+fault:									\
+	return -EIO;							\
 }
 
-int rkvm_invvpid(u64 type, u16 vpid, u64 gva)
-{
-	struct { u64 vpid, gva; } desc = { vpid, gva };
-
-	asm goto("1: invvpid %[desc], %[type]\n\t"
-		 "jc %l[invalid]\n\t"
-		 "jz %l[valid]\n\t"
-		 _ASM_EXTABLE(1b, %l[fault])
-		 : : [desc] "m"(desc), [type] "r"(type)
-		 : "cc", "memory" : invalid, valid, fault);
-	return 0;
-invalid:
-	return X86_EFLAGS_CF;
-valid:
-	return X86_EFLAGS_ZF;
-fault:
-	return -EIO;
-}
+RKVM_VMX_INV_INSN(rkvm_invept, "invept")
+RKVM_VMX_INV_INSN(rkvm_invvpid, "invvpid")
 
 /* ---- the SVM world switch ---- */
 
@@ -679,6 +788,89 @@ void rkvm_release_pfn(u64 pfn, bool dirty)
 	if (dirty)
 		SetPageDirty(page);
 	put_page(page);
+}
+
+/*
+ * Moves the dirty and accessed state of a zapped SPTE to its page. The page
+ * is still mapped by the host (an invalidation zaps before the host changes
+ * its page tables), so no reference is needed.
+ */
+void rkvm_page_zapped(u64 pfn, bool dirty, bool accessed)
+{
+	struct page *page = pfn_to_page(pfn);
+
+	if (dirty)
+		SetPageDirty(page);
+	if (accessed)
+		mark_page_accessed(page);
+}
+
+/* ---- MMU notifiers ---- */
+
+struct rkvm_mn {
+	struct mmu_notifier mn;
+	const void *ctx;
+	const struct rkvm_mn_ops *ops;
+};
+
+static struct rkvm_mn *to_rkvm_mn(struct mmu_notifier *mn)
+{
+	return container_of(mn, struct rkvm_mn, mn);
+}
+
+static int rkvm_mn_invalidate_range_start(struct mmu_notifier *mn,
+					  const struct mmu_notifier_range *range)
+{
+	struct rkvm_mn *m = to_rkvm_mn(mn);
+
+	return m->ops->invalidate_start(m->ctx, range->start, range->end,
+					mmu_notifier_range_blockable(range));
+}
+
+static void rkvm_mn_invalidate_range_end(struct mmu_notifier *mn,
+					 const struct mmu_notifier_range *range)
+{
+	struct rkvm_mn *m = to_rkvm_mn(mn);
+
+	m->ops->invalidate_end(m->ctx, range->start, range->end);
+}
+
+static void rkvm_mn_release(struct mmu_notifier *mn, struct mm_struct *mm)
+{
+	struct rkvm_mn *m = to_rkvm_mn(mn);
+
+	m->ops->release(m->ctx);
+}
+
+static const struct mmu_notifier_ops rkvm_mn_ops = {
+	.invalidate_range_start = rkvm_mn_invalidate_range_start,
+	.invalidate_range_end = rkvm_mn_invalidate_range_end,
+	.release = rkvm_mn_release,
+};
+
+struct rkvm_mn *rkvm_mn_register(struct mm_struct *mm, const void *ctx,
+				 const struct rkvm_mn_ops *ops)
+{
+	struct rkvm_mn *m = kzalloc(sizeof(*m), GFP_KERNEL_ACCOUNT);
+	int r;
+
+	if (!m)
+		return ERR_PTR(-ENOMEM);
+	m->mn.ops = &rkvm_mn_ops;
+	m->ctx = ctx;
+	m->ops = ops;
+	r = mmu_notifier_register(&m->mn, mm);
+	if (r) {
+		kfree(m);
+		return ERR_PTR(r);
+	}
+	return m;
+}
+
+void rkvm_mn_unregister(struct rkvm_mn *m, struct mm_struct *mm)
+{
+	mmu_notifier_unregister(&m->mn, mm);
+	kfree(m);
 }
 
 /* ---- page-table pages of the TDP MMU ---- */

@@ -101,6 +101,14 @@ void rkvm_vmcs_pin_set_launched(struct rkvm_vmcs_pin *p);
 void rkvm_preempt_notifiers_enable(bool on);
 /* The exit label: the VMCS's HOST_RIP. */
 extern const u8 rkvm_vmx_vmexit[];
+/*
+ * L1D flush before VM entry (L1TF), with KVM's default policy: setup
+ * returns the enum vmx_l1d_flush_state chosen, or -ENOMEM; request makes
+ * the next entry on this CPU flush in conditional mode.
+ */
+int rkvm_l1d_flush_setup(void);
+void rkvm_l1d_flush_cleanup(void);
+void rkvm_l1d_flush_request(void);
 /* Hands an NMI that caused a VM exit to the kernel's NMI handler. */
 void rkvm_vmx_forward_nmi(void);
 struct rkvm_vmx_host_percpu {
@@ -108,8 +116,9 @@ struct rkvm_vmx_host_percpu {
 };
 void rkvm_vmx_host_percpu(struct rkvm_vmx_host_percpu *h);
 void rkvm_vmx_host_pertask(u64 *fs_base, u64 *kernel_gs_base);
-int rkvm_invept(u64 type, u64 eptp);
-int rkvm_invvpid(u64 type, u16 vpid, u64 gva);
+/* Descriptor (lo, hi): (EPT pointer, 0) and (VPID, linear address). */
+int rkvm_invept(u64 type, u64 lo, u64 hi);
+int rkvm_invvpid(u64 type, u64 lo, u64 hi);
 
 void rkvm_local_irq_disable(void);
 void rkvm_local_irq_enable(void);
@@ -141,6 +150,25 @@ int rkvm_gup(u64 hva, bool write, struct page **page);
 bool rkvm_gup_fast_only_write(u64 hva, struct page **page);
 u64 rkvm_page_to_pfn(struct page *page);
 void rkvm_release_pfn(u64 pfn, bool dirty);
+void rkvm_page_zapped(u64 pfn, bool dirty, bool accessed);
+
+/*
+ * An MMU notifier on an mm, calling back into rkvm with @ctx. Registration
+ * takes the mm's mmap lock; unregistration waits for callbacks in flight
+ * (and calls release if the mm is still alive).
+ */
+struct mm_struct;
+struct rkvm_mn_ops {
+	int (*invalidate_start)(const void *ctx, unsigned long start,
+				unsigned long end, bool blockable);
+	void (*invalidate_end)(const void *ctx, unsigned long start,
+			       unsigned long end);
+	void (*release)(const void *ctx);
+};
+struct rkvm_mn;
+struct rkvm_mn *rkvm_mn_register(struct mm_struct *mm, const void *ctx,
+				 const struct rkvm_mn_ops *ops);
+void rkvm_mn_unregister(struct rkvm_mn *m, struct mm_struct *mm);
 
 /* Page-table pages, by physical address. */
 u64 rkvm_pt_alloc(void);

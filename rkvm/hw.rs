@@ -98,6 +98,7 @@ pub(crate) struct Hardware {
     /// VMX keeps a vCPU's VMCS on its CPU between entries and clears it
     /// when the thread is scheduled out (see `vmx::vmcs_ops`).
     _notifiers: Option<PreemptNotifiers>,
+    _l1d_flush: Option<vmx::L1dFlush>,
 }
 
 // SAFETY: `per_cpu` is only dereferenced by the hotplug callbacks and freed
@@ -146,6 +147,11 @@ impl Hardware {
         };
         BACKEND.store(kind, Ordering::Release);
 
+        let l1d_flush = match vendor {
+            Vendor::Vmx(_) => Some(vmx::L1dFlush::setup()?),
+            Vendor::Svm(_) => None,
+        };
+
         let nr = cpu::nr_cpu_ids() as usize;
         let mut regions = KVec::with_capacity(nr, GFP_KERNEL)?;
         for _ in 0..nr {
@@ -193,6 +199,7 @@ impl Hardware {
             cpuhp_state: state,
             per_cpu,
             _notifiers: matches!(vendor, Vendor::Vmx(_)).then(PreemptNotifiers::enable),
+            _l1d_flush: l1d_flush,
         })
     }
 }

@@ -74,6 +74,71 @@ impl Memslot {
     fn overlaps(&self, base_gfn: u64, end_gfn: u64) -> bool {
         self.base_gfn < end_gfn && base_gfn < self.end_gfn()
     }
+
+    /// One past the last userspace address backing the slot.
+    pub(crate) const fn end_hva(&self) -> u64 {
+        self.userspace_addr + (self.npages << PAGE_SHIFT)
+    }
+
+    /// The guest frames `[first, end)` that host addresses `[start, end)`
+    /// back in this slot (empty if they do not overlap it).
+    pub(crate) fn gfns_for_hva(&self, start: u64, end: u64) -> (u64, u64) {
+        let lo = start.max(self.userspace_addr);
+        let hi = end.min(self.end_hva());
+        if lo >= hi {
+            return (self.base_gfn, self.base_gfn);
+        }
+        let first = self.base_gfn + ((lo - self.userspace_addr) >> PAGE_SHIFT);
+        // A partial page at the end still backs its frame.
+        let last = self.base_gfn + ((hi - self.userspace_addr + PAGE_SIZE - 1) >> PAGE_SHIFT);
+        (first, last)
+    }
+}
+
+/// One slot in the by-address index of a memslot set (see
+/// [`build_hva_index`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct HvaEntry {
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    /// Index of the slot in its set.
+    pub(crate) slot: usize,
+    /// The largest `end` of this entry and all before it.
+    max_end: u64,
+}
+
+/// Fills `index` (as long as `slots`) with the slots' host ranges sorted
+/// by start address, so that [`hva_overlaps`] finds the slots an MMU
+/// notifier range touches without a loop over every slot. Slots may share
+/// host memory, so the ranges may overlap.
+pub(crate) fn build_hva_index(slots: &[Memslot], index: &mut [HvaEntry]) {
+    for ((i, s), e) in slots.iter().enumerate().zip(index.iter_mut()) {
+        *e = HvaEntry {
+            start: s.userspace_addr,
+            end: s.end_hva(),
+            slot: i,
+            max_end: 0,
+        };
+    }
+    index.sort_unstable_by_key(|e| e.start);
+    let mut max_end = 0;
+    for e in index.iter_mut() {
+        max_end = max_end.max(e.end);
+        e.max_end = max_end;
+    }
+}
+
+/// The entries of `index` (from [`build_hva_index`]) whose range overlaps
+/// `[start, end)`: a binary search, then a walk back that stops once no
+/// earlier range reaches `start`, so O(log n + overlapping entries) for
+/// slots that do not share host memory.
+pub(crate) fn hva_overlaps(index: &[HvaEntry], start: u64, end: u64) -> impl Iterator<Item = &HvaEntry> {
+    let below = index.partition_point(|e| e.start < end);
+    index[..below]
+        .iter()
+        .rev()
+        .take_while(move |e| e.max_end > start)
+        .filter(move |e| e.end > start)
 }
 
 /// `struct kvm_userspace_memory_region2` (the original `..._region` is its
@@ -325,6 +390,66 @@ impl Change {
 mod tests {
     use super::*;
     use std::vec::Vec;
+
+    #[test]
+    fn hva_index_finds_exactly_the_overlapping_slots() {
+        let slot = |id: u16, gfn: u64, pages: u64, hva: u64| Memslot {
+            id,
+            base_gfn: gfn,
+            npages: pages,
+            userspace_addr: hva,
+            flags: 0,
+        };
+        // Slot 2 shares host memory with slot 0; slot 3 is far away.
+        let slots = [
+            slot(0, 0, 16, 0x10_0000),
+            slot(1, 0x100, 4, 0x20_0000),
+            slot(2, 0x200, 8, 0x10_4000),
+            slot(3, 0x400, 1, 0x7000_0000),
+        ];
+        let mut index = [HvaEntry::default(); 4];
+        build_hva_index(&slots, &mut index);
+        let hits = |start: u64, end: u64| {
+            let mut v: Vec<u16> = hva_overlaps(&index, start, end)
+                .map(|e| slots[e.slot].id)
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(hits(0x10_5000, 0x10_6000), [0, 2]);
+        assert_eq!(hits(0x10_0000, 0x10_1000), [0]);
+        assert_eq!(hits(0x10_3000, 0x20_1000), [0, 1, 2], "spans three");
+        assert_eq!(hits(0x11_0000, 0x20_0000), [] as [u16; 0], "the gap");
+        assert_eq!(hits(0x7000_0000, 0x7000_0001), [3]);
+        assert_eq!(hits(0, u64::MAX), [0, 1, 2, 3]);
+        // Brute force agrees on a sweep of ranges.
+        for start in (0x0f_0000u64..0x21_0000).step_by(0x3000) {
+            for len in [0x1000u64, 0x5000, 0x40000] {
+                let mut want: Vec<u16> = slots
+                    .iter()
+                    .filter(|s| s.userspace_addr < start + len && start < s.end_hva())
+                    .map(|s| s.id)
+                    .collect();
+                want.sort();
+                assert_eq!(hits(start, start + len), want, "{start:#x}+{len:#x}");
+            }
+        }
+    }
+
+    #[test]
+    fn gfns_for_hva_ranges() {
+        let s = Memslot {
+            id: 0,
+            base_gfn: 0x100,
+            npages: 16,
+            userspace_addr: 0x40_0000,
+            flags: 0,
+        };
+        assert_eq!(s.gfns_for_hva(0x40_0000, 0x40_1000), (0x100, 0x101));
+        assert_eq!(s.gfns_for_hva(0x3f_0000, 0x40_2800), (0x100, 0x103));
+        assert_eq!(s.gfns_for_hva(0x40_f000, 0x50_0000), (0x10f, 0x110));
+        assert_eq!(s.gfns_for_hva(0x50_0000, 0x60_0000), (0x100, 0x100));
+    }
 
     const MB: u64 = 1 << 20;
 

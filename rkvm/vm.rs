@@ -34,12 +34,12 @@ use crate::{
     abi,
     anon_fd::AnonFile,
     caps, hw,
-    memslot::{self, HostLimits, Memslot, RegionRequest, SlotError, MEM_READONLY},
+    memslot::{self, HostLimits, HvaEntry, Memslot, RegionRequest, SlotError, MEM_READONLY},
     mmu::{
         tdp::{PtCache, Tdp},
-        tdp_mmu::MapOutcome,
         Gfn, GuestPage,
     },
+    shim::mmu_notifier::{MmuNotifier, NotifierOps},
     srcu_box::SrcuBox,
     uarg,
     vcpu::Vcpu,
@@ -50,8 +50,73 @@ use crate::{
 struct Memslots {
     /// Sorted by gfn, disjoint (built only by `memslot::Change::build`).
     slots: KVec<Memslot>,
+    /// The slots by host address, for MMU-notifier ranges.
+    hva_index: KVec<HvaEntry>,
     /// Bumped by every change, so a reader can tell two sets apart.
     generation: u64,
+}
+
+impl Memslots {
+    fn new(slots: KVec<Memslot>, generation: u64) -> Result<KBox<Self>> {
+        let mut hva_index = KVec::with_capacity(slots.len(), GFP_KERNEL)?;
+        for _ in 0..slots.len() {
+            hva_index.push(HvaEntry::default(), GFP_KERNEL)?;
+        }
+        memslot::build_hva_index(&slots, &mut hva_index);
+        Ok(KBox::new(
+            Self {
+                slots,
+                hva_index,
+                generation,
+            },
+            GFP_KERNEL,
+        )?)
+    }
+}
+
+/// What the MMU notifier needs of a VM: the memslots and the TDP MMU.
+#[pin_data]
+pub(crate) struct VmMmu {
+    #[pin]
+    memslots: SrcuBox<Memslots>,
+    /// The generation of the newest memslot set, written before it is
+    /// published (see the module comment).
+    slots_generation: AtomicU64,
+    #[pin]
+    tdp: Tdp,
+}
+
+impl VmMmu {
+    /// Zaps what host addresses `[start, end)` back and keeps faults on
+    /// them from mapping until `end_invalidate`.
+    fn begin_invalidate(&self, start: u64, end: u64, may_block: bool) {
+        let slots = self.memslots.read();
+        let gfns = memslot::hva_overlaps(&slots.hva_index, start, end).filter_map(|e| {
+            let (first, last) = slots.slots.get(e.slot)?.gfns_for_hva(start, end);
+            Some((Gfn(first), Gfn(last)))
+        });
+        self.tdp.invalidate_begin(start, end, gfns, may_block);
+    }
+}
+
+impl NotifierOps for VmMmu {
+    fn invalidate_range_start(&self, start: u64, end: u64, blockable: bool) -> bool {
+        // Zapping only drops mappings; it neither sleeps nor allocates
+        // unless it may yield, so the OOM reaper's ranges are served too.
+        self.begin_invalidate(start, end, blockable);
+        true
+    }
+
+    fn invalidate_range_end(&self, _start: u64, _end: u64) {
+        self.tdp.invalidate_end();
+    }
+
+    fn release(&self) {
+        // The address space is gone: nothing stays mapped, and faults,
+        // which GUP in that address space, cannot map anything again.
+        self.begin_invalidate(0, u64::MAX, true);
+        self.tdp.invalidate_end();
+    }
 }
 
 /// A virtual machine.
@@ -60,18 +125,16 @@ struct Memslots {
 ///
 /// `mm` is the address space of the process that created the VM; guest
 /// memory will be that process's memory, so the VM is only driven from it.
+/// `notifier` is registered on `mm` for `mmu`, and goes first when the VM
+/// is dropped (fields drop in declaration order), so no callback runs once
+/// the rest goes.
 #[pin_data]
 pub(crate) struct Vm {
+    notifier: MmuNotifier<VmMmu>,
     mm: ARef<Mm>,
     #[pin]
     slots_lock: Mutex<()>,
-    #[pin]
-    memslots: SrcuBox<Memslots>,
-    /// The generation of the newest memslot set, written before it is
-    /// published (see the module comment).
-    slots_generation: AtomicU64,
-    #[pin]
-    tdp: Tdp,
+    mmu: Arc<VmMmu>,
     /// Ids of the vCPUs created so far. A vCPU lives as long as the VM (its
     /// fd may close earlier), so an id is never reused, as in KVM.
     #[pin]
@@ -86,21 +149,24 @@ impl Vm {
         }
         let task = kernel::current!();
         let mm: &Mm = task.mm().ok_or(EINVAL)?;
-        let empty = KBox::new(
-            Memslots {
-                slots: KVec::new(),
-                generation: 0,
-            },
-            GFP_KERNEL,
-        )?;
-        // INVARIANT: `mm` is the creating process's address space.
-        Arc::pin_init(
-            try_pin_init!(Self {
-                mm: ARef::from(mm),
-                slots_lock <- new_mutex!((), "Vm::slots_lock"),
+        let empty = Memslots::new(KVec::new(), 0)?;
+        let mmu = Arc::pin_init(
+            try_pin_init!(VmMmu {
                 memslots <- SrcuBox::new(empty, new_srcu!("Vm::memslots")),
                 slots_generation: AtomicU64::new(0),
                 tdp <- Tdp::new(hw::tdp_format())?,
+            }),
+            GFP_KERNEL,
+        )?;
+        let notifier = MmuNotifier::register(mm, mmu.clone())?;
+        // INVARIANT: `mm` is the creating process's address space, and the
+        // notifier is registered on it for `mmu`.
+        Arc::pin_init(
+            try_pin_init!(Self {
+                notifier,
+                mm: ARef::from(mm),
+                slots_lock <- new_mutex!((), "Vm::slots_lock"),
+                mmu,
                 vcpu_ids <- new_mutex!(KVec::new(), "Vm::vcpu_ids"),
             }),
             GFP_KERNEL,
@@ -119,8 +185,9 @@ impl Vm {
     /// `KVM_SET_USER_MEMORY_REGION(2)`.
     fn set_memory_region(&self, req: &RegionRequest) -> Result {
         let _writer = self.slots_lock.lock();
+        let mmu = &self.mmu;
         let (next, generation, removed) = {
-            let cur = self.memslots.read();
+            let cur = mmu.memslots.read();
             let host = HostLimits {
                 max_gfn: x86::max_gfn(),
                 user_range_ok: x86::user_range_ok,
@@ -139,17 +206,11 @@ impl Vm {
             (next, cur.generation + 1, removed)
             // The read section ends here: `replace` below waits for readers.
         };
-        let new = KBox::new(
-            Memslots {
-                slots: next,
-                generation,
-            },
-            GFP_KERNEL,
-        )?;
-        self.slots_generation.store(generation, Ordering::Release);
-        self.memslots.replace(new);
+        let new = Memslots::new(next, generation)?;
+        mmu.slots_generation.store(generation, Ordering::Release);
+        mmu.memslots.replace(new);
         if let Some((start, end)) = removed {
-            self.tdp.zap_gfn_range(start, end);
+            mmu.tdp.zap_gfn_range(start, end);
         }
         Ok(())
     }
@@ -166,13 +227,13 @@ pub(crate) enum NpfOutcome {
 
 impl Vm {
     pub(crate) fn tdp(&self) -> &Tdp {
-        &self.tdp
+        &self.mmu.tdp
     }
 
     /// Reads guest-physical memory at `gpa` (within one page); `None` if no
     /// memslot backs it or the host mapping is gone.
     pub(crate) fn read_guest_phys(&self, gpa: u64, out: &mut [u8]) -> Option<()> {
-        let slots = self.memslots.read();
+        let slots = self.mmu.memslots.read();
         let gfn = gpa >> memslot::PAGE_SHIFT;
         let slot = memslot::lookup(&slots.slots, gfn)?;
         let hva = slot.gfn_to_hva(gfn) + (gpa & 0xfff);
@@ -182,7 +243,7 @@ impl Vm {
     /// Writes guest-physical memory at `gpa` (within one page); `None` if no
     /// writable memslot backs it or the host mapping is gone.
     pub(crate) fn write_guest_phys(&self, gpa: u64, data: &[u8]) -> Option<()> {
-        let slots = self.memslots.read();
+        let slots = self.mmu.memslots.read();
         let gfn = gpa >> memslot::PAGE_SHIFT;
         let slot = memslot::lookup(&slots.slots, gfn)?;
         if slot.flags & MEM_READONLY != 0 {
@@ -204,7 +265,7 @@ impl Vm {
         old: u64,
         new: u64,
     ) -> Option<bool> {
-        let slots = self.memslots.read();
+        let slots = self.mmu.memslots.read();
         let gfn = gpa >> memslot::PAGE_SHIFT;
         let slot = memslot::lookup(&slots.slots, gfn)?;
         if slot.flags & MEM_READONLY != 0 {
@@ -222,7 +283,7 @@ impl Vm {
         write: bool,
         cache: &mut PtCache,
     ) -> Result<NpfOutcome> {
-        let slots = self.memslots.read();
+        let slots = self.mmu.memslots.read();
         let Some(slot) = memslot::lookup(&slots.slots, gfn.0) else {
             return Ok(NpfOutcome::Mmio);
         };
@@ -230,17 +291,26 @@ impl Vm {
         if write && !slot_writable {
             return Ok(NpfOutcome::Mmio);
         }
-        let page = GuestPage::get(slot.gfn_to_hva(gfn.0), write, slot_writable)?;
+        let hva = slot.gfn_to_hva(gfn.0);
+        let tdp = &self.mmu.tdp;
+        // Before the lookup: an invalidation that changes the host mapping
+        // after it is seen under `mmu_lock` below.
+        let seq = tdp.fault_seq();
+        let page = GuestPage::get(hva, write, slot_writable)?;
         cache.top_up()?;
-        let held = self.tdp.read_lock();
-        if self.slots_generation.load(Ordering::Acquire) != slots.generation {
-            // A memslot change raced with this fault: fault again.
+        let held = tdp.read_lock();
+        if self.mmu.slots_generation.load(Ordering::Acquire) != slots.generation
+            || held.must_retry(seq, hva)
+        {
+            // A memslot change or an invalidation raced with this fault:
+            // the guest faults again.
             return Ok(NpfOutcome::Mapped);
         }
-        let writable = page.writable();
-        if held.map(gfn, page.pfn(), writable, cache) == MapOutcome::Installed {
-            page.into_spte();
-        }
+        // The leaf takes no reference: the notifier zaps it before the
+        // host unmaps the page, and `page` is released (and marked dirty if
+        // mapped writable) when it goes, after `held`.
+        held.map(gfn, page.pfn(), page.writable(), cache);
+        drop(held);
         Ok(NpfOutcome::Mapped)
     }
 }

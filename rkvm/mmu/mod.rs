@@ -5,6 +5,7 @@
 
 pub(crate) mod atomic;
 pub(crate) mod guest_walk;
+pub(crate) mod invalidate;
 mod page_ref;
 mod shim;
 pub(crate) mod spte;

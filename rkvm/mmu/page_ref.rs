@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Page references: the host page behind a guest frame, taken with
-//! `get_user_pages_fast` in the VM owner's process and held by an SPTE
-//! until it is zapped (MMU notifiers will replace the holding).
+//! `get_user_pages_fast` in the VM owner's process for the duration of a
+//! fault only. Once the SPTE is installed (under the invalidation check,
+//! see `invalidate.rs`) the reference goes: the MMU notifier keeps the
+//! mapping coherent with the host's page tables instead.
 
 use kernel::{bindings, prelude::*};
 
@@ -63,15 +65,13 @@ impl GuestPage {
         self.writable
     }
 
-    /// Hands the reference over to an SPTE, which releases it when zapped.
-    pub(crate) fn into_spte(self) {
-        core::mem::forget(self);
-    }
 }
 
 impl Drop for GuestPage {
     fn drop(&mut self) {
+        // A writable mapping may be written by the guest from now on: the
+        // page is dirty, as KVM marks it when it releases a fault's page.
         // SAFETY: this value owns one reference on the page (invariant).
-        unsafe { ffi::rkvm_release_pfn(self.pfn.0, false) };
+        unsafe { ffi::rkvm_release_pfn(self.pfn.0, self.writable) };
     }
 }

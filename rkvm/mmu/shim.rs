@@ -168,13 +168,16 @@ impl Drop for PtCache {
 /// Pages whose release waits for a TLB flush, at most this many at once.
 pub(crate) const REAP_BATCH: usize = 64;
 
-/// What the change handler lets go of, given back to the kernel: guest
-/// pages (after the TLB flush that must come first) and table pages.
+/// What the change handler lets go of: the dirty state of guest pages
+/// (moved to the page once the TLB flush that must come first is done),
+/// and table pages. Leaves hold no page reference: the host keeps the page
+/// mapped until the zap returns (the MMU notifier's invalidation zaps
+/// before the host changes its page tables).
 ///
 /// # Invariants
 ///
-/// `pending[..n]` are pages on each of which a zapped leaf held one
-/// reference, now owned here.
+/// `pending[..n]` are pages zapped leaves mapped, still mapped by the
+/// host.
 pub(crate) struct Reaper {
     pending: [(Pfn, bool); REAP_BATCH],
     n: usize,
@@ -189,8 +192,10 @@ impl Reaper {
         Self::new(true)
     }
 
-    /// For the teardown of an MMU no vCPU can use any more: everything is
-    /// released at once.
+    /// For the teardown of an MMU no vCPU can use any more: tables are
+    /// freed at once, and leaves, which the MMU notifier's release zapped
+    /// already, are not followed to their pages (which the host may have
+    /// freed).
     pub(crate) const fn teardown() -> Self {
         Self::new(false)
     }
@@ -208,16 +213,14 @@ impl Reaper {
         self.n == REAP_BATCH
     }
 
-    /// Releases the pages held back; the caller has flushed the TLBs since
-    /// they were zapped (else a vCPU could still reach a page the host
-    /// reuses).
+    /// Moves the dirty state of the pages held back to them; the caller
+    /// has flushed the TLBs since they were zapped, so no guest write can
+    /// follow.
     pub(crate) fn release_flushed(&mut self) {
         for &(pfn, dirty) in &self.pending[..self.n] {
-            // SAFETY: this reaper owns one reference on the page
-            // (invariant), given up here once.
-            unsafe { ffi::rkvm_release_pfn(pfn.0, dirty) };
+            // SAFETY: the host still maps the page (invariant).
+            unsafe { ffi::rkvm_page_zapped(pfn.0, dirty, false) };
         }
-        // INVARIANT: every reference was given up.
         self.n = 0;
     }
 }
@@ -225,17 +228,22 @@ impl Reaper {
 impl ChangeOps for Reaper {
     fn release_page(&mut self, pfn: Pfn, dirty: bool) {
         if !self.rcu {
-            // SAFETY: the zapped leaf held one reference, handed over here;
-            // no vCPU is left to use a translation to it.
-            unsafe { ffi::rkvm_release_pfn(pfn.0, dirty) };
+            // Teardown: the page is not the MMU's to touch (see `teardown`).
             return;
         }
         // The owner flushes and empties a full reaper before zapping more
-        // (`Tdp`'s zapper); if it did not, keeping the reference is safe.
-        if let Some(slot) = self.pending.get_mut(self.n) {
-            // INVARIANT: the reference moves from the leaf to here.
-            *slot = (pfn, dirty);
-            self.n += 1;
+        // (`Tdp`'s zapper); if it did not, the dirty state would be lost,
+        // so it is marked at once then.
+        match self.pending.get_mut(self.n) {
+            Some(slot) => {
+                // INVARIANT: the host maps the page until the zap returns.
+                *slot = (pfn, dirty);
+                self.n += 1;
+            }
+            // SAFETY: as in `release_flushed`; a vCPU may still write
+            // through a stale translation until the flush, into a page
+            // already marked dirty.
+            None => unsafe { ffi::rkvm_page_zapped(pfn.0, dirty, false) },
         }
     }
 
@@ -258,10 +266,9 @@ impl ChangeOps for Reaper {
 
 impl Drop for Reaper {
     fn drop(&mut self) {
-        // Every user releases after its final flush; this is a backstop
-        // that leaks rather than releasing a page a TLB may still reach.
+        // Every user releases after its final flush.
         if self.n != 0 {
-            pr_warn!("rkvm: {} guest pages leaked by a zap\n", self.n);
+            pr_warn!("rkvm: a zap lost the dirty state of {} guest pages\n", self.n);
         }
     }
 }

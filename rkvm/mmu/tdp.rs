@@ -32,6 +32,7 @@ use kernel::prelude::*;
 pub(crate) use super::shim::{rcu_barrier, PtCache};
 use super::{
     shim::{DirectMap, Exclusive, KickMask, Reaper, RootTable},
+    invalidate::InvalidateState,
     spte::{Ept, Npt, ROOT_LEVEL},
     tdp_mmu::{self, ChangeOps, MapOutcome, ZapOps},
     tlb::TlbTracker,
@@ -82,6 +83,8 @@ pub(crate) struct Tdp {
     tlb: TlbTracker<MAX_VCPUS>,
     kick_mask: KickMask,
     format: TdpFormat,
+    /// MMU-notifier invalidations against faults (see `invalidate.rs`).
+    invalidate: InvalidateState,
 }
 
 impl Tdp {
@@ -95,6 +98,7 @@ impl Tdp {
             tlb: TlbTracker::new(),
             kick_mask,
             format,
+            invalidate: InvalidateState::new(),
         }? Error))
     }
 
@@ -117,29 +121,72 @@ impl Tdp {
         }
     }
 
-    /// Unmaps guest frames `[start, end)`, releases their pages and frees
-    /// the tables wholly inside. When this returns, no vCPU can access them
-    /// through a stale translation.
+    /// Unmaps guest frames `[start, end)`, moves their pages' dirty state
+    /// to them and frees the tables wholly inside. When this returns, no
+    /// vCPU can access them through a stale translation.
     pub(crate) fn zap_gfn_range(&self, start: Gfn, end: Gfn) {
         if start >= end {
             return;
         }
         let held = self.mmu_lock.write();
-        let tables = DirectMap::new(&held);
+        self.zap_ranges(&held, [(start, end)].into_iter(), true);
+    }
+
+    /// Zaps every range of `ranges`, then flushes once. Yields `mmu_lock`
+    /// to waiters only if `may_block`.
+    fn zap_ranges(
+        &self,
+        held: &WriteGuard<'_>,
+        ranges: impl Iterator<Item = (Gfn, Gfn)>,
+        may_block: bool,
+    ) {
+        let tables = DirectMap::new(held);
         // INVARIANT: `held` guards this MMU's lock.
         let mut z = Zapper {
             tdp: self,
-            held: &held,
+            held,
             reaper: Reaper::zap(),
+            may_block,
         };
         let root = self.root_hpa();
-        let flush = with_format!(self.format, F => {
-            tdp_mmu::zap_range::<F, _>(&tables, root, ROOT_LEVEL, start, end, &mut z)
-        });
+        let mut flush = false;
+        for (start, end) in ranges.filter(|(s, e)| s < e) {
+            flush |= with_format!(self.format, F => {
+                tdp_mmu::zap_range::<F, _>(&tables, root, ROOT_LEVEL, start, end, &mut z)
+            });
+        }
         if flush {
-            self.flush_remote_tlbs(&held);
+            self.flush_remote_tlbs(held);
         }
         z.reaper.release_flushed();
+    }
+
+    /// An MMU-notifier invalidation of host addresses `[start, end)`
+    /// begins: faults at those addresses retry until it ends, and the
+    /// guest frames `gfns` they back are zapped now. Must not sleep unless
+    /// `may_block`.
+    pub(crate) fn invalidate_begin(
+        &self,
+        start: u64,
+        end: u64,
+        gfns: impl Iterator<Item = (Gfn, Gfn)>,
+        may_block: bool,
+    ) {
+        let held = self.mmu_lock.write();
+        self.invalidate.begin(start, end);
+        self.zap_ranges(&held, gfns, may_block);
+    }
+
+    /// The invalidation the matching `invalidate_begin` announced is done.
+    pub(crate) fn invalidate_end(&self) {
+        let _held = self.mmu_lock.write();
+        self.invalidate.end();
+    }
+
+    /// What a fault reads before it looks up the host page, to check
+    /// under `mmu_lock` with [`TdpReadGuard::must_retry`].
+    pub(crate) fn fault_seq(&self) -> u64 {
+        self.invalidate.fault_seq()
     }
 
     /// Makes every vCPU drop its cached translations before it next runs
@@ -170,6 +217,8 @@ struct Zapper<'a> {
     tdp: &'a Tdp,
     held: &'a WriteGuard<'a>,
     reaper: Reaper,
+    /// Whether `mmu_lock` may be dropped to reschedule.
+    may_block: bool,
 }
 
 impl ChangeOps for Zapper<'_> {
@@ -189,7 +238,7 @@ impl ChangeOps for Zapper<'_> {
 
 impl ZapOps for Zapper<'_> {
     fn should_yield(&mut self) -> bool {
-        self.held.needbreak()
+        self.may_block && self.held.needbreak()
     }
 
     fn yield_lock(&mut self, flush: bool) {
@@ -227,6 +276,14 @@ pub(crate) struct TdpReadGuard<'a> {
 }
 
 impl TdpReadGuard<'_> {
+    /// Whether a fault at host address `hva` that read `seq` from
+    /// [`Tdp::fault_seq`] before its page lookup must retry: an
+    /// invalidation of that address is in progress or ended since.
+    pub(crate) fn must_retry(&self, seq: u64, hva: u64) -> bool {
+        // `held` guards this MMU's lock (invariant).
+        self.tdp.invalidate.must_retry(seq, hva)
+    }
+
     /// Maps `gfn` to `pfn` (writable or not). The caller holds a reference
     /// on the page, which the new leaf takes over when the outcome is
     /// `Installed`.

@@ -13,6 +13,22 @@ pub(crate) struct FpuGuest {
     _opaque: [u8; 0],
 }
 
+/// `struct rkvm_mn` (helpers.c), only ever behind a pointer.
+#[repr(C)]
+pub(crate) struct Mn {
+    _opaque: [u8; 0],
+}
+
+/// `struct rkvm_mn_ops` (helpers.h): rkvm's MMU-notifier callbacks.
+#[repr(C)]
+pub(crate) struct MnOps {
+    pub(crate) invalidate_start:
+        unsafe extern "C" fn(ctx: *const core::ffi::c_void, start: usize, end: usize, blockable: bool) -> i32,
+    pub(crate) invalidate_end:
+        unsafe extern "C" fn(ctx: *const core::ffi::c_void, start: usize, end: usize),
+    pub(crate) release: unsafe extern "C" fn(ctx: *const core::ffi::c_void),
+}
+
 /// `struct rkvm_vmcs_pin` (helpers.c), only ever behind a pointer.
 #[repr(C)]
 pub(crate) struct VmcsPin {
@@ -67,6 +83,9 @@ extern "C" {
     pub(crate) fn rkvm_vmx_run(gprs: *mut u64, cr2: *mut u64, launched: bool) -> i32;
     pub(crate) static rkvm_vmx_vmexit: [u8; 0];
     pub(crate) fn rkvm_vmx_forward_nmi();
+    pub(crate) fn rkvm_l1d_flush_setup() -> i32;
+    pub(crate) fn rkvm_l1d_flush_cleanup();
+    pub(crate) fn rkvm_l1d_flush_request();
     pub(crate) fn rkvm_vmcs_pin_alloc(phys: u64) -> *mut VmcsPin;
     pub(crate) fn rkvm_vmcs_pin_free(p: *mut VmcsPin);
     pub(crate) fn rkvm_vmcs_pin_register(p: *mut VmcsPin);
@@ -78,8 +97,8 @@ extern "C" {
     pub(crate) fn rkvm_preempt_notifiers_enable(on: bool);
     pub(crate) fn rkvm_vmx_host_percpu(h: *mut VmxHostPerCpu);
     pub(crate) fn rkvm_vmx_host_pertask(fs_base: *mut u64, kernel_gs_base: *mut u64);
-    pub(crate) fn rkvm_invept(kind: u64, eptp: u64) -> i32;
-    pub(crate) fn rkvm_invvpid(kind: u64, vpid: u16, gva: u64) -> i32;
+    pub(crate) fn rkvm_invept(kind: u64, eptp: u64, zero: u64) -> i32;
+    pub(crate) fn rkvm_invvpid(kind: u64, vpid: u64, gva: u64) -> i32;
 
     // CPU hotplug.
     pub(crate) fn rkvm_cpuhp_setup(
@@ -133,6 +152,13 @@ extern "C" {
     pub(crate) fn rkvm_gup_fast_only_write(hva: u64, page: *mut *mut bindings::page) -> bool;
     pub(crate) fn rkvm_page_to_pfn(page: *mut bindings::page) -> u64;
     pub(crate) fn rkvm_release_pfn(pfn: u64, dirty: bool);
+    pub(crate) fn rkvm_page_zapped(pfn: u64, dirty: bool, accessed: bool);
+    pub(crate) fn rkvm_mn_register(
+        mm: *mut bindings::mm_struct,
+        ctx: *const core::ffi::c_void,
+        ops: *const MnOps,
+    ) -> *mut Mn;
+    pub(crate) fn rkvm_mn_unregister(m: *mut Mn, mm: *mut bindings::mm_struct);
 
     // The TDP MMU's table pages and TLB-flush kicks.
     pub(crate) fn rkvm_pt_alloc() -> u64;

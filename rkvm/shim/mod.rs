@@ -9,6 +9,7 @@ pub(crate) mod anon_fd;
 pub(crate) mod cpu;
 pub(crate) mod ffi;
 pub(crate) mod guest_fpu;
+pub(crate) mod mmu_notifier;
 pub(crate) mod run_page;
 pub(crate) mod rwlock;
 pub(crate) mod srcu_box;

@@ -199,6 +199,7 @@ impl SvmVcpu {
         match code {
             exit::INTR | exit::NMI | exit::SMI | exit::INIT => Exit::Host,
             exit::CPUID => Exit::Cpuid,
+            exit::RDPMC => Exit::Rdpmc,
             exit::HLT => Exit::Hlt,
             exit::IOIO => match IoioInfo::decode(info1) {
                 Some(io) => Exit::Io(IoExit {
@@ -217,9 +218,10 @@ impl SvmVcpu {
             },
             exit::MSR => Exit::Msr { write: info1 != 0 },
             exit::XSETBV => Exit::Xsetbv,
-            exit::CR4_WRITE => Exit::CrWrite {
-                cr: 4,
-                // Decode assists: bit 63 says the GPR number is valid.
+            exit::CR4_WRITE | exit::CR0_SEL_WRITE => Exit::CrWrite {
+                cr: if code == exit::CR4_WRITE { 4 } else { 0 },
+                // Decode assists: bit 63 says the GPR number is valid
+                // (not for LMSW, which the caller then fails to decode).
                 gpr: (info1 >> 63 != 0).then_some((info1 & 0xf) as u8),
             },
             exit::SHUTDOWN => Exit::Shutdown,

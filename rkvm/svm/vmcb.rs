@@ -22,6 +22,9 @@ pub(crate) mod intercept {
     pub(crate) const NMI: u32 = 1;
     pub(crate) const SMI: u32 = 2;
     pub(crate) const INIT: u32 = 3;
+    /// Writes of CR0 that change a bit other than TS and MP.
+    pub(crate) const CR0_SEL_WRITE: u32 = 5;
+    pub(crate) const RDPMC: u32 = 15;
     pub(crate) const CPUID: u32 = 18;
     pub(crate) const RSM: u32 = 19;
     pub(crate) const INVD: u32 = 22;
@@ -57,10 +60,12 @@ pub(crate) mod intercept {
 pub(crate) mod exit {
     /// MOV to CR4 (`0x10 + n` for CRn).
     pub(crate) const CR4_WRITE: u64 = 0x014;
+    pub(crate) const CR0_SEL_WRITE: u64 = 0x065;
     pub(crate) const INTR: u64 = 0x060;
     pub(crate) const NMI: u64 = 0x061;
     pub(crate) const SMI: u64 = 0x062;
     pub(crate) const INIT: u64 = 0x063;
+    pub(crate) const RDPMC: u64 = 0x06f;
     pub(crate) const CPUID: u64 = 0x072;
     pub(crate) const HLT: u64 = 0x078;
     pub(crate) const INVLPGA: u64 = 0x07a;
@@ -343,6 +348,8 @@ impl Control {
             NMI,
             SMI,
             INIT,
+            CR0_SEL_WRITE,
+            RDPMC,
             CPUID,
             RSM,
             INVD,

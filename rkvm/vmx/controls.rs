@@ -77,6 +77,8 @@ control_bits! {
         /// `IA32_VMX_TSC_OFFSET` is added to the guest's TSC reads.
         USE_TSC_OFFSETTING = 3,
         HLT_EXITING = 7,
+        /// The guest never reads the host's performance counters.
+        RDPMC_EXITING = 11,
         MWAIT_EXITING = 10,
         /// Default1 bits rkvm does not ask for (EPT lets the guest own
         /// CR3); named so the tests can check they stay off where the
@@ -254,6 +256,7 @@ const PIN_OPTIONAL: u32 = pin::VIRTUAL_NMIS;
 /// load/store and INVLPG exiting are not asked for, EPT makes them useless.
 const PRIMARY_REQUIRED: u32 = primary::USE_TSC_OFFSETTING
     | primary::HLT_EXITING
+    | primary::RDPMC_EXITING
     | primary::MWAIT_EXITING
     | primary::USE_TPR_SHADOW
     | primary::MOV_DR_EXITING
@@ -365,7 +368,7 @@ mod tests {
         // Interrupts, NMIs, virtual NMIs, and default1 bits 1, 2, 4.
         assert_eq!(c.pin_based, 0x3f);
         // Default1 bits 1, 4-6, 8, 13, 14, 26 stay; CR3 exits are off.
-        assert_eq!(c.primary, 0xb5a0_65fa);
+        assert_eq!(c.primary, 0xb5a0_6dfa);
         assert_eq!(
             c.primary & (primary::CR3_LOAD_EXITING | primary::CR3_STORE_EXITING),
             0
@@ -404,7 +407,7 @@ mod tests {
         // The plain MSR forces the default1 CR3 exits on: they stay.
         assert_eq!(
             c.primary,
-            0xb5a0_65fa | primary::CR3_LOAD_EXITING | primary::CR3_STORE_EXITING
+            0xb5a0_6dfa | primary::CR3_LOAD_EXITING | primary::CR3_STORE_EXITING
         );
 
         n = 0;

@@ -22,6 +22,7 @@ pub(crate) mod reason {
     pub(crate) const CPUID: u16 = 10;
     pub(crate) const GETSEC: u16 = 11;
     pub(crate) const HLT: u16 = 12;
+    pub(crate) const RDPMC: u16 = 15;
     pub(crate) const VMCALL: u16 = 18;
     pub(crate) const VMCLEAR: u16 = 19;
     pub(crate) const VMLAUNCH: u16 = 20;
@@ -183,6 +184,7 @@ impl ExitInfo {
             TRIPLE_FAULT => Exit::Shutdown,
             CPUID => Exit::Cpuid,
             HLT => Exit::Hlt,
+            RDPMC => Exit::Rdpmc,
             IO_INSTRUCTION => Exit::Io(IoExit {
                 port: (q >> 16) as u16,
                 size: ((q & 7) + 1) as u8,
@@ -335,6 +337,7 @@ mod tests {
     fn simple_exits() {
         assert_eq!(exit(reason::CPUID, 0).decode(), Exit::Cpuid);
         assert_eq!(exit(reason::HLT, 0).decode(), Exit::Hlt);
+        assert_eq!(exit(reason::RDPMC, 0).decode(), Exit::Rdpmc);
         assert_eq!(exit(reason::TRIPLE_FAULT, 0).decode(), Exit::Shutdown);
         assert_eq!(exit(reason::EXTERNAL_INTERRUPT, 0).decode(), Exit::Host);
         assert_eq!(exit(reason::WRMSR, 0).decode(), Exit::Msr { write: true });

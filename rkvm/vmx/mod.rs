@@ -62,6 +62,36 @@ pub(crate) fn check_vmcs_config() -> Result<VmcsConfig> {
     }
 }
 
+/// The L1D flush before VM entry on CPUs with L1TF, set up while this
+/// lives (see `rkvm_l1d_flush_setup` in helpers.c).
+pub(crate) struct L1dFlush(());
+
+impl L1dFlush {
+    pub(crate) fn setup() -> Result<Self> {
+        // SAFETY: called once, before any vCPU exists; undone in `drop`.
+        let mode = unsafe { crate::shim::ffi::rkvm_l1d_flush_setup() };
+        if mode < 0 {
+            return Err(Error::from_errno(mode));
+        }
+        // `enum vmx_l1d_flush_state`.
+        let what = match mode {
+            1 => "never (mitigation off)",
+            2 => "conditional",
+            3 => "always",
+            _ => "not needed",
+        };
+        pr_info!("L1D flush before VM entry: {what}\n");
+        Ok(Self(()))
+    }
+}
+
+impl Drop for L1dFlush {
+    fn drop(&mut self) {
+        // SAFETY: set up in `setup`; no vCPU is left to enter a guest.
+        unsafe { crate::shim::ffi::rkvm_l1d_flush_cleanup() };
+    }
+}
+
 /// Writes the VMCS revision identifier at the start of a VMXON region.
 pub(crate) fn init_vmxon_region(page: &Page, f: &VmxFeatures) -> Result {
     let rev = f.vmcs_revision.to_ne_bytes();

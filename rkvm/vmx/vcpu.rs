@@ -857,7 +857,22 @@ impl VmxVcpu {
             vmcs.forward_nmi();
         }
         self.exit = e;
-        Ok(e.decode())
+        let exit = e.decode();
+        // Exits handled without touching guest memory, the MMU or the
+        // emulator do not make the next entry flush L1D (as KVM's).
+        if !matches!(
+            exit,
+            Exit::Cpuid
+                | Exit::Rdpmc
+                | Exit::Msr { .. }
+                | Exit::Xsetbv
+                | Exit::CrWrite { .. }
+                | Exit::Lmsw { .. }
+                | Exit::UndefinedInstruction
+        ) {
+            vmcs_ops::request_l1d_flush();
+        }
+        Ok(exit)
     }
 }
 
@@ -1083,6 +1098,8 @@ impl VcpuBackend for VmxVcpu {
 
     fn begin_run(&mut self) {
         self.vmcs.begin_run();
+        // Userspace ran since the last entry.
+        vmcs_ops::request_l1d_flush();
     }
 
     fn end_run(&mut self) {

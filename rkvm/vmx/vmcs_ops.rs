@@ -378,7 +378,7 @@ pub(crate) enum InvvpidType {
 pub(crate) fn invept(kind: InveptType, eptp: u64, _irqs: &IrqsOff) -> VmxResult {
     // SAFETY: INVEPT only drops cached translations; a fault (VMX off) is
     // caught by the helper.
-    let ret = unsafe { ffi::rkvm_invept(kind as u64, eptp) };
+    let ret = unsafe { ffi::rkvm_invept(kind as u64, eptp, 0) };
     check("INVEPT", None, ret)
 }
 
@@ -386,7 +386,7 @@ pub(crate) fn invept(kind: InveptType, eptp: u64, _irqs: &IrqsOff) -> VmxResult 
 /// (or all VPIDs but the host's).
 pub(crate) fn invvpid(kind: InvvpidType, vpid: u16, _irqs: &IrqsOff) -> VmxResult {
     // SAFETY: as for INVEPT.
-    let ret = unsafe { ffi::rkvm_invvpid(kind as u64, vpid, 0) };
+    let ret = unsafe { ffi::rkvm_invvpid(kind as u64, vpid.into(), 0) };
     check("INVVPID", None, ret)
 }
 
@@ -405,6 +405,15 @@ pub(crate) fn host_pertask(_irqs: &IrqsOff) -> (u64, u64) {
     // SAFETY: reads two MSRs into valid places.
     unsafe { ffi::rkvm_vmx_host_pertask(&mut fs, &mut kgs) };
     (fs, kgs)
+}
+
+/// Makes the next entry on this CPU flush L1D (when the flush is
+/// conditional): the host ran code since the last entry that may have
+/// brought another context's data into it.
+pub(crate) fn request_l1d_flush() {
+    // SAFETY: sets a per-CPU flag; any CPU is fine, a wrong one only
+    // costs a flush.
+    unsafe { ffi::rkvm_l1d_flush_request() };
 }
 
 /// The address VM exits jump to: `HOST_RIP`.

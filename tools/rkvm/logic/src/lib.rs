@@ -41,6 +41,8 @@ mod mmu {
     pub(crate) mod atomic;
     #[path = "guest_walk.rs"]
     pub(crate) mod guest_walk;
+    #[path = "invalidate.rs"]
+    pub(crate) mod invalidate;
     #[path = "spte.rs"]
     pub(crate) mod spte;
     #[path = "tdp_iter.rs"]
@@ -154,6 +156,7 @@ mod abi_matches_kvm {
         assert_eq!(abi::cap::IMMEDIATE_EXIT, kb::KVM_CAP_IMMEDIATE_EXIT as usize);
         assert_eq!(abi::cap::XSAVE, kb::KVM_CAP_XSAVE as usize);
         assert_eq!(abi::cap::XCRS, kb::KVM_CAP_XCRS as usize);
+        assert_eq!(abi::cap::SYNC_MMU, kb::KVM_CAP_SYNC_MMU as usize);
         assert_eq!(abi::vcpu::XSAVE_SIZE, core::mem::size_of::<kb::kvm_xsave>());
         assert_eq!(abi::vcpu::XCRS_SIZE, core::mem::size_of::<kb::kvm_xcrs>());
         assert_eq!(abi::vcpu::GET_XSAVE, 0x9000_aea4);
@@ -176,7 +179,8 @@ mod abi_matches_kvm {
                     || c == kb::KVM_CAP_EXT_CPUID as usize
                     || c == kb::KVM_CAP_IMMEDIATE_EXIT as usize
                     || c == kb::KVM_CAP_XSAVE as usize
-                    || c == kb::KVM_CAP_XCRS as usize =>
+                    || c == kb::KVM_CAP_XCRS as usize
+                    || c == kb::KVM_CAP_SYNC_MMU as usize =>
                 {
                     assert_eq!(v, 1)
                 }
@@ -190,7 +194,6 @@ mod abi_matches_kvm {
             }
         }
         assert_eq!(caps::check_extension(usize::MAX, 2), 0);
-        // Without a backend that runs guests, no KVM_RUN-only capability.
         // NR_VCPUS recommends no more vCPUs than host CPUs, within the maximum.
         assert_eq!(caps::check_extension(kb::KVM_CAP_NR_VCPUS as usize, 1000), 64);
     }

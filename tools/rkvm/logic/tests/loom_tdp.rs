@@ -66,6 +66,20 @@
 //! must end up either still mapped or released by the zap. The negative
 //! control takes no lock in the fault and must fail.
 
+//! # Model 3: a fault vs. an MMU-notifier invalidation
+//!
+//! Guest pages are not pinned: a fault looks the host page up, maps it
+//! under `mmu_lock` (read) and keeps no reference. The claim: once an
+//! invalidation of the page's host address has ended, no SPTE maps the
+//! page the host unmapped. The kernel's `InvalidateState` runs as is; the
+//! host page table is one atomic (the pfn at the address, changed by the
+//! host between the invalidation's begin and end), the SPTE another (the
+//! MMU code's part is model 2). The fault reads `fault_seq`, looks the pfn
+//! up, and maps it unless `must_retry`; the invalidation takes the lock
+//! for write, `begin`s and zaps, releases it, changes the host mapping,
+//! and `end`s under the lock. Negative controls read the sequence after
+//! the lookup, or zap without `begin`, and must fail.
+
 #![cfg(loom)]
 
 use std::cell::Cell;
@@ -103,6 +117,8 @@ mod mmu {
             }
         }
     }
+    #[path = "invalidate.rs"]
+    pub(crate) mod invalidate;
     #[path = "spte.rs"]
     pub(crate) mod spte;
     #[path = "tdp_iter.rs"]
@@ -543,4 +559,78 @@ fn loom_tdp_fault_without_lock_is_caught() {
         &["Causality violation", "freed table", LEAKED, "is_frozen"],
         || check_fault(false),
     );
+}
+
+// ---- Model 3 ----
+
+const HVA: u64 = 0x7000_0000;
+const OLD_PFN: u64 = 1;
+const NEW_PFN: u64 = 2;
+const STALE: &str = "an SPTE maps a page after the invalidation that unmapped it ended";
+
+/// How the model departs from the kernel's protocol (negative controls).
+#[derive(Clone, Copy, PartialEq)]
+enum Invalidation {
+    AsKernel,
+    SeqAfterLookup,
+    ZapWithoutBegin,
+}
+
+fn check_invalidation(how: Invalidation) {
+    use mmu::invalidate::InvalidateState;
+    loom::model(move || {
+        let state = Arc::new(InvalidateState::new());
+        let mmu_lock = Arc::new(RwLock::new(()));
+        let host_pte = Arc::new(AtomicU64::new(OLD_PFN));
+        let spte = Arc::new(AtomicU64::new(0));
+        let fault = {
+            let (state, mmu_lock, host_pte, spte) =
+                (state.clone(), mmu_lock.clone(), host_pte.clone(), spte.clone());
+            thread::spawn(move || {
+                let mut seq = state.fault_seq();
+                // get_user_pages: the host's mapping at the address.
+                let pfn = host_pte.load(Acquire);
+                if how == Invalidation::SeqAfterLookup {
+                    seq = state.fault_seq();
+                }
+                let _held = mmu_lock.read().unwrap();
+                if !state.must_retry(seq, HVA) {
+                    spte.store(pfn, Relaxed);
+                }
+            })
+        };
+        {
+            let _held = mmu_lock.write().unwrap();
+            if how != Invalidation::ZapWithoutBegin {
+                state.begin(HVA, HVA + 0x1000);
+            }
+            spte.store(0, Relaxed);
+        }
+        // The host changes its page table: the old page may be reused.
+        host_pte.store(NEW_PFN, Release);
+        {
+            let _held = mmu_lock.write().unwrap();
+            state.end();
+        }
+        fault.join().unwrap();
+        assert_ne!(spte.load(Relaxed), OLD_PFN, "{STALE}");
+    })
+}
+
+/// No stale mapping survives an invalidation.
+#[test]
+fn loom_tdp_fault_vs_invalidation() {
+    check_invalidation(Invalidation::AsKernel);
+}
+
+/// Negative control: the fault reads the sequence after its lookup.
+#[test]
+fn loom_tdp_seq_after_lookup_is_caught() {
+    expect_violation(&[STALE], || check_invalidation(Invalidation::SeqAfterLookup));
+}
+
+/// Negative control: the invalidation zaps without announcing itself.
+#[test]
+fn loom_tdp_zap_without_begin_is_caught() {
+    expect_violation(&[STALE], || check_invalidation(Invalidation::ZapWithoutBegin));
 }

@@ -617,6 +617,67 @@ GUEST_TEST(control_registers_read_back)
 	vcpu_free(v);
 }
 
+/*
+ * --- PAE paging outside long mode. ---------------------------------
+ * Turning paging on loads the four PDPTEs from CR3 (VMX enters with them
+ * from the VMCS, so rkvm loads them when it emulates the CR0 write); a
+ * PDPTE with a reserved bit set makes the write #GP, and with no IDT the
+ * guest shuts down.
+ */
+#define PAE_PDPT	GUEST_DATA
+#define PAE_DATA	(GUEST_DATA + 0x100)
+
+GUEST_CODE_BLOCK(pae_paging, ".code32",
+	"mov $" XSTR(PAE_PDPT) ", %eax\n"
+	"mov %eax, %cr3\n"
+	"mov %cr4, %eax\n"
+	"or $0x20, %eax\n"		/* PAE */
+	"mov %eax, %cr4\n"
+	"mov %cr0, %eax\n"
+	"or $0x80000000, %eax\n"	/* PG */
+	"mov %eax, %cr0\n"
+	"mov $0x12345678, %ecx\n"
+	"mov %ecx, " XSTR(PAE_DATA) "\n"
+	"mov " XSTR(PAE_DATA) ", %eax\n"
+	"out %eax, $0x70\n"
+	"hlt\n");
+
+static struct vcpu *pae_guest(struct vm *vm, uint64_t pdpte1_extra)
+{
+	uint64_t *pdpt = gpa_ptr(vm, PAE_PDPT);
+	int i;
+
+	/* The long-mode tables' four page directories, 2 MiB pages. */
+	for (i = 0; i < 4; i++)
+		pdpt[i] = (GUEST_PT + 0x2000 + i * 0x1000) | 1;
+	pdpt[1] |= pdpte1_extra;
+	return LOAD(vm, MODE_PROT32, pae_paging);
+}
+
+GUEST_TEST(pae_paging_loads_pdptes)
+{
+	struct vcpu *v = pae_guest(self->vm, 0);
+	struct kvm_sregs s;
+
+	ASSERT_EQ(0, run_expect_io(v, OUT, 4, 0x70, 0x12345678));
+	ASSERT_EQ(0, run_expect_exit(v, KVM_EXIT_HLT));
+	vcpu_get_sregs(v, &s);
+	EXPECT_EQ(X86_CR0_PG, s.cr0 & X86_CR0_PG);
+	EXPECT_EQ(0x20, s.cr4 & 0x20);
+	EXPECT_EQ(0, s.efer & (1 << 10));	/* not long mode */
+	EXPECT_EQ(PAE_PDPT, s.cr3);
+	vcpu_free(v);
+}
+
+GUEST_TEST(pae_paging_invalid_pdpte_faults)
+{
+	/* Bit 1 (R/W) is reserved in a PAE PDPTE. */
+	struct vcpu *v = pae_guest(self->vm, 2);
+
+	ASSERT_EQ(0, run_expect_exit(v, KVM_EXIT_SHUTDOWN));
+	vcpu_free(v);
+}
+
 GUEST_TEST(set_regs_between_exits)
 {
 	struct vcpu *v = LOAD(self->vm, MODE_LONG64, regs_guest);
@@ -1015,6 +1076,49 @@ GUEST_CODE_BLOCK(ud2_guest, ".code64",
 	"out %al, $0x90\n"
 	"ud2\n"
 	"hlt\n");
+
+/*
+ * RDPMC: rkvm has no virtual PMU, so the guest gets #GP(0) as KVM gives
+ * when no counter exists, and never reads the host's counters. Stock KVM
+ * may offer a vPMU (kvm_amd always has the legacy counters): there the
+ * guest may read one instead, and only its survival is checked.
+ */
+GUEST_LABEL(rdpmc_gp_handler);
+GUEST_CODE_BLOCK(rdpmc_guest, ".code64",
+	"xor %ecx, %ecx\n"
+	"rdpmc\n"
+	"mov $0x5a, %al\n"
+	"out %al, $0x84\n"
+	"hlt\n"
+	"rdpmc_gp_handler:\n"
+	"push %rax\n"
+	"mov 8(%rsp), %eax\n"		/* error code */
+	"out %eax, $0x81\n"
+	"addq $2, 16(%rsp)\n"		/* past the 2-byte rdpmc */
+	"pop %rax\n"
+	"add $8, %rsp\n"
+	"iretq\n");
+
+GUEST_TEST(rdpmc_without_pmu)
+{
+	struct vcpu *v = LOAD(self->vm, MODE_LONG64, rdpmc_guest);
+	bool rkvm = !strcmp(rkvm_dev_path(), "/dev/rkvm");
+	int r;
+
+	vm_set_idt_gate64(self->vm, 13,
+			  guest_addr(rdpmc_guest, rdpmc_gp_handler, GUEST_CODE));
+	r = run_until_exit(v);
+	ASSERT_EQ(KVM_EXIT_IO, r) TH_LOG("exit %d (%s)", r, exit_name(r));
+	if (rkvm || v->run->io.port == 0x81) {
+		EXPECT_EQ(0x81, v->run->io.port);
+		EXPECT_EQ(0, io_value(v));	/* #GP(0) */
+		ASSERT_EQ(0, run_expect_io(v, OUT, 1, 0x84, 0x5a));
+	} else {
+		EXPECT_EQ(0x84, v->run->io.port);
+	}
+	ASSERT_EQ(0, run_expect_exit(v, KVM_EXIT_HLT));
+	vcpu_free(v);
+}
 
 GUEST_TEST(triple_fault_shutdown)
 {
