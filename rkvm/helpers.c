@@ -805,6 +805,49 @@ void rkvm_page_zapped(u64 pfn, bool dirty, bool accessed)
 		mark_page_accessed(page);
 }
 
+/*
+ * The size of the current task's mapping at @hva, as a TDP level: 3 for a
+ * 1 GiB leaf, 2 for 2 MiB (a transparent or hugetlbfs huge page), else 1.
+ * Walked locklessly with IRQs off, as GUP-fast does, so the tables cannot
+ * be freed under it; the caller holds mmu_lock after checking that no
+ * invalidation raced, so a change after this is an invalidation to come.
+ */
+int rkvm_host_mapping_level(u64 hva)
+{
+	struct mm_struct *mm = current->mm;
+	unsigned long flags;
+	int level = 1;
+	pgd_t pgd;
+	p4d_t p4d;
+	pud_t pud;
+	pmd_t pmd;
+
+	if (!mm)
+		return 1;
+	local_irq_save(flags);
+	pgd = READ_ONCE(*pgd_offset(mm, hva));
+	if (pgd_none(pgd))
+		goto out;
+	p4d = READ_ONCE(*p4d_offset(&pgd, hva));
+	if (p4d_none(p4d) || !p4d_present(p4d))
+		goto out;
+	pud = READ_ONCE(*pud_offset(&p4d, hva));
+	if (pud_none(pud) || !pud_present(pud))
+		goto out;
+	if (pud_leaf(pud)) {
+		level = 3;
+		goto out;
+	}
+	pmd = pmdp_get_lockless(pmd_offset(&pud, hva));
+	if (pmd_none(pmd) || !pmd_present(pmd))
+		goto out;
+	if (pmd_leaf(pmd))
+		level = 2;
+out:
+	local_irq_restore(flags);
+	return level;
+}
+
 /* ---- MMU notifiers ---- */
 
 struct rkvm_mn {

@@ -151,6 +151,8 @@ bool rkvm_gup_fast_only_write(u64 hva, struct page **page);
 u64 rkvm_page_to_pfn(struct page *page);
 void rkvm_release_pfn(u64 pfn, bool dirty);
 void rkvm_page_zapped(u64 pfn, bool dirty, bool accessed);
+/* The current task's host mapping size at @hva as a TDP level (1..3). */
+int rkvm_host_mapping_level(u64 hva);
 
 /*
  * An MMU notifier on an mm, calling back into rkvm with @ctx. Registration

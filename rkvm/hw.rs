@@ -239,6 +239,15 @@ pub(crate) fn new_vcpu(tdp_root: u64, is_bsp: bool) -> Result<KBox<dyn VcpuBacke
     })
 }
 
+/// The largest TDP leaf rkvm installs: 2 MiB (NPT always has it; EPT where
+/// the CPU reports it), else 4 KiB.
+pub(crate) fn tdp_max_level() -> u32 {
+    match per_cpu().map(|p| p.vendor) {
+        Some(Vendor::Vmx(f)) if !f.ept_2m => 1,
+        _ => 2,
+    }
+}
+
 /// The SPTE format of the backend in use.
 pub(crate) fn tdp_format() -> TdpFormat {
     match backend() {

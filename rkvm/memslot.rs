@@ -75,6 +75,22 @@ impl Memslot {
         self.base_gfn < end_gfn && base_gfn < self.end_gfn()
     }
 
+    /// The largest TDP leaf level (1: 4 KiB, 2: 2 MiB) that may map `gfn`
+    /// in this slot: the aligned block around it must lie in the slot, and
+    /// guest frames and host addresses must be aligned alike, so that one
+    /// host huge page can back the whole block (KVM's `disallow_lpage`).
+    /// Slots logging dirty pages will want 4 KiB only; none do yet.
+    pub(crate) const fn max_mapping_level(&self, gfn: u64) -> u32 {
+        const BLOCK: u64 = 512;
+        let first = gfn & !(BLOCK - 1);
+        let aligned = (self.base_gfn ^ (self.userspace_addr >> PAGE_SHIFT)) & (BLOCK - 1) == 0;
+        if aligned && first >= self.base_gfn && first + BLOCK <= self.end_gfn() {
+            2
+        } else {
+            1
+        }
+    }
+
     /// One past the last userspace address backing the slot.
     pub(crate) const fn end_hva(&self) -> u64 {
         self.userspace_addr + (self.npages << PAGE_SHIFT)
@@ -434,6 +450,29 @@ mod tests {
                 assert_eq!(hits(start, start + len), want, "{start:#x}+{len:#x}");
             }
         }
+    }
+
+    #[test]
+    fn huge_page_levels() {
+        let s = |gfn, pages, hva| Memslot {
+            id: 0,
+            base_gfn: gfn,
+            npages: pages,
+            userspace_addr: hva,
+            flags: 0,
+        };
+        // 2 MiB-aligned on both sides: every full block may be 2 MiB.
+        let a = s(0x200, 0x400, 0x4000_0000);
+        assert_eq!(a.max_mapping_level(0x200), 2);
+        assert_eq!(a.max_mapping_level(0x5ff), 2);
+        // Guest and host alignment differ: never.
+        let b = s(0x200, 0x400, 0x4000_1000);
+        assert_eq!(b.max_mapping_level(0x300), 1);
+        // Same alignment, but the block sticks out of the slot at either end.
+        let c = s(0x201, 0x400, 0x4000_1000);
+        assert_eq!(c.max_mapping_level(0x210), 1, "block starts before the slot");
+        assert_eq!(c.max_mapping_level(0x410), 2);
+        assert_eq!(c.max_mapping_level(0x600), 1, "block ends after the slot");
     }
 
     #[test]

@@ -154,7 +154,7 @@ impl Vm {
             try_pin_init!(VmMmu {
                 memslots <- SrcuBox::new(empty, new_srcu!("Vm::memslots")),
                 slots_generation: AtomicU64::new(0),
-                tdp <- Tdp::new(hw::tdp_format())?,
+                tdp <- Tdp::new(hw::tdp_format(), hw::tdp_max_level())?,
             }),
             GFP_KERNEL,
         )?;
@@ -306,10 +306,16 @@ impl Vm {
             // the guest faults again.
             return Ok(NpfOutcome::Mapped);
         }
+        // As large as the host maps it, where the slot allows (KVM's
+        // host-mapping-level check).
+        let level = match slot.max_mapping_level(gfn.0) {
+            1 => 1,
+            max => held.host_mapping_level(hva).min(max),
+        };
         // The leaf takes no reference: the notifier zaps it before the
         // host unmaps the page, and `page` is released (and marked dirty if
         // mapped writable) when it goes, after `held`.
-        held.map(gfn, page.pfn(), page.writable(), cache);
+        held.map(gfn, page.pfn(), page.writable(), level, cache);
         drop(held);
         Ok(NpfOutcome::Mapped)
     }

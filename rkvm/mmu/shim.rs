@@ -327,3 +327,11 @@ impl Kick for Kicker<'_> {
         unsafe { ffi::rkvm_kick_cpus_wait(self.0 .0, cpus.as_ptr(), cpus.len() as u32) };
     }
 }
+
+/// The size of the current task's host mapping at `hva` as a TDP level
+/// (1: 4 KiB, 2: 2 MiB, 3: 1 GiB).
+pub(crate) fn host_mapping_level(hva: u64) -> u32 {
+    // SAFETY: a lockless walk of the current task's page tables with IRQs
+    // off (as GUP-fast), which only reads them.
+    (unsafe { ffi::rkvm_host_mapping_level(hva) }).clamp(1, 3) as u32
+}

@@ -83,12 +83,14 @@ pub(crate) struct Tdp {
     tlb: TlbTracker<MAX_VCPUS>,
     kick_mask: KickMask,
     format: TdpFormat,
+    /// The largest leaf level the hardware walks (1: 4 KiB, 2: 2 MiB).
+    max_level: u32,
     /// MMU-notifier invalidations against faults (see `invalidate.rs`).
     invalidate: InvalidateState,
 }
 
 impl Tdp {
-    pub(crate) fn new(format: TdpFormat) -> Result<impl PinInit<Self, Error>> {
+    pub(crate) fn new(format: TdpFormat, max_level: u32) -> Result<impl PinInit<Self, Error>> {
         let kick_mask = KickMask::new()?;
         let root = RootTable::new()?;
         // INVARIANT: the root is a fresh table page; the tree is empty.
@@ -98,6 +100,7 @@ impl Tdp {
             tlb: TlbTracker::new(),
             kick_mask,
             format,
+            max_level,
             invalidate: InvalidateState::new(),
         }? Error))
     }
@@ -284,15 +287,31 @@ impl TdpReadGuard<'_> {
         self.tdp.invalidate.must_retry(seq, hva)
     }
 
-    /// Maps `gfn` to `pfn` (writable or not). The caller holds a reference
-    /// on the page, which the new leaf takes over when the outcome is
-    /// `Installed`.
-    pub(crate) fn map(&self, gfn: Gfn, pfn: Pfn, writable: bool, cache: &mut PtCache) -> MapOutcome {
+    /// Maps `gfn` to `pfn` (writable or not) with a leaf at `level` (see
+    /// `tdp_mmu::map_at`). The caller holds a reference on the page until
+    /// after the lock is dropped; the leaf takes none.
+    pub(crate) fn map(
+        &self,
+        gfn: Gfn,
+        pfn: Pfn,
+        writable: bool,
+        level: u32,
+        cache: &mut PtCache,
+    ) -> MapOutcome {
         // `held` guards this MMU's lock (invariant): the tables stay.
         let tables = DirectMap::new(&self.held);
         let root = self.tdp.root_hpa();
-        with_format!(self.tdp.format, F => tdp_mmu::map::<F, _>(
-            &tables, root, ROOT_LEVEL, gfn, pfn, writable, cache,
+        let level = level.min(self.tdp.max_level);
+        with_format!(self.tdp.format, F => tdp_mmu::map_at::<F, _>(
+            &tables, root, ROOT_LEVEL, gfn, pfn, writable, level, cache,
         ))
+    }
+
+    /// The size of the host's mapping at `hva` in the current task, as a
+    /// TDP level (1: 4 KiB, 2: 2 MiB, 3: 1 GiB). Read under `mmu_lock`
+    /// after [`Self::must_retry`] said no, so the answer holds until an
+    /// invalidation, which waits for the lock.
+    pub(crate) fn host_mapping_level(&self, hva: u64) -> u32 {
+        super::shim::host_mapping_level(hva)
     }
 }

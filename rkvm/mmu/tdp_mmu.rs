@@ -216,7 +216,9 @@ impl ChangeOps for FaultOps {
 }
 
 /// Maps `gfn` to `pfn` (4 KiB, writable or not) in the tree under `root`,
-/// taking missing tables from `source`. `mmu_lock` held for read.
+/// taking missing tables from `source`. `mmu_lock` held for read. (The
+/// tests' and the loom model's shorthand for `map_at`.)
+#[cfg_attr(not(any(test, loom)), allow(dead_code))]
 pub(crate) fn map<F: SpteFormat, S: TableStore>(
     store: &S,
     root: Hpa,
@@ -226,13 +228,42 @@ pub(crate) fn map<F: SpteFormat, S: TableStore>(
     writable: bool,
     source: &mut impl TableSource,
 ) -> MapOutcome {
+    map_at::<F, S>(store, root, root_level, gfn, pfn, writable, PG_LEVEL_4K, source)
+}
+
+/// Guest frames one leaf maps at `level` (1: 4 KiB, 2: 2 MiB, 3: 1 GiB).
+pub(crate) const fn pages_at_level(level: u32) -> u64 {
+    1 << (9 * (level - 1))
+}
+
+/// Maps `gfn` to `pfn` with a leaf at `level` (a 2 MiB or 1 GiB leaf
+/// covers the aligned block of frames around them, which the caller has
+/// checked the host maps with one page of that size), or at 4 KiB if a
+/// table already sits where the large leaf would go (KVM replaces the
+/// table; rkvm leaves that to the zap that a host collapse brings, so a
+/// fault never frees tables under the read lock). `mmu_lock` held for
+/// read.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn map_at<F: SpteFormat, S: TableStore>(
+    store: &S,
+    root: Hpa,
+    root_level: u32,
+    gfn: Gfn,
+    pfn: Pfn,
+    writable: bool,
+    level: u32,
+    source: &mut impl TableSource,
+) -> MapOutcome {
     let ops = &mut FaultOps;
     let mut iter = TdpIter::new(store, root, root_level, PG_LEVEL_4K, gfn, gfn.add(1));
     while iter.valid() {
-        if iter.level() == PG_LEVEL_4K {
-            return map_leaf::<F, S>(&mut iter, pfn, writable, ops);
-        }
+        let here = iter.level();
         let old = iter.old_spte();
+        let is_table = old.child(here).is_some();
+        if here == PG_LEVEL_4K || (here == level && !is_table) {
+            let mask = pages_at_level(here) - 1;
+            return map_leaf::<F, S>(&mut iter, Pfn(pfn.0 & !mask), writable, here, ops);
+        }
         if old == Spte::EMPTY {
             let Some(table) = source.take() else {
                 return MapOutcome::Retry;
@@ -242,8 +273,9 @@ pub(crate) fn map<F: SpteFormat, S: TableStore>(
             }
         }
         // A table (ours or a racing fault's) is stepped into; anything
-        // else (frozen, a large leaf) ends the walk at this level.
-        if iter.old_spte().child(iter.level()).is_none() {
+        // else (frozen, a large leaf above the level asked for) ends the
+        // walk at this level.
+        if iter.old_spte().child(here).is_none() {
             return MapOutcome::Retry;
         }
         iter.next();
@@ -255,14 +287,21 @@ fn map_leaf<F: SpteFormat, S: TableStore>(
     iter: &mut TdpIter<'_, S>,
     pfn: Pfn,
     writable: bool,
+    level: u32,
     ops: &mut FaultOps,
 ) -> MapOutcome {
+    let large = if level > PG_LEVEL_4K { spte::LARGE } else { 0 };
     loop {
-        let (new, outcome) = match spte::leaf_action::<F>(iter.old_spte(), pfn, writable) {
-            LeafAction::Install => (F::leaf(pfn, writable), MapOutcome::Installed),
+        let old = iter.old_spte();
+        let (new, outcome) = match spte::leaf_action::<F>(old, pfn, writable) {
+            LeafAction::Install => (Spte(F::leaf(pfn, writable).0 | large), MapOutcome::Installed),
             // The TLB may hold the read-only translation; the CPU drops it
-            // when the write faults, so no flush is needed to widen.
-            LeafAction::MakeWritable => (F::leaf(pfn, true), MapOutcome::AlreadyMapped),
+            // when the write faults, so no flush is needed to widen. The
+            // leaf keeps its size.
+            LeafAction::MakeWritable => (
+                Spte(F::leaf(pfn, true).0 | (old.0 & spte::LARGE)),
+                MapOutcome::AlreadyMapped,
+            ),
             LeafAction::AlreadyMapped => return MapOutcome::AlreadyMapped,
             LeafAction::Retry => return MapOutcome::Retry,
         };
@@ -587,6 +626,53 @@ mod tests {
             it.next();
         }
         assert_eq!((it.level(), it.gfn()), (1, Gfn(3)));
+    }
+
+    /// The entry at `level` on the path to `gfn` (a large leaf there).
+    fn entry_at(s: &Store, gfn: u64, level: u32) -> Spte {
+        let gfn = Gfn(gfn);
+        let mut t = ROOT;
+        for l in (level + 1..=ROOT_LEVEL).rev() {
+            match Spte(s.table(t)[spte::index(gfn, l)].load(Ordering::Relaxed)).child(l) {
+                Some(c) => t = c,
+                None => return Spte::EMPTY,
+            }
+        }
+        Spte(s.table(t)[spte::index(gfn, level)].load(Ordering::Relaxed))
+    }
+
+    #[test]
+    fn large_leaves() {
+        let s = Store::new(16);
+        let mut c = s.cache(3);
+        c.top_up();
+        // A 2 MiB leaf for frame 0x1234 maps the aligned block 0x1200..0x1400
+        // to the aligned pfns, with two tables below the root.
+        let out = map_at::<Npt, _>(&s, ROOT, ROOT_LEVEL, Gfn(0x1234), Pfn(0x5634), false, 2, &mut c);
+        assert_eq!(out, MapOutcome::Installed);
+        assert_eq!(c.pages.len(), 1, "no last-level table");
+        let e = entry_at(&s, 0x1234, 2);
+        assert!(e.is_last(2) && e.pfn() == Pfn(0x5600) && !Npt::is_writable(e));
+        // Another frame of the block: already mapped; a write widens it and
+        // keeps it large.
+        let again = |w| map_at::<Npt, _>(&s, ROOT, ROOT_LEVEL, Gfn(0x13ff), Pfn(0x57ff), w, 2, &mut s.cache(0));
+        assert_eq!(again(false), MapOutcome::AlreadyMapped);
+        assert_eq!(again(true), MapOutcome::AlreadyMapped);
+        let e = entry_at(&s, 0x1200, 2);
+        assert!(e.is_last(2) && Npt::is_writable(e));
+        // A 4 KiB fault inside a large leaf waits for the zap that must come.
+        assert_eq!(s.map(0x1300, 0x9999, false, &mut s.cache(0)), MapOutcome::Retry);
+        // Zapping one frame of it zaps the whole leaf, once.
+        let r = zap(&s, 0x1300, 0x1301);
+        assert_eq!(pfns(&r), [0x5600]);
+        assert_eq!(entry_at(&s, 0x1234, 2), Spte::EMPTY);
+        // Where 4 KiB mappings already have a table, a large fault maps 4 KiB.
+        c.top_up();
+        assert_eq!(s.map(0x1400, 0x100, false, &mut c), MapOutcome::Installed);
+        let out = map_at::<Npt, _>(&s, ROOT, ROOT_LEVEL, Gfn(0x1401), Pfn(0x7001), false, 2, &mut c);
+        assert_eq!(out, MapOutcome::Installed);
+        assert_eq!(s.leaf(0x1401).pfn(), Pfn(0x7001));
+        assert!(entry_at(&s, 0x1401, 2).child(2).is_some());
     }
 
     #[test]

@@ -153,6 +153,7 @@ extern "C" {
     pub(crate) fn rkvm_page_to_pfn(page: *mut bindings::page) -> u64;
     pub(crate) fn rkvm_release_pfn(pfn: u64, dirty: bool);
     pub(crate) fn rkvm_page_zapped(pfn: u64, dirty: bool, accessed: bool);
+    pub(crate) fn rkvm_host_mapping_level(hva: u64) -> i32;
     pub(crate) fn rkvm_mn_register(
         mm: *mut bindings::mm_struct,
         ctx: *const core::ffi::c_void,

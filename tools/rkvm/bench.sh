@@ -126,7 +126,7 @@ failures() {
 	fi
 }
 
-workloads="pio_exit cpuid_exit fault_4k fault_4k_4vcpu"
+workloads="pio_exit cpuid_exit fault_4k fault_4k_4vcpu fault_thp"
 status=0 bochs_retried=
 
 qemu_table() {
