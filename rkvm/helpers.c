@@ -885,10 +885,38 @@ static void rkvm_mn_release(struct mmu_notifier *mn, struct mm_struct *mm)
 	m->ops->release(m->ctx);
 }
 
+static bool rkvm_mn_clear_flush_young(struct mmu_notifier *mn,
+				      struct mm_struct *mm,
+				      unsigned long start, unsigned long end)
+{
+	struct rkvm_mn *m = to_rkvm_mn(mn);
+
+	return m->ops->age(m->ctx, start, end, true, true);
+}
+
+static bool rkvm_mn_clear_young(struct mmu_notifier *mn, struct mm_struct *mm,
+				unsigned long start, unsigned long end)
+{
+	struct rkvm_mn *m = to_rkvm_mn(mn);
+
+	return m->ops->age(m->ctx, start, end, true, false);
+}
+
+static bool rkvm_mn_test_young(struct mmu_notifier *mn, struct mm_struct *mm,
+			       unsigned long address)
+{
+	struct rkvm_mn *m = to_rkvm_mn(mn);
+
+	return m->ops->age(m->ctx, address, address + 1, false, false);
+}
+
 static const struct mmu_notifier_ops rkvm_mn_ops = {
 	.invalidate_range_start = rkvm_mn_invalidate_range_start,
 	.invalidate_range_end = rkvm_mn_invalidate_range_end,
 	.release = rkvm_mn_release,
+	.clear_flush_young = rkvm_mn_clear_flush_young,
+	.clear_young = rkvm_mn_clear_young,
+	.test_young = rkvm_mn_test_young,
 };
 
 struct rkvm_mn *rkvm_mn_register(struct mm_struct *mm, const void *ctx,

@@ -166,6 +166,9 @@ struct rkvm_mn_ops {
 	void (*invalidate_end)(const void *ctx, unsigned long start,
 			       unsigned long end);
 	void (*release)(const void *ctx);
+	/* Whether the guest used [start, end) since the last clear; clears. */
+	bool (*age)(const void *ctx, unsigned long start, unsigned long end,
+		    bool clear, bool flush);
 };
 struct rkvm_mn;
 struct rkvm_mn *rkvm_mn_register(struct mm_struct *mm, const void *ctx,

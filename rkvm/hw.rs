@@ -248,6 +248,15 @@ pub(crate) fn tdp_max_level() -> u32 {
     }
 }
 
+/// Whether the CPU sets accessed bits in TDP leaves: NPT always, EPT when
+/// its A/D flags are enabled (rkvm enables them where the CPU has them).
+pub(crate) fn tdp_hw_accessed() -> bool {
+    match per_cpu().map(|p| p.vendor) {
+        Some(Vendor::Vmx(f)) => f.ept_ad,
+        _ => true,
+    }
+}
+
 /// The SPTE format of the backend in use.
 pub(crate) fn tdp_format() -> TdpFormat {
     match backend() {

@@ -86,16 +86,21 @@ pub(crate) struct VmMmu {
     tdp: Tdp,
 }
 
+/// The guest frames host addresses `[start, end)` back in `slots`.
+fn gfns_for_hva(slots: &Memslots, start: u64, end: u64) -> impl Iterator<Item = (Gfn, Gfn)> + '_ {
+    memslot::hva_overlaps(&slots.hva_index, start, end).filter_map(move |e| {
+        let (first, last) = slots.slots.get(e.slot)?.gfns_for_hva(start, end);
+        Some((Gfn(first), Gfn(last)))
+    })
+}
+
 impl VmMmu {
     /// Zaps what host addresses `[start, end)` back and keeps faults on
     /// them from mapping until `end_invalidate`.
     fn begin_invalidate(&self, start: u64, end: u64, may_block: bool) {
         let slots = self.memslots.read();
-        let gfns = memslot::hva_overlaps(&slots.hva_index, start, end).filter_map(|e| {
-            let (first, last) = slots.slots.get(e.slot)?.gfns_for_hva(start, end);
-            Some((Gfn(first), Gfn(last)))
-        });
-        self.tdp.invalidate_begin(start, end, gfns, may_block);
+        self.tdp
+            .invalidate_begin(start, end, gfns_for_hva(&slots, start, end), may_block);
     }
 }
 
@@ -109,6 +114,11 @@ impl NotifierOps for VmMmu {
 
     fn invalidate_range_end(&self, _start: u64, _end: u64) {
         self.tdp.invalidate_end();
+    }
+
+    fn age(&self, start: u64, end: u64, clear: bool, flush: bool) -> bool {
+        let slots = self.memslots.read();
+        self.tdp.age(gfns_for_hva(&slots, start, end), clear, flush)
     }
 
     fn release(&self) {
@@ -154,7 +164,7 @@ impl Vm {
             try_pin_init!(VmMmu {
                 memslots <- SrcuBox::new(empty, new_srcu!("Vm::memslots")),
                 slots_generation: AtomicU64::new(0),
-                tdp <- Tdp::new(hw::tdp_format(), hw::tdp_max_level())?,
+                tdp <- Tdp::new(hw::tdp_format(), hw::tdp_max_level(), hw::tdp_hw_accessed())?,
             }),
             GFP_KERNEL,
         )?;

@@ -112,9 +112,8 @@ pub(crate) trait SpteFormat {
     const LEAF_BITS: u64;
     /// Write permission.
     const WRITABLE: u64;
-    /// Set by the CPU when the entry is used for a translation.
-    // For the fast page fault and the VMX backend; host-tested until then.
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// Set by the CPU when the entry is used for a translation (page aging
+    /// clears it).
     const ACCESSED: u64;
     /// Set by the CPU when a leaf is written through.
     const DIRTY: u64;
@@ -150,8 +149,6 @@ pub(crate) trait SpteFormat {
         s.0 & Self::WRITABLE != 0
     }
 
-    // For the fast page fault and the VMX backend; host-tested until then.
-    #[cfg_attr(not(test), allow(dead_code))]
     fn is_accessed(s: Spte) -> bool {
         s.0 & Self::ACCESSED != 0
     }

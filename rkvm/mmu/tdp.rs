@@ -85,12 +85,19 @@ pub(crate) struct Tdp {
     format: TdpFormat,
     /// The largest leaf level the hardware walks (1: 4 KiB, 2: 2 MiB).
     max_level: u32,
+    /// The CPU sets the accessed bit of the leaves it uses (NPT; EPT with
+    /// A/D flags enabled).
+    hw_accessed: bool,
     /// MMU-notifier invalidations against faults (see `invalidate.rs`).
     invalidate: InvalidateState,
 }
 
 impl Tdp {
-    pub(crate) fn new(format: TdpFormat, max_level: u32) -> Result<impl PinInit<Self, Error>> {
+    pub(crate) fn new(
+        format: TdpFormat,
+        max_level: u32,
+        hw_accessed: bool,
+    ) -> Result<impl PinInit<Self, Error>> {
         let kick_mask = KickMask::new()?;
         let root = RootTable::new()?;
         // INVARIANT: the root is a fresh table page; the tree is empty.
@@ -101,6 +108,7 @@ impl Tdp {
             kick_mask,
             format,
             max_level,
+            hw_accessed,
             invalidate: InvalidateState::new(),
         }? Error))
     }
@@ -184,6 +192,31 @@ impl Tdp {
     pub(crate) fn invalidate_end(&self) {
         let _held = self.mmu_lock.write();
         self.invalidate.end();
+    }
+
+    /// Page aging of guest frames `gfns`: whether the guest accessed any
+    /// since the last clear, clearing the accessed bits if `clear` (and
+    /// flushing the TLBs if `flush` and something was cleared, so that the
+    /// next access sets them again). Without hardware accessed bits (EPT
+    /// without A/D) every mapped range counts as young and nothing is
+    /// cleared: reclaim then keeps guest pages, as if always used.
+    pub(crate) fn age(&self, gfns: impl Iterator<Item = (Gfn, Gfn)>, clear: bool, flush: bool) -> bool {
+        let held = self.mmu_lock.read();
+        let tables = DirectMap::new(&held);
+        let root = self.root_hpa();
+        let clear = clear && self.hw_accessed;
+        let mut young = false;
+        for (start, end) in gfns.filter(|(s, e)| s < e) {
+            young |= with_format!(self.format, F => {
+                tdp_mmu::age_range::<F, _>(&tables, root, ROOT_LEVEL, start, end, clear)
+            });
+        }
+        drop(held);
+        if young && clear && flush {
+            let held = self.mmu_lock.write();
+            self.flush_remote_tlbs(&held);
+        }
+        young
     }
 
     /// What a fault reads before it looks up the host page, to check

@@ -316,6 +316,38 @@ fn map_leaf<F: SpteFormat, S: TableStore>(
     }
 }
 
+/// Page aging: whether any leaf mapping guest frames `[start, end)` has its
+/// accessed bit set, clearing the bits if `clear` (through the SPTE door:
+/// a change of A alone needs no flush and releases nothing). `mmu_lock`
+/// held for read; the CPU sets A again on the next access.
+pub(crate) fn age_range<F: SpteFormat, S: TableStore>(
+    store: &S,
+    root: Hpa,
+    root_level: u32,
+    start: Gfn,
+    end: Gfn,
+    clear: bool,
+) -> bool {
+    let ops = &mut FaultOps;
+    let mut young = false;
+    let mut iter = TdpIter::new(store, root, root_level, PG_LEVEL_4K, start, end);
+    while iter.valid() {
+        loop {
+            let old = iter.old_spte();
+            if !old.is_shadow_present() || !old.is_last(iter.level()) || !F::is_accessed(old) {
+                break;
+            }
+            young = true;
+            if !clear || set_spte_atomic::<F, S>(&mut iter, Spte(old.0 & !F::ACCESSED), ops).is_ok() {
+                break;
+            }
+            // Changed under us (the CPU set D, a fault widened it): again.
+        }
+        iter.next();
+    }
+    young
+}
+
 /// Unmaps guest frames `[start, end)` in the tree under `root`, with
 /// `mmu_lock` held for write, and frees the tables wholly inside it.
 /// Returns whether a TLB flush is still needed (then the caller flushes
@@ -673,6 +705,24 @@ mod tests {
         assert_eq!(out, MapOutcome::Installed);
         assert_eq!(s.leaf(0x1401).pfn(), Pfn(0x7001));
         assert!(entry_at(&s, 0x1401, 2).child(2).is_some());
+    }
+
+    #[test]
+    fn aging_tests_and_clears_accessed_bits() {
+        let s = Store::new(16);
+        let mut c = s.cache(3);
+        c.top_up();
+        s.map(0x10, 5, true, &mut c);
+        let age = |start, end, clear| age_range::<Npt, _>(&s, ROOT, ROOT_LEVEL, Gfn(start), Gfn(end), clear);
+        // New leaves are accessed (preset).
+        assert!(age(0x10, 0x11, false));
+        assert!(!age(0x11, 0x20, false), "nothing mapped there");
+        assert!(age(0, 0x100, true));
+        assert!(!Npt::is_accessed(s.leaf(0x10)));
+        assert!(!age(0, 0x100, false), "cleared");
+        // The rest of the leaf is untouched: same page, still writable.
+        assert_eq!(s.leaf(0x10).pfn(), Pfn(5));
+        assert!(Npt::is_writable(s.leaf(0x10)));
     }
 
     #[test]

@@ -27,6 +27,13 @@ pub(crate) struct MnOps {
     pub(crate) invalidate_end:
         unsafe extern "C" fn(ctx: *const core::ffi::c_void, start: usize, end: usize),
     pub(crate) release: unsafe extern "C" fn(ctx: *const core::ffi::c_void),
+    pub(crate) age: unsafe extern "C" fn(
+        ctx: *const core::ffi::c_void,
+        start: usize,
+        end: usize,
+        clear: bool,
+        flush: bool,
+    ) -> bool,
 }
 
 /// `struct rkvm_vmcs_pin` (helpers.c), only ever behind a pointer.

@@ -21,6 +21,10 @@ pub(crate) trait NotifierOps: Send + Sync + 'static {
     fn invalidate_range_end(&self, start: u64, end: u64);
     /// The address space is going away: drop every secondary mapping.
     fn release(&self);
+    /// Page aging: whether the guest accessed `[start, end)` since the
+    /// last time this cleared it, clearing the record if `clear` (and
+    /// flushing the TLBs then if `flush`).
+    fn age(&self, start: u64, end: u64, clear: bool, flush: bool) -> bool;
 }
 
 /// An MMU notifier registered on `mm`, calling into `ctx`, until dropped.
@@ -48,6 +52,7 @@ impl<T: NotifierOps> MmuNotifier<T> {
         invalidate_start: Self::invalidate_start,
         invalidate_end: Self::invalidate_end,
         release: Self::release,
+        age: Self::age,
     };
 
     /// Registers on `mm` (which takes its mmap lock: the caller must not
@@ -106,6 +111,23 @@ impl<T: NotifierOps> MmuNotifier<T> {
         // SAFETY: as above.
         let t = unsafe { &*ctx.cast::<T>() };
         t.release();
+    }
+}
+
+impl<T: NotifierOps> MmuNotifier<T> {
+    /// # Safety
+    ///
+    /// As for `invalidate_start`.
+    unsafe extern "C" fn age(
+        ctx: *const c_void,
+        start: usize,
+        end: usize,
+        clear: bool,
+        flush: bool,
+    ) -> bool {
+        // SAFETY: the registration keeps `ctx` alive (type invariant).
+        let t = unsafe { &*ctx.cast::<T>() };
+        t.age(start as u64, end as u64, clear, flush)
     }
 }
 
