@@ -148,6 +148,12 @@ impl Guest {
         };
     }
 
+    /// The host address of guest RAM at `gpa`.
+    pub(crate) fn hva(&self, gpa: u64) -> u64 {
+        assert!((gpa as usize) < GUEST_MEM, "GPA {gpa:#x} outside RAM");
+        self.mem.hva(gpa as usize)
+    }
+
     pub(crate) fn write_u64s(&self, gpa: u64, vals: &[u64]) {
         let bytes: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
         self.write(gpa, &bytes);

@@ -40,4 +40,5 @@ pub(crate) const TESTS: &[Test] = &[
     Test { name: "msrs_index_list_and_round_trip", func: msrs_index_list_and_round_trip, rkvm_only: false, guest: true },
     Test { name: "run_immediate_exit", func: run_immediate_exit, rkvm_only: false, guest: true },
     Test { name: "run_triple_fault_shutdown", func: run_triple_fault_shutdown, rkvm_only: false, guest: true },
+    Test { name: "run_memory_follows_host_mappings", func: run_memory_follows_host_mappings, rkvm_only: false, guest: true },
 ];

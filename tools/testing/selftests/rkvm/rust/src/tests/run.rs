@@ -197,3 +197,46 @@ pub(crate) fn run_triple_fault_shutdown(ctx: &Ctx) -> TestResult {
         matches!(e, VcpuExit::Shutdown)
     })
 }
+
+/// Guest memory follows the host's mappings (`KVM_CAP_SYNC_MMU`): the
+/// guest reads a page, the VMM drops it (`MADV_DONTNEED`) and the guest
+/// reads zeroes; the VMM writes a new page and then replaces the mapping
+/// (`mmap(MAP_FIXED)`) and the guest reads what the host wrote each time,
+/// never the page it mapped before.
+pub(crate) fn run_memory_follows_host_mappings(ctx: &Ctx) -> TestResult {
+    const DATA: u64 = 0x10_0000;
+    #[rustfmt::skip]
+    const CODE: &[u8] = &[
+        0x8b, 0x04, 0x25, 0x00, 0x00, 0x10, 0x00, // mov eax, [0x100000]
+        0xe7, 0x30,                               // out 0x30, eax
+        0xeb, 0xf5,                               // jmp back to the mov
+    ];
+    let mut g = Guest::new(ctx)?;
+    g.enter_long_mode(CODE)?;
+    g.write(DATA, &0x1111_1111u32.to_le_bytes());
+    g.expect_out_u32("the first value", 0x30, 0x1111_1111)?;
+    let page = g.hva(DATA) as *mut libc::c_void;
+    // SAFETY: a page of the guest RAM mapping, which the test owns.
+    if unsafe { libc::madvise(page, 4096, libc::MADV_DONTNEED) } != 0 {
+        return Err(format!("madvise: {}", crate::util::ename(crate::util::errno())));
+    }
+    g.expect_out_u32("after MADV_DONTNEED: a zero page", 0x30, 0)?;
+    g.write(DATA, &0x2222_2222u32.to_le_bytes());
+    g.expect_out_u32("the host's write to the new page", 0x30, 0x2222_2222)?;
+    // SAFETY: replaces one page of the guest RAM mapping in place.
+    let fresh = unsafe {
+        libc::mmap(
+            page,
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+            -1,
+            0,
+        )
+    };
+    if fresh != page {
+        return Err(format!("mmap(MAP_FIXED): {}", crate::util::ename(crate::util::errno())));
+    }
+    g.write(DATA, &0x3333_3333u32.to_le_bytes());
+    g.expect_out_u32("a page mapped over the old one", 0x30, 0x3333_3333)
+}
