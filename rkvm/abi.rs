@@ -225,6 +225,8 @@ pub(crate) mod run {
 
     /// `KVM_EXIT_*`.
     pub(crate) mod exit {
+        /// What an error return leaves (e.g. `EFAULT` from a fault).
+        pub(crate) const UNKNOWN: u32 = 0;
         pub(crate) const IO: u32 = 2;
         pub(crate) const HLT: u32 = 5;
         pub(crate) const MMIO: u32 = 6;

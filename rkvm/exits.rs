@@ -244,6 +244,9 @@ impl GuestCpu {
         if run.immediate_exit() {
             return Err(EINTR);
         }
+        // As KVM: an error return (EFAULT from a fault the host cannot
+        // back, ...) leaves no stale exit reason behind.
+        run.set_exit_reason(kvm_exit::UNKNOWN);
         let fpu = self.fpu.load();
         core.backend.begin_run();
         let r = core.run_loop(vm, run, pio, &fpu);
