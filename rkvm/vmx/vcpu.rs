@@ -259,7 +259,6 @@ impl GuestState {
 #[derive(Default)]
 struct HostCache {
     cpu: Option<u32>,
-    percpu: ffi::VmxHostPerCpu,
     cr3: u64,
     cr4: u64,
     fs_base: u64,
@@ -551,7 +550,6 @@ impl VmxVcpu {
             vmcs.write_nat(host_nat::GS_BASE, p.gs_base)?;
             vmcs.write_nat(host_nat::IA32_SYSENTER_ESP, p.sysenter_esp)?;
             vmcs.write_nat(host_nat::IA32_SYSENTER_EIP, p.sysenter_eip)?;
-            host.percpu = p;
             host.cpu = Some(cpu);
         }
         let cr3 = x86::cr3();
