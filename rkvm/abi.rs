@@ -57,6 +57,9 @@ pub(crate) const fn iowr(nr: u32, size: usize) -> u32 {
 }
 
 /// Ioctls of the system fd (`/dev/rkvm`).
+/// `KVM_GET_STATS_FD`, on a VM or vCPU fd: a file of its statistics.
+pub(crate) const GET_STATS_FD: u32 = io(0xce);
+
 pub(crate) mod system {
     use super::io;
 
@@ -184,6 +187,8 @@ pub(crate) mod cap {
     /// `KVM_CAP_SYNC_MMU`: guest memory follows changes to the VMM's
     /// mappings (MMU notifiers), so it need not be pinned.
     pub(crate) const SYNC_MMU: usize = 16;
+    /// `KVM_GET_STATS_FD` on VM and vCPU fds.
+    pub(crate) const BINARY_STATS_FD: usize = 203;
 }
 
 /// Size of the area a vCPU fd maps: the `kvm_run` page plus the PIO data

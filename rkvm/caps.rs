@@ -26,7 +26,8 @@ pub(crate) fn check_extension(capability: usize, online_cpus: usize) -> isize {
         | cap::XSAVE
         | cap::XCRS
         | cap::IMMEDIATE_EXIT
-        | cap::SYNC_MMU => 1,
+        | cap::SYNC_MMU
+        | cap::BINARY_STATS_FD => 1,
         cap::NR_MEMSLOTS => NR_MEMSLOTS as isize,
         // As KVM: more vCPUs than host CPUs work, but are not recommended.
         cap::NR_VCPUS => online_cpus.min(MAX_VCPUS) as isize,

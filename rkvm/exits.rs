@@ -37,6 +37,8 @@ use crate::{
         guest_fpu::{GuestFpu, LoadedGuestFpu},
     },
     sregs::{self, GuestFeatures, SegReg},
+    stats,
+    vcpu::VcpuStats,
     vm::{NpfOutcome, Vm},
     x86, xsave,
 };
@@ -236,7 +238,13 @@ impl CpuCore {
 impl GuestCpu {
     /// `KVM_RUN`: runs the guest until an exit userspace must handle.
     /// Returns `EINTR` (exit reason `KVM_EXIT_INTR`) for a pending signal.
-    pub(crate) fn run(&mut self, vm: &Vm, run: &RunPage<'_>, pio: &SharedPage<'_>) -> Result {
+    pub(crate) fn run(
+        &mut self,
+        vm: &Vm,
+        run: &RunPage<'_>,
+        pio: &SharedPage<'_>,
+        stats: &VcpuStats,
+    ) -> Result {
         let core = &mut self.core;
         if let Flow::User = core.complete_userspace_io(vm, run, pio) {
             return Ok(());
@@ -249,7 +257,7 @@ impl GuestCpu {
         run.set_exit_reason(kvm_exit::UNKNOWN);
         let fpu = self.fpu.load();
         core.backend.begin_run();
-        let r = core.run_loop(vm, run, pio, &fpu);
+        let r = core.run_loop(vm, run, pio, &fpu, stats);
         core.backend.end_run();
         r
     }
@@ -262,6 +270,7 @@ impl CpuCore {
         run: &RunPage<'_>,
         pio: &SharedPage<'_>,
         fpu: &LoadedGuestFpu<'_>,
+        stats: &VcpuStats,
     ) -> Result {
         let mut cache = PtCache::new();
         loop {
@@ -272,6 +281,7 @@ impl CpuCore {
             // A guest that never exits must not keep the CPU from others.
             cpu::cond_resched();
             let (exit, cpu) = self.enter(vm, fpu)?;
+            stats.count(stats::vcpu::EXITS);
             match self.handle_exit(vm, run, pio, &mut cache, exit, cpu)? {
                 Flow::Guest => {}
                 Flow::User => return Ok(()),

@@ -13,6 +13,7 @@
 #include <linux/smp.h>
 #include <linux/spinlock.h>
 #include <linux/cpuhotplug.h>
+#include <linux/file.h>
 #include <linux/fs.h>
 #include <linux/mm.h>
 #include <linux/mmu_notifier.h>
@@ -235,9 +236,22 @@ void rkvm_cpuhp_remove(int state)
 }
 
 int rkvm_anon_inode_getfd(const char *name, const struct file_operations *fops,
-			  void *priv, int flags)
+			  void *priv, int flags, bool pread)
 {
-	return anon_inode_getfd(name, fops, priv, flags);
+	struct file *file;
+	int fd = get_unused_fd_flags(flags);
+
+	if (fd < 0)
+		return fd;
+	/* anon_inode_getfd() gives no FMODE_PREAD, which pread() needs. */
+	file = anon_inode_getfile_fmode(name, fops, priv, flags,
+					pread ? FMODE_PREAD : 0);
+	if (IS_ERR(file)) {
+		put_unused_fd(fd);
+		return PTR_ERR(file);
+	}
+	fd_install(fd, file);
+	return fd;
 }
 
 u64 rkvm_page_to_phys(struct page *page)

@@ -52,8 +52,9 @@ int rkvm_cpuhp_setup(const char *name, int (*online)(unsigned int cpu),
 		     int (*offline)(unsigned int cpu));
 void rkvm_cpuhp_remove(int state);
 
+/* anon_inode_getfd(), with FMODE_PREAD if pread. */
 int rkvm_anon_inode_getfd(const char *name, const struct file_operations *fops,
-			  void *priv, int flags);
+			  void *priv, int flags, bool pread);
 
 u64 rkvm_page_to_phys(struct page *page);
 

@@ -239,11 +239,15 @@ pub(crate) fn new_vcpu(tdp_root: u64, is_bsp: bool) -> Result<KBox<dyn VcpuBacke
     })
 }
 
-/// The largest TDP leaf rkvm installs: 2 MiB (NPT always has it; EPT where
-/// the CPU reports it), else 4 KiB.
+/// The largest TDP leaf rkvm installs: 1 GiB where the CPU has it (NPT
+/// with the host's 1 GiB pages, EPT where it reports them), else 2 MiB
+/// (NPT always; EPT where reported), else 4 KiB.
 pub(crate) fn tdp_max_level() -> u32 {
     match per_cpu().map(|p| p.vendor) {
-        Some(Vendor::Vmx(f)) if !f.ept_2m => 1,
+        Some(Vendor::Vmx(f)) if f.ept_1g => 3,
+        Some(Vendor::Vmx(f)) if f.ept_2m => 2,
+        Some(Vendor::Vmx(_)) => 1,
+        Some(Vendor::Svm(f)) if f.npt_1g => 3,
         _ => 2,
     }
 }
@@ -301,7 +305,12 @@ fn detect() -> Result<Vendor> {
     let vmx = vmx::detect();
     match (svm, vmx) {
         (Ok(f), _) => Ok(Vendor::Svm(f)),
-        (_, Ok(f)) => Ok(Vendor::Vmx(f)),
+        (_, Ok(mut f)) => {
+            // As kvm_intel's `eptad`: without A/D flags, page aging
+            // access-tracks EPT leaves instead (see `SpteFormat::aged`).
+            f.ept_ad &= crate::module_parameters::eptad.value();
+            Ok(Vendor::Vmx(f))
+        }
         (Err(s), Err(v)) => {
             pr_err!(
                 "no usable hardware virtualization: SVM: {}; VMX: {}\n",

@@ -75,20 +75,24 @@ impl Memslot {
         self.base_gfn < end_gfn && base_gfn < self.end_gfn()
     }
 
-    /// The largest TDP leaf level (1: 4 KiB, 2: 2 MiB) that may map `gfn`
-    /// in this slot: the aligned block around it must lie in the slot, and
-    /// guest frames and host addresses must be aligned alike, so that one
-    /// host huge page can back the whole block (KVM's `disallow_lpage`).
-    /// Slots logging dirty pages will want 4 KiB only; none do yet.
+    /// The largest TDP leaf level (1: 4 KiB, 2: 2 MiB, 3: 1 GiB) that may
+    /// map `gfn` in this slot: the aligned block around it must lie in the
+    /// slot, and guest frames and host addresses must be aligned alike, so
+    /// that one host huge page can back the whole block (KVM's
+    /// `disallow_lpage`). Slots logging dirty pages will want 4 KiB only;
+    /// none do yet.
     pub(crate) const fn max_mapping_level(&self, gfn: u64) -> u32 {
-        const BLOCK: u64 = 512;
-        let first = gfn & !(BLOCK - 1);
-        let aligned = (self.base_gfn ^ (self.userspace_addr >> PAGE_SHIFT)) & (BLOCK - 1) == 0;
-        if aligned && first >= self.base_gfn && first + BLOCK <= self.end_gfn() {
-            2
-        } else {
-            1
+        let mut level = 3;
+        while level > 1 {
+            let block = 1u64 << (9 * (level - 1));
+            let first = gfn & !(block - 1);
+            let skew = self.base_gfn ^ (self.userspace_addr >> PAGE_SHIFT);
+            if skew & (block - 1) == 0 && first >= self.base_gfn && first + block <= self.end_gfn() {
+                return level;
+            }
+            level -= 1;
         }
+        1
     }
 
     /// One past the last userspace address backing the slot.
@@ -473,6 +477,13 @@ mod tests {
         assert_eq!(c.max_mapping_level(0x210), 1, "block starts before the slot");
         assert_eq!(c.max_mapping_level(0x410), 2);
         assert_eq!(c.max_mapping_level(0x600), 1, "block ends after the slot");
+        // 1 GiB: a whole aligned GiB of the slot, aligned alike.
+        let g = s(0x40000, 0x40400, 0x7f00_4000_0000);
+        assert_eq!(g.max_mapping_level(0x40000), 3);
+        assert_eq!(g.max_mapping_level(0x7ffff), 3);
+        assert_eq!(g.max_mapping_level(0x80000), 2, "past the GiB: 2 MiB blocks");
+        let h = s(0x40000, 0x40000, 0x7f00_4020_0000);
+        assert_eq!(h.max_mapping_level(0x40000), 2, "2 MiB-aligned alike only");
     }
 
     #[test]

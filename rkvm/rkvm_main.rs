@@ -30,6 +30,8 @@ mod shim;
 // The shims by their own names, as the rest of the crate knows them.
 use shim::{anon_fd, run_page, rwlock, srcu_box, uarg, x86};
 mod sregs;
+mod stats;
+mod stats_file;
 mod svm;
 mod vcpu;
 mod vm;
@@ -42,6 +44,12 @@ module! {
     authors: ["rkvm developers"],
     description: "KVM-compatible hypervisor written in Rust",
     license: "GPL",
+    params: {
+        eptad: bool {
+            default: true,
+            description: "Use EPT accessed/dirty flags where the CPU has them (0: page aging access-tracks EPT leaves instead, as kvm_intel's eptad=0)",
+        },
+    },
 }
 
 /// The loaded module.

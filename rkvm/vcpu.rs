@@ -8,6 +8,8 @@
 //! KVM reports it through; the extended state in a guest fpstate
 //! (`shim/guest_fpu.rs`). Running and exits are `exits.rs`.
 
+use core::sync::atomic::{AtomicU64, Ordering};
+
 use kernel::{
     alloc::flags::__GFP_ZERO,
     fs::File,
@@ -34,9 +36,40 @@ use crate::{
         guest_fpu::{GuestFpu, XSAVE_UABI_SIZE},
     },
     sregs::{self, Sregs},
+    stats::{self, Desc},
+    stats_file::{StatsFile, StatsSource},
     uarg,
     vm::Vm,
 };
+
+/// A vCPU's statistics (`stats::vcpu`): counted by the thread in
+/// `KVM_RUN`, read by statistics fds at any time, so outside `State`.
+pub(crate) struct VcpuStats([AtomicU64; stats::vcpu::COUNT]);
+
+impl VcpuStats {
+    fn new() -> Self {
+        Self(core::array::from_fn(|_| AtomicU64::new(0)))
+    }
+
+    /// One more event `idx` (a `stats::vcpu` index).
+    pub(crate) fn count(&self, idx: usize) {
+        if let Some(c) = self.0.get(idx) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts the return to userspace that `KVM_RUN` ended with.
+    fn count_return(&self, result: &Result, exit_reason: u32) {
+        let idx = match (result, exit_reason) {
+            (Ok(()), abi::run::exit::IO) => stats::vcpu::IO_EXITS,
+            (Ok(()), abi::run::exit::MMIO) => stats::vcpu::MMIO_EXITS,
+            (Ok(()), abi::run::exit::HLT) => stats::vcpu::HALT_EXITS,
+            (Err(e), abi::run::exit::INTR) if *e == EINTR => stats::vcpu::SIGNAL_EXITS,
+            _ => return,
+        };
+        self.count(idx);
+    }
+}
 
 /// A vCPU's state behind its mutex.
 struct State {
@@ -78,7 +111,13 @@ impl State {
     }
 
     /// `KVM_RUN`.
-    fn run(&mut self, vm: &Vm, pages: &[Page; VCPU_MMAP_PAGES], is_bsp: bool) -> Result<isize> {
+    fn run(
+        &mut self,
+        vm: &Vm,
+        pages: &[Page; VCPU_MMAP_PAGES],
+        is_bsp: bool,
+        stats: &VcpuStats,
+    ) -> Result<isize> {
         let run = RunPage(SharedPage::new(&pages[0]));
         let pio = SharedPage::new(&pages[1]);
         // Without an in-kernel local APIC, the TPR comes from kvm_run.cr8.
@@ -88,8 +127,9 @@ impl State {
         }
         self.core_mut().backend.set_cr8(cr8);
         let sigmask = SigmaskGuard::activate(self.sigmask);
-        let ret = self.cpu.run(vm, &run, &pio);
+        let ret = self.cpu.run(vm, &run, &pio, stats);
         drop(sigmask);
+        stats.count_return(&ret, run.exit_reason());
         let backend = &self.core().backend;
         let (if_flag, ready) = backend.interrupt_status();
         let cr8 = backend.cr8();
@@ -282,6 +322,7 @@ pub(crate) struct Vcpu {
     /// Serialises the vCPU's ioctls, like KVM's `vcpu->mutex`.
     #[pin]
     state: Mutex<State>,
+    stats: VcpuStats,
 }
 
 impl Vcpu {
@@ -304,10 +345,27 @@ impl Vcpu {
         state.reset(is_bsp)?;
         // INVARIANT: both pages were allocated zeroed.
         let vcpu = Arc::pin_init(
-            try_pin_init!(Self { vm, id, idx, pages, state <- new_mutex!(state, "Vcpu::state") }),
+            try_pin_init!(Self {
+                vm,
+                id,
+                idx,
+                pages,
+                state <- new_mutex!(state, "Vcpu::state"),
+                stats: VcpuStats::new(),
+            }),
             GFP_KERNEL,
         )?;
         anon_fd::install(vcpu)
+    }
+}
+
+impl StatsSource for Vcpu {
+    const DESCS: &'static [Desc] = &stats::vcpu::DESCS;
+
+    fn values(&self, out: &mut [u64]) {
+        for (v, c) in out.iter_mut().zip(&self.stats.0) {
+            *v = c.load(Ordering::Relaxed);
+        }
     }
 }
 
@@ -318,11 +376,16 @@ impl AnonFile for Vcpu {
         if !this.vm.owned_by_current() {
             return Err(EIO);
         }
+        if cmd == abi::GET_STATS_FD {
+            // Needs no vCPU state: not serialised with KVM_RUN.
+            let id = fmt!("kvm-{}/vcpu-{}", this.vm.stats_pid(), this.id);
+            return StatsFile::create_fd(this.into(), id);
+        }
         let mut state = this.state.lock();
         match cmd {
             // KVM refuses an argument to KVM_RUN.
             abi::vcpu::RUN if arg != 0 => return Err(EINVAL),
-            abi::vcpu::RUN => return state.run(&this.vm, &this.pages, this.id == 0),
+            abi::vcpu::RUN => return state.run(&this.vm, &this.pages, this.id == 0, &this.stats),
             abi::vcpu::GET_REGS => uarg::write(arg, &state.core().backend.regs().to_bytes())?,
             abi::vcpu::SET_REGS => {
                 let regs = Regs::from_bytes(&uarg::read(arg)?).sanitized();

@@ -37,9 +37,12 @@ use crate::{
     memslot::{self, HostLimits, HvaEntry, Memslot, RegionRequest, SlotError, MEM_READONLY},
     mmu::{
         tdp::{PtCache, Tdp},
+        tdp_mmu::{self, MapOutcome},
         Gfn, GuestPage,
     },
     shim::mmu_notifier::{MmuNotifier, NotifierOps},
+    stats::{self, Desc},
+    stats_file::{StatsFile, StatsSource},
     srcu_box::SrcuBox,
     uarg,
     vcpu::Vcpu,
@@ -149,6 +152,8 @@ pub(crate) struct Vm {
     /// fd may close earlier), so an id is never reused, as in KVM.
     #[pin]
     vcpu_ids: Mutex<KVec<u32>>,
+    /// The creator's pid, which names the VM's statistics (`kvm-<pid>`).
+    pid: i32,
 }
 
 impl Vm {
@@ -178,9 +183,15 @@ impl Vm {
                 slots_lock <- new_mutex!((), "Vm::slots_lock"),
                 mmu,
                 vcpu_ids <- new_mutex!(KVec::new(), "Vm::vcpu_ids"),
+                pid: task.pid(),
             }),
             GFP_KERNEL,
         )
+    }
+
+    /// The name of the VM's statistics, which its vCPUs' extend.
+    pub(crate) fn stats_pid(&self) -> i32 {
+        self.pid
     }
 
     /// Whether the caller runs in the VM's address space. KVM refuses (with
@@ -318,16 +329,36 @@ impl Vm {
         }
         // As large as the host maps it, where the slot allows (KVM's
         // host-mapping-level check).
-        let level = match slot.max_mapping_level(gfn.0) {
+        let level = match slot.max_mapping_level(gfn.0).min(held.max_level()) {
             1 => 1,
             max => held.host_mapping_level(hva).min(max),
         };
         // The leaf takes no reference: the notifier zaps it before the
         // host unmaps the page, and `page` is released (and marked dirty if
         // mapped writable) when it goes, after `held`.
-        held.map(gfn, page.pfn(), page.writable(), level, cache);
+        let outcome = held.map(gfn, page.pfn(), page.writable(), level, cache);
         drop(held);
+        if outcome == MapOutcome::TableInTheWay {
+            // Small pages mapped this block before the host collapsed it:
+            // their table goes (under the write lock, with a TLB flush),
+            // and the guest faults again, onto the large leaf.
+            let frames = tdp_mmu::pages_at_level(level);
+            let start = Gfn(gfn.0 & !(frames - 1));
+            tdp.zap_gfn_range(start, start.add(frames));
+        }
         Ok(NpfOutcome::Mapped)
+    }
+}
+
+impl StatsSource for Vm {
+    const DESCS: &'static [Desc] = &stats::vm::DESCS;
+
+    fn values(&self, out: &mut [u64]) {
+        let tdp = &self.mmu.tdp;
+        out[stats::vm::REMOTE_TLB_FLUSH] = tdp.remote_tlb_flushes();
+        for level in 1..=3 {
+            out[stats::vm::PAGES_4K + level as usize - 1] = tdp.leaves(level);
+        }
     }
 }
 
@@ -393,6 +424,7 @@ impl AnonFile for Vm {
                 let req = RegionRequest::from_v2(&uarg::read(arg)?);
                 this.set_memory_region(&req).map(|()| 0)
             }
+            abi::GET_STATS_FD => StatsFile::create_fd(this.into(), fmt!("kvm-{}", this.pid)),
             // KVM answers unknown VM ioctls with ENOTTY.
             _ => Err(ENOTTY),
         }

@@ -247,6 +247,14 @@ impl ChangeOps for Reaper {
         }
     }
 
+    fn mark_dirty(&mut self, pfn: Pfn) {
+        if self.rcu {
+            // SAFETY: the leaf still maps the page, so the host does too
+            // (the notifier zaps before the host unmaps).
+            unsafe { ffi::rkvm_page_zapped(pfn.0, true, false) };
+        }
+    }
+
     fn free_table(&mut self, table: Hpa) {
         // SAFETY: the change handler passes a table it detached from the
         // tree and whose entries it froze, from `rkvm_pt_alloc`. Through

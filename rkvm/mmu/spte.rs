@@ -8,7 +8,7 @@
 //!   checked as user accesses, so every entry rkvm installs has U=1.
 //! - [`Ept`]: Intel EPT (SDM vol. 3C, 29.3.2): R/W/X in bits 0-2, the
 //!   memory type in bits 3-5 and ignore-PAT in bit 6 of a leaf, accessed
-//!   in bit 8, dirty in bit 9. Ready for the VMX backend; host-tested.
+//!   in bit 8, dirty in bit 9 (where A/D flags are enabled).
 //!
 //! Software bits, with KVM's meaning (`arch/x86/kvm/mmu/spte.h`):
 //! - [`SHADOW_PRESENT`] (bit 11, ignored by both formats): the entry is
@@ -48,8 +48,8 @@ pub(crate) const PG_LEVEL_4K: u32 = 1;
 pub(crate) const SHADOW_PRESENT: u64 = 1 << 11;
 /// Physical address bits 51:12, the same in both formats.
 pub(crate) const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
-/// Bit 7 of a non-4K entry, in both formats: the entry maps a large page.
-/// rkvm maps 4 KiB pages only so far; the iterator already stops at it.
+/// Bit 7 of a non-4K entry, in both formats: the entry maps a large page
+/// (2 MiB at level 2, 1 GiB at level 3).
 pub(crate) const LARGE: u64 = 1 << 7;
 
 /// The value of an SPTE.
@@ -96,6 +96,11 @@ impl Spte {
     }
 }
 
+/// Where an access-tracked leaf keeps the hardware permission bits it had
+/// (bits 52 and up, ignored by both formats; KVM's
+/// `SHADOW_ACC_TRACK_SAVED_BITS_SHIFT`).
+pub(crate) const ACC_TRACK_SAVED_SHIFT: u32 = 52;
+
 /// A hardware SPTE format: where a format puts the bits both share in
 /// meaning. The associated functions build and read entries of that
 /// format; the rest of the MMU is written once, generic over it.
@@ -139,10 +144,40 @@ pub(crate) trait SpteFormat {
     }
 
     /// Present to the hardware (which may differ from shadow-present).
-    // For the fast page fault and the VMX backend; host-tested until then.
-    #[cfg_attr(not(test), allow(dead_code))]
     fn is_hw_present(s: Spte) -> bool {
         s.0 & Self::HW_PRESENT_MASK != 0
+    }
+
+    /// Page aging's view of a leaf: whether the guest used it since the
+    /// last [`Self::aged`]. With hardware accessed bits (`hw_ad`), the
+    /// accessed bit; without them (EPT without A/D flags), whether the
+    /// leaf is present to the hardware, i.e. not access-tracked.
+    fn is_young(s: Spte, hw_ad: bool) -> bool {
+        if hw_ad {
+            Self::is_accessed(s)
+        } else {
+            Self::is_hw_present(s)
+        }
+    }
+
+    /// A leaf made old. With hardware accessed bits, the accessed bit is
+    /// cleared and the CPU sets it at the next use. Without, the leaf is
+    /// access-tracked (KVM's `mark_spte_for_access_track`): its hardware
+    /// permissions are saved in the high ignored bits and cleared, so the
+    /// next use faults and the fault restores the leaf (a write one also
+    /// widens it again). Write permission is not saved: the page is marked
+    /// dirty when the leaf loses it (the change handler does that), so the
+    /// next write is known too.
+    fn aged(s: Spte, hw_ad: bool) -> Spte {
+        if hw_ad {
+            return Spte(s.0 & !Self::ACCESSED);
+        }
+        if !Self::is_hw_present(s) {
+            return s;
+        }
+        let saved = s.0 & Self::HW_PRESENT_MASK & !Self::WRITABLE;
+        let cleared = s.0 & !(Self::HW_PRESENT_MASK | Self::WRITABLE | Self::ACCESSED);
+        Spte(cleared | saved << ACC_TRACK_SAVED_SHIFT)
     }
 
     fn is_writable(s: Spte) -> bool {
@@ -201,9 +236,8 @@ impl SpteFormat for Npt {
     const MMU_WRITABLE: u64 = npt::MMU_WRITABLE;
 }
 
-/// Intel EPT entries, with accessed and dirty flags enabled (EPTP bit 6).
-// The VMX backend's format; host-tested until that backend uses it.
-#[cfg_attr(not(test), allow(dead_code))]
+/// Intel EPT entries (accessed and dirty flags used where EPTP bit 6
+/// enables them).
 pub(crate) struct Ept;
 
 /// EPT bits.
@@ -304,6 +338,9 @@ pub(crate) enum LeafAction {
     /// Widen a read-only leaf of the same page to writable; the old
     /// entry's reference stays, the new one must be dropped.
     MakeWritable,
+    /// The leaf maps the page but is access-tracked (aged without hardware
+    /// accessed bits): make it present to the hardware again.
+    Restore,
     /// The entry is frozen, not rkvm's, or maps another page: drop the new
     /// reference and let the guest fault again.
     Retry,
@@ -317,6 +354,9 @@ pub(crate) fn leaf_action<F: SpteFormat>(old: Spte, pfn: Pfn, writable: bool) ->
     }
     if !old.is_shadow_present() || old.pfn() != pfn {
         return LeafAction::Retry;
+    }
+    if !F::is_hw_present(old) {
+        return LeafAction::Restore;
     }
     if F::is_writable(old) || !writable {
         LeafAction::AlreadyMapped
@@ -421,5 +461,36 @@ mod tests {
             leaf_action::<Ept>(Ept::leaf(p, false), p, true),
             LeafAction::MakeWritable
         );
+        let tracked = Ept::aged(Ept::leaf(p, true), false);
+        assert_eq!(leaf_action::<Ept>(tracked, p, false), LeafAction::Restore);
+        assert_eq!(leaf_action::<Ept>(tracked, Pfn(8), false), LeafAction::Retry);
+    }
+
+    #[test]
+    fn aging_with_and_without_hardware_accessed_bits() {
+        let rw = Ept::leaf(Pfn(0x42), true);
+        // With A/D: only A goes.
+        let old = Ept::aged(rw, true);
+        assert_eq!(old.0, rw.0 & !ept::ACCESSED);
+        assert!(!Ept::is_young(old, true) && Ept::is_young(rw, true));
+        // Without: access-tracked. Not present to the hardware, still the
+        // MMU's, same page; R and X saved at 52 and 54, clear of the
+        // software writable bits (53, 55); W gone (and so not dirty).
+        let t = Ept::aged(rw, false);
+        assert!(!Ept::is_hw_present(t) && t.is_shadow_present());
+        assert!(!Ept::is_young(t, false) && Ept::is_young(rw, false));
+        assert_eq!(t.pfn(), Pfn(0x42));
+        let saved = (ept::READABLE | ept::EXECUTABLE) << ACC_TRACK_SAVED_SHIFT;
+        assert_eq!(t.0 & saved, saved);
+        assert!(Ept::is_host_writable(t) && Ept::is_mmu_writable(t));
+        assert!(!Ept::is_writable(t) && !Ept::is_dirty(t));
+        assert!(t.is_last(1));
+        assert_eq!(Ept::aged(t, false), t, "aging a tracked leaf again changes nothing");
+        // A large leaf stays large.
+        let big = Spte(Ept::leaf(Pfn(0x200), false).0 | LARGE);
+        assert!(Ept::aged(big, false).is_last(2));
+        // NPT (always A/D in practice) tracks the same way if asked.
+        let n = Npt::aged(Npt::leaf(Pfn(3), true), false);
+        assert!(!Npt::is_hw_present(n) && n.is_shadow_present() && !Npt::is_young(n, false));
     }
 }

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The TDP MMU of one VM: a 4-level nested page table (AMD NPT), 4 KiB
-//! mappings, built on demand by nested page faults.
+//! The TDP MMU of one VM: a 4-level nested page table (AMD NPT or Intel
+//! EPT), built on demand by nested page faults, with leaves as large as
+//! the host maps the memory (see mmu.rst).
 //!
 //! The logic is pure and lives elsewhere: the walk in `tdp_iter.rs`, the
 //! operations and the one door for SPTE changes in `tdp_mmu.rs`, the
@@ -20,10 +21,9 @@
 //!   detached table is freed through RCU after that flush. A long zap
 //!   yields the lock when someone waits for it or the CPU, flushing and
 //!   releasing first.
-//! - Page references: every present leaf holds one reference on its page,
-//!   taken by `get_user_pages_fast` in the fault and dropped after the zap
-//!   (until MMU notifiers exist, this is what keeps the host from reusing
-//!   a page the guest still maps).
+//! - Page references: leaves hold none. The fault's reference is dropped
+//!   once the leaf is in; the MMU notifier zaps the leaf before the host
+//!   unmaps the page (see `invalidate.rs` and locking.rst).
 //! - Lock order: SRCU (memslots) -> `mmu_lock`. Nothing that sleeps runs
 //!   under `mmu_lock`; table pages for a fault are allocated before it.
 
@@ -34,7 +34,8 @@ use super::{
     shim::{DirectMap, Exclusive, KickMask, Reaper, RootTable},
     invalidate::InvalidateState,
     spte::{Ept, Npt, ROOT_LEVEL},
-    tdp_mmu::{self, ChangeOps, MapOutcome, ZapOps},
+    atomic::{AtomicU64, Ordering},
+    tdp_mmu::{self, ChangeOps, LeafCounts, MapOutcome, ZapOps},
     tlb::TlbTracker,
     types::{Gfn, Hpa, Pfn},
 };
@@ -73,8 +74,7 @@ macro_rules! with_format {
 ///
 /// `root` is a table page of this MMU for its whole life; every
 /// shadow-present non-leaf entry reachable from it points to another table
-/// of this MMU, and every shadow-present leaf owns one reference on its
-/// page.
+/// of this MMU.
 #[pin_data(PinnedDrop)]
 pub(crate) struct Tdp {
     #[pin]
@@ -83,13 +83,18 @@ pub(crate) struct Tdp {
     tlb: TlbTracker<MAX_VCPUS>,
     kick_mask: KickMask,
     format: TdpFormat,
-    /// The largest leaf level the hardware walks (1: 4 KiB, 2: 2 MiB).
+    /// The largest leaf level the hardware walks (1: 4 KiB, 2: 2 MiB,
+    /// 3: 1 GiB).
     max_level: u32,
     /// The CPU sets the accessed bit of the leaves it uses (NPT; EPT with
     /// A/D flags enabled).
     hw_accessed: bool,
     /// MMU-notifier invalidations against faults (see `invalidate.rs`).
     invalidate: InvalidateState,
+    /// Present leaves by size, for the VM's statistics.
+    leaf_counts: LeafCounts,
+    /// TLB flushes of every vCPU so far, for the VM's statistics.
+    remote_tlb_flushes: AtomicU64,
 }
 
 impl Tdp {
@@ -110,6 +115,8 @@ impl Tdp {
             max_level,
             hw_accessed,
             invalidate: InvalidateState::new(),
+            leaf_counts: LeafCounts::new(),
+            remote_tlb_flushes: AtomicU64::new(0),
         }? Error))
     }
 
@@ -194,22 +201,29 @@ impl Tdp {
         self.invalidate.end();
     }
 
-    /// Page aging of guest frames `gfns`: whether the guest accessed any
-    /// since the last clear, clearing the accessed bits if `clear` (and
-    /// flushing the TLBs if `flush` and something was cleared, so that the
-    /// next access sets them again). Without hardware accessed bits (EPT
-    /// without A/D) every mapped range counts as young and nothing is
-    /// cleared: reclaim then keeps guest pages, as if always used.
+    /// Page aging of guest frames `gfns`: whether the guest used any since
+    /// they were last made old, making them old if `clear` (and flushing
+    /// the TLBs if `flush` and something was made old, so that the next
+    /// access is seen). With hardware accessed bits the bits are cleared;
+    /// without (EPT without A/D flags) the leaves are access-tracked: not
+    /// present to the hardware until the next access faults and restores
+    /// them (see `SpteFormat::aged`). A leaf that loses write permission so
+    /// has its page marked dirty at once, so no flush is needed for the
+    /// dirty state: without `flush` (`clear_young`) a stale TLB entry only
+    /// delays what aging sees, as in KVM.
     pub(crate) fn age(&self, gfns: impl Iterator<Item = (Gfn, Gfn)>, clear: bool, flush: bool) -> bool {
         let held = self.mmu_lock.read();
         let tables = DirectMap::new(&held);
         let root = self.root_hpa();
-        let clear = clear && self.hw_accessed;
+        let hw_ad = self.hw_accessed;
+        // Aging only marks pages dirty; it never releases or frees.
+        let mut ops = Reaper::zap();
         let mut young = false;
         for (start, end) in gfns.filter(|(s, e)| s < e) {
-            young |= with_format!(self.format, F => {
-                tdp_mmu::age_range::<F, _>(&tables, root, ROOT_LEVEL, start, end, clear)
+            let (y, _) = with_format!(self.format, F => {
+                tdp_mmu::age_range::<F, _>(&tables, root, ROOT_LEVEL, start, end, clear, hw_ad, &mut ops)
             });
+            young |= y;
         }
         drop(held);
         if young && clear && flush {
@@ -228,7 +242,18 @@ impl Tdp {
     /// Makes every vCPU drop its cached translations before it next runs
     /// guest code, and waits for those in guest mode to leave it.
     fn flush_remote_tlbs(&self, held: &WriteGuard<'_>) {
+        self.remote_tlb_flushes.fetch_add(1, Ordering::Relaxed);
         self.tlb.flush_remote(&mut self.kick_mask.kicker(held));
+    }
+
+    /// Present leaves at `level` (1: 4 KiB, 2: 2 MiB, 3: 1 GiB).
+    pub(crate) fn leaves(&self, level: u32) -> u64 {
+        self.leaf_counts.get(level)
+    }
+
+    /// TLB flushes of every vCPU so far.
+    pub(crate) fn remote_tlb_flushes(&self) -> u64 {
+        self.remote_tlb_flushes.load(Ordering::Relaxed)
     }
 
     /// vCPU `idx` is about to enter the guest on `cpu` (IRQs off). Returns
@@ -269,6 +294,14 @@ impl ChangeOps for Zapper<'_> {
 
     fn free_table(&mut self, table: Hpa) {
         self.reaper.free_table(table);
+    }
+
+    fn mark_dirty(&mut self, pfn: Pfn) {
+        self.reaper.mark_dirty(pfn);
+    }
+
+    fn leaf_counts(&self) -> Option<&LeafCounts> {
+        Some(&self.tdp.leaf_counts)
     }
 }
 
@@ -337,7 +370,13 @@ impl TdpReadGuard<'_> {
         let level = level.min(self.tdp.max_level);
         with_format!(self.tdp.format, F => tdp_mmu::map_at::<F, _>(
             &tables, root, ROOT_LEVEL, gfn, pfn, writable, level, cache,
+            Some(&self.tdp.leaf_counts),
         ))
+    }
+
+    /// The largest leaf level the hardware walks.
+    pub(crate) fn max_level(&self) -> u32 {
+        self.tdp.max_level
     }
 
     /// The size of the host's mapping at `hva` in the current task, as a

@@ -24,6 +24,7 @@
 //! - It says whether a TLB flush is needed: when a translation went away
 //!   or lost write permission, not when one was added or widened (the CPU
 //!   drops a stale entry when the access faults).
+//! - It counts the present leaves of each size ([`LeafCounts`]).
 //!
 //! Who may call what (locking.rst): [`map`] with `mmu_lock` held for read;
 //! [`zap_range`] with it held for write (its [`ZapOps`] yields it);
@@ -32,7 +33,7 @@
 //! Pure logic (only `core`), tested on the host.
 
 use super::{
-    atomic::Ordering,
+    atomic::{AtomicU64, Ordering},
     spte::{self, LeafAction, Spte, SpteFormat, PG_LEVEL_4K},
     tdp_iter::{SptePtr, TableStore, TdpIter},
     types::{Gfn, Hpa, Pfn},
@@ -55,6 +56,45 @@ pub(crate) trait ChangeOps {
     /// (lockless walkers may still be looking). The caller flushes the TLBs
     /// before the grace period can end, i.e. before dropping `mmu_lock`.
     fn free_table(&mut self, table: Hpa);
+    /// A leaf through which `pfn` was written lost its write permission
+    /// (or its dirty bit) but still maps it: mark the page dirty now. The
+    /// host still maps the page (an invalidation zaps before the host
+    /// unmaps), and a write through a stale TLB entry before the flush
+    /// lands in a page already marked dirty.
+    fn mark_dirty(&mut self, pfn: Pfn);
+    /// Where the present leaves are counted, if anywhere.
+    fn leaf_counts(&self) -> Option<&LeafCounts> {
+        None
+    }
+}
+
+/// The present leaves of a tree by size: 4 KiB, 2 MiB, 1 GiB (KVM's
+/// `pages_4k`, `pages_2m`, `pages_1g` statistics). The change handler
+/// counts a leaf when its entry changes, so a count may briefly lag a
+/// concurrent change (and go below zero in between: a leaf removed by one
+/// thread before the thread that installed it counted it).
+pub(crate) struct LeafCounts([AtomicU64; 3]);
+
+impl LeafCounts {
+    pub(crate) fn new() -> Self {
+        Self(core::array::from_fn(|_| AtomicU64::new(0)))
+    }
+
+    /// Present leaves at `level` (1: 4 KiB, 2: 2 MiB, 3: 1 GiB).
+    pub(crate) fn get(&self, level: u32) -> u64 {
+        match self.0.get(level as usize - 1) {
+            // Wrapping arithmetic: a transient negative count reads as 0.
+            Some(c) => (c.load(Ordering::Relaxed) as i64).max(0) as u64,
+            None => 0,
+        }
+    }
+
+    fn add(&self, level: u32, added: bool) {
+        if let Some(c) = self.0.get(level as usize - 1) {
+            let delta = if added { 1 } else { u64::MAX };
+            c.fetch_add(delta, Ordering::Relaxed);
+        }
+    }
 }
 
 /// A zap's kernel side: the change handler's operations, plus yielding.
@@ -82,7 +122,17 @@ pub(crate) fn handle_changed_spte<F: SpteFormat, S: TableStore>(
     old: Spte,
     new: Spte,
 ) -> bool {
-    if old == new || !old.is_shadow_present() {
+    if old == new {
+        return false;
+    }
+    let was_leaf = old.is_shadow_present() && old.is_last(level);
+    let is_leaf = new.is_shadow_present() && new.is_last(level);
+    if was_leaf != is_leaf {
+        if let Some(counts) = ops.leaf_counts() {
+            counts.add(level, is_leaf);
+        }
+    }
+    if !old.is_shadow_present() {
         // Empty or frozen -> anything: nothing was mapped.
         return false;
     }
@@ -92,7 +142,11 @@ pub(crate) fn handle_changed_spte<F: SpteFormat, S: TableStore>(
             ops.release_page(old.pfn(), F::is_dirty(old));
             return true;
         }
-        // Same page: flush only if write permission went away.
+        // Same page: what was written through it must not be forgotten,
+        // and a flush is needed only if write permission went away.
+        if F::is_dirty(old) && !F::is_dirty(new) {
+            ops.mark_dirty(old.pfn());
+        }
         return F::is_writable(old) && !F::is_writable(new);
     }
     let child = old.child(level);
@@ -199,19 +253,32 @@ pub(crate) enum MapOutcome {
     AlreadyMapped,
     /// Something changed under the fault: drop the reference, fault again.
     Retry,
+    /// A table sits where the large leaf asked for goes (the host mapped
+    /// the range with small pages before, then collapsed them): the caller
+    /// zaps the range the leaf covers, with `mmu_lock` held for write, and
+    /// faults again. A fault never frees tables itself: under the read lock
+    /// it could not flush the TLBs that may still cache the table's
+    /// entries before the table is reused.
+    TableInTheWay,
 }
 
 /// The change handler's operations for a fault: a fault only fills empty
 /// entries or widens a leaf of the same page, so the handler never
-/// releases anything for it.
-struct FaultOps;
+/// releases anything for it; it counts the leaves it adds.
+struct FaultOps<'a>(Option<&'a LeafCounts>);
 
-impl ChangeOps for FaultOps {
+impl ChangeOps for FaultOps<'_> {
     fn release_page(&mut self, _pfn: Pfn, _dirty: bool) {
         debug_assert!(false, "a fault replaced a mapped page");
     }
     fn free_table(&mut self, _table: Hpa) {
         debug_assert!(false, "a fault detached a table");
+    }
+    fn mark_dirty(&mut self, _pfn: Pfn) {
+        debug_assert!(false, "a fault took write permission away");
+    }
+    fn leaf_counts(&self) -> Option<&LeafCounts> {
+        self.0
     }
 }
 
@@ -228,7 +295,7 @@ pub(crate) fn map<F: SpteFormat, S: TableStore>(
     writable: bool,
     source: &mut impl TableSource,
 ) -> MapOutcome {
-    map_at::<F, S>(store, root, root_level, gfn, pfn, writable, PG_LEVEL_4K, source)
+    map_at::<F, S>(store, root, root_level, gfn, pfn, writable, PG_LEVEL_4K, source, None)
 }
 
 /// Guest frames one leaf maps at `level` (1: 4 KiB, 2: 2 MiB, 3: 1 GiB).
@@ -238,11 +305,10 @@ pub(crate) const fn pages_at_level(level: u32) -> u64 {
 
 /// Maps `gfn` to `pfn` with a leaf at `level` (a 2 MiB or 1 GiB leaf
 /// covers the aligned block of frames around them, which the caller has
-/// checked the host maps with one page of that size), or at 4 KiB if a
-/// table already sits where the large leaf would go (KVM replaces the
-/// table; rkvm leaves that to the zap that a host collapse brings, so a
-/// fault never frees tables under the read lock). `mmu_lock` held for
-/// read.
+/// checked the host maps with one page of that size), counting the leaves
+/// it adds in `counts`. If a table already sits where the large leaf
+/// goes, nothing changes and the answer is [`MapOutcome::TableInTheWay`].
+/// `mmu_lock` held for read.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn map_at<F: SpteFormat, S: TableStore>(
     store: &S,
@@ -253,14 +319,18 @@ pub(crate) fn map_at<F: SpteFormat, S: TableStore>(
     writable: bool,
     level: u32,
     source: &mut impl TableSource,
+    counts: Option<&LeafCounts>,
 ) -> MapOutcome {
-    let ops = &mut FaultOps;
+    let ops = &mut FaultOps(counts);
     let mut iter = TdpIter::new(store, root, root_level, PG_LEVEL_4K, gfn, gfn.add(1));
     while iter.valid() {
         let here = iter.level();
         let old = iter.old_spte();
         let is_table = old.child(here).is_some();
-        if here == PG_LEVEL_4K || (here == level && !is_table) {
+        if here == level && here > PG_LEVEL_4K && is_table {
+            return MapOutcome::TableInTheWay;
+        }
+        if here == level || here == PG_LEVEL_4K {
             let mask = pages_at_level(here) - 1;
             return map_leaf::<F, S>(&mut iter, Pfn(pfn.0 & !mask), writable, here, ops);
         }
@@ -288,7 +358,7 @@ fn map_leaf<F: SpteFormat, S: TableStore>(
     pfn: Pfn,
     writable: bool,
     level: u32,
-    ops: &mut FaultOps,
+    ops: &mut FaultOps<'_>,
 ) -> MapOutcome {
     let large = if level > PG_LEVEL_4K { spte::LARGE } else { 0 };
     loop {
@@ -300,6 +370,12 @@ fn map_leaf<F: SpteFormat, S: TableStore>(
             // leaf keeps its size.
             LeafAction::MakeWritable => (
                 Spte(F::leaf(pfn, true).0 | (old.0 & spte::LARGE)),
+                MapOutcome::AlreadyMapped,
+            ),
+            // Present to the hardware again (an access-tracked leaf keeps
+            // its page); no flush either.
+            LeafAction::Restore => (
+                Spte(F::leaf(pfn, writable).0 | (old.0 & spte::LARGE)),
                 MapOutcome::AlreadyMapped,
             ),
             LeafAction::AlreadyMapped => return MapOutcome::AlreadyMapped,
@@ -316,10 +392,15 @@ fn map_leaf<F: SpteFormat, S: TableStore>(
     }
 }
 
-/// Page aging: whether any leaf mapping guest frames `[start, end)` has its
-/// accessed bit set, clearing the bits if `clear` (through the SPTE door:
-/// a change of A alone needs no flush and releases nothing). `mmu_lock`
-/// held for read; the CPU sets A again on the next access.
+/// Page aging: whether any leaf mapping guest frames `[start, end)` was
+/// used since it was last made old (`SpteFormat::is_young`), making the
+/// young ones old if `clear` (`SpteFormat::aged`: the accessed bit
+/// cleared with hardware accessed bits, `hw_ad`, else the leaf
+/// access-tracked), through the SPTE door: the same page stays mapped, so
+/// nothing is released, and a leaf that loses write permission has its
+/// page marked dirty through `ops`. `mmu_lock` held for read. Returns
+/// (young, whether a TLB flush is needed to make the change seen).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn age_range<F: SpteFormat, S: TableStore>(
     store: &S,
     root: Hpa,
@@ -327,25 +408,30 @@ pub(crate) fn age_range<F: SpteFormat, S: TableStore>(
     start: Gfn,
     end: Gfn,
     clear: bool,
-) -> bool {
-    let ops = &mut FaultOps;
-    let mut young = false;
+    hw_ad: bool,
+    ops: &mut impl ChangeOps,
+) -> (bool, bool) {
+    let (mut young, mut flush) = (false, false);
     let mut iter = TdpIter::new(store, root, root_level, PG_LEVEL_4K, start, end);
     while iter.valid() {
         loop {
             let old = iter.old_spte();
-            if !old.is_shadow_present() || !old.is_last(iter.level()) || !F::is_accessed(old) {
+            if !old.is_shadow_present() || !old.is_last(iter.level()) || !F::is_young(old, hw_ad) {
                 break;
             }
             young = true;
-            if !clear || set_spte_atomic::<F, S>(&mut iter, Spte(old.0 & !F::ACCESSED), ops).is_ok() {
+            if !clear {
+                break;
+            }
+            if let Ok(f) = set_spte_atomic::<F, S>(&mut iter, F::aged(old, hw_ad), ops) {
+                flush |= f;
                 break;
             }
             // Changed under us (the CPU set D, a fault widened it): again.
         }
         iter.next();
     }
-    young
+    (young, flush)
 }
 
 /// Unmaps guest frames `[start, end)` in the tree under `root`, with
@@ -402,6 +488,9 @@ impl<O: ChangeOps> ChangeOps for Teardown<'_, O> {
     }
     fn free_table(&mut self, table: Hpa) {
         self.0.free_table(table)
+    }
+    fn mark_dirty(&mut self, pfn: Pfn) {
+        self.0.mark_dirty(pfn)
     }
 }
 
@@ -547,6 +636,9 @@ mod tests {
         yield_every: usize,
         steps: usize,
         yields: usize,
+        counts: Option<&'a LeafCounts>,
+        /// Pages marked dirty while still mapped.
+        dirtied: Vec<Pfn>,
     }
 
     impl ChangeOps for Recorder<'_> {
@@ -564,6 +656,12 @@ mod tests {
             }
             self.tables += 1;
             self.store.free.lock().unwrap().push(t);
+        }
+        fn mark_dirty(&mut self, pfn: Pfn) {
+            self.dirtied.push(pfn);
+        }
+        fn leaf_counts(&self) -> Option<&LeafCounts> {
+            self.counts
         }
     }
 
@@ -588,6 +686,8 @@ mod tests {
             yield_every: 0,
             steps: 0,
             yields: 0,
+            counts: None,
+            dirtied: Vec::new(),
         }
     }
 
@@ -680,16 +780,19 @@ mod tests {
         c.top_up();
         // A 2 MiB leaf for frame 0x1234 maps the aligned block 0x1200..0x1400
         // to the aligned pfns, with two tables below the root.
-        let out = map_at::<Npt, _>(&s, ROOT, ROOT_LEVEL, Gfn(0x1234), Pfn(0x5634), false, 2, &mut c);
+        let counts = LeafCounts::new();
+        let out = map_at::<Npt, _>(&s, ROOT, ROOT_LEVEL, Gfn(0x1234), Pfn(0x5634), false, 2, &mut c, Some(&counts));
         assert_eq!(out, MapOutcome::Installed);
         assert_eq!(c.pages.len(), 1, "no last-level table");
+        assert_eq!((counts.get(1), counts.get(2)), (0, 1));
         let e = entry_at(&s, 0x1234, 2);
         assert!(e.is_last(2) && e.pfn() == Pfn(0x5600) && !Npt::is_writable(e));
         // Another frame of the block: already mapped; a write widens it and
         // keeps it large.
-        let again = |w| map_at::<Npt, _>(&s, ROOT, ROOT_LEVEL, Gfn(0x13ff), Pfn(0x57ff), w, 2, &mut s.cache(0));
+        let again = |w| map_at::<Npt, _>(&s, ROOT, ROOT_LEVEL, Gfn(0x13ff), Pfn(0x57ff), w, 2, &mut s.cache(0), Some(&counts));
         assert_eq!(again(false), MapOutcome::AlreadyMapped);
         assert_eq!(again(true), MapOutcome::AlreadyMapped);
+        assert_eq!(counts.get(2), 1, "widened, not added");
         let e = entry_at(&s, 0x1200, 2);
         assert!(e.is_last(2) && Npt::is_writable(e));
         // A 4 KiB fault inside a large leaf waits for the zap that must come.
@@ -698,13 +801,48 @@ mod tests {
         let r = zap(&s, 0x1300, 0x1301);
         assert_eq!(pfns(&r), [0x5600]);
         assert_eq!(entry_at(&s, 0x1234, 2), Spte::EMPTY);
-        // Where 4 KiB mappings already have a table, a large fault maps 4 KiB.
+        // Where 4 KiB mappings already have a table, a large fault changes
+        // nothing and asks for the table to be zapped first; then it maps.
         c.top_up();
         assert_eq!(s.map(0x1400, 0x100, false, &mut c), MapOutcome::Installed);
-        let out = map_at::<Npt, _>(&s, ROOT, ROOT_LEVEL, Gfn(0x1401), Pfn(0x7001), false, 2, &mut c);
-        assert_eq!(out, MapOutcome::Installed);
-        assert_eq!(s.leaf(0x1401).pfn(), Pfn(0x7001));
-        assert!(entry_at(&s, 0x1401, 2).child(2).is_some());
+        let large = |c: &mut Cache<'_>| {
+            map_at::<Npt, _>(&s, ROOT, ROOT_LEVEL, Gfn(0x1401), Pfn(0x7001), false, 2, c, Some(&counts))
+        };
+        assert_eq!(large(&mut c), MapOutcome::TableInTheWay);
+        assert_eq!(s.leaf(0x1400).pfn(), Pfn(0x100));
+        let r = zap(&s, 0x1400, 0x1600);
+        assert_eq!((pfns(&r), r.tables), (std::vec![0x100], 1), "the leaf and its table");
+        assert_eq!(large(&mut c), MapOutcome::Installed);
+        let e = entry_at(&s, 0x1401, 2);
+        assert!(e.is_last(2) && e.pfn() == Pfn(0x7000));
+    }
+
+    #[test]
+    fn leaves_are_counted_by_size() {
+        let s = Store::new(16);
+        let counts = LeafCounts::new();
+        let mut c = s.cache(3);
+        let map = |gfn, pfn, level, c: &mut Cache<'_>| {
+            c.top_up();
+            map_at::<Npt, _>(&s, ROOT, ROOT_LEVEL, Gfn(gfn), Pfn(pfn), true, level, c, Some(&counts))
+        };
+        for i in 0..3 {
+            assert_eq!(map(0x10 + i, 0x100 + i, 1, &mut c), MapOutcome::Installed);
+        }
+        assert_eq!(map(0x10, 0x100, 1, &mut c), MapOutcome::AlreadyMapped);
+        assert_eq!(map(0x400, 0x800, 2, &mut c), MapOutcome::Installed);
+        assert_eq!((counts.get(1), counts.get(2), counts.get(3)), (3, 1, 0));
+        // A zap counts what it removes: one leaf, then a table of two.
+        let zap = |start, end| {
+            let mut r = recorder(&s);
+            r.counts = Some(&counts);
+            zap_range::<Npt, _>(&s, ROOT, ROOT_LEVEL, Gfn(start), Gfn(end), &mut r);
+        };
+        zap(0x10, 0x11);
+        assert_eq!(counts.get(1), 2);
+        zap(0, 0x1000);
+        assert_eq!((counts.get(1), counts.get(2)), (0, 0));
+        assert_eq!(counts.get(4), 0, "no such level");
     }
 
     #[test]
@@ -713,16 +851,60 @@ mod tests {
         let mut c = s.cache(3);
         c.top_up();
         s.map(0x10, 5, true, &mut c);
-        let age = |start, end, clear| age_range::<Npt, _>(&s, ROOT, ROOT_LEVEL, Gfn(start), Gfn(end), clear);
+        let mut r = recorder(&s);
+        let mut age = |start, end, clear| {
+            age_range::<Npt, _>(&s, ROOT, ROOT_LEVEL, Gfn(start), Gfn(end), clear, true, &mut r)
+        };
         // New leaves are accessed (preset).
-        assert!(age(0x10, 0x11, false));
-        assert!(!age(0x11, 0x20, false), "nothing mapped there");
-        assert!(age(0, 0x100, true));
+        assert_eq!(age(0x10, 0x11, false), (true, false));
+        assert_eq!(age(0x11, 0x20, false), (false, false), "nothing mapped there");
+        assert_eq!(age(0, 0x100, true), (true, false), "clearing A needs no flush");
         assert!(!Npt::is_accessed(s.leaf(0x10)));
-        assert!(!age(0, 0x100, false), "cleared");
+        assert_eq!(age(0, 0x100, false), (false, false), "cleared");
         // The rest of the leaf is untouched: same page, still writable.
         assert_eq!(s.leaf(0x10).pfn(), Pfn(5));
         assert!(Npt::is_writable(s.leaf(0x10)));
+        assert!(r.pages.is_empty() && r.dirtied.is_empty());
+    }
+
+    /// EPT without A/D flags: aging access-tracks the leaf (the hardware no
+    /// longer sees it, the page is marked dirty as it loses W, a flush is
+    /// asked for), and the next fault on it restores it.
+    #[test]
+    fn aging_without_accessed_bits_tracks_access() {
+        let s = Store::new(16);
+        let mut c = s.cache(3);
+        c.top_up();
+        let counts = LeafCounts::new();
+        let map = |gfn, w, c: &mut Cache<'_>| {
+            map_at::<Ept, _>(&s, ROOT, ROOT_LEVEL, Gfn(gfn), Pfn(0x77), w, 1, c, Some(&counts))
+        };
+        assert_eq!(map(0x10, true, &mut c), MapOutcome::Installed);
+        let mut r = recorder(&s);
+        let mut age = |clear| {
+            age_range::<Ept, _>(&s, ROOT, ROOT_LEVEL, Gfn(0), Gfn(0x100), clear, false, &mut r)
+        };
+        assert_eq!(age(true), (true, true));
+        let t = s.leaf(0x10);
+        assert!(t.is_shadow_present() && !Ept::is_hw_present(t) && t.pfn() == Pfn(0x77));
+        assert_eq!(age(false), (false, false), "old until used again");
+        assert_eq!(age(true), (false, false));
+        assert_eq!(r.dirtied, [Pfn(0x77)], "written through it: dirty once");
+        assert!(r.pages.is_empty());
+        // A read fault restores it present (read-only, as asked), counted
+        // once all along.
+        assert_eq!(map(0x10, false, &mut c), MapOutcome::AlreadyMapped);
+        let back = s.leaf(0x10);
+        assert!(Ept::is_hw_present(back) && !Ept::is_writable(back) && back.pfn() == Pfn(0x77));
+        assert_eq!(map(0x10, true, &mut c), MapOutcome::AlreadyMapped);
+        assert!(Ept::is_writable(s.leaf(0x10)));
+        assert_eq!(counts.get(1), 1);
+        let mut r = recorder(&s);
+        assert_eq!(
+            age_range::<Ept, _>(&s, ROOT, ROOT_LEVEL, Gfn(0), Gfn(0x100), false, false, &mut r),
+            (true, false),
+            "young again"
+        );
     }
 
     #[test]
@@ -859,6 +1041,9 @@ mod tests {
         }
         fn free_table(&mut self, t: Hpa) {
             self.rec.free_table(t)
+        }
+        fn mark_dirty(&mut self, pfn: Pfn) {
+            self.rec.mark_dirty(pfn)
         }
     }
 

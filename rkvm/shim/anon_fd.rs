@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Kernel objects handed to userspace as anonymous-inode file descriptors
-//! (the VM fd, later the vCPU fd), with a safe trait for their operations.
+//! (the VM fd, the vCPU fd, the statistics fds), with a safe trait for
+//! their operations.
 //!
 //! The file holds one reference to the object (an `Arc<T>` in
 //! `private_data`) and, through `file_operations.owner`, one reference to
@@ -32,11 +33,29 @@ pub(crate) trait AnonFile: Send + Sync + Sized + 'static {
     fn mmap(_this: ArcBorrow<'_, Self>, _file: &File, _vma: &VmaNew) -> Result {
         Err(ENODEV)
     }
+
+    /// Whether the fd is a read-only file that `read` serves (with
+    /// `pread` too); otherwise it is opened for reading and writing and
+    /// has no `read`.
+    const READ_ONLY_FILE: bool = false;
+
+    /// Handles `read` of up to `len` bytes at position `*pos` into user
+    /// address `buf`: returns the bytes read and advances `*pos`. Only
+    /// called if `READ_ONLY_FILE`.
+    fn read(_this: ArcBorrow<'_, Self>, _buf: usize, _len: usize, _pos: &mut i64) -> Result<usize> {
+        Err(EINVAL)
+    }
 }
 
-/// Installs a new fd (`O_RDWR | O_CLOEXEC`) for `obj` and returns its number.
+/// Installs a new fd (`O_RDWR | O_CLOEXEC`, or `O_RDONLY | O_CLOEXEC` for
+/// a `READ_ONLY_FILE`) for `obj` and returns its number.
 pub(crate) fn install<T: AnonFile>(obj: Arc<T>) -> Result<u32> {
     let private = obj.into_foreign();
+    let access = if T::READ_ONLY_FILE {
+        bindings::O_RDONLY
+    } else {
+        bindings::O_RDWR
+    };
     // SAFETY: `NAME` is NUL-terminated and static; `VTABLE` is a static
     // whose callbacks expect `private` to come from `Arc<T>::into_foreign`.
     let fd = unsafe {
@@ -44,7 +63,8 @@ pub(crate) fn install<T: AnonFile>(obj: Arc<T>) -> Result<u32> {
             T::NAME.as_char_ptr().cast(),
             &VTable::<T>::VTABLE,
             private,
-            (bindings::O_RDWR | bindings::O_CLOEXEC) as i32,
+            (access | bindings::O_CLOEXEC) as i32,
+            T::READ_ONLY_FILE,
         )
     };
     if fd < 0 {
@@ -68,6 +88,11 @@ impl<T: AnonFile> VTable<T> {
         #[cfg(CONFIG_COMPAT)]
         compat_ioctl: Some(bindings::compat_ptr_ioctl),
         mmap: Some(Self::mmap),
+        read: if T::READ_ONLY_FILE {
+            Some(Self::read)
+        } else {
+            None
+        },
         release: Some(Self::release),
         llseek: Some(bindings::noop_llseek),
         // SAFETY: all-zeroes is a valid `file_operations` (no callbacks).
@@ -113,6 +138,26 @@ impl<T: AnonFile> VTable<T> {
         match T::mmap(this, file, vma) {
             Ok(()) => 0,
             Err(e) => e.to_errno(),
+        }
+    }
+
+    /// # Safety
+    ///
+    /// Called by the VFS with a file created by `install::<T>` and the
+    /// position of this read.
+    unsafe extern "C" fn read(
+        file: *mut bindings::file,
+        buf: *mut kernel::ffi::c_char,
+        len: usize,
+        pos: *mut bindings::loff_t,
+    ) -> isize {
+        // SAFETY: as in `ioctl`, `private_data` holds the `Arc<T>`; `pos`
+        // is the VFS's position for this call, which it does not touch
+        // until the call returns.
+        let (this, pos) = unsafe { (Arc::<T>::borrow((*file).private_data), &mut *pos) };
+        match T::read(this, buf as usize, len, pos) {
+            Ok(n) => n as isize,
+            Err(e) => e.to_errno() as isize,
         }
     }
 

@@ -147,6 +147,7 @@ extern "C" {
         fops: *const bindings::file_operations,
         private: *mut core::ffi::c_void,
         flags: i32,
+        pread: bool,
     ) -> i32;
 
     // Memory: user space, pages, the direct map.

@@ -76,6 +76,10 @@ impl RunPage<'_> {
         self.0.write(run::EXIT_REASON, reason);
     }
 
+    pub(crate) fn exit_reason(&self) -> u32 {
+        self.0.read(run::EXIT_REASON)
+    }
+
     pub(crate) fn cr8(&self) -> u64 {
         self.0.read(run::CR8)
     }

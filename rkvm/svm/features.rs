@@ -19,6 +19,8 @@ pub(crate) const MSR_EFER: u32 = 0xc000_0080;
 pub(crate) const EFER_SVME: u64 = crate::arch::efer::SVME;
 
 const EXT_ECX_SVM: u32 = 1 << 2;
+/// CPUID 0x8000_0001 EDX: 1 GiB pages, in the host's tables and so in NPT.
+const EXT_EDX_PAGE1GB: u32 = 1 << 26;
 const VM_CR_SVMDIS: u64 = 1 << 4;
 
 const SVM_EDX_NPT: u32 = 1 << 0;
@@ -34,6 +36,8 @@ pub(crate) struct SvmCpuid {
     pub(crate) max_ext_leaf: u32,
     /// CPUID 0x8000_0001 ECX.
     pub(crate) ext_ecx: u32,
+    /// CPUID 0x8000_0001 EDX.
+    pub(crate) ext_edx: u32,
     /// CPUID 0x8000_000A EBX: number of ASIDs.
     pub(crate) svm_ebx: u32,
     /// CPUID 0x8000_000A EDX: SVM feature bits.
@@ -54,6 +58,8 @@ pub(crate) struct SvmFeatures {
     pub(crate) flush_by_asid: bool,
     /// Decode assists.
     pub(crate) decode_assists: bool,
+    /// 1 GiB pages, so 1 GiB NPT leaves (NPT walks the host's format).
+    pub(crate) npt_1g: bool,
 }
 
 /// Why rkvm cannot use SVM on this CPU.
@@ -110,6 +116,7 @@ impl SvmFeatures {
             vmcb_clean: id.svm_edx & SVM_EDX_VMCB_CLEAN != 0,
             flush_by_asid: id.svm_edx & SVM_EDX_FLUSH_BY_ASID != 0,
             decode_assists: id.svm_edx & SVM_EDX_DECODE_ASSISTS != 0,
+            npt_1g: id.ext_edx & EXT_EDX_PAGE1GB != 0,
         })
     }
 }
@@ -123,6 +130,7 @@ mod tests {
         SvmCpuid {
             max_ext_leaf: 0x8000_001f,
             ext_ecx: EXT_ECX_SVM,
+            ext_edx: EXT_EDX_PAGE1GB,
             svm_ebx: 16,
             svm_edx: SVM_EDX_NPT,
         }
@@ -133,6 +141,7 @@ mod tests {
         let f = SvmFeatures::decode(qemu_epyc(), Some(0)).unwrap();
         assert_eq!(f.nr_asids, 16);
         assert!(!f.nrip_save && !f.vmcb_clean && !f.flush_by_asid && !f.decode_assists);
+        assert!(f.npt_1g);
     }
 
     #[test]

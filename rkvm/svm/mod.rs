@@ -33,6 +33,7 @@ pub(crate) fn detect() -> Result<SvmFeatures, SvmUnsupported> {
     let id = SvmCpuid {
         max_ext_leaf,
         ext_ecx: ext.ecx,
+        ext_edx: ext.edx,
         svm_ebx: svm.ebx,
         svm_edx: svm.edx,
     };

@@ -4,6 +4,7 @@
 # Boots the test kernel under QEMU TCG with SVM + NPT (the emulated AMD host).
 #   run-qemu.sh --kernel BZIMAGE --initrd INITRD --log SERIAL_LOG --timeout S
 #               [--append "EXTRA CMDLINE"] [--interactive] [--icount]
+#               [--mem SIZE]   (guest RAM, QEMU's -m syntax; default 2G)
 # Non-interactive runs end when the guest powers off (QEMU exits), or are
 # killed after --timeout seconds (exit 124). --interactive puts the serial
 # console on this terminal (and still logs it). ACPI gives the guest both
@@ -11,7 +12,7 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-kernel= initrd= log= timeout=600 append= interactive=0 icount=0
+kernel= initrd= log= timeout=600 append= interactive=0 icount=0 mem=2G
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--kernel) kernel=$2; shift ;;
@@ -21,6 +22,7 @@ while [ $# -gt 0 ]; do
 	--append) append=$2; shift ;;
 	--interactive) interactive=1 ;;
 	--icount) icount=1 ;;
+	--mem) mem=$2; shift ;;
 	*) die "run-qemu.sh: unknown argument $1" ;;
 	esac
 	shift
@@ -36,7 +38,7 @@ cpu=EPYC,+svm,+npt,-nrip-save,-fxsr-opt,-misalignsse,-osvw,-topoext,-xsavec
 # a few runs in 100 on rkvm and on stock kvm_amd alike (2 and 4 of 100 in
 # one boot), never with one thread. See testing.rst, "Multi-threaded TCG".
 # RKVM_QEMU_ACCEL overrides it (e.g. "tcg" to look at that again).
-args=(-accel "${RKVM_QEMU_ACCEL:-tcg,thread=single}" -cpu "$cpu" -smp 2 -m 2G -no-reboot -nodefaults
+args=(-accel "${RKVM_QEMU_ACCEL:-tcg,thread=single}" -cpu "$cpu" -smp 2 -m "$mem" -no-reboot -nodefaults
 	-display none -kernel "$kernel" -initrd "$initrd"
 	-append "console=ttyS0,115200 panic=-1 oops=panic loglevel=4 $append")
 [ "$icount" = 1 ] && args+=(-icount shift=0,sleep=off)

@@ -60,6 +60,8 @@ mod pio;
 mod regs;
 #[path = "../../../../rkvm/sregs.rs"]
 mod sregs;
+#[path = "../../../../rkvm/stats.rs"]
+mod stats;
 /// The kernel's `svm` module, as far as it is pure.
 #[path = "../../../../rkvm/svm"]
 mod svm {
@@ -96,7 +98,7 @@ mod xsave;
 /// stock KVM is known to use.
 #[cfg(test)]
 mod abi_matches_kvm {
-    use super::{abi, caps};
+    use super::{abi, caps, stats};
     use kvm_bindings as kb;
 
     #[test]
@@ -157,6 +159,14 @@ mod abi_matches_kvm {
         assert_eq!(abi::cap::XSAVE, kb::KVM_CAP_XSAVE as usize);
         assert_eq!(abi::cap::XCRS, kb::KVM_CAP_XCRS as usize);
         assert_eq!(abi::cap::SYNC_MMU, kb::KVM_CAP_SYNC_MMU as usize);
+        assert_eq!(abi::cap::BINARY_STATS_FD, kb::KVM_CAP_BINARY_STATS_FD as usize);
+        assert_eq!(abi::GET_STATS_FD, 0xaece);
+        assert_eq!(stats::HEADER_SIZE, core::mem::size_of::<kb::kvm_stats_header>());
+        // The uapi descriptor ends in a flexible array: the name follows.
+        assert_eq!(stats::DESC_SIZE, core::mem::size_of::<kb::kvm_stats_desc>() + stats::NAME_SIZE);
+        // KVM_STATS_NAME_SIZE is kernel-only; 48 in linux/kvm_host.h.
+        assert_eq!(stats::NAME_SIZE, 48);
+        assert_eq!(stats::Kind::Instant as u32, kb::KVM_STATS_TYPE_INSTANT);
         assert_eq!(abi::vcpu::XSAVE_SIZE, core::mem::size_of::<kb::kvm_xsave>());
         assert_eq!(abi::vcpu::XCRS_SIZE, core::mem::size_of::<kb::kvm_xcrs>());
         assert_eq!(abi::vcpu::GET_XSAVE, 0x9000_aea4);
@@ -180,7 +190,8 @@ mod abi_matches_kvm {
                     || c == kb::KVM_CAP_IMMEDIATE_EXIT as usize
                     || c == kb::KVM_CAP_XSAVE as usize
                     || c == kb::KVM_CAP_XCRS as usize
-                    || c == kb::KVM_CAP_SYNC_MMU as usize =>
+                    || c == kb::KVM_CAP_SYNC_MMU as usize
+                    || c == kb::KVM_CAP_BINARY_STATS_FD as usize =>
                 {
                     assert_eq!(v, 1)
                 }

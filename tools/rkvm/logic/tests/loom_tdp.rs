@@ -238,6 +238,9 @@ impl ChangeOps for ModelOps<'_> {
         // SAFETY (model): loom checks this write against the walks' reads.
         self.t.child_freed.with_mut(|p| unsafe { *p = true });
     }
+    fn mark_dirty(&mut self, _pfn: Pfn) {
+        unreachable!("the models only map and zap");
+    }
 }
 
 impl ZapOps for ModelOps<'_> {

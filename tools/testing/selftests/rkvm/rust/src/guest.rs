@@ -100,7 +100,7 @@ pub(crate) const PTE_PS: u64 = 1 << 7;
 /// Fields drop in order: the vCPU and VM before the memory they map.
 pub(crate) struct Guest {
     pub(crate) vcpu: VcpuFd,
-    _vm: VmFd,
+    pub(crate) vm: VmFd,
     pub(crate) cpuid: CpuId,
     _kvm: Kvm,
     mem: Backing,
@@ -124,7 +124,7 @@ impl Guest {
         get("set_cpuid2", vcpu.set_cpuid2(&cpuid))?;
         Ok(Self {
             vcpu,
-            _vm: vm,
+            vm,
             cpuid,
             _kvm: kvm,
             mem,

@@ -7,6 +7,7 @@ mod fd_lifetime;
 mod memslot;
 pub(crate) mod msr;
 mod run;
+mod stats;
 mod system;
 mod vcpu;
 
@@ -15,6 +16,7 @@ use fd_lifetime::*;
 use memslot::*;
 use msr::*;
 use run::*;
+use stats::*;
 use system::*;
 use vcpu::*;
 
@@ -41,4 +43,5 @@ pub(crate) const TESTS: &[Test] = &[
     Test { name: "run_immediate_exit", func: run_immediate_exit, rkvm_only: false, guest: true },
     Test { name: "run_triple_fault_shutdown", func: run_triple_fault_shutdown, rkvm_only: false, guest: true },
     Test { name: "run_memory_follows_host_mappings", func: run_memory_follows_host_mappings, rkvm_only: false, guest: true },
+    Test { name: "stats_fds_follow_the_guest", func: stats_fds_follow_the_guest, rkvm_only: false, guest: true },
 ];
