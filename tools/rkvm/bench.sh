@@ -33,16 +33,24 @@ done
 on() { [[ " $machines " == *" $1 "* ]]; }
 
 # 10000 exits take well under a second of wall time each way; 64 MiB of
-# first-touch faults is 16384 faults. With kvm_amd the instruction-counted
-# boot is the slower one, about 1.5 min of wall time on this project's
-# machines.
-bench_args=${RKVM_BENCH_ARGS:---pio 10000 --cpuid 10000 --fault-mib 64 --repeat 3 --timeout 120}
+# first-touch faults is 16384 faults. The pageout workload writes, pages
+# out and reads back 32 MiB (about 4 s of the instruction-counted boot per
+# run on kvm_amd), the invalidate workload rewrites 16 MiB 2 x 32 times (a
+# second). With kvm_amd the instruction-counted boot is the slower one,
+# about 1.5 min of wall time on this project's machines.
+bench_args=${RKVM_BENCH_ARGS:---pio 10000 --cpuid 10000 --fault-mib 64 --pageout-mib 32 --invalidate-mib 16 --invalidate-passes 32 --repeat 3 --timeout 120}
 # Bochs runs some 30 million instructions a second here: its boot takes
 # about 70 s, kvm_intel's runs at these sizes one more minute (each run of
 # its fault workloads is about 3.4 s of emulated time) and rkvm's 45 s.
+# A pageout run costs about 280k instructions per page, so 4 MiB there.
 # rkvm-bench's --timeout counts emulated seconds, about 3.5 s of wall time
 # each in a busy guest.
-vmx_args=${RKVM_BENCH_VMX_ARGS:---pio 5000 --cpuid 5000 --fault-mib 32 --repeat 3 --timeout 60}
+vmx_args=${RKVM_BENCH_VMX_ARGS:---pio 5000 --cpuid 5000 --fault-mib 32 --pageout-mib 4 --invalidate-mib 8 --invalidate-passes 32 --repeat 3 --timeout 60}
+# Not in the QEMU wall-time boot: without -icount, single-threaded TCG runs
+# one CPU until it halts or is kicked (every 100 ms), so the host thread of
+# the invalidate workload runs in bursts, or not at all while the guest
+# rewrites its region (its wall figures said nothing about the hypervisor).
+wall_skip="--skip invalidate"
 
 out="$RKVM_OUT/bench"
 "$RKVM_TOOLS/setup.sh"
@@ -53,10 +61,12 @@ rm -rf "$out" && mkdir -p "$out"
 "$RKVM_TOOLS/mkinitramfs.sh" "$out/initramfs.cpio.gz"
 
 # The kernel command line carries the options with '+' for spaces.
-append="rkvm.mode=bench rkvm.bench_args=$(echo $bench_args | tr ' ' +)"
-boot() { # boot NAME [run-qemu.sh options]: one bench boot, log in $out/NAME.log
-	local name=$1 rc=0 t0=$SECONDS
-	shift
+# boot NAME "MORE-ARGS" [run-qemu.sh options]: one bench boot with
+# rkvm-bench $bench_args MORE-ARGS, log in $out/NAME.log
+boot() {
+	local name=$1 append rc=0 t0=$SECONDS
+	append="rkvm.mode=bench rkvm.bench_args=$(echo $bench_args $2 | tr ' ' +)"
+	shift 2
 	note "bench boot '$name' ($*)"
 	"$RKVM_TOOLS/run-qemu.sh" --kernel "$kdir/build/arch/x86/boot/bzImage" \
 		--initrd "$out/initramfs.cpio.gz" --log "$out/$name.log" --timeout 600 \
@@ -98,11 +108,27 @@ field() {
 	awk -v t="[$2]" -v w="$3" -v f="$4=" '$1 == t && $2 == "bench" && $3 == w {
 		for (i = 4; i <= NF; i++) if (index($i, f) == 1) { print substr($i, length(f) + 1); exit } }' "$1"
 }
+# tsc LOG TAG WORKLOAD: the TSC figure, the guest's or (pageout, timed by
+# the VMM) the host's.
+tsc() {
+	local v
+	v=$(field "$1" "$2" "$3" guest_tsc_per_iter)
+	[ -n "$v" ] || v=$(field "$1" "$2" "$3" host_tsc_per_iter)
+	echo "$v"
+}
+# skipped TAG WORKLOAD LOG...: why rkvm-bench skipped a workload ("" if it
+# did not), e.g. pageout without swap.
+skipped() {
+	local tag=$1 w=$2
+	shift 2
+	sed -n "s/^\[$tag\] bench $w skipped reason=\"\([^\"]*\)\".*/\1/p" "$@" | head -1
+}
 # reason TAG LOG...: why a hypervisor's run failed, from these boots ("" if none).
 reason() {
 	local tag=$1 r
 	shift
-	r=$(sed -n "s/^\[$tag\] .*reason=\"\([^\"]*\)\".*/\1/p" "$@" | head -1)
+	r=$(sed -n "s/^\[$tag\] \(bench [^ ]* failed\|bench-error\) reason=\"\([^\"]*\)\".*/\2/p" \
+		"$@" | head -1)
 	[ -n "$r" ] || r=$(sed -n "s/^\[$tag\] exit=\([1-9][0-9]*\)/rkvm-bench exit status \1/p" \
 		"$@" | head -1)
 	echo "$r"
@@ -126,29 +152,78 @@ failures() {
 	fi
 }
 
-workloads="pio_exit cpuid_exit fault_4k fault_4k_4vcpu fault_thp"
+workloads="pio_exit cpuid_exit fault_4k fault_4k_4vcpu fault_thp pageout pageout_fault_in
+	invalidate_pass invalidate"
 status=0 bochs_retried=
+
+# What one iteration is, under a table.
+units() {
+	echo "per iteration: an exit (pio_exit, cpuid_exit) or a 4 KiB page (fault_*: written"
+	echo "first; pageout: paged out by the VMM, its own TSC; pageout_fault_in: read back"
+	echo "from swap by the guest), a guest pass over the THP-backed region while the host"
+	echo "invalidates one 2 MiB chunk per pass (invalidate_pass), what one invalidation adds"
+	echo "to the guest's passes (invalidate; QEMU: instructions of both CPUs, Bochs: the"
+	echo "guest CPU's ticks, the host thread's CPU running alongside)"
+}
+# notes LOG...: after a table, the workloads skipped (with why), what
+# pageout left resident and how many invalidations there were; sets
+# status if rkvm left more resident than 2% and than KVM (pages it keeps
+# pinned cannot be swapped).
+notes() {
+	local log=$1 w r tag kr rr
+	shift
+	for w in $workloads; do
+		for tag in bench-kvm bench-rkvm; do
+			r=$(skipped $tag $w "$@")
+			[ -z "$r" ] || echo "$w: skipped on ${tag#bench-} ($r)"
+		done
+	done
+	kr=$(field "$log" bench-kvm pageout resident_pct)
+	rr=$(field "$log" bench-rkvm pageout resident_pct)
+	if [ -n "$kr$rr" ]; then
+		echo "pageout left resident (worst run, /proc/self/pagemap): KVM ${kr:--}%, rkvm ${rr:--}%"
+		if [ -n "$rr" ] && awk -v r="$rr" -v k="${kr:-0}" 'BEGIN { exit !(r > 2 && r > k) }'; then
+			echo "rkvm: pageout left ${rr}% of the guest's memory resident (KVM ${kr:--}%, 2% at most expected)"
+			status=1
+		fi
+	fi
+	r=$(field "$log" bench-rkvm invalidate iterations)
+	[ -z "$r" ] || echo "invalidate: $r invalidations in $(field "$log" bench-rkvm \
+		invalidate_pass iterations) passes over $(field "$log" bench-rkvm invalidate_pass \
+		region_mib) MiB; passes without them: KVM $(field "$log" bench-kvm invalidate_pass \
+		quiet_tsc_per_pass), rkvm $(field "$log" bench-rkvm invalidate_pass quiet_tsc_per_pass)"
+}
 
 qemu_table() {
 	missing_kvm=0 missing_rkvm=0
 	echo
 	echo "rkvm bench: the same workloads on stock KVM (kvm_amd, npt=1) and on rkvm,"
-	echo "emulated AMD host (QEMU TCG, SVM + NPT, 2 CPUs); per iteration (exit or 4 KiB fault)"
+	echo "emulated AMD host (QEMU TCG, SVM + NPT, 2 CPUs)"
 	echo "rkvm-bench $bench_args"
 	echo
 	printf '%-16s %-35s   %-35s\n' "" "  instructions (-icount, exact)" "  wall ns (noisy)"
 	printf '%-16s %12s %12s %9s   %12s %12s %9s\n' workload KVM rkvm rkvm/KVM KVM rkvm rkvm/KVM
 	for w in $workloads; do
-		ki=$(field "$out/icount.txt" bench-kvm $w guest_tsc_per_iter)
-		ri=$(field "$out/icount.txt" bench-rkvm $w guest_tsc_per_iter)
-		kw=$(field "$out/wall.txt" bench-kvm $w wall_ns_per_iter)
-		rw=$(field "$out/wall.txt" bench-rkvm $w wall_ns_per_iter)
-		[ -n "$ki" ] && [ -n "$kw" ] || missing_kvm=1
-		[ -n "$ri" ] && [ -n "$rw" ] || missing_rkvm=1
+		ki=$(tsc "$out/icount.txt" bench-kvm $w)
+		ri=$(tsc "$out/icount.txt" bench-rkvm $w)
+		case $w in
+		invalidate*)	# not in the wall boot ($wall_skip)
+			kw=n/a rw=n/a wr=n/a ;;
+		*)
+			kw=$(field "$out/wall.txt" bench-kvm $w wall_ns_per_iter)
+			rw=$(field "$out/wall.txt" bench-rkvm $w wall_ns_per_iter)
+			wr=$(ratio "$rw" "$kw") ;;
+		esac
+		[ -n "$ki" ] && [ -n "$kw" ] ||
+			[ -n "$(skipped bench-kvm $w "$out/icount.txt" "$out/wall.txt")" ] || missing_kvm=1
+		[ -n "$ri" ] && [ -n "$rw" ] ||
+			[ -n "$(skipped bench-rkvm $w "$out/icount.txt" "$out/wall.txt")" ] || missing_rkvm=1
 		printf '%-16s %12s %12s %9s   %12s %12s %9s\n' $w "${ki:--}" "${ri:--}" "$(ratio "$ri" "$ki")" \
-			"${kw:--}" "${rw:--}" "$(ratio "$rw" "$kw")"
+			"${kw:--}" "${rw:--}" "$wr"
 	done
 	echo
+	units
+	notes "$out/icount.txt" "$out/icount.txt" "$out/wall.txt"
 	failures "$out/wall.log and icount.log" "$out/icount.txt" "$out/wall.txt"
 }
 
@@ -163,19 +238,21 @@ bochs_table() {
 	missing_kvm=0 missing_rkvm=0
 	echo
 	echo "rkvm bench: the same workloads on stock KVM (kvm_intel, ept=1) and on rkvm,"
-	echo "emulated Intel host (Bochs, Haswell, VMX + EPT, 2 CPUs); per iteration (exit or 4 KiB fault)"
+	echo "emulated Intel host (Bochs, Haswell, VMX + EPT, 2 CPUs)"
 	echo "rkvm-bench $vmx_args; the Bochs boot took $bochs_secs s$bochs_retried"
 	echo
 	printf '%-16s %s\n' "" "  instructions (Bochs TSC)"
 	printf '%-16s %12s %12s %9s\n' workload KVM rkvm rkvm/KVM
 	for w in $workloads; do
-		kb=$(field "$out/bochs.txt" bench-kvm $w guest_tsc_per_iter)
-		rb=$(field "$out/bochs.txt" bench-rkvm $w guest_tsc_per_iter)
-		[ -n "$kb" ] || missing_kvm=1
-		[ -n "$rb" ] || missing_rkvm=1
+		kb=$(tsc "$out/bochs.txt" bench-kvm $w)
+		rb=$(tsc "$out/bochs.txt" bench-rkvm $w)
+		[ -n "$kb" ] || [ -n "$(skipped bench-kvm $w "$out/bochs.txt")" ] || missing_kvm=1
+		[ -n "$rb" ] || [ -n "$(skipped bench-rkvm $w "$out/bochs.txt")" ] || missing_rkvm=1
 		printf '%-16s %12s %12s %9s\n' $w "${kb:--}" "${rb:--}" "$(ratio "$rb" "$kb")"
 	done
 	echo
+	units
+	notes "$out/bochs.txt" "$out/bochs.txt"
 	failures "$out/bochs.log" "$out/bochs.txt"
 }
 
@@ -193,8 +270,8 @@ splats() { # splats NAME...: kernel reports in these boots' serial logs
 
 # Bochs runs alone, after QEMU (as in check.sh).
 if on qemu; then
-	boot wall
-	boot icount --icount
+	boot wall "$wall_skip"
+	boot icount "" --icount
 	qemu_table
 	splats wall icount
 fi

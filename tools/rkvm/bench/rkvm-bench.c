@@ -15,28 +15,65 @@
  *                   that maps as large as the host takes one nested fault
  *                   per 2 MiB; the figure is still per 4 KiB page written
  *
+ * and the costs MMU notifiers put on guest memory the host takes back:
+ *
+ *   pageout         the guest writes every 4 KiB page of a --pageout-mib
+ *                   slot, then (the vCPU out of the guest) this VMM pages it
+ *                   all out with MADV_PAGEOUT: the host must unmap each page
+ *                   from the hypervisor's page tables as well (one notifier
+ *                   invalidation per page), or it stays resident. Figure:
+ *                   the VMM's TSC and wall time per page of the madvise;
+ *                   resident_pct says how much of the slot it left resident
+ *                   (/proc/self/pagemap; the worst run). Needs swap: without
+ *                   enough, pageout and pageout_fault_in are reported
+ *                   "skipped" with the reason
+ *   pageout_fault_in  then the guest reads every page back (swap-in plus a
+ *                   nested fault each) and checks what it wrote; per page
+ *   invalidate_pass the guest rewrites a THP-backed --invalidate-mib region
+ *                   (rep stosq, every byte) --invalidate-passes times while
+ *                   a host thread on the other CPU does MADV_DONTNEED on one
+ *                   2 MiB chunk per pass, round-robin: per pass. The same
+ *                   number of passes without the host thread runs first in
+ *                   the same VM (quiet_tsc_per_pass)
+ *   invalidate      the difference between the two phases divided by the
+ *                   invalidations done: what one 2 MiB invalidation costs
+ *                   a running guest (the zap, the vCPU kicked out for the
+ *                   TLB flush, the refault of a new huge page)
+ *
  * The guest reads the TSC around its loop (under QEMU's -icount shift=0 and
  * in Bochs the TSC counts instructions, see
  * Documentation/virt/rkvm/testing.rst) and this VMM reads CLOCK_MONOTONIC
- * from the guest's "start" exit to its HLT. With --repeat R each workload
- * runs R times (a fresh VM each time) and the best figures are reported.
- * One line per workload:
+ * from the guest's "start" exit to its HLT; what the VMM itself times
+ * (pageout) it times with its own TSC, the same clock. With --repeat R each
+ * workload runs R times (a fresh VM each time) and the best figures are
+ * reported. One line per workload:
  *
  *   bench NAME vcpus=V iterations=N guest_tsc_per_iter=X wall_ns_per_iter=Y
- *         runs=R guest_tsc_spread=S%      (on one line)
+ *         runs=R guest_tsc_spread=S% [more=...]      (on one line)
  *   bench NAME failed reason="..."
+ *   bench NAME skipped reason="..."
  *
- * Exits non-zero if any workload failed. The VMs are set up by the
+ * (host_tsc_per_iter and host_tsc_spread instead for pageout.) Exits
+ * non-zero if any workload failed; a skipped one does not count. The VMs
+ * are set up by the
  * selftests' guest library (tools/testing/selftests/rkvm/guest_lib.h), as
  * the demo's are.
  *
- * Usage: rkvm-bench DEVICE [--pio N] [--cpuid N] [--fault-mib M] [--repeat R]
- *                   [--timeout S] [--only A,B]
- * (defaults: 2000 exits, 2000 CPUIDs, 64 MiB, 1 run, 600 s per run, all)
+ * Usage: rkvm-bench DEVICE [--pio N] [--cpuid N] [--fault-mib M]
+ *                   [--pageout-mib M] [--invalidate-mib M]
+ *                   [--invalidate-passes P] [--repeat R] [--timeout S]
+ *                   [--only A,B] [--skip A,B]
+ * (defaults: 2000 exits, 2000 CPUIDs, 64 MiB, pageout as --fault-mib,
+ * 16 MiB and 32 passes, 1 run, 600 s per run, all)
  */
+#define _GNU_SOURCE
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
+#include <semaphore.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +83,7 @@
 #include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
+#include <x86intrin.h>
 
 #include <linux/kvm.h>
 
@@ -59,20 +97,29 @@
 static int thp_slot;
 #define PORT_START	0xe0		/* guest: "my timed loop starts now" */
 #define PORT_LOOP	0xe1		/* the pio_exit loop's port */
+#define PORT_PAGEOUT	0xe2		/* bench_pageout: "all written, page it out" */
+#define PORT_PASS	0xe3		/* bench_rewrite: "a pass is done" */
+#define PORT_PHASE	0xe4		/* bench_rewrite: "the quiet passes are done" */
 #define MAX_VCPUS	4
 #define TIMEOUT_S	600		/* default per workload; emulated hosts are slow */
 
+#ifndef MADV_PAGEOUT
+#define MADV_PAGEOUT	21
+#endif
+
 /*
  * The guest routines, entered in 64-bit mode with their arguments in rdi
- * (and rsi). Each signals the start with an `out` to PORT_START, leaves the
- * TSC before and after its loop in r8 and r9, and halts.
+ * (and rsi, rdx). Each signals the start with an `out` to PORT_START,
+ * leaves the TSC before and after its loop in r8 and r9, and halts.
  */
 extern const uint8_t bench_guest_start[], bench_guest_end[];
 extern const uint8_t bench_pio[], bench_cpuid[], bench_touch[];
+extern const uint8_t bench_pageout[], bench_rewrite[];
 asm(
 "	.pushsection .rodata.rkvm_bench_guest, \"a\"\n"
 "	.globl bench_guest_start, bench_guest_end\n"
 "	.globl bench_pio, bench_cpuid, bench_touch\n"
+"	.globl bench_pageout, bench_rewrite\n"
 "	.code64\n"
 "bench_guest_start:\n"
 /* bench_pio(rdi = iterations) */
@@ -110,6 +157,82 @@ asm(
 "	add $4096, %rdi\n"
 "	dec %rsi\n"
 "	jnz 3b\n"
+"	jmp bench_end\n"
+/*
+ * bench_pageout(rdi = first address, rsi = pages): writes its GPA into the
+ * first qword of every page, exits to PORT_PAGEOUT (the VMM pages the slot
+ * out), then reads every page back (the timed loop), counting in r10 the
+ * pages that do not hold their GPA.
+ */
+"bench_pageout:\n"
+"	mov %rdi, %r12\n"
+"	mov %rsi, %r13\n"
+"5:	mov %rdi, (%rdi)\n"
+"	add $4096, %rdi\n"
+"	dec %rsi\n"
+"	jnz 5b\n"
+"	outb %al, $0xe2\n"
+"	mov %r12, %rdi\n"
+"	mov %r13, %rsi\n"
+"	xor %r10d, %r10d\n"
+"	outb %al, $0xe0\n"
+"	rdtsc\n"
+"	shl $32, %rdx\n"
+"	or %rax, %rdx\n"
+"	mov %rdx, %r8\n"
+"6:	cmp %rdi, (%rdi)\n"
+"	je 7f\n"
+"	inc %r10\n"
+"7:	add $4096, %rdi\n"
+"	dec %rsi\n"
+"	jnz 6b\n"
+"	jmp bench_end\n"
+/*
+ * bench_rewrite(rdi = first address, rsi = qwords, rdx = passes): one
+ * untimed pass to fault the region in, then two timed phases of `passes`
+ * passes each, every pass a rep stosq over the whole region followed by an
+ * exit to PORT_PASS: the quiet phase (TSC in r8 .. r10), an exit to
+ * PORT_PHASE, and the phase in which the VMM's thread invalidates (r11 ..
+ * r9). Both phases have the same exits, so they differ only by the
+ * invalidations.
+ */
+"bench_rewrite:\n"
+"	mov %rdi, %r12\n"
+"	mov %rsi, %r13\n"
+"	mov %rdx, %r14\n"
+"	mov %r13, %rcx\n"
+"	xor %eax, %eax\n"
+"	rep stosq\n"
+"	outb %al, $0xe0\n"
+"	rdtsc\n"
+"	shl $32, %rdx\n"
+"	or %rax, %rdx\n"
+"	mov %rdx, %r8\n"
+"	mov %r14, %r15\n"
+"8:	mov %r12, %rdi\n"
+"	mov %r13, %rcx\n"
+"	mov %r15, %rax\n"
+"	rep stosq\n"
+"	outb %al, $0xe3\n"
+"	dec %r15\n"
+"	jnz 8b\n"
+"	rdtsc\n"
+"	shl $32, %rdx\n"
+"	or %rax, %rdx\n"
+"	mov %rdx, %r10\n"
+"	outb %al, $0xe4\n"
+"	rdtsc\n"
+"	shl $32, %rdx\n"
+"	or %rax, %rdx\n"
+"	mov %rdx, %r11\n"
+"	mov %r14, %r15\n"
+"9:	mov %r12, %rdi\n"
+"	mov %r13, %rcx\n"
+"	mov %r15, %rax\n"
+"	rep stosq\n"
+"	outb %al, $0xe3\n"
+"	dec %r15\n"
+"	jnz 9b\n"
 "bench_end:\n"
 "	rdtsc\n"
 "	shl $32, %rdx\n"
@@ -127,6 +250,14 @@ struct vcpu_job {
 	uint64_t loop_exits;	/* PIO exits on PORT_LOOP */
 	uint64_t t0, t1;	/* CLOCK_MONOTONIC ns: start exit, HLT exit */
 	uint64_t tsc0, tsc1;	/* the guest's r8, r9 */
+	struct kvm_regs regs;	/* the guest's registers at HLT */
+	/*
+	 * OUTs to the workload's own ports (not PORT_START or PORT_LOOP), in
+	 * the vCPU thread while the vCPU is out of the guest: 1 handled (the
+	 * vCPU goes on), 0 not expected, -1 failed with err set.
+	 */
+	int (*on_out)(struct vcpu_job *j, uint16_t port);
+	void *ctx;		/* the workload's, for on_out */
 	pthread_barrier_t *go;
 	char err[256];
 	volatile int done;
@@ -144,7 +275,6 @@ static void *vcpu_thread(void *arg)
 {
 	struct vcpu_job *j = arg;
 	struct kvm_run *run = j->vcpu->run;
-	struct kvm_regs regs;
 	int started = 0, n;
 
 	pthread_barrier_wait(j->go);
@@ -165,6 +295,14 @@ static void *vcpu_thread(void *arg)
 				j->t0 = now_ns();
 				continue;
 			}
+			if (run->io.port != PORT_START && run->io.port != PORT_LOOP &&
+			    j->on_out) {
+				n = j->on_out(j, run->io.port);
+				if (n > 0)
+					continue;
+				if (n < 0)
+					goto out;
+			}
 		}
 		if (run->exit_reason == KVM_EXIT_HLT && started) {
 			j->t1 = now_ns();
@@ -174,12 +312,12 @@ static void *vcpu_thread(void *arg)
 		describe_exit(j->vcpu, j->err + n, sizeof(j->err) - n);
 		goto out;
 	}
-	if (ioctl(j->vcpu->fd, KVM_GET_REGS, &regs) < 0) {
+	if (ioctl(j->vcpu->fd, KVM_GET_REGS, &j->regs) < 0) {
 		snprintf(j->err, sizeof(j->err), "vCPU %d: KVM_GET_REGS: %s", j->id, strerror(errno));
 		goto out;
 	}
-	j->tsc0 = regs.r8;
-	j->tsc1 = regs.r9;
+	j->tsc0 = j->regs.r8;
+	j->tsc1 = j->regs.r9;
 out:
 	j->done = 1;
 	return NULL;
@@ -243,83 +381,110 @@ struct result {
 };
 
 /*
- * Runs one workload once in a fresh VM: nvcpus vCPUs entering `entry`, each
- * doing iterations / nvcpus; fault_mib > 0 adds an untouched slot of that
- * size at FAULT_GPA with 4 KiB host pages, vCPU i writing its i-th part.
- * Returns 0, or -1 after printing why.
+ * Anonymous memory for a slot of @mib MiB. With @thp 2 MiB-aligned (as
+ * FAULT_GPA is) and MADV_HUGEPAGE, so the host can back it with
+ * transparent huge pages; else MADV_NOHUGEPAGE, so each guest page is its
+ * own host fault and its own NPT/EPT fault (kernels without madvise(2)
+ * still have the per-process switch main() sets).
  */
-static int run_workload(const char *dev, const char *name, int nvcpus, const uint8_t *entry,
-			uint64_t iterations, uint64_t fault_mib, struct result *res)
+static void *slot_alloc(uint64_t mib, int thp)
 {
-	struct vcpu_job jobs[MAX_VCPUS];
-	pthread_t threads[MAX_VCPUS];
-	pthread_barrier_t go;
-	uint64_t t0 = UINT64_MAX, t1 = 0, tsc0 = UINT64_MAX, tsc1 = 0, exits = 0;
-	uint64_t per_vcpu = iterations / nvcpus, deadline;
-	void *slot1 = NULL;
-	struct vm *vm;
-	int i, ok = 1;
+	size_t len = mib << 20;
+	uint8_t *raw, *slot;
 
-	memset(res, 0, sizeof(*res));
-	memset(jobs, 0, sizeof(jobs));
+	if (!thp) {
+		slot = guest_alloc(len);
+		madvise(slot, len, MADV_NOHUGEPAGE);
+		return slot;
+	}
+	raw = guest_alloc(len + HUGE_SIZE);
+	slot = (uint8_t *)(((uintptr_t)raw + HUGE_SIZE - 1) & ~(HUGE_SIZE - 1));
+	if (slot != raw)
+		munmap(raw, slot - raw);
+	munmap(slot + len, raw + HUGE_SIZE - slot);
+	madvise(slot, len, MADV_HUGEPAGE);
+	return slot;
+}
+
+/*
+ * A fresh VM for workload @name with the bench guest code in slot 0 and,
+ * if @mib, slot 1 at FAULT_GPA of that size (see slot_alloc), left in
+ * *@slot1. NULL after printing why.
+ */
+static struct vm *bench_vm(const char *dev, const char *name, uint64_t mib, int thp,
+			   void **slot1)
+{
+	struct vm *vm;
+	long r;
+
+	*slot1 = NULL;
 	current = name;
 	vm = vm_new_on(dev, LOW_SIZE);
 	vm_use_minimal_cpuid(vm);
 	vm_load(vm, GUEST_CODE, bench_guest_start, bench_guest_end);
-	if (fault_mib) {
-		long r;
+	if (!mib)
+		return vm;
+	*slot1 = slot_alloc(mib, thp);
+	r = vm_set_region(vm, 1, 0, FAULT_GPA, mib << 20, *slot1);
+	if (r) {
+		char why[128];
 
-		/*
-		 * 4 KiB host pages (no THP), so each guest page is its own host
-		 * fault and its own NPT/EPT fault. Kernels without madvise(2)
-		 * still have the per-process switch main() set.
-		 */
-		if (thp_slot) {
-			/* 2 MiB-aligned, as FAULT_GPA is, so THPs can back it. */
-			uint8_t *raw = guest_alloc((fault_mib << 20) + HUGE_SIZE);
-
-			slot1 = (void *)(((uintptr_t)raw + HUGE_SIZE - 1) & ~(HUGE_SIZE - 1));
-			if ((uint8_t *)slot1 != raw)
-				munmap(raw, (uint8_t *)slot1 - raw);
-			munmap((uint8_t *)slot1 + (fault_mib << 20),
-			       raw + HUGE_SIZE - (uint8_t *)slot1);
-			madvise(slot1, fault_mib << 20, MADV_HUGEPAGE);
-		} else {
-			slot1 = guest_alloc(fault_mib << 20);
-			madvise(slot1, fault_mib << 20, MADV_NOHUGEPAGE);
-		}
-		r = vm_set_region(vm, 1, 0, FAULT_GPA, fault_mib << 20, slot1);
-		if (r) {
-			char why[128];
-
-			snprintf(why, sizeof(why), "KVM_SET_USER_MEMORY_REGION slot 1: %s",
-				 strerror(-r));
-			fail(name, why);
-			vm_free(vm);
-			munmap(slot1, fault_mib << 20);
-			return -1;
-		}
+		snprintf(why, sizeof(why), "KVM_SET_USER_MEMORY_REGION slot 1: %s", strerror(-r));
+		fail(name, why);
+		vm_free(vm);
+		munmap(*slot1, mib << 20);
+		*slot1 = NULL;
+		return NULL;
 	}
-	for (i = 0; i < nvcpus; i++) {
-		uint64_t rdi = fault_mib ? FAULT_GPA + (uint64_t)i * per_vcpu * 4096 : per_vcpu;
-		struct kvm_regs regs;
+	return vm;
+}
 
-		jobs[i].id = i;
-		jobs[i].go = &go;
-		/* Each vCPU on its own 4 KiB of stack. */
-		jobs[i].vcpu = vcpu_new(vm, i, MODE_LONG64,
-					GUEST_CODE + (entry - bench_guest_start),
-					GUEST_STACK - (uint64_t)i * 4096);
-		vcpu_get_regs(jobs[i].vcpu, &regs);
-		regs.rdi = rdi;
-		regs.rsi = per_vcpu;
-		vcpu_set_regs(jobs[i].vcpu, &regs);
-	}
-	current = NULL;
+/*
+ * vCPU @id of @vm, entering @entry with rdi, rsi, rdx set (each vCPU on
+ * its own 4 KiB of stack), into @j.
+ */
+static void bench_vcpu(struct vm *vm, struct vcpu_job *j, int id, const uint8_t *entry,
+		       uint64_t rdi, uint64_t rsi, uint64_t rdx)
+{
+	struct kvm_regs regs;
+
+	j->id = id;
+	j->vcpu = vcpu_new(vm, id, MODE_LONG64, GUEST_CODE + (entry - bench_guest_start),
+			   GUEST_STACK - (uint64_t)id * 4096);
+	vcpu_get_regs(j->vcpu, &regs);
+	regs.rdi = rdi;
+	regs.rsi = rsi;
+	regs.rdx = rdx;
+	vcpu_set_regs(j->vcpu, &regs);
+}
+
+/*
+ * Runs @nvcpus vCPU threads until each has halted (or failed), the thread
+ * of vCPU i on CPU cpu0 + i if cpu0 >= 0. Returns 0, or -1 after printing
+ * the first vCPU's error.
+ */
+static int run_vcpus(const char *name, struct vcpu_job *jobs, int nvcpus, int cpu0)
+{
+	pthread_t threads[MAX_VCPUS];
+	pthread_barrier_t go;
+	pthread_attr_t attr;
+	uint64_t deadline;
+	int i;
 
 	pthread_barrier_init(&go, NULL, nvcpus);
-	for (i = 0; i < nvcpus; i++)
-		pthread_create(&threads[i], NULL, vcpu_thread, &jobs[i]);
+	for (i = 0; i < nvcpus; i++) {
+		pthread_attr_init(&attr);
+		if (cpu0 >= 0) {
+			cpu_set_t cpu;
+
+			CPU_ZERO(&cpu);
+			CPU_SET(cpu0 + i, &cpu);
+			pthread_attr_setaffinity_np(&attr, sizeof(cpu), &cpu);
+		}
+		jobs[i].go = &go;
+		pthread_create(&threads[i], &attr, vcpu_thread, &jobs[i]);
+		pthread_attr_destroy(&attr);
+	}
 	/* A vCPU stuck in the kernel cannot be joined: give up on the process. */
 	deadline = now_ns() + timeout_s * 1000000000ULL;
 	for (i = 0; i < nvcpus; i++) {
@@ -337,15 +502,47 @@ static int run_workload(const char *dev, const char *name, int nvcpus, const uin
 		pthread_join(threads[i], NULL);
 	}
 	pthread_barrier_destroy(&go);
-
 	for (i = 0; i < nvcpus; i++) {
+		if (jobs[i].err[0]) {
+			fail(name, jobs[i].err);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/*
+ * Runs one workload once in a fresh VM: nvcpus vCPUs entering `entry`, each
+ * doing iterations / nvcpus; fault_mib > 0 adds an untouched slot of that
+ * size at FAULT_GPA (THP-backed if thp_slot), vCPU i writing its i-th part.
+ * Returns 0, or -1 after printing why.
+ */
+static int run_workload(const char *dev, const char *name, int nvcpus, const uint8_t *entry,
+			uint64_t iterations, uint64_t fault_mib, struct result *res)
+{
+	struct vcpu_job jobs[MAX_VCPUS];
+	uint64_t t0 = UINT64_MAX, t1 = 0, tsc0 = UINT64_MAX, tsc1 = 0, exits = 0;
+	uint64_t per_vcpu = iterations / nvcpus;
+	void *slot1;
+	struct vm *vm;
+	int i, ok = 1;
+
+	memset(res, 0, sizeof(*res));
+	memset(jobs, 0, sizeof(jobs));
+	vm = bench_vm(dev, name, fault_mib, thp_slot, &slot1);
+	if (!vm)
+		return -1;
+	for (i = 0; i < nvcpus; i++)
+		bench_vcpu(vm, &jobs[i], i, entry,
+			   fault_mib ? FAULT_GPA + (uint64_t)i * per_vcpu * 4096 : per_vcpu,
+			   per_vcpu, 0);
+	current = NULL;
+
+	if (run_vcpus(name, jobs, nvcpus, -1) < 0)
+		ok = 0;
+	for (i = 0; ok && i < nvcpus; i++) {
 		struct vcpu_job *j = &jobs[i];
 
-		if (j->err[0]) {
-			fail(name, j->err);
-			ok = 0;
-			break;
-		}
 		t0 = j->t0 < t0 ? j->t0 : t0;
 		t1 = j->t1 > t1 ? j->t1 : t1;
 		tsc0 = j->tsc0 < tsc0 ? j->tsc0 : tsc0;
@@ -405,58 +602,448 @@ static int run_workload(const char *dev, const char *name, int nvcpus, const uin
 static unsigned int repeat = 1;
 
 /*
- * Runs a workload `repeat` times, each in a fresh VM, and prints the best
- * (lowest) figures: interference from the rest of the host only ever adds.
- * guest_tsc_spread is (worst - best) / best over the runs, in percent.
+ * The best (lowest) figures per iteration of a workload's runs:
+ * interference from the rest of the host only ever adds. The spread is
+ * (worst - best) / best of the TSC figure.
  */
+struct best {
+	double tsc_min, tsc_max, wall_min;
+};
+
+static void best_init(struct best *b)
+{
+	b->tsc_min = b->wall_min = INFINITY;
+	b->tsc_max = -INFINITY;
+}
+
+static void best_add(struct best *b, double tsc, double wall)
+{
+	b->tsc_min = tsc < b->tsc_min ? tsc : b->tsc_min;
+	b->tsc_max = tsc > b->tsc_max ? tsc : b->tsc_max;
+	b->wall_min = wall < b->wall_min ? wall : b->wall_min;
+}
+
+/*
+ * Prints a workload's line: @n iterations. @clock is "guest" or "host":
+ * whose TSC it is (the guest's around its loop, or this VMM's around what
+ * it does itself). @extra: more fields, or "".
+ */
+static void best_print(const char *name, int nvcpus, uint64_t n, const char *clock,
+		       const struct best *b, const char *extra)
+{
+	printf("bench %s vcpus=%d iterations=%llu %s_tsc_per_iter=%.1f wall_ns_per_iter=%.0f "
+	       "runs=%u %s_tsc_spread=%.1f%%%s%s\n", name, nvcpus, (unsigned long long)n, clock,
+	       b->tsc_min, b->wall_min, repeat, clock,
+	       b->tsc_min > 0 ? 100.0 * (b->tsc_max - b->tsc_min) / b->tsc_min : 0.0,
+	       extra[0] ? " " : "", extra);
+	fflush(stdout);
+}
+
+/* Runs a workload `repeat` times, each in a fresh VM, and prints the best. */
 static void bench(const char *dev, const char *name, int nvcpus, const uint8_t *entry,
 		  uint64_t iterations, uint64_t fault_mib)
 {
-	uint64_t tsc_min = UINT64_MAX, tsc_max = 0, wall_min = UINT64_MAX, n = 0;
 	struct result r;
+	struct best b;
+	uint64_t n = 0;
 	unsigned int i;
 
+	best_init(&b);
 	for (i = 0; i < repeat; i++) {
 		if (run_workload(dev, name, nvcpus, entry, iterations, fault_mib, &r) < 0)
 			return;
 		n = r.n;
-		tsc_min = r.tsc < tsc_min ? r.tsc : tsc_min;
-		tsc_max = r.tsc > tsc_max ? r.tsc : tsc_max;
-		wall_min = r.wall < wall_min ? r.wall : wall_min;
+		best_add(&b, (double)r.tsc / n, (double)r.wall / n);
 	}
-	printf("bench %s vcpus=%d iterations=%llu guest_tsc_per_iter=%.1f wall_ns_per_iter=%.0f "
-	       "runs=%u guest_tsc_spread=%.1f%%\n", name, nvcpus, (unsigned long long)n,
-	       (double)tsc_min / n, (double)wall_min / n, repeat,
-	       100.0 * (tsc_max - tsc_min) / tsc_min);
+	best_print(name, nvcpus, n, "guest", &b, "");
+}
+
+static void skip(const char *name, const char *reason)
+{
+	printf("bench %s skipped reason=\"%s\"\n", name, reason);
 	fflush(stdout);
 }
 
-static int selected(const char *only, const char *name)
+/* --- pageout, pageout_fault_in ----------------------------------------- */
+
+/* Free swap in KiB (/proc/meminfo), -1 if unknown. */
+static long swap_free_kb(void)
+{
+	char line[128];
+	long kb = -1;
+	FILE *f = fopen("/proc/meminfo", "r");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "SwapFree: %ld kB", &kb) == 1)
+			break;
+	fclose(f);
+	return kb;
+}
+
+/* Pages of [p, p + len) present and swapped (/proc/self/pagemap). */
+static int range_pages(const void *p, size_t len, long *present, long *swapped)
+{
+	uint64_t ent[512];
+	uintptr_t first = (uintptr_t)p / 4096;
+	size_t n = len / 4096, i, j, k;
+	int fd = open("/proc/self/pagemap", O_RDONLY);
+
+	if (fd < 0)
+		return -errno;
+	*present = *swapped = 0;
+	for (i = 0; i < n; i += k) {
+		k = n - i < 512 ? n - i : 512;
+		if (pread(fd, ent, k * 8, (first + i) * 8) != (ssize_t)(k * 8)) {
+			close(fd);
+			return -EIO;
+		}
+		for (j = 0; j < k; j++) {
+			*present += ent[j] >> 63 & 1;
+			*swapped += ent[j] >> 62 & 1;
+		}
+	}
+	close(fd);
+	return 0;
+}
+
+struct pageout_run {
+	uint8_t *mem;
+	size_t len;
+	uint64_t tsc, wall;	/* the MADV_PAGEOUT call, this VMM's clocks */
+	long present, swapped;	/* pages of the slot right after it */
+	int paged_out;
+};
+
+/* bench_pageout's exit to PORT_PAGEOUT: the slot is written, page it out. */
+static int pageout_on_out(struct vcpu_job *j, uint16_t port)
+{
+	struct pageout_run *p = j->ctx;
+	uint64_t t0, tsc0;
+	int r;
+
+	if (port != PORT_PAGEOUT || p->paged_out)
+		return 0;
+	p->paged_out = 1;
+	t0 = now_ns();
+	tsc0 = __rdtsc();
+	if (madvise(p->mem, p->len, MADV_PAGEOUT)) {
+		snprintf(j->err, sizeof(j->err), "MADV_PAGEOUT: %s", strerror(errno));
+		return -1;
+	}
+	p->tsc = __rdtsc() - tsc0;
+	p->wall = now_ns() - t0;
+	r = range_pages(p->mem, p->len, &p->present, &p->swapped);
+	if (r) {
+		snprintf(j->err, sizeof(j->err), "/proc/self/pagemap: %s", strerror(-r));
+		return -1;
+	}
+	return 1;
+}
+
+/*
+ * pageout and pageout_fault_in, `repeat` times each in a fresh VM with a
+ * slot of @mib MiB in 4 KiB host pages.
+ */
+static void bench_pageout_fault_in(const char *dev, uint64_t mib)
+{
+	uint64_t pages = mib << 8;
+	struct best out, in;
+	double resident_pct = 0, swapped_pct = 100;
+	cpu_set_t all, one;
+	long free_kb;
+	unsigned int i;
+	char extra[96];
+
+	/*
+	 * Room for the slot with a margin, as the selftest's swap round trip
+	 * wants: a pageout that runs out of swap leaves pages resident, which
+	 * is not what resident_pct is for.
+	 */
+	free_kb = swap_free_kb();
+	if (free_kb < (long)(mib << 10) + (long)(mib << 8)) {
+		char why[160];
+
+		snprintf(why, sizeof(why), "no swap: SwapFree %ld kB, %llu kB needed "
+			 "(tools/rkvm/guest/init sets up zram in bench mode)", free_kb,
+			 (unsigned long long)((mib << 10) + (mib << 8)));
+		skip("pageout", why);
+		skip("pageout_fault_in", why);
+		return;
+	}
+	/*
+	 * The VMM on one CPU: the pages the vCPU faulted in are then in the
+	 * per-CPU LRU batch that MADV_PAGEOUT drains (its own CPU's), not in
+	 * another CPU's where it cannot isolate them.
+	 */
+	sched_getaffinity(0, sizeof(all), &all);
+	CPU_ZERO(&one);
+	CPU_SET(sched_getcpu(), &one);
+	sched_setaffinity(0, sizeof(one), &one);
+
+	best_init(&out);
+	best_init(&in);
+	for (i = 0; i < repeat; i++) {
+		struct pageout_run p = { .len = mib << 20 };
+		struct vcpu_job job = { .on_out = pageout_on_out, .ctx = &p };
+		const char *why = NULL;
+		struct vm *vm;
+		char buf[160];
+
+		vm = bench_vm(dev, "pageout", mib, 0, (void **)&p.mem);
+		if (!vm)
+			break;
+		bench_vcpu(vm, &job, 0, bench_pageout, FAULT_GPA, pages, 0);
+		current = NULL;
+		if (run_vcpus("pageout", &job, 1, -1) == 0) {
+			if (!p.paged_out) {
+				why = "the guest halted without asking for the pageout";
+			} else if (job.regs.r10) {
+				snprintf(buf, sizeof(buf), "the guest read back %llu pages that "
+					 "did not hold what it wrote",
+					 (unsigned long long)job.regs.r10);
+				why = buf;
+			} else if (job.tsc1 <= job.tsc0) {
+				why = "the guest's TSC did not advance";
+			}
+		} else {
+			why = "";	/* printed by run_vcpus */
+		}
+		vcpu_free(job.vcpu);
+		vm_free(vm);
+		munmap(p.mem, p.len);
+		if (why) {
+			if (why[0])
+				fail("pageout_fault_in", why);
+			break;
+		}
+		best_add(&out, (double)p.tsc / pages, (double)p.wall / pages);
+		best_add(&in, (double)(job.tsc1 - job.tsc0) / pages,
+			 (double)(job.t1 - job.t0) / pages);
+		/* The worst run: one that leaves pages behind is the news. */
+		if (100.0 * p.present / pages > resident_pct)
+			resident_pct = 100.0 * p.present / pages;
+		if (100.0 * p.swapped / pages < swapped_pct)
+			swapped_pct = 100.0 * p.swapped / pages;
+	}
+	sched_setaffinity(0, sizeof(all), &all);
+	if (i < repeat)
+		return;
+	snprintf(extra, sizeof(extra), "resident_pct=%.2f swapped_pct=%.2f", resident_pct,
+		 swapped_pct);
+	best_print("pageout", 1, pages, "host", &out, extra);
+	best_print("pageout_fault_in", 1, pages, "guest", &in, "");
+}
+
+/* --- invalidate_pass, invalidate --------------------------------------- */
+
+/*
+ * The host thread of bench_invalidate: one MADV_DONTNEED of the next 2 MiB
+ * chunk (round-robin) each time the vCPU thread posts `todo`, while the
+ * guest goes on with its next pass.
+ */
+struct invalidator {
+	uint8_t *region;
+	size_t chunks;
+	sem_t todo;
+	uint64_t done;		/* atomic: invalidations finished */
+	int error;		/* errno of a failed madvise */
+	int stop;
+	/* vCPU thread: what the guest has done so far */
+	uint64_t passes;	/* per phase */
+	uint64_t pass;		/* PORT_PASS exits of the current phase */
+	int busy;		/* in the invalidating phase */
+	uint64_t posted;
+	uint64_t quiet_end, busy_start, busy_end;	/* CLOCK_MONOTONIC ns */
+	uint64_t done_at_end;	/* invalidations finished by the last pass */
+};
+
+static void *invalidator_thread(void *arg)
+{
+	struct invalidator *inv = arg;
+	uint64_t i;
+
+	for (;;) {
+		while (sem_wait(&inv->todo) && errno == EINTR)
+			;
+		if (__atomic_load_n(&inv->stop, __ATOMIC_ACQUIRE))
+			return NULL;
+		i = __atomic_load_n(&inv->done, __ATOMIC_RELAXED);
+		if (madvise(inv->region + (i % inv->chunks) * HUGE_SIZE, HUGE_SIZE,
+			    MADV_DONTNEED))
+			inv->error = errno;
+		__atomic_store_n(&inv->done, i + 1, __ATOMIC_RELEASE);
+	}
+}
+
+/*
+ * bench_rewrite's exits. The invalidation asked for after busy pass k
+ * lands while the guest writes pass k + 1, and the refault of its chunk
+ * comes in pass k + 1 or, if the guest had written the chunk already,
+ * k + 2: so none is asked for after the last two passes, and every
+ * invalidation's refault falls inside the timed phase. That holds when
+ * the host thread keeps up, as under -icount and in Bochs, where the
+ * emulated CPUs take turns of a few instructions. QEMU without -icount
+ * runs one CPU until it is kicked, every 100 ms: the thread then runs in
+ * bursts and only the invalidations finished by the last pass count.
+ */
+static int invalidate_on_out(struct vcpu_job *j, uint16_t port)
+{
+	struct invalidator *inv = j->ctx;
+
+	if (port == PORT_PHASE && !inv->busy && inv->pass == inv->passes) {
+		inv->busy = 1;
+		inv->pass = 0;
+		inv->busy_start = now_ns();
+		return 1;
+	}
+	if (port != PORT_PASS || inv->pass >= inv->passes)
+		return 0;
+	inv->pass++;
+	if (!inv->busy) {
+		if (inv->pass == inv->passes)
+			inv->quiet_end = now_ns();
+	} else if (inv->pass + 2 <= inv->passes) {
+		inv->posted++;
+		sem_post(&inv->todo);
+	} else if (inv->pass == inv->passes) {
+		inv->busy_end = now_ns();
+		inv->done_at_end = __atomic_load_n(&inv->done, __ATOMIC_ACQUIRE);
+	}
+	return 1;
+}
+
+/*
+ * invalidate_pass and invalidate, `repeat` times each in a fresh VM with a
+ * THP-backed region of @mib MiB rewritten @passes times per phase. The
+ * vCPU runs on CPU 0 and the invalidating thread on CPU 1, so each
+ * invalidation reaches a vCPU that is in the guest.
+ */
+static void bench_invalidate(const char *dev, uint64_t mib, uint64_t passes)
+{
+	struct best busy, cost;
+	double quiet_tsc_min = INFINITY;
+	uint64_t invalidations = UINT64_MAX, asked = 0;
+	int two_cpus = sysconf(_SC_NPROCESSORS_ONLN) >= 2;
+	unsigned int i;
+	char extra[128];
+
+	best_init(&busy);
+	best_init(&cost);
+	for (i = 0; i < repeat; i++) {
+		struct invalidator inv = { .chunks = mib / 2, .passes = passes };
+		struct vcpu_job job = { .on_out = invalidate_on_out, .ctx = &inv };
+		int64_t quiet_tsc, busy_tsc, quiet_wall, busy_wall;
+		long rss_kb, thp_kb;
+		pthread_attr_t attr;
+		pthread_t thread;
+		char why[192] = "";
+		struct vm *vm;
+		int r;
+
+		vm = bench_vm(dev, "invalidate", mib, 1, (void **)&inv.region);
+		if (!vm)
+			break;
+		bench_vcpu(vm, &job, 0, bench_rewrite, FAULT_GPA, mib << 17, passes);
+		current = NULL;
+		sem_init(&inv.todo, 0, 0);
+		pthread_attr_init(&attr);
+		if (two_cpus) {
+			cpu_set_t cpu1;
+
+			CPU_ZERO(&cpu1);
+			CPU_SET(1, &cpu1);
+			pthread_attr_setaffinity_np(&attr, sizeof(cpu1), &cpu1);
+		}
+		pthread_create(&thread, &attr, invalidator_thread, &inv);
+		pthread_attr_destroy(&attr);
+
+		r = run_vcpus("invalidate", &job, 1, two_cpus ? 0 : -1);
+
+		__atomic_store_n(&inv.stop, 1, __ATOMIC_RELEASE);
+		sem_post(&inv.todo);
+		pthread_join(thread, NULL);
+		sem_destroy(&inv.todo);
+		host_mapping(inv.region, &rss_kb, &thp_kb);
+		vcpu_free(job.vcpu);
+		vm_free(vm);
+		munmap(inv.region, mib << 20);
+		if (r < 0)
+			break;
+
+		if (inv.error)
+			snprintf(why, sizeof(why), "MADV_DONTNEED: %s", strerror(inv.error));
+		else if (!inv.busy_end || job.tsc1 <= job.regs.r11 || job.regs.r10 <= job.tsc0)
+			snprintf(why, sizeof(why), "the guest did not run both phases");
+		else if (!inv.done_at_end)
+			snprintf(why, sizeof(why), "the host thread did none of its %llu "
+				 "invalidations while the guest ran", (unsigned long long)inv.posted);
+		else if (thp_kb >= 0 && thp_kb < (long)(mib << 9))
+			snprintf(why, sizeof(why), "the host backed %ld KiB of the region with THP, "
+				 "not at least half of it", thp_kb);
+		if (why[0]) {
+			fail("invalidate", why);
+			break;
+		}
+		quiet_tsc = job.regs.r10 - job.tsc0;
+		busy_tsc = job.tsc1 - job.regs.r11;
+		quiet_wall = inv.quiet_end - job.t0;
+		busy_wall = inv.busy_end - inv.busy_start;
+		best_add(&busy, (double)busy_tsc / passes, (double)busy_wall / passes);
+		best_add(&cost, (double)(busy_tsc - quiet_tsc) / inv.done_at_end,
+			 (double)(busy_wall - quiet_wall) / inv.done_at_end);
+		if ((double)quiet_tsc / passes < quiet_tsc_min)
+			quiet_tsc_min = (double)quiet_tsc / passes;
+		if (inv.done_at_end < invalidations)
+			invalidations = inv.done_at_end;
+		asked = inv.posted;
+	}
+	if (i < repeat)
+		return;
+	snprintf(extra, sizeof(extra), "quiet_tsc_per_pass=%.1f invalidations=%llu asked=%llu "
+		 "region_mib=%llu", quiet_tsc_min, (unsigned long long)invalidations,
+		 (unsigned long long)asked, (unsigned long long)mib);
+	best_print("invalidate_pass", 1, passes, "guest", &busy, extra);
+	/* iterations: the fewest invalidations a run finished in time. */
+	best_print("invalidate", 1, invalidations, "guest", &cost, "");
+}
+
+/* Whether comma-separated @list names @name. */
+static int listed(const char *list, const char *name)
 {
 	size_t n = strlen(name);
-	const char *p = only;
+	const char *p = list;
 
-	if (!only)
-		return 1;
 	while ((p = strstr(p, name))) {
-		if ((p == only || p[-1] == ',') && (p[n] == ',' || p[n] == 0))
+		if ((p == list || p[-1] == ',') && (p[n] == ',' || p[n] == 0))
 			return 1;
 		p += n;
 	}
 	return 0;
 }
 
+static const char *only, *skipped;	/* --only, --skip */
+
+static int selected(const char *name)
+{
+	return (!only || listed(only, name)) && !(skipped && listed(skipped, name));
+}
+
 static void usage(const char *argv0)
 {
-	fprintf(stderr, "usage: %s DEVICE [--pio N] [--cpuid N] [--fault-mib M] [--repeat R] [--timeout S] "
-		"[--only pio_exit,cpuid_exit,fault_4k,fault_4k_4vcpu,fault_thp]\n", argv0);
+	fprintf(stderr, "usage: %s DEVICE [--pio N] [--cpuid N] [--fault-mib M] [--pageout-mib M] "
+		"[--invalidate-mib M (even)] [--invalidate-passes P (>= 3)] [--repeat R] "
+		"[--timeout S] [--only|--skip pio_exit,cpuid_exit,fault_4k,fault_4k_4vcpu,fault_thp,"
+		"pageout,invalidate]\n", argv0);
 	exit(2);
 }
 
 int main(int argc, char **argv)
 {
-	uint64_t pio = 2000, cpuid = 2000, fault_mib = 64;
-	const char *only = NULL, *dev;
+	uint64_t pio = 2000, cpuid = 2000, fault_mib = 64, pageout_mib = 0;
+	uint64_t invalidate_mib = 16, invalidate_passes = 32;
+	const char *dev;
 	int i;
 
 	if (argc < 2 || argv[1][0] != '/')
@@ -471,17 +1058,33 @@ int main(int argc, char **argv)
 			cpuid = strtoull(argv[++i], NULL, 0);
 		else if (!strcmp(argv[i], "--fault-mib"))
 			fault_mib = strtoull(argv[++i], NULL, 0);
+		else if (!strcmp(argv[i], "--pageout-mib"))
+			pageout_mib = strtoull(argv[++i], NULL, 0);
+		else if (!strcmp(argv[i], "--invalidate-mib"))
+			invalidate_mib = strtoull(argv[++i], NULL, 0);
+		else if (!strcmp(argv[i], "--invalidate-passes"))
+			invalidate_passes = strtoull(argv[++i], NULL, 0);
 		else if (!strcmp(argv[i], "--repeat"))
 			repeat = strtoul(argv[++i], NULL, 0);
 		else if (!strcmp(argv[i], "--timeout"))
 			timeout_s = strtoul(argv[++i], NULL, 0);
 		else if (!strcmp(argv[i], "--only"))
 			only = argv[++i];
+		else if (!strcmp(argv[i], "--skip"))
+			skipped = argv[++i];
 		else
 			usage(argv[0]);
 	}
-	/* Whole pages per vCPU, and at least one iteration everywhere. */
-	if (!pio || !cpuid || !fault_mib || fault_mib > 1024 || !timeout_s || !repeat)
+	if (!pageout_mib)
+		pageout_mib = fault_mib;
+	/*
+	 * Whole pages per vCPU, at least one iteration everywhere, whole
+	 * 2 MiB chunks to invalidate and a pass after the last invalidation's
+	 * (see invalidate_on_out).
+	 */
+	if (!pio || !cpuid || !fault_mib || fault_mib > 1024 || pageout_mib > 1024 ||
+	    !invalidate_mib || invalidate_mib % 2 || invalidate_mib > 1024 ||
+	    invalidate_passes < 3 || !timeout_s || !repeat)
 		usage(argv[0]);
 
 	/*
@@ -490,23 +1093,32 @@ int main(int argc, char **argv)
 	 */
 	prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0);
 	guest_die_hook = setup_failed;
-	printf("bench-info device=%s pio=%llu cpuid=%llu fault_mib=%llu repeat=%u\n", dev,
+	printf("bench-info device=%s pio=%llu cpuid=%llu fault_mib=%llu pageout_mib=%llu "
+	       "invalidate_mib=%llu invalidate_passes=%llu repeat=%u\n", dev,
 	       (unsigned long long)pio, (unsigned long long)cpuid, (unsigned long long)fault_mib,
-	       repeat);
+	       (unsigned long long)pageout_mib, (unsigned long long)invalidate_mib,
+	       (unsigned long long)invalidate_passes, repeat);
 	fflush(stdout);
-	if (selected(only, "pio_exit"))
+	if (selected("pio_exit"))
 		bench(dev, "pio_exit", 1, bench_pio, pio, 0);
-	if (selected(only, "cpuid_exit"))
+	if (selected("cpuid_exit"))
 		bench(dev, "cpuid_exit", 1, bench_cpuid, cpuid, 0);
-	if (selected(only, "fault_4k"))
+	if (selected("fault_4k"))
 		bench(dev, "fault_4k", 1, bench_touch, fault_mib << 8, fault_mib);
-	if (selected(only, "fault_4k_4vcpu"))
+	if (selected("fault_4k_4vcpu"))
 		bench(dev, "fault_4k_4vcpu", 4, bench_touch, fault_mib << 8, fault_mib);
-	if (selected(only, "fault_thp")) {
+	if (selected("fault_thp")) {
 		prctl(PR_SET_THP_DISABLE, 0, 0, 0, 0);
 		thp_slot = 1;
 		bench(dev, "fault_thp", 1, bench_touch, fault_mib << 8, fault_mib);
 		thp_slot = 0;
+		prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0);
+	}
+	if (selected("pageout"))
+		bench_pageout_fault_in(dev, pageout_mib);
+	if (selected("invalidate")) {
+		prctl(PR_SET_THP_DISABLE, 0, 0, 0, 0);
+		bench_invalidate(dev, invalidate_mib, invalidate_passes);
 		prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0);
 	}
 	return failed;
