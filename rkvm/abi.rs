@@ -92,6 +92,11 @@ pub(crate) mod vm {
     pub(crate) const SET_TSS_ADDR: u32 = io(0x47);
     /// `KVM_SET_IDENTITY_MAP_ADDR`.
     pub(crate) const SET_IDENTITY_MAP_ADDR: u32 = iow(0x48, 8);
+    /// `KVM_GET_DIRTY_LOG`: `struct kvm_dirty_log` (slot, padding, bitmap
+    /// pointer).
+    pub(crate) const GET_DIRTY_LOG: u32 = iow(0x42, DIRTY_LOG_SIZE);
+    /// `sizeof(struct kvm_dirty_log)`.
+    pub(crate) const DIRTY_LOG_SIZE: usize = 16;
 }
 
 /// Ioctls of a vCPU fd.

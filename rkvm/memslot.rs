@@ -29,10 +29,9 @@ pub(crate) const MEM_READONLY: u32 = 1 << 1;
 /// `KVM_MEM_GUEST_MEMFD`.
 pub(crate) const MEM_GUEST_MEMFD: u32 = 1 << 2;
 
-/// Flags rkvm accepts today. Dirty logging and guest_memfd are refused
-/// (with `EINVAL`, as KVM refuses flags it does not support) rather than
-/// ignored, until they work.
-const VALID_FLAGS: u32 = MEM_READONLY;
+/// Flags rkvm accepts. guest_memfd is refused (with `EINVAL`, as KVM
+/// refuses flags it does not support) rather than ignored.
+const VALID_FLAGS: u32 = MEM_READONLY | MEM_LOG_DIRTY_PAGES;
 
 /// Flags accepted by the original `KVM_SET_USER_MEMORY_REGION`.
 const V1_FLAGS: u32 = MEM_LOG_DIRTY_PAGES | MEM_READONLY;
@@ -75,13 +74,21 @@ impl Memslot {
         self.base_gfn < end_gfn && base_gfn < self.end_gfn()
     }
 
+    /// Whether the slot logs dirty pages (`KVM_MEM_LOG_DIRTY_PAGES`).
+    pub(crate) const fn logs_dirty(&self) -> bool {
+        self.flags & MEM_LOG_DIRTY_PAGES != 0
+    }
+
     /// The largest TDP leaf level (1: 4 KiB, 2: 2 MiB, 3: 1 GiB) that may
     /// map `gfn` in this slot: the aligned block around it must lie in the
     /// slot, and guest frames and host addresses must be aligned alike, so
     /// that one host huge page can back the whole block (KVM's
-    /// `disallow_lpage`). Slots logging dirty pages will want 4 KiB only;
-    /// none do yet.
+    /// `disallow_lpage`). A slot that logs dirty pages is mapped 4 KiB at a
+    /// time, so that a write dirties one page.
     pub(crate) const fn max_mapping_level(&self, gfn: u64) -> u32 {
+        if self.logs_dirty() {
+            return 1;
+        }
         let mut level = 3;
         while level > 1 {
             let block = 1u64 << (9 * (level - 1));
@@ -277,8 +284,13 @@ pub(crate) fn by_id(slots: &[Memslot], id: u16) -> Option<&Memslot> {
 /// every set built by [`Change::build`] is.
 #[allow(dead_code)]
 pub(crate) fn lookup(slots: &[Memslot], gfn: u64) -> Option<&Memslot> {
+    lookup_index(slots, gfn).map(|i| &slots[i])
+}
+
+/// Index in `slots` of the slot containing `gfn`, as [`lookup`].
+pub(crate) fn lookup_index(slots: &[Memslot], gfn: u64) -> Option<usize> {
     let i = slots.partition_point(|s| s.end_gfn() <= gfn);
-    slots.get(i).filter(|s| s.contains(gfn))
+    slots.get(i).filter(|s| s.contains(gfn)).map(|_| i)
 }
 
 /// Checks `req` against the current `slots` exactly as KVM does and says
@@ -363,6 +375,33 @@ impl Change {
         match self {
             Self::Create(_) => None,
             Self::Delete(old) | Self::Move { old, .. } | Self::FlagsOnly { old, .. } => Some(old),
+        }
+    }
+
+    /// The slot whose guest frames must be unmapped once the change is
+    /// published: a deleted slot, or a moved one at its old place.
+    pub(crate) const fn unmapped(&self) -> Option<&Memslot> {
+        match self {
+            Self::Delete(old) | Self::Move { old, .. } => Some(old),
+            Self::Create(_) | Self::FlagsOnly { .. } => None,
+        }
+    }
+
+    /// The slot that starts logging dirty pages while mapped (a flags
+    /// change): its writable leaves must become read-only.
+    pub(crate) const fn starts_logging(&self) -> Option<&Memslot> {
+        match self {
+            Self::FlagsOnly { old, new } if !old.logs_dirty() && new.logs_dirty() => Some(new),
+            _ => None,
+        }
+    }
+
+    /// The slot that stops logging dirty pages: its 4 KiB leaves may be
+    /// replaced by large ones.
+    pub(crate) const fn stops_logging(&self) -> Option<&Memslot> {
+        match self {
+            Self::FlagsOnly { old, new } if old.logs_dirty() && !new.logs_dirty() => Some(new),
+            _ => None,
         }
     }
 
@@ -687,9 +726,33 @@ mod tests {
     }
 
     #[test]
+    fn dirty_logging_flag_changes() {
+        let mut set = Vec::new();
+        let log = |on| RegionRequest {
+            flags: if on { MEM_LOG_DIRTY_PAGES } else { 0 },
+            ..req(0, 0, 4 * MB, 0x4000_0000)
+        };
+        let c = apply(&mut set, log(true)).unwrap().unwrap();
+        assert!(c.starts_logging().is_none() && c.unmapped().is_none(), "created logging");
+        assert!(lookup(&set, 0).unwrap().logs_dirty());
+        assert_eq!(lookup(&set, 0).unwrap().max_mapping_level(0), 1);
+        let c = apply(&mut set, log(false)).unwrap().unwrap();
+        assert_eq!(c.stops_logging().map(|s| s.id), Some(0));
+        assert!(c.unmapped().is_none(), "a flags change keeps the mappings");
+        assert_eq!(lookup(&set, 0).unwrap().max_mapping_level(0), 2);
+        let c = apply(&mut set, log(true)).unwrap().unwrap();
+        assert_eq!(c.starts_logging().map(|s| s.id), Some(0));
+        assert_eq!(apply(&mut set, log(true)), Ok(None));
+        // Deleted or moved: unmapped at the old place.
+        let c = apply(&mut set, req(0, 0, 0, 0)).unwrap().unwrap();
+        assert_eq!(c.unmapped().map(|s| s.base_gfn), Some(0));
+        assert_eq!(lookup_index(&set, 0), None);
+    }
+
+    #[test]
     fn flags_not_yet_supported_are_refused() {
         let mut set = Vec::new();
-        for flags in [MEM_LOG_DIRTY_PAGES, MEM_GUEST_MEMFD, 1 << 3, u32::MAX] {
+        for flags in [MEM_GUEST_MEMFD, 1 << 3, u32::MAX] {
             let r = RegionRequest {
                 flags,
                 ..req(0, 0, MB, 0x10_0000)

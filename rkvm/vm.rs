@@ -34,8 +34,11 @@ use crate::{
     abi,
     anon_fd::AnonFile,
     caps, hw,
-    memslot::{self, HostLimits, HvaEntry, Memslot, RegionRequest, SlotError, MEM_READONLY},
+    memslot::{
+        self, HostLimits, HvaEntry, Memslot, RegionRequest, SlotError, MEM_READONLY, NR_MEMSLOTS,
+    },
     mmu::{
+        dirty,
         tdp::{PtCache, Tdp},
         tdp_mmu::{self, MapOutcome},
         Gfn, GuestPage,
@@ -49,10 +52,29 @@ use crate::{
     x86,
 };
 
+/// The dirty bitmap of a slot that logs dirty pages (see `mmu/dirty.rs`).
+/// It follows the slot across moves and flag changes, as KVM's does.
+struct DirtyLog {
+    bits: KVVec<AtomicU64>,
+}
+
+impl DirtyLog {
+    fn new(npages: u64) -> Result<Arc<Self>> {
+        let n = dirty::words(npages);
+        let mut bits = KVVec::with_capacity(n, GFP_KERNEL)?;
+        for _ in 0..n {
+            bits.push(AtomicU64::new(0), GFP_KERNEL)?;
+        }
+        Ok(Arc::new(Self { bits }, GFP_KERNEL)?)
+    }
+}
+
 /// One published set of memslots.
 struct Memslots {
     /// Sorted by gfn, disjoint (built only by `memslot::Change::build`).
     slots: KVec<Memslot>,
+    /// The dirty bitmap of each slot of `slots` that logs dirty pages.
+    dirty: KVec<Option<Arc<DirtyLog>>>,
     /// The slots by host address, for MMU-notifier ranges.
     hva_index: KVec<HvaEntry>,
     /// Bumped by every change, so a reader can tell two sets apart.
@@ -60,20 +82,39 @@ struct Memslots {
 }
 
 impl Memslots {
-    fn new(slots: KVec<Memslot>, generation: u64) -> Result<KBox<Self>> {
+    /// The set of `slots`; a slot that logs dirty pages keeps its bitmap
+    /// from `prev` (same id, logging there too), or gets a clear one.
+    fn new(slots: KVec<Memslot>, generation: u64, prev: Option<&Memslots>) -> Result<KBox<Self>> {
         let mut hva_index = KVec::with_capacity(slots.len(), GFP_KERNEL)?;
-        for _ in 0..slots.len() {
+        let mut dirty = KVec::with_capacity(slots.len(), GFP_KERNEL)?;
+        for s in slots.iter() {
             hva_index.push(HvaEntry::default(), GFP_KERNEL)?;
+            let log = if s.logs_dirty() {
+                match prev.and_then(|p| p.dirty_log(s.id)) {
+                    Some(log) => Some(log),
+                    None => Some(DirtyLog::new(s.npages)?),
+                }
+            } else {
+                None
+            };
+            dirty.push(log, GFP_KERNEL)?;
         }
         memslot::build_hva_index(&slots, &mut hva_index);
         Ok(KBox::new(
             Self {
                 slots,
+                dirty,
                 hva_index,
                 generation,
             },
             GFP_KERNEL,
         )?)
+    }
+
+    /// The dirty bitmap of slot `id`, if it logs dirty pages.
+    fn dirty_log(&self, id: u16) -> Option<Arc<DirtyLog>> {
+        let i = self.slots.iter().position(|s| s.id == id)?;
+        self.dirty.get(i)?.clone()
     }
 }
 
@@ -164,7 +205,7 @@ impl Vm {
         }
         let task = kernel::current!();
         let mm: &Mm = task.mm().ok_or(EINVAL)?;
-        let empty = Memslots::new(KVec::new(), 0)?;
+        let empty = Memslots::new(KVec::new(), 0, None)?;
         let mmu = Arc::pin_init(
             try_pin_init!(VmMmu {
                 memslots <- SrcuBox::new(empty, new_srcu!("Vm::memslots")),
@@ -207,7 +248,7 @@ impl Vm {
     fn set_memory_region(&self, req: &RegionRequest) -> Result {
         let _writer = self.slots_lock.lock();
         let mmu = &self.mmu;
-        let (next, generation, removed) = {
+        let (next, generation, change) = {
             let cur = mmu.memslots.read();
             let host = HostLimits {
                 max_gfn: x86::max_gfn(),
@@ -221,17 +262,67 @@ impl Vm {
             };
             let mut next = KVec::with_capacity(change.new_len(cur.slots.len()), GFP_KERNEL)?;
             change.build(&cur.slots, |s| next.push(s, GFP_KERNEL))?;
-            let removed = change
-                .removed()
-                .map(|s| (Gfn(s.base_gfn), Gfn(s.end_gfn())));
-            (next, cur.generation + 1, removed)
+            let new = Memslots::new(next, cur.generation + 1, Some(&cur))?;
+            (new, cur.generation + 1, change)
             // The read section ends here: `replace` below waits for readers.
         };
-        let new = Memslots::new(next, generation)?;
         mmu.slots_generation.store(generation, Ordering::Release);
-        mmu.memslots.replace(new);
-        if let Some((start, end)) = removed {
+        mmu.memslots.replace(next);
+        // Faults that saw the old set retry (the generation check), so the
+        // tables are fixed up after the new set is out.
+        let range = |s: &Memslot| (Gfn(s.base_gfn), Gfn(s.end_gfn()));
+        if let Some((start, end)) = change.unmapped().map(range) {
             mmu.tdp.zap_gfn_range(start, end);
+        }
+        if let Some((start, end)) = change.starts_logging().map(range) {
+            mmu.tdp.write_protect_range(start, end);
+        }
+        if let Some((start, end)) = change.stops_logging().map(range) {
+            // Its 4 KiB leaves go, so faults map it as large as the host
+            // does again (KVM zaps only the leaves that could be larger).
+            mmu.tdp.zap_gfn_range(start, end);
+        }
+        Ok(())
+    }
+}
+
+impl Vm {
+    /// `KVM_GET_DIRTY_LOG` of slot `slot` (address space in the high 16
+    /// bits) into the user bitmap at `bitmap`: the pages written since the
+    /// last call, now write-protected again. `EINVAL` for a bad slot
+    /// number, `ENOENT` for a slot that does not exist or does not log,
+    /// `EFAULT` (with nothing taken) if the bitmap cannot be written.
+    fn get_dirty_log(&self, slot: u32, bitmap: u64) -> Result {
+        let (as_id, id) = (slot >> 16, slot as u16);
+        if as_id != 0 || id >= NR_MEMSLOTS {
+            return Err(EINVAL);
+        }
+        // As KVM: serialised with memslot changes.
+        let _writer = self.slots_lock.lock();
+        let slots = self.mmu.memslots.read();
+        let s = *memslot::by_id(&slots.slots, id).ok_or(ENOENT)?;
+        let log = slots.dirty_log(id).ok_or(ENOENT)?;
+        let n = dirty::words(s.npages);
+        let mut words = KVVec::with_capacity(n, GFP_KERNEL)?;
+        let mut bytes = KVVec::with_capacity(n * 8, GFP_KERNEL)?;
+        for _ in 0..n {
+            words.push(0u64, GFP_KERNEL)?;
+            bytes.extend_from_slice(&[0u8; 8], GFP_KERNEL)?;
+        }
+        // Nothing is taken unless the whole bitmap can be written.
+        uarg::write(bitmap as usize, &bytes)?;
+        self.mmu.tdp.collect_dirty(Gfn(s.base_gfn), &log.bits, &mut words);
+        for (i, w) in words.iter().enumerate() {
+            for (j, b) in w.to_ne_bytes().iter().enumerate() {
+                bytes[i * 8 + j] = *b;
+            }
+        }
+        if uarg::write(bitmap as usize, &bytes).is_err() {
+            // Unmapped meanwhile: reported next time instead of lost.
+            for (i, w) in words.iter().enumerate() {
+                dirty::put_back(&log.bits, i, *w);
+            }
+            return Err(EFAULT);
         }
         Ok(())
     }
@@ -305,19 +396,24 @@ impl Vm {
         cache: &mut PtCache,
     ) -> Result<NpfOutcome> {
         let slots = self.mmu.memslots.read();
-        let Some(slot) = memslot::lookup(&slots.slots, gfn.0) else {
+        let Some(idx) = memslot::lookup_index(&slots.slots, gfn.0) else {
             return Ok(NpfOutcome::Mmio);
         };
+        let slot = &slots.slots[idx];
         let slot_writable = slot.flags & MEM_READONLY == 0;
         if write && !slot_writable {
             return Ok(NpfOutcome::Mmio);
         }
+        // A slot that logs dirty pages is mapped writable only by a write,
+        // which is logged.
+        let log = slots.dirty.get(idx).and_then(|l| l.as_ref());
+        let map_writable = slot_writable && (write || log.is_none());
         let hva = slot.gfn_to_hva(gfn.0);
         let tdp = &self.mmu.tdp;
         // Before the lookup: an invalidation that changes the host mapping
         // after it is seen under `mmu_lock` below.
         let seq = tdp.fault_seq();
-        let page = GuestPage::get(hva, write, slot_writable)?;
+        let page = GuestPage::get(hva, write, map_writable)?;
         cache.top_up()?;
         let held = tdp.read_lock();
         if self.mmu.slots_generation.load(Ordering::Acquire) != slots.generation
@@ -337,6 +433,14 @@ impl Vm {
         // host unmaps the page, and `page` is released (and marked dirty if
         // mapped writable) when it goes, after `held`.
         let outcome = held.map(gfn, page.pfn(), page.writable(), level, cache);
+        if let Some(log) = log {
+            if page.writable() && outcome != MapOutcome::Retry {
+                // Under `mmu_lock`, as the leaf became writable: a
+                // collection either saw the leaf read-only before, or
+                // takes this bit after (see `mmu/dirty.rs`).
+                dirty::mark(&log.bits, gfn.0 - slot.base_gfn);
+            }
+        }
         drop(held);
         if outcome == MapOutcome::TableInTheWay {
             // Small pages mapped this block before the host collapsed it:
@@ -425,6 +529,12 @@ impl AnonFile for Vm {
                 this.set_memory_region(&req).map(|()| 0)
             }
             abi::GET_STATS_FD => StatsFile::create_fd(this.into(), fmt!("kvm-{}", this.pid)),
+            abi::vm::GET_DIRTY_LOG => {
+                let req: [u8; abi::vm::DIRTY_LOG_SIZE] = uarg::read(arg)?;
+                let slot = u32::from_ne_bytes(abi::field(&req, 0));
+                let bitmap = u64::from_ne_bytes(abi::field(&req, 8));
+                this.get_dirty_log(slot, bitmap).map(|()| 0)
+            }
             // KVM answers unknown VM ioctls with ENOTTY.
             _ => Err(ENOTTY),
         }

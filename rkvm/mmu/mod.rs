@@ -4,6 +4,7 @@
 //! pages behind guest frames.
 
 pub(crate) mod atomic;
+pub(crate) mod dirty;
 pub(crate) mod guest_walk;
 pub(crate) mod invalidate;
 mod page_ref;

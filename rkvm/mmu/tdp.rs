@@ -35,6 +35,7 @@ use super::{
     invalidate::InvalidateState,
     spte::{Ept, Npt, ROOT_LEVEL},
     atomic::{AtomicU64, Ordering},
+    dirty,
     tdp_mmu::{self, ChangeOps, LeafCounts, MapOutcome, ZapOps},
     tlb::TlbTracker,
     types::{Gfn, Hpa, Pfn},
@@ -173,6 +174,68 @@ impl Tdp {
                 tdp_mmu::zap_range::<F, _>(&tables, root, ROOT_LEVEL, start, end, &mut z)
             });
         }
+        if flush {
+            self.flush_remote_tlbs(held);
+        }
+        z.reaper.release_flushed();
+    }
+
+    /// A slot on guest frames `[start, end)` starts logging dirty pages:
+    /// its writable leaves become read-only and its large leaves go, in
+    /// one walk, so that each write from now on faults (and is logged).
+    /// When this returns, no vCPU can write there through a stale TLB
+    /// entry.
+    pub(crate) fn write_protect_range(&self, start: Gfn, end: Gfn) {
+        let held = self.mmu_lock.write();
+        self.write_protect_with(&held, |protect| protect(start, end, &|_| true));
+    }
+
+    /// `KVM_GET_DIRTY_LOG`'s collection for a slot whose first frame is
+    /// `base` and whose bitmap is `bits`: takes each word into `out` and
+    /// write-protects the pages it names, under `mmu_lock` held for write
+    /// (faults set bits under it held for read: see `dirty.rs`). When this
+    /// returns, every page reported is read-only to every vCPU.
+    pub(crate) fn collect_dirty(&self, base: Gfn, bits: &[AtomicU64], out: &mut [u64]) {
+        let held = self.mmu_lock.write();
+        self.write_protect_with(&held, |protect| {
+            let mut flush = false;
+            for (i, word) in out.iter_mut().enumerate() {
+                let mask = dirty::take(bits, i);
+                *word = mask;
+                if mask == 0 {
+                    continue;
+                }
+                let first = base.add(i as u64 * 64);
+                let (lo, hi) = (mask.trailing_zeros() as u64, 63 - mask.leading_zeros() as u64);
+                let wanted = |g: Gfn| mask & (1 << (g.0 - first.0)) != 0;
+                flush |= protect(first.add(lo), first.add(hi + 1), &wanted);
+            }
+            flush
+        });
+    }
+
+    /// Runs `body` with a function that write-protects a range (see
+    /// `tdp_mmu::write_protect`), then flushes once if anything lost W.
+    fn write_protect_with(
+        &self,
+        held: &WriteGuard<'_>,
+        body: impl FnOnce(&mut dyn FnMut(Gfn, Gfn, &dyn Fn(Gfn) -> bool) -> bool) -> bool,
+    ) {
+        let tables = DirectMap::new(held);
+        // INVARIANT: `held` guards this MMU's lock.
+        let mut z = Zapper {
+            tdp: self,
+            held,
+            reaper: Reaper::zap(),
+            may_block: true,
+        };
+        let root = self.root_hpa();
+        let format = self.format;
+        let flush = body(&mut |start, end, want| {
+            with_format!(format, F => {
+                tdp_mmu::write_protect::<F, _>(&tables, root, ROOT_LEVEL, start, end, want, &mut z)
+            })
+        });
         if flush {
             self.flush_remote_tlbs(held);
         }

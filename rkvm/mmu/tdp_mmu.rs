@@ -478,6 +478,46 @@ pub(crate) fn zap_range<F: SpteFormat, S: TableStore>(
     flush
 }
 
+/// Write-protects, in the tree under `root`, the 4 KiB leaves mapping
+/// guest frames `[start, end)` that `want` picks, and zaps the larger
+/// leaves there (dirty logging: a write then faults, and is logged; a
+/// slot that logs is mapped 4 KiB at a time). `mmu_lock` held for write;
+/// yields through `ops` as [`zap_range`] does. W goes through the SPTE
+/// door, which marks the page dirty if it was written through the leaf.
+/// Returns whether a TLB flush is still needed.
+pub(crate) fn write_protect<F: SpteFormat, S: TableStore>(
+    store: &S,
+    root: Hpa,
+    root_level: u32,
+    start: Gfn,
+    end: Gfn,
+    want: impl Fn(Gfn) -> bool,
+    ops: &mut impl ZapOps,
+) -> bool {
+    let mut flush = false;
+    let mut iter = TdpIter::new(store, root, root_level, PG_LEVEL_4K, start, end);
+    while iter.valid() {
+        if iter.can_yield() && ops.should_yield() {
+            ops.yield_lock(flush);
+            flush = false;
+            iter.mark_yielded();
+            iter.next();
+            continue;
+        }
+        let old = iter.old_spte();
+        let level = iter.level();
+        if old.is_shadow_present() && old.is_last(level) {
+            if level > PG_LEVEL_4K {
+                flush |= set_spte::<F, S>(&mut iter, Spte::EMPTY, ops);
+            } else if F::is_writable(old) && want(iter.gfn()) {
+                flush |= set_spte::<F, S>(&mut iter, Spte(old.0 & !F::WRITABLE), ops);
+            }
+        }
+        iter.next();
+    }
+    flush
+}
+
 /// The change handler's operations of a teardown, in a wrapper that never
 /// yields: nobody else can reach the tables.
 struct Teardown<'a, O: ChangeOps>(&'a mut O);
@@ -815,6 +855,38 @@ mod tests {
         assert_eq!(large(&mut c), MapOutcome::Installed);
         let e = entry_at(&s, 0x1401, 2);
         assert!(e.is_last(2) && e.pfn() == Pfn(0x7000));
+    }
+
+    #[test]
+    fn write_protection_for_dirty_logging() {
+        let s = Store::new(16);
+        let mut c = s.cache(3);
+        for gfn in [0x10, 0x11, 0x12] {
+            c.top_up();
+            s.map(gfn, 0x100 + gfn, true, &mut c);
+        }
+        c.top_up();
+        s.map(0x13, 0x200, false, &mut c);
+        c.top_up();
+        map_at::<Npt, _>(&s, ROOT, ROOT_LEVEL, Gfn(0x400), Pfn(0x800), true, 2, &mut c, None);
+        let mut r = recorder(&s);
+        let flush = write_protect::<Npt, _>(&s, ROOT, ROOT_LEVEL, Gfn(0), Gfn(0x1000), |g| g.0 != 0x11, &mut r);
+        assert!(flush);
+        let w = |gfn| Npt::is_writable(s.leaf(gfn));
+        assert!(!w(0x10) && w(0x11) && !w(0x12) && !w(0x13));
+        assert_eq!(s.leaf(0x10).pfn(), Pfn(0x110), "still mapped");
+        // Written through (W and D): their pages are dirty now, once.
+        assert_eq!(r.dirtied, [Pfn(0x110), Pfn(0x112)]);
+        // The 2 MiB leaf is gone (its page released, dirty), not split.
+        assert_eq!(entry_at(&s, 0x400, 2), Spte::EMPTY);
+        assert_eq!(r.pages, [(Pfn(0x800), true)]);
+        // Nothing left to protect: no flush.
+        let mut r = recorder(&s);
+        assert!(!write_protect::<Npt, _>(&s, ROOT, ROOT_LEVEL, Gfn(0), Gfn(0x1000), |g| g.0 != 0x11, &mut r));
+        // A write fault makes it writable again, in place.
+        c.top_up();
+        assert_eq!(s.map(0x10, 0x110, true, &mut c), MapOutcome::AlreadyMapped);
+        assert!(w(0x10));
     }
 
     #[test]

@@ -39,6 +39,8 @@ mod msr;
 mod mmu {
     #[path = "atomic.rs"]
     pub(crate) mod atomic;
+    #[path = "dirty.rs"]
+    pub(crate) mod dirty;
     #[path = "guest_walk.rs"]
     pub(crate) mod guest_walk;
     #[path = "invalidate.rs"]

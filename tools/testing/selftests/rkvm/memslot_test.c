@@ -134,8 +134,7 @@ TEST_F(vm, bad_arguments_are_einval)
 	EXPECT_EQ(-EINVAL, set_region(self->vm, NR_SLOTS, 0, 0, MB, m));
 	EXPECT_EQ(-EINVAL, set_region(self->vm, 0xffff, 0, 0, MB, m));
 	EXPECT_EQ(-EINVAL, set_region(self->vm, 1 << 16, 0, 0, MB, m));
-	/* Flags rkvm cannot honour yet, and unknown ones. */
-	EXPECT_EQ(-EINVAL, set_region(self->vm, 0, KVM_MEM_LOG_DIRTY_PAGES, 0, MB, m));
+	/* guest_memfd, which rkvm does not have, and unknown flags. */
 	EXPECT_EQ(-EINVAL, set_region2(self->vm, 0, KVM_MEM_GUEST_MEMFD, 0, MB, m));
 	EXPECT_EQ(-EINVAL, set_region(self->vm, 0, KVM_MEM_GUEST_MEMFD, 0, MB, m));
 	EXPECT_EQ(-EINVAL, set_region(self->vm, 0, 1 << 7, 0, MB, m));

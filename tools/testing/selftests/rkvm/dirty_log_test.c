@@ -1,0 +1,424 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * rkvm selftests of dirty logging (KVM_MEM_LOG_DIRTY_PAGES and
+ * KVM_GET_DIRTY_LOG), in the spirit of KVM's dirty_log_test:
+ *
+ *  - exact: vCPUs (1 and 4) write bursts of random pages of a logging slot
+ *    with a value of the round, the VMM collects the log between rounds,
+ *    and the pages reported must be exactly the pages written that round;
+ *  - migration: vCPUs keep writing random pages while the VMM collects
+ *    the log and copies the pages it reports, as live migration does;
+ *    once the vCPUs stop and a last collection is copied, the copy must
+ *    equal guest memory, byte for byte (a lost dirty bit is a page that
+ *    differs). With logging on from the slot's creation and turned on by
+ *    a flags change over memory the guest had mapped writable (THP-backed:
+ *    large leaves must go);
+ *  - logging turned off and on again while the guest runs;
+ *  - bad input: a bitmap the VMM cannot write (EFAULT; on rkvm the pages
+ *    are then reported by the next call), slots that do not exist or do
+ *    not log (ENOENT), bad slot numbers (EINVAL).
+ *
+ * Stock KVM passes them all: RKVM_DEV=/dev/kvm.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "kselftest_harness.h"
+#include "guest_lib.h"
+#include "rkvm_util.h"
+
+#define MB (1024UL * 1024)
+#define PAGE 4096UL
+
+#define REGION_GPA	0x40000000UL	/* slot 1: the logged guest RAM */
+#define SLOT		1
+#define PORT_BURST	0x52
+#define MBOX		GUEST_DATA	/* npages, burst, region GPA, value */
+#define MAX_VCPUS	4
+
+/*
+ * Forever: write `burst` random pages of the region (xorshift in R13,
+ * seeded per vCPU), the first qword of each, with the mailbox's value, or
+ * with the vCPU's own counter (R12) if that is 0; then OUT PORT_BURST.
+ */
+GUEST_CODE_BLOCK(writer_guest, ".code64",
+	"mov $" XSTR(MBOX) ", %rbp\n"
+	"1: mov 8(%rbp), %r14\n"
+	"2: mov %r13, %rax\n shl $13, %rax\n xor %rax, %r13\n"
+	"mov %r13, %rax\n shr $7, %rax\n xor %rax, %r13\n"
+	"mov %r13, %rax\n shl $17, %rax\n xor %rax, %r13\n"
+	"mov %r13, %rax\n xor %edx, %edx\n divq 0(%rbp)\n"
+	"shl $12, %rdx\n add 16(%rbp), %rdx\n"
+	"inc %r12\n mov 24(%rbp), %rax\n test %rax, %rax\n cmovz %r12, %rax\n"
+	"mov %rax, (%rdx)\n"
+	"dec %r14\n jnz 2b\n"
+	"out %al, $" XSTR(PORT_BURST) "\n"
+	"jmp 1b\n");
+
+struct dvm {
+	struct vm *vm;
+	struct vcpu *v[MAX_VCPUS];
+	int nr;
+	uint8_t *mem;
+	size_t size, npages;
+	volatile uint64_t *mbox;
+};
+
+static struct dvm *dvm_new(size_t size, int nr, uint32_t flags)
+{
+	struct dvm *d = calloc(1, sizeof(*d));
+	struct kvm_regs regs;
+	int i;
+
+	if (!d)
+		return NULL;
+	d->vm = vm_new(GUEST_MEM_SIZE);
+	d->size = size;
+	d->npages = size / PAGE;
+	d->mem = guest_alloc(size);
+	if (vm_set_region(d->vm, SLOT, flags, REGION_GPA, size, d->mem))
+		return NULL;
+	vm_load(d->vm, GUEST_CODE, writer_guest, writer_guest_end);
+	d->mbox = gpa_ptr(d->vm, MBOX);
+	d->mbox[0] = d->npages;
+	d->mbox[1] = 64;
+	d->mbox[2] = REGION_GPA;
+	d->mbox[3] = 0;
+	d->nr = nr;
+	for (i = 0; i < nr; i++) {
+		d->v[i] = vcpu_new(d->vm, i, MODE_LONG64, GUEST_CODE, GUEST_STACK - i * 0x1000);
+		vcpu_get_regs(d->v[i], &regs);
+		regs.r13 = 0x9e3779b97f4a7c15ULL * (i + 1);
+		vcpu_set_regs(d->v[i], &regs);
+	}
+	return d;
+}
+
+static void dvm_free(struct dvm *d)
+{
+	int i;
+
+	for (i = 0; i < d->nr; i++)
+		vcpu_free(d->v[i]);
+	vm_free(d->vm);
+	munmap(d->mem, d->size);
+	free(d);
+}
+
+/* One burst of vCPU @i: 0, or -1 (printed) if it did not end at its OUT. */
+static int burst(struct vcpu *v)
+{
+	int r = run_until_exit(v);
+
+	if (r < 0) {
+		fprintf(stderr, "# KVM_RUN: %s\n", strerror(-r));
+		return -1;
+	}
+	return check_io(v, KVM_EXIT_IO_OUT, 1, PORT_BURST, 1) ? -1 : 0;
+}
+
+static long get_log(struct dvm *d, void *bitmap)
+{
+	struct kvm_dirty_log log = { .slot = SLOT, .dirty_bitmap = bitmap };
+
+	return xioctl(d->vm->fd, KVM_GET_DIRTY_LOG, (unsigned long)&log);
+}
+
+static uint64_t *bitmap_new(struct dvm *d)
+{
+	return calloc((d->npages + 63) / 64, 8);
+}
+
+static bool test_bit(const uint64_t *b, size_t i)
+{
+	return b[i / 64] >> (i % 64) & 1;
+}
+
+static uint64_t first_qword(struct dvm *d, size_t page)
+{
+	return *(volatile uint64_t *)(d->mem + page * PAGE);
+}
+
+/* --- Exact: rounds of bursts, the log between them. ------------------- */
+
+struct burst_arg {
+	struct vcpu *v;
+	int bursts, failed;
+};
+
+static void *burst_thread(void *arg)
+{
+	struct burst_arg *a = arg;
+	int i;
+
+	for (i = 0; i < a->bursts; i++)
+		a->failed |= burst(a->v);
+	return NULL;
+}
+
+FIXTURE(exact) {
+	struct dvm *d;
+};
+
+FIXTURE_VARIANT(exact) {
+	int vcpus;
+};
+
+FIXTURE_VARIANT_ADD(exact, vcpus_1) { .vcpus = 1 };
+FIXTURE_VARIANT_ADD(exact, vcpus_4) { .vcpus = 4 };
+
+FIXTURE_SETUP(exact)
+{
+	self->d = dvm_new(8 * MB, variant->vcpus, KVM_MEM_LOG_DIRTY_PAGES);
+	ASSERT_NE(NULL, self->d);
+}
+
+FIXTURE_TEARDOWN(exact)
+{
+	dvm_free(self->d);
+}
+
+TEST_F(exact, reported_pages_are_the_written_pages)
+{
+	struct dvm *d = self->d;
+	uint64_t *bm = bitmap_new(d);
+	int rounds = stress_iters(20), r, i;
+	long reported = 0;
+	size_t p;
+
+	ASSERT_NE(NULL, bm);
+	/* Nothing written yet: nothing reported. */
+	ASSERT_EQ(0, get_log(d, bm));
+	for (p = 0; p < d->npages; p++)
+		ASSERT_FALSE(test_bit(bm, p));
+	for (r = 1; r <= rounds; r++) {
+		pthread_t t[MAX_VCPUS];
+		struct burst_arg a[MAX_VCPUS];
+		uint64_t value = 0xd1d1ULL << 48 | r;
+		long written = 0, bad = 0;
+
+		d->mbox[3] = value;
+		for (i = 0; i < d->nr; i++) {
+			a[i] = (struct burst_arg){ .v = d->v[i], .bursts = 2 };
+			ASSERT_EQ(0, pthread_create(&t[i], NULL, burst_thread, &a[i]));
+		}
+		for (i = 0; i < d->nr; i++) {
+			pthread_join(t[i], NULL);
+			ASSERT_EQ(0, a[i].failed);
+		}
+		ASSERT_EQ(0, get_log(d, bm));
+		for (p = 0; p < d->npages; p++) {
+			bool w = first_qword(d, p) == value;
+
+			written += w;
+			reported += test_bit(bm, p);
+			if (w != test_bit(bm, p) && bad++ < 5)
+				TH_LOG("round %d: page %zu %s", r, p,
+				       w ? "written, not reported" : "reported, not written");
+		}
+		ASSERT_EQ(0, bad);
+		ASSERT_LT(0, written);
+	}
+	TH_LOG("%d rounds, %d vCPUs: %ld pages reported, each written that round",
+	       rounds, d->nr, reported);
+	free(bm);
+}
+
+/* --- Migration: copy what the log reports while the guest writes. ---- */
+
+static volatile int mig_stop;
+
+static void *run_thread(void *arg)
+{
+	struct vcpu *v = arg;
+
+	while (!mig_stop)
+		if (burst(v))
+			return (void *)1;
+	return NULL;
+}
+
+/* Copies the pages @bm reports from guest memory to @copy. */
+static long copy_reported(struct dvm *d, const uint64_t *bm, uint8_t *copy)
+{
+	long n = 0;
+	size_t p;
+
+	for (p = 0; p < d->npages; p++) {
+		if (test_bit(bm, p)) {
+			memcpy(copy + p * PAGE, d->mem + p * PAGE, PAGE);
+			n++;
+		}
+	}
+	return n;
+}
+
+FIXTURE(migrate) {
+	struct dvm *d;
+};
+
+FIXTURE_VARIANT(migrate) {
+	int vcpus;
+	bool enable_later;	/* logging turned on by a flags change */
+};
+
+FIXTURE_VARIANT_ADD(migrate, from_creation_1) { .vcpus = 1 };
+FIXTURE_VARIANT_ADD(migrate, from_creation_4) { .vcpus = 4 };
+FIXTURE_VARIANT_ADD(migrate, enabled_later_4) { .vcpus = 4, .enable_later = true };
+
+FIXTURE_SETUP(migrate)
+{
+	self->d = dvm_new(16 * MB, variant->vcpus,
+			  variant->enable_later ? 0 : KVM_MEM_LOG_DIRTY_PAGES);
+	ASSERT_NE(NULL, self->d);
+}
+
+FIXTURE_TEARDOWN(migrate)
+{
+	dvm_free(self->d);
+}
+
+TEST_F(migrate, copy_of_reported_pages_equals_memory)
+{
+	struct dvm *d = self->d;
+	uint64_t *bm = bitmap_new(d);
+	uint8_t *copy = malloc(d->size);
+	int rounds = stress_iters(30), r, i;
+	pthread_t t[MAX_VCPUS];
+	long copied = 0, differ = 0;
+	size_t p;
+	void *ret;
+
+	ASSERT_NE(NULL, bm);
+	ASSERT_NE(NULL, copy);
+	if (variant->enable_later) {
+		/* The guest maps the memory writable (large leaves) first. */
+		for (i = 0; i < d->nr; i++)
+			for (r = 0; r < 8; r++)
+				ASSERT_EQ(0, burst(d->v[i]));
+		ASSERT_EQ(-ENOENT, get_log(d, bm)) TH_LOG("not logging yet");
+		ASSERT_EQ(0, vm_set_region(d->vm, SLOT, KVM_MEM_LOG_DIRTY_PAGES,
+					   REGION_GPA, d->size, d->mem));
+	}
+	/* The first pass copies everything; the log covers what follows. */
+	memcpy(copy, d->mem, d->size);
+	mig_stop = 0;
+	for (i = 0; i < d->nr; i++)
+		ASSERT_EQ(0, pthread_create(&t[i], NULL, run_thread, d->v[i]));
+	for (r = 0; r < rounds; r++) {
+		usleep(2000);
+		ASSERT_EQ(0, get_log(d, bm));
+		copied += copy_reported(d, bm, copy);
+	}
+	mig_stop = 1;
+	for (i = 0; i < d->nr; i++) {
+		pthread_join(t[i], &ret);
+		ASSERT_EQ(NULL, ret);
+	}
+	/* The last pass, with the vCPUs stopped. */
+	ASSERT_EQ(0, get_log(d, bm));
+	copied += copy_reported(d, bm, copy);
+	for (p = 0; p < d->npages; p++) {
+		if (memcmp(copy + p * PAGE, d->mem + p * PAGE, PAGE) && differ++ < 5)
+			TH_LOG("page %zu changed but was not reported", p);
+	}
+	TH_LOG("%d collections, %d vCPUs: %ld pages copied", rounds + 1, d->nr, copied);
+	EXPECT_EQ(0, differ);
+	EXPECT_LT(0, copied);
+	free(copy);
+	free(bm);
+}
+
+/* --- Logging off and on again; bad input. ----------------------------- */
+
+TEST(logging_off_and_on_again)
+{
+	struct dvm *d = dvm_new(4 * MB, 1, KVM_MEM_LOG_DIRTY_PAGES);
+	uint64_t *bm;
+	size_t p;
+	long n;
+
+	ASSERT_NE(NULL, d);
+	bm = bitmap_new(d);
+	ASSERT_EQ(0, burst(d->v[0]));
+	ASSERT_EQ(0, vm_set_region(d->vm, SLOT, 0, REGION_GPA, d->size, d->mem));
+	EXPECT_EQ(-ENOENT, get_log(d, bm));
+	/* Not logging: the guest writes, on large leaves again. */
+	ASSERT_EQ(0, burst(d->v[0]));
+	ASSERT_EQ(0, vm_set_region(d->vm, SLOT, KVM_MEM_LOG_DIRTY_PAGES, REGION_GPA,
+				   d->size, d->mem));
+	/* A new log starts clear: what was written before is not in it. */
+	ASSERT_EQ(0, get_log(d, bm));
+	for (p = 0, n = 0; p < d->npages; p++)
+		n += test_bit(bm, p);
+	EXPECT_EQ(0, n);
+	d->mbox[3] = 0x5a5a5a5a;
+	ASSERT_EQ(0, burst(d->v[0]));
+	ASSERT_EQ(0, get_log(d, bm));
+	for (p = 0, n = 0; p < d->npages; p++) {
+		n += test_bit(bm, p);
+		if (first_qword(d, p) == 0x5a5a5a5a)
+			EXPECT_TRUE(test_bit(bm, p));
+	}
+	EXPECT_LT(0, n);
+	free(bm);
+	dvm_free(d);
+}
+
+TEST(bad_input)
+{
+	struct dvm *d = dvm_new(4 * MB, 1, KVM_MEM_LOG_DIRTY_PAGES);
+	struct kvm_dirty_log log = { 0 };
+	uint64_t *bm;
+	void *ro;
+	size_t p;
+	long n;
+
+	ASSERT_NE(NULL, d);
+	bm = bitmap_new(d);
+	d->mbox[3] = 0x77;
+	ASSERT_EQ(0, burst(d->v[0]));
+	/*
+	 * A bitmap the VMM cannot write: EFAULT. rkvm also takes nothing
+	 * then, so the next call reports the pages; KVM takes the bits first
+	 * and loses them, so that part is rkvm's alone.
+	 */
+	EXPECT_EQ(-EFAULT, get_log(d, (void *)8));
+	ro = mmap(NULL, PAGE * 2, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, ro);
+	EXPECT_EQ(-EFAULT, get_log(d, ro));
+	ASSERT_EQ(0, get_log(d, bm));
+	for (p = 0, n = 0; p < d->npages; p++)
+		n += first_qword(d, p) == 0x77 && test_bit(bm, p);
+	if (strcmp(rkvm_dev_path(), "/dev/kvm"))
+		EXPECT_LT(0, n) TH_LOG("the pages are reported after the EFAULTs");
+	/*
+	 * Slots: slot 0 does not log, 7 does not exist, 0x7fff is past every
+	 * hypervisor's slot ids; address space 1 exists only with SMM
+	 * (KVM_CAP_MULTI_ADDRESS_SPACE > 1), where slot 1 is not in it.
+	 */
+	log.dirty_bitmap = bm;
+	log.slot = 0;
+	EXPECT_EQ(-ENOENT, xioctl(d->vm->fd, KVM_GET_DIRTY_LOG, (unsigned long)&log));
+	log.slot = 7;
+	EXPECT_EQ(-ENOENT, xioctl(d->vm->fd, KVM_GET_DIRTY_LOG, (unsigned long)&log));
+	log.slot = 0x7fff;
+	EXPECT_EQ(-EINVAL, xioctl(d->vm->fd, KVM_GET_DIRTY_LOG, (unsigned long)&log));
+	log.slot = 1 << 16 | SLOT;
+	EXPECT_EQ(xioctl(d->vm->sys, KVM_CHECK_EXTENSION, KVM_CAP_MULTI_ADDRESS_SPACE) > 1 ?
+		  -ENOENT : -EINVAL,
+		  xioctl(d->vm->fd, KVM_GET_DIRTY_LOG, (unsigned long)&log));
+	EXPECT_EQ(-EFAULT, xioctl(d->vm->fd, KVM_GET_DIRTY_LOG, 8));
+	munmap(ro, PAGE * 2);
+	free(bm);
+	dvm_free(d);
+}
+
+TEST_HARNESS_MAIN
