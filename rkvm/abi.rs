@@ -97,6 +97,15 @@ pub(crate) mod vm {
     pub(crate) const GET_DIRTY_LOG: u32 = iow(0x42, DIRTY_LOG_SIZE);
     /// `sizeof(struct kvm_dirty_log)`.
     pub(crate) const DIRTY_LOG_SIZE: usize = 16;
+    /// `KVM_CLEAR_DIRTY_LOG`: `struct kvm_clear_dirty_log` (slot,
+    /// num_pages, first_page, bitmap pointer).
+    pub(crate) const CLEAR_DIRTY_LOG: u32 = super::iowr(0xc0, CLEAR_DIRTY_LOG_SIZE);
+    /// `sizeof(struct kvm_clear_dirty_log)`.
+    pub(crate) const CLEAR_DIRTY_LOG_SIZE: usize = 24;
+    /// `KVM_ENABLE_CAP` on a VM fd: `struct kvm_enable_cap`.
+    pub(crate) const ENABLE_CAP: u32 = iow(0xa3, ENABLE_CAP_SIZE);
+    /// `sizeof(struct kvm_enable_cap)`.
+    pub(crate) const ENABLE_CAP_SIZE: usize = 104;
 }
 
 /// Ioctls of a vCPU fd.
@@ -194,6 +203,20 @@ pub(crate) mod cap {
     pub(crate) const SYNC_MMU: usize = 16;
     /// `KVM_GET_STATS_FD` on VM and vCPU fds.
     pub(crate) const BINARY_STATS_FD: usize = 203;
+    /// `KVM_CLEAR_DIRTY_LOG` and manual dirty-log protection, enabled with
+    /// `KVM_ENABLE_CAP`; the answer is the options it takes.
+    pub(crate) const MANUAL_DIRTY_LOG_PROTECT2: usize = 168;
+}
+
+/// `KVM_ENABLE_CAP(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2)` options (`args[0]`).
+pub(crate) mod dirty_log {
+    /// `KVM_GET_DIRTY_LOG` only reads; `KVM_CLEAR_DIRTY_LOG` re-protects.
+    pub(crate) const MANUAL_PROTECT_ENABLE: u64 = 1 << 0;
+    /// A slot's log starts with every page set (and the slot is not
+    /// write-protected until cleared).
+    pub(crate) const INITIALLY_SET: u64 = 1 << 1;
+    /// What `KVM_CHECK_EXTENSION` reports.
+    pub(crate) const MANUAL_CAPS: u64 = MANUAL_PROTECT_ENABLE | INITIALLY_SET;
 }
 
 /// Size of the area a vCPU fd maps: the `kvm_run` page plus the PIO data

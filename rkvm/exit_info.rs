@@ -15,8 +15,15 @@ pub(crate) enum Exit {
     Host,
     /// Port I/O.
     Io(IoExit),
-    /// A TDP fault (NPT or EPT violation) on `gpa`.
-    TdpFault { gpa: u64, write: bool, fetch: bool },
+    /// A TDP fault (NPT or EPT violation) on `gpa`: a write, an
+    /// instruction fetch, or a read; `present` if the hardware found a
+    /// present leaf (a protection fault: a write to a read-only leaf).
+    TdpFault {
+        gpa: u64,
+        write: bool,
+        fetch: bool,
+        present: bool,
+    },
     Cpuid,
     Hlt,
     /// RDMSR (`write == false`) or WRMSR.

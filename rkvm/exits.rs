@@ -282,7 +282,7 @@ impl CpuCore {
             cpu::cond_resched();
             let (exit, cpu) = self.enter(vm, fpu)?;
             stats.count(stats::vcpu::EXITS);
-            match self.handle_exit(vm, run, pio, &mut cache, exit, cpu)? {
+            match self.handle_exit(vm, run, pio, &mut cache, stats, exit, cpu)? {
                 Flow::Guest => {}
                 Flow::User => return Ok(()),
             }
@@ -320,12 +320,14 @@ impl CpuCore {
         Ok((exit?, cpu))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn handle_exit(
         &mut self,
         vm: &Vm,
         run: &RunPage<'_>,
         pio: &SharedPage<'_>,
         cache: &mut PtCache,
+        stats: &VcpuStats,
         exit: Exit,
         cpu: u32,
     ) -> Result<Flow> {
@@ -368,9 +370,12 @@ impl CpuCore {
                 run.set_exit_reason(kvm_exit::SHUTDOWN);
                 Flow::User
             }
-            Exit::TdpFault { gpa, write, fetch } => {
-                return self.handle_tdp_fault(vm, run, cache, gpa, write, fetch)
-            }
+            Exit::TdpFault {
+                gpa,
+                write,
+                fetch,
+                present,
+            } => return self.handle_tdp_fault(vm, run, cache, stats, gpa, write, fetch, present),
             Exit::FailEntry { reason } => {
                 run.set_fail_entry(reason, cpu);
                 Flow::User
@@ -605,16 +610,27 @@ impl CpuCore {
         true
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn handle_tdp_fault(
         &mut self,
         vm: &Vm,
         run: &RunPage<'_>,
         cache: &mut PtCache,
+        stats: &VcpuStats,
         gpa: u64,
         write: bool,
         fetch: bool,
+        present: bool,
     ) -> Result<Flow> {
-        let outcome = vm.handle_npf(crate::mmu::Gfn::from_gpa(gpa), write, cache);
+        let gfn = crate::mmu::Gfn::from_gpa(gpa);
+        if crate::module_parameters::fast_page_fault.value() && vm.fast_page_fault(gfn, write, present) {
+            stats.count(stats::vcpu::PF_FAST);
+            return Ok(Flow::Guest);
+        }
+        let outcome = vm.handle_npf(gfn, write, cache);
+        if let Ok(NpfOutcome::Mapped) = outcome {
+            stats.count(stats::vcpu::PF_FIXED);
+        }
         if let Ok(NpfOutcome::Mmio) = outcome {
             // Emulation walks the guest's page tables and segments.
             self.backend.sync_state();

@@ -45,6 +45,10 @@ module! {
     description: "KVM-compatible hypervisor written in Rust",
     license: "GPL",
     params: {
+        fast_page_fault: bool {
+            default: true,
+            description: "Fix write faults on write-protected pages (dirty logging) and access-tracked ones without mmu_lock (0: always the locked fault path, for comparison)",
+        },
         eptad: bool {
             default: true,
             description: "Use EPT accessed/dirty flags where the CPU has them (0: page aging access-tracks EPT leaves instead, as kvm_intel's eptad=0)",

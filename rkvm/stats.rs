@@ -82,7 +82,9 @@ pub(crate) mod vcpu {
     pub(crate) const MMIO_EXITS: usize = 2;
     pub(crate) const HALT_EXITS: usize = 3;
     pub(crate) const SIGNAL_EXITS: usize = 4;
-    pub(crate) const COUNT: usize = 5;
+    pub(crate) const PF_FIXED: usize = 5;
+    pub(crate) const PF_FAST: usize = 6;
+    pub(crate) const COUNT: usize = 7;
 
     pub(crate) const DESCS: [Desc; COUNT] = [
         // Exits from the guest, handled in the kernel or not.
@@ -92,6 +94,10 @@ pub(crate) mod vcpu {
         counter("mmio_exits"),
         counter("halt_exits"),
         counter("signal_exits"),
+        // TDP faults that mapped memory: on the locked path, and fixed by
+        // the fast page fault.
+        counter("pf_fixed"),
+        counter("pf_fast"),
     ];
 }
 

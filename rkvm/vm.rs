@@ -59,11 +59,15 @@ struct DirtyLog {
 }
 
 impl DirtyLog {
-    fn new(npages: u64) -> Result<Arc<Self>> {
+    /// A log of `npages` pages, clear or (`all_set`) with every page set.
+    fn new(npages: u64, all_set: bool) -> Result<Arc<Self>> {
         let n = dirty::words(npages);
         let mut bits = KVVec::with_capacity(n, GFP_KERNEL)?;
         for _ in 0..n {
             bits.push(AtomicU64::new(0), GFP_KERNEL)?;
+        }
+        if all_set {
+            dirty::set_all(&bits, npages);
         }
         Ok(Arc::new(Self { bits }, GFP_KERNEL)?)
     }
@@ -83,8 +87,14 @@ struct Memslots {
 
 impl Memslots {
     /// The set of `slots`; a slot that logs dirty pages keeps its bitmap
-    /// from `prev` (same id, logging there too), or gets a clear one.
-    fn new(slots: KVec<Memslot>, generation: u64, prev: Option<&Memslots>) -> Result<KBox<Self>> {
+    /// from `prev` (same id, logging there too), or gets a new one, clear
+    /// or (`logs_all_set`) all set.
+    fn new(
+        slots: KVec<Memslot>,
+        generation: u64,
+        prev: Option<&Memslots>,
+        logs_all_set: bool,
+    ) -> Result<KBox<Self>> {
         let mut hva_index = KVec::with_capacity(slots.len(), GFP_KERNEL)?;
         let mut dirty = KVec::with_capacity(slots.len(), GFP_KERNEL)?;
         for s in slots.iter() {
@@ -92,7 +102,7 @@ impl Memslots {
             let log = if s.logs_dirty() {
                 match prev.and_then(|p| p.dirty_log(s.id)) {
                     Some(log) => Some(log),
-                    None => Some(DirtyLog::new(s.npages)?),
+                    None => Some(DirtyLog::new(s.npages, logs_all_set)?),
                 }
             } else {
                 None
@@ -195,6 +205,9 @@ pub(crate) struct Vm {
     vcpu_ids: Mutex<KVec<u32>>,
     /// The creator's pid, which names the VM's statistics (`kvm-<pid>`).
     pid: i32,
+    /// `KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2` options (`abi::dirty_log`), set
+    /// by `KVM_ENABLE_CAP`.
+    dirty_log_options: AtomicU64,
 }
 
 impl Vm {
@@ -205,7 +218,7 @@ impl Vm {
         }
         let task = kernel::current!();
         let mm: &Mm = task.mm().ok_or(EINVAL)?;
-        let empty = Memslots::new(KVec::new(), 0, None)?;
+        let empty = Memslots::new(KVec::new(), 0, None, false)?;
         let mmu = Arc::pin_init(
             try_pin_init!(VmMmu {
                 memslots <- SrcuBox::new(empty, new_srcu!("Vm::memslots")),
@@ -225,6 +238,7 @@ impl Vm {
                 mmu,
                 vcpu_ids <- new_mutex!(KVec::new(), "Vm::vcpu_ids"),
                 pid: task.pid(),
+                dirty_log_options: AtomicU64::new(0),
             }),
             GFP_KERNEL,
         )
@@ -262,7 +276,7 @@ impl Vm {
             };
             let mut next = KVec::with_capacity(change.new_len(cur.slots.len()), GFP_KERNEL)?;
             change.build(&cur.slots, |s| next.push(s, GFP_KERNEL))?;
-            let new = Memslots::new(next, cur.generation + 1, Some(&cur))?;
+            let new = Memslots::new(next, cur.generation + 1, Some(&cur), self.logs_start_all_set())?;
             (new, cur.generation + 1, change)
             // The read section ends here: `replace` below waits for readers.
         };
@@ -275,7 +289,12 @@ impl Vm {
             mmu.tdp.zap_gfn_range(start, end);
         }
         if let Some((start, end)) = change.starts_logging().map(range) {
-            mmu.tdp.write_protect_range(start, end);
+            // A log that starts all set reports every page anyway; its
+            // pages are write-protected as `KVM_CLEAR_DIRTY_LOG` clears
+            // them (as KVM).
+            if !self.logs_start_all_set() {
+                mmu.tdp.write_protect_range(start, end);
+            }
         }
         if let Some((start, end)) = change.stops_logging().map(range) {
             // Its 4 KiB leaves go, so faults map it as large as the host
@@ -293,15 +312,9 @@ impl Vm {
     /// number, `ENOENT` for a slot that does not exist or does not log,
     /// `EFAULT` (with nothing taken) if the bitmap cannot be written.
     fn get_dirty_log(&self, slot: u32, bitmap: u64) -> Result {
-        let (as_id, id) = (slot >> 16, slot as u16);
-        if as_id != 0 || id >= NR_MEMSLOTS {
-            return Err(EINVAL);
-        }
         // As KVM: serialised with memslot changes.
         let _writer = self.slots_lock.lock();
-        let slots = self.mmu.memslots.read();
-        let s = *memslot::by_id(&slots.slots, id).ok_or(ENOENT)?;
-        let log = slots.dirty_log(id).ok_or(ENOENT)?;
+        let (s, log) = self.logging_slot(slot)?;
         let n = dirty::words(s.npages);
         let mut words = KVVec::with_capacity(n, GFP_KERNEL)?;
         let mut bytes = KVVec::with_capacity(n * 8, GFP_KERNEL)?;
@@ -311,7 +324,18 @@ impl Vm {
         }
         // Nothing is taken unless the whole bitmap can be written.
         uarg::write(bitmap as usize, &bytes)?;
-        self.mmu.tdp.collect_dirty(Gfn(s.base_gfn), &log.bits, &mut words);
+        if self.dirty_log_options.load(Ordering::Relaxed) & abi::dirty_log::MANUAL_PROTECT_ENABLE != 0 {
+            // Manual protection: a snapshot; `KVM_CLEAR_DIRTY_LOG` takes.
+            for (i, w) in words.iter_mut().enumerate() {
+                *w = dirty::read(&log.bits, i);
+            }
+        } else {
+            self.mmu.tdp.collect_dirty(Gfn(s.base_gfn), 0..n, |i| {
+                let mask = dirty::take(&log.bits, i);
+                words[i] = mask;
+                mask
+            });
+        }
         for (i, w) in words.iter().enumerate() {
             for (j, b) in w.to_ne_bytes().iter().enumerate() {
                 bytes[i * 8 + j] = *b;
@@ -325,6 +349,82 @@ impl Vm {
             return Err(EFAULT);
         }
         Ok(())
+    }
+
+    /// The slot `slot` (address space in bits 31:16) names and its dirty
+    /// log: `EINVAL` for a bad number, `ENOENT` if it does not exist or does
+    /// not log. The caller holds `slots_lock`, so the slot stays as it is.
+    fn logging_slot(&self, slot: u32) -> Result<(Memslot, Arc<DirtyLog>)> {
+        let (as_id, id) = (slot >> 16, slot as u16);
+        if as_id != 0 || id >= NR_MEMSLOTS {
+            return Err(EINVAL);
+        }
+        let slots = self.mmu.memslots.read();
+        let s = *memslot::by_id(&slots.slots, id).ok_or(ENOENT)?;
+        Ok((s, slots.dirty_log(id).ok_or(ENOENT)?))
+    }
+
+    /// `KVM_CLEAR_DIRTY_LOG`: takes the pages the user bitmap at `bitmap`
+    /// names from slot `slot`'s log, `num_pages` from `first_page`, and
+    /// write-protects those that were set, so their next write is logged.
+    /// `first_page` must be a multiple of 64 and the range in the slot;
+    /// `num_pages` a multiple of 64 unless it reaches the slot's end.
+    /// `EFAULT` (nothing taken) if the bitmap cannot be read.
+    fn clear_dirty_log(&self, slot: u32, first_page: u64, num_pages: u64, bitmap: u64) -> Result {
+        let (as_id, id) = (slot >> 16, slot as u16);
+        if as_id != 0 || id >= NR_MEMSLOTS || first_page % 64 != 0 {
+            return Err(EINVAL);
+        }
+        let _writer = self.slots_lock.lock();
+        let (s, log) = self.logging_slot(slot)?;
+        let rest = s.npages.checked_sub(first_page).ok_or(EINVAL)?;
+        if num_pages > rest || (num_pages < rest && num_pages % 64 != 0) {
+            return Err(EINVAL);
+        }
+        let n = dirty::words(num_pages);
+        let mut bytes = KVVec::with_capacity(n * 8, GFP_KERNEL)?;
+        for _ in 0..n {
+            bytes.extend_from_slice(&[0u8; 8], GFP_KERNEL)?;
+        }
+        uarg::read_into(bitmap as usize, &mut bytes)?;
+        let first_word = (first_page / 64) as usize;
+        self.mmu.tdp.collect_dirty(Gfn(s.base_gfn), first_word..first_word + n, |i| {
+            let at = (i - first_word) * 8;
+            let mut word = [0u8; 8];
+            for (j, b) in word.iter_mut().enumerate() {
+                *b = bytes[at + j];
+            }
+            dirty::take_masked(&log.bits, i, u64::from_ne_bytes(word))
+        });
+        Ok(())
+    }
+
+    /// `KVM_ENABLE_CAP` on the VM: only manual dirty-log protection, with
+    /// KVM's checks (no flags; `INITIALLY_SET` only with
+    /// `MANUAL_PROTECT_ENABLE`); `EINVAL` for anything else, as KVM.
+    fn enable_cap(&self, cap: usize, flags: u32, arg0: u64) -> Result {
+        use abi::dirty_log::{MANUAL_CAPS, MANUAL_PROTECT_ENABLE};
+        match cap {
+            abi::cap::MANUAL_DIRTY_LOG_PROTECT2 => {
+                let allowed = if arg0 & MANUAL_PROTECT_ENABLE != 0 {
+                    MANUAL_CAPS
+                } else {
+                    MANUAL_PROTECT_ENABLE
+                };
+                if flags != 0 || arg0 & !allowed != 0 {
+                    return Err(EINVAL);
+                }
+                self.dirty_log_options.store(arg0, Ordering::Relaxed);
+                Ok(())
+            }
+            _ => Err(EINVAL),
+        }
+    }
+
+    /// Whether a new dirty log starts with every page set.
+    fn logs_start_all_set(&self) -> bool {
+        let o = self.dirty_log_options.load(Ordering::Relaxed);
+        o == abi::dirty_log::MANUAL_CAPS
     }
 }
 
@@ -386,6 +486,30 @@ impl Vm {
         let hva = slot.gfn_to_hva(gfn) + (gpa & 0xfff);
         // The VM's memory is the current process's (the VM's owner).
         uarg::cmpxchg(hva, size, old, new).ok()
+    }
+
+    /// The fast page fault: fixes a fault on `gfn` without `mmu_lock` or a
+    /// host page lookup if the leaf is there and only protected for
+    /// tracking (see `Tdp::fast_fault`); logs the page if the fix made it
+    /// writable in a slot that logs. `false`: take [`Self::handle_npf`].
+    pub(crate) fn fast_page_fault(&self, gfn: Gfn, write: bool, present: bool) -> bool {
+        let slots = self.mmu.memslots.read();
+        let Some(idx) = memslot::lookup_index(&slots.slots, gfn.0) else {
+            return false;
+        };
+        let Some(made_writable) = self.mmu.tdp.fast_fault(gfn, write, present) else {
+            return false;
+        };
+        if made_writable {
+            if let Some(log) = slots.dirty.get(idx).and_then(|l| l.as_ref()) {
+                // After the leaf became writable, without `mmu_lock`: a
+                // collection that takes the word first leaves the leaf
+                // writable (its bit was not taken), and the bit set now is
+                // reported by the next one (see locking.rst).
+                dirty::mark(&log.bits, gfn.0 - slots.slots[idx].base_gfn);
+            }
+        }
+        true
     }
 
     /// Resolves a nested page fault on `gfn`. May sleep (GUP).
@@ -529,6 +653,23 @@ impl AnonFile for Vm {
                 this.set_memory_region(&req).map(|()| 0)
             }
             abi::GET_STATS_FD => StatsFile::create_fd(this.into(), fmt!("kvm-{}", this.pid)),
+            abi::vm::ENABLE_CAP => {
+                let req: [u8; abi::vm::ENABLE_CAP_SIZE] = uarg::read(arg)?;
+                let cap = u32::from_ne_bytes(abi::field(&req, 0));
+                let flags = u32::from_ne_bytes(abi::field(&req, 4));
+                let arg0 = u64::from_ne_bytes(abi::field(&req, 8));
+                this.enable_cap(cap as usize, flags, arg0).map(|()| 0)
+            }
+            abi::vm::CLEAR_DIRTY_LOG => {
+                let req: [u8; abi::vm::CLEAR_DIRTY_LOG_SIZE] = uarg::read(arg)?;
+                this.clear_dirty_log(
+                    u32::from_ne_bytes(abi::field(&req, 0)),
+                    u64::from_ne_bytes(abi::field(&req, 8)),
+                    u32::from_ne_bytes(abi::field(&req, 4)) as u64,
+                    u64::from_ne_bytes(abi::field(&req, 16)),
+                )
+                .map(|()| 0)
+            }
             abi::vm::GET_DIRTY_LOG => {
                 let req: [u8; abi::vm::DIRTY_LOG_SIZE] = uarg::read(arg)?;
                 let slot = u32::from_ne_bytes(abi::field(&req, 0));

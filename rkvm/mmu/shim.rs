@@ -30,10 +30,13 @@ pub(crate) fn rcu_barrier() {
 }
 
 /// Proof that the page tables cannot be freed under the holder: `mmu_lock`
-/// held in either mode, or exclusive ownership of the whole MMU.
+/// held in either mode, an RCU read section (a table is freed only
+/// through RCU while the MMU lives: see `DirectMap`), or exclusive
+/// ownership of the whole MMU.
 pub(crate) trait TablesHeld {}
 impl TablesHeld for ReadGuard<'_> {}
 impl TablesHeld for WriteGuard<'_> {}
+impl TablesHeld for kernel::sync::rcu::Guard {}
 /// Held by `Tdp`'s drop: nobody else can reach the tables.
 pub(crate) struct Exclusive;
 impl TablesHeld for Exclusive {}

@@ -180,6 +180,27 @@ pub(crate) trait SpteFormat {
         Spte(cleared | saved << ACC_TRACK_SAVED_SHIFT)
     }
 
+    /// The permissions an access-tracked leaf saved (none for any other
+    /// entry).
+    fn saved_permissions(s: Spte) -> u64 {
+        if !s.is_shadow_present() || Self::is_hw_present(s) {
+            return 0;
+        }
+        (s.0 >> ACC_TRACK_SAVED_SHIFT) & Self::HW_PRESENT_MASK & !Self::WRITABLE
+    }
+
+    /// An access-tracked leaf made present again with the permissions it
+    /// saved (KVM's `restore_acc_track_spte`), accessed; any other entry
+    /// unchanged.
+    fn restored(s: Spte) -> Spte {
+        let saved = Self::saved_permissions(s);
+        if saved == 0 {
+            return s;
+        }
+        let cleared = s.0 & !(saved << ACC_TRACK_SAVED_SHIFT);
+        Spte(cleared | saved | Self::ACCESSED)
+    }
+
     fn is_writable(s: Spte) -> bool {
         s.0 & Self::WRITABLE != 0
     }
@@ -489,6 +510,14 @@ mod tests {
         // A large leaf stays large.
         let big = Spte(Ept::leaf(Pfn(0x200), false).0 | LARGE);
         assert!(Ept::aged(big, false).is_last(2));
+        // Restored: the saved bits back, accessed, still not writable.
+        let back = Ept::restored(t);
+        assert!(Ept::is_hw_present(back) && Ept::is_young(back, false));
+        assert_eq!(back.0 & ept::RWX, ept::READABLE | ept::EXECUTABLE);
+        assert_eq!(back.0 & saved, 0);
+        assert!(Ept::is_host_writable(back) && !Ept::is_writable(back));
+        assert_eq!(Ept::restored(back), back, "only tracked leaves change");
+        assert_eq!(Ept::restored(Spte::FROZEN), Spte::FROZEN);
         // NPT (always A/D in practice) tracks the same way if asked.
         let n = Npt::aged(Npt::leaf(Pfn(3), true), false);
         assert!(!Npt::is_hw_present(n) && n.is_shadow_present() && !Npt::is_young(n, false));

@@ -35,7 +35,6 @@ use super::{
     invalidate::InvalidateState,
     spte::{Ept, Npt, ROOT_LEVEL},
     atomic::{AtomicU64, Ordering},
-    dirty,
     tdp_mmu::{self, ChangeOps, LeafCounts, MapOutcome, ZapOps},
     tlb::TlbTracker,
     types::{Gfn, Hpa, Pfn},
@@ -190,18 +189,24 @@ impl Tdp {
         self.write_protect_with(&held, |protect| protect(start, end, &|_| true));
     }
 
-    /// `KVM_GET_DIRTY_LOG`'s collection for a slot whose first frame is
-    /// `base` and whose bitmap is `bits`: takes each word into `out` and
-    /// write-protects the pages it names, under `mmu_lock` held for write
-    /// (faults set bits under it held for read: see `dirty.rs`). When this
-    /// returns, every page reported is read-only to every vCPU.
-    pub(crate) fn collect_dirty(&self, base: Gfn, bits: &[AtomicU64], out: &mut [u64]) {
+    /// Dirty-log collection (`KVM_GET_DIRTY_LOG`, `KVM_CLEAR_DIRTY_LOG`)
+    /// for the slot whose first frame is `base`: for each word index `i`
+    /// in `words`, `take(i)` takes bits of word `i` of the slot's bitmap
+    /// (see `dirty.rs`) and the pages they name are write-protected, all
+    /// under `mmu_lock` held for write (the locked fault path sets bits
+    /// under it held for read). When this returns, every page taken is
+    /// read-only to every vCPU.
+    pub(crate) fn collect_dirty(
+        &self,
+        base: Gfn,
+        words: core::ops::Range<usize>,
+        mut take: impl FnMut(usize) -> u64,
+    ) {
         let held = self.mmu_lock.write();
         self.write_protect_with(&held, |protect| {
             let mut flush = false;
-            for (i, word) in out.iter_mut().enumerate() {
-                let mask = dirty::take(bits, i);
-                *word = mask;
+            for i in words {
+                let mask = take(i);
                 if mask == 0 {
                     continue;
                 }
@@ -294,6 +299,24 @@ impl Tdp {
             self.flush_remote_tlbs(&held);
         }
         young
+    }
+
+    /// The lockless fast path of a fault on `gfn` (see
+    /// `tdp_mmu::fast_fault`), for the faults it can fix: a `write` to a
+    /// leaf the hardware found `present` (write-protected), or any access
+    /// to a leaf that is not present to the hardware where aging
+    /// access-tracks leaves (no hardware accessed bits). `None`: take the
+    /// locked path; `Some(made_writable)`: fixed.
+    pub(crate) fn fast_fault(&self, gfn: Gfn, write: bool, present: bool) -> Option<bool> {
+        if !(write && present) && (present || self.hw_accessed) {
+            return None;
+        }
+        let rcu = kernel::sync::rcu::read_lock();
+        let tables = DirectMap::new(&rcu);
+        let root = self.root_hpa();
+        with_format!(self.format, F => {
+            tdp_mmu::fast_fault::<F, _>(&tables, root, ROOT_LEVEL, gfn, write)
+        })
     }
 
     /// What a fault reads before it looks up the host page, to check

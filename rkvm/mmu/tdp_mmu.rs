@@ -392,6 +392,60 @@ fn map_leaf<F: SpteFormat, S: TableStore>(
     }
 }
 
+/// The fast page fault (KVM's `fast_page_fault`): fixes, with one
+/// compare-and-exchange and without `mmu_lock`, a fault on a leaf that is
+/// only protected for tracking: a `write` to a present leaf that is
+/// host- and MMU-writable (write-protected for dirty logging), and any
+/// access to an access-tracked leaf (restored; made writable too for a
+/// write, under the same condition). The caller holds an RCU read section
+/// (tables are freed only through RCU), so the walk's tables stay. The
+/// leaf keeps its page, so nothing is released and no flush is needed
+/// (the CPU drops a translation whose use faulted).
+///
+/// Returns `None` if the fault needs the locked path (nothing mapped, a
+/// frozen entry, a leaf the MMU or the host does not let the guest write,
+/// or a lost race), else `Some(made_writable)`: the leaf is as the access
+/// needs it now (perhaps fixed by a racing vCPU: a spurious fault), and
+/// whether this call gave it write permission, which the caller logs.
+pub(crate) fn fast_fault<F: SpteFormat, S: TableStore>(
+    store: &S,
+    root: Hpa,
+    root_level: u32,
+    gfn: Gfn,
+    write: bool,
+) -> Option<bool> {
+    let mut iter = TdpIter::new(store, root, root_level, PG_LEVEL_4K, gfn, gfn.add(1));
+    while iter.valid() {
+        let old = iter.old_spte();
+        let level = iter.level();
+        if old.is_shadow_present() && old.is_last(level) {
+            let mut new = F::restored(old);
+            if !F::is_hw_present(new) {
+                return None;
+            }
+            let make_writable = write && !F::is_writable(new);
+            if make_writable {
+                if !F::is_host_writable(new) || !F::is_mmu_writable(new) {
+                    return None;
+                }
+                new = Spte(new.0 | F::WRITABLE | F::DIRTY);
+            }
+            if new == old {
+                return Some(false);
+            }
+            // One try: a lost race goes the locked way, which decides on
+            // whatever won.
+            return set_spte_atomic::<F, S>(&mut iter, new, &mut FaultOps(None))
+                .ok()
+                .map(|_| make_writable);
+        }
+        // Down a table; anything else (empty, frozen) needs the locked path.
+        old.child(level)?;
+        iter.next();
+    }
+    None
+}
+
 /// Page aging: whether any leaf mapping guest frames `[start, end)` was
 /// used since it was last made old (`SpteFormat::is_young`), making the
 /// young ones old if `clear` (`SpteFormat::aged`: the accessed bit
@@ -887,6 +941,42 @@ mod tests {
         c.top_up();
         assert_eq!(s.map(0x10, 0x110, true, &mut c), MapOutcome::AlreadyMapped);
         assert!(w(0x10));
+    }
+
+    #[test]
+    fn fast_fault_fixes_only_tracking_protection() {
+        let s = Store::new(16);
+        let mut c = s.cache(3);
+        let fast = |gfn, write| fast_fault::<Ept, _>(&s, ROOT, ROOT_LEVEL, Gfn(gfn), write);
+        assert_eq!(fast(0x10, true), None, "nothing mapped");
+        for (gfn, w) in [(0x10, true), (0x11, false)] {
+            c.top_up();
+            map_at::<Ept, _>(&s, ROOT, ROOT_LEVEL, Gfn(gfn), Pfn(0x100 + gfn), w, 1, &mut c, None);
+        }
+        // Write-protected for dirty logging: fixed, writable and dirty.
+        let mut r = recorder(&s);
+        assert!(write_protect::<Ept, _>(&s, ROOT, ROOT_LEVEL, Gfn(0), Gfn(0x20), |_| true, &mut r));
+        assert!(!Ept::is_writable(s.leaf(0x10)));
+        assert_eq!(fast(0x10, true), Some(true));
+        let e = s.leaf(0x10);
+        assert!(Ept::is_writable(e) && Ept::is_dirty(e) && e.pfn() == Pfn(0x110));
+        assert_eq!(fast(0x10, true), Some(false), "spurious: already writable");
+        assert_eq!(fast(0x10, false), Some(false));
+        // Mapped read-only (the host page was not writable): locked path.
+        assert_eq!(fast(0x11, true), None);
+        assert!(!Ept::is_writable(s.leaf(0x11)));
+        // Access-tracked: restored for a read, writable for a write.
+        let mut r = recorder(&s);
+        age_range::<Ept, _>(&s, ROOT, ROOT_LEVEL, Gfn(0), Gfn(0x20), true, false, &mut r);
+        assert!(!Ept::is_hw_present(s.leaf(0x10)) && !Ept::is_hw_present(s.leaf(0x11)));
+        assert_eq!(fast(0x11, false), Some(false));
+        assert!(Ept::is_hw_present(s.leaf(0x11)) && !Ept::is_writable(s.leaf(0x11)));
+        assert_eq!(fast(0x10, true), Some(true));
+        assert!(Ept::is_writable(s.leaf(0x10)));
+        // A frozen entry on the way: locked path.
+        let t = entry_at(&s, 0x10, 2).child(2).unwrap();
+        s.table(t)[spte::index(Gfn(0x10), 1)].store(Spte::FROZEN.0, Ordering::Relaxed);
+        assert_eq!(fast(0x10, true), None);
     }
 
     #[test]

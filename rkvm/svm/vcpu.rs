@@ -229,6 +229,7 @@ impl SvmVcpu {
                 gpa: info2,
                 write: info1 & npf::WRITE != 0,
                 fetch: info1 & npf::FETCH != 0,
+                present: info1 & npf::PRESENT != 0,
             },
             exit::INVALID => Exit::FailEntry { reason: code },
             c if vmcb::is_undefined_instruction_exit(c) => Exit::UndefinedInstruction,

@@ -179,6 +179,8 @@ impl IoioInfo {
 
 /// `EXITINFO1` of a nested page fault: the #PF-style error code.
 pub(crate) mod npf {
+    /// The nested page was present (a protection fault).
+    pub(crate) const PRESENT: u64 = 1 << 0;
     pub(crate) const WRITE: u64 = 1 << 1;
     pub(crate) const FETCH: u64 = 1 << 4;
 }

@@ -119,6 +119,8 @@ pub(crate) mod cr_access {
 pub(crate) mod ept_violation {
     pub(crate) const WRITE: u64 = 1 << 1;
     pub(crate) const FETCH: u64 = 1 << 2;
+    /// Bits 5:3: the leaf's R/W/X permissions; any set: it was present.
+    pub(crate) const PRESENT_RWX: u64 = 7 << 3;
     pub(crate) const NMI_UNBLOCKED_BY_IRET: u64 = 1 << 12;
 }
 
@@ -207,6 +209,7 @@ impl ExitInfo {
                 gpa: self.guest_physical,
                 write: q & ept_violation::WRITE != 0,
                 fetch: q & ept_violation::FETCH != 0,
+                present: q & ept_violation::PRESENT_RWX != 0,
             },
             // Virtualization instructions and MONITOR/MWAIT: #UD, as on SVM.
             VMCALL | VMCLEAR | VMLAUNCH | VMPTRLD | VMPTRST | VMREAD | VMRESUME | VMWRITE
@@ -271,7 +274,8 @@ mod tests {
             Exit::TdpFault {
                 gpa: 0xfee0_0000,
                 write: true,
-                fetch: false
+                fetch: false,
+                present: false
             }
         );
         e.qualification = 0x184;
@@ -280,7 +284,19 @@ mod tests {
             Exit::TdpFault {
                 gpa: 0xfee0_0000,
                 write: false,
-                fetch: true
+                fetch: true,
+                present: false
+            }
+        );
+        // A write to a readable, executable (write-protected) leaf.
+        e.qualification = 0x2a;
+        assert_eq!(
+            e.decode(),
+            Exit::TdpFault {
+                gpa: 0xfee0_0000,
+                write: true,
+                fetch: false,
+                present: true
             }
         );
     }

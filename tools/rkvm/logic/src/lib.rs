@@ -163,6 +163,13 @@ mod abi_matches_kvm {
         assert_eq!(abi::cap::SYNC_MMU, kb::KVM_CAP_SYNC_MMU as usize);
         assert_eq!(abi::cap::BINARY_STATS_FD, kb::KVM_CAP_BINARY_STATS_FD as usize);
         assert_eq!(abi::GET_STATS_FD, 0xaece);
+        assert_eq!(abi::vm::GET_DIRTY_LOG, 0x4010_ae42);
+        assert_eq!(abi::vm::CLEAR_DIRTY_LOG, 0xc018_aec0);
+        assert_eq!(abi::vm::ENABLE_CAP, 0x4068_aea3);
+        assert_eq!(abi::vm::CLEAR_DIRTY_LOG_SIZE, core::mem::size_of::<kb::kvm_clear_dirty_log>());
+        assert_eq!(abi::vm::ENABLE_CAP_SIZE, core::mem::size_of::<kb::kvm_enable_cap>());
+        assert_eq!(abi::cap::MANUAL_DIRTY_LOG_PROTECT2, kb::KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 as usize);
+        assert_eq!(abi::dirty_log::MANUAL_CAPS, 3);
         assert_eq!(stats::HEADER_SIZE, core::mem::size_of::<kb::kvm_stats_header>());
         // The uapi descriptor ends in a flexible array: the name follows.
         assert_eq!(stats::DESC_SIZE, core::mem::size_of::<kb::kvm_stats_desc>() + stats::NAME_SIZE);
@@ -198,6 +205,7 @@ mod abi_matches_kvm {
                     assert_eq!(v, 1)
                 }
                 c if c == kb::KVM_CAP_NR_MEMSLOTS as usize => assert_eq!(v, 509),
+                c if c == kb::KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 as usize => assert_eq!(v, 3),
                 c if c == kb::KVM_CAP_NR_VCPUS as usize => assert_eq!(v, 2),
                 c if c == kb::KVM_CAP_MAX_VCPUS as usize || c == kb::KVM_CAP_MAX_VCPU_ID as usize => {
                     assert_eq!(v, 64)

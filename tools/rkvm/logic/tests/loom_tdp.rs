@@ -79,6 +79,23 @@
 //! for write, `begin`s and zaps, releases it, changes the host mapping,
 //! and `end`s under the lock. Negative controls read the sequence after
 //! the lookup, or zap without `begin`, and must fail.
+//!
+//! # Model 4: the fast page fault vs. a dirty-log collection
+//!
+//! The claim is live migration's: a VMM that copies every page a
+//! `KVM_GET_DIRTY_LOG` reports, then stops the vCPUs and copies what one
+//! last collection reports, ends with a copy equal to guest memory. Frame
+//! 0 starts write-protected by an earlier collection (read-only, host- and
+//! MMU-writable) and copied. The vCPU writes it: its write lands if the
+//! leaf is writable, else it exits and takes the kernel's fast path
+//! (`tdp_mmu::fast_fault` without `mmu_lock`, then `dirty::mark`), and
+//! writes again. A collection (`dirty::take` and `tdp_mmu::write_protect`
+//! under `mmu_lock` held for write, as `Tdp::collect_dirty`) runs
+//! concurrently and copies the page if reported; the last one runs after
+//! the vCPU stopped. The TLB flush is model 1's business: here the guest's
+//! check of W and its write happen in guest mode (a mutex), and the flush
+//! waits for the vCPU to be out of it. The negative control marks the
+//! bitmap before the leaf is writable and must fail.
 
 #![cfg(loom)]
 
@@ -117,6 +134,8 @@ mod mmu {
             }
         }
     }
+    #[path = "dirty.rs"]
+    pub(crate) mod dirty;
     #[path = "invalidate.rs"]
     pub(crate) mod invalidate;
     #[path = "spte.rs"]
@@ -239,7 +258,7 @@ impl ChangeOps for ModelOps<'_> {
         self.t.child_freed.with_mut(|p| unsafe { *p = true });
     }
     fn mark_dirty(&mut self, _pfn: Pfn) {
-        unreachable!("the models only map and zap");
+        // The host page's dirty flag is not modelled.
     }
 }
 
@@ -636,4 +655,108 @@ fn loom_tdp_seq_after_lookup_is_caught() {
 #[test]
 fn loom_tdp_zap_without_begin_is_caught() {
     expect_violation(&[STALE], || check_invalidation(Invalidation::ZapWithoutBegin));
+}
+
+// ---- Model 4 ----
+
+const STALE_COPY: &str = "the migrated copy misses a guest write";
+
+fn check_fast_fault_vs_collection(mark_first: bool) {
+    use mmu::dirty;
+    loom::model(move || {
+        let t = Arc::new(Tables::new(2));
+        let protected = Spte(Npt::leaf(PFN, true).0 & !<Npt as SpteFormat>::WRITABLE);
+        t.child[0].store(protected.0, Relaxed);
+        let bits = Arc::new(vec![AtomicU64::new(0)]);
+        let mmu_lock = Arc::new(RwLock::new(()));
+        let guest_mode = Arc::new(Mutex::new(()));
+        // The page: the version the guest wrote, and the VMM's copy of it.
+        let page = Arc::new(AtomicU64::new(0));
+        let copy = Arc::new(AtomicU64::new(0));
+        let collect = {
+            let (t, bits, mmu_lock, guest_mode, page, copy) = (
+                t.clone(),
+                bits.clone(),
+                mmu_lock.clone(),
+                guest_mode.clone(),
+                page.clone(),
+                copy.clone(),
+            );
+            move || {
+                let (mask, flush) = {
+                    let _held = mmu_lock.write().unwrap();
+                    let mask = dirty::take(&bits, 0);
+                    let mut ops = ModelOps {
+                        t: &t,
+                        pending: Vec::new(),
+                        release_now: None,
+                    };
+                    let flush = mask != 0
+                        && tdp_mmu::write_protect::<Npt, _>(
+                            &*t,
+                            ROOT,
+                            ROOT_LEVEL,
+                            Gfn(0),
+                            Gfn(1),
+                            |_| true,
+                            &mut ops,
+                        );
+                    (mask, flush)
+                };
+                if flush {
+                    // The flush: the vCPU is out of guest mode after it.
+                    drop(guest_mode.lock().unwrap());
+                }
+                if mask != 0 {
+                    copy.store(page.load(Acquire), Release);
+                }
+            }
+        };
+        let vcpu = {
+            let (t, bits, guest_mode, page) =
+                (t.clone(), bits.clone(), guest_mode.clone(), page.clone());
+            thread::spawn(move || {
+                // The concurrent collection write-protects at most once
+                // more: the third try lands.
+                for _ in 0..3 {
+                    {
+                        let _in_guest = guest_mode.lock().unwrap();
+                        let leaf = Spte(t.child[0].load(Acquire));
+                        if Npt::is_writable(leaf) {
+                            page.store(1, Release);
+                            return;
+                        }
+                    }
+                    // The write faulted: the fast path, as `Vm::fast_page_fault`.
+                    if mark_first {
+                        dirty::mark(&bits, 0);
+                    }
+                    let fixed = tdp_mmu::fast_fault::<Npt, _>(&*t, ROOT, ROOT_LEVEL, Gfn(0), true);
+                    assert!(fixed.is_some(), "the leaf is only write-protected");
+                    if fixed == Some(true) && !mark_first {
+                        dirty::mark(&bits, 0);
+                    }
+                }
+                panic!("the write never landed");
+            })
+        };
+        let collector = thread::spawn(collect.clone());
+        collector.join().unwrap();
+        vcpu.join().unwrap();
+        // The vCPUs are stopped: the last collection.
+        collect();
+        assert_eq!(copy.load(Acquire), page.load(Acquire), "{STALE_COPY}");
+    })
+}
+
+/// Every guest write reaches the copy of a live migration.
+#[test]
+fn loom_tdp_fast_fault_vs_dirty_log() {
+    check_fast_fault_vs_collection(false);
+}
+
+/// Negative control: the page logged before its leaf is writable.
+#[test]
+fn loom_tdp_mark_before_writable_is_caught() {
+    expect_violation(&[STALE_COPY], || check_fast_fault_vs_collection(true));
 }

@@ -557,3 +557,59 @@ int run_expect_mmio(struct vcpu *v, uint64_t gpa, uint32_t len, bool is_write,
 	}
 	return 0;
 }
+
+/* --- Binary statistics fds. ------------------------------------------ */
+
+int stats_open(struct stats *s, int fd)
+{
+	long r = xioctl(fd, KVM_GET_STATS_FD, 0);
+
+	memset(s, 0, sizeof(*s));
+	if (r < 0)
+		return r;
+	s->fd = r;
+	if (pread(s->fd, &s->h, sizeof(s->h), 0) != sizeof(s->h))
+		return -EIO;
+	if (s->h.name_size >= sizeof(s->id) || s->h.name_size == 0)
+		return -EPROTO;
+	if (pread(s->fd, s->id, s->h.name_size, s->h.id_offset) != s->h.name_size)
+		return -EIO;
+	s->desc_size = sizeof(struct kvm_stats_desc) + s->h.name_size;
+	s->descs = calloc(s->h.num_desc, s->desc_size);
+	if (!s->descs)
+		return -ENOMEM;
+	if (pread(s->fd, s->descs, s->h.num_desc * s->desc_size, s->h.desc_offset) !=
+	    (ssize_t)(s->h.num_desc * s->desc_size))
+		return -EIO;
+	return 0;
+}
+
+void stats_close(struct stats *s)
+{
+	free(s->descs);
+	if (s->fd > 0)
+		close(s->fd);
+}
+
+struct kvm_stats_desc *stats_desc(struct stats *s, const char *name)
+{
+	uint32_t i;
+
+	for (i = 0; i < s->h.num_desc; i++) {
+		struct kvm_stats_desc *d = (void *)(s->descs + i * s->desc_size);
+
+		if (!strncmp(d->name, name, s->h.name_size))
+			return d;
+	}
+	return NULL;
+}
+
+int64_t stat_get(struct stats *s, const char *name)
+{
+	struct kvm_stats_desc *d = stats_desc(s, name);
+	uint64_t v;
+
+	if (!d || pread(s->fd, &v, 8, s->h.data_offset + d->offset) != 8)
+		return -1;
+	return v;
+}

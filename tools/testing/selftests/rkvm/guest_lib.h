@@ -224,4 +224,25 @@ int run_expect_mmio(struct vcpu *v, uint64_t gpa, uint32_t len, bool is_write,
 		    uint64_t val);
 int run_expect_exit(struct vcpu *v, int reason);
 
+/*
+ * A statistics fd (KVM_GET_STATS_FD on a VM or vCPU fd) with its header,
+ * id and descriptors read, for looking statistics up by name as KVM's
+ * selftests do.
+ */
+struct stats {
+	int fd;
+	struct kvm_stats_header h;
+	char id[64];
+	uint8_t *descs;		/* num_desc descriptors of desc_size bytes */
+	size_t desc_size;
+};
+
+/* Opens the statistics of VM or vCPU fd @fd: 0 or -errno. */
+int stats_open(struct stats *s, int fd);
+void stats_close(struct stats *s);
+/* The descriptor of statistic @name, NULL if there is none. */
+struct kvm_stats_desc *stats_desc(struct stats *s, const char *name);
+/* The current value of statistic @name, -1 if there is none. */
+int64_t stat_get(struct stats *s, const char *name);
+
 #endif /* SELFTEST_RKVM_GUEST_LIB_H */
