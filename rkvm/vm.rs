@@ -289,12 +289,10 @@ impl Vm {
             mmu.tdp.zap_gfn_range(start, end);
         }
         if let Some((start, end)) = change.starts_logging().map(range) {
-            // A log that starts all set reports every page anyway; its
-            // pages are write-protected as `KVM_CLEAR_DIRTY_LOG` clears
-            // them (as KVM).
-            if !self.logs_start_all_set() {
-                mmu.tdp.write_protect_range(start, end);
-            }
+            // Split either way; a log that starts all set reports every
+            // page anyway, and its pages are write-protected as
+            // `KVM_CLEAR_DIRTY_LOG` clears them (as KVM).
+            mmu.tdp.write_protect_range(start, end, !self.logs_start_all_set());
         }
         if let Some((start, end)) = change.stops_logging().map(range) {
             // Its 4 KiB leaves go, so faults map it as large as the host

@@ -168,6 +168,64 @@ impl Drop for PtCache {
     }
 }
 
+/// Table pages for splitting large leaves (`tdp_mmu::write_protect`),
+/// allocated before `mmu_lock` is taken for write; what is left is freed.
+///
+/// # Invariants
+///
+/// Every page of `pages` came from `rkvm_pt_alloc`, is zeroed and linked
+/// nowhere.
+pub(crate) struct SplitCache {
+    pages: KVec<Hpa>,
+}
+
+impl SplitCache {
+    /// Up to `n` pages: fewer if memory is short (a large leaf without a
+    /// table to split into is zapped instead). May sleep.
+    pub(crate) fn new(n: usize) -> Self {
+        let mut pages = KVec::new();
+        for _ in 0..n {
+            // SAFETY: allocates a zeroed page; no preconditions.
+            let phys = unsafe { ffi::rkvm_pt_alloc() };
+            if phys == 0 {
+                break;
+            }
+            if pages.push(Hpa(phys), GFP_KERNEL).is_err() {
+                // SAFETY: just allocated, linked nowhere.
+                unsafe { ffi::rkvm_pt_free(phys) };
+                break;
+            }
+        }
+        // INVARIANT: fresh zeroed pages.
+        Self { pages }
+    }
+}
+
+impl TableSource for SplitCache {
+    fn take(&mut self) -> Option<Hpa> {
+        // INVARIANT: the page leaves the cache to be linked.
+        self.pages.pop()
+    }
+
+    fn put_back(&mut self, table: Hpa) {
+        // INVARIANT: never linked, so still zero and ours; if the push
+        // fails the page is freed instead.
+        if self.pages.push(table, GFP_ATOMIC).is_err() {
+            // SAFETY: from `rkvm_pt_alloc`, linked nowhere.
+            unsafe { ffi::rkvm_pt_free(table.0) };
+        }
+    }
+}
+
+impl Drop for SplitCache {
+    fn drop(&mut self) {
+        for t in self.pages.iter() {
+            // SAFETY: from `rkvm_pt_alloc`, linked nowhere (invariant).
+            unsafe { ffi::rkvm_pt_free(t.0) };
+        }
+    }
+}
+
 /// Pages whose release waits for a TLB flush, at most this many at once.
 pub(crate) const REAP_BATCH: usize = 64;
 

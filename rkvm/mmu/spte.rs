@@ -348,6 +348,19 @@ pub(crate) const fn frames_per_entry(level: u32) -> u64 {
     1 << (9 * (level - 1))
 }
 
+/// Entry `i` of the table that replaces large leaf `large` at `level`
+/// (eager splitting): the same permissions and bits, the `i`th part of its
+/// page, itself large unless at the 4 KiB level (where bit 7 means
+/// something else).
+pub(crate) const fn split_child(large: Spte, level: u32, i: usize) -> Spte {
+    let pfn = large.pfn().0 + i as u64 * frames_per_entry(level - 1);
+    let mut bits = large.0 & !ADDR_MASK;
+    if level - 1 == PG_LEVEL_4K {
+        bits &= !LARGE;
+    }
+    Spte(bits | (pfn << super::types::PAGE_SHIFT))
+}
+
 /// What a fault should do with the leaf it found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum LeafAction {
@@ -441,6 +454,21 @@ mod tests {
         assert!(Ept::is_hw_present(Spte(xo)));
         assert!(!Spte(xo).is_shadow_present());
         assert!(Ept::is_hw_present(Spte(xo | SHADOW_PRESENT)));
+    }
+
+    #[test]
+    fn split_children_cover_the_large_page() {
+        let big = Spte(Npt::leaf(Pfn(0x40200), true).0 | LARGE);
+        let c0 = split_child(big, 2, 0);
+        let c5 = split_child(big, 2, 5);
+        assert_eq!((c0.pfn(), c5.pfn()), (Pfn(0x40200), Pfn(0x40205)));
+        assert!(c5.is_last(1) && c5.0 & LARGE == 0 && Npt::is_writable(c5));
+        assert_eq!(c5.0 & !ADDR_MASK, big.0 & !ADDR_MASK & !LARGE);
+        let gig = Spte(Ept::leaf(Pfn(0x80000), false).0 | LARGE);
+        let c = split_child(gig, 3, 3);
+        assert_eq!(c.pfn(), Pfn(0x80000 + 3 * 512));
+        assert!(c.is_last(2) && c.0 & LARGE != 0);
+        assert_eq!(Ept::memtype(c), ept::MEMTYPE_WB);
     }
 
     #[test]

@@ -31,7 +31,7 @@ use kernel::prelude::*;
 
 pub(crate) use super::shim::{rcu_barrier, PtCache};
 use super::{
-    shim::{DirectMap, Exclusive, KickMask, Reaper, RootTable},
+    shim::{DirectMap, Exclusive, KickMask, Reaper, RootTable, SplitCache},
     invalidate::InvalidateState,
     spte::{Ept, Npt, ROOT_LEVEL},
     atomic::{AtomicU64, Ordering},
@@ -180,13 +180,24 @@ impl Tdp {
     }
 
     /// A slot on guest frames `[start, end)` starts logging dirty pages:
-    /// its writable leaves become read-only and its large leaves go, in
-    /// one walk, so that each write from now on faults (and is logged).
-    /// When this returns, no vCPU can write there through a stale TLB
-    /// entry.
-    pub(crate) fn write_protect_range(&self, start: Gfn, end: Gfn) {
+    /// its large leaves are split into 4 KiB ones (eagerly, as KVM does,
+    /// so the vCPUs do not fault the blocks back in) and, if `protect`, its
+    /// writable leaves become read-only, in one walk, so that each write
+    /// from now on faults (and is logged). When this returns, no vCPU can
+    /// write there through a stale TLB entry.
+    pub(crate) fn write_protect_range(&self, start: Gfn, end: Gfn, protect: bool) {
+        let tables = {
+            let held = self.mmu_lock.read();
+            let store = DirectMap::new(&held);
+            tdp_mmu::tables_to_split(&store, self.root_hpa(), ROOT_LEVEL, start, end)
+        };
+        // Allocated without the lock; a large leaf that appears meanwhile
+        // (none should: the slot maps 4 KiB now) is zapped instead.
+        let mut split = SplitCache::new(tables);
         let held = self.mmu_lock.write();
-        self.write_protect_with(&held, |protect| protect(start, end, &|_| true));
+        self.write_protect_with(&held, &mut split, |protect_range| {
+            protect_range(start, end, &|_| protect)
+        });
     }
 
     /// Dirty-log collection (`KVM_GET_DIRTY_LOG`, `KVM_CLEAR_DIRTY_LOG`)
@@ -203,7 +214,10 @@ impl Tdp {
         mut take: impl FnMut(usize) -> u64,
     ) {
         let held = self.mmu_lock.write();
-        self.write_protect_with(&held, |protect| {
+        // A logging slot has no large leaves but those a log that started
+        // all set kept, unsplit for want of memory; those are zapped here.
+        let mut no_split = SplitCache::new(0);
+        self.write_protect_with(&held, &mut no_split, |protect| {
             let mut flush = false;
             for i in words {
                 let mask = take(i);
@@ -224,6 +238,7 @@ impl Tdp {
     fn write_protect_with(
         &self,
         held: &WriteGuard<'_>,
+        split: &mut SplitCache,
         body: impl FnOnce(&mut dyn FnMut(Gfn, Gfn, &dyn Fn(Gfn) -> bool) -> bool) -> bool,
     ) {
         let tables = DirectMap::new(held);
@@ -238,7 +253,7 @@ impl Tdp {
         let format = self.format;
         let flush = body(&mut |start, end, want| {
             with_format!(format, F => {
-                tdp_mmu::write_protect::<F, _>(&tables, root, ROOT_LEVEL, start, end, want, &mut z)
+                tdp_mmu::write_protect::<F, _>(&tables, root, ROOT_LEVEL, start, end, want, split, &mut z)
             })
         });
         if flush {

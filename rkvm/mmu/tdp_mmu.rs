@@ -512,11 +512,7 @@ pub(crate) fn zap_range<F: SpteFormat, S: TableStore>(
     for target in PG_LEVEL_4K..=root_level {
         let mut iter = TdpIter::new(store, root, root_level, target, start, end);
         while iter.valid() {
-            if iter.can_yield() && ops.should_yield() {
-                ops.yield_lock(flush);
-                flush = false;
-                iter.mark_yielded();
-                iter.next();
+            if yield_if_asked(&mut iter, ops, &mut flush) {
                 continue;
             }
             let old = iter.old_spte();
@@ -532,13 +528,37 @@ pub(crate) fn zap_range<F: SpteFormat, S: TableStore>(
     flush
 }
 
+/// A write-locked walk's yield point: if the walk may yield here and
+/// someone needs the CPU or the lock, yields through `ops` (flushing first
+/// if `*flush`: what the walk released must not be reused while a TLB may
+/// reach it) and moves the walk on, to restart from the root. Returns
+/// whether it yielded.
+fn yield_if_asked<S: TableStore>(
+    iter: &mut TdpIter<'_, S>,
+    ops: &mut impl ZapOps,
+    flush: &mut bool,
+) -> bool {
+    if !(iter.can_yield() && ops.should_yield()) {
+        return false;
+    }
+    ops.yield_lock(*flush);
+    *flush = false;
+    iter.mark_yielded();
+    iter.next();
+    true
+}
+
 /// Write-protects, in the tree under `root`, the 4 KiB leaves mapping
-/// guest frames `[start, end)` that `want` picks, and zaps the larger
-/// leaves there (dirty logging: a write then faults, and is logged; a
-/// slot that logs is mapped 4 KiB at a time). `mmu_lock` held for write;
-/// yields through `ops` as [`zap_range`] does. W goes through the SPTE
-/// door, which marks the page dirty if it was written through the leaf.
-/// Returns whether a TLB flush is still needed.
+/// guest frames `[start, end)` that `want` picks (dirty logging: a write
+/// then faults, and is logged). A slot that logs is mapped 4 KiB at a
+/// time: a larger leaf there is split into a table of smaller ones (KVM's
+/// eager page splitting: the vCPUs need not fault the block back in),
+/// with tables from `split`, walked again and so protected as well; with
+/// none left, it is zapped. `mmu_lock` held for write; yields through
+/// `ops` as [`zap_range`] does. Every change goes through the SPTE door,
+/// which marks a page dirty if it was written through a leaf that loses
+/// W. Returns whether a TLB flush is still needed.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn write_protect<F: SpteFormat, S: TableStore>(
     store: &S,
     root: Hpa,
@@ -546,23 +566,25 @@ pub(crate) fn write_protect<F: SpteFormat, S: TableStore>(
     start: Gfn,
     end: Gfn,
     want: impl Fn(Gfn) -> bool,
+    split: &mut impl TableSource,
     ops: &mut impl ZapOps,
 ) -> bool {
     let mut flush = false;
     let mut iter = TdpIter::new(store, root, root_level, PG_LEVEL_4K, start, end);
     while iter.valid() {
-        if iter.can_yield() && ops.should_yield() {
-            ops.yield_lock(flush);
-            flush = false;
-            iter.mark_yielded();
-            iter.next();
+        if yield_if_asked(&mut iter, ops, &mut flush) {
             continue;
         }
         let old = iter.old_spte();
         let level = iter.level();
         if old.is_shadow_present() && old.is_last(level) {
             if level > PG_LEVEL_4K {
-                flush |= set_spte::<F, S>(&mut iter, Spte::EMPTY, ops);
+                let new = match split.take() {
+                    Some(table) => split_large_leaf::<F, S>(store, table, iter.gfn(), level, old, ops),
+                    None => Spte::EMPTY,
+                };
+                // A split is walked into next, and its leaves protected.
+                flush |= set_spte::<F, S>(&mut iter, new, ops);
             } else if F::is_writable(old) && want(iter.gfn()) {
                 flush |= set_spte::<F, S>(&mut iter, Spte(old.0 & !F::WRITABLE), ops);
             }
@@ -570,6 +592,54 @@ pub(crate) fn write_protect<F: SpteFormat, S: TableStore>(
         iter.next();
     }
     flush
+}
+
+/// Table pages [`write_protect`] needs to split every large leaf mapping
+/// guest frames `[start, end)`: one per 2 MiB leaf, 513 per 1 GiB leaf
+/// (its 2 MiB children are split in turn). `mmu_lock` held for read; an
+/// estimate for the allocation that comes before the write lock.
+pub(crate) fn tables_to_split<S: TableStore>(
+    store: &S,
+    root: Hpa,
+    root_level: u32,
+    start: Gfn,
+    end: Gfn,
+) -> usize {
+    let mut n = 0;
+    let mut iter = TdpIter::new(store, root, root_level, PG_LEVEL_4K, start, end);
+    while iter.valid() {
+        let (old, level) = (iter.old_spte(), iter.level());
+        if level > PG_LEVEL_4K && old.is_shadow_present() && old.is_last(level) {
+            n += if level == PG_LEVEL_4K + 1 { 1 } else { 1 + spte::ENTRIES };
+        }
+        iter.next();
+    }
+    n
+}
+
+/// Fills the fresh table page `table` with the leaves that map what large
+/// leaf `large` at `level` (covering frames from `gfn`) maps, through the
+/// change handler (so they are counted), and returns the entry that links
+/// it: the caller puts it in the large leaf's place. The handler then sees
+/// the large leaf go (its page marked dirty if written, a flush asked
+/// for); the smaller leaves keep its permissions until protected.
+fn split_large_leaf<F: SpteFormat, S: TableStore>(
+    store: &S,
+    table: Hpa,
+    gfn: Gfn,
+    level: u32,
+    large: Spte,
+    ops: &mut impl ChangeOps,
+) -> Spte {
+    for i in 0..spte::ENTRIES {
+        let child = spte::split_child(large, level, i);
+        // Not linked yet: nobody else sees the table until `set_spte`
+        // publishes it (with release ordering).
+        store.entry(table, i).store(child.0, Ordering::Relaxed);
+        let at = gfn.add(i as u64 * spte::frames_per_entry(level - 1));
+        handle_changed_spte::<F, S>(store, ops, at, level - 1, Spte::EMPTY, child);
+    }
+    F::table(table)
 }
 
 /// The change handler's operations of a teardown, in a wrapper that never
@@ -924,7 +994,8 @@ mod tests {
         c.top_up();
         map_at::<Npt, _>(&s, ROOT, ROOT_LEVEL, Gfn(0x400), Pfn(0x800), true, 2, &mut c, None);
         let mut r = recorder(&s);
-        let flush = write_protect::<Npt, _>(&s, ROOT, ROOT_LEVEL, Gfn(0), Gfn(0x1000), |g| g.0 != 0x11, &mut r);
+        let none = &mut s.cache(0);
+        let flush = write_protect::<Npt, _>(&s, ROOT, ROOT_LEVEL, Gfn(0), Gfn(0x1000), |g| g.0 != 0x11, none, &mut r);
         assert!(flush);
         let w = |gfn| Npt::is_writable(s.leaf(gfn));
         assert!(!w(0x10) && w(0x11) && !w(0x12) && !w(0x13));
@@ -936,7 +1007,7 @@ mod tests {
         assert_eq!(r.pages, [(Pfn(0x800), true)]);
         // Nothing left to protect: no flush.
         let mut r = recorder(&s);
-        assert!(!write_protect::<Npt, _>(&s, ROOT, ROOT_LEVEL, Gfn(0), Gfn(0x1000), |g| g.0 != 0x11, &mut r));
+        assert!(!write_protect::<Npt, _>(&s, ROOT, ROOT_LEVEL, Gfn(0), Gfn(0x1000), |g| g.0 != 0x11, none, &mut r));
         // A write fault makes it writable again, in place.
         c.top_up();
         assert_eq!(s.map(0x10, 0x110, true, &mut c), MapOutcome::AlreadyMapped);
@@ -955,7 +1026,7 @@ mod tests {
         }
         // Write-protected for dirty logging: fixed, writable and dirty.
         let mut r = recorder(&s);
-        assert!(write_protect::<Ept, _>(&s, ROOT, ROOT_LEVEL, Gfn(0), Gfn(0x20), |_| true, &mut r));
+        assert!(write_protect::<Ept, _>(&s, ROOT, ROOT_LEVEL, Gfn(0), Gfn(0x20), |_| true, &mut s.cache(0), &mut r));
         assert!(!Ept::is_writable(s.leaf(0x10)));
         assert_eq!(fast(0x10, true), Some(true));
         let e = s.leaf(0x10);
@@ -977,6 +1048,39 @@ mod tests {
         let t = entry_at(&s, 0x10, 2).child(2).unwrap();
         s.table(t)[spte::index(Gfn(0x10), 1)].store(Spte::FROZEN.0, Ordering::Relaxed);
         assert_eq!(fast(0x10, true), None);
+    }
+
+    /// Eager splitting: a 2 MiB leaf in a range being write-protected
+    /// becomes 512 read-only 4 KiB leaves of the same page, which the fast
+    /// path can make writable again one by one.
+    #[test]
+    fn write_protection_splits_large_leaves() {
+        let s = Store::new(16);
+        let counts = LeafCounts::new();
+        let mut c = s.cache(3);
+        c.top_up();
+        let out = map_at::<Npt, _>(&s, ROOT, ROOT_LEVEL, Gfn(0x400), Pfn(0x800), true, 2, &mut c, Some(&counts));
+        assert_eq!(out, MapOutcome::Installed);
+        let tables = tables_to_split(&s, ROOT, ROOT_LEVEL, Gfn(0), Gfn(0x1000));
+        assert_eq!(tables, 1);
+        let mut split = s.cache(tables);
+        split.top_up();
+        let mut r = recorder(&s);
+        r.counts = Some(&counts);
+        let flush = write_protect::<Npt, _>(&s, ROOT, ROOT_LEVEL, Gfn(0), Gfn(0x1000), |_| true, &mut split, &mut r);
+        assert!(flush);
+        assert!(split.pages.is_empty(), "the table was used");
+        assert_eq!((counts.get(1), counts.get(2)), (512, 0));
+        for gfn in [0x400, 0x401, 0x5ff] {
+            let e = s.leaf(gfn);
+            assert!(e.is_shadow_present() && !Npt::is_writable(e), "{gfn:#x}");
+            assert_eq!(e.pfn(), Pfn(0x800 + gfn - 0x400));
+            assert!(Npt::is_host_writable(e) && Npt::is_mmu_writable(e));
+        }
+        // Written through (W and D), so dirty; not released.
+        assert_eq!(r.pages, [(Pfn(0x800), true)]);
+        assert_eq!(fast_fault::<Npt, _>(&s, ROOT, ROOT_LEVEL, Gfn(0x4ff), true), Some(true));
+        assert!(Npt::is_writable(s.leaf(0x4ff)) && !Npt::is_writable(s.leaf(0x4fe)));
     }
 
     #[test]

@@ -109,7 +109,7 @@ tally qemu-svm "$out/qemu-svm.log" $?
 step "Bochs, VMX + EPT"
 for attempt in 1 2; do
 	"$RKVM_TOOLS/run-bochs.sh" --kernel "$bz" --initrd "$out/initramfs.cpio.gz" \
-		--log "$out/bochs-vmx.log" --timeout 1200 \
+		--log "$out/bochs-vmx.log" --timeout 1500 \
 		--append "nohz=off rkvm.mode=check rkvm.stress=5 rkvm.kvm_scale=100 rkvm.kmemleak=final rkvm.hotplug=0"
 	bochs_rc=$?
 	[ "$bochs_rc" = 124 ] && [ "$attempt" = 1 ] || break

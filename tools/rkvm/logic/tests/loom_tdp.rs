@@ -699,6 +699,7 @@ fn check_fast_fault_vs_collection(mark_first: bool) {
                             Gfn(0),
                             Gfn(1),
                             |_| true,
+                            &mut OneTable(None),
                             &mut ops,
                         );
                     (mask, flush)

@@ -12,7 +12,8 @@
  *    equal guest memory, byte for byte (a lost dirty bit is a page that
  *    differs). With logging on from the slot's creation and turned on by
  *    a flags change over memory the guest had mapped writable (THP-backed:
- *    large leaves must go);
+ *    the large leaves are split eagerly, as the VM's pages_4k/pages_2m
+ *    show);
  *  - manual protection (KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2): the same with
  *    KVM_GET_DIRTY_LOG reading and KVM_CLEAR_DIRTY_LOG re-protecting, 512
  *    pages at a time, and with KVM_DIRTY_LOG_INITIALLY_SET (the first
@@ -395,6 +396,8 @@ TEST_F(migrate, copy_of_reported_pages_equals_memory)
 	int rounds = stress_iters(30), r, i;
 	pthread_t t[MAX_VCPUS];
 	long copied = 0, differ = 0;
+	int64_t small, large;
+	struct stats st;
 	size_t p;
 	void *ret;
 
@@ -406,8 +409,21 @@ TEST_F(migrate, copy_of_reported_pages_equals_memory)
 			for (r = 0; r < 8; r++)
 				ASSERT_EQ(0, burst(d->v[i]));
 		ASSERT_EQ(-ENOENT, get_log(d, bm)) TH_LOG("not logging yet");
+		ASSERT_EQ(0, stats_open(&st, d->vm->fd));
+		small = stat_get(&st, "pages_4k");
+		large = stat_get(&st, "pages_2m");
 		ASSERT_EQ(0, vm_set_region(d->vm, SLOT, KVM_MEM_LOG_DIRTY_PAGES,
 					   REGION_GPA, d->size, d->mem));
+		/*
+		 * Eager splitting: the 2 MiB leaves over the slot become 512
+		 * 4 KiB leaves each, with no guest fault.
+		 */
+		large -= stat_get(&st, "pages_2m");
+		small = stat_get(&st, "pages_4k") - small;
+		stats_close(&st);
+		TH_LOG("logging on: %ld 2 MiB leaves split into %ld 4 KiB leaves",
+		       (long)large, (long)small);
+		EXPECT_EQ(512 * large, small);
 	}
 	/* The first pass copies everything; the log covers what follows. */
 	memcpy(copy, d->mem, d->size);
