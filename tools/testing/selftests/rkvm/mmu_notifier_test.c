@@ -7,8 +7,12 @@
  * and mprotect(PROT_READ) (KVM_RUN fails with EFAULT on the access the
  * host mapping no longer allows, and the vCPU goes on once the VMM maps
  * the memory back), the VMM's mm torn down while its vCPUs run and while
- * another thread keeps zapping their memory, and a swap round trip
- * (MADV_PAGEOUT empties the guest's RAM, the guest reads every byte back).
+ * another thread keeps zapping their memory, swap round trips (the host
+ * empties the guest's RAM with MADV_PAGEOUT, or with the memory.high limit
+ * of a memory cgroup the VMM is in; the guest reads every byte back), and page
+ * aging (host reclaim through memory.reclaim takes the pages the guest
+ * left alone and keeps those it reads: the accessed bits of the NPT/EPT,
+ * which only the notifier's clear_young and friends report).
  *
  * Each test has its guest RAM in an anonymous mapping of its own (slot 1
  * at REGION_GPA) and runs a long-mode guest that takes commands from a
@@ -29,6 +33,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -39,6 +44,9 @@
 
 #ifndef MADV_PAGEOUT
 #define MADV_PAGEOUT 21
+#endif
+#ifndef MADV_NOHUGEPAGE
+#define MADV_NOHUGEPAGE 15
 #endif
 
 #define OUT KVM_EXIT_IO_OUT
@@ -246,6 +254,195 @@ static void tvm_free(struct tvm *t)
 	free(t);
 }
 
+/* --- A memory cgroup (v2) of the test's own. -------------------------- */
+
+/*
+ * The test process moves into a child of its cgroup, where the memory
+ * controller limits and reclaims what it charges. cgroup v2 charges a page
+ * to the cgroup of the process that faults it in and does not move charges
+ * with a process: the test joins before its guest touches any RAM.
+ */
+struct memcg {
+	char parent[256];	/* the cgroup the test was in */
+	char dir[320];		/* its child the test is in while joined */
+	bool joined;
+	char why[640];		/* why there is none (a SKIP reason) */
+};
+
+/* Writes @val to @dir/@file: 0 or -errno. */
+static int cg_write(const char *dir, const char *file, const char *val)
+{
+	char path[400];
+	int fd, r = 0;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, file);
+	fd = open(path, O_WRONLY);
+	if (fd < 0)
+		return -errno;
+	if (write(fd, val, strlen(val)) < 0)
+		r = -errno;
+	close(fd);
+	return r;
+}
+
+/* The first line of @dir/@file into @buf: 0 or -errno. */
+static int cg_read(const char *dir, const char *file, char *buf, size_t len)
+{
+	char path[400];
+	FILE *f;
+	int r = 0;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, file);
+	f = fopen(path, "r");
+	if (!f)
+		return -errno;
+	if (!fgets(buf, len, f))
+		r = -EIO;
+	fclose(f);
+	return r;
+}
+
+/* memory.current of the test's cgroup in bytes, -1 if unknown. */
+static long long memcg_current(struct memcg *cg)
+{
+	char buf[64];
+
+	if (cg_read(cg->dir, "memory.current", buf, sizeof(buf)))
+		return -1;
+	return atoll(buf);
+}
+
+/* Writes @val to the test cgroup's @file: 0 or -errno (logged). */
+static int memcg_set(struct __test_metadata *_metadata, struct memcg *cg,
+		     const char *file, const char *val)
+{
+	int r = cg_write(cg->dir, file, val);
+
+	if (r)
+		TH_LOG("write \"%s\" to %s/%s: %s", val, cg->dir, file, strerror(-r));
+	return r;
+}
+
+/*
+ * Reads memory.stat, which brings the cgroup's statistics up to date.
+ * Reclaim decides whether to move active pages to the inactive list from
+ * them, and between such reads the kernel refreshes them at most every
+ * 2 s: without, a reclaim right after the guest faulted its RAM in can
+ * find "no inactive shortage" while every page is active, reclaim nothing
+ * and give up (memory.reclaim: EAGAIN; memory.high: usage stays over it;
+ * memory.max: the OOM killer).
+ */
+static void memcg_flush_stats(struct memcg *cg)
+{
+	char path[400], buf[4096];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/memory.stat", cg->dir);
+	fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return;
+	while (read(fd, buf, sizeof(buf)) > 0)
+		;
+	close(fd);
+}
+
+/*
+ * Moves the test process into a new child of its cgroup with the memory
+ * controller on: 0, or -1 with cg->why saying what is missing (cgroup2 not
+ * mounted, no memory controller, a parent that cannot enable it).
+ */
+static int memcg_enter(struct memcg *cg)
+{
+	char line[512], mnt[256] = "", type[64], pid[32];
+	const char *path = NULL;
+	FILE *f;
+	int r;
+
+	memset(cg, 0, sizeof(*cg));
+	f = fopen("/proc/self/mounts", "r");
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "%*s %255s %63s", mnt, type) == 2 &&
+		    !strcmp(type, "cgroup2"))
+			break;
+		else
+			mnt[0] = 0;
+	if (f)
+		fclose(f);
+	if (!mnt[0]) {
+		snprintf(cg->why, sizeof(cg->why), "no cgroup2 file system mounted");
+		return -1;
+	}
+	/* "0::/path" is the process's cgroup v2. */
+	f = fopen("/proc/self/cgroup", "r");
+	while (f && fgets(line, sizeof(line), f))
+		if (!strncmp(line, "0::", 3)) {
+			line[strcspn(line, "\n")] = 0;
+			path = line + 3;
+			break;
+		}
+	if (f)
+		fclose(f);
+	if (!path) {
+		snprintf(cg->why, sizeof(cg->why), "not in a cgroup v2 (/proc/self/cgroup)");
+		return -1;
+	}
+	if (snprintf(cg->parent, sizeof(cg->parent), "%s%s", mnt,
+		     strcmp(path, "/") ? path : "") >= (int)sizeof(cg->parent)) {
+		snprintf(cg->why, sizeof(cg->why), "cgroup path too long");
+		return -1;
+	}
+	if (cg_read(cg->parent, "cgroup.controllers", line, sizeof(line)) ||
+	    !strstr(line, "memory")) {
+		snprintf(cg->why, sizeof(cg->why), "no memory controller in %s",
+			 cg->parent);
+		return -1;
+	}
+	/* Only the root may have processes and controllers for children. */
+	if (cg_read(cg->parent, "cgroup.subtree_control", line, sizeof(line)) ||
+	    !strstr(line, "memory")) {
+		r = cg_write(cg->parent, "cgroup.subtree_control", "+memory");
+		if (r) {
+			snprintf(cg->why, sizeof(cg->why),
+				 "cannot enable the memory controller below %s: %s",
+				 cg->parent, strerror(-r));
+			return -1;
+		}
+	}
+	snprintf(cg->dir, sizeof(cg->dir), "%s/rkvm-notifier-%d", cg->parent,
+		 getpid());
+	if (mkdir(cg->dir, 0755) && errno != EEXIST) {
+		snprintf(cg->why, sizeof(cg->why), "mkdir %s: %s", cg->dir,
+			 strerror(errno));
+		return -1;
+	}
+	snprintf(pid, sizeof(pid), "%d", getpid());
+	r = cg_write(cg->dir, "cgroup.procs", pid);
+	if (r) {
+		snprintf(cg->why, sizeof(cg->why), "cannot move into %s: %s",
+			 cg->dir, strerror(-r));
+		rmdir(cg->dir);
+		return -1;
+	}
+	cg->joined = true;
+	return 0;
+}
+
+/*
+ * Back to the parent cgroup; the child goes (what is still charged to it,
+ * swap entries, leaves with the last of them).
+ */
+static void memcg_leave(struct memcg *cg)
+{
+	char pid[32];
+
+	if (!cg->joined)
+		return;
+	snprintf(pid, sizeof(pid), "%d", getpid());
+	cg_write(cg->parent, "cgroup.procs", pid);
+	rmdir(cg->dir);
+	cg->joined = false;
+}
+
 /* --- KVM_CAP_SYNC_MMU, or RKVM_NOTIFIER_FORCE=1. ---------------------- */
 
 static long sync_mmu_cap(void)
@@ -281,17 +478,20 @@ static bool notifier_forced(void)
 
 FIXTURE(notifier) {
 	struct tvm *t;
+	struct memcg cg;	/* the tests that join one */
 };
 
 FIXTURE_SETUP(notifier)
 {
 	self->t = NULL;
+	self->cg.joined = false;
 }
 
 FIXTURE_TEARDOWN(notifier)
 {
 	if (self->t)
 		tvm_free(self->t);
+	memcg_leave(&self->cg);
 }
 
 #define NOTIFIER_TEST(name) TEST_F_TIMEOUT(notifier, name, NOTIFIER_TIMEOUT)
@@ -830,12 +1030,78 @@ static long statm_rss(void)
 	return rss;
 }
 
-NOTIFIER_TEST(swap_round_trip)
+/* Pins the test to the CPU it is on: see swap_round_trip_by. */
+static void pin_to_this_cpu(struct __test_metadata *_metadata, cpu_set_t *all)
+{
+	cpu_set_t one;
+
+	ASSERT_EQ(0, sched_getaffinity(0, sizeof(*all), all));
+	CPU_ZERO(&one);
+	CPU_SET(sched_getcpu(), &one);
+	ASSERT_EQ(0, sched_setaffinity(0, sizeof(one), &one));
+}
+
+enum pushout_how {
+	BY_MADV_PAGEOUT,	/* on the guest's RAM */
+	BY_MEMCG_LIMIT,		/* memory.high of the VMM's memory cgroup */
+};
+
+/*
+ * Pushes @t's RAM out with the cgroup's memory.high: down from what the
+ * cgroup uses, an eighth of the RAM at a time, to that less the RAM's
+ * resident size; then, while 2% or more of the RAM stays resident (reclaim
+ * took other pages of the cgroup first: slot 0, the VMM's heap), lower by
+ * what stays. The kernel reclaims down to each new limit in the write.
+ *
+ * memory.high, not memory.max: over memory.max the kernel OOM-kills the
+ * VMM as soon as 16 reclaim passes in a row free nothing, and on stock KVM
+ * the first passes do exactly that (KVM marks the pages it maps accessed,
+ * so reclaim first moves every THP of the RAM to the active list, and goes
+ * on from statistics that do not show it yet: see memcg_flush_stats);
+ * over memory.high it stops trying, and the next, lower step goes on.
+ * The limit stays: the caller lifts it.
+ */
+static void push_out_by_memcg_limit(struct __test_metadata *_metadata,
+				    struct memcg *cg, struct tvm *t,
+				    long *present, long *swapped)
+{
+	long long usage = memcg_current(cg), limit = usage, target;
+	long pages = t->size / PAGE;
+	char val[32];
+	int step;
+
+	ASSERT_LT(0, usage);
+	ASSERT_EQ(0, range_pages(t->mem, t->size, present, swapped));
+	target = usage - *present * (long long)PAGE;
+	for (step = 1; step <= 12; step++) {
+		limit = limit - (long long)t->size / 8 > target ?
+			limit - (long long)t->size / 8 : target;
+		snprintf(val, sizeof(val), "%lld", limit);
+		memcg_flush_stats(cg);
+		ASSERT_EQ(0, memcg_set(_metadata, cg, "memory.high", val));
+		ASSERT_EQ(0, range_pages(t->mem, t->size, present, swapped));
+		if (*present * 50 < pages)
+			break;
+		if (limit == target)
+			target -= *present * (long long)PAGE;
+	}
+	TH_LOG("memory.high lowered in %d step(s) from memory.current %lld kB to %lld kB: %ld pages present",
+	       step, usage / (long long)KB, limit / (long long)KB, *present);
+}
+
+/*
+ * The guest writes its RAM, the VMM stops running it and has the host
+ * push the RAM out to swap (@how), then the guest reads every byte back.
+ */
+static void swap_round_trip_by(struct __test_metadata *_metadata,
+			       FIXTURE_DATA(notifier) *self, enum pushout_how how)
 {
 	size_t size = ((size_t)stress_iters(SWAP_TEST_MIB) + 1) / 2 * 2 * MB;
 	long present, swapped, pages = size / PAGE, rss0, rss1, free_kb;
-	cpu_set_t one, all;
+	const char *how_name = how == BY_MADV_PAGEOUT ? "MADV_PAGEOUT" : "memory.high";
+	long long usage0 = 0, usage1 = 0;
 	double t0, t_out, t_in;
+	cpu_set_t all;
 	struct tvm *t;
 	int try;
 
@@ -844,14 +1110,14 @@ NOTIFIER_TEST(swap_round_trip)
 	if (free_kb < (long)(size / KB) + (long)(size / KB) / 4)
 		SKIP(return, "no swap (SwapFree %ld kB; tools/rkvm/guest/init sets up zram)",
 		     free_kb);
+	/* Before the guest RAM is touched: its charges stay where they began. */
+	if (how == BY_MEMCG_LIMIT && memcg_enter(&self->cg))
+		SKIP(return, "%s", self->cg.why);
 	/*
 	 * One CPU for everything: the pages the vCPU faulted in are then in
-	 * the per-CPU LRU batch that MADV_PAGEOUT drains (its own CPU's).
+	 * the per-CPU LRU batch that reclaim drains (its own CPU's).
 	 */
-	ASSERT_EQ(0, sched_getaffinity(0, sizeof(all), &all));
-	CPU_ZERO(&one);
-	CPU_SET(sched_getcpu(), &one);
-	ASSERT_EQ(0, sched_setaffinity(0, sizeof(one), &one));
+	pin_to_this_cpu(_metadata, &all);
 
 	t = self->t = tvm_new(size, 1);
 	ASSERT_NE(NULL, t);
@@ -863,19 +1129,30 @@ NOTIFIER_TEST(swap_round_trip)
 	       size / MB, present, pages);
 
 	t0 = now();
-	for (try = 1; try <= 3; try++) {
-		ASSERT_EQ(0, madvise(t->mem, size, MADV_PAGEOUT));
-		ASSERT_EQ(0, range_pages(t->mem, size, &present, &swapped));
-		if (present * 50 < pages)
-			break;
-		TH_LOG("MADV_PAGEOUT %d: %ld pages still present", try, present);
+	if (how == BY_MADV_PAGEOUT) {
+		for (try = 1; try <= 3; try++) {
+			ASSERT_EQ(0, madvise(t->mem, size, MADV_PAGEOUT));
+			ASSERT_EQ(0, range_pages(t->mem, size, &present, &swapped));
+			if (present * 50 < pages)
+				break;
+			TH_LOG("MADV_PAGEOUT %d: %ld pages still present", try, present);
+		}
+	} else {
+		usage0 = memcg_current(&self->cg);
+		push_out_by_memcg_limit(_metadata, &self->cg, t, &present, &swapped);
+		usage1 = memcg_current(&self->cg);
 	}
 	t_out = now() - t0;
 	rss1 = statm_rss();
-	TH_LOG("after MADV_PAGEOUT (%.2f s): %ld of %ld pages present (%.2f%%), %ld swapped; process RSS %ld -> %ld kB",
-	       t_out, present, pages, 100.0 * present / pages, swapped,
+	TH_LOG("after %s (%.2f s): %ld of %ld pages present (%.2f%%), %ld swapped; process RSS %ld -> %ld kB",
+	       how_name, t_out, present, pages, 100.0 * present / pages, swapped,
 	       rss0 * (long)(PAGE / KB), rss1 * (long)(PAGE / KB));
+	if (how == BY_MEMCG_LIMIT)
+		TH_LOG("memory.current %lld -> %lld kB", usage0 / (long long)KB,
+		       usage1 / (long long)KB);
 	EXPECT_GT(pages, present * 50) TH_LOG("not below 2%% of the region");
+	if (how == BY_MEMCG_LIMIT)
+		ASSERT_EQ(0, memcg_set(_metadata, &self->cg, "memory.high", "max"));
 
 	/* The guest reads every byte back from swap. */
 	t0 = now();
@@ -888,6 +1165,185 @@ NOTIFIER_TEST(swap_round_trip)
 	/* And the host sees what the guest writes now. */
 	ASSERT_EQ(0, cmd(t, CMD_WRITE, REGION_GPA + size / 2, 0, SEED2));
 	EXPECT_EQ(SEED2, *(uint64_t *)(t->mem + size / 2));
+	sched_setaffinity(0, sizeof(all), &all);
+}
+
+NOTIFIER_TEST(swap_round_trip)
+{
+	swap_round_trip_by(_metadata, self, BY_MADV_PAGEOUT);
+}
+
+/*
+ * The same with a memory-cgroup limit: the VMM, in a memory cgroup of its
+ * own since before the guest ran, lowers memory.high until the kernel's
+ * reclaim has pushed the guest RAM out, and lifts it again.
+ */
+NOTIFIER_TEST(memcg_swap_round_trip)
+{
+	swap_round_trip_by(_metadata, self, BY_MEMCG_LIMIT);
+}
+
+/* --- (7) Page aging: what the guest uses survives host reclaim. ------- */
+
+/*
+ * Size of hot_pages_survive_reclaim's guest RAM in MiB, divided by
+ * $RKVM_STRESS_DIVISOR as SWAP_TEST_MIB is. Every block of it has a hot
+ * first eighth, which the guest reads between the host's reclaim steps,
+ * and a cold rest, which it never touches after filling it: hot and cold
+ * pages alternate in the order the guest faulted them in, so where they
+ * sit on the LRU lists tells reclaim nothing. An eighth, not a quarter:
+ * once the inactive list (the cold pages left) is shorter than the active
+ * one (the hot pages), reclaim moves active pages back to it, clearing
+ * the accessed bits the guest has just set, and may take them in the same
+ * step (with a quarter, kvm_intel lost 11% of the hot pages in the last
+ * round in Bochs).
+ */
+#define AGING_TEST_MIB		64
+#define AGING_BLOCK		MB
+#define AGING_HOT		(AGING_BLOCK / 8)
+#define AGING_SETTLE_ROUNDS	3	/* each reclaims 1/16 of the RAM */
+#define AGING_ROUNDS		4	/* each reclaims 1/6 of the cold pages */
+#define AGING_MAX_LOSS		50	/* hot pages lost per round: under 1/50 */
+
+/* Resident pages of the hot and the cold parts of @t's RAM. */
+static int hot_cold_present(struct tvm *t, long *hot, long *cold)
+{
+	long present, swapped;
+	size_t off;
+	int r;
+
+	*hot = *cold = 0;
+	for (off = 0; off < t->size; off += AGING_BLOCK) {
+		r = range_pages(t->mem + off, AGING_HOT, &present, &swapped);
+		if (r)
+			return r;
+		*hot += present;
+		r = range_pages(t->mem + off + AGING_HOT, AGING_BLOCK - AGING_HOT,
+				&present, &swapped);
+		if (r)
+			return r;
+		*cold += present;
+	}
+	return 0;
+}
+
+/* The guest reads (and checks) the hot part of every block: 0 or -1. */
+static int guest_touch_hot(struct __test_metadata *_metadata, struct tvm *t)
+{
+	size_t off;
+
+	for (off = 0; off < t->size; off += AGING_BLOCK)
+		if (guest_check(_metadata, t, REGION_GPA + off, AGING_HOT, SEED1,
+				"hot part"))
+			return -1;
+	return 0;
+}
+
+
+/* "yes", "no" or "unknown": is the multi-gen LRU on? */
+static const char *mglru_state(void)
+{
+	char buf[32];
+
+	if (cg_read("/sys/kernel/mm/lru_gen", "enabled", buf, sizeof(buf)))
+		return "unknown (no /sys/kernel/mm/lru_gen)";
+	return strtoul(buf, NULL, 0) ? "yes" : "no";
+}
+
+/*
+ * Guest accesses set the accessed bits of the NPT/EPT entries, never the
+ * host PTE's; reclaim learns of them only through the MMU notifier's
+ * clear_flush_young/clear_young/test_young. With those, the kernel's
+ * reclaim (memory.reclaim of the VMM's memory cgroup) takes the pages the
+ * guest has left alone and keeps the ones it keeps reading; without, it
+ * takes hot and cold pages alike.
+ *
+ * On the classic LRU (the test kernel has no CONFIG_LRU_GEN, and the
+ * thresholds come from it) reclaim moves an inactive anonymous page whose
+ * PTE or SPTE was young, and which was referenced before, to the active
+ * list, keeps one found young for the first time, and reclaims one found
+ * old; active pages go back to the inactive list, their accessed bits
+ * cleared, when it runs short. The fault that mapped a page made its host
+ * PTE young, and the hypervisor marked it accessed (KVM puts every page on
+ * the active list that way, rkvm leaves them inactive and referenced):
+ * the first rounds ("settling", not counted) find every page young, fill
+ * the active list, empty it again and take pages at random; the guest
+ * reads back the hot ones they took. In the counted rounds reclaim takes
+ * a sixth of the cold pages each time. The guest reads the hot parts
+ * before each round and does not run during one.
+ *
+ * Seen in QEMU (64 MiB): in the counted rounds kvm_amd lost no hot page
+ * and kept 15% of the cold ones, rkvm lost 5 of 2048 and kept 22%. With a
+ * hot quarter and the guest reading nothing in them (what reclaim sees
+ * without aging), 10.5% of the hot pages went per round, and 58% of them
+ * and 35% of the cold ones stayed.
+ */
+NOTIFIER_TEST(hot_pages_survive_reclaim)
+{
+	size_t size = ((size_t)stress_iters(AGING_TEST_MIB) + 1) / 2 * 2 * MB;
+	long hot_pages = size / AGING_BLOCK * (AGING_HOT / PAGE);
+	long cold_pages = size / PAGE - hot_pages, free_kb;
+	long hot, cold, hot_lost = 0, present, swapped;
+	long long step;
+	char val[32];
+	cpu_set_t all;
+	struct tvm *t;
+	double t0;
+	int round, r;
+
+	NEED_SYNC_MMU();
+	free_kb = swap_free_kb();
+	if (free_kb < (long)(size / KB) + (long)(size / KB) / 4)
+		SKIP(return, "no swap (SwapFree %ld kB; tools/rkvm/guest/init sets up zram)",
+		     free_kb);
+	if (memcg_enter(&self->cg))
+		SKIP(return, "%s", self->cg.why);
+	if (cg_write(self->cg.dir, "memory.reclaim", "0"))
+		SKIP(return, "no memory.reclaim in %s", self->cg.dir);
+	pin_to_this_cpu(_metadata, &all);	/* as swap_round_trip_by */
+
+	t = self->t = tvm_new(size, 1);
+	ASSERT_NE(NULL, t);
+	/* Page by page: with THP one hot page would keep 2 MiB resident. */
+	ASSERT_EQ(0, madvise(t->mem, size, MADV_NOHUGEPAGE));
+	ASSERT_EQ(0, cmd(t, CMD_FILL, REGION_GPA, size, SEED1));
+	ASSERT_EQ(0, hot_cold_present(t, &hot, &cold));
+	TH_LOG("%zu MiB written by the guest: %ld hot and %ld cold pages present; multi-gen LRU: %s",
+	       size / MB, hot, cold, mglru_state());
+
+	t0 = now();
+	for (round = 0; round < AGING_SETTLE_ROUNDS + AGING_ROUNDS; round++) {
+		bool counts = round >= AGING_SETTLE_ROUNDS;
+		long hot_before;
+
+		ASSERT_EQ(0, guest_touch_hot(_metadata, t));
+		step = counts ? cold_pages * (long long)PAGE / 6 : size / 16;
+		snprintf(val, sizeof(val), "%lld", step);
+		ASSERT_EQ(0, hot_cold_present(t, &hot_before, &cold));
+		memcg_flush_stats(&self->cg);
+		r = cg_write(self->cg.dir, "memory.reclaim", val);
+		ASSERT_EQ(0, hot_cold_present(t, &hot, &cold));
+		TH_LOG("%s %d: memory.reclaim %lld kB%s%s: %ld of %ld hot and %ld of %ld cold pages present",
+		       counts ? "round" : "settling round", round, step / (long long)KB,
+		       r ? ": " : "", r ? strerror(-r) : "",
+		       hot, hot_pages, cold, cold_pages);
+		if (counts)
+			hot_lost += hot_before - hot;
+	}
+	ASSERT_EQ(0, range_pages(t->mem, size, &present, &swapped));
+	TH_LOG("%d counted rounds in %.2f s: %ld hot pages reclaimed (%.1f%% of %ld per round); at the end %.1f%% of the hot and %.1f%% of the cold pages present, %ld swapped",
+	       AGING_ROUNDS, now() - t0, hot_lost,
+	       100.0 * hot_lost / AGING_ROUNDS / hot_pages, hot_pages,
+	       100.0 * hot / hot_pages, 100.0 * cold / cold_pages, swapped);
+	EXPECT_GT(cold_pages / 3, cold) TH_LOG("the cold pages stayed");
+	EXPECT_GE(hot * cold_pages, 2 * cold * hot_pages)
+		TH_LOG("the hot pages went as the cold ones did");
+	EXPECT_GT(hot_pages * AGING_ROUNDS, hot_lost * AGING_MAX_LOSS)
+		TH_LOG("reclaim took the hot pages the guest kept reading");
+
+	/* Every byte is still there, hot or read back from swap. */
+	EXPECT_EQ(0, guest_check(_metadata, t, REGION_GPA, size, SEED1,
+				 "after the reclaim rounds"));
 	sched_setaffinity(0, sizeof(all), &all);
 }
 
