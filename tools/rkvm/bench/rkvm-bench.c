@@ -45,21 +45,23 @@
  *
  *   dirty_pass      the guest writes one qword to every 4 KiB page of a
  *                   --dirty-mib logging slot (4 KiB host pages), once to
- *                   fault it in, then --dirty-passes times, each pass
- *                   ending with an exit after which this VMM takes the log
- *                   (which write-protects the pages again) before the
- *                   guest goes on: every write of a pass is a write-
- *                   protection fault the hypervisor fixes and logs. Per
- *                   pass, guest TSC from its start to its end (the log
- *                   calls not counted; they come along as
- *                   get_log_host_tsc_per_call, every page dirty). Fails if
- *                   a log does not name exactly the pages written
+ *                   fault it in, then in passes, each ending with an exit
+ *                   after which this VMM takes the log (which write-
+ *                   protects the pages again) before the guest goes on:
+ *                   every write of a pass is a write-protection fault the
+ *                   hypervisor fixes and logs. Per pass, guest TSC from
+ *                   its start to its end (the log calls not counted; they
+ *                   come along as get_log_host_tsc_per_call, every page
+ *                   dirty). Fails if a log does not name exactly the pages
+ *                   written. One VM for all runs: a run is a group of
+ *                   --dirty-passes passes after the fault-in pass
  *   dirty_pass_4vcpu  the same with 4 vCPUs, each rewriting its quarter;
  *                   the log is taken once all four have ended the pass
  *   get_dirty_log   KVM_GET_DIRTY_LOG of a --dirty-log-mib logging slot
- *                   (1 GiB) after the guest rewrote one page in 64 of it
- *                   (only those are ever faulted in): per call, this VMM's
- *                   clocks
+ *                   (1 GiB) after the guest rewrote one page in
+ *                   --dirty-log-stride (256) of it (only those are ever
+ *                   faulted in): per call, this VMM's clocks; runs as
+ *                   dirty_pass, --dirty-log-calls calls each
  *   get_dirty_log_empty  a second call right after each: nothing dirty,
  *                   what the walk of the slot's bitmap costs alone
  *
@@ -89,10 +91,11 @@
  *                   [--pageout-mib M] [--invalidate-mib M]
  *                   [--invalidate-passes P] [--dirty-mib M]
  *                   [--dirty-passes P] [--dirty-log-mib M]
- *                   [--dirty-log-calls C] [--repeat R] [--timeout S]
- *                   [--only A,B] [--skip A,B]
+ *                   [--dirty-log-stride S] [--dirty-log-calls C]
+ *                   [--repeat R] [--timeout S] [--only A,B] [--skip A,B]
  * (defaults: 2000 exits, 2000 CPUIDs, 64 MiB, pageout as --fault-mib,
- * 16 MiB and 32 passes, 32 MiB and 8 passes, 1024 MiB and 8 calls, 1 run,
+ * 16 MiB and 32 passes, 32 MiB and 4 passes, 1024 MiB, one page in 256
+ * and 4 calls, 1 run,
  * 600 s per run, all; --only and --skip may be given up to 4 times each:
  * a workload runs if every --only names it and no --skip does)
  */
@@ -1082,7 +1085,16 @@ static void bench_invalidate(const char *dev, uint64_t mib, uint64_t passes)
 /* --- dirty_pass, dirty_pass_4vcpu, get_dirty_log, get_dirty_log_empty -- */
 
 #define DIRTY_MBOX		GUEST_DATA	/* bench_dirty: 16 bytes per vCPU */
-#define DIRTY_LOG_STRIDE	64		/* get_dirty_log: one page in 64 dirty */
+
+/*
+ * A group's sums: its timed passes (guest TSC from the first vCPU's start
+ * to the last one's end, wall from the release to the last exit) and the
+ * log calls after them.
+ */
+struct dirty_sums {
+	uint64_t pass_tsc, pass_wall;
+	uint64_t log_tsc, log_wall, empty_log_tsc, empty_log_wall;
+};
 
 /*
  * One VM of the dirty-logging workloads, shared by its vCPU threads. At
@@ -1101,11 +1113,10 @@ struct dirty_run {
 	uint64_t *bitmap;
 	pthread_barrier_t pass_end, log_taken;
 	uint64_t pass;		/* the pass that ended last; 0: the fault-in */
+	uint64_t passes;	/* timed passes per group */
+	struct dirty_sums *group;	/* `repeat` groups of `passes` passes */
 	uint64_t out_ns[MAX_VCPUS];	/* each vCPU's PORT_DIRTY_PASS exit */
 	uint64_t released_ns;	/* when the vCPUs were let into this pass */
-	/* Sums over the timed passes (1, 2, ...) and the log calls after them. */
-	uint64_t pass_tsc, pass_wall;
-	uint64_t log_tsc, log_wall, empty_log_tsc, empty_log_wall;
 	char err[256];		/* why the collection failed */
 };
 
@@ -1157,6 +1168,7 @@ static int check_dirty_log(struct dirty_run *d, int written)
 /* In the barrier's serial thread, every vCPU out of the guest. */
 static void dirty_collect(struct dirty_run *d)
 {
+	struct dirty_sums *sums = d->pass ? &d->group[(d->pass - 1) / d->passes] : NULL;
 	uint64_t start = UINT64_MAX, end = 0, out = 0, tsc, wall;
 	int i, r;
 
@@ -1168,13 +1180,13 @@ static void dirty_collect(struct dirty_run *d)
 		end = mbox[1] > end ? mbox[1] : end;
 		out = d->out_ns[i] > out ? d->out_ns[i] : out;
 	}
-	if (d->pass) {
+	if (sums) {
 		if (end <= start) {
 			snprintf(d->err, sizeof(d->err), "the guest's TSC did not advance");
 			return;
 		}
-		d->pass_tsc += end - start;
-		d->pass_wall += out - d->released_ns;
+		sums->pass_tsc += end - start;
+		sums->pass_wall += out - d->released_ns;
 	}
 	r = get_dirty_log_timed(d, &tsc, &wall);
 	if (r) {
@@ -1184,9 +1196,9 @@ static void dirty_collect(struct dirty_run *d)
 	}
 	if (check_dirty_log(d, 1))
 		return;
-	if (d->pass) {
-		d->log_tsc += tsc;
-		d->log_wall += wall;
+	if (sums) {
+		sums->log_tsc += tsc;
+		sums->log_wall += wall;
 	}
 	if (d->time_empty_log) {
 		r = get_dirty_log_timed(d, &tsc, &wall);
@@ -1197,9 +1209,9 @@ static void dirty_collect(struct dirty_run *d)
 		}
 		if (check_dirty_log(d, 0))
 			return;
-		if (d->pass) {
-			d->empty_log_tsc += tsc;
-			d->empty_log_wall += wall;
+		if (sums) {
+			sums->empty_log_tsc += tsc;
+			sums->empty_log_wall += wall;
 		}
 	}
 	d->pass++;
@@ -1223,30 +1235,32 @@ static int dirty_on_out(struct vcpu_job *j, uint16_t port)
 	return 1;
 }
 
-/* One run's figures: per timed pass, per log call after one. */
-struct dirty_figures {
-	double pass_tsc, pass_wall;
-	double log_tsc, log_wall, empty_log_tsc, empty_log_wall;
+/* The best figures of a workload's groups: per timed pass, per log call. */
+struct dirty_best {
+	struct best pass, log, empty_log;
 };
 
 /*
- * One run of a dirty-logging workload in a fresh VM: a logging slot of
- * @mib MiB in 4 KiB host pages, @nvcpus vCPUs each writing one page in
- * @stride_pages of its own part of it, one untimed pass that faults the
- * pages in and @passes timed ones, the log taken after each. Returns 0,
- * or -1 after printing why.
+ * One VM of a dirty-logging workload: a logging slot of @mib MiB in 4 KiB
+ * host pages, @nvcpus vCPUs each writing one page in @stride_pages of its
+ * own part of it, one untimed pass that faults the pages in, then
+ * `repeat` groups of @passes timed passes, the log taken after each. The
+ * groups are the runs of this workload (one VM for all of them: the
+ * fault-in pass costs more than a few timed ones, and every pass after
+ * it does the same work). Returns 0, or -1 after printing why.
  */
-static int dirty_run_once(const char *dev, const char *name, uint64_t mib, int nvcpus,
-			  uint64_t stride_pages, uint64_t passes, int time_empty_log,
-			  struct dirty_figures *f)
+static int dirty_run(const char *dev, const char *name, uint64_t mib, int nvcpus,
+		     uint64_t stride_pages, uint64_t passes, int time_empty_log,
+		     struct dirty_best *b)
 {
 	struct vcpu_job jobs[MAX_VCPUS];
 	struct dirty_run d = {
 		.nvcpus = nvcpus, .slot_pages = mib << 8, .stride_pages = stride_pages,
-		.time_empty_log = time_empty_log,
+		.time_empty_log = time_empty_log, .passes = passes,
 	};
 	uint64_t writes = d.slot_pages / stride_pages / nvcpus;
 	struct kvm_regs regs;
+	unsigned int g;
 	void *slot1;
 	int i, r;
 
@@ -1255,13 +1269,15 @@ static int dirty_run_once(const char *dev, const char *name, uint64_t mib, int n
 	if (!d.vm)
 		return -1;
 	d.bitmap = calloc(d.slot_pages / 64, 8);
-	if (!d.bitmap)
+	d.group = calloc(repeat, sizeof(*d.group));
+	if (!d.bitmap || !d.group)
 		guest_die("out of memory for the dirty bitmap");
 	for (i = 0; i < nvcpus; i++) {
 		jobs[i].on_out = dirty_on_out;
 		jobs[i].ctx = &d;
 		bench_vcpu(d.vm, &jobs[i], i, bench_dirty,
-			   FAULT_GPA + (uint64_t)i * writes * stride_pages * 4096, writes, passes + 1);
+			   FAULT_GPA + (uint64_t)i * writes * stride_pages * 4096, writes,
+			   passes * repeat + 1);
 		vcpu_get_regs(jobs[i].vcpu, &regs);
 		regs.rcx = stride_pages * 4096;
 		regs.rbx = DIRTY_MBOX + (uint64_t)i * 16;
@@ -1272,21 +1288,25 @@ static int dirty_run_once(const char *dev, const char *name, uint64_t mib, int n
 	pthread_barrier_init(&d.log_taken, NULL, nvcpus);
 
 	r = run_vcpus(name, jobs, nvcpus, -1);
-	if (!r && d.pass != passes + 1) {
+	if (!r && d.pass != passes * repeat + 1) {
 		char why[128];
 
 		snprintf(why, sizeof(why), "the guest halted after %llu of its %llu passes",
-			 (unsigned long long)d.pass, (unsigned long long)passes + 1);
+			 (unsigned long long)d.pass, (unsigned long long)passes * repeat + 1);
 		fail(name, why);
 		r = -1;
 	}
-	if (!r) {
-		f->pass_tsc = (double)d.pass_tsc / passes;
-		f->pass_wall = (double)d.pass_wall / passes;
-		f->log_tsc = (double)d.log_tsc / passes;
-		f->log_wall = (double)d.log_wall / passes;
-		f->empty_log_tsc = (double)d.empty_log_tsc / passes;
-		f->empty_log_wall = (double)d.empty_log_wall / passes;
+	best_init(&b->pass);
+	best_init(&b->log);
+	best_init(&b->empty_log);
+	for (g = 0; !r && g < repeat; g++) {
+		struct dirty_sums *sums = &d.group[g];
+
+		best_add(&b->pass, (double)sums->pass_tsc / passes,
+			 (double)sums->pass_wall / passes);
+		best_add(&b->log, (double)sums->log_tsc / passes, (double)sums->log_wall / passes);
+		best_add(&b->empty_log, (double)sums->empty_log_tsc / passes,
+			 (double)sums->empty_log_wall / passes);
 	}
 	pthread_barrier_destroy(&d.pass_end);
 	pthread_barrier_destroy(&d.log_taken);
@@ -1295,70 +1315,55 @@ static int dirty_run_once(const char *dev, const char *name, uint64_t mib, int n
 	vm_free(d.vm);
 	munmap(slot1, mib << 20);
 	free(d.bitmap);
+	free(d.group);
 	return r;
 }
 
 /*
  * dirty_pass (dirty_pass_4vcpu): the guest rewrites every 4 KiB page of a
- * @mib MiB logging slot, one qword each, in @passes passes with the log
- * taken between them, so every write of a pass is a write-protection
- * fault that the hypervisor fixes and logs. Per pass; the log calls'
- * figures (every page dirty) and per page come along.
+ * @mib MiB logging slot, one qword each, in passes with the log taken
+ * between them, so every write of a pass is a write-protection fault that
+ * the hypervisor fixes and logs. Per pass; the log calls' figures (every
+ * page dirty) and the figure per page come along.
  */
 static void bench_dirty_pass(const char *dev, const char *name, int nvcpus, uint64_t mib,
 			     uint64_t passes)
 {
-	struct dirty_figures f;
-	struct best pass, log;
-	unsigned int i;
+	struct dirty_best b;
 	char extra[160];
 
-	best_init(&pass);
-	best_init(&log);
-	for (i = 0; i < repeat; i++) {
-		if (dirty_run_once(dev, name, mib, nvcpus, 1, passes, 0, &f) < 0)
-			return;
-		best_add(&pass, f.pass_tsc, f.pass_wall);
-		best_add(&log, f.log_tsc, f.log_wall);
-	}
+	if (dirty_run(dev, name, mib, nvcpus, 1, passes, 0, &b) < 0)
+		return;
 	snprintf(extra, sizeof(extra), "pages_per_pass=%llu guest_tsc_per_page=%.1f "
 		 "get_log_host_tsc_per_call=%.1f get_log_wall_ns_per_call=%.0f",
-		 (unsigned long long)(mib << 8), pass.tsc_min / (mib << 8), log.tsc_min,
-		 log.wall_min);
-	best_print(name, nvcpus, passes, "guest", &pass, extra);
+		 (unsigned long long)(mib << 8), b.pass.tsc_min / (mib << 8), b.log.tsc_min,
+		 b.log.wall_min);
+	best_print(name, nvcpus, passes, "guest", &b.pass, extra);
 }
 
 /*
  * get_dirty_log, get_dirty_log_empty: KVM_GET_DIRTY_LOG of a @mib MiB
- * logging slot of which the guest rewrites one page in DIRTY_LOG_STRIDE
- * before each of @calls calls (the call walks the whole bitmap, takes and
+ * logging slot of which the guest rewrites one page in @stride before each
+ * of the @calls calls (the call walks the whole bitmap, takes and
  * write-protects the pages it names), then at once a second call that
- * finds nothing dirty: what scanning the bitmap alone costs. Per call,
+ * finds nothing dirty: what walking the bitmap alone costs. Per call,
  * this VMM's clocks. Only the pages written are ever faulted in, so a
  * large slot costs the host little memory.
  */
-static void bench_get_dirty_log(const char *dev, uint64_t mib, uint64_t calls)
+static void bench_get_dirty_log(const char *dev, uint64_t mib, uint64_t stride,
+				uint64_t calls)
 {
-	struct dirty_figures f;
-	struct best log, empty;
-	unsigned int i;
+	struct dirty_best b;
 	char extra[96];
 
-	best_init(&log);
-	best_init(&empty);
-	for (i = 0; i < repeat; i++) {
-		if (dirty_run_once(dev, "get_dirty_log", mib, 1, DIRTY_LOG_STRIDE, calls, 1,
-				   &f) < 0)
-			return;
-		best_add(&log, f.log_tsc, f.log_wall);
-		best_add(&empty, f.empty_log_tsc, f.empty_log_wall);
-	}
+	if (dirty_run(dev, "get_dirty_log", mib, 1, stride, calls, 1, &b) < 0)
+		return;
 	snprintf(extra, sizeof(extra), "slot_mib=%llu dirty_pages_per_call=%llu",
-		 (unsigned long long)mib, (unsigned long long)((mib << 8) / DIRTY_LOG_STRIDE));
-	best_print("get_dirty_log", 1, calls, "host", &log, extra);
+		 (unsigned long long)mib, (unsigned long long)((mib << 8) / stride));
+	best_print("get_dirty_log", 1, calls, "host", &b.log, extra);
 	snprintf(extra, sizeof(extra), "slot_mib=%llu dirty_pages_per_call=0",
 		 (unsigned long long)mib);
-	best_print("get_dirty_log_empty", 1, calls, "host", &empty, extra);
+	best_print("get_dirty_log_empty", 1, calls, "host", &b.empty_log, extra);
 }
 
 /* Whether comma-separated @list names @name. */
@@ -1401,7 +1406,8 @@ static void usage(const char *argv0)
 {
 	fprintf(stderr, "usage: %s DEVICE [--pio N] [--cpuid N] [--fault-mib M] [--pageout-mib M] "
 		"[--invalidate-mib M (even)] [--invalidate-passes P (>= 3)] [--repeat R] "
-		"[--dirty-mib M] [--dirty-passes P] [--dirty-log-mib M] [--dirty-log-calls C] "
+		"[--dirty-mib M] [--dirty-passes P] [--dirty-log-mib M] [--dirty-log-stride S "
+		"(power of 2, <= 256)] [--dirty-log-calls C] "
 		"[--timeout S] [--only|--skip pio_exit,cpuid_exit,fault_4k,fault_4k_4vcpu,fault_thp,"
 		"pageout,invalidate,dirty_pass,dirty_pass_4vcpu,get_dirty_log]\n", argv0);
 	exit(2);
@@ -1411,7 +1417,8 @@ int main(int argc, char **argv)
 {
 	uint64_t pio = 2000, cpuid = 2000, fault_mib = 64, pageout_mib = 0;
 	uint64_t invalidate_mib = 16, invalidate_passes = 32;
-	uint64_t dirty_mib = 32, dirty_passes = 8, dirty_log_mib = 1024, dirty_log_calls = 8;
+	uint64_t dirty_mib = 32, dirty_passes = 4, dirty_log_mib = 1024, dirty_log_stride = 256;
+	uint64_t dirty_log_calls = 4;
 	const char *dev;
 	int i;
 
@@ -1443,6 +1450,8 @@ int main(int argc, char **argv)
 			dirty_passes = strtoull(argv[++i], NULL, 0);
 		else if (!strcmp(argv[i], "--dirty-log-mib"))
 			dirty_log_mib = strtoull(argv[++i], NULL, 0);
+		else if (!strcmp(argv[i], "--dirty-log-stride"))
+			dirty_log_stride = strtoull(argv[++i], NULL, 0);
 		else if (!strcmp(argv[i], "--dirty-log-calls"))
 			dirty_log_calls = strtoull(argv[++i], NULL, 0);
 		else if (!strcmp(argv[i], "--only") && nr_only < MAX_LISTS)
@@ -1462,7 +1471,9 @@ int main(int argc, char **argv)
 	if (!pio || !cpuid || !fault_mib || fault_mib > 1024 || pageout_mib > 1024 ||
 	    !invalidate_mib || invalidate_mib % 2 || invalidate_mib > 1024 ||
 	    invalidate_passes < 3 || !dirty_mib || dirty_mib > 1024 || !dirty_passes ||
-	    !dirty_log_mib || dirty_log_mib > 1024 || !dirty_log_calls || !timeout_s || !repeat)
+	    !dirty_log_mib || dirty_log_mib > 1024 || !dirty_log_calls || !dirty_log_stride ||
+	    dirty_log_stride > 256 || dirty_log_stride & (dirty_log_stride - 1) ||
+	    !timeout_s || !repeat)
 		usage(argv[0]);
 
 	/*
@@ -1473,12 +1484,12 @@ int main(int argc, char **argv)
 	guest_die_hook = setup_failed;
 	printf("bench-info device=%s pio=%llu cpuid=%llu fault_mib=%llu pageout_mib=%llu "
 	       "invalidate_mib=%llu invalidate_passes=%llu dirty_mib=%llu dirty_passes=%llu "
-	       "dirty_log_mib=%llu dirty_log_calls=%llu repeat=%u\n", dev,
+	       "dirty_log_mib=%llu dirty_log_stride=%llu dirty_log_calls=%llu repeat=%u\n", dev,
 	       (unsigned long long)pio, (unsigned long long)cpuid, (unsigned long long)fault_mib,
 	       (unsigned long long)pageout_mib, (unsigned long long)invalidate_mib,
 	       (unsigned long long)invalidate_passes, (unsigned long long)dirty_mib,
 	       (unsigned long long)dirty_passes, (unsigned long long)dirty_log_mib,
-	       (unsigned long long)dirty_log_calls, repeat);
+	       (unsigned long long)dirty_log_stride, (unsigned long long)dirty_log_calls, repeat);
 	fflush(stdout);
 	if (selected("pio_exit"))
 		bench(dev, "pio_exit", 1, bench_pio, pio, 0);
@@ -1507,6 +1518,6 @@ int main(int argc, char **argv)
 	if (selected("dirty_pass_4vcpu"))
 		bench_dirty_pass(dev, "dirty_pass_4vcpu", 4, dirty_mib, dirty_passes);
 	if (selected("get_dirty_log"))
-		bench_get_dirty_log(dev, dirty_log_mib, dirty_log_calls);
+		bench_get_dirty_log(dev, dirty_log_mib, dirty_log_stride, dirty_log_calls);
 	return failed;
 }
