@@ -37,15 +37,21 @@ on() { [[ " $machines " == *" $1 "* ]]; }
 # out and reads back 32 MiB (about 4 s of the instruction-counted boot per
 # run on kvm_amd), the invalidate workload rewrites 16 MiB 2 x 32 times (a
 # second). With kvm_amd the instruction-counted boot is the slower one,
-# about 1.5 min of wall time on this project's machines.
-bench_args=${RKVM_BENCH_ARGS:---pio 10000 --cpuid 10000 --fault-mib 64 --pageout-mib 32 --invalidate-mib 16 --invalidate-passes 32 --repeat 3 --timeout 120}
+# about 1.5 min of wall time on this project's machines. The dirty passes
+# run in one VM per workload (the runs are groups of passes): its fault-in
+# pass, about 40k instructions a page, costs more than the 3 x 4 timed
+# passes at 6-7k, so 16 MiB; get_dirty_log's 1 GiB slot has one page in
+# 256 dirty (a call of kvm_amd takes some 20k instructions per bitmap word
+# with a dirty bit). About 10 s per hypervisor in a boot.
+bench_args=${RKVM_BENCH_ARGS:---pio 10000 --cpuid 10000 --fault-mib 64 --pageout-mib 32 --invalidate-mib 16 --invalidate-passes 32 --dirty-mib 16 --dirty-passes 4 --dirty-log-mib 1024 --dirty-log-stride 256 --dirty-log-calls 4 --repeat 3 --timeout 120}
 # Bochs runs some 30 million instructions a second here: its boot takes
 # about 70 s, kvm_intel's runs at these sizes one more minute (each run of
 # its fault workloads is about 3.4 s of emulated time) and rkvm's 45 s.
-# A pageout run costs about 280k instructions per page, so 4 MiB there.
+# A pageout run costs about 280k instructions per page, so 4 MiB there,
+# and the dirty passes 4 MiB, get_dirty_log's slot 256 MiB.
 # rkvm-bench's --timeout counts emulated seconds, about 3.5 s of wall time
 # each in a busy guest.
-vmx_args=${RKVM_BENCH_VMX_ARGS:---pio 5000 --cpuid 5000 --fault-mib 32 --pageout-mib 4 --invalidate-mib 8 --invalidate-passes 32 --repeat 3 --timeout 60}
+vmx_args=${RKVM_BENCH_VMX_ARGS:---pio 5000 --cpuid 5000 --fault-mib 32 --pageout-mib 4 --invalidate-mib 8 --invalidate-passes 32 --dirty-mib 4 --dirty-passes 4 --dirty-log-mib 256 --dirty-log-stride 256 --dirty-log-calls 4 --repeat 3 --timeout 60}
 # Not in the QEMU wall-time boot: without -icount, single-threaded TCG runs
 # one CPU until it halts or is kicked (every 100 ms), so the host thread of
 # the invalidate workload runs in bursts, or not at all while the guest
@@ -153,7 +159,10 @@ failures() {
 }
 
 workloads="pio_exit cpuid_exit fault_4k fault_4k_4vcpu fault_thp pageout pageout_fault_in
-	invalidate_pass invalidate"
+	invalidate_pass invalidate dirty_pass dirty_pass_4vcpu get_dirty_log get_dirty_log_empty"
+# What /init also runs on rkvm loaded with fast_page_fault=0 (the locked
+# write-protection fault path), in the same boot.
+locked_workloads="dirty_pass dirty_pass_4vcpu"
 status=0 bochs_retried=
 
 # What one iteration is, under a table.
@@ -163,7 +172,12 @@ units() {
 	echo "from swap by the guest), a guest pass over the THP-backed region while the host"
 	echo "invalidates one 2 MiB chunk per pass (invalidate_pass), what one invalidation adds"
 	echo "to the guest's passes (invalidate; QEMU: instructions of both CPUs, Bochs: the"
-	echo "guest CPU's ticks, the host thread's CPU running alongside)"
+	echo "guest CPU's ticks, the host thread's CPU running alongside), a guest pass"
+	echo "rewriting a dirty-logging slot, one write per 4 KiB page, the VMM taking the log"
+	echo "between passes (dirty_pass*: every write a write-protection fault; the log calls"
+	echo "not counted), or a KVM_GET_DIRTY_LOG call, the VMM's TSC, on a slot the guest"
+	echo "dirtied one page in --dirty-log-stride of, or right after that with nothing dirty"
+	echo "(get_dirty_log*)"
 }
 # notes LOG...: after a table, the workloads skipped (with why), what
 # pageout left resident and how many invalidations there were; sets
@@ -194,6 +208,54 @@ notes() {
 		quiet_tsc_per_pass), rkvm $(field "$log" bench-rkvm invalidate_pass quiet_tsc_per_pass)"
 }
 
+# fast_table WALL_LOG ICOUNT_LOG: rkvm's dirty passes with the lockless fast
+# page fault (the default) and with fast_page_fault=0, from the same boots:
+# locked/fast is the speed-up. Figures from the instruction-counted boot,
+# and from the wall-time one if given. Sets status if figures are missing.
+fast_table() {
+	local wall=$1 icount=$2 w locked_i fast_i locked_w fast_w r missing_locked=0
+	echo
+	echo "rkvm's lockless fast page fault: dirty passes with fast_page_fault=1 (default,"
+	echo "fast) and =0 (the locked path), rkvm reloaded in the same boot"
+	echo
+	if [ -n "$wall" ]; then
+		printf '%-20s %-38s   %-38s\n' "" "  instructions (-icount, exact)" "  wall ns (noisy)"
+		printf '%-20s %12s %12s %12s   %12s %12s %12s\n' workload locked fast locked/fast \
+			locked fast locked/fast
+	else
+		printf '%-20s %s\n' "" "  instructions (Bochs TSC)"
+		printf '%-20s %12s %12s %12s\n' workload locked fast locked/fast
+	fi
+	for w in $locked_workloads; do
+		locked_i=$(tsc "$icount" bench-rkvm-locked $w)
+		fast_i=$(tsc "$icount" bench-rkvm $w)
+		if [ -n "$wall" ]; then
+			locked_w=$(field "$wall" bench-rkvm-locked $w wall_ns_per_iter)
+			fast_w=$(field "$wall" bench-rkvm $w wall_ns_per_iter)
+			[ -n "$locked_i" ] && [ -n "$locked_w" ] ||
+				[ -n "$(skipped bench-rkvm-locked $w "$icount" "$wall")" ] || missing_locked=1
+			printf '%-20s %12s %12s %12s   %12s %12s %12s\n' $w "${locked_i:--}" \
+				"${fast_i:--}" "$(ratio "$locked_i" "$fast_i")" "${locked_w:--}" \
+				"${fast_w:--}" "$(ratio "$locked_w" "$fast_w")"
+		else
+			[ -n "$locked_i" ] || [ -n "$(skipped bench-rkvm-locked $w "$icount")" ] ||
+				missing_locked=1
+			printf '%-20s %12s %12s %12s\n' $w "${locked_i:--}" "${fast_i:--}" \
+				"$(ratio "$locked_i" "$fast_i")"
+		fi
+	done
+	echo
+	for w in $locked_workloads; do
+		r=$(skipped bench-rkvm-locked $w "$icount" $wall)
+		[ -z "$r" ] || echo "$w: skipped on rkvm fast_page_fault=0 ($r)"
+	done
+	if [ "$missing_locked" = 1 ]; then
+		r=$(reason bench-rkvm-locked "$icount" $wall)
+		echo "rkvm fast_page_fault=0: failed (${r:-no result, see the serial logs in $out})"
+		status=1
+	fi
+}
+
 qemu_table() {
 	missing_kvm=0 missing_rkvm=0
 	echo
@@ -201,8 +263,8 @@ qemu_table() {
 	echo "emulated AMD host (QEMU TCG, SVM + NPT, 2 CPUs)"
 	echo "rkvm-bench $bench_args"
 	echo
-	printf '%-16s %-35s   %-35s\n' "" "  instructions (-icount, exact)" "  wall ns (noisy)"
-	printf '%-16s %12s %12s %9s   %12s %12s %9s\n' workload KVM rkvm rkvm/KVM KVM rkvm rkvm/KVM
+	printf '%-20s %-35s   %-35s\n' "" "  instructions (-icount, exact)" "  wall ns (noisy)"
+	printf '%-20s %12s %12s %9s   %12s %12s %9s\n' workload KVM rkvm rkvm/KVM KVM rkvm rkvm/KVM
 	for w in $workloads; do
 		ki=$(tsc "$out/icount.txt" bench-kvm $w)
 		ri=$(tsc "$out/icount.txt" bench-rkvm $w)
@@ -218,13 +280,14 @@ qemu_table() {
 			[ -n "$(skipped bench-kvm $w "$out/icount.txt" "$out/wall.txt")" ] || missing_kvm=1
 		[ -n "$ri" ] && [ -n "$rw" ] ||
 			[ -n "$(skipped bench-rkvm $w "$out/icount.txt" "$out/wall.txt")" ] || missing_rkvm=1
-		printf '%-16s %12s %12s %9s   %12s %12s %9s\n' $w "${ki:--}" "${ri:--}" "$(ratio "$ri" "$ki")" \
+		printf '%-20s %12s %12s %9s   %12s %12s %9s\n' $w "${ki:--}" "${ri:--}" "$(ratio "$ri" "$ki")" \
 			"${kw:--}" "${rw:--}" "$wr"
 	done
 	echo
 	units
 	notes "$out/icount.txt" "$out/icount.txt" "$out/wall.txt"
 	failures "$out/wall.log and icount.log" "$out/icount.txt" "$out/wall.txt"
+	fast_table "$out/wall.txt" "$out/icount.txt"
 }
 
 # Bochs runs its CPUs in turns of a few instructions each and advances the
@@ -241,19 +304,20 @@ bochs_table() {
 	echo "emulated Intel host (Bochs, Haswell, VMX + EPT, 2 CPUs)"
 	echo "rkvm-bench $vmx_args; the Bochs boot took $bochs_secs s$bochs_retried"
 	echo
-	printf '%-16s %s\n' "" "  instructions (Bochs TSC)"
-	printf '%-16s %12s %12s %9s\n' workload KVM rkvm rkvm/KVM
+	printf '%-20s %s\n' "" "  instructions (Bochs TSC)"
+	printf '%-20s %12s %12s %9s\n' workload KVM rkvm rkvm/KVM
 	for w in $workloads; do
 		kb=$(tsc "$out/bochs.txt" bench-kvm $w)
 		rb=$(tsc "$out/bochs.txt" bench-rkvm $w)
 		[ -n "$kb" ] || [ -n "$(skipped bench-kvm $w "$out/bochs.txt")" ] || missing_kvm=1
 		[ -n "$rb" ] || [ -n "$(skipped bench-rkvm $w "$out/bochs.txt")" ] || missing_rkvm=1
-		printf '%-16s %12s %12s %9s\n' $w "${kb:--}" "${rb:--}" "$(ratio "$rb" "$kb")"
+		printf '%-20s %12s %12s %9s\n' $w "${kb:--}" "${rb:--}" "$(ratio "$rb" "$kb")"
 	done
 	echo
 	units
 	notes "$out/bochs.txt" "$out/bochs.txt"
 	failures "$out/bochs.log" "$out/bochs.txt"
+	fast_table "" "$out/bochs.txt"
 }
 
 SPLATS='WARNING:|BUG:|Oops|Kernel panic|KFENCE:|KASAN:|UBSAN:|general protection fault|possible recursive locking|circular locking dependency|inconsistent lock state|suspicious RCU usage|INFO: task .* blocked|rcu: INFO|unreferenced object|Call Trace:'

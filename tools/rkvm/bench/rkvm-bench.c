@@ -40,6 +40,33 @@
  *                   a running guest (the zap, the vCPU kicked out for the
  *                   TLB flush, the refault of a new huge page)
  *
+ * and dirty logging (KVM_MEM_LOG_DIRTY_PAGES, KVM_GET_DIRTY_LOG), in the
+ * shape of KVM's dirty_log_perf_test:
+ *
+ *   dirty_pass      the guest writes one qword to every 4 KiB page of a
+ *                   --dirty-mib logging slot (4 KiB host pages), once to
+ *                   fault it in, then in passes, each ending with an exit
+ *                   after which this VMM takes the log (which write-
+ *                   protects the pages again) before the guest goes on:
+ *                   every write of a pass is a write-protection fault the
+ *                   hypervisor fixes and logs. Per pass, guest TSC from
+ *                   its start to its end (the log calls not counted; they
+ *                   come along as get_log_host_tsc_per_call, every page
+ *                   dirty). Fails if a log does not name exactly the pages
+ *                   written. One VM for all runs: a run is a group of
+ *                   --dirty-passes passes after the fault-in pass
+ *   dirty_pass_4vcpu  the same with 4 vCPUs, each rewriting its quarter;
+ *                   the log is taken once all four have ended the pass
+ *   get_dirty_log   KVM_GET_DIRTY_LOG of a --dirty-log-mib logging slot
+ *                   (1 GiB) after the guest rewrote one page in
+ *                   --dirty-log-stride (256) of it (only those are ever
+ *                   faulted in): per call, this VMM's clocks; runs as
+ *                   dirty_pass, --dirty-log-calls calls each
+ *   get_dirty_log_empty  a second call right after each: nothing dirty,
+ *                   what the walk of the slot's bitmap costs alone
+ *
+ * (KVM_CLEAR_DIRTY_LOG is not measured: rkvm does not implement it yet.)
+ *
  * The guest reads the TSC around its loop (under QEMU's -icount shift=0 and
  * in Bochs the TSC counts instructions, see
  * Documentation/virt/rkvm/testing.rst) and this VMM reads CLOCK_MONOTONIC
@@ -53,7 +80,8 @@
  *   bench NAME failed reason="..."
  *   bench NAME skipped reason="..."
  *
- * (host_tsc_per_iter and host_tsc_spread instead for pageout.) Exits
+ * (host_tsc_per_iter and host_tsc_spread instead for pageout and
+ * get_dirty_log*.) Exits
  * non-zero if any workload failed; a skipped one does not count. The VMs
  * are set up by the
  * selftests' guest library (tools/testing/selftests/rkvm/guest_lib.h), as
@@ -61,10 +89,15 @@
  *
  * Usage: rkvm-bench DEVICE [--pio N] [--cpuid N] [--fault-mib M]
  *                   [--pageout-mib M] [--invalidate-mib M]
- *                   [--invalidate-passes P] [--repeat R] [--timeout S]
- *                   [--only A,B] [--skip A,B]
+ *                   [--invalidate-passes P] [--dirty-mib M]
+ *                   [--dirty-passes P] [--dirty-log-mib M]
+ *                   [--dirty-log-stride S] [--dirty-log-calls C]
+ *                   [--repeat R] [--timeout S] [--only A,B] [--skip A,B]
  * (defaults: 2000 exits, 2000 CPUIDs, 64 MiB, pageout as --fault-mib,
- * 16 MiB and 32 passes, 1 run, 600 s per run, all)
+ * 16 MiB and 32 passes, 32 MiB and 4 passes, 1024 MiB, one page in 256
+ * and 4 calls, 1 run,
+ * 600 s per run, all; --only and --skip may be given up to 4 times each:
+ * a workload runs if every --only names it and no --skip does)
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -100,6 +133,7 @@ static int thp_slot;
 #define PORT_PAGEOUT	0xe2		/* bench_pageout: "all written, page it out" */
 #define PORT_PASS	0xe3		/* bench_rewrite: "a pass is done" */
 #define PORT_PHASE	0xe4		/* bench_rewrite: "the quiet passes are done" */
+#define PORT_DIRTY_PASS	0xe5		/* bench_dirty: "a pass is done, see my mailbox" */
 #define MAX_VCPUS	4
 #define TIMEOUT_S	600		/* default per workload; emulated hosts are slow */
 
@@ -114,12 +148,12 @@ static int thp_slot;
  */
 extern const uint8_t bench_guest_start[], bench_guest_end[];
 extern const uint8_t bench_pio[], bench_cpuid[], bench_touch[];
-extern const uint8_t bench_pageout[], bench_rewrite[];
+extern const uint8_t bench_pageout[], bench_rewrite[], bench_dirty[];
 asm(
 "	.pushsection .rodata.rkvm_bench_guest, \"a\"\n"
 "	.globl bench_guest_start, bench_guest_end\n"
 "	.globl bench_pio, bench_cpuid, bench_touch\n"
-"	.globl bench_pageout, bench_rewrite\n"
+"	.globl bench_pageout, bench_rewrite, bench_dirty\n"
 "	.code64\n"
 "bench_guest_start:\n"
 /* bench_pio(rdi = iterations) */
@@ -233,6 +267,45 @@ asm(
 "	outb %al, $0xe3\n"
 "	dec %r15\n"
 "	jnz 9b\n"
+"	jmp bench_end\n"
+/*
+ * bench_dirty(rdi = first address, rsi = writes per pass, rdx = passes,
+ * rcx = stride in bytes, rbx = this vCPU's mailbox): passes of one qword
+ * write (the pass number) every `stride` bytes, each pass between two
+ * TSC reads left in the mailbox (start, end) and followed by an exit to
+ * PORT_DIRTY_PASS, where the VMM takes the dirty log before it lets the
+ * next pass begin. The first pass faults the pages in; the VMM does not
+ * time it.
+ */
+"bench_dirty:\n"
+"	mov %rdi, %r12\n"
+"	mov %rsi, %r13\n"
+"	mov %rdx, %r14\n"
+"	mov %rcx, %r15\n"
+"	outb %al, $0xe0\n"
+"	rdtsc\n"
+"	shl $32, %rdx\n"
+"	or %rax, %rdx\n"
+"	mov %rdx, %r8\n"
+"	xor %r11d, %r11d\n"
+"10:	inc %r11\n"
+"	mov %r12, %rdi\n"
+"	mov %r13, %rsi\n"
+"	rdtsc\n"
+"	shl $32, %rdx\n"
+"	or %rax, %rdx\n"
+"	mov %rdx, (%rbx)\n"
+"11:	mov %r11, (%rdi)\n"
+"	add %r15, %rdi\n"
+"	dec %rsi\n"
+"	jnz 11b\n"
+"	rdtsc\n"
+"	shl $32, %rdx\n"
+"	or %rax, %rdx\n"
+"	mov %rdx, 8(%rbx)\n"
+"	outb %al, $0xe5\n"
+"	cmp %r14, %r11\n"
+"	jne 10b\n"
 "bench_end:\n"
 "	rdtsc\n"
 "	shl $32, %rdx\n"
@@ -408,11 +481,11 @@ static void *slot_alloc(uint64_t mib, int thp)
 
 /*
  * A fresh VM for workload @name with the bench guest code in slot 0 and,
- * if @mib, slot 1 at FAULT_GPA of that size (see slot_alloc), left in
- * *@slot1. NULL after printing why.
+ * if @mib, slot 1 at FAULT_GPA of that size (see slot_alloc) with
+ * @slot_flags (KVM_MEM_*), left in *@slot1. NULL after printing why.
  */
 static struct vm *bench_vm(const char *dev, const char *name, uint64_t mib, int thp,
-			   void **slot1)
+			   uint32_t slot_flags, void **slot1)
 {
 	struct vm *vm;
 	long r;
@@ -425,7 +498,7 @@ static struct vm *bench_vm(const char *dev, const char *name, uint64_t mib, int 
 	if (!mib)
 		return vm;
 	*slot1 = slot_alloc(mib, thp);
-	r = vm_set_region(vm, 1, 0, FAULT_GPA, mib << 20, *slot1);
+	r = vm_set_region(vm, 1, slot_flags, FAULT_GPA, mib << 20, *slot1);
 	if (r) {
 		char why[128];
 
@@ -529,7 +602,7 @@ static int run_workload(const char *dev, const char *name, int nvcpus, const uin
 
 	memset(res, 0, sizeof(*res));
 	memset(jobs, 0, sizeof(jobs));
-	vm = bench_vm(dev, name, fault_mib, thp_slot, &slot1);
+	vm = bench_vm(dev, name, fault_mib, thp_slot, 0, &slot1);
 	if (!vm)
 		return -1;
 	for (i = 0; i < nvcpus; i++)
@@ -791,7 +864,7 @@ static void bench_pageout_fault_in(const char *dev, uint64_t mib)
 		struct vm *vm;
 		char buf[160];
 
-		vm = bench_vm(dev, "pageout", mib, 0, (void **)&p.mem);
+		vm = bench_vm(dev, "pageout", mib, 0, 0, (void **)&p.mem);
 		if (!vm)
 			break;
 		bench_vcpu(vm, &job, 0, bench_pageout, FAULT_GPA, pages, 0);
@@ -942,7 +1015,7 @@ static void bench_invalidate(const char *dev, uint64_t mib, uint64_t passes)
 		struct vm *vm;
 		int r;
 
-		vm = bench_vm(dev, "invalidate", mib, 1, (void **)&inv.region);
+		vm = bench_vm(dev, "invalidate", mib, 1, 0, (void **)&inv.region);
 		if (!vm)
 			break;
 		bench_vcpu(vm, &job, 0, bench_rewrite, FAULT_GPA, mib << 17, passes);
@@ -1009,6 +1082,290 @@ static void bench_invalidate(const char *dev, uint64_t mib, uint64_t passes)
 	best_print("invalidate", 1, invalidations, "guest", &cost, "");
 }
 
+/* --- dirty_pass, dirty_pass_4vcpu, get_dirty_log, get_dirty_log_empty -- */
+
+#define DIRTY_MBOX		GUEST_DATA	/* bench_dirty: 16 bytes per vCPU */
+
+/*
+ * A group's sums: its timed passes (guest TSC from the first vCPU's start
+ * to the last one's end, wall from the release to the last exit) and the
+ * log calls after them.
+ */
+struct dirty_sums {
+	uint64_t pass_tsc, pass_wall;
+	uint64_t log_tsc, log_wall, empty_log_tsc, empty_log_wall;
+};
+
+/*
+ * One VM of the dirty-logging workloads, shared by its vCPU threads. At
+ * each PORT_DIRTY_PASS exit the vCPUs meet; the last to arrive (the
+ * barrier's serial thread) adds up the pass and takes the dirty log, then
+ * all of them enter the next pass: as in KVM's dirty_log_perf_test, the
+ * log is taken while no vCPU is in the guest, so the passes time the
+ * write-protection faults and not the ioctl.
+ */
+struct dirty_run {
+	struct vm *vm;
+	int nvcpus;
+	uint64_t slot_pages;
+	uint64_t stride_pages;	/* the guest writes one page in stride_pages */
+	int time_empty_log;	/* get_dirty_log: a second call right after */
+	uint64_t *bitmap;
+	pthread_barrier_t pass_end, log_taken;
+	uint64_t pass;		/* the pass that ended last; 0: the fault-in */
+	uint64_t passes;	/* timed passes per group */
+	struct dirty_sums *group;	/* `repeat` groups of `passes` passes */
+	uint64_t out_ns[MAX_VCPUS];	/* each vCPU's PORT_DIRTY_PASS exit */
+	uint64_t released_ns;	/* when the vCPUs were let into this pass */
+	char err[256];		/* why the collection failed */
+};
+
+/* vCPU @id's mailbox in slot 0: the guest's TSC at its pass start and end. */
+static volatile uint64_t *dirty_mbox(struct vm *vm, int id)
+{
+	return gpa_ptr(vm, DIRTY_MBOX + (uint64_t)id * 16);
+}
+
+/* KVM_GET_DIRTY_LOG of slot 1 into d->bitmap, timed by this VMM's clocks. */
+static int get_dirty_log_timed(struct dirty_run *d, uint64_t *tsc, uint64_t *wall)
+{
+	struct kvm_dirty_log log = { .slot = 1, .dirty_bitmap = d->bitmap };
+	uint64_t t0, tsc0;
+	int r;
+
+	t0 = now_ns();
+	tsc0 = __rdtsc();
+	r = ioctl(d->vm->fd, KVM_GET_DIRTY_LOG, &log);
+	*tsc = __rdtsc() - tsc0;
+	*wall = now_ns() - t0;
+	return r < 0 ? -errno : 0;
+}
+
+/*
+ * Whether the log names exactly the pages the guest wrote (@written) or,
+ * right after a call that took them, none. A hypervisor that loses dirty
+ * bits must not get a figure. 0, or -1 with d->err set.
+ */
+static int check_dirty_log(struct dirty_run *d, int written)
+{
+	uint64_t expected = written ? d->slot_pages / d->stride_pages : 0;
+	uint64_t reported = 0, missing = 0, i;
+
+	for (i = 0; i < d->slot_pages / 64; i++)
+		reported += __builtin_popcountll(d->bitmap[i]);
+	for (i = 0; written && i < d->slot_pages; i += d->stride_pages)
+		missing += !(d->bitmap[i / 64] >> (i % 64) & 1);
+	if (reported == expected && !missing)
+		return 0;
+	snprintf(d->err, sizeof(d->err), "KVM_GET_DIRTY_LOG after pass %llu%s reported %llu "
+		 "dirty pages (%llu of the written ones missing), the guest wrote %llu",
+		 (unsigned long long)d->pass, written ? "" : " (the second call)",
+		 (unsigned long long)reported, (unsigned long long)missing,
+		 (unsigned long long)expected);
+	return -1;
+}
+
+/* In the barrier's serial thread, every vCPU out of the guest. */
+static void dirty_collect(struct dirty_run *d)
+{
+	struct dirty_sums *sums = d->pass ? &d->group[(d->pass - 1) / d->passes] : NULL;
+	uint64_t start = UINT64_MAX, end = 0, out = 0, tsc, wall;
+	int i, r;
+
+	/* The VM's pass: from the first vCPU's start to the last one's end. */
+	for (i = 0; i < d->nvcpus; i++) {
+		volatile uint64_t *mbox = dirty_mbox(d->vm, i);
+
+		start = mbox[0] < start ? mbox[0] : start;
+		end = mbox[1] > end ? mbox[1] : end;
+		out = d->out_ns[i] > out ? d->out_ns[i] : out;
+	}
+	if (sums) {
+		if (end <= start) {
+			snprintf(d->err, sizeof(d->err), "the guest's TSC did not advance");
+			return;
+		}
+		sums->pass_tsc += end - start;
+		sums->pass_wall += out - d->released_ns;
+	}
+	r = get_dirty_log_timed(d, &tsc, &wall);
+	if (r) {
+		snprintf(d->err, sizeof(d->err), "KVM_GET_DIRTY_LOG after pass %llu: %s",
+			 (unsigned long long)d->pass, strerror(-r));
+		return;
+	}
+	if (check_dirty_log(d, 1))
+		return;
+	if (sums) {
+		sums->log_tsc += tsc;
+		sums->log_wall += wall;
+	}
+	if (d->time_empty_log) {
+		r = get_dirty_log_timed(d, &tsc, &wall);
+		if (r) {
+			snprintf(d->err, sizeof(d->err), "KVM_GET_DIRTY_LOG (the second call) "
+				 "after pass %llu: %s", (unsigned long long)d->pass, strerror(-r));
+			return;
+		}
+		if (check_dirty_log(d, 0))
+			return;
+		if (sums) {
+			sums->empty_log_tsc += tsc;
+			sums->empty_log_wall += wall;
+		}
+	}
+	d->pass++;
+	d->released_ns = now_ns();
+}
+
+static int dirty_on_out(struct vcpu_job *j, uint16_t port)
+{
+	struct dirty_run *d = j->ctx;
+
+	if (port != PORT_DIRTY_PASS)
+		return 0;
+	d->out_ns[j->id] = now_ns();
+	if (pthread_barrier_wait(&d->pass_end) == PTHREAD_BARRIER_SERIAL_THREAD)
+		dirty_collect(d);
+	pthread_barrier_wait(&d->log_taken);
+	if (d->err[0]) {
+		snprintf(j->err, sizeof(j->err), "%s", d->err);
+		return -1;
+	}
+	return 1;
+}
+
+/* The best figures of a workload's groups: per timed pass, per log call. */
+struct dirty_best {
+	struct best pass, log, empty_log;
+};
+
+/*
+ * One VM of a dirty-logging workload: a logging slot of @mib MiB in 4 KiB
+ * host pages, @nvcpus vCPUs each writing one page in @stride_pages of its
+ * own part of it, one untimed pass that faults the pages in, then
+ * `repeat` groups of @passes timed passes, the log taken after each. The
+ * groups are the runs of this workload (one VM for all of them: the
+ * fault-in pass costs more than a few timed ones, and every pass after
+ * it does the same work). Returns 0, or -1 after printing why.
+ */
+static int dirty_run(const char *dev, const char *name, uint64_t mib, int nvcpus,
+		     uint64_t stride_pages, uint64_t passes, int time_empty_log,
+		     struct dirty_best *b)
+{
+	struct vcpu_job jobs[MAX_VCPUS];
+	struct dirty_run d = {
+		.nvcpus = nvcpus, .slot_pages = mib << 8, .stride_pages = stride_pages,
+		.time_empty_log = time_empty_log, .passes = passes,
+	};
+	uint64_t writes = d.slot_pages / stride_pages / nvcpus;
+	struct kvm_regs regs;
+	unsigned int g;
+	void *slot1;
+	int i, r;
+
+	memset(jobs, 0, sizeof(jobs));
+	d.vm = bench_vm(dev, name, mib, 0, KVM_MEM_LOG_DIRTY_PAGES, &slot1);
+	if (!d.vm)
+		return -1;
+	d.bitmap = calloc(d.slot_pages / 64, 8);
+	d.group = calloc(repeat, sizeof(*d.group));
+	if (!d.bitmap || !d.group)
+		guest_die("out of memory for the dirty bitmap");
+	for (i = 0; i < nvcpus; i++) {
+		jobs[i].on_out = dirty_on_out;
+		jobs[i].ctx = &d;
+		bench_vcpu(d.vm, &jobs[i], i, bench_dirty,
+			   FAULT_GPA + (uint64_t)i * writes * stride_pages * 4096, writes,
+			   passes * repeat + 1);
+		vcpu_get_regs(jobs[i].vcpu, &regs);
+		regs.rcx = stride_pages * 4096;
+		regs.rbx = DIRTY_MBOX + (uint64_t)i * 16;
+		vcpu_set_regs(jobs[i].vcpu, &regs);
+	}
+	current = NULL;
+	pthread_barrier_init(&d.pass_end, NULL, nvcpus);
+	pthread_barrier_init(&d.log_taken, NULL, nvcpus);
+
+	r = run_vcpus(name, jobs, nvcpus, -1);
+	if (!r && d.pass != passes * repeat + 1) {
+		char why[128];
+
+		snprintf(why, sizeof(why), "the guest halted after %llu of its %llu passes",
+			 (unsigned long long)d.pass, (unsigned long long)passes * repeat + 1);
+		fail(name, why);
+		r = -1;
+	}
+	best_init(&b->pass);
+	best_init(&b->log);
+	best_init(&b->empty_log);
+	for (g = 0; !r && g < repeat; g++) {
+		struct dirty_sums *sums = &d.group[g];
+
+		best_add(&b->pass, (double)sums->pass_tsc / passes,
+			 (double)sums->pass_wall / passes);
+		best_add(&b->log, (double)sums->log_tsc / passes, (double)sums->log_wall / passes);
+		best_add(&b->empty_log, (double)sums->empty_log_tsc / passes,
+			 (double)sums->empty_log_wall / passes);
+	}
+	pthread_barrier_destroy(&d.pass_end);
+	pthread_barrier_destroy(&d.log_taken);
+	for (i = 0; i < nvcpus; i++)
+		vcpu_free(jobs[i].vcpu);
+	vm_free(d.vm);
+	munmap(slot1, mib << 20);
+	free(d.bitmap);
+	free(d.group);
+	return r;
+}
+
+/*
+ * dirty_pass (dirty_pass_4vcpu): the guest rewrites every 4 KiB page of a
+ * @mib MiB logging slot, one qword each, in passes with the log taken
+ * between them, so every write of a pass is a write-protection fault that
+ * the hypervisor fixes and logs. Per pass; the log calls' figures (every
+ * page dirty) and the figure per page come along.
+ */
+static void bench_dirty_pass(const char *dev, const char *name, int nvcpus, uint64_t mib,
+			     uint64_t passes)
+{
+	struct dirty_best b;
+	char extra[160];
+
+	if (dirty_run(dev, name, mib, nvcpus, 1, passes, 0, &b) < 0)
+		return;
+	snprintf(extra, sizeof(extra), "pages_per_pass=%llu guest_tsc_per_page=%.1f "
+		 "get_log_host_tsc_per_call=%.1f get_log_wall_ns_per_call=%.0f",
+		 (unsigned long long)(mib << 8), b.pass.tsc_min / (mib << 8), b.log.tsc_min,
+		 b.log.wall_min);
+	best_print(name, nvcpus, passes, "guest", &b.pass, extra);
+}
+
+/*
+ * get_dirty_log, get_dirty_log_empty: KVM_GET_DIRTY_LOG of a @mib MiB
+ * logging slot of which the guest rewrites one page in @stride before each
+ * of the @calls calls (the call walks the whole bitmap, takes and
+ * write-protects the pages it names), then at once a second call that
+ * finds nothing dirty: what walking the bitmap alone costs. Per call,
+ * this VMM's clocks. Only the pages written are ever faulted in, so a
+ * large slot costs the host little memory.
+ */
+static void bench_get_dirty_log(const char *dev, uint64_t mib, uint64_t stride,
+				uint64_t calls)
+{
+	struct dirty_best b;
+	char extra[96];
+
+	if (dirty_run(dev, "get_dirty_log", mib, 1, stride, calls, 1, &b) < 0)
+		return;
+	snprintf(extra, sizeof(extra), "slot_mib=%llu dirty_pages_per_call=%llu",
+		 (unsigned long long)mib, (unsigned long long)((mib << 8) / stride));
+	best_print("get_dirty_log", 1, calls, "host", &b.log, extra);
+	snprintf(extra, sizeof(extra), "slot_mib=%llu dirty_pages_per_call=0",
+		 (unsigned long long)mib);
+	best_print("get_dirty_log_empty", 1, calls, "host", &b.empty_log, extra);
+}
+
 /* Whether comma-separated @list names @name. */
 static int listed(const char *list, const char *name)
 {
@@ -1023,19 +1380,36 @@ static int listed(const char *list, const char *name)
 	return 0;
 }
 
-static const char *only, *skipped;	/* --only, --skip */
+/*
+ * --only and --skip, each given up to 4 times: a workload runs if every
+ * --only lists it and no --skip does (so /init can narrow bench.sh's
+ * options down further, as for the fast_page_fault=0 run).
+ */
+#define MAX_LISTS	4
+static const char *only[MAX_LISTS], *skipped[MAX_LISTS];
+static int nr_only, nr_skipped;
 
 static int selected(const char *name)
 {
-	return (!only || listed(only, name)) && !(skipped && listed(skipped, name));
+	int i;
+
+	for (i = 0; i < nr_only; i++)
+		if (!listed(only[i], name))
+			return 0;
+	for (i = 0; i < nr_skipped; i++)
+		if (listed(skipped[i], name))
+			return 0;
+	return 1;
 }
 
 static void usage(const char *argv0)
 {
 	fprintf(stderr, "usage: %s DEVICE [--pio N] [--cpuid N] [--fault-mib M] [--pageout-mib M] "
 		"[--invalidate-mib M (even)] [--invalidate-passes P (>= 3)] [--repeat R] "
+		"[--dirty-mib M] [--dirty-passes P] [--dirty-log-mib M] [--dirty-log-stride S "
+		"(power of 2, <= 256)] [--dirty-log-calls C] "
 		"[--timeout S] [--only|--skip pio_exit,cpuid_exit,fault_4k,fault_4k_4vcpu,fault_thp,"
-		"pageout,invalidate]\n", argv0);
+		"pageout,invalidate,dirty_pass,dirty_pass_4vcpu,get_dirty_log]\n", argv0);
 	exit(2);
 }
 
@@ -1043,6 +1417,8 @@ int main(int argc, char **argv)
 {
 	uint64_t pio = 2000, cpuid = 2000, fault_mib = 64, pageout_mib = 0;
 	uint64_t invalidate_mib = 16, invalidate_passes = 32;
+	uint64_t dirty_mib = 32, dirty_passes = 4, dirty_log_mib = 1024, dirty_log_stride = 256;
+	uint64_t dirty_log_calls = 4;
 	const char *dev;
 	int i;
 
@@ -1068,10 +1444,20 @@ int main(int argc, char **argv)
 			repeat = strtoul(argv[++i], NULL, 0);
 		else if (!strcmp(argv[i], "--timeout"))
 			timeout_s = strtoul(argv[++i], NULL, 0);
-		else if (!strcmp(argv[i], "--only"))
-			only = argv[++i];
-		else if (!strcmp(argv[i], "--skip"))
-			skipped = argv[++i];
+		else if (!strcmp(argv[i], "--dirty-mib"))
+			dirty_mib = strtoull(argv[++i], NULL, 0);
+		else if (!strcmp(argv[i], "--dirty-passes"))
+			dirty_passes = strtoull(argv[++i], NULL, 0);
+		else if (!strcmp(argv[i], "--dirty-log-mib"))
+			dirty_log_mib = strtoull(argv[++i], NULL, 0);
+		else if (!strcmp(argv[i], "--dirty-log-stride"))
+			dirty_log_stride = strtoull(argv[++i], NULL, 0);
+		else if (!strcmp(argv[i], "--dirty-log-calls"))
+			dirty_log_calls = strtoull(argv[++i], NULL, 0);
+		else if (!strcmp(argv[i], "--only") && nr_only < MAX_LISTS)
+			only[nr_only++] = argv[++i];
+		else if (!strcmp(argv[i], "--skip") && nr_skipped < MAX_LISTS)
+			skipped[nr_skipped++] = argv[++i];
 		else
 			usage(argv[0]);
 	}
@@ -1084,7 +1470,10 @@ int main(int argc, char **argv)
 	 */
 	if (!pio || !cpuid || !fault_mib || fault_mib > 1024 || pageout_mib > 1024 ||
 	    !invalidate_mib || invalidate_mib % 2 || invalidate_mib > 1024 ||
-	    invalidate_passes < 3 || !timeout_s || !repeat)
+	    invalidate_passes < 3 || !dirty_mib || dirty_mib > 1024 || !dirty_passes ||
+	    !dirty_log_mib || dirty_log_mib > 1024 || !dirty_log_calls || !dirty_log_stride ||
+	    dirty_log_stride > 256 || dirty_log_stride & (dirty_log_stride - 1) ||
+	    !timeout_s || !repeat)
 		usage(argv[0]);
 
 	/*
@@ -1094,10 +1483,13 @@ int main(int argc, char **argv)
 	prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0);
 	guest_die_hook = setup_failed;
 	printf("bench-info device=%s pio=%llu cpuid=%llu fault_mib=%llu pageout_mib=%llu "
-	       "invalidate_mib=%llu invalidate_passes=%llu repeat=%u\n", dev,
+	       "invalidate_mib=%llu invalidate_passes=%llu dirty_mib=%llu dirty_passes=%llu "
+	       "dirty_log_mib=%llu dirty_log_stride=%llu dirty_log_calls=%llu repeat=%u\n", dev,
 	       (unsigned long long)pio, (unsigned long long)cpuid, (unsigned long long)fault_mib,
 	       (unsigned long long)pageout_mib, (unsigned long long)invalidate_mib,
-	       (unsigned long long)invalidate_passes, repeat);
+	       (unsigned long long)invalidate_passes, (unsigned long long)dirty_mib,
+	       (unsigned long long)dirty_passes, (unsigned long long)dirty_log_mib,
+	       (unsigned long long)dirty_log_stride, (unsigned long long)dirty_log_calls, repeat);
 	fflush(stdout);
 	if (selected("pio_exit"))
 		bench(dev, "pio_exit", 1, bench_pio, pio, 0);
@@ -1121,5 +1513,11 @@ int main(int argc, char **argv)
 		bench_invalidate(dev, invalidate_mib, invalidate_passes);
 		prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0);
 	}
+	if (selected("dirty_pass"))
+		bench_dirty_pass(dev, "dirty_pass", 1, dirty_mib, dirty_passes);
+	if (selected("dirty_pass_4vcpu"))
+		bench_dirty_pass(dev, "dirty_pass_4vcpu", 4, dirty_mib, dirty_passes);
+	if (selected("get_dirty_log"))
+		bench_get_dirty_log(dev, dirty_log_mib, dirty_log_stride, dirty_log_calls);
 	return failed;
 }
