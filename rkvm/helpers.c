@@ -801,6 +801,8 @@ void rkvm_release_pfn(u64 pfn, bool dirty)
 
 	if (dirty)
 		SetPageDirty(page);
+	/* The guest is about to use it: as KVM, on the active list. */
+	mark_page_accessed(page);
 	put_page(page);
 }
 

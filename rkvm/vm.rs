@@ -28,6 +28,7 @@ use kernel::{
     prelude::*,
     str::CStr,
     sync::{aref::ARef, Arc, ArcBorrow, Mutex},
+    transmute::AsBytes,
 };
 
 use crate::{
@@ -314,14 +315,9 @@ impl Vm {
         let _writer = self.slots_lock.lock();
         let (s, log) = self.logging_slot(slot)?;
         let n = dirty::words(s.npages);
-        let mut words = KVVec::with_capacity(n, GFP_KERNEL)?;
-        let mut bytes = KVVec::with_capacity(n * 8, GFP_KERNEL)?;
-        for _ in 0..n {
-            words.push(0u64, GFP_KERNEL)?;
-            bytes.extend_from_slice(&[0u8; 8], GFP_KERNEL)?;
-        }
+        let mut words = KVVec::from_elem(0u64, n, GFP_KERNEL)?;
         // Nothing is taken unless the whole bitmap can be written.
-        uarg::write(bitmap as usize, &bytes)?;
+        uarg::write(bitmap as usize, <[u64] as AsBytes>::as_bytes(&words))?;
         if self.dirty_log_options.load(Ordering::Relaxed) & abi::dirty_log::MANUAL_PROTECT_ENABLE != 0 {
             // Manual protection: a snapshot; `KVM_CLEAR_DIRTY_LOG` takes.
             for (i, w) in words.iter_mut().enumerate() {
@@ -334,12 +330,7 @@ impl Vm {
                 mask
             });
         }
-        for (i, w) in words.iter().enumerate() {
-            for (j, b) in w.to_ne_bytes().iter().enumerate() {
-                bytes[i * 8 + j] = *b;
-            }
-        }
-        if uarg::write(bitmap as usize, &bytes).is_err() {
+        if uarg::write(bitmap as usize, <[u64] as AsBytes>::as_bytes(&words)).is_err() {
             // Unmapped meanwhile: reported next time instead of lost.
             for (i, w) in words.iter().enumerate() {
                 dirty::put_back(&log.bits, i, *w);
@@ -380,19 +371,11 @@ impl Vm {
             return Err(EINVAL);
         }
         let n = dirty::words(num_pages);
-        let mut bytes = KVVec::with_capacity(n * 8, GFP_KERNEL)?;
-        for _ in 0..n {
-            bytes.extend_from_slice(&[0u8; 8], GFP_KERNEL)?;
-        }
-        uarg::read_into(bitmap as usize, &mut bytes)?;
+        let mut words = KVVec::from_elem(0u64, n, GFP_KERNEL)?;
+        uarg::read_into(bitmap as usize, <[u64] as AsBytes>::as_bytes_mut(&mut words))?;
         let first_word = (first_page / 64) as usize;
         self.mmu.tdp.collect_dirty(Gfn(s.base_gfn), first_word..first_word + n, |i| {
-            let at = (i - first_word) * 8;
-            let mut word = [0u8; 8];
-            for (j, b) in word.iter_mut().enumerate() {
-                *b = bytes[at + j];
-            }
-            dirty::take_masked(&log.bits, i, u64::from_ne_bytes(word))
+            dirty::take_masked(&log.bits, i, words[i - first_word])
         });
         Ok(())
     }
@@ -552,8 +535,7 @@ impl Vm {
             max => held.host_mapping_level(hva).min(max),
         };
         // The leaf takes no reference: the notifier zaps it before the
-        // host unmaps the page, and `page` is released (and marked dirty if
-        // mapped writable) when it goes, after `held`.
+        // host unmaps the page.
         let outcome = held.map(gfn, page.pfn(), page.writable(), level, cache);
         if let Some(log) = log {
             if page.writable() && outcome != MapOutcome::Retry {
@@ -563,6 +545,10 @@ impl Vm {
                 dirty::mark(&log.bits, gfn.0 - slot.base_gfn);
             }
         }
+        // Released (marked dirty and accessed) under `mmu_lock`, as KVM
+        // does: an invalidation, which would zap the leaf and let the host
+        // clean the page, cannot come in between.
+        drop(page);
         drop(held);
         if outcome == MapOutcome::TableInTheWay {
             // Small pages mapped this block before the host collapsed it:

@@ -39,8 +39,17 @@ pub(crate) fn mark(bits: &[AtomicU64], rel: u64) {
 
 /// Takes word `i`: returns its bits and leaves it clear.
 pub(crate) fn take(bits: &[AtomicU64], i: usize) -> u64 {
+    let Some(w) = bits.get(i) else {
+        return 0;
+    };
+    // Most words of a large slot are clear: a load skips the locked
+    // exchange. One that misses a bit being set is as if it came first:
+    // the bit is taken by the next collection.
+    if w.load(Ordering::Relaxed) == 0 {
+        return 0;
+    }
     // Acquire: pairs with `mark`.
-    bits.get(i).map_or(0, |w| w.swap(0, Ordering::Acquire))
+    w.swap(0, Ordering::Acquire)
 }
 
 /// The bits of word `i`, left as they are (`KVM_GET_DIRTY_LOG` with
@@ -52,8 +61,14 @@ pub(crate) fn read(bits: &[AtomicU64], i: usize) -> u64 {
 /// Takes the bits of `mask` from word `i` (`KVM_CLEAR_DIRTY_LOG`): returns
 /// those of them that were set.
 pub(crate) fn take_masked(bits: &[AtomicU64], i: usize, mask: u64) -> u64 {
-    // Acquire: pairs with `mark`, as `take`.
-    bits.get(i).map_or(0, |w| mask & w.fetch_and(!mask, Ordering::Acquire))
+    match bits.get(i) {
+        // As `take`: nothing asked for, or nothing set.
+        Some(w) if mask != 0 && w.load(Ordering::Relaxed) & mask != 0 => {
+            // Acquire: pairs with `mark`, as `take`.
+            mask & w.fetch_and(!mask, Ordering::Acquire)
+        }
+        _ => 0,
+    }
 }
 
 /// Marks every page of a slot of `npages` pages dirty (a log that starts
