@@ -65,7 +65,7 @@
  *   get_dirty_log_empty  a second call right after each: nothing dirty,
  *                   what the walk of the slot's bitmap costs alone
  *
- * (KVM_CLEAR_DIRTY_LOG is not measured: rkvm does not implement it yet.)
+ * (KVM_CLEAR_DIRTY_LOG is not measured yet.)
  *
  * The guest reads the TSC around its loop (under QEMU's -icount shift=0 and
  * in Bochs the TSC counts instructions, see
@@ -753,32 +753,6 @@ static long swap_free_kb(void)
 			break;
 	fclose(f);
 	return kb;
-}
-
-/* Pages of [p, p + len) present and swapped (/proc/self/pagemap). */
-static int range_pages(const void *p, size_t len, long *present, long *swapped)
-{
-	uint64_t ent[512];
-	uintptr_t first = (uintptr_t)p / 4096;
-	size_t n = len / 4096, i, j, k;
-	int fd = open("/proc/self/pagemap", O_RDONLY);
-
-	if (fd < 0)
-		return -errno;
-	*present = *swapped = 0;
-	for (i = 0; i < n; i += k) {
-		k = n - i < 512 ? n - i : 512;
-		if (pread(fd, ent, k * 8, (first + i) * 8) != (ssize_t)(k * 8)) {
-			close(fd);
-			return -EIO;
-		}
-		for (j = 0; j < k; j++) {
-			*present += ent[j] >> 63 & 1;
-			*swapped += ent[j] >> 62 & 1;
-		}
-	}
-	close(fd);
-	return 0;
 }
 
 struct pageout_run {

@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #include <cpuid.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -555,6 +556,33 @@ int run_expect_mmio(struct vcpu *v, uint64_t gpa, uint32_t len, bool is_write,
 		print_exit(v, "got");
 		return -1;
 	}
+	return 0;
+}
+
+/* --- Host memory. ----------------------------------------------------- */
+
+int range_pages(const void *p, size_t len, long *present, long *swapped)
+{
+	uint64_t ent[512];
+	uintptr_t first = (uintptr_t)p / 4096;
+	size_t n = len / 4096, i, j, k;
+	int fd = open("/proc/self/pagemap", O_RDONLY);
+
+	if (fd < 0)
+		return -errno;
+	*present = *swapped = 0;
+	for (i = 0; i < n; i += k) {
+		k = n - i < 512 ? n - i : 512;
+		if (pread(fd, ent, k * 8, (first + i) * 8) != (ssize_t)(k * 8)) {
+			close(fd);
+			return -EIO;
+		}
+		for (j = 0; j < k; j++) {
+			*present += ent[j] >> 63 & 1;
+			*swapped += ent[j] >> 62 & 1;
+		}
+	}
+	close(fd);
 	return 0;
 }
 

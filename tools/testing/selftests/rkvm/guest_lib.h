@@ -225,6 +225,12 @@ int run_expect_mmio(struct vcpu *v, uint64_t gpa, uint32_t len, bool is_write,
 int run_expect_exit(struct vcpu *v, int reason);
 
 /*
+ * Pages of [p, p + len) of this process present in memory and swapped out
+ * (/proc/self/pagemap): 0, or -errno.
+ */
+int range_pages(const void *p, size_t len, long *present, long *swapped);
+
+/*
  * A statistics fd (KVM_GET_STATS_FD on a VM or vCPU fd) with its header,
  * id and descriptors read, for looking statistics up by name as KVM's
  * selftests do.

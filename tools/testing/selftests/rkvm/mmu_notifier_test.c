@@ -990,32 +990,6 @@ static long swap_free_kb(void)
 	return kb;
 }
 
-/* Pages of [p, p + len) present and swapped (/proc/self/pagemap). */
-static int range_pages(void *p, size_t len, long *present, long *swapped)
-{
-	uint64_t ent[512];
-	uintptr_t first = (uintptr_t)p / PAGE;
-	size_t n = len / PAGE, i, j, k;
-	int fd = open("/proc/self/pagemap", O_RDONLY);
-
-	if (fd < 0)
-		return -errno;
-	*present = *swapped = 0;
-	for (i = 0; i < n; i += k) {
-		k = n - i < 512 ? n - i : 512;
-		if (pread(fd, ent, k * 8, (first + i) * 8) != (ssize_t)(k * 8)) {
-			close(fd);
-			return -EIO;
-		}
-		for (j = 0; j < k; j++) {
-			*present += ent[j] >> 63 & 1;
-			*swapped += ent[j] >> 62 & 1;
-		}
-	}
-	close(fd);
-	return 0;
-}
-
 /* Resident pages of the whole process (/proc/self/statm). */
 static long statm_rss(void)
 {
