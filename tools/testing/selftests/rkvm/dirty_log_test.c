@@ -3,9 +3,11 @@
  * rkvm selftests of dirty logging (KVM_MEM_LOG_DIRTY_PAGES and
  * KVM_GET_DIRTY_LOG), in the spirit of KVM's dirty_log_test:
  *
- *  - exact: vCPUs (1 and 4) write bursts of random pages of a logging slot
- *    with a value of the round, the VMM collects the log between rounds,
- *    and the pages reported must be exactly the pages written that round;
+ *  - exact: vCPUs (1, 4 and 8) write bursts of random pages of a logging
+ *    slot with a value of the round, the VMM collects the log between
+ *    rounds, and the pages reported must be exactly the pages written that
+ *    round; also with the slot moved between rounds' writes and their
+ *    collection, and pages dropped by the VMM (MADV_DONTNEED);
  *  - migration: vCPUs keep writing random pages while the VMM collects
  *    the log and copies the pages it reports, as live migration does;
  *    once the vCPUs stop and a last collection is copied, the copy must
@@ -47,7 +49,8 @@
 #define SLOT		1
 #define PORT_BURST	0x52
 #define MBOX		GUEST_DATA	/* npages, burst, region GPA, value */
-#define MAX_VCPUS	4
+#define MAX_VCPUS	8
+#define MOVED_GPA	0x80000000UL	/* where move_and_dontneed moves slot 1 */
 
 /*
  * Forever: write `burst` random pages of the region (xorshift in R13,
@@ -226,6 +229,9 @@ FIXTURE(exact) {
 FIXTURE_VARIANT(exact) {
 	int vcpus;
 	uint64_t manual;
+	/* Every third round the slot moves (with writes not yet collected),
+	 * and after every third collection the VMM drops some pages. */
+	bool move_and_dontneed;
 };
 
 #define MANUAL		KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE
@@ -233,6 +239,8 @@ FIXTURE_VARIANT(exact) {
 
 FIXTURE_VARIANT_ADD(exact, vcpus_1) { .vcpus = 1 };
 FIXTURE_VARIANT_ADD(exact, vcpus_4) { .vcpus = 4 };
+FIXTURE_VARIANT_ADD(exact, vcpus_8) { .vcpus = 8 };
+FIXTURE_VARIANT_ADD(exact, move_and_dontneed_vcpus_4) { .vcpus = 4, .move_and_dontneed = true };
 FIXTURE_VARIANT_ADD(exact, manual_vcpus_4) { .vcpus = 4, .manual = MANUAL };
 FIXTURE_VARIANT_ADD(exact, manual_all_set_vcpus_1) { .vcpus = 1, .manual = MANUAL_ALL_SET };
 
@@ -281,6 +289,14 @@ TEST_F(exact, reported_pages_are_the_written_pages)
 			pthread_join(t[i], NULL);
 			ASSERT_EQ(0, a[i].failed);
 		}
+		if (variant->move_and_dontneed && r % 3 == 1) {
+			/* The log follows the slot, uncollected bits too. */
+			uint64_t to = d->mbox[2] == REGION_GPA ? MOVED_GPA : REGION_GPA;
+
+			ASSERT_EQ(0, vm_set_region(d->vm, SLOT, KVM_MEM_LOG_DIRTY_PAGES, to,
+						   d->size, d->mem));
+			d->mbox[2] = to;
+		}
 		ASSERT_EQ(0, collect(d, bm));
 		for (p = 0; p < d->npages; p++) {
 			bool w = first_qword(d, p) == value;
@@ -293,6 +309,16 @@ TEST_F(exact, reported_pages_are_the_written_pages)
 		}
 		ASSERT_EQ(0, bad);
 		ASSERT_LT(0, written);
+		if (variant->move_and_dontneed && r % 3 == 2) {
+			/*
+			 * Pages the VMM drops are not guest writes: not
+			 * reported, unless the guest writes them again (next
+			 * round's check: zero pages hold no round's value).
+			 */
+			for (i = 0; i < 16; i++)
+				ASSERT_EQ(0, madvise(d->mem + (i * 97 % d->npages) * PAGE,
+						     PAGE, MADV_DONTNEED));
+		}
 	}
 	TH_LOG("%d rounds, %d vCPUs: %ld pages reported, each written that round",
 	       rounds, d->nr, reported);
