@@ -96,6 +96,17 @@
 //! check of W and its write happen in guest mode (a mutex), and the flush
 //! waits for the vCPU to be out of it. The negative control marks the
 //! bitmap before the leaf is writable and must fail.
+//!
+//! # Model 5: the fast page fault vs. an invalidation's zap
+//!
+//! The claim: once an invalidation's zap returns, no writable SPTE maps
+//! the page the host is about to take back, and a write the fast path
+//! allowed before is not lost (the zap hands the page over dirty). Frame 0
+//! starts write-protected (host- and MMU-writable); the vCPU's fast path
+//! (`tdp_mmu::fast_fault`, no lock) races the zap (`tdp_mmu::zap_range`
+//! under `mmu_lock` held for write). The negative control widens the leaf
+//! with a load and a store instead of the compare-and-exchange, and must
+//! fail.
 
 #![cfg(loom)]
 
@@ -238,10 +249,13 @@ struct ModelOps<'a> {
     pending: Vec<Pfn>,
     /// Negative control: release at once, not after the flush.
     release_now: Option<&'a Shared>,
+    /// Whether a page was released dirty (written through its leaf).
+    released_dirty: bool,
 }
 
 impl ChangeOps for ModelOps<'_> {
-    fn release_page(&mut self, pfn: Pfn, _dirty: bool) {
+    fn release_page(&mut self, pfn: Pfn, dirty: bool) {
+        self.released_dirty |= dirty;
         match self.release_now {
             Some(s) => s.release(pfn),
             None => self.pending.push(pfn),
@@ -390,6 +404,7 @@ fn zapper(s: &Shared, o: Steps) {
         t: &s.tables,
         pending: Vec::new(),
         release_now: (!o.release_after_flush).then_some(s),
+        released_dirty: false,
     };
     let flush = tdp_mmu::zap_range::<Npt, _>(&s.tables, ROOT, ROOT_LEVEL, Gfn(0), Gfn(1), &mut ops);
     // The leaf was present: its zap needs a flush.
@@ -552,6 +567,7 @@ fn check_fault(locked: bool) {
                 t: &t,
                 pending: Vec::new(),
                 release_now: None,
+                released_dirty: false,
             };
             tdp_mmu::zap_range::<Npt, _>(&*t, ROOT, ROOT_LEVEL, Gfn(0), Gfn(512), &mut ops);
             // (The flush: model 1.)
@@ -690,6 +706,7 @@ fn check_fast_fault_vs_collection(mark_first: bool) {
                         t: &t,
                         pending: Vec::new(),
                         release_now: None,
+                        released_dirty: false,
                     };
                     let flush = mask != 0
                         && tdp_mmu::write_protect::<Npt, _>(
@@ -760,4 +777,68 @@ fn loom_tdp_fast_fault_vs_dirty_log() {
 #[test]
 fn loom_tdp_mark_before_writable_is_caught() {
     expect_violation(&[STALE_COPY], || check_fast_fault_vs_collection(true));
+}
+
+// ---- Model 5 ----
+
+const RESURRECTED: &str = "a writable SPTE maps the page after the zap";
+const LOST_DIRTY: &str = "a write the fast path allowed was not handed over dirty";
+
+fn check_fast_fault_vs_zap(cmpxchg: bool) {
+    loom::model(move || {
+        let t = Arc::new(Tables::new(2));
+        let protected = Spte(Npt::leaf(PFN, true).0 & !<Npt as SpteFormat>::WRITABLE);
+        t.child[0].store(protected.0, Relaxed);
+        let mmu_lock = Arc::new(RwLock::new(()));
+        let vcpu = {
+            let t = t.clone();
+            thread::spawn(move || {
+                if cmpxchg {
+                    tdp_mmu::fast_fault::<Npt, _>(&*t, ROOT, ROOT_LEVEL, Gfn(0), true)
+                } else {
+                    // Broken: a blind store of what was read, widened.
+                    let old = Spte(t.child[0].load(Acquire));
+                    if !old.is_shadow_present() {
+                        return None;
+                    }
+                    let w = <Npt as SpteFormat>::WRITABLE | <Npt as SpteFormat>::DIRTY;
+                    t.child[0].store(old.0 | w, Release);
+                    Some(true)
+                }
+            })
+        };
+        let released_dirty = {
+            let _held = mmu_lock.write().unwrap();
+            let mut ops = ModelOps {
+                t: &t,
+                pending: Vec::new(),
+                release_now: None,
+                released_dirty: false,
+            };
+            tdp_mmu::zap_range::<Npt, _>(&*t, ROOT, ROOT_LEVEL, Gfn(0), Gfn(1), &mut ops);
+            ops.released_dirty
+        };
+        // The zap returned: the host may take the page back now.
+        let leaf = Spte(t.child[0].load(Acquire));
+        assert!(!(leaf.is_shadow_present() && Npt::is_writable(leaf)), "{RESURRECTED}");
+        let fixed = vcpu.join().unwrap();
+        let leaf = Spte(t.child[0].load(Acquire));
+        assert!(!(leaf.is_shadow_present() && Npt::is_writable(leaf)), "{RESURRECTED}");
+        // Made writable before the zap: the zap saw W and D.
+        if fixed == Some(true) && leaf == Spte::EMPTY {
+            assert!(released_dirty, "{LOST_DIRTY}");
+        }
+    })
+}
+
+/// The fast path never leaves a writable SPTE behind a zap.
+#[test]
+fn loom_tdp_fast_fault_vs_zap() {
+    check_fast_fault_vs_zap(true);
+}
+
+/// Negative control: widening the leaf without compare-and-exchange.
+#[test]
+fn loom_tdp_fast_fault_blind_store_is_caught() {
+    expect_violation(&[RESURRECTED, LOST_DIRTY], || check_fast_fault_vs_zap(false));
 }
