@@ -3,6 +3,7 @@
 //! The tests, in the order they are numbered in the TAP output (keep it:
 //! the numbers are what the logs of earlier runs refer to).
 
+mod dirty;
 mod fd_lifetime;
 mod memslot;
 pub(crate) mod msr;
@@ -12,6 +13,7 @@ mod system;
 mod vcpu;
 
 use crate::harness::Test;
+use dirty::*;
 use fd_lifetime::*;
 use memslot::*;
 use msr::*;
@@ -44,4 +46,5 @@ pub(crate) const TESTS: &[Test] = &[
     Test { name: "run_triple_fault_shutdown", func: run_triple_fault_shutdown, rkvm_only: false, guest: true },
     Test { name: "run_memory_follows_host_mappings", func: run_memory_follows_host_mappings, rkvm_only: false, guest: true },
     Test { name: "stats_fds_follow_the_guest", func: stats_fds_follow_the_guest, rkvm_only: false, guest: true },
+    Test { name: "dirty_log_reports_written_pages", func: dirty_log_reports_written_pages, rkvm_only: false, guest: true },
 ];
