@@ -739,22 +739,6 @@ static void skip(const char *name, const char *reason)
 
 /* --- pageout, pageout_fault_in ----------------------------------------- */
 
-/* Free swap in KiB (/proc/meminfo), -1 if unknown. */
-static long swap_free_kb(void)
-{
-	char line[128];
-	long kb = -1;
-	FILE *f = fopen("/proc/meminfo", "r");
-
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "SwapFree: %ld kB", &kb) == 1)
-			break;
-	fclose(f);
-	return kb;
-}
-
 struct pageout_run {
 	uint8_t *mem;
 	size_t len;

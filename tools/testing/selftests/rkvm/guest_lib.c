@@ -561,6 +561,21 @@ int run_expect_mmio(struct vcpu *v, uint64_t gpa, uint32_t len, bool is_write,
 
 /* --- Host memory. ----------------------------------------------------- */
 
+long swap_free_kb(void)
+{
+	char line[128];
+	long kb = -1;
+	FILE *f = fopen("/proc/meminfo", "r");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "SwapFree: %ld kB", &kb) == 1)
+			break;
+	fclose(f);
+	return kb;
+}
+
 int range_pages(const void *p, size_t len, long *present, long *swapped)
 {
 	uint64_t ent[512];

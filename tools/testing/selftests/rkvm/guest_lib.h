@@ -224,6 +224,9 @@ int run_expect_mmio(struct vcpu *v, uint64_t gpa, uint32_t len, bool is_write,
 		    uint64_t val);
 int run_expect_exit(struct vcpu *v, int reason);
 
+/* Free swap in KiB (/proc/meminfo), -1 if unknown. */
+long swap_free_kb(void);
+
 /*
  * Pages of [p, p + len) of this process present in memory and swapped out
  * (/proc/self/pagemap): 0, or -errno.

@@ -974,22 +974,6 @@ TEST_F_TIMEOUT(teardown, mm_teardown_with_running_vcpus, NOTIFIER_TIMEOUT)
 
 /* --- (6) Swap: paged out from under the guest, read back intact. ------- */
 
-/* Free swap in KiB (/proc/meminfo), -1 if unknown. */
-static long swap_free_kb(void)
-{
-	char line[128];
-	long kb = -1;
-	FILE *f = fopen("/proc/meminfo", "r");
-
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "SwapFree: %ld kB", &kb) == 1)
-			break;
-	fclose(f);
-	return kb;
-}
-
 /* Resident pages of the whole process (/proc/self/statm). */
 static long statm_rss(void)
 {
