@@ -323,13 +323,15 @@ impl Vm {
             for (i, w) in words.iter_mut().enumerate() {
                 *w = dirty::read(&log.bits, i);
             }
-        } else {
+        } else if (0..n).any(|i| dirty::read(&log.bits, i) != 0) {
             self.mmu.tdp.collect_dirty(Gfn(s.base_gfn), 0..n, |i| {
                 let mask = dirty::take(&log.bits, i);
                 words[i] = mask;
                 mask
             });
         }
+        // (With every word clear there is nothing to take or protect: as
+        // if the collection had come before the bits being set now.)
         if uarg::write(bitmap as usize, <[u64] as AsBytes>::as_bytes(&words)).is_err() {
             // Unmapped meanwhile: reported next time instead of lost.
             for (i, w) in words.iter().enumerate() {
