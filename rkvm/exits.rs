@@ -623,20 +623,17 @@ impl CpuCore {
         present: bool,
     ) -> Result<Flow> {
         let gfn = crate::mmu::Gfn::from_gpa(gpa);
-        if crate::module_parameters::fast_page_fault.value() && vm.fast_page_fault(gfn, write, present) {
-            stats.count(stats::vcpu::PF_FAST);
-            return Ok(Flow::Guest);
-        }
-        let outcome = vm.handle_npf(gfn, write, cache);
-        if let Ok(NpfOutcome::Mapped) = outcome {
-            stats.count(stats::vcpu::PF_FIXED);
-        }
-        if let Ok(NpfOutcome::Mmio) = outcome {
+        let try_fast = crate::module_parameters::fast_page_fault.value();
+        let outcome = vm.handle_npf(gfn, write, present, try_fast, cache);
+        match outcome {
+            Ok(NpfOutcome::Mapped) => stats.count(stats::vcpu::PF_FIXED),
+            Ok(NpfOutcome::FastFixed) => stats.count(stats::vcpu::PF_FAST),
             // Emulation walks the guest's page tables and segments.
-            self.backend.sync_state();
+            Ok(NpfOutcome::Mmio) => self.backend.sync_state(),
+            Err(_) => {}
         }
         match outcome {
-            Ok(NpfOutcome::Mapped) => Ok(Flow::Guest),
+            Ok(NpfOutcome::Mapped | NpfOutcome::FastFixed) => Ok(Flow::Guest),
             Ok(NpfOutcome::Mmio) if !fetch => Ok(self.emulate_mmio(vm, run, gpa)),
             Ok(NpfOutcome::Mmio) => {
                 // Executing from MMIO: KVM cannot either.

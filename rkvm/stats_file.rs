@@ -13,7 +13,7 @@ use kernel::{
 
 use crate::{
     anon_fd::{self, AnonFile},
-    stats::{self, Desc, NAME_SIZE},
+    stats::{self, Desc},
     uarg,
 };
 
@@ -66,8 +66,8 @@ impl<T: StatsSource> AnonFile for StatsFile<T> {
         this.source.values(&mut values[..n]);
         let total = stats::file_len(n);
         let mut file = KVec::from_elem(0u8, total, GFP_KERNEL)?;
-        let id = this.id.to_bytes();
-        stats::render(&id[..id.len().min(NAME_SIZE)], T::DESCS, &values[..n], &mut file);
+        // `render` truncates the id to its field.
+        stats::render(this.id.to_bytes(), T::DESCS, &values[..n], &mut file);
         let window = stats::window(total, *pos, len);
         let out = file.get(window.clone()).ok_or(EINVAL)?;
         uarg::write(buf, out)?;

@@ -125,7 +125,12 @@ impl Memslots {
     /// The dirty bitmap of slot `id`, if it logs dirty pages.
     fn dirty_log(&self, id: u16) -> Option<Arc<DirtyLog>> {
         let i = self.slots.iter().position(|s| s.id == id)?;
-        self.dirty.get(i)?.clone()
+        self.dirty_log_at(i).cloned()
+    }
+
+    /// The dirty bitmap of `slots[idx]`, if it logs dirty pages.
+    fn dirty_log_at(&self, idx: usize) -> Option<&Arc<DirtyLog>> {
+        self.dirty.get(idx)?.as_ref()
     }
 }
 
@@ -362,8 +367,8 @@ impl Vm {
     /// `num_pages` a multiple of 64 unless it reaches the slot's end.
     /// `EFAULT` (nothing taken) if the bitmap cannot be read.
     fn clear_dirty_log(&self, slot: u32, first_page: u64, num_pages: u64, bitmap: u64) -> Result {
-        let (as_id, id) = (slot >> 16, slot as u16);
-        if as_id != 0 || id >= NR_MEMSLOTS || first_page % 64 != 0 {
+        // Before the slot is looked up (`ENOENT`), as KVM.
+        if first_page % 64 != 0 {
             return Err(EINVAL);
         }
         let _writer = self.slots_lock.lock();
@@ -415,6 +420,8 @@ impl Vm {
 pub(crate) enum NpfOutcome {
     /// The frame is mapped now (or the fault raced and the guest retries).
     Mapped,
+    /// The fast page fault fixed the leaf.
+    FastFixed,
     /// No memslot backs the frame, or it is a write to a read-only slot:
     /// the access is MMIO, for userspace.
     Mmio,
@@ -471,35 +478,17 @@ impl Vm {
         uarg::cmpxchg(hva, size, old, new).ok()
     }
 
-    /// The fast page fault: fixes a fault on `gfn` without `mmu_lock` or a
-    /// host page lookup if the leaf is there and only protected for
-    /// tracking (see `Tdp::fast_fault`); logs the page if the fix made it
-    /// writable in a slot that logs. `false`: take [`Self::handle_npf`].
-    pub(crate) fn fast_page_fault(&self, gfn: Gfn, write: bool, present: bool) -> bool {
-        let slots = self.mmu.memslots.read();
-        let Some(idx) = memslot::lookup_index(&slots.slots, gfn.0) else {
-            return false;
-        };
-        let Some(made_writable) = self.mmu.tdp.fast_fault(gfn, write, present) else {
-            return false;
-        };
-        if made_writable {
-            if let Some(log) = slots.dirty.get(idx).and_then(|l| l.as_ref()) {
-                // After the leaf became writable, without `mmu_lock`: a
-                // collection that takes the word first leaves the leaf
-                // writable (its bit was not taken), and the bit set now is
-                // reported by the next one (see locking.rst).
-                dirty::mark(&log.bits, gfn.0 - slots.slots[idx].base_gfn);
-            }
-        }
-        true
-    }
-
-    /// Resolves a nested page fault on `gfn`. May sleep (GUP).
+    /// Resolves a nested page fault on `gfn` (a `write` or not; `present`:
+    /// the hardware found a leaf). With `try_fast`, first the fast page
+    /// fault: without `mmu_lock` or a host page lookup if the leaf is there
+    /// and only protected for tracking (see `Tdp::fast_fault`). May sleep
+    /// (GUP).
     pub(crate) fn handle_npf(
         &self,
         gfn: Gfn,
         write: bool,
+        present: bool,
+        try_fast: bool,
         cache: &mut PtCache,
     ) -> Result<NpfOutcome> {
         let slots = self.mmu.memslots.read();
@@ -511,9 +500,21 @@ impl Vm {
         if write && !slot_writable {
             return Ok(NpfOutcome::Mmio);
         }
+        let log = slots.dirty_log_at(idx);
+        if try_fast {
+            if let Some(made_writable) = self.mmu.tdp.fast_fault(gfn, write, present) {
+                if let (true, Some(log)) = (made_writable, log) {
+                    // After the leaf became writable, without `mmu_lock`: a
+                    // collection that takes the word first leaves the leaf
+                    // writable (its bit was not taken), and the bit set now
+                    // is reported by the next one (see locking.rst).
+                    dirty::mark(&log.bits, gfn.0 - slot.base_gfn);
+                }
+                return Ok(NpfOutcome::FastFixed);
+            }
+        }
         // A slot that logs dirty pages is mapped writable only by a write,
         // which is logged.
-        let log = slots.dirty.get(idx).and_then(|l| l.as_ref());
         let map_writable = slot_writable && (write || log.is_none());
         let hva = slot.gfn_to_hva(gfn.0);
         let tdp = &self.mmu.tdp;

@@ -158,6 +158,27 @@ impl Tdp {
         ranges: impl Iterator<Item = (Gfn, Gfn)>,
         may_block: bool,
     ) {
+        self.write_locked_walks(held, may_block, |tables, z| {
+            let mut flush = false;
+            for (start, end) in ranges.filter(|(s, e)| s < e) {
+                flush |= with_format!(self.format, F => {
+                    tdp_mmu::zap_range::<F, _>(tables, self.root_hpa(), ROOT_LEVEL, start, end, z)
+                });
+            }
+            flush
+        });
+    }
+
+    /// Runs `walks` (write-locked walks of the tables, through `Zapper`:
+    /// zaps, write protection), which return whether a TLB flush is still
+    /// needed; then flushes once if so, and lets go of what they released.
+    /// Yields `mmu_lock` to waiters only if `may_block`.
+    fn write_locked_walks(
+        &self,
+        held: &WriteGuard<'_>,
+        may_block: bool,
+        walks: impl FnOnce(&DirectMap<'_>, &mut Zapper<'_>) -> bool,
+    ) {
         let tables = DirectMap::new(held);
         // INVARIANT: `held` guards this MMU's lock.
         let mut z = Zapper {
@@ -166,14 +187,7 @@ impl Tdp {
             reaper: Reaper::zap(),
             may_block,
         };
-        let root = self.root_hpa();
-        let mut flush = false;
-        for (start, end) in ranges.filter(|(s, e)| s < e) {
-            flush |= with_format!(self.format, F => {
-                tdp_mmu::zap_range::<F, _>(&tables, root, ROOT_LEVEL, start, end, &mut z)
-            });
-        }
-        if flush {
+        if walks(&tables, &mut z) {
             self.flush_remote_tlbs(held);
         }
         z.reaper.release_flushed();
@@ -195,8 +209,10 @@ impl Tdp {
         // (none should: the slot maps 4 KiB now) is zapped instead.
         let mut split = SplitCache::new(tables);
         let held = self.mmu_lock.write();
-        self.write_protect_with(&held, &mut split, |protect_range| {
-            protect_range(start, end, &|_| protect)
+        self.write_locked_walks(&held, true, |tables, z| {
+            with_format!(self.format, F => tdp_mmu::write_protect::<F, _>(
+                tables, self.root_hpa(), ROOT_LEVEL, start, end, |_| protect, &mut split, z,
+            ))
         });
     }
 
@@ -217,7 +233,7 @@ impl Tdp {
         // A logging slot has no large leaves but those a log that started
         // all set kept, unsplit for want of memory; those are zapped here.
         let mut no_split = SplitCache::new(0);
-        self.write_protect_with(&held, &mut no_split, |protect| {
+        self.write_locked_walks(&held, true, |tables, z| {
             let mut flush = false;
             for i in words {
                 let mask = take(i);
@@ -227,39 +243,13 @@ impl Tdp {
                 let first = base.add(i as u64 * 64);
                 let (lo, hi) = (mask.trailing_zeros() as u64, 63 - mask.leading_zeros() as u64);
                 let wanted = |g: Gfn| mask & (1 << (g.0 - first.0)) != 0;
-                flush |= protect(first.add(lo), first.add(hi + 1), &wanted);
+                flush |= with_format!(self.format, F => tdp_mmu::write_protect::<F, _>(
+                    tables, self.root_hpa(), ROOT_LEVEL, first.add(lo), first.add(hi + 1), wanted,
+                    &mut no_split, z,
+                ));
             }
             flush
         });
-    }
-
-    /// Runs `body` with a function that write-protects a range (see
-    /// `tdp_mmu::write_protect`), then flushes once if anything lost W.
-    fn write_protect_with(
-        &self,
-        held: &WriteGuard<'_>,
-        split: &mut SplitCache,
-        body: impl FnOnce(&mut dyn FnMut(Gfn, Gfn, &dyn Fn(Gfn) -> bool) -> bool) -> bool,
-    ) {
-        let tables = DirectMap::new(held);
-        // INVARIANT: `held` guards this MMU's lock.
-        let mut z = Zapper {
-            tdp: self,
-            held,
-            reaper: Reaper::zap(),
-            may_block: true,
-        };
-        let root = self.root_hpa();
-        let format = self.format;
-        let flush = body(&mut |start, end, want| {
-            with_format!(format, F => {
-                tdp_mmu::write_protect::<F, _>(&tables, root, ROOT_LEVEL, start, end, want, split, &mut z)
-            })
-        });
-        if flush {
-            self.flush_remote_tlbs(held);
-        }
-        z.reaper.release_flushed();
     }
 
     /// An MMU-notifier invalidation of host addresses `[start, end)`
