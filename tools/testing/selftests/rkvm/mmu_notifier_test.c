@@ -1040,8 +1040,10 @@ static void push_out_by_memcg_limit(struct __test_metadata *_metadata,
 		ASSERT_EQ(0, range_pages(t->mem, t->size, present, swapped));
 		if (*present * 50 < pages)
 			break;
+		/* Still over: aim lower, but memory.high takes no negative. */
 		if (limit == target)
-			target -= *present * (long long)PAGE;
+			target = target > *present * (long long)PAGE ?
+				 target - *present * (long long)PAGE : 0;
 	}
 	TH_LOG("memory.high lowered in %d step(s) from memory.current %lld kB to %lld kB: %ld pages present",
 	       step, usage / (long long)KB, limit / (long long)KB, *present);
