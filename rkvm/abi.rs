@@ -106,6 +106,8 @@ pub(crate) mod vm {
     pub(crate) const ENABLE_CAP: u32 = iow(0xa3, ENABLE_CAP_SIZE);
     /// `sizeof(struct kvm_enable_cap)`.
     pub(crate) const ENABLE_CAP_SIZE: usize = 104;
+    /// `KVM_RESET_DIRTY_RINGS`.
+    pub(crate) const RESET_DIRTY_RINGS: u32 = io(0xc7);
 }
 
 /// Ioctls of a vCPU fd.
@@ -206,6 +208,12 @@ pub(crate) mod cap {
     /// `KVM_CLEAR_DIRTY_LOG` and manual dirty-log protection, enabled with
     /// `KVM_ENABLE_CAP`; the answer is the options it takes.
     pub(crate) const MANUAL_DIRTY_LOG_PROTECT2: usize = 168;
+    /// The per-vCPU dirty ring, set up with `KVM_ENABLE_CAP`; the answer
+    /// is the largest ring in bytes. `_ACQ_REL` says the VMM must
+    /// harvest with acquire and release; x86's total store order makes
+    /// the two the same ring, as in KVM.
+    pub(crate) const DIRTY_LOG_RING: usize = 192;
+    pub(crate) const DIRTY_LOG_RING_ACQ_REL: usize = 223;
 }
 
 /// `KVM_ENABLE_CAP(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2)` options (`args[0]`).
@@ -223,6 +231,14 @@ pub(crate) mod dirty_log {
 /// page. KVM adds a third page for the coalesced-MMIO ring; rkvm has no such
 /// ring (`KVM_CAP_COALESCED_MMIO` is 0), so its mapping ends after the PIO page.
 pub(crate) const VCPU_MMAP_PAGES: usize = 2;
+
+/// Where a vCPU fd maps its dirty ring, in pages (`KVM_DIRTY_LOG_PAGE_OFFSET`).
+pub(crate) const DIRTY_RING_PAGE_OFFSET: usize = 64;
+
+/// The largest dirty ring in bytes: `KVM_DIRTY_RING_MAX_ENTRIES` (65536)
+/// entries of 16 bytes (`mmu/dirty_ring.rs`, where the host tests check
+/// that the two agree).
+pub(crate) const DIRTY_RING_MAX_BYTES: u64 = 65536 * 16;
 
 /// `struct kvm_run`: the offsets of the fields rkvm reads and writes, and
 /// the exit reasons it reports.
@@ -267,6 +283,8 @@ pub(crate) mod run {
         pub(crate) const FAIL_ENTRY: u32 = 9;
         pub(crate) const INTR: u32 = 10;
         pub(crate) const INTERNAL_ERROR: u32 = 17;
+        /// The vCPU's dirty ring is (soft) full: harvest and reset it.
+        pub(crate) const DIRTY_RING_FULL: u32 = 31;
     }
 
     /// `KVM_INTERNAL_ERROR_*` suberrors.

@@ -7,7 +7,7 @@
 //! Pure logic (only `core`), tested on the host.
 
 use crate::{
-    abi::{cap, dirty_log, vm_type, MAX_VCPUS, MAX_VCPU_IDS},
+    abi::{cap, dirty_log, vm_type, DIRTY_RING_MAX_BYTES, MAX_VCPUS, MAX_VCPU_IDS},
     memslot::NR_MEMSLOTS,
 };
 
@@ -30,6 +30,7 @@ pub(crate) fn check_extension(capability: usize, online_cpus: usize) -> isize {
         | cap::BINARY_STATS_FD => 1,
         cap::NR_MEMSLOTS => NR_MEMSLOTS as isize,
         cap::MANUAL_DIRTY_LOG_PROTECT2 => dirty_log::MANUAL_CAPS as isize,
+        cap::DIRTY_LOG_RING | cap::DIRTY_LOG_RING_ACQ_REL => DIRTY_RING_MAX_BYTES as isize,
         // As KVM: more vCPUs than host CPUs work, but are not recommended.
         cap::NR_VCPUS => online_cpus.min(MAX_VCPUS) as isize,
         cap::MAX_VCPUS => MAX_VCPUS as isize,

@@ -17,13 +17,14 @@
 //! lock and `mmu_lock` inside `Vm::handle_npf`; nothing is held across an
 //! entry into the guest.
 
-use kernel::prelude::*;
+use kernel::{prelude::*, sync::Arc};
 
 use crate::{
     abi::run::{exit as kvm_exit, internal},
     arch::{cr0, cr4, vector},
     backend::{Entry, Exit, IoExit, VcpuBackend},
     cpuid::{self, CpuidEntry},
+    dirty_ring_pages::VcpuRing,
     emulate::{self, Access, MmioInsn, Mode},
     mmu::{
         guest_walk::{self, AccessKind, GuestMemory, WalkError, WalkRegs},
@@ -80,8 +81,9 @@ enum Flow {
     User,
 }
 
-/// The guest's physical memory as the page-table walker sees it.
-struct WalkerMemory<'a>(&'a Vm);
+/// The guest's physical memory as the page-table walker sees it, and the
+/// dirty ring its Accessed/Dirty updates are logged in.
+struct WalkerMemory<'a>(&'a Vm, Option<&'a VcpuRing>);
 
 impl GuestMemory for WalkerMemory<'_> {
     fn read_pte(&mut self, gpa: u64, size: usize) -> Option<u64> {
@@ -93,7 +95,7 @@ impl GuestMemory for WalkerMemory<'_> {
     fn cmpxchg_pte(&mut self, gpa: u64, size: usize, old: u64, new: u64) -> bool {
         // Nothing behind the entry any more: let the walk restart and fail.
         self.0
-            .cmpxchg_guest_phys(gpa, size as u32, old, new)
+            .cmpxchg_guest_phys(gpa, size as u32, old, new, self.1)
             .unwrap_or(false)
     }
 }
@@ -128,6 +130,8 @@ pub(crate) struct CpuCore {
     idx: usize,
     /// The host's physical address width, for the walker.
     maxphyaddr: u8,
+    /// The vCPU's dirty ring, if the VM logs dirty pages in rings.
+    dirty_ring: Option<Arc<VcpuRing>>,
 }
 
 /// Components rkvm offers on this host.
@@ -136,7 +140,11 @@ pub(crate) fn supported_xcr0() -> u64 {
 }
 
 impl CpuCore {
-    pub(crate) fn new(backend: KBox<dyn VcpuBackend>, idx: usize) -> Self {
+    pub(crate) fn new(
+        backend: KBox<dyn VcpuBackend>,
+        idx: usize,
+        dirty_ring: Option<Arc<VcpuRing>>,
+    ) -> Self {
         Self {
             backend,
             xcr0: crate::arch::xcr0::X87,
@@ -149,6 +157,7 @@ impl CpuCore {
             flushed_tlb_gen: 0,
             idx,
             maxphyaddr: (x86::cpuid(0x8000_0008, 0).eax & 0xff) as u8,
+            dirty_ring,
         }
     }
 
@@ -280,6 +289,12 @@ impl CpuCore {
             }
             // A guest that never exits must not keep the CPU from others.
             cpu::cond_resched();
+            if self.dirty_ring.as_ref().is_some_and(|r| r.soft_full()) {
+                // Until the VMM harvests and resets, the guest could write
+                // pages the ring has no room for.
+                run.set_exit_reason(kvm_exit::DIRTY_RING_FULL);
+                return Ok(());
+            }
             let (exit, cpu) = self.enter(vm, fpu)?;
             stats.count(stats::vcpu::EXITS);
             match self.handle_exit(vm, run, pio, &mut cache, stats, exit, cpu)? {
@@ -624,7 +639,8 @@ impl CpuCore {
     ) -> Result<Flow> {
         let gfn = crate::mmu::Gfn::from_gpa(gpa);
         let try_fast = crate::module_parameters::fast_page_fault.value();
-        let outcome = vm.handle_npf(gfn, write, present, try_fast, cache);
+        let ring = self.dirty_ring.as_deref();
+        let outcome = vm.handle_npf(gfn, write, present, try_fast, cache, ring);
         match outcome {
             Ok(NpfOutcome::Mapped) => stats.count(stats::vcpu::PF_FIXED),
             Ok(NpfOutcome::FastFixed) => stats.count(stats::vcpu::PF_FAST),
@@ -671,7 +687,7 @@ impl CpuCore {
     }
 
     fn translate(&self, vm: &Vm, linear: u64, access: AccessKind) -> Result<u64, WalkError> {
-        guest_walk::translate(linear, &self.walk_regs(), access, &mut WalkerMemory(vm))
+        guest_walk::translate(linear, &self.walk_regs(), access, &mut WalkerMemory(vm, self.dirty_ring.as_deref()))
     }
 
     /// Fetches up to 15 bytes at the guest's RIP, as the CPU would.
@@ -920,12 +936,12 @@ impl CpuCore {
                 .ok()
                 .and_then(|gpa| {
                     let first = pio::first_part(gpa, size);
-                    vm.write_guest_phys(gpa, &data[..first])?;
+                    vm.write_guest_phys(gpa, &data[..first], self.dirty_ring.as_deref())?;
                     if first < size {
                         let g2 = self
                             .string_gpa(vm, linear.wrapping_add(first as u64), true)
                             .ok()?;
-                        vm.write_guest_phys(g2, &data[first..size])?;
+                        vm.write_guest_phys(g2, &data[first..size], self.dirty_ring.as_deref())?;
                     }
                     Some(())
                 })

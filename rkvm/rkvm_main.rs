@@ -16,6 +16,7 @@ mod backend;
 mod caps;
 mod cpuid;
 mod dev;
+mod dirty_ring_pages;
 mod emulate;
 mod exit_info;
 mod exits;

@@ -3,7 +3,8 @@
 //! A vCPU: what a vCPU fd refers to.
 //!
 //! The fd maps two pages: the `kvm_run` page at offset 0 and the PIO data
-//! page at offset 1 (`KVM_GET_VCPU_MMAP_SIZE`). Register state lives in
+//! page at offset 1 (`KVM_GET_VCPU_MMAP_SIZE`); with dirty rings, the
+//! vCPU's ring at page offset 64. Register state lives in
 //! the backend, in its own format (VMCB or VMCS fields), which is what
 //! KVM reports it through; the extended state in a guest fpstate
 //! (`shim/guest_fpu.rs`). Running and exits are `exits.rs`.
@@ -13,7 +14,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::{
     alloc::flags::__GFP_ZERO,
     fs::File,
-    mm::virt::VmaNew,
+    mm::virt::{flags as vm_flags, VmaNew},
     new_mutex,
     page::{Page, PAGE_SIZE},
     prelude::*,
@@ -26,6 +27,7 @@ use crate::{
     anon_fd::{self, AnonFile},
     arch::xcr0,
     cpuid::{self, CpuidEntry},
+    dirty_ring_pages::{self, VcpuRing},
     exits::{self, CpuCore, GuestCpu},
     fpu::{Fpu, FXSAVE_SIZE},
     hw,
@@ -319,6 +321,9 @@ pub(crate) struct Vcpu {
     /// Creation index within the VM.
     idx: usize,
     pages: [Page; VCPU_MMAP_PAGES],
+    /// The vCPU's dirty ring, if the VM has rings (pushed to by `state`'s
+    /// run loop, mapped by the VMM).
+    dirty_ring: Option<Arc<VcpuRing>>,
     /// Serialises the vCPU's ioctls, like KVM's `vcpu->mutex`.
     #[pin]
     state: Mutex<State>,
@@ -327,7 +332,12 @@ pub(crate) struct Vcpu {
 
 impl Vcpu {
     /// Creates vCPU `id` of `vm` and returns its fd.
-    pub(crate) fn create_fd(vm: Arc<Vm>, id: u32, idx: usize) -> Result<u32> {
+    pub(crate) fn create_fd(
+        vm: Arc<Vm>,
+        id: u32,
+        idx: usize,
+        dirty_ring: Option<Arc<VcpuRing>>,
+    ) -> Result<u32> {
         let page = || Page::alloc_page(GFP_KERNEL | __GFP_ZERO);
         let pages = [page()?, page()?];
         // vCPU 0 is the bootstrap processor, as in KVM by default.
@@ -336,7 +346,7 @@ impl Vcpu {
         let mut state = State {
             cpu: GuestCpu {
                 fpu: GuestFpu::new()?,
-                core: CpuCore::new(backend, idx),
+                core: CpuCore::new(backend, idx, dirty_ring.clone()),
             },
             apic_base: 0,
             pending_irq: None,
@@ -350,12 +360,36 @@ impl Vcpu {
                 id,
                 idx,
                 pages,
+                dirty_ring,
                 state <- new_mutex!(state, "Vcpu::state"),
                 stats: VcpuStats::new(),
             }),
             GFP_KERNEL,
         )?;
         anon_fd::install(vcpu)
+    }
+}
+
+impl Vcpu {
+    /// Maps `npages` pages of the dirty ring from its page `first`: shared
+    /// (the VMM's harvest marks must reach the kernel's copy) and not
+    /// executable, as KVM requires; `EINVAL` otherwise or past the ring.
+    fn mmap_dirty_ring(&self, vma: &VmaNew, first: usize, npages: usize) -> Result {
+        let ring = self.dirty_ring.as_deref().ok_or(EINVAL)?;
+        let flags = vma.flags();
+        if flags & vm_flags::SHARED == 0 || flags & vm_flags::EXEC != 0 {
+            return Err(EINVAL);
+        }
+        let last = first.checked_add(npages).ok_or(EINVAL)?;
+        if npages == 0 || dirty_ring_pages::ring_page(ring, last - 1).is_none() {
+            return Err(EINVAL);
+        }
+        let vma = vma.set_mixedmap();
+        for i in 0..npages {
+            let page = dirty_ring_pages::ring_page(ring, first + i).ok_or(EINVAL)?;
+            vma.vm_insert_page(vma.start() + i * PAGE_SIZE, &page)?;
+        }
+        Ok(())
     }
 }
 
@@ -419,6 +453,9 @@ impl AnonFile for Vcpu {
     fn mmap(this: ArcBorrow<'_, Self>, _file: &File, vma: &VmaNew) -> Result {
         let pgoff = anon_fd::mmap_pgoff(vma);
         let npages = (vma.end() - vma.start()) / PAGE_SIZE;
+        if let Some(ring_pgoff) = pgoff.checked_sub(abi::DIRTY_RING_PAGE_OFFSET) {
+            return this.mmap_dirty_ring(vma, ring_pgoff, npages);
+        }
         let pages = this
             .pages
             .get(pgoff..)

@@ -25,6 +25,7 @@ use kernel::{
     fs::File,
     mm::Mm,
     new_mutex, new_srcu,
+    page::PAGE_SIZE,
     prelude::*,
     str::CStr,
     sync::{aref::ARef, Arc, ArcBorrow, Mutex},
@@ -34,12 +35,15 @@ use kernel::{
 use crate::{
     abi,
     anon_fd::AnonFile,
-    caps, hw,
+    caps,
+    dirty_ring_pages::{self, VcpuRing},
+    hw,
     memslot::{
         self, HostLimits, HvaEntry, Memslot, RegionRequest, SlotError, MEM_READONLY, NR_MEMSLOTS,
     },
     mmu::{
         dirty,
+        dirty_ring::{self, SizeError},
         tdp::{PtCache, Tdp},
         tdp_mmu::{self, MapOutcome},
         Gfn, GuestPage,
@@ -74,6 +78,51 @@ impl DirtyLog {
     }
 }
 
+/// How a slot that starts logging dirty pages logs them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum NewLogs {
+    /// In a bitmap, clear.
+    Clear,
+    /// In a bitmap with every page set (`KVM_DIRTY_LOG_INITIALLY_SET`).
+    AllSet,
+    /// In the vCPUs' dirty rings: no bitmap.
+    Ring,
+}
+
+/// Where a write to a page of a logging slot is recorded.
+#[derive(Clone, Copy)]
+enum DirtyTarget<'a> {
+    /// The slot's bitmap.
+    Bitmap(&'a DirtyLog),
+    /// The dirty ring of the vCPU that let the guest write; the slot id
+    /// as entries name it (address space 0).
+    Ring(&'a VcpuRing, u32),
+}
+
+impl DirtyTarget<'_> {
+    /// Records page `rel` (relative to the slot's first frame).
+    fn mark(self, rel: u64) {
+        match self {
+            Self::Bitmap(log) => dirty::mark(&log.bits, rel),
+            Self::Ring(ring, slot) => {
+                // Room was checked by the fault path; the kernel's own
+                // writes for one exit (at most a few pages) fit in the
+                // reserve the vCPU stops with (see `dirty_ring.rs`).
+                let _ = ring.push(slot, rel);
+            }
+        }
+    }
+
+    /// Whether a page can be recorded now: a full ring cannot take it (and
+    /// its vCPU stops before it enters the guest again).
+    fn has_room(self) -> bool {
+        match self {
+            Self::Bitmap(_) => true,
+            Self::Ring(ring, _) => ring.has_room(),
+        }
+    }
+}
+
 /// One published set of memslots.
 struct Memslots {
     /// Sorted by gfn, disjoint (built only by `memslot::Change::build`).
@@ -88,25 +137,23 @@ struct Memslots {
 
 impl Memslots {
     /// The set of `slots`; a slot that logs dirty pages keeps its bitmap
-    /// from `prev` (same id, logging there too), or gets a new one, clear
-    /// or (`logs_all_set`) all set.
+    /// from `prev` (same id, logging there too), or gets a new one as
+    /// `new_logs` says.
     fn new(
         slots: KVec<Memslot>,
         generation: u64,
         prev: Option<&Memslots>,
-        logs_all_set: bool,
+        new_logs: NewLogs,
     ) -> Result<KBox<Self>> {
         let mut hva_index = KVec::with_capacity(slots.len(), GFP_KERNEL)?;
         let mut dirty = KVec::with_capacity(slots.len(), GFP_KERNEL)?;
         for s in slots.iter() {
             hva_index.push(HvaEntry::default(), GFP_KERNEL)?;
-            let log = if s.logs_dirty() {
-                match prev.and_then(|p| p.dirty_log(s.id)) {
-                    Some(log) => Some(log),
-                    None => Some(DirtyLog::new(s.npages, logs_all_set)?),
-                }
-            } else {
-                None
+            let log = match prev.and_then(|p| p.dirty_log(s.id)) {
+                _ if !s.logs_dirty() => None,
+                Some(log) => Some(log),
+                None if new_logs == NewLogs::Ring => None,
+                None => Some(DirtyLog::new(s.npages, new_logs == NewLogs::AllSet)?),
             };
             dirty.push(log, GFP_KERNEL)?;
         }
@@ -132,6 +179,29 @@ impl Memslots {
     fn dirty_log_at(&self, idx: usize) -> Option<&Arc<DirtyLog>> {
         self.dirty.get(idx)?.as_ref()
     }
+
+    /// Where writes to `slots[idx]` are recorded, if it logs dirty pages:
+    /// the ring of the vCPU that writes, if the VM has rings (then every
+    /// vCPU has one), else the slot's bitmap.
+    fn dirty_target<'a>(&'a self, idx: usize, ring: Option<&'a VcpuRing>) -> Option<DirtyTarget<'a>> {
+        let slot = self.slots.get(idx).filter(|s| s.logs_dirty())?;
+        match ring {
+            Some(ring) => Some(DirtyTarget::Ring(ring, slot.id.into())),
+            None => self.dirty_log_at(idx).map(|log| DirtyTarget::Bitmap(log)),
+        }
+    }
+}
+
+/// The VM's vCPUs, as far as the VM needs them.
+struct VcpuList {
+    /// Ids of the vCPUs created so far. A vCPU lives as long as the VM (its
+    /// fd may close earlier), so an id is never reused, as in KVM.
+    ids: KVec<u32>,
+    /// Entries of each vCPU's dirty ring; 0 without rings. Set only while
+    /// there are no vCPUs.
+    ring_entries: u32,
+    /// The vCPUs' dirty rings, for `KVM_RESET_DIRTY_RINGS`.
+    rings: KVec<Arc<VcpuRing>>,
 }
 
 /// What the MMU notifier needs of a VM: the memslots and the TDP MMU.
@@ -205,10 +275,9 @@ pub(crate) struct Vm {
     #[pin]
     slots_lock: Mutex<()>,
     mmu: Arc<VmMmu>,
-    /// Ids of the vCPUs created so far. A vCPU lives as long as the VM (its
-    /// fd may close earlier), so an id is never reused, as in KVM.
+    /// Taken after `slots_lock` where both are.
     #[pin]
-    vcpu_ids: Mutex<KVec<u32>>,
+    vcpus: Mutex<VcpuList>,
     /// The creator's pid, which names the VM's statistics (`kvm-<pid>`).
     pid: i32,
     /// `KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2` options (`abi::dirty_log`), set
@@ -224,7 +293,7 @@ impl Vm {
         }
         let task = kernel::current!();
         let mm: &Mm = task.mm().ok_or(EINVAL)?;
-        let empty = Memslots::new(KVec::new(), 0, None, false)?;
+        let empty = Memslots::new(KVec::new(), 0, None, NewLogs::Clear)?;
         let mmu = Arc::pin_init(
             try_pin_init!(VmMmu {
                 memslots <- SrcuBox::new(empty, new_srcu!("Vm::memslots")),
@@ -242,7 +311,14 @@ impl Vm {
                 mm: ARef::from(mm),
                 slots_lock <- new_mutex!((), "Vm::slots_lock"),
                 mmu,
-                vcpu_ids <- new_mutex!(KVec::new(), "Vm::vcpu_ids"),
+                vcpus <- new_mutex!(
+                    VcpuList {
+                        ids: KVec::new(),
+                        ring_entries: 0,
+                        rings: KVec::new(),
+                    },
+                    "Vm::vcpus"
+                ),
                 pid: task.pid(),
                 dirty_log_options: AtomicU64::new(0),
             }),
@@ -282,7 +358,7 @@ impl Vm {
             };
             let mut next = KVec::with_capacity(change.new_len(cur.slots.len()), GFP_KERNEL)?;
             change.build(&cur.slots, |s| next.push(s, GFP_KERNEL))?;
-            let new = Memslots::new(next, cur.generation + 1, Some(&cur), self.logs_start_all_set())?;
+            let new = Memslots::new(next, cur.generation + 1, Some(&cur), self.new_logs())?;
             (new, cur.generation + 1, change)
             // The read section ends here: `replace` below waits for readers.
         };
@@ -318,6 +394,9 @@ impl Vm {
     fn get_dirty_log(&self, slot: u32, bitmap: u64) -> Result {
         // As KVM: serialised with memslot changes.
         let _writer = self.slots_lock.lock();
+        if self.uses_ring() {
+            return Err(ENXIO);
+        }
         let (s, log) = self.logging_slot(slot)?;
         let n = dirty::words(s.npages);
         let mut words = KVVec::from_elem(0u64, n, GFP_KERNEL)?;
@@ -329,11 +408,11 @@ impl Vm {
                 *w = dirty::read(&log.bits, i);
             }
         } else if (0..n).any(|i| dirty::read(&log.bits, i) != 0) {
-            self.mmu.tdp.collect_dirty(Gfn(s.base_gfn), 0..n, |i| {
-                let mask = dirty::take(&log.bits, i);
-                words[i] = mask;
-                mask
-            });
+            let base = Gfn(s.base_gfn);
+            self.mmu.tdp.write_protect_masked(words.iter_mut().enumerate().map(|(i, w)| {
+                *w = dirty::take(&log.bits, i);
+                (base.add(i as u64 * 64), *w)
+            }));
         }
         // (With every word clear there is nothing to take or protect: as
         // if the collection had come before the bits being set now.)
@@ -367,11 +446,14 @@ impl Vm {
     /// `num_pages` a multiple of 64 unless it reaches the slot's end.
     /// `EFAULT` (nothing taken) if the bitmap cannot be read.
     fn clear_dirty_log(&self, slot: u32, first_page: u64, num_pages: u64, bitmap: u64) -> Result {
+        let _writer = self.slots_lock.lock();
+        if self.uses_ring() {
+            return Err(ENXIO);
+        }
         // Before the slot is looked up (`ENOENT`), as KVM.
         if first_page % 64 != 0 {
             return Err(EINVAL);
         }
-        let _writer = self.slots_lock.lock();
         let (s, log) = self.logging_slot(slot)?;
         let rest = s.npages.checked_sub(first_page).ok_or(EINVAL)?;
         if num_pages > rest || (num_pages < rest && num_pages % 64 != 0) {
@@ -381,18 +463,38 @@ impl Vm {
         let mut words = KVVec::from_elem(0u64, n, GFP_KERNEL)?;
         uarg::read_into(bitmap as usize, <[u64] as AsBytes>::as_bytes_mut(&mut words))?;
         let first_word = (first_page / 64) as usize;
-        self.mmu.tdp.collect_dirty(Gfn(s.base_gfn), first_word..first_word + n, |i| {
-            dirty::take_masked(&log.bits, i, words[i - first_word])
-        });
+        let first = Gfn(s.base_gfn + first_page);
+        self.mmu.tdp.write_protect_masked(words.iter().enumerate().map(|(i, &w)| {
+            let taken = dirty::take_masked(&log.bits, first_word + i, w);
+            (first.add(i as u64 * 64), taken)
+        }));
         Ok(())
     }
 
-    /// `KVM_ENABLE_CAP` on the VM: only manual dirty-log protection, with
+    /// `KVM_ENABLE_CAP` on the VM: manual dirty-log protection, with
     /// KVM's checks (no flags; `INITIALLY_SET` only with
-    /// `MANUAL_PROTECT_ENABLE`); `EINVAL` for anything else, as KVM.
+    /// `MANUAL_PROTECT_ENABLE`), and the dirty ring; `EINVAL` for anything
+    /// else, as KVM.
     fn enable_cap(&self, cap: usize, flags: u32, arg0: u64) -> Result {
         use abi::dirty_log::{MANUAL_CAPS, MANUAL_PROTECT_ENABLE};
         match cap {
+            // KVM does not look at the flags of these.
+            abi::cap::DIRTY_LOG_RING | abi::cap::DIRTY_LOG_RING_ACQ_REL => {
+                let entries = match dirty_ring::entries_for(arg0, PAGE_SIZE as u64) {
+                    Ok(n) => n,
+                    Err(SizeError::Invalid) => return Err(EINVAL),
+                    Err(SizeError::TooBig) => return Err(E2BIG),
+                };
+                // Slots created from now on get no bitmap.
+                let _writer = self.slots_lock.lock();
+                let mut vcpus = self.vcpus.lock();
+                // Once, and before any vCPU: each gets its ring at creation.
+                if vcpus.ring_entries != 0 || !vcpus.ids.is_empty() {
+                    return Err(EINVAL);
+                }
+                vcpus.ring_entries = entries;
+                Ok(())
+            }
             abi::cap::MANUAL_DIRTY_LOG_PROTECT2 => {
                 let allowed = if arg0 & MANUAL_PROTECT_ENABLE != 0 {
                     MANUAL_CAPS
@@ -413,6 +515,59 @@ impl Vm {
     fn logs_start_all_set(&self) -> bool {
         let o = self.dirty_log_options.load(Ordering::Relaxed);
         o == abi::dirty_log::MANUAL_CAPS
+    }
+
+    /// Whether the VM logs dirty pages in rings (not bitmaps).
+    fn uses_ring(&self) -> bool {
+        self.vcpus.lock().ring_entries != 0
+    }
+
+    /// How slots that start logging log.
+    fn new_logs(&self) -> NewLogs {
+        if self.uses_ring() {
+            NewLogs::Ring
+        } else if self.logs_start_all_set() {
+            NewLogs::AllSet
+        } else {
+            NewLogs::Clear
+        }
+    }
+
+    /// `KVM_RESET_DIRTY_RINGS`: takes the entries the VMM harvested from
+    /// every vCPU's ring and write-protects their pages, so that the next
+    /// write to each is pushed again. Returns the number of entries taken;
+    /// `EINVAL` without rings.
+    fn reset_dirty_rings(&self) -> Result<isize> {
+        // Serialises resets (each ring's single consumer) and keeps the
+        // slots as they are, as KVM's `slots_lock`.
+        let _writer = self.slots_lock.lock();
+        let rings = {
+            let vcpus = self.vcpus.lock();
+            if vcpus.ring_entries == 0 {
+                return Err(EINVAL);
+            }
+            let mut rings = KVec::with_capacity(vcpus.rings.len(), GFP_KERNEL)?;
+            for r in vcpus.rings.iter() {
+                rings.push(r.clone(), GFP_KERNEL)?;
+            }
+            rings
+        };
+        let slots = self.mmu.memslots.read();
+        let mut taken: isize = 0;
+        for ring in rings.iter() {
+            // One `mmu_lock` section and flush per ring.
+            let mut reset = ring.reset();
+            self.mmu.tdp.write_protect_masked(reset.by_ref().filter_map(|b| {
+                // The VMM wrote the entries: only pages of logging slots,
+                // as KVM checks them.
+                let (as_id, id) = (b.slot >> 16, b.slot as u16);
+                let s = memslot::by_id(&slots.slots, id).filter(|s| as_id == 0 && s.logs_dirty())?;
+                let last = b.offset.checked_add(63 - b.mask.leading_zeros() as u64)?;
+                (last < s.npages).then(|| (Gfn(s.base_gfn + b.offset), b.mask))
+            }));
+            taken += reset.entries() as isize;
+        }
+        Ok(taken)
     }
 }
 
@@ -442,40 +597,53 @@ impl Vm {
         uarg::read_into(hva as usize, out).ok()
     }
 
-    /// Writes guest-physical memory at `gpa` (within one page); `None` if no
-    /// writable memslot backs it or the host mapping is gone.
-    pub(crate) fn write_guest_phys(&self, gpa: u64, data: &[u8]) -> Option<()> {
+    /// Writes guest-physical memory at `gpa` (within one page) for the
+    /// vCPU whose dirty ring is `ring`, logging the page as a guest write
+    /// would be; `None` if no writable memslot backs it or the host mapping
+    /// is gone.
+    pub(crate) fn write_guest_phys(&self, gpa: u64, data: &[u8], ring: Option<&VcpuRing>) -> Option<()> {
         let slots = self.mmu.memslots.read();
         let gfn = gpa >> memslot::PAGE_SHIFT;
-        let slot = memslot::lookup(&slots.slots, gfn)?;
+        let idx = memslot::lookup_index(&slots.slots, gfn)?;
+        let slot = &slots.slots[idx];
         if slot.flags & MEM_READONLY != 0 {
             return None;
         }
         let hva = slot.gfn_to_hva(gfn) + (gpa & 0xfff);
-        uarg::write(hva as usize, data).ok()
+        uarg::write(hva as usize, data).ok()?;
+        if let Some(log) = slots.dirty_target(idx, ring) {
+            log.mark(gfn - slot.base_gfn);
+        }
+        Some(())
     }
 
     /// Atomically replaces `old` by `new` (4 or 8 bytes) at `gpa`, for the
     /// guest page-table walker's Accessed/Dirty updates. `Some(true)` if
     /// swapped or the memory is read-only (the update is dropped, as a
     /// CPU's write to ROM), `Some(false)` if the value changed, `None` if
-    /// nothing backs `gpa`.
+    /// nothing backs `gpa`. A swap is logged as `write_guest_phys`'s.
     pub(crate) fn cmpxchg_guest_phys(
         &self,
         gpa: u64,
         size: u32,
         old: u64,
         new: u64,
+        ring: Option<&VcpuRing>,
     ) -> Option<bool> {
         let slots = self.mmu.memslots.read();
         let gfn = gpa >> memslot::PAGE_SHIFT;
-        let slot = memslot::lookup(&slots.slots, gfn)?;
+        let idx = memslot::lookup_index(&slots.slots, gfn)?;
+        let slot = &slots.slots[idx];
         if slot.flags & MEM_READONLY != 0 {
             return Some(true);
         }
         let hva = slot.gfn_to_hva(gfn) + (gpa & 0xfff);
         // The VM's memory is the current process's (the VM's owner).
-        uarg::cmpxchg(hva, size, old, new).ok()
+        let swapped = uarg::cmpxchg(hva, size, old, new).ok()?;
+        if let (true, Some(log)) = (swapped, slots.dirty_target(idx, ring)) {
+            log.mark(gfn - slot.base_gfn);
+        }
+        Some(swapped)
     }
 
     /// Resolves a nested page fault on `gfn` (a `write` or not; `present`:
@@ -490,6 +658,7 @@ impl Vm {
         present: bool,
         try_fast: bool,
         cache: &mut PtCache,
+        ring: Option<&VcpuRing>,
     ) -> Result<NpfOutcome> {
         let slots = self.mmu.memslots.read();
         let Some(idx) = memslot::lookup_index(&slots.slots, gfn.0) else {
@@ -500,7 +669,13 @@ impl Vm {
         if write && !slot_writable {
             return Ok(NpfOutcome::Mmio);
         }
-        let log = slots.dirty_log_at(idx);
+        let log = slots.dirty_target(idx, ring);
+        if log.is_some_and(|l| !l.has_room()) {
+            // The vCPU's ring is full: nothing is made writable, and the
+            // vCPU stops (`KVM_EXIT_DIRTY_RING_FULL`) before it would
+            // fault again.
+            return Ok(NpfOutcome::Mapped);
+        }
         if try_fast {
             if let Some(made_writable) = self.mmu.tdp.fast_fault(gfn, write, present) {
                 if let (true, Some(log)) = (made_writable, log) {
@@ -508,7 +683,7 @@ impl Vm {
                     // collection that takes the word first leaves the leaf
                     // writable (its bit was not taken), and the bit set now
                     // is reported by the next one (see locking.rst).
-                    dirty::mark(&log.bits, gfn.0 - slot.base_gfn);
+                    log.mark(gfn.0 - slot.base_gfn);
                 }
                 return Ok(NpfOutcome::FastFixed);
             }
@@ -545,7 +720,7 @@ impl Vm {
                 // Under `mmu_lock`, as the leaf became writable: a
                 // collection either saw the leaf read-only before, or
                 // takes this bit after (see `mmu/dirty.rs`).
-                dirty::mark(&log.bits, gfn.0 - slot.base_gfn);
+                log.mark(gfn.0 - slot.base_gfn);
             }
         }
         // Released (marked dirty and accessed) under `mmu_lock`, as KVM
@@ -587,17 +762,26 @@ fn create_vcpu(vm: ArcBorrow<'_, Vm>, id: usize) -> Result<isize> {
         .ok()
         .filter(|&id| (id as usize) < abi::MAX_VCPU_IDS)
         .ok_or(EINVAL)?;
-    let mut ids = vm.vcpu_ids.lock();
-    if ids.len() >= abi::MAX_VCPUS {
+    let mut vcpus = vm.vcpus.lock();
+    if vcpus.ids.len() >= abi::MAX_VCPUS {
         return Err(EINVAL);
     }
-    if ids.contains(&id) {
+    if vcpus.ids.contains(&id) {
         return Err(EEXIST);
     }
-    // Make room first: once the fd is installed, recording the id must not fail.
-    ids.reserve(1, GFP_KERNEL)?;
-    let fd = Vcpu::create_fd(vm.into(), id, ids.len())?;
-    ids.push_within_capacity(id).map_err(|_| ENOMEM)?;
+    let ring = match vcpus.ring_entries {
+        0 => None,
+        n => Some(dirty_ring_pages::new_ring(n)?),
+    };
+    // Make room first: once the fd is installed, recording it must not fail.
+    vcpus.ids.reserve(1, GFP_KERNEL)?;
+    vcpus.rings.reserve(1, GFP_KERNEL)?;
+    let idx = vcpus.ids.len();
+    let fd = Vcpu::create_fd(vm.into(), id, idx, ring.clone())?;
+    vcpus.ids.push_within_capacity(id).map_err(|_| ENOMEM)?;
+    if let Some(ring) = ring {
+        vcpus.rings.push_within_capacity(ring).map_err(|_| ENOMEM)?;
+    }
     Ok(fd as isize)
 }
 
@@ -622,7 +806,7 @@ impl AnonFile for Vm {
             abi::vm::SET_TSS_ADDR => Ok(0),
             abi::vm::SET_IDENTITY_MAP_ADDR => {
                 // KVM refuses once vCPUs exist, before reading the argument.
-                if !this.vcpu_ids.lock().is_empty() {
+                if !this.vcpus.lock().ids.is_empty() {
                     return Err(EINVAL);
                 }
                 let _addr: [u8; 8] = uarg::read(arg)?;
@@ -657,6 +841,7 @@ impl AnonFile for Vm {
                 )
                 .map(|()| 0)
             }
+            abi::vm::RESET_DIRTY_RINGS => this.reset_dirty_rings(),
             abi::vm::GET_DIRTY_LOG => {
                 let req: [u8; abi::vm::DIRTY_LOG_SIZE] = uarg::read(arg)?;
                 let slot = u32::from_ne_bytes(abi::field(&req, 0));

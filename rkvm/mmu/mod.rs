@@ -5,6 +5,7 @@
 
 pub(crate) mod atomic;
 pub(crate) mod dirty;
+pub(crate) mod dirty_ring;
 pub(crate) mod guest_walk;
 pub(crate) mod invalidate;
 mod page_ref;

@@ -216,31 +216,21 @@ impl Tdp {
         });
     }
 
-    /// Dirty-log collection (`KVM_GET_DIRTY_LOG`, `KVM_CLEAR_DIRTY_LOG`)
-    /// for the slot whose first frame is `base`: for each word index `i`
-    /// in `words`, `take(i)` takes bits of word `i` of the slot's bitmap
-    /// (see `dirty.rs`) and the pages they name are write-protected, all
-    /// under `mmu_lock` held for write (the locked fault path sets bits
-    /// under it held for read). When this returns, every page taken is
-    /// read-only to every vCPU.
-    pub(crate) fn collect_dirty(
-        &self,
-        base: Gfn,
-        words: core::ops::Range<usize>,
-        mut take: impl FnMut(usize) -> u64,
-    ) {
+    /// Dirty-log collection (`KVM_GET_DIRTY_LOG`, `KVM_CLEAR_DIRTY_LOG`,
+    /// `KVM_RESET_DIRTY_RINGS`): for each `(first, mask)` that `masks`
+    /// yields, the frames `first + i` for the bits `i` of `mask` are
+    /// write-protected. `masks` is run under `mmu_lock` held for write, so
+    /// it is where the caller takes the dirty state (the locked fault path
+    /// sets it under the lock held for read: see `dirty.rs`). When this
+    /// returns, every frame named is read-only to every vCPU.
+    pub(crate) fn write_protect_masked(&self, masks: impl Iterator<Item = (Gfn, u64)>) {
         let held = self.mmu_lock.write();
         // A logging slot has no large leaves but those a log that started
         // all set kept, unsplit for want of memory; those are zapped here.
         let mut no_split = SplitCache::new(0);
         self.write_locked_walks(&held, true, |tables, z| {
             let mut flush = false;
-            for i in words {
-                let mask = take(i);
-                if mask == 0 {
-                    continue;
-                }
-                let first = base.add(i as u64 * 64);
+            for (first, mask) in masks.filter(|&(_, mask)| mask != 0) {
                 let (lo, hi) = (mask.trailing_zeros() as u64, 63 - mask.leading_zeros() as u64);
                 let wanted = |g: Gfn| mask & (1 << (g.0 - first.0)) != 0;
                 flush |= with_format!(self.format, F => tdp_mmu::write_protect::<F, _>(

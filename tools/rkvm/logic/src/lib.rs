@@ -41,6 +41,8 @@ mod mmu {
     pub(crate) mod atomic;
     #[path = "dirty.rs"]
     pub(crate) mod dirty;
+    #[path = "dirty_ring.rs"]
+    pub(crate) mod dirty_ring;
     #[path = "guest_walk.rs"]
     pub(crate) mod guest_walk;
     #[path = "invalidate.rs"]
@@ -170,6 +172,18 @@ mod abi_matches_kvm {
         assert_eq!(abi::vm::ENABLE_CAP_SIZE, core::mem::size_of::<kb::kvm_enable_cap>());
         assert_eq!(abi::cap::MANUAL_DIRTY_LOG_PROTECT2, kb::KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 as usize);
         assert_eq!(abi::dirty_log::MANUAL_CAPS, 3);
+        assert_eq!(abi::cap::DIRTY_LOG_RING, kb::KVM_CAP_DIRTY_LOG_RING as usize);
+        assert_eq!(abi::cap::DIRTY_LOG_RING_ACQ_REL, kb::KVM_CAP_DIRTY_LOG_RING_ACQ_REL as usize);
+        assert_eq!(abi::vm::RESET_DIRTY_RINGS, 0xaec7);
+        assert_eq!(abi::run::exit::DIRTY_RING_FULL, kb::KVM_EXIT_DIRTY_RING_FULL);
+        assert_eq!(abi::DIRTY_RING_PAGE_OFFSET, kb::KVM_DIRTY_LOG_PAGE_OFFSET as usize);
+        // KVM_DIRTY_GFN_F_* are BIT() macros, not in the bindings.
+        assert_eq!(crate::mmu::dirty_ring::F_DIRTY, 1 << 0);
+        assert_eq!(crate::mmu::dirty_ring::F_RESET, 1 << 1);
+        let entry = core::mem::size_of::<crate::mmu::dirty_ring::RingEntry>();
+        assert_eq!(entry, core::mem::size_of::<kb::kvm_dirty_gfn>());
+        assert_eq!(crate::mmu::dirty_ring::ENTRY_SIZE as usize, entry);
+        assert_eq!(crate::mmu::dirty_ring::MAX_BYTES, abi::DIRTY_RING_MAX_BYTES);
         assert_eq!(stats::HEADER_SIZE, core::mem::size_of::<kb::kvm_stats_header>());
         // The uapi descriptor ends in a flexible array: the name follows.
         assert_eq!(stats::DESC_SIZE, core::mem::size_of::<kb::kvm_stats_desc>() + stats::NAME_SIZE);
@@ -206,6 +220,12 @@ mod abi_matches_kvm {
                 }
                 c if c == kb::KVM_CAP_NR_MEMSLOTS as usize => assert_eq!(v, 509),
                 c if c == kb::KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 as usize => assert_eq!(v, 3),
+                c if c == kb::KVM_CAP_DIRTY_LOG_RING as usize
+                    || c == kb::KVM_CAP_DIRTY_LOG_RING_ACQ_REL as usize =>
+                {
+                    // KVM_DIRTY_RING_MAX_ENTRIES of struct kvm_dirty_gfn.
+                    assert_eq!(v, 65536 * core::mem::size_of::<kb::kvm_dirty_gfn>() as isize)
+                }
                 c if c == kb::KVM_CAP_NR_VCPUS as usize => assert_eq!(v, 2),
                 c if c == kb::KVM_CAP_MAX_VCPUS as usize || c == kb::KVM_CAP_MAX_VCPU_ID as usize => {
                     assert_eq!(v, 64)

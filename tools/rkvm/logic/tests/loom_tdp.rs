@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Loom models of the TDP MMU, running the kernel's own code: the files
-//! `rkvm/mmu/{types,spte,tdp_iter,tdp_mmu,tlb}.rs` are included by path
+//! `rkvm/mmu/{types,spte,tdp_iter,tdp_mmu,tlb,dirty,dirty_ring}.rs` are included by path
 //! below, compiled against loom's atomics (module `mmu::atomic`, loom's
 //! version of `rkvm/mmu/atomic.rs`). What is modelled here is only what
 //! the kernel glue does around them: the vCPU's hardware walk and TLB, the
@@ -107,6 +107,16 @@
 //! under `mmu_lock` held for write). The negative control widens the leaf
 //! with a load and a store instead of the compare-and-exchange, and must
 //! fail.
+//!
+//! # Model 6: a dirty ring's producer, its VMM and its reset
+//!
+//! The claim: the VMM reads every entry as it was pushed, the reset takes
+//! only entries the VMM harvested, and every entry pushed is reset once
+//! harvested. The vCPU pushes two pages (`DirtyRing::push`), a VMM thread
+//! harvests in order what it sees (`RingEntry::harvest`, `mark_harvested`)
+//! while `KVM_RESET_DIRTY_RINGS` (`DirtyRing::reset`) runs; then, with
+//! everyone stopped, the VMM harvests the rest and resets again. The
+//! negative control publishes the flag relaxed and must fail.
 
 #![cfg(loom)]
 
@@ -147,6 +157,8 @@ mod mmu {
     }
     #[path = "dirty.rs"]
     pub(crate) mod dirty;
+    #[path = "dirty_ring.rs"]
+    pub(crate) mod dirty_ring;
     #[path = "invalidate.rs"]
     pub(crate) mod invalidate;
     #[path = "spte.rs"]
@@ -841,4 +853,83 @@ fn loom_tdp_fast_fault_vs_zap() {
 #[test]
 fn loom_tdp_fast_fault_blind_store_is_caught() {
     expect_violation(&[RESURRECTED, LOST_DIRTY], || check_fast_fault_vs_zap(false));
+}
+
+// ---- Model 6 ----
+
+const TORN: &str = "the VMM read an entry other than the one pushed";
+const UNMARKED: &str = "the reset took an entry the VMM had not harvested";
+const LOST_ENTRY: &str = "an entry pushed was never reset";
+
+/// The pages model 6 pushes, in slot 1.
+const RING_PAGES: [u64; 2] = [10, 11];
+
+fn check_dirty_ring(publish: std::sync::atomic::Ordering) {
+    use mmu::dirty_ring::{DirtyRing, RingEntry};
+    loom::model(move || {
+        let ring: Arc<DirtyRing<Vec<RingEntry>>> = Arc::new(
+            DirtyRing::new((0..128).map(|_| RingEntry::new()).collect()).unwrap(),
+        );
+        // Pages the VMM harvested, set before it marks their entry.
+        let harvested = Arc::new(AtomicU64::new(0));
+        let producer = {
+            let ring = ring.clone();
+            thread::spawn(move || {
+                for page in RING_PAGES {
+                    assert!(ring.push_publishing_with(1, page, publish));
+                }
+            })
+        };
+        let vmm = {
+            let (ring, harvested) = (ring.clone(), harvested.clone());
+            thread::spawn(move || {
+                // One look at each entry, in order, as a VMM's harvest pass.
+                for (i, page) in RING_PAGES.into_iter().enumerate() {
+                    let e = &ring.entries()[i];
+                    let Some(got) = e.harvest() else { return };
+                    assert_eq!(got, (1, page), "{TORN}");
+                    harvested.fetch_or(1 << page, Relaxed);
+                    e.mark_harvested();
+                }
+            })
+        };
+        let reset = |taken: &mut u64| {
+            for b in ring.reset() {
+                assert_eq!(b.slot, 1, "{UNMARKED}");
+                let pages = b.mask << b.offset;
+                // The mark's release orders the VMM's note before it.
+                assert_eq!(pages & !harvested.load(Relaxed), 0, "{UNMARKED}");
+                *taken |= pages;
+            }
+        };
+        let mut taken = 0;
+        reset(&mut taken);
+        producer.join().unwrap();
+        vmm.join().unwrap();
+        // Everyone stopped: the VMM harvests what it has not, then resets.
+        for (i, page) in RING_PAGES.into_iter().enumerate() {
+            let e = &ring.entries()[i];
+            if harvested.load(Relaxed) & 1 << page == 0 {
+                assert_eq!(e.harvest(), Some((1, page)), "{TORN}");
+                harvested.fetch_or(1 << page, Relaxed);
+                e.mark_harvested();
+            }
+        }
+        reset(&mut taken);
+        let all = RING_PAGES.iter().fold(0, |m, p| m | 1 << p);
+        assert_eq!(taken, all, "{LOST_ENTRY}");
+        assert_eq!(ring.used(), 0, "{LOST_ENTRY}");
+    })
+}
+
+/// The ring's producer, its VMM and its reset agree on every entry.
+#[test]
+fn loom_tdp_dirty_ring() {
+    check_dirty_ring(Release);
+}
+
+/// Negative control: the flag published before the slot and offset.
+#[test]
+fn loom_tdp_dirty_ring_relaxed_publish_is_caught() {
+    expect_violation(&[TORN], || check_dirty_ring(Relaxed));
 }

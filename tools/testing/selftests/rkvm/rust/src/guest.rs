@@ -108,9 +108,18 @@ pub(crate) struct Guest {
 
 impl Guest {
     pub(crate) fn new(ctx: &Ctx) -> Result<Self, String> {
+        Self::with_vm_setup(ctx, |_| Ok(()))
+    }
+
+    /// A guest whose VM `setup` configures before its vCPU exists.
+    pub(crate) fn with_vm_setup(
+        ctx: &Ctx,
+        setup: impl FnOnce(&VmFd) -> TestResult,
+    ) -> Result<Self, String> {
         let mem = Backing::new(GUEST_MEM)?;
         let kvm = ctx.open()?;
         let vm = new_vm(&kvm)?;
+        setup(&vm)?;
         get("set_tss_address", vm.set_tss_address(GUEST_TSS))?;
         set_region(&vm, 0, 0, GUEST_MEM as u64, mem.hva(0))
             .map_err(|e| format!("set_user_memory_region: {}", ename(e)))?;

@@ -47,4 +47,5 @@ pub(crate) const TESTS: &[Test] = &[
     Test { name: "run_memory_follows_host_mappings", func: run_memory_follows_host_mappings, rkvm_only: false, guest: true },
     Test { name: "stats_fds_follow_the_guest", func: stats_fds_follow_the_guest, rkvm_only: false, guest: true },
     Test { name: "dirty_log_reports_written_pages", func: dirty_log_reports_written_pages, rkvm_only: false, guest: true },
+    Test { name: "dirty_ring_reports_written_pages", func: dirty_ring_reports_written_pages, rkvm_only: false, guest: true },
 ];
