@@ -23,7 +23,8 @@ pub(crate) fn new_ring(entries: u32) -> Result<Arc<VcpuRing>> {
     let n = entries as usize;
     let mut v = VVec::with_capacity(n, GFP_KERNEL)?;
     for _ in 0..n {
-        v.push_within_capacity(RingEntry::new()).map_err(|_| ENOMEM)?;
+        v.push_within_capacity(RingEntry::new())
+            .map_err(|_| ENOMEM)?;
     }
     let ring = DirtyRing::new(v).ok_or(EINVAL)?;
     Ok(Arc::new(ring, GFP_KERNEL)?)

@@ -68,7 +68,10 @@ impl RingEntry {
         if self.flags.load(Ordering::Acquire) & F_DIRTY == 0 {
             return None;
         }
-        Some((self.slot.load(Ordering::Relaxed), self.offset.load(Ordering::Relaxed)))
+        Some((
+            self.slot.load(Ordering::Relaxed),
+            self.offset.load(Ordering::Relaxed),
+        ))
     }
 
     /// The VMM's mark after `harvest`.
@@ -90,9 +93,7 @@ pub(crate) enum SizeError {
 /// The number of entries of a ring of `bytes` bytes, if `KVM_ENABLE_CAP`
 /// may set that size (KVM's checks, in its order).
 pub(crate) fn entries_for(bytes: u64, page_size: u64) -> Result<u32, SizeError> {
-    if !bytes.is_power_of_two()
-        || bytes < page_size
-        || bytes < RESERVED_ENTRIES as u64 * ENTRY_SIZE
+    if !bytes.is_power_of_two() || bytes < page_size || bytes < RESERVED_ENTRIES as u64 * ENTRY_SIZE
     {
         return Err(SizeError::Invalid);
     }
@@ -220,7 +221,8 @@ impl<S: Deref<Target = [RingEntry]>> DirtyRing<S> {
         e.flags.store(F_DIRTY, publish);
         // INVARIANT: one more pushed entry; there was room for it.
         // Release: a reset that sees the index sees the entry written.
-        self.dirty_index.store(dirty.wrapping_add(1), Ordering::Release);
+        self.dirty_index
+            .store(dirty.wrapping_add(1), Ordering::Release);
         true
     }
 
@@ -239,13 +241,17 @@ impl<S: Deref<Target = [RingEntry]>> DirtyRing<S> {
         if e.flags.load(Ordering::Acquire) & F_RESET == 0 {
             return None;
         }
-        let taken = (e.slot.load(Ordering::Relaxed), e.offset.load(Ordering::Relaxed));
+        let taken = (
+            e.slot.load(Ordering::Relaxed),
+            e.offset.load(Ordering::Relaxed),
+        );
         // Relaxed: the release of `reset_index` below orders it before the
         // producer writes the entry again.
         e.flags.store(0, Ordering::Relaxed);
         // INVARIANT: `reset` was before `dirty_index`: one fewer in use.
         // Release: pairs with `push`'s acquire.
-        self.reset_index.store(reset.wrapping_add(1), Ordering::Release);
+        self.reset_index
+            .store(reset.wrapping_add(1), Ordering::Release);
         Some(taken)
     }
 
@@ -282,10 +288,18 @@ impl<S: Deref<Target = [RingEntry]>> Iterator for Reset<'_, S> {
     fn next(&mut self) -> Option<Batch> {
         while let Some((slot, offset)) = self.ring.take_harvested() {
             self.entries += 1;
-            if self.pending.as_mut().is_some_and(|b| b.absorb(slot, offset)) {
+            if self
+                .pending
+                .as_mut()
+                .is_some_and(|b| b.absorb(slot, offset))
+            {
                 continue;
             }
-            let full = self.pending.replace(Batch { slot, offset, mask: 1 });
+            let full = self.pending.replace(Batch {
+                slot,
+                offset,
+                mask: 1,
+            });
             if full.is_some() {
                 return full;
             }
@@ -345,7 +359,14 @@ mod tests {
         assert_eq!(got.len(), 10);
         assert_eq!(got[3], (1, 103));
         let mut reset = r.reset();
-        assert_eq!(reset.next(), Some(Batch { slot: 1, offset: 100, mask: 0x3ff }));
+        assert_eq!(
+            reset.next(),
+            Some(Batch {
+                slot: 1,
+                offset: 100,
+                mask: 0x3ff
+            })
+        );
         assert_eq!(reset.next(), None);
         assert_eq!(reset.entries(), 10);
         assert_eq!(r.used(), 0);
@@ -364,7 +385,14 @@ mod tests {
             r.entry(i).mark_harvested();
         }
         let mut reset = r.reset();
-        assert_eq!(reset.by_ref().collect::<Vec<_>>(), [Batch { slot: 0, offset: 0, mask: 3 }]);
+        assert_eq!(
+            reset.by_ref().collect::<Vec<_>>(),
+            [Batch {
+                slot: 0,
+                offset: 0,
+                mask: 3
+            }]
+        );
         assert_eq!(reset.entries(), 2);
         assert_eq!(r.used(), 2);
     }
@@ -386,7 +414,16 @@ mod tests {
     #[test]
     fn batches_coalesce_within_64_pages_of_one_slot() {
         let r = ring(128);
-        let pages = [(1, 70), (1, 71), (1, 10), (1, 69), (2, 69), (2, 5), (2, 133), (1, 0)];
+        let pages = [
+            (1, 70),
+            (1, 71),
+            (1, 10),
+            (1, 69),
+            (2, 69),
+            (2, 5),
+            (2, 133),
+            (1, 0),
+        ];
         for (s, o) in pages {
             assert!(r.push(s, o));
         }
@@ -397,12 +434,32 @@ mod tests {
             batches,
             [
                 // 70, 71, then 10 (moved down 60), then 69.
-                Batch { slot: 1, offset: 10, mask: 1 | 1 << 59 | 1 << 60 | 1 << 61 },
+                Batch {
+                    slot: 1,
+                    offset: 10,
+                    mask: 1 | 1 << 59 | 1 << 60 | 1 << 61
+                },
                 // 5 is 64 below 69: too far.
-                Batch { slot: 2, offset: 69, mask: 1 },
-                Batch { slot: 2, offset: 5, mask: 1 },
-                Batch { slot: 2, offset: 133, mask: 1 },
-                Batch { slot: 1, offset: 0, mask: 1 },
+                Batch {
+                    slot: 2,
+                    offset: 69,
+                    mask: 1
+                },
+                Batch {
+                    slot: 2,
+                    offset: 5,
+                    mask: 1
+                },
+                Batch {
+                    slot: 2,
+                    offset: 133,
+                    mask: 1
+                },
+                Batch {
+                    slot: 1,
+                    offset: 0,
+                    mask: 1
+                },
             ]
         );
     }
