@@ -90,9 +90,12 @@
 //! leaf is writable, else it exits and takes the kernel's fast path
 //! (`tdp_mmu::fast_fault` without `mmu_lock`, then `dirty::mark`), and
 //! writes again. A collection (`dirty::take` and `tdp_mmu::write_protect`
-//! under `mmu_lock` held for write, as `Tdp::collect_dirty`) runs
+//! under `mmu_lock` held for write, as `Tdp::write_protect_masked`) runs
 //! concurrently and copies the page if reported; the last one runs after
-//! the vCPU stopped. The TLB flush is model 1's business: here the guest's
+//! the vCPU stopped. With manual protection the collection is a snapshot
+//! (`dirty::read`, no lock) followed by `KVM_CLEAR_DIRTY_LOG` of what it
+//! reported (`dirty::take_masked` and the write protection under the
+//! lock), and the copy of the snapshot's pages, as QEMU does. The TLB flush is model 1's business: here the guest's
 //! check of W and its write happen in guest mode (a mutex), and the flush
 //! waits for the vCPU to be out of it. The negative control marks the
 //! bitmap before the leaf is writable and must fail.
@@ -689,7 +692,7 @@ fn loom_tdp_zap_without_begin_is_caught() {
 
 const STALE_COPY: &str = "the migrated copy misses a guest write";
 
-fn check_fast_fault_vs_collection(mark_first: bool) {
+fn check_fast_fault_vs_collection(mark_first: bool, manual: bool) {
     use mmu::dirty;
     loom::model(move || {
         let t = Arc::new(Tables::new(2));
@@ -711,16 +714,22 @@ fn check_fast_fault_vs_collection(mark_first: bool) {
                 copy.clone(),
             );
             move || {
+                // Manual protection: `KVM_GET_DIRTY_LOG` only reads.
+                let snapshot = manual.then(|| dirty::read(&bits, 0));
                 let (mask, flush) = {
                     let _held = mmu_lock.write().unwrap();
-                    let mask = dirty::take(&bits, 0);
+                    let taken = match snapshot {
+                        Some(snap) => dirty::take_masked(&bits, 0, snap),
+                        None => dirty::take(&bits, 0),
+                    };
+                    let mask = snapshot.unwrap_or(taken);
                     let mut ops = ModelOps {
                         t: &t,
                         pending: Vec::new(),
                         release_now: None,
                         released_dirty: false,
                     };
-                    let flush = mask != 0
+                    let flush = taken != 0
                         && tdp_mmu::write_protect::<Npt, _>(
                             &*t,
                             ROOT,
@@ -782,13 +791,19 @@ fn check_fast_fault_vs_collection(mark_first: bool) {
 /// Every guest write reaches the copy of a live migration.
 #[test]
 fn loom_tdp_fast_fault_vs_dirty_log() {
-    check_fast_fault_vs_collection(false);
+    check_fast_fault_vs_collection(false, false);
+}
+
+/// The same with manual protection (`KVM_CLEAR_DIRTY_LOG`).
+#[test]
+fn loom_tdp_fast_fault_vs_clear_dirty_log() {
+    check_fast_fault_vs_collection(false, true);
 }
 
 /// Negative control: the page logged before its leaf is writable.
 #[test]
 fn loom_tdp_mark_before_writable_is_caught() {
-    expect_violation(&[STALE_COPY], || check_fast_fault_vs_collection(true));
+    expect_violation(&[STALE_COPY], || check_fast_fault_vs_collection(true, false));
 }
 
 // ---- Model 5 ----
