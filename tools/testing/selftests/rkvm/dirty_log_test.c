@@ -23,8 +23,11 @@
  *  - the dirty ring (KVM_CAP_DIRTY_LOG_RING_ACQ_REL): exact and migration
  *    again with the log read from per-vCPU rings (harvest, then
  *    KVM_RESET_DIRTY_RINGS, then copy), in migration while the vCPUs run
- *    and stop at KVM_EXIT_DIRTY_RING_FULL. Skipped when the device has no
- *    ring;
+ *    and stop at KVM_EXIT_DIRTY_RING_FULL; a vCPU whose ring is soft-full
+ *    does not run until the VMM harvests and resets (partially too), and
+ *    no dirty page is lost across the stops; the ring's rules (sizes,
+ *    once and before vCPUs only, no dirty bitmap with it, shared non-exec
+ *    mappings only). Skipped when the device has no ring;
  *  - logging turned off and on again while the guest runs;
  *  - bad input: a bitmap the VMM cannot write (EFAULT; on rkvm the pages
  *    are then reported by the next call), slots that do not exist or do
@@ -307,6 +310,20 @@ static long harvest(struct dvm *d, int i, uint64_t *bm, long max)
 		__atomic_store_n(&e->flags, KVM_DIRTY_GFN_F_RESET, __ATOMIC_RELEASE);
 		d->fetch[i]++;
 		n++;
+	}
+	return n;
+}
+
+/* Dirty entries in vCPU @i's ring from its fetch index (not harvested). */
+static long ring_dirty(struct dvm *d, int i)
+{
+	uint32_t n;
+
+	for (n = 0; n < ring_entries(d); n++) {
+		struct kvm_dirty_gfn *e = &d->gfns[i][(d->fetch[i] + n) & (ring_entries(d) - 1)];
+
+		if (!(__atomic_load_n(&e->flags, __ATOMIC_ACQUIRE) & KVM_DIRTY_GFN_F_DIRTY))
+			break;
 	}
 	return n;
 }
@@ -703,6 +720,176 @@ TEST_F(migrate, copy_of_reported_pages_equals_memory)
 	check_fault_paths(_metadata, d);
 	free(copy);
 	free(bm);
+}
+
+/* --- The dirty ring: a full ring stops its vCPU; the ring's rules. -- */
+
+/*
+ * The smallest ring (256 entries, soft limit 192, without PML) and one
+ * vCPU writing its own count (never 0) to random pages; the VMM harvests
+ * only when KVM_RUN returns KVM_EXIT_DIRTY_RING_FULL. The ring then holds
+ * at least the soft limit of dirty entries and at most all of them, and
+ * KVM_RUN keeps stopping (the guest does not run) until enough is
+ * harvested and reset: all of it, or on odd rounds all but half the soft
+ * limit (the rest waits for the next harvest). In the end every page
+ * written was reported, and no other.
+ */
+TEST(ring_full_stops_the_vcpu)
+{
+	const uint32_t size = ring_smallest(), entries = size / sizeof(struct kvm_dirty_gfn);
+	const long soft = entries - ring_rsvd();
+	long lo = LONG_MAX, hi = 0, harvested = 0, written = 0, bad = 0, n, dirty;
+	int fulls = stress_iters(16), f, bursts, r;
+	struct kvm_regs before, after;
+	struct vcpu *v;
+	struct dvm *d;
+	uint64_t *seen;
+	size_t p;
+
+	SKIP_WITHOUT_RING();
+	d = dvm_new(4 * MB, 1, KVM_MEM_LOG_DIRTY_PAGES, 0, size);
+	ASSERT_NE(NULL, d);
+	v = d->v[0];
+	seen = bitmap_new(d);
+	ASSERT_NE(NULL, seen);
+	for (f = 0; f < fulls; f++) {
+		/* Bursts, nothing harvested, until the ring stops the vCPU. */
+		for (bursts = 0; (r = run_until_exit(v)) != KVM_EXIT_DIRTY_RING_FULL; bursts++) {
+			ASSERT_EQ(0, burst_done(v, r));
+			ASSERT_GT(64, bursts)
+				TH_LOG("%ld dirty entries, no DIRTY_RING_FULL", ring_dirty(d, 0));
+		}
+		dirty = ring_dirty(d, 0);
+		ASSERT_LE(soft, dirty);
+		ASSERT_GE(entries, dirty);
+		lo = dirty < lo ? dirty : lo;
+		hi = dirty > hi ? dirty : hi;
+		/*
+		 * Not without a harvest and reset (a reset of nothing
+		 * harvested frees nothing): KVM_RUN stops again at once.
+		 */
+		vcpu_get_regs(v, &before);
+		ASSERT_EQ(KVM_EXIT_DIRTY_RING_FULL, run_until_exit(v));
+		ASSERT_EQ(0, xioctl(d->vm->fd, KVM_RESET_DIRTY_RINGS, 0));
+		ASSERT_EQ(KVM_EXIT_DIRTY_RING_FULL, run_until_exit(v));
+		vcpu_get_regs(v, &after);
+		ASSERT_EQ(before.rip, after.rip);
+		ASSERT_EQ(before.r12, after.r12) TH_LOG("the guest wrote while its ring was full");
+		ASSERT_EQ(dirty, ring_dirty(d, 0));
+		n = f % 2 ? dirty - soft / 2 : dirty;
+		ASSERT_EQ(n, ring_collect(d, seen, n));
+		ASSERT_EQ(dirty - n, ring_dirty(d, 0));
+		harvested += n;
+	}
+	/* One run more (a burst, or a full ring again); then the last harvest. */
+	r = run_until_exit(v);
+	if (r != KVM_EXIT_DIRTY_RING_FULL)
+		ASSERT_EQ(0, burst_done(v, r));
+	n = ring_collect(d, seen, LONG_MAX);
+	ASSERT_LE(0, n);
+	harvested += n;
+	ASSERT_EQ(0, ring_dirty(d, 0));
+	for (p = 0; p < d->npages; p++) {
+		bool w = first_qword(d, p) != 0;
+
+		written += w;
+		if (w != test_bit(seen, p) && bad++ < 5)
+			TH_LOG("page %zu %s", p, w ? "written, never reported" : "reported, never written");
+	}
+	EXPECT_EQ(0, bad);
+	TH_LOG("%d full exits with %ld..%ld of %u entries dirty (soft limit %ld); "
+	       "%ld entries harvested, %ld pages written", fulls, lo, hi, entries, soft,
+	       harvested, written);
+	free(seen);
+	dvm_free(d);
+}
+
+TEST(ring_bad_input)
+{
+	const uint32_t small = ring_smallest();
+	struct vcpu *v;
+	struct dvm *d;
+	struct vm *vm;
+	uint64_t *bm;
+	long n, i;
+	void *m;
+	int err;
+
+	SKIP_WITHOUT_RING();
+	vm = vm_new(GUEST_MEM_SIZE);
+	/* Both ring caps, on the device and the VM; no ring with bitmap on x86. */
+	EXPECT_EQ(RING_MAX, xioctl(vm->sys, KVM_CHECK_EXTENSION, KVM_CAP_DIRTY_LOG_RING));
+	EXPECT_EQ(RING_MAX, xioctl(vm->sys, KVM_CHECK_EXTENSION, KVM_CAP_DIRTY_LOG_RING_ACQ_REL));
+	EXPECT_EQ(RING_MAX, xioctl(vm->fd, KVM_CHECK_EXTENSION, KVM_CAP_DIRTY_LOG_RING));
+	EXPECT_EQ(RING_MAX, xioctl(vm->fd, KVM_CHECK_EXTENSION, KVM_CAP_DIRTY_LOG_RING_ACQ_REL));
+	EXPECT_EQ(0, xioctl(vm->sys, KVM_CHECK_EXTENSION, KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP));
+	EXPECT_EQ(0, xioctl(vm->fd, KVM_CHECK_EXTENSION, KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP));
+	/* Sizes: a power of two, a page at least, RING_MAX at most. */
+	EXPECT_EQ(-EINVAL, enable_ring(vm, RING_CAP, 0));
+	EXPECT_EQ(-EINVAL, enable_ring(vm, RING_CAP, 3000));
+	EXPECT_EQ(-EINVAL, enable_ring(vm, RING_CAP, 2048));
+	EXPECT_EQ(-E2BIG, enable_ring(vm, RING_CAP, 2 * MB));
+	/* No ring, nothing to reset. */
+	EXPECT_EQ(-EINVAL, xioctl(vm->fd, KVM_RESET_DIRTY_RINGS, 0));
+	/* Only before the first vCPU. */
+	v = vcpu_new(vm, 0, MODE_LONG64, GUEST_CODE, GUEST_STACK);
+	EXPECT_EQ(-EINVAL, enable_ring(vm, RING_CAP, small));
+	EXPECT_EQ(-EINVAL, enable_ring(vm, KVM_CAP_DIRTY_LOG_RING, small));
+	vcpu_free(v);
+	vm_free(vm);
+
+	/* Once, by either cap (x86 is TSO: the plain one is offered too). */
+	vm = vm_new(GUEST_MEM_SIZE);
+	EXPECT_EQ(0, enable_ring(vm, KVM_CAP_DIRTY_LOG_RING, small));
+	EXPECT_EQ(-EINVAL, enable_ring(vm, KVM_CAP_DIRTY_LOG_RING, small));
+	EXPECT_EQ(-EINVAL, enable_ring(vm, RING_CAP, 2 * small));
+	EXPECT_EQ(0, xioctl(vm->fd, KVM_RESET_DIRTY_RINGS, 0));
+	vm_free(vm);
+
+	d = dvm_new(4 * MB, 1, KVM_MEM_LOG_DIRTY_PAGES, 0, 2 * small);
+	ASSERT_NE(NULL, d);
+	bm = bitmap_new(d);
+	ASSERT_NE(NULL, bm);
+	EXPECT_EQ(-EINVAL, enable_ring(d->vm, RING_CAP, 2 * small));
+	/* The ring replaces the slots' bitmaps. */
+	EXPECT_EQ(-ENXIO, get_log(d, bm));
+	EXPECT_EQ(-ENXIO, clear_log(d, 0, 64, bm));
+	/*
+	 * Shared, not executable mappings only. An executable one may fail
+	 * in the VFS first (EPERM: vCPU fds are anonymous inodes, on a
+	 * noexec mount in recent kernels), else in KVM (EINVAL).
+	 */
+	m = ring_mmap(d->v[0]->fd, d->ring, PROT_READ | PROT_WRITE, MAP_PRIVATE);
+	err = errno;
+	EXPECT_EQ(MAP_FAILED, m);
+	EXPECT_EQ(EINVAL, err);
+	if (m != MAP_FAILED)
+		munmap(m, d->ring);
+	m = ring_mmap(d->v[0]->fd, d->ring, PROT_READ | PROT_WRITE | PROT_EXEC, MAP_SHARED);
+	err = errno;
+	EXPECT_EQ(MAP_FAILED, m);
+	EXPECT_TRUE(err == EINVAL || err == EPERM) TH_LOG("errno %d", err);
+	if (m != MAP_FAILED)
+		munmap(m, d->ring);
+	/*
+	 * A ring starts empty. A reset takes only harvested entries (none
+	 * yet: 0), and sets each it resets back to 0.
+	 */
+	for (i = 0; i < ring_entries(d); i++)
+		EXPECT_EQ(0, d->gfns[0][i].flags);
+	EXPECT_EQ(0, xioctl(d->vm->fd, KVM_RESET_DIRTY_RINGS, 0));
+	ASSERT_EQ(0, burst(d->v[0]));
+	n = ring_dirty(d, 0);
+	EXPECT_LT(0, n);
+	EXPECT_GE(64, n);
+	EXPECT_EQ(0, xioctl(d->vm->fd, KVM_RESET_DIRTY_RINGS, 0));
+	EXPECT_EQ(n, ring_dirty(d, 0));
+	EXPECT_EQ(n, ring_collect(d, bm, LONG_MAX));
+	for (i = 0; i < n; i++)
+		EXPECT_EQ(0, d->gfns[0][i].flags);
+	EXPECT_EQ(0, xioctl(d->vm->fd, KVM_RESET_DIRTY_RINGS, 0));
+	free(bm);
+	dvm_free(d);
 }
 
 /* --- Logging off and on again; bad input. ----------------------------- */
