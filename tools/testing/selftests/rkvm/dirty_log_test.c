@@ -20,6 +20,14 @@
  *    KVM_GET_DIRTY_LOG reading and KVM_CLEAR_DIRTY_LOG re-protecting, 512
  *    pages at a time, and with KVM_DIRTY_LOG_INITIALLY_SET (the first
  *    collection reports every page);
+ *  - the dirty ring (KVM_CAP_DIRTY_LOG_RING_ACQ_REL): exact and migration
+ *    again with the log read from per-vCPU rings (harvest, then
+ *    KVM_RESET_DIRTY_RINGS, then copy), in migration while the vCPUs run
+ *    and stop at KVM_EXIT_DIRTY_RING_FULL; a vCPU whose ring is soft-full
+ *    does not run until the VMM harvests and resets (partially too), and
+ *    no dirty page is lost across the stops; the ring's rules (sizes,
+ *    once and before vCPUs only, no dirty bitmap with it, shared non-exec
+ *    mappings only). Skipped when the device has no ring;
  *  - logging turned off and on again while the guest runs;
  *  - bad input: a bitmap the VMM cannot write (EFAULT; on rkvm the pages
  *    are then reported by the next call), slots that do not exist or do
@@ -30,6 +38,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -51,6 +60,13 @@
 #define MBOX		GUEST_DATA	/* npages, burst, region GPA, value */
 #define MAX_VCPUS	8
 #define MOVED_GPA	0x80000000UL	/* where move_and_dontneed moves slot 1 */
+
+/* The dirty ring: the cap used, its largest size, entries kept free. */
+#define RING_CAP	KVM_CAP_DIRTY_LOG_RING_ACQ_REL
+#define RING_MAX	(65536 * sizeof(struct kvm_dirty_gfn))
+#define RING_RSVD	64	/* entries past the soft limit */
+#define PML_ENTRIES	512	/* and more with kvm_intel's PML */
+#define RING_SMALLEST	1	/* a variant's ring: the smallest there is */
 
 /*
  * Forever: write `burst` random pages of the region (xorshift in R13,
@@ -79,6 +95,9 @@ struct dvm {
 	size_t size, npages;
 	volatile uint64_t *mbox;
 	uint64_t manual;	/* manual protection options, or 0 */
+	uint32_t ring;		/* dirty ring bytes per vCPU, or 0: the bitmap */
+	struct kvm_dirty_gfn *gfns[MAX_VCPUS];	/* each vCPU's ring, mapped */
+	uint32_t fetch[MAX_VCPUS];	/* each ring's next entry to harvest */
 };
 
 /* KVM_ENABLE_CAP(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2) with @options. */
@@ -92,13 +111,83 @@ static long enable_manual(struct vm *vm, uint64_t options)
 	return xioctl(vm->fd, KVM_ENABLE_CAP, (unsigned long)&cap);
 }
 
+/* KVM_ENABLE_CAP(@cap, a dirty ring cap) with ring size @size bytes. */
+static long enable_ring(struct vm *vm, uint32_t cap, uint64_t size)
+{
+	struct kvm_enable_cap c = { .cap = cap, .args = { size } };
+
+	return xioctl(vm->fd, KVM_ENABLE_CAP, (unsigned long)&c);
+}
+
+/* The device's CHECK_EXTENSION(RING_CAP): the largest ring, 0 if none. */
+static long ring_cap(void)
+{
+	int fd = rkvm_open_dev();
+	long r;
+
+	if (fd < 0)
+		return fd;
+	r = xioctl(fd, KVM_CHECK_EXTENSION, RING_CAP);
+	close(fd);
+	return r;
+}
+
+#define SKIP_WITHOUT_RING()							\
+	do {									\
+		if (ring_cap() <= 0)						\
+			SKIP(return, "no dirty ring: CHECK_EXTENSION(KVM_CAP_"	\
+			     "DIRTY_LOG_RING_ACQ_REL) is 0 on %s", rkvm_dev_path()); \
+	} while (0)
+
+/*
+ * Entries a ring keeps free past its soft limit: KVM's 64, and 512 more
+ * on kvm_intel with PML, whose 512-entry log of the guest's writes is
+ * emptied into the ring at the vCPU's next exit (rkvm has no PML).
+ */
+static uint32_t ring_rsvd(void)
+{
+	char pml = 'N';
+	FILE *f;
+
+	if (strcmp(rkvm_dev_path(), "/dev/kvm"))
+		return RING_RSVD;
+	f = fopen("/sys/module/kvm_intel/parameters/pml", "r");
+	if (f) {
+		if (fscanf(f, " %c", &pml) != 1)
+			pml = 'N';
+		fclose(f);
+	}
+	return RING_RSVD + (pml == 'Y' ? PML_ENTRIES : 0);
+}
+
+/*
+ * The smallest ring the device takes: a page (256 entries, soft limit
+ * 192), or larger to hold the reserved entries (16 KiB with PML).
+ */
+static uint32_t ring_smallest(void)
+{
+	uint32_t size = PAGE;
+
+	while (size < ring_rsvd() * sizeof(struct kvm_dirty_gfn))
+		size *= 2;
+	return size;
+}
+
+/* mmap of @size bytes of vCPU fd @fd's ring (KVM_DIRTY_LOG_PAGE_OFFSET). */
+static void *ring_mmap(int fd, size_t size, int prot, int flags)
+{
+	return mmap(NULL, size, prot, flags, fd, KVM_DIRTY_LOG_PAGE_OFFSET * PAGE);
+}
+
 /*
  * A VM whose slot 1 (@size bytes, @flags) the writer guest writes, @nr
  * vCPUs, manual dirty-log protection with @manual options if not 0
  * (enabled before the slot is created, as INITIALLY_SET applies to logs
- * created afterwards).
+ * created afterwards), dirty rings of @ring bytes if not 0 (enabled
+ * before the vCPUs are created, each vCPU's mapped).
  */
-static struct dvm *dvm_new(size_t size, int nr, uint32_t flags, uint64_t manual)
+static struct dvm *dvm_new(size_t size, int nr, uint32_t flags, uint64_t manual,
+			   uint32_t ring)
 {
 	struct dvm *d = calloc(1, sizeof(*d));
 	struct kvm_regs regs;
@@ -109,6 +198,9 @@ static struct dvm *dvm_new(size_t size, int nr, uint32_t flags, uint64_t manual)
 	d->vm = vm_new(GUEST_MEM_SIZE);
 	d->manual = manual;
 	if (manual && enable_manual(d->vm, manual))
+		return NULL;
+	d->ring = ring;
+	if (ring && enable_ring(d->vm, RING_CAP, ring))
 		return NULL;
 	d->size = size;
 	d->npages = size / PAGE;
@@ -127,6 +219,11 @@ static struct dvm *dvm_new(size_t size, int nr, uint32_t flags, uint64_t manual)
 		vcpu_get_regs(d->v[i], &regs);
 		regs.r13 = 0x9e3779b97f4a7c15ULL * (i + 1);
 		vcpu_set_regs(d->v[i], &regs);
+		if (!ring)
+			continue;
+		d->gfns[i] = ring_mmap(d->v[i]->fd, ring, PROT_READ | PROT_WRITE, MAP_SHARED);
+		if (d->gfns[i] == MAP_FAILED)
+			return NULL;
 	}
 	return d;
 }
@@ -135,23 +232,30 @@ static void dvm_free(struct dvm *d)
 {
 	int i;
 
-	for (i = 0; i < d->nr; i++)
+	for (i = 0; i < d->nr; i++) {
+		if (d->ring)
+			munmap(d->gfns[i], d->ring);
 		vcpu_free(d->v[i]);
+	}
 	vm_free(d->vm);
 	munmap(d->mem, d->size);
 	free(d);
 }
 
-/* One burst of vCPU @i: 0, or -1 (printed) if it did not end at its OUT. */
-static int burst(struct vcpu *v)
+/* Whether KVM_RUN (result @r) ended a burst at its OUT: 0, or -1 (printed). */
+static int burst_done(struct vcpu *v, int r)
 {
-	int r = run_until_exit(v);
-
 	if (r < 0) {
 		fprintf(stderr, "# KVM_RUN: %s\n", strerror(-r));
 		return -1;
 	}
 	return check_io(v, KVM_EXIT_IO_OUT, 1, PORT_BURST, 1) ? -1 : 0;
+}
+
+/* One burst of vCPU @i: 0, or -1 (printed) if it did not end at its OUT. */
+static int burst(struct vcpu *v)
+{
+	return burst_done(v, run_until_exit(v));
 }
 
 static long get_log(struct dvm *d, void *bitmap)
@@ -170,16 +274,101 @@ static long clear_log(struct dvm *d, uint64_t first, uint32_t num, void *bitmap)
 	return xioctl(d->vm->fd, KVM_CLEAR_DIRTY_LOG, (unsigned long)&log);
 }
 
+static uint32_t ring_entries(struct dvm *d)
+{
+	return d->ring / sizeof(struct kvm_dirty_gfn);
+}
+
+/*
+ * Harvests up to @max entries of vCPU @i's ring from its fetch index, as
+ * the ring ABI orders it: the flags loaded with acquire, and if DIRTY the
+ * slot and offset read, then RESET stored with release. Each page goes
+ * into @bm. The number harvested, or -EPROTO (printed) for an entry that
+ * is not a page of slot 1 or whose flags are not exactly DIRTY.
+ */
+static long harvest(struct dvm *d, int i, uint64_t *bm, long max)
+{
+	long n = 0;
+
+	while (n < max) {
+		uint32_t at = d->fetch[i] & (ring_entries(d) - 1);
+		struct kvm_dirty_gfn *e = &d->gfns[i][at];
+		uint32_t flags = __atomic_load_n(&e->flags, __ATOMIC_ACQUIRE);
+		uint32_t slot;
+		uint64_t off;
+
+		if (!(flags & KVM_DIRTY_GFN_F_DIRTY))
+			break;
+		slot = e->slot;
+		off = e->offset;
+		if (flags != KVM_DIRTY_GFN_F_DIRTY || slot != SLOT || off >= d->npages) {
+			fprintf(stderr, "# vCPU %d ring entry %u: flags %#x slot %#x offset %llu\n",
+				i, at, flags, slot, (unsigned long long)off);
+			return -EPROTO;
+		}
+		bm[off / 64] |= 1ULL << (off % 64);
+		__atomic_store_n(&e->flags, KVM_DIRTY_GFN_F_RESET, __ATOMIC_RELEASE);
+		d->fetch[i]++;
+		n++;
+	}
+	return n;
+}
+
+/* Dirty entries in vCPU @i's ring from its fetch index (not harvested). */
+static long ring_dirty(struct dvm *d, int i)
+{
+	uint32_t n;
+
+	for (n = 0; n < ring_entries(d); n++) {
+		struct kvm_dirty_gfn *e = &d->gfns[i][(d->fetch[i] + n) & (ring_entries(d) - 1)];
+
+		if (!(__atomic_load_n(&e->flags, __ATOMIC_ACQUIRE) & KVM_DIRTY_GFN_F_DIRTY))
+			break;
+	}
+	return n;
+}
+
+/*
+ * Harvests up to @max entries of every vCPU's ring into @bm (added to
+ * what it holds), then KVM_RESET_DIRTY_RINGS, which must reset as many
+ * entries as were harvested. The number harvested, or -errno.
+ */
+static long ring_collect(struct dvm *d, uint64_t *bm, long max)
+{
+	long n = 0, r;
+	int i;
+
+	for (i = 0; i < d->nr; i++) {
+		r = harvest(d, i, bm, max);
+		if (r < 0)
+			return r;
+		n += r;
+	}
+	r = xioctl(d->vm->fd, KVM_RESET_DIRTY_RINGS, 0);
+	if (r != n) {
+		fprintf(stderr, "# KVM_RESET_DIRTY_RINGS: %ld, %ld entries harvested\n", r, n);
+		return r < 0 ? r : -EPROTO;
+	}
+	return n;
+}
+
 /*
  * One collection as a VMM does it: KVM_GET_DIRTY_LOG into @bm, and with
  * manual protection KVM_CLEAR_DIRTY_LOG of what it reported, 512 pages
- * at a time (the last chunk whatever is left). 0 or -errno.
+ * at a time (the last chunk whatever is left); with the ring, every
+ * vCPU's ring harvested into @bm and reset. 0 or -errno.
  */
 static long collect(struct dvm *d, uint64_t *bm)
 {
-	long r = get_log(d, bm);
 	size_t first;
+	long r;
 
+	if (d->ring) {
+		memset(bm, 0, (d->npages + 63) / 64 * 8);
+		r = ring_collect(d, bm, LONG_MAX);
+		return r < 0 ? r : 0;
+	}
+	r = get_log(d, bm);
 	if (r || !d->manual)
 		return r;
 	for (first = 0; first < d->npages && !r; first += 512) {
@@ -232,6 +421,7 @@ FIXTURE_VARIANT(exact) {
 	/* Every third round the slot moves (with writes not yet collected),
 	 * and after every third collection the VMM drops some pages. */
 	bool move_and_dontneed;
+	uint32_t ring;
 };
 
 #define MANUAL		KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE
@@ -243,10 +433,26 @@ FIXTURE_VARIANT_ADD(exact, vcpus_8) { .vcpus = 8 };
 FIXTURE_VARIANT_ADD(exact, move_and_dontneed_vcpus_4) { .vcpus = 4, .move_and_dontneed = true };
 FIXTURE_VARIANT_ADD(exact, manual_vcpus_4) { .vcpus = 4, .manual = MANUAL };
 FIXTURE_VARIANT_ADD(exact, manual_all_set_vcpus_1) { .vcpus = 1, .manual = MANUAL_ALL_SET };
+/*
+ * Rings of 1024 entries: a round's two bursts add at most 128 entries per
+ * vCPU, well below the soft limit (960, or 448 with PML), so no round
+ * stops at KVM_EXIT_DIRTY_RING_FULL; and each ring wraps around about
+ * twice in 20 rounds.
+ */
+#define EXACT_RING	(1024 * sizeof(struct kvm_dirty_gfn))
+FIXTURE_VARIANT_ADD(exact, ring_vcpus_1) { .vcpus = 1, .ring = EXACT_RING };
+FIXTURE_VARIANT_ADD(exact, ring_vcpus_4) { .vcpus = 4, .ring = EXACT_RING };
+FIXTURE_VARIANT_ADD(exact, ring_vcpus_8) { .vcpus = 8, .ring = EXACT_RING };
+FIXTURE_VARIANT_ADD(exact, ring_move_and_dontneed_vcpus_4) {
+	.vcpus = 4, .move_and_dontneed = true, .ring = EXACT_RING
+};
 
 FIXTURE_SETUP(exact)
 {
-	self->d = dvm_new(8 * MB, variant->vcpus, KVM_MEM_LOG_DIRTY_PAGES, variant->manual);
+	if (variant->ring)
+		SKIP_WITHOUT_RING();
+	self->d = dvm_new(8 * MB, variant->vcpus, KVM_MEM_LOG_DIRTY_PAGES, variant->manual,
+			  variant->ring);
 	ASSERT_NE(NULL, self->d);
 }
 
@@ -328,14 +534,28 @@ TEST_F(exact, reported_pages_are_the_written_pages)
 /* --- Migration: copy what the log reports while the guest writes. ---- */
 
 static volatile int mig_stop;
+static int mig_ring;		/* the VM logs to dirty rings */
+static long mig_ring_full;	/* KVM_EXIT_DIRTY_RING_FULL exits seen */
 
 static void *run_thread(void *arg)
 {
 	struct vcpu *v = arg;
+	int r;
 
-	while (!mig_stop)
-		if (burst(v))
+	while (!mig_stop) {
+		r = run_until_exit(v);
+		if (mig_ring && r == KVM_EXIT_DIRTY_RING_FULL) {
+			/*
+			 * The ring is soft-full: KVM_RUN returns at once
+			 * until the collector harvests and resets it.
+			 */
+			__atomic_add_fetch(&mig_ring_full, 1, __ATOMIC_RELAXED);
+			usleep(1000);
+			continue;
+		}
+		if (burst_done(v, r))
 			return (void *)1;
+	}
 	return NULL;
 }
 
@@ -392,6 +612,7 @@ FIXTURE_VARIANT(migrate) {
 	int vcpus;
 	bool enable_later;	/* logging turned on by a flags change */
 	uint64_t manual;
+	uint32_t ring;
 };
 
 FIXTURE_VARIANT_ADD(migrate, from_creation_1) { .vcpus = 1 };
@@ -401,11 +622,25 @@ FIXTURE_VARIANT_ADD(migrate, manual_4) { .vcpus = 4, .manual = MANUAL };
 FIXTURE_VARIANT_ADD(migrate, manual_all_set_enabled_later_4) {
 	.vcpus = 4, .enable_later = true, .manual = MANUAL_ALL_SET
 };
+/*
+ * Rings small enough that vCPUs stop at KVM_EXIT_DIRTY_RING_FULL between
+ * collections (the smallest with 4 vCPUs from creation).
+ */
+FIXTURE_VARIANT_ADD(migrate, ring_from_creation_1) {
+	.vcpus = 1, .ring = 1024 * sizeof(struct kvm_dirty_gfn)
+};
+FIXTURE_VARIANT_ADD(migrate, ring_from_creation_4) { .vcpus = 4, .ring = RING_SMALLEST };
+FIXTURE_VARIANT_ADD(migrate, ring_enabled_later_4) {
+	.vcpus = 4, .enable_later = true, .ring = 1024 * sizeof(struct kvm_dirty_gfn)
+};
 
 FIXTURE_SETUP(migrate)
 {
+	if (variant->ring)
+		SKIP_WITHOUT_RING();
 	self->d = dvm_new(16 * MB, variant->vcpus,
-			  variant->enable_later ? 0 : KVM_MEM_LOG_DIRTY_PAGES, variant->manual);
+			  variant->enable_later ? 0 : KVM_MEM_LOG_DIRTY_PAGES, variant->manual,
+			  variant->ring == RING_SMALLEST ? ring_smallest() : variant->ring);
 	ASSERT_NE(NULL, self->d);
 }
 
@@ -434,7 +669,8 @@ TEST_F(migrate, copy_of_reported_pages_equals_memory)
 		for (i = 0; i < d->nr; i++)
 			for (r = 0; r < 8; r++)
 				ASSERT_EQ(0, burst(d->v[i]));
-		ASSERT_EQ(-ENOENT, get_log(d, bm)) TH_LOG("not logging yet");
+		/* With the ring there is no dirty bitmap at all. */
+		ASSERT_EQ(d->ring ? -ENXIO : -ENOENT, get_log(d, bm)) TH_LOG("not logging yet");
 		ASSERT_EQ(0, stats_open(&st, d->vm->fd));
 		small = stat_get(&st, "pages_4k");
 		large = stat_get(&st, "pages_2m");
@@ -454,6 +690,8 @@ TEST_F(migrate, copy_of_reported_pages_equals_memory)
 	/* The first pass copies everything; the log covers what follows. */
 	memcpy(copy, d->mem, d->size);
 	mig_stop = 0;
+	mig_ring = !!d->ring;
+	mig_ring_full = 0;
 	for (i = 0; i < d->nr; i++)
 		ASSERT_EQ(0, pthread_create(&t[i], NULL, run_thread, d->v[i]));
 	for (r = 0; r < rounds; r++) {
@@ -474,6 +712,9 @@ TEST_F(migrate, copy_of_reported_pages_equals_memory)
 			TH_LOG("page %zu changed but was not reported", p);
 	}
 	TH_LOG("%d collections, %d vCPUs: %ld pages copied", rounds + 1, d->nr, copied);
+	if (d->ring)
+		TH_LOG("ring of %u entries: %ld KVM_EXIT_DIRTY_RING_FULL exits",
+		       ring_entries(d), mig_ring_full);
 	EXPECT_EQ(0, differ);
 	EXPECT_LT(0, copied);
 	check_fault_paths(_metadata, d);
@@ -481,11 +722,181 @@ TEST_F(migrate, copy_of_reported_pages_equals_memory)
 	free(bm);
 }
 
+/* --- The dirty ring: a full ring stops its vCPU; the ring's rules. -- */
+
+/*
+ * The smallest ring (256 entries, soft limit 192, without PML) and one
+ * vCPU writing its own count (never 0) to random pages; the VMM harvests
+ * only when KVM_RUN returns KVM_EXIT_DIRTY_RING_FULL. The ring then holds
+ * at least the soft limit of dirty entries and at most all of them, and
+ * KVM_RUN keeps stopping (the guest does not run) until enough is
+ * harvested and reset: all of it, or on odd rounds all but half the soft
+ * limit (the rest waits for the next harvest). In the end every page
+ * written was reported, and no other.
+ */
+TEST(ring_full_stops_the_vcpu)
+{
+	const uint32_t size = ring_smallest(), entries = size / sizeof(struct kvm_dirty_gfn);
+	const long soft = entries - ring_rsvd();
+	long lo = LONG_MAX, hi = 0, harvested = 0, written = 0, bad = 0, n, dirty;
+	int fulls = stress_iters(16), f, bursts, r;
+	struct kvm_regs before, after;
+	struct vcpu *v;
+	struct dvm *d;
+	uint64_t *seen;
+	size_t p;
+
+	SKIP_WITHOUT_RING();
+	d = dvm_new(4 * MB, 1, KVM_MEM_LOG_DIRTY_PAGES, 0, size);
+	ASSERT_NE(NULL, d);
+	v = d->v[0];
+	seen = bitmap_new(d);
+	ASSERT_NE(NULL, seen);
+	for (f = 0; f < fulls; f++) {
+		/* Bursts, nothing harvested, until the ring stops the vCPU. */
+		for (bursts = 0; (r = run_until_exit(v)) != KVM_EXIT_DIRTY_RING_FULL; bursts++) {
+			ASSERT_EQ(0, burst_done(v, r));
+			ASSERT_GT(64, bursts)
+				TH_LOG("%ld dirty entries, no DIRTY_RING_FULL", ring_dirty(d, 0));
+		}
+		dirty = ring_dirty(d, 0);
+		ASSERT_LE(soft, dirty);
+		ASSERT_GE(entries, dirty);
+		lo = dirty < lo ? dirty : lo;
+		hi = dirty > hi ? dirty : hi;
+		/*
+		 * Not without a harvest and reset (a reset of nothing
+		 * harvested frees nothing): KVM_RUN stops again at once.
+		 */
+		vcpu_get_regs(v, &before);
+		ASSERT_EQ(KVM_EXIT_DIRTY_RING_FULL, run_until_exit(v));
+		ASSERT_EQ(0, xioctl(d->vm->fd, KVM_RESET_DIRTY_RINGS, 0));
+		ASSERT_EQ(KVM_EXIT_DIRTY_RING_FULL, run_until_exit(v));
+		vcpu_get_regs(v, &after);
+		ASSERT_EQ(before.rip, after.rip);
+		ASSERT_EQ(before.r12, after.r12) TH_LOG("the guest wrote while its ring was full");
+		ASSERT_EQ(dirty, ring_dirty(d, 0));
+		n = f % 2 ? dirty - soft / 2 : dirty;
+		ASSERT_EQ(n, ring_collect(d, seen, n));
+		ASSERT_EQ(dirty - n, ring_dirty(d, 0));
+		harvested += n;
+	}
+	/* One run more (a burst, or a full ring again); then the last harvest. */
+	r = run_until_exit(v);
+	if (r != KVM_EXIT_DIRTY_RING_FULL)
+		ASSERT_EQ(0, burst_done(v, r));
+	n = ring_collect(d, seen, LONG_MAX);
+	ASSERT_LE(0, n);
+	harvested += n;
+	ASSERT_EQ(0, ring_dirty(d, 0));
+	for (p = 0; p < d->npages; p++) {
+		bool w = first_qword(d, p) != 0;
+
+		written += w;
+		if (w != test_bit(seen, p) && bad++ < 5)
+			TH_LOG("page %zu %s", p, w ? "written, never reported" : "reported, never written");
+	}
+	EXPECT_EQ(0, bad);
+	TH_LOG("%d full exits with %ld..%ld of %u entries dirty (soft limit %ld); "
+	       "%ld entries harvested, %ld pages written", fulls, lo, hi, entries, soft,
+	       harvested, written);
+	free(seen);
+	dvm_free(d);
+}
+
+TEST(ring_bad_input)
+{
+	const uint32_t small = ring_smallest();
+	struct vcpu *v;
+	struct dvm *d;
+	struct vm *vm;
+	uint64_t *bm;
+	long n, i;
+	void *m;
+	int err;
+
+	SKIP_WITHOUT_RING();
+	vm = vm_new(GUEST_MEM_SIZE);
+	/* Both ring caps, on the device and the VM; no ring with bitmap on x86. */
+	EXPECT_EQ(RING_MAX, xioctl(vm->sys, KVM_CHECK_EXTENSION, KVM_CAP_DIRTY_LOG_RING));
+	EXPECT_EQ(RING_MAX, xioctl(vm->sys, KVM_CHECK_EXTENSION, KVM_CAP_DIRTY_LOG_RING_ACQ_REL));
+	EXPECT_EQ(RING_MAX, xioctl(vm->fd, KVM_CHECK_EXTENSION, KVM_CAP_DIRTY_LOG_RING));
+	EXPECT_EQ(RING_MAX, xioctl(vm->fd, KVM_CHECK_EXTENSION, KVM_CAP_DIRTY_LOG_RING_ACQ_REL));
+	EXPECT_EQ(0, xioctl(vm->sys, KVM_CHECK_EXTENSION, KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP));
+	EXPECT_EQ(0, xioctl(vm->fd, KVM_CHECK_EXTENSION, KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP));
+	/* Sizes: a power of two, a page at least, RING_MAX at most. */
+	EXPECT_EQ(-EINVAL, enable_ring(vm, RING_CAP, 0));
+	EXPECT_EQ(-EINVAL, enable_ring(vm, RING_CAP, 3000));
+	EXPECT_EQ(-EINVAL, enable_ring(vm, RING_CAP, 2048));
+	EXPECT_EQ(-E2BIG, enable_ring(vm, RING_CAP, 2 * MB));
+	/* No ring, nothing to reset. */
+	EXPECT_EQ(-EINVAL, xioctl(vm->fd, KVM_RESET_DIRTY_RINGS, 0));
+	/* Only before the first vCPU. */
+	v = vcpu_new(vm, 0, MODE_LONG64, GUEST_CODE, GUEST_STACK);
+	EXPECT_EQ(-EINVAL, enable_ring(vm, RING_CAP, small));
+	EXPECT_EQ(-EINVAL, enable_ring(vm, KVM_CAP_DIRTY_LOG_RING, small));
+	vcpu_free(v);
+	vm_free(vm);
+
+	/* Once, by either cap (x86 is TSO: the plain one is offered too). */
+	vm = vm_new(GUEST_MEM_SIZE);
+	EXPECT_EQ(0, enable_ring(vm, KVM_CAP_DIRTY_LOG_RING, small));
+	EXPECT_EQ(-EINVAL, enable_ring(vm, KVM_CAP_DIRTY_LOG_RING, small));
+	EXPECT_EQ(-EINVAL, enable_ring(vm, RING_CAP, 2 * small));
+	EXPECT_EQ(0, xioctl(vm->fd, KVM_RESET_DIRTY_RINGS, 0));
+	vm_free(vm);
+
+	d = dvm_new(4 * MB, 1, KVM_MEM_LOG_DIRTY_PAGES, 0, 2 * small);
+	ASSERT_NE(NULL, d);
+	bm = bitmap_new(d);
+	ASSERT_NE(NULL, bm);
+	EXPECT_EQ(-EINVAL, enable_ring(d->vm, RING_CAP, 2 * small));
+	/* The ring replaces the slots' bitmaps. */
+	EXPECT_EQ(-ENXIO, get_log(d, bm));
+	EXPECT_EQ(-ENXIO, clear_log(d, 0, 64, bm));
+	/*
+	 * Shared, not executable mappings only. An executable one may fail
+	 * in the VFS first (EPERM: vCPU fds are anonymous inodes, on a
+	 * noexec mount in recent kernels), else in KVM (EINVAL).
+	 */
+	m = ring_mmap(d->v[0]->fd, d->ring, PROT_READ | PROT_WRITE, MAP_PRIVATE);
+	err = errno;
+	EXPECT_EQ(MAP_FAILED, m);
+	EXPECT_EQ(EINVAL, err);
+	if (m != MAP_FAILED)
+		munmap(m, d->ring);
+	m = ring_mmap(d->v[0]->fd, d->ring, PROT_READ | PROT_WRITE | PROT_EXEC, MAP_SHARED);
+	err = errno;
+	EXPECT_EQ(MAP_FAILED, m);
+	EXPECT_TRUE(err == EINVAL || err == EPERM) TH_LOG("errno %d", err);
+	if (m != MAP_FAILED)
+		munmap(m, d->ring);
+	/*
+	 * A ring starts empty. A reset takes only harvested entries (none
+	 * yet: 0), and sets each it resets back to 0.
+	 */
+	for (i = 0; i < ring_entries(d); i++)
+		EXPECT_EQ(0, d->gfns[0][i].flags);
+	EXPECT_EQ(0, xioctl(d->vm->fd, KVM_RESET_DIRTY_RINGS, 0));
+	ASSERT_EQ(0, burst(d->v[0]));
+	n = ring_dirty(d, 0);
+	EXPECT_LT(0, n);
+	EXPECT_GE(64, n);
+	EXPECT_EQ(0, xioctl(d->vm->fd, KVM_RESET_DIRTY_RINGS, 0));
+	EXPECT_EQ(n, ring_dirty(d, 0));
+	EXPECT_EQ(n, ring_collect(d, bm, LONG_MAX));
+	for (i = 0; i < n; i++)
+		EXPECT_EQ(0, d->gfns[0][i].flags);
+	EXPECT_EQ(0, xioctl(d->vm->fd, KVM_RESET_DIRTY_RINGS, 0));
+	free(bm);
+	dvm_free(d);
+}
+
 /* --- Logging off and on again; bad input. ----------------------------- */
 
 TEST(logging_off_and_on_again)
 {
-	struct dvm *d = dvm_new(4 * MB, 1, KVM_MEM_LOG_DIRTY_PAGES, 0);
+	struct dvm *d = dvm_new(4 * MB, 1, KVM_MEM_LOG_DIRTY_PAGES, 0, 0);
 	uint64_t *bm;
 	size_t p;
 	long n;
@@ -519,7 +930,7 @@ TEST(logging_off_and_on_again)
 
 TEST(bad_input)
 {
-	struct dvm *d = dvm_new(4 * MB, 1, KVM_MEM_LOG_DIRTY_PAGES, 0);
+	struct dvm *d = dvm_new(4 * MB, 1, KVM_MEM_LOG_DIRTY_PAGES, 0, 0);
 	struct kvm_enable_cap cap = {	/* with a flag: refused */
 		.cap = KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, .flags = 1, .args = { MANUAL },
 	};

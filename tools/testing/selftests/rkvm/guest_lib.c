@@ -378,6 +378,7 @@ const char *exit_name(int reason)
 		[KVM_EXIT_SYSTEM_EVENT] = "SYSTEM_EVENT",
 		[KVM_EXIT_X86_RDMSR] = "X86_RDMSR",
 		[KVM_EXIT_X86_WRMSR] = "X86_WRMSR",
+		[KVM_EXIT_DIRTY_RING_FULL] = "DIRTY_RING_FULL",
 	};
 
 	if (reason < 0)
