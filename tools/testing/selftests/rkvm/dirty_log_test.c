@@ -28,7 +28,9 @@
  *    no dirty page is lost across the stops; the ring's rules (sizes,
  *    once and before vCPUs only, no dirty bitmap with it, shared non-exec
  *    mappings only). Skipped when the device has no ring;
- *  - logging turned off and on again while the guest runs;
+ *  - logging turned off and on again between runs, and while 4 vCPUs
+ *    write (migration, bitmap and ring: the VMM copies everything again
+ *    after each restart, and the final copy must still equal memory);
  *  - bad input: a bitmap the VMM cannot write (EFAULT; on rkvm the pages
  *    are then reported by the next call), slots that do not exist or do
  *    not log (ENOENT), bad slot numbers (EINVAL); KVM_CLEAR_DIRTY_LOG's
@@ -613,6 +615,12 @@ FIXTURE_VARIANT(migrate) {
 	bool enable_later;	/* logging turned on by a flags change */
 	uint64_t manual;
 	uint32_t ring;
+	/*
+	 * Every this many collections, logging is turned off and on again
+	 * while the vCPUs write (a VMM that restarts a migration): the new
+	 * log starts clear, so everything is copied again right after.
+	 */
+	int toggle_every;
 };
 
 FIXTURE_VARIANT_ADD(migrate, from_creation_1) { .vcpus = 1 };
@@ -632,6 +640,10 @@ FIXTURE_VARIANT_ADD(migrate, ring_from_creation_1) {
 FIXTURE_VARIANT_ADD(migrate, ring_from_creation_4) { .vcpus = 4, .ring = RING_SMALLEST };
 FIXTURE_VARIANT_ADD(migrate, ring_enabled_later_4) {
 	.vcpus = 4, .enable_later = true, .ring = 1024 * sizeof(struct kvm_dirty_gfn)
+};
+FIXTURE_VARIANT_ADD(migrate, toggled_while_running_4) { .vcpus = 4, .toggle_every = 5 };
+FIXTURE_VARIANT_ADD(migrate, ring_toggled_while_running_4) {
+	.vcpus = 4, .ring = 1024 * sizeof(struct kvm_dirty_gfn), .toggle_every = 5
 };
 
 FIXTURE_SETUP(migrate)
@@ -654,7 +666,7 @@ TEST_F(migrate, copy_of_reported_pages_equals_memory)
 	struct dvm *d = self->d;
 	uint64_t *bm = bitmap_new(d);
 	uint8_t *copy = malloc(d->size);
-	int rounds = stress_iters(30), r, i;
+	int rounds = stress_iters(30), r, i, toggles = 0;
 	pthread_t t[MAX_VCPUS];
 	long copied = 0, differ = 0;
 	int64_t small, large;
@@ -696,6 +708,15 @@ TEST_F(migrate, copy_of_reported_pages_equals_memory)
 		ASSERT_EQ(0, pthread_create(&t[i], NULL, run_thread, d->v[i]));
 	for (r = 0; r < rounds; r++) {
 		usleep(2000);
+		if (variant->toggle_every && r % variant->toggle_every == variant->toggle_every - 1) {
+			ASSERT_EQ(0, vm_set_region(d->vm, SLOT, 0, REGION_GPA, d->size, d->mem));
+			usleep(1000);
+			ASSERT_EQ(0, vm_set_region(d->vm, SLOT, KVM_MEM_LOG_DIRTY_PAGES,
+						   REGION_GPA, d->size, d->mem));
+			/* What was written while not logging is in no log. */
+			memcpy(copy, d->mem, d->size);
+			toggles++;
+		}
 		ASSERT_EQ(0, collect(d, bm));
 		copied += copy_reported(d, bm, copy);
 	}
@@ -711,7 +732,8 @@ TEST_F(migrate, copy_of_reported_pages_equals_memory)
 		if (memcmp(copy + p * PAGE, d->mem + p * PAGE, PAGE) && differ++ < 5)
 			TH_LOG("page %zu changed but was not reported", p);
 	}
-	TH_LOG("%d collections, %d vCPUs: %ld pages copied", rounds + 1, d->nr, copied);
+	TH_LOG("%d collections, %d vCPUs: %ld pages copied; logging turned off and on %d times",
+	       rounds + 1, d->nr, copied, toggles);
 	if (d->ring)
 		TH_LOG("ring of %u entries: %ld KVM_EXIT_DIRTY_RING_FULL exits",
 		       ring_entries(d), mig_ring_full);
