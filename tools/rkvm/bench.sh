@@ -18,7 +18,10 @@
 # sizes in QEMU (rkvm-bench options, e.g. "--pio 2000 --cpuid 2000
 # --fault-mib 16"), RKVM_BENCH_VMX_ARGS those in Bochs; RKVM_KDIR boots
 # another kernel build (see lib.sh), e.g. one without the test kernel's lock
-# debugging. Serial logs: out/bench/.
+# debugging. RKVM_BENCH_ONLY="A B ..." runs only those workloads (rkvm-bench
+# --only names: pageout, invalidate and get_dirty_log give two rows each) in
+# every boot and lists only their rows, for a quicker run while working on
+# one. Serial logs: out/bench/.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -59,6 +62,40 @@ vmx_args=${RKVM_BENCH_VMX_ARGS:---pio 5000 --cpuid 5000 --fault-mib 32 --pageout
 # the invalidate workload runs in bursts, or not at all while the guest
 # rewrites its region (its wall figures said nothing about the hypervisor).
 wall_skip="--skip invalidate"
+
+workloads="pio_exit cpuid_exit fault_4k fault_4k_4vcpu fault_thp pageout pageout_fault_in
+	invalidate_pass invalidate dirty_pass dirty_pass_4vcpu dirty_pass_ring get_dirty_log
+	get_dirty_log_empty clear_dirty_log"
+# What /init also runs on rkvm loaded with fast_page_fault=0 (the locked
+# write-protection fault path), in the same boot.
+locked_workloads="dirty_pass dirty_pass_4vcpu"
+# RKVM_BENCH_ONLY: rkvm-bench's --only in every boot, and the rows it selects.
+if [ -n "${RKVM_BENCH_ONLY:-}" ]; then
+	# selects W: the --only name that selects row W
+	selects() {
+		case $1 in
+		pageout_fault_in) echo pageout ;;
+		invalidate_pass) echo invalidate ;;
+		get_dirty_log_empty) echo get_dirty_log ;;
+		*) echo "$1" ;;
+		esac
+	}
+	for w in $RKVM_BENCH_ONLY; do
+		[[ " $(echo $workloads) " == *" $w "* ]] || die "RKVM_BENCH_ONLY: unknown workload '$w'"
+		[ "$(selects $w)" = "$w" ] || die "RKVM_BENCH_ONLY: '$w' comes with '$(selects $w)', name that"
+	done
+	only=" $RKVM_BENCH_ONLY "
+	kept= kept_locked=
+	for w in $workloads; do
+		[[ "$only" != *" $(selects $w) "* ]] || kept="$kept $w"
+	done
+	for w in $locked_workloads; do
+		[[ "$only" != *" $w "* ]] || kept_locked="$kept_locked $w"
+	done
+	workloads=$kept locked_workloads=$kept_locked
+	only_args="--only $(echo $RKVM_BENCH_ONLY | tr ' ' ,)"
+	bench_args="$bench_args $only_args" vmx_args="$vmx_args $only_args"
+fi
 
 out="$RKVM_OUT/bench"
 "$RKVM_TOOLS/setup.sh"
@@ -160,12 +197,6 @@ failures() {
 	fi
 }
 
-workloads="pio_exit cpuid_exit fault_4k fault_4k_4vcpu fault_thp pageout pageout_fault_in
-	invalidate_pass invalidate dirty_pass dirty_pass_4vcpu dirty_pass_ring get_dirty_log
-	get_dirty_log_empty clear_dirty_log"
-# What /init also runs on rkvm loaded with fast_page_fault=0 (the locked
-# write-protection fault path), in the same boot.
-locked_workloads="dirty_pass dirty_pass_4vcpu"
 status=0 bochs_retried=
 
 # What one iteration is, under a table.
@@ -225,6 +256,7 @@ notes() {
 # and from the wall-time one if given. Sets status if figures are missing.
 fast_table() {
 	local wall=$1 icount=$2 w locked_i fast_i locked_w fast_w r missing_locked=0
+	[ -n "$locked_workloads" ] || return 0	# RKVM_BENCH_ONLY left none
 	echo
 	echo "rkvm's lockless fast page fault: dirty passes with fast_page_fault=1 (default,"
 	echo "fast) and =0 (the locked path), rkvm reloaded in the same boot"
