@@ -18,7 +18,10 @@
 # sizes in QEMU (rkvm-bench options, e.g. "--pio 2000 --cpuid 2000
 # --fault-mib 16"), RKVM_BENCH_VMX_ARGS those in Bochs; RKVM_KDIR boots
 # another kernel build (see lib.sh), e.g. one without the test kernel's lock
-# debugging. Serial logs: out/bench/.
+# debugging. RKVM_BENCH_ONLY="A B ..." runs only those workloads (rkvm-bench
+# --only names: pageout, invalidate and get_dirty_log give two rows each) in
+# every boot and lists only their rows, for a quicker run while working on
+# one. Serial logs: out/bench/.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -40,15 +43,17 @@ on() { [[ " $machines " == *" $1 "* ]]; }
 # about 1.5 min of wall time on this project's machines. The dirty passes
 # run in one VM per workload (the runs are groups of passes): its fault-in
 # pass, about 40k instructions a page, costs more than the 3 x 4 timed
-# passes at 6-7k, so 16 MiB; get_dirty_log's 1 GiB slot has one page in
-# 256 dirty (a call of kvm_amd takes some 20k instructions per bitmap word
-# with a dirty bit). About 10 s per hypervisor in a boot.
+# passes at 6-7k, so 16 MiB (dirty_pass_ring's ring then has 8192 entries,
+# room for a pass); get_dirty_log's and clear_dirty_log's 1 GiB slot has one
+# page in 256 dirty (a call of kvm_amd takes some 20k instructions per
+# bitmap word with a dirty bit). About 10 s per hypervisor in a boot.
 bench_args=${RKVM_BENCH_ARGS:---pio 10000 --cpuid 10000 --fault-mib 64 --pageout-mib 32 --invalidate-mib 16 --invalidate-passes 32 --dirty-mib 16 --dirty-passes 4 --dirty-log-mib 1024 --dirty-log-stride 256 --dirty-log-calls 4 --repeat 3 --timeout 120}
 # Bochs runs some 30 million instructions a second here: its boot takes
 # about 70 s, kvm_intel's runs at these sizes one more minute (each run of
 # its fault workloads is about 3.4 s of emulated time) and rkvm's 45 s.
 # A pageout run costs about 280k instructions per page, so 4 MiB there,
-# and the dirty passes 4 MiB, get_dirty_log's slot 256 MiB.
+# and the dirty passes 4 MiB, get_dirty_log's and clear_dirty_log's slot
+# 256 MiB.
 # rkvm-bench's --timeout counts emulated seconds, about 3.5 s of wall time
 # each in a busy guest.
 vmx_args=${RKVM_BENCH_VMX_ARGS:---pio 5000 --cpuid 5000 --fault-mib 32 --pageout-mib 4 --invalidate-mib 8 --invalidate-passes 32 --dirty-mib 4 --dirty-passes 4 --dirty-log-mib 256 --dirty-log-stride 256 --dirty-log-calls 4 --repeat 3 --timeout 60}
@@ -57,6 +62,40 @@ vmx_args=${RKVM_BENCH_VMX_ARGS:---pio 5000 --cpuid 5000 --fault-mib 32 --pageout
 # the invalidate workload runs in bursts, or not at all while the guest
 # rewrites its region (its wall figures said nothing about the hypervisor).
 wall_skip="--skip invalidate"
+
+workloads="pio_exit cpuid_exit fault_4k fault_4k_4vcpu fault_thp pageout pageout_fault_in
+	invalidate_pass invalidate dirty_pass dirty_pass_4vcpu dirty_pass_ring get_dirty_log
+	get_dirty_log_empty clear_dirty_log"
+# What /init also runs on rkvm loaded with fast_page_fault=0 (the locked
+# write-protection fault path), in the same boot.
+locked_workloads="dirty_pass dirty_pass_4vcpu"
+# RKVM_BENCH_ONLY: rkvm-bench's --only in every boot, and the rows it selects.
+if [ -n "${RKVM_BENCH_ONLY:-}" ]; then
+	# selects W: the --only name that selects row W
+	selects() {
+		case $1 in
+		pageout_fault_in) echo pageout ;;
+		invalidate_pass) echo invalidate ;;
+		get_dirty_log_empty) echo get_dirty_log ;;
+		*) echo "$1" ;;
+		esac
+	}
+	for w in $RKVM_BENCH_ONLY; do
+		[[ " $(echo $workloads) " == *" $w "* ]] || die "RKVM_BENCH_ONLY: unknown workload '$w'"
+		[ "$(selects $w)" = "$w" ] || die "RKVM_BENCH_ONLY: '$w' comes with '$(selects $w)', name that"
+	done
+	only=" $RKVM_BENCH_ONLY "
+	kept= kept_locked=
+	for w in $workloads; do
+		[[ "$only" != *" $(selects $w) "* ]] || kept="$kept $w"
+	done
+	for w in $locked_workloads; do
+		[[ "$only" != *" $w "* ]] || kept_locked="$kept_locked $w"
+	done
+	workloads=$kept locked_workloads=$kept_locked
+	only_args="--only $(echo $RKVM_BENCH_ONLY | tr ' ' ,)"
+	bench_args="$bench_args $only_args" vmx_args="$vmx_args $only_args"
+fi
 
 out="$RKVM_OUT/bench"
 "$RKVM_TOOLS/setup.sh"
@@ -158,11 +197,6 @@ failures() {
 	fi
 }
 
-workloads="pio_exit cpuid_exit fault_4k fault_4k_4vcpu fault_thp pageout pageout_fault_in
-	invalidate_pass invalidate dirty_pass dirty_pass_4vcpu get_dirty_log get_dirty_log_empty"
-# What /init also runs on rkvm loaded with fast_page_fault=0 (the locked
-# write-protection fault path), in the same boot.
-locked_workloads="dirty_pass dirty_pass_4vcpu"
 status=0 bochs_retried=
 
 # What one iteration is, under a table.
@@ -175,14 +209,16 @@ units() {
 	echo "guest CPU's ticks, the host thread's CPU running alongside), a guest pass"
 	echo "rewriting a dirty-logging slot, one write per 4 KiB page, the VMM taking the log"
 	echo "between passes (dirty_pass*: every write a write-protection fault; the log calls"
-	echo "not counted), or a KVM_GET_DIRTY_LOG call, the VMM's TSC, on a slot the guest"
-	echo "dirtied one page in --dirty-log-stride of, or right after that with nothing dirty"
-	echo "(get_dirty_log*)"
+	echo "not counted; dirty_pass_ring: the dirty ring harvested and reset instead), or a"
+	echo "KVM_GET_DIRTY_LOG call, the VMM's TSC, on a slot the guest dirtied one page in"
+	echo "--dirty-log-stride of, or right after that with nothing dirty (get_dirty_log*), or"
+	echo "with manual protection the KVM_CLEAR_DIRTY_LOG of that slot after such a call"
+	echo "(clear_dirty_log)"
 }
 # notes LOG...: after a table, the workloads skipped (with why), what
-# pageout left resident and how many invalidations there were; sets
-# status if rkvm left more resident than 2% and than KVM (pages it keeps
-# pinned cannot be swapped).
+# pageout left resident, how many invalidations there were and whether
+# the dirty ring filled up within a pass; sets status if rkvm left more
+# resident than 2% and than KVM (pages it keeps pinned cannot be swapped).
 notes() {
 	local log=$1 w r tag kr rr
 	shift
@@ -206,6 +242,12 @@ notes() {
 		invalidate_pass iterations) passes over $(field "$log" bench-rkvm invalidate_pass \
 		region_mib) MiB; passes without them: KVM $(field "$log" bench-kvm invalidate_pass \
 		quiet_tsc_per_pass), rkvm $(field "$log" bench-rkvm invalidate_pass quiet_tsc_per_pass)"
+	kr=$(field "$log" bench-kvm dirty_pass_ring ring_full_exits)
+	rr=$(field "$log" bench-rkvm dirty_pass_ring ring_full_exits)
+	r=$(field "$log" bench-kvm dirty_pass_ring ring_entries)
+	[ -n "$r" ] || r=$(field "$log" bench-rkvm dirty_pass_ring ring_entries)
+	[ "${kr:-0}${rr:-0}" = 00 ] || echo "dirty_pass_ring: KVM_EXIT_DIRTY_RING_FULL exits" \
+		"in its passes (ring of $r entries): KVM ${kr:--}, rkvm ${rr:--}"
 }
 
 # fast_table WALL_LOG ICOUNT_LOG: rkvm's dirty passes with the lockless fast
@@ -214,6 +256,7 @@ notes() {
 # and from the wall-time one if given. Sets status if figures are missing.
 fast_table() {
 	local wall=$1 icount=$2 w locked_i fast_i locked_w fast_w r missing_locked=0
+	[ -n "$locked_workloads" ] || return 0	# RKVM_BENCH_ONLY left none
 	echo
 	echo "rkvm's lockless fast page fault: dirty passes with fast_page_fault=1 (default,"
 	echo "fast) and =0 (the locked path), rkvm reloaded in the same boot"

@@ -40,8 +40,9 @@
  *                   a running guest (the zap, the vCPU kicked out for the
  *                   TLB flush, the refault of a new huge page)
  *
- * and dirty logging (KVM_MEM_LOG_DIRTY_PAGES, KVM_GET_DIRTY_LOG), in the
- * shape of KVM's dirty_log_perf_test:
+ * and dirty logging (KVM_MEM_LOG_DIRTY_PAGES, KVM_GET_DIRTY_LOG,
+ * KVM_CLEAR_DIRTY_LOG, the dirty ring), in the shape of KVM's
+ * dirty_log_perf_test:
  *
  *   dirty_pass      the guest writes one qword to every 4 KiB page of a
  *                   --dirty-mib logging slot (4 KiB host pages), once to
@@ -57,6 +58,21 @@
  *                   --dirty-passes passes after the fault-in pass
  *   dirty_pass_4vcpu  the same with 4 vCPUs, each rewriting its quarter;
  *                   the log is taken once all four have ended the pass
+ *   dirty_pass_ring dirty_pass (1 vCPU) with the dirty ring instead of the
+ *                   bitmap: KVM_CAP_DIRTY_LOG_RING_ACQ_REL enabled before
+ *                   the vCPU exists, with room for a pass's pages and the
+ *                   reserve (ring_entries), the ring mmap'ed from the vCPU
+ *                   fd; between passes this VMM harvests it (flags read
+ *                   with acquire, RESET stored with release) and calls
+ *                   KVM_RESET_DIRTY_RINGS (collect_host_tsc_per_call). A
+ *                   KVM_EXIT_DIRTY_RING_FULL inside a pass is harvested
+ *                   and reset at once and counted (ring_full_exits; the
+ *                   page being written then is logged twice in that pass,
+ *                   ring_duplicates); the pass's figure includes it.
+ *                   Fails if the entries of a pass do not name exactly
+ *                   the pages written or the reset does not reset exactly
+ *                   the entries harvested; skipped on a hypervisor
+ *                   without the capability
  *   get_dirty_log   KVM_GET_DIRTY_LOG of a --dirty-log-mib logging slot
  *                   (1 GiB) after the guest rewrote one page in
  *                   --dirty-log-stride (256) of it (only those are ever
@@ -64,8 +80,17 @@
  *                   dirty_pass, --dirty-log-calls calls each
  *   get_dirty_log_empty  a second call right after each: nothing dirty,
  *                   what the walk of the slot's bitmap costs alone
- *
- * (KVM_CLEAR_DIRTY_LOG is not measured yet.)
+ *   clear_dirty_log get_dirty_log's slot and writes with manual protection
+ *                   (KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 enabled before the
+ *                   slot exists, MANUAL_PROTECT_ENABLE without
+ *                   INITIALLY_SET): after each pass KVM_GET_DIRTY_LOG, a
+ *                   snapshot (get_log_host_tsc_per_call), then one
+ *                   KVM_CLEAR_DIRTY_LOG of the whole slot with that bitmap,
+ *                   which takes and write-protects the pages it names: per
+ *                   clear call, this VMM's clocks. Fails if the snapshot
+ *                   does not name exactly the pages written or a
+ *                   KVM_GET_DIRTY_LOG after the clear names any; skipped
+ *                   on a hypervisor without the capability
  *
  * The guest reads the TSC around its loop (under QEMU's -icount shift=0 and
  * in Bochs the TSC counts instructions, see
@@ -80,8 +105,8 @@
  *   bench NAME failed reason="..."
  *   bench NAME skipped reason="..."
  *
- * (host_tsc_per_iter and host_tsc_spread instead for pageout and
- * get_dirty_log*.) Exits
+ * (host_tsc_per_iter and host_tsc_spread instead for pageout,
+ * get_dirty_log* and clear_dirty_log.) Exits
  * non-zero if any workload failed; a skipped one does not count. The VMs
  * are set up by the
  * selftests' guest library (tools/testing/selftests/rkvm/guest_lib.h), as
@@ -330,7 +355,13 @@ struct vcpu_job {
 	 * vCPU goes on), 0 not expected, -1 failed with err set.
 	 */
 	int (*on_out)(struct vcpu_job *j, uint16_t port);
-	void *ctx;		/* the workload's, for on_out */
+	/*
+	 * Other exits this loop does not handle itself (not an OUT, not the
+	 * HLT after the start), likewise: 1 handled, 0 not expected, -1
+	 * failed with err set.
+	 */
+	int (*on_exit)(struct vcpu_job *j);
+	void *ctx;		/* the workload's, for on_out and on_exit */
 	pthread_barrier_t *go;
 	char err[256];
 	volatile int done;
@@ -380,6 +411,13 @@ static void *vcpu_thread(void *arg)
 		if (run->exit_reason == KVM_EXIT_HLT && started) {
 			j->t1 = now_ns();
 			break;
+		}
+		if (run->exit_reason != KVM_EXIT_IO && j->on_exit) {
+			n = j->on_exit(j);
+			if (n > 0)
+				continue;
+			if (n < 0)
+				goto out;
 		}
 		n = snprintf(j->err, sizeof(j->err), "vCPU %d: ", j->id);
 		describe_exit(j->vcpu, j->err + n, sizeof(j->err) - n);
@@ -480,12 +518,13 @@ static void *slot_alloc(uint64_t mib, int thp)
 }
 
 /*
- * A fresh VM for workload @name with the bench guest code in slot 0 and,
- * if @mib, slot 1 at FAULT_GPA of that size (see slot_alloc) with
- * @slot_flags (KVM_MEM_*), left in *@slot1. NULL after printing why.
+ * A fresh VM for workload @name with the bench guest code in slot 0, @cap
+ * (if not NULL) enabled with KVM_ENABLE_CAP and then, if @mib, slot 1 at
+ * FAULT_GPA of that size (see slot_alloc) with @slot_flags (KVM_MEM_*),
+ * left in *@slot1. NULL after printing why.
  */
-static struct vm *bench_vm(const char *dev, const char *name, uint64_t mib, int thp,
-			   uint32_t slot_flags, void **slot1)
+static struct vm *bench_vm(const char *dev, const char *name, const struct kvm_enable_cap *cap,
+			   uint64_t mib, int thp, uint32_t slot_flags, void **slot1)
 {
 	struct vm *vm;
 	long r;
@@ -495,6 +534,15 @@ static struct vm *bench_vm(const char *dev, const char *name, uint64_t mib, int 
 	vm = vm_new_on(dev, LOW_SIZE);
 	vm_use_minimal_cpuid(vm);
 	vm_load(vm, GUEST_CODE, bench_guest_start, bench_guest_end);
+	if (cap && ioctl(vm->fd, KVM_ENABLE_CAP, cap) < 0) {
+		char why[128];
+
+		snprintf(why, sizeof(why), "KVM_ENABLE_CAP(%u, args[0] %#llx): %s", cap->cap,
+			 (unsigned long long)cap->args[0], strerror(errno));
+		fail(name, why);
+		vm_free(vm);
+		return NULL;
+	}
 	if (!mib)
 		return vm;
 	*slot1 = slot_alloc(mib, thp);
@@ -602,7 +650,7 @@ static int run_workload(const char *dev, const char *name, int nvcpus, const uin
 
 	memset(res, 0, sizeof(*res));
 	memset(jobs, 0, sizeof(jobs));
-	vm = bench_vm(dev, name, fault_mib, thp_slot, 0, &slot1);
+	vm = bench_vm(dev, name, NULL, fault_mib, thp_slot, 0, &slot1);
 	if (!vm)
 		return -1;
 	for (i = 0; i < nvcpus; i++)
@@ -822,7 +870,7 @@ static void bench_pageout_fault_in(const char *dev, uint64_t mib)
 		struct vm *vm;
 		char buf[160];
 
-		vm = bench_vm(dev, "pageout", mib, 0, 0, (void **)&p.mem);
+		vm = bench_vm(dev, "pageout", NULL, mib, 0, 0, (void **)&p.mem);
 		if (!vm)
 			break;
 		bench_vcpu(vm, &job, 0, bench_pageout, FAULT_GPA, pages, 0);
@@ -973,7 +1021,7 @@ static void bench_invalidate(const char *dev, uint64_t mib, uint64_t passes)
 		struct vm *vm;
 		int r;
 
-		vm = bench_vm(dev, "invalidate", mib, 1, 0, (void **)&inv.region);
+		vm = bench_vm(dev, "invalidate", NULL, mib, 1, 0, (void **)&inv.region);
 		if (!vm)
 			break;
 		bench_vcpu(vm, &job, 0, bench_rewrite, FAULT_GPA, mib << 17, passes);
@@ -1040,35 +1088,53 @@ static void bench_invalidate(const char *dev, uint64_t mib, uint64_t passes)
 	best_print("invalidate", 1, invalidations, "guest", &cost, "");
 }
 
-/* --- dirty_pass, dirty_pass_4vcpu, get_dirty_log, get_dirty_log_empty -- */
+/* --- dirty_pass*, get_dirty_log*, clear_dirty_log ----------------------- */
 
 #define DIRTY_MBOX		GUEST_DATA	/* bench_dirty: 16 bytes per vCPU */
+
+/* How the VMM collects the dirty pages after each pass. */
+enum dirty_mode {
+	DIRTY_GET,		/* KVM_GET_DIRTY_LOG (dirty_pass*) */
+	DIRTY_GET_TWICE,	/* and a second call right after it (get_dirty_log*) */
+	/*
+	 * KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 (without INITIALLY_SET):
+	 * KVM_GET_DIRTY_LOG, a snapshot, then KVM_CLEAR_DIRTY_LOG of the whole
+	 * slot with that bitmap, then KVM_GET_DIRTY_LOG again (clear_dirty_log)
+	 */
+	DIRTY_CLEAR,
+	/*
+	 * KVM_CAP_DIRTY_LOG_RING_ACQ_REL: each vCPU's ring harvested, then
+	 * KVM_RESET_DIRTY_RINGS (dirty_pass_ring)
+	 */
+	DIRTY_RING,
+};
 
 /*
  * A group's sums: its timed passes (guest TSC from the first vCPU's start
  * to the last one's end, wall from the release to the last exit) and the
- * log calls after them.
+ * collections after them: the log call (or the ring's harvest and reset),
+ * KVM_CLEAR_DIRTY_LOG, the second log call.
  */
 struct dirty_sums {
 	uint64_t pass_tsc, pass_wall;
-	uint64_t log_tsc, log_wall, empty_log_tsc, empty_log_wall;
+	uint64_t log_tsc, log_wall, clear_tsc, clear_wall, empty_log_tsc, empty_log_wall;
 };
 
 /*
  * One VM of the dirty-logging workloads, shared by its vCPU threads. At
  * each PORT_DIRTY_PASS exit the vCPUs meet; the last to arrive (the
- * barrier's serial thread) adds up the pass and takes the dirty log, then
- * all of them enter the next pass: as in KVM's dirty_log_perf_test, the
- * log is taken while no vCPU is in the guest, so the passes time the
+ * barrier's serial thread) adds up the pass and collects the dirty pages,
+ * then all of them enter the next pass: as in KVM's dirty_log_perf_test,
+ * the log is taken while no vCPU is in the guest, so the passes time the
  * write-protection faults and not the ioctl.
  */
 struct dirty_run {
 	struct vm *vm;
+	enum dirty_mode mode;
 	int nvcpus;
 	uint64_t slot_pages;
 	uint64_t stride_pages;	/* the guest writes one page in stride_pages */
-	int time_empty_log;	/* get_dirty_log: a second call right after */
-	uint64_t *bitmap;
+	uint64_t *bitmap;	/* the log, or the pages the ring named this pass */
 	pthread_barrier_t pass_end, log_taken;
 	uint64_t pass;		/* the pass that ended last; 0: the fault-in */
 	uint64_t passes;	/* timed passes per group */
@@ -1076,6 +1142,25 @@ struct dirty_run {
 	uint64_t out_ns[MAX_VCPUS];	/* each vCPU's PORT_DIRTY_PASS exit */
 	uint64_t released_ns;	/* when the vCPUs were let into this pass */
 	char err[256];		/* why the collection failed */
+	/* DIRTY_RING: each vCPU's ring and the next entry to harvest in it */
+	struct kvm_dirty_gfn *ring[MAX_VCPUS];
+	uint64_t ring_next[MAX_VCPUS];
+	uint64_t ring_entries;	/* per vCPU, a power of 2 */
+	/*
+	 * Held from a harvest to the KVM_RESET_DIRTY_RINGS after it, so that
+	 * the call resets exactly the entries counted in ring_harvested (a
+	 * vCPU thread harvests its ring at a KVM_EXIT_DIRTY_RING_FULL).
+	 */
+	pthread_mutex_t ring_lock;
+	uint64_t ring_harvested;	/* entries marked for the next reset */
+	uint64_t ring_full_exits;	/* KVM_EXIT_DIRTY_RING_FULL, all passes */
+	/*
+	 * Entries naming a page already named in that pass: a write fault
+	 * fixed and logged right before a KVM_EXIT_DIRTY_RING_FULL, its page
+	 * reset (protected again) before the guest's write retired, faults
+	 * and is logged again (KVM does this; not an error).
+	 */
+	uint64_t ring_duplicates;
 };
 
 /* vCPU @id's mailbox in slot 0: the guest's TSC at its pass start and end. */
@@ -1100,11 +1185,117 @@ static int get_dirty_log_timed(struct dirty_run *d, uint64_t *tsc, uint64_t *wal
 }
 
 /*
- * Whether the log names exactly the pages the guest wrote (@written) or,
- * right after a call that took them, none. A hypervisor that loses dirty
- * bits must not get a figure. 0, or -1 with d->err set.
+ * KVM_CLEAR_DIRTY_LOG of all of slot 1 with d->bitmap (what the last
+ * KVM_GET_DIRTY_LOG reported), timed by this VMM's clocks.
  */
-static int check_dirty_log(struct dirty_run *d, int written)
+static int clear_dirty_log_timed(struct dirty_run *d, uint64_t *tsc, uint64_t *wall)
+{
+	struct kvm_clear_dirty_log clear = {
+		.slot = 1, .first_page = 0, .num_pages = d->slot_pages,
+		.dirty_bitmap = d->bitmap,
+	};
+	uint64_t t0, tsc0;
+	int r;
+
+	t0 = now_ns();
+	tsc0 = __rdtsc();
+	r = ioctl(d->vm->fd, KVM_CLEAR_DIRTY_LOG, &clear);
+	*tsc = __rdtsc() - tsc0;
+	*wall = now_ns() - t0;
+	return r < 0 ? -errno : 0;
+}
+
+/*
+ * Takes the entries the hypervisor has pushed to vCPU @id's ring since the
+ * last harvest, in order: each one's flags read with acquire (DIRTY: a
+ * page to take), its page set in d->bitmap, then RESET stored with
+ * release, handing the entry back. The caller holds ring_lock. 0, or -1
+ * with @err set if an entry names no page of slot 1 (the only logging
+ * slot).
+ */
+static int ring_harvest(struct dirty_run *d, int id, char *err, size_t len)
+{
+	struct kvm_dirty_gfn *e;
+	uint64_t page;
+
+	for (;;) {
+		e = &d->ring[id][d->ring_next[id] & (d->ring_entries - 1)];
+		if (__atomic_load_n(&e->flags, __ATOMIC_ACQUIRE) != KVM_DIRTY_GFN_F_DIRTY)
+			return 0;
+		page = e->offset;
+		if (e->slot != 1 || page >= d->slot_pages) {
+			snprintf(err, len, "vCPU %d's dirty ring entry %llu at pass %llu names "
+				 "slot %#x page %llu, not a page of slot 1 (%llu pages)", id,
+				 (unsigned long long)d->ring_next[id], (unsigned long long)d->pass,
+				 e->slot, (unsigned long long)page,
+				 (unsigned long long)d->slot_pages);
+			return -1;
+		}
+		if (d->bitmap[page / 64] >> (page % 64) & 1)
+			d->ring_duplicates++;
+		d->bitmap[page / 64] |= 1ULL << (page % 64);
+		__atomic_store_n(&e->flags, KVM_DIRTY_GFN_F_RESET, __ATOMIC_RELEASE);
+		d->ring_next[id]++;
+		d->ring_harvested++;
+	}
+}
+
+/*
+ * KVM_RESET_DIRTY_RINGS after a harvest (ring_lock held): the hypervisor
+ * write-protects the pages of the entries marked RESET and frees them. It
+ * must reset exactly the entries harvested. 0, or -1 with @err set.
+ */
+static int ring_reset(struct dirty_run *d, char *err, size_t len)
+{
+	int r = ioctl(d->vm->fd, KVM_RESET_DIRTY_RINGS, 0);
+
+	if (r < 0) {
+		snprintf(err, len, "KVM_RESET_DIRTY_RINGS at pass %llu: %s",
+			 (unsigned long long)d->pass, strerror(errno));
+		return -1;
+	}
+	if ((uint64_t)r != d->ring_harvested) {
+		snprintf(err, len, "KVM_RESET_DIRTY_RINGS at pass %llu reset %d entries, "
+			 "%llu were harvested", (unsigned long long)d->pass, r,
+			 (unsigned long long)d->ring_harvested);
+		return -1;
+	}
+	d->ring_harvested = 0;
+	return 0;
+}
+
+/*
+ * The collection of DIRTY_RING after a pass (every vCPU out of the
+ * guest): every ring harvested into d->bitmap (which may hold pages
+ * harvested at a KVM_EXIT_DIRTY_RING_FULL of this pass already), then one
+ * KVM_RESET_DIRTY_RINGS; timed by this VMM's clocks. 0, or -1 with d->err
+ * set.
+ */
+static int ring_collect_timed(struct dirty_run *d, uint64_t *tsc, uint64_t *wall)
+{
+	uint64_t t0, tsc0;
+	int i, r = 0;
+
+	pthread_mutex_lock(&d->ring_lock);
+	t0 = now_ns();
+	tsc0 = __rdtsc();
+	for (i = 0; !r && i < d->nvcpus; i++)
+		r = ring_harvest(d, i, d->err, sizeof(d->err));
+	if (!r)
+		r = ring_reset(d, d->err, sizeof(d->err));
+	*tsc = __rdtsc() - tsc0;
+	*wall = now_ns() - t0;
+	pthread_mutex_unlock(&d->ring_lock);
+	return r;
+}
+
+/*
+ * Whether d->bitmap, what @source reported, names exactly the pages the
+ * guest wrote (@written) or, right after a call that took them, none. A
+ * hypervisor that loses dirty bits must not get a figure. 0, or -1 with
+ * d->err set.
+ */
+static int check_dirty_log(struct dirty_run *d, int written, const char *source)
 {
 	uint64_t expected = written ? d->slot_pages / d->stride_pages : 0;
 	uint64_t reported = 0, missing = 0, i;
@@ -1115,11 +1306,10 @@ static int check_dirty_log(struct dirty_run *d, int written)
 		missing += !(d->bitmap[i / 64] >> (i % 64) & 1);
 	if (reported == expected && !missing)
 		return 0;
-	snprintf(d->err, sizeof(d->err), "KVM_GET_DIRTY_LOG after pass %llu%s reported %llu "
-		 "dirty pages (%llu of the written ones missing), the guest wrote %llu",
-		 (unsigned long long)d->pass, written ? "" : " (the second call)",
-		 (unsigned long long)reported, (unsigned long long)missing,
-		 (unsigned long long)expected);
+	snprintf(d->err, sizeof(d->err), "%s after pass %llu reported %llu dirty pages (%llu "
+		 "of the written ones missing), the guest wrote %llu", source,
+		 (unsigned long long)d->pass, (unsigned long long)reported,
+		 (unsigned long long)missing, (unsigned long long)expected);
 	return -1;
 }
 
@@ -1146,26 +1336,46 @@ static void dirty_collect(struct dirty_run *d)
 		sums->pass_tsc += end - start;
 		sums->pass_wall += out - d->released_ns;
 	}
-	r = get_dirty_log_timed(d, &tsc, &wall);
-	if (r) {
-		snprintf(d->err, sizeof(d->err), "KVM_GET_DIRTY_LOG after pass %llu: %s",
-			 (unsigned long long)d->pass, strerror(-r));
-		return;
+	if (d->mode == DIRTY_RING) {
+		if (ring_collect_timed(d, &tsc, &wall) || check_dirty_log(d, 1, "the dirty ring"))
+			return;
+		memset(d->bitmap, 0, d->slot_pages / 8);	/* the next pass's */
+	} else {
+		r = get_dirty_log_timed(d, &tsc, &wall);
+		if (r) {
+			snprintf(d->err, sizeof(d->err), "KVM_GET_DIRTY_LOG after pass %llu: %s",
+				 (unsigned long long)d->pass, strerror(-r));
+			return;
+		}
+		if (check_dirty_log(d, 1, "KVM_GET_DIRTY_LOG"))
+			return;
 	}
-	if (check_dirty_log(d, 1))
-		return;
 	if (sums) {
 		sums->log_tsc += tsc;
 		sums->log_wall += wall;
 	}
-	if (d->time_empty_log) {
+	if (d->mode == DIRTY_CLEAR) {
+		r = clear_dirty_log_timed(d, &tsc, &wall);
+		if (r) {
+			snprintf(d->err, sizeof(d->err), "KVM_CLEAR_DIRTY_LOG after pass %llu: %s",
+				 (unsigned long long)d->pass, strerror(-r));
+			return;
+		}
+		if (sums) {
+			sums->clear_tsc += tsc;
+			sums->clear_wall += wall;
+		}
+	}
+	if (d->mode == DIRTY_GET_TWICE || d->mode == DIRTY_CLEAR) {
 		r = get_dirty_log_timed(d, &tsc, &wall);
 		if (r) {
 			snprintf(d->err, sizeof(d->err), "KVM_GET_DIRTY_LOG (the second call) "
 				 "after pass %llu: %s", (unsigned long long)d->pass, strerror(-r));
 			return;
 		}
-		if (check_dirty_log(d, 0))
+		if (check_dirty_log(d, 0, d->mode == DIRTY_CLEAR ?
+				    "KVM_GET_DIRTY_LOG (after KVM_CLEAR_DIRTY_LOG)" :
+				    "KVM_GET_DIRTY_LOG (the second call)"))
 			return;
 		if (sums) {
 			sums->empty_log_tsc += tsc;
@@ -1193,45 +1403,166 @@ static int dirty_on_out(struct vcpu_job *j, uint16_t port)
 	return 1;
 }
 
-/* The best figures of a workload's groups: per timed pass, per log call. */
+/*
+ * DIRTY_RING: a KVM_EXIT_DIRTY_RING_FULL (the vCPU's ring reached its soft
+ * limit within a pass): harvest this vCPU's ring into the pass's pages,
+ * reset, and go on with the pass, counting the exit.
+ */
+static int dirty_on_exit(struct vcpu_job *j)
+{
+	struct dirty_run *d = j->ctx;
+	int r;
+
+	if (d->mode != DIRTY_RING || j->vcpu->run->exit_reason != KVM_EXIT_DIRTY_RING_FULL)
+		return 0;
+	pthread_mutex_lock(&d->ring_lock);
+	d->ring_full_exits++;
+	r = ring_harvest(d, j->id, j->err, sizeof(j->err));
+	/* Else it would exit again at once, for ever. */
+	if (!r && !d->ring_harvested) {
+		snprintf(j->err, sizeof(j->err), "KVM_EXIT_DIRTY_RING_FULL in pass %llu with no "
+			 "dirty entry at vCPU %d's ring entry %llu", (unsigned long long)d->pass,
+			 j->id, (unsigned long long)d->ring_next[j->id]);
+		r = -1;
+	}
+	if (!r)
+		r = ring_reset(d, j->err, sizeof(j->err));
+	pthread_mutex_unlock(&d->ring_lock);
+	return r < 0 ? -1 : 1;
+}
+
+/*
+ * The best figures of a workload's groups: per timed pass, per collection
+ * call; and what the run's dirty rings saw.
+ */
 struct dirty_best {
-	struct best pass, log, empty_log;
+	struct best pass, log, clear, empty_log;
+	uint64_t ring_entries, ring_full_exits, ring_duplicates;
 };
+
+/* KVM_CHECK_EXTENSION(@cap) on @dev, or -errno. */
+static long dev_check_extension(const char *dev, long cap)
+{
+	int fd = open(dev, O_RDWR | O_CLOEXEC);
+	long r;
+
+	if (fd < 0)
+		return -errno;
+	r = ioctl(fd, KVM_CHECK_EXTENSION, cap);
+	r = r < 0 ? -errno : r;
+	close(fd);
+	return r;
+}
+
+/*
+ * Whether @dev reports capability @cap_name (@cap): its KVM_CHECK_EXTENSION
+ * value, or 0 after reporting workload @name skipped (the hypervisor does
+ * not have it) or -1 after reporting it failed.
+ */
+static long dirty_cap(const char *dev, const char *name, long cap, const char *cap_name)
+{
+	long r = dev_check_extension(dev, cap);
+	char why[128];
+
+	if (r < 0) {
+		snprintf(why, sizeof(why), "KVM_CHECK_EXTENSION(%s) on %s: %s", cap_name, dev,
+			 strerror(-r));
+		fail(name, why);
+		return -1;
+	}
+	if (!r) {
+		snprintf(why, sizeof(why), "%s does not report %s", dev, cap_name);
+		skip(name, why);
+	}
+	return r;
+}
 
 /*
  * One VM of a dirty-logging workload: a logging slot of @mib MiB in 4 KiB
  * host pages, @nvcpus vCPUs each writing one page in @stride_pages of its
  * own part of it, one untimed pass that faults the pages in, then
- * `repeat` groups of @passes timed passes, the log taken after each. The
- * groups are the runs of this workload (one VM for all of them: the
- * fault-in pass costs more than a few timed ones, and every pass after
- * it does the same work). Returns 0, or -1 after printing why.
+ * `repeat` groups of @passes timed passes, the dirty pages collected as
+ * @mode says after each. The groups are the runs of this workload (one VM
+ * for all of them: the fault-in pass costs more than a few timed ones, and
+ * every pass after it does the same work). Returns 0, 1 after reporting
+ * @name skipped (the hypervisor lacks the capability @mode needs), or -1
+ * after printing why it failed.
  */
 static int dirty_run(const char *dev, const char *name, uint64_t mib, int nvcpus,
-		     uint64_t stride_pages, uint64_t passes, int time_empty_log,
+		     uint64_t stride_pages, uint64_t passes, enum dirty_mode mode,
 		     struct dirty_best *b)
 {
 	struct vcpu_job jobs[MAX_VCPUS];
 	struct dirty_run d = {
-		.nvcpus = nvcpus, .slot_pages = mib << 8, .stride_pages = stride_pages,
-		.time_empty_log = time_empty_log, .passes = passes,
+		.mode = mode, .nvcpus = nvcpus, .slot_pages = mib << 8,
+		.stride_pages = stride_pages, .passes = passes,
 	};
 	uint64_t writes = d.slot_pages / stride_pages / nvcpus;
+	struct kvm_enable_cap cap = { 0 };
+	size_t ring_bytes = 0;
 	struct kvm_regs regs;
 	unsigned int g;
 	void *slot1;
+	long max;
 	int i, r;
 
+	memset(b, 0, sizeof(*b));
+	if (mode == DIRTY_CLEAR) {
+		max = dirty_cap(dev, name, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
+				"KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2");
+		if (max <= 0)
+			return max < 0 ? -1 : 1;
+		if (!(max & KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE)) {
+			skip(name, "KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 lacks "
+			     "KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE");
+			return 1;
+		}
+		cap.cap = KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2;
+		cap.args[0] = KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE;
+	} else if (mode == DIRTY_RING) {
+		/* The largest ring size in bytes, KVM_DIRTY_RING_MAX_ENTRIES in KVM. */
+		max = dirty_cap(dev, name, KVM_CAP_DIRTY_LOG_RING_ACQ_REL,
+				"KVM_CAP_DIRTY_LOG_RING_ACQ_REL");
+		if (max <= 0)
+			return max < 0 ? -1 : 1;
+		/*
+		 * A vCPU's pages of one pass and room for what the hypervisor
+		 * keeps in reserve below the ring's end (KVM: 64 entries plus
+		 * a PML buffer of 512), so that a pass does not fill the ring
+		 * up to its soft limit; at most the largest size (a pass over
+		 * more than some 250 MiB then takes KVM_EXIT_DIRTY_RING_FULL
+		 * exits).
+		 */
+		d.ring_entries = 1;
+		while (d.ring_entries < writes + 1024 &&
+		       d.ring_entries * sizeof(struct kvm_dirty_gfn) < (uint64_t)max)
+			d.ring_entries *= 2;
+		ring_bytes = d.ring_entries * sizeof(struct kvm_dirty_gfn);
+		if (ring_bytes > (uint64_t)max) {
+			char why[128];
+
+			snprintf(why, sizeof(why), "KVM_CAP_DIRTY_LOG_RING_ACQ_REL reports %ld "
+				 "bytes, not a power of 2", max);
+			fail(name, why);
+			return -1;
+		}
+		cap.cap = KVM_CAP_DIRTY_LOG_RING_ACQ_REL;
+		cap.args[0] = ring_bytes;
+		b->ring_entries = d.ring_entries;
+	}
 	memset(jobs, 0, sizeof(jobs));
-	d.vm = bench_vm(dev, name, mib, 0, KVM_MEM_LOG_DIRTY_PAGES, &slot1);
+	d.vm = bench_vm(dev, name, cap.cap ? &cap : NULL, mib, 0, KVM_MEM_LOG_DIRTY_PAGES,
+			&slot1);
 	if (!d.vm)
 		return -1;
 	d.bitmap = calloc(d.slot_pages / 64, 8);
 	d.group = calloc(repeat, sizeof(*d.group));
 	if (!d.bitmap || !d.group)
 		guest_die("out of memory for the dirty bitmap");
+	pthread_mutex_init(&d.ring_lock, NULL);
 	for (i = 0; i < nvcpus; i++) {
 		jobs[i].on_out = dirty_on_out;
+		jobs[i].on_exit = dirty_on_exit;
 		jobs[i].ctx = &d;
 		bench_vcpu(d.vm, &jobs[i], i, bench_dirty,
 			   FAULT_GPA + (uint64_t)i * writes * stride_pages * 4096, writes,
@@ -1240,6 +1571,15 @@ static int dirty_run(const char *dev, const char *name, uint64_t mib, int nvcpus
 		regs.rcx = stride_pages * 4096;
 		regs.rbx = DIRTY_MBOX + (uint64_t)i * 16;
 		vcpu_set_regs(jobs[i].vcpu, &regs);
+		if (mode == DIRTY_RING) {
+			d.ring[i] = mmap(NULL, ring_bytes, PROT_READ | PROT_WRITE, MAP_SHARED,
+					 jobs[i].vcpu->fd,
+					 (off_t)KVM_DIRTY_LOG_PAGE_OFFSET * getpagesize());
+			if (d.ring[i] == MAP_FAILED)
+				guest_die("mmap of vCPU %d's dirty ring (%zu bytes at page %d of "
+					  "its fd): %s", i, ring_bytes, KVM_DIRTY_LOG_PAGE_OFFSET,
+					  strerror(errno));
+		}
 	}
 	current = NULL;
 	pthread_barrier_init(&d.pass_end, NULL, nvcpus);
@@ -1256,6 +1596,7 @@ static int dirty_run(const char *dev, const char *name, uint64_t mib, int nvcpus
 	}
 	best_init(&b->pass);
 	best_init(&b->log);
+	best_init(&b->clear);
 	best_init(&b->empty_log);
 	for (g = 0; !r && g < repeat; g++) {
 		struct dirty_sums *sums = &d.group[g];
@@ -1263,13 +1604,21 @@ static int dirty_run(const char *dev, const char *name, uint64_t mib, int nvcpus
 		best_add(&b->pass, (double)sums->pass_tsc / passes,
 			 (double)sums->pass_wall / passes);
 		best_add(&b->log, (double)sums->log_tsc / passes, (double)sums->log_wall / passes);
+		best_add(&b->clear, (double)sums->clear_tsc / passes,
+			 (double)sums->clear_wall / passes);
 		best_add(&b->empty_log, (double)sums->empty_log_tsc / passes,
 			 (double)sums->empty_log_wall / passes);
 	}
+	b->ring_full_exits = d.ring_full_exits;
+	b->ring_duplicates = d.ring_duplicates;
 	pthread_barrier_destroy(&d.pass_end);
 	pthread_barrier_destroy(&d.log_taken);
-	for (i = 0; i < nvcpus; i++)
+	pthread_mutex_destroy(&d.ring_lock);
+	for (i = 0; i < nvcpus; i++) {
+		if (d.ring[i])
+			munmap(d.ring[i], ring_bytes);
 		vcpu_free(jobs[i].vcpu);
+	}
 	vm_free(d.vm);
 	munmap(slot1, mib << 20);
 	free(d.bitmap);
@@ -1282,20 +1631,30 @@ static int dirty_run(const char *dev, const char *name, uint64_t mib, int nvcpus
  * @mib MiB logging slot, one qword each, in passes with the log taken
  * between them, so every write of a pass is a write-protection fault that
  * the hypervisor fixes and logs. Per pass; the log calls' figures (every
- * page dirty) and the figure per page come along.
+ * page dirty) and the figure per page come along. dirty_pass_ring
+ * (@mode DIRTY_RING): the same with the dirty ring instead of the bitmap,
+ * the ring's harvest and reset for the log calls.
  */
 static void bench_dirty_pass(const char *dev, const char *name, int nvcpus, uint64_t mib,
-			     uint64_t passes)
+			     uint64_t passes, enum dirty_mode mode)
 {
 	struct dirty_best b;
-	char extra[160];
+	char extra[320];
+	int n;
 
-	if (dirty_run(dev, name, mib, nvcpus, 1, passes, 0, &b) < 0)
+	if (dirty_run(dev, name, mib, nvcpus, 1, passes, mode, &b))
 		return;
-	snprintf(extra, sizeof(extra), "pages_per_pass=%llu guest_tsc_per_page=%.1f "
-		 "get_log_host_tsc_per_call=%.1f get_log_wall_ns_per_call=%.0f",
-		 (unsigned long long)(mib << 8), b.pass.tsc_min / (mib << 8), b.log.tsc_min,
-		 b.log.wall_min);
+	n = snprintf(extra, sizeof(extra), "pages_per_pass=%llu guest_tsc_per_page=%.1f ",
+		     (unsigned long long)(mib << 8), b.pass.tsc_min / (mib << 8));
+	if (mode == DIRTY_RING)
+		snprintf(extra + n, sizeof(extra) - n, "ring_entries=%llu ring_full_exits=%llu "
+			 "ring_duplicates=%llu collect_host_tsc_per_call=%.1f "
+			 "collect_wall_ns_per_call=%.0f", (unsigned long long)b.ring_entries,
+			 (unsigned long long)b.ring_full_exits,
+			 (unsigned long long)b.ring_duplicates, b.log.tsc_min, b.log.wall_min);
+	else
+		snprintf(extra + n, sizeof(extra) - n, "get_log_host_tsc_per_call=%.1f "
+			 "get_log_wall_ns_per_call=%.0f", b.log.tsc_min, b.log.wall_min);
 	best_print(name, nvcpus, passes, "guest", &b.pass, extra);
 }
 
@@ -1314,7 +1673,7 @@ static void bench_get_dirty_log(const char *dev, uint64_t mib, uint64_t stride,
 	struct dirty_best b;
 	char extra[96];
 
-	if (dirty_run(dev, "get_dirty_log", mib, 1, stride, calls, 1, &b) < 0)
+	if (dirty_run(dev, "get_dirty_log", mib, 1, stride, calls, DIRTY_GET_TWICE, &b))
 		return;
 	snprintf(extra, sizeof(extra), "slot_mib=%llu dirty_pages_per_call=%llu",
 		 (unsigned long long)mib, (unsigned long long)((mib << 8) / stride));
@@ -1322,6 +1681,30 @@ static void bench_get_dirty_log(const char *dev, uint64_t mib, uint64_t stride,
 	snprintf(extra, sizeof(extra), "slot_mib=%llu dirty_pages_per_call=0",
 		 (unsigned long long)mib);
 	best_print("get_dirty_log_empty", 1, calls, "host", &b.empty_log, extra);
+}
+
+/*
+ * clear_dirty_log: the same slot and writes as get_dirty_log, with manual
+ * protection (KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, pages not initially set):
+ * after each pass KVM_GET_DIRTY_LOG only reads the log (a snapshot), and
+ * one KVM_CLEAR_DIRTY_LOG of the whole slot with that bitmap takes the
+ * pages and write-protects them. Per KVM_CLEAR_DIRTY_LOG call, this VMM's
+ * clocks; the snapshot's figures come along. A KVM_GET_DIRTY_LOG after the
+ * clear must report nothing.
+ */
+static void bench_clear_dirty_log(const char *dev, uint64_t mib, uint64_t stride,
+				  uint64_t calls)
+{
+	struct dirty_best b;
+	char extra[192];
+
+	if (dirty_run(dev, "clear_dirty_log", mib, 1, stride, calls, DIRTY_CLEAR, &b))
+		return;
+	snprintf(extra, sizeof(extra), "slot_mib=%llu dirty_pages_per_call=%llu "
+		 "get_log_host_tsc_per_call=%.1f get_log_wall_ns_per_call=%.0f",
+		 (unsigned long long)mib, (unsigned long long)((mib << 8) / stride),
+		 b.log.tsc_min, b.log.wall_min);
+	best_print("clear_dirty_log", 1, calls, "host", &b.clear, extra);
 }
 
 /* Whether comma-separated @list names @name. */
@@ -1367,7 +1750,8 @@ static void usage(const char *argv0)
 		"[--dirty-mib M] [--dirty-passes P] [--dirty-log-mib M] [--dirty-log-stride S "
 		"(power of 2, <= 256)] [--dirty-log-calls C] "
 		"[--timeout S] [--only|--skip pio_exit,cpuid_exit,fault_4k,fault_4k_4vcpu,fault_thp,"
-		"pageout,invalidate,dirty_pass,dirty_pass_4vcpu,get_dirty_log]\n", argv0);
+		"pageout,invalidate,dirty_pass,dirty_pass_4vcpu,dirty_pass_ring,get_dirty_log,"
+		"clear_dirty_log]\n", argv0);
 	exit(2);
 }
 
@@ -1472,10 +1856,14 @@ int main(int argc, char **argv)
 		prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0);
 	}
 	if (selected("dirty_pass"))
-		bench_dirty_pass(dev, "dirty_pass", 1, dirty_mib, dirty_passes);
+		bench_dirty_pass(dev, "dirty_pass", 1, dirty_mib, dirty_passes, DIRTY_GET);
 	if (selected("dirty_pass_4vcpu"))
-		bench_dirty_pass(dev, "dirty_pass_4vcpu", 4, dirty_mib, dirty_passes);
+		bench_dirty_pass(dev, "dirty_pass_4vcpu", 4, dirty_mib, dirty_passes, DIRTY_GET);
+	if (selected("dirty_pass_ring"))
+		bench_dirty_pass(dev, "dirty_pass_ring", 1, dirty_mib, dirty_passes, DIRTY_RING);
 	if (selected("get_dirty_log"))
 		bench_get_dirty_log(dev, dirty_log_mib, dirty_log_stride, dirty_log_calls);
+	if (selected("clear_dirty_log"))
+		bench_clear_dirty_log(dev, dirty_log_mib, dirty_log_stride, dirty_log_calls);
 	return failed;
 }
