@@ -137,6 +137,8 @@ pub(crate) mod vcpu {
     pub(crate) const SET_CPUID2: u32 = iow(0x90, 8);
     /// `KVM_GET_CPUID2`.
     pub(crate) const GET_CPUID2: u32 = super::iowr(0x91, 8);
+    /// `KVM_INTERRUPT` (`struct kvm_interrupt`: the vector).
+    pub(crate) const INTERRUPT: u32 = iow(0x86, 4);
     /// `KVM_SET_SIGNAL_MASK` (`struct kvm_signal_mask` header: `len`).
     pub(crate) const SET_SIGNAL_MASK: u32 = iow(0x8b, 4);
     /// `KVM_GET_XSAVE` (`struct kvm_xsave`).
@@ -243,6 +245,7 @@ pub(crate) const DIRTY_RING_MAX_BYTES: u64 = 65536 * 16;
 /// `struct kvm_run`: the offsets of the fields rkvm reads and writes, and
 /// the exit reasons it reports.
 pub(crate) mod run {
+    pub(crate) const REQUEST_INTERRUPT_WINDOW: usize = 0;
     pub(crate) const IMMEDIATE_EXIT: usize = 1;
     pub(crate) const EXIT_REASON: usize = 8;
     pub(crate) const READY_FOR_INTERRUPT_INJECTION: usize = 12;
@@ -278,6 +281,8 @@ pub(crate) mod run {
         pub(crate) const UNKNOWN: u32 = 0;
         pub(crate) const IO: u32 = 2;
         pub(crate) const HLT: u32 = 5;
+        /// The guest can take an interrupt (`request_interrupt_window`).
+        pub(crate) const IRQ_WINDOW_OPEN: u32 = 7;
         pub(crate) const MMIO: u32 = 6;
         pub(crate) const SHUTDOWN: u32 = 8;
         pub(crate) const FAIL_ENTRY: u32 = 9;

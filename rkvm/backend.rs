@@ -47,6 +47,8 @@ pub(crate) trait VcpuBackend: Send + Sync {
     fn gprs(&self) -> Gprs;
     fn set_gprs(&mut self, gprs: &Gprs);
     fn rip(&self) -> u64;
+    /// Moves RIP (an emulated or skipped instruction): a new RIP ends any
+    /// STI or MOV SS interrupt shadow, which covered the old instruction.
     fn set_rip(&mut self, rip: u64);
     fn rflags(&self) -> u64;
     fn set_rflags(&mut self, rflags: u64);
@@ -99,10 +101,25 @@ pub(crate) trait VcpuBackend: Send + Sync {
     /// Makes the next entry flush the guest's own (linear) TLB entries, as
     /// a MOV to CR4 that the hardware did not execute would have.
     fn flush_guest_tlb(&mut self);
-    /// Whether the guest has interrupts enabled, and whether one could be
-    /// injected now (no interrupt shadow): `kvm_run`'s `if_flag` and
-    /// `ready_for_interrupt_injection`.
+    /// Whether the guest has interrupts enabled, and whether it can take
+    /// an external interrupt now (IF set, no interrupt shadow, no event
+    /// already on its way in): `kvm_run`'s `if_flag` and, with nothing
+    /// queued above, `ready_for_interrupt_injection`.
     fn interrupt_status(&self) -> (bool, bool);
+    /// Makes the next entry deliver external interrupt `vector`, whatever
+    /// the guest's IF (the caller decided it may: KVM's injected
+    /// interrupt).
+    fn inject_interrupt(&mut self, vector: u8);
+    /// Whether the next entry delivers an event: one injected, or one whose
+    /// delivery the last exit interrupted (delivered again).
+    fn event_pending(&self) -> bool;
+    /// That event's vector, if it is an external interrupt
+    /// (`KVM_GET_SREGS`'s `interrupt_bitmap`).
+    fn pending_interrupt(&self) -> Option<u8>;
+    /// With `on`, the guest exits ([`Exit::InterruptWindow`]) as soon as it
+    /// can take an external interrupt; without, it does not. Decided
+    /// before each entry.
+    fn set_interrupt_window(&mut self, on: bool);
 
     /// Makes every accessor's answer current. A backend may leave part of
     /// the state the guest changes without exiting (CR3, segments but CS,

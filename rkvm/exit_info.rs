@@ -39,6 +39,9 @@ pub(crate) enum Exit {
     Shutdown,
     /// The guest state failed the entry checks (hardware or software).
     FailEntry { reason: u64 },
+    /// The guest can take an external interrupt now (the exit
+    /// `VcpuBackend::set_interrupt_window` asked for).
+    InterruptWindow,
     /// RDPMC: rkvm has no virtual PMU, so no counter exists (`#GP`), and
     /// the host's counters are never read by the guest.
     Rdpmc,

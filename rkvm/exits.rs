@@ -123,6 +123,11 @@ pub(crate) struct CpuCore {
     pub(crate) misc_enable: u64,
     /// The last exit was a shutdown: the state is undefined until reset.
     pub(crate) shut_down: bool,
+    /// An external interrupt userspace queued (`KVM_INTERRUPT`, or
+    /// `KVM_SET_SREGS`' interrupt bitmap) that no entry has taken yet:
+    /// without an in-kernel APIC, the next entry that delivers no other
+    /// event delivers it, whatever the guest's IF, as KVM's.
+    pub(crate) queued_irq: Option<u8>,
     pending: Pending,
     /// The TDP MMU's TLB generation this vCPU last flushed for.
     flushed_tlb_gen: u64,
@@ -153,6 +158,7 @@ impl CpuCore {
             xcr0_allowed: 0,
             misc_enable: msr::MISC_ENABLE_DEFAULT,
             shut_down: false,
+            queued_irq: None,
             pending: Pending::None,
             flushed_tlb_gen: 0,
             idx,
@@ -241,6 +247,7 @@ impl CpuCore {
         self.misc_enable = msr::MISC_ENABLE_DEFAULT;
         self.pending = Pending::None;
         self.shut_down = false;
+        self.queued_irq = None;
     }
 }
 
@@ -295,17 +302,44 @@ impl CpuCore {
                 run.set_exit_reason(kvm_exit::DIRTY_RING_FULL);
                 return Ok(());
             }
+            self.prepare_events(run);
             let (exit, cpu) = self.enter(vm, fpu)?;
             stats.count(stats::vcpu::EXITS);
             match self.handle_exit(vm, run, pio, &mut cache, stats, exit, cpu)? {
                 Flow::Guest => {}
                 Flow::User => return Ok(()),
             }
+            if run.request_interrupt_window() && self.ready_for_interrupt() {
+                // Userspace asked to hear when it may inject.
+                run.set_exit_reason(kvm_exit::IRQ_WINDOW_OPEN);
+                return Ok(());
+            }
         }
     }
 }
 
 impl CpuCore {
+    /// Events for the next entry, without an in-kernel APIC (KVM's
+    /// userspace-driven injection): the queued interrupt goes in unless
+    /// another event does (it waits for the next entry), and the
+    /// interrupt window is watched if userspace asked for it and has no
+    /// interrupt queued.
+    fn prepare_events(&mut self, run: &RunPage<'_>) {
+        let window = run.request_interrupt_window() && self.queued_irq.is_none();
+        if !self.backend.event_pending() {
+            if let Some(vector) = self.queued_irq.take() {
+                self.backend.inject_interrupt(vector);
+            }
+        }
+        self.backend.set_interrupt_window(window);
+    }
+
+    /// `kvm_run.ready_for_interrupt_injection`: the guest can take an
+    /// external interrupt now and none is queued or on its way in.
+    pub(crate) fn ready_for_interrupt(&self) -> bool {
+        self.queued_irq.is_none() && self.backend.interrupt_status().1
+    }
+
     /// One entry into the guest. Returns the exit and the CPU it ran on.
     fn enter(&mut self, vm: &Vm, fpu: &LoadedGuestFpu<'_>) -> Result<(Exit, u32)> {
         let host_xcr0 = cpu::host_xcr0();
@@ -351,6 +385,7 @@ impl CpuCore {
             // RFLAGS, GPRs, CR0, CR4, EFER, CS, CPL); TDP faults sync
             // before they emulate.
             Exit::Host
+            | Exit::InterruptWindow
             | Exit::Cpuid
             | Exit::Hlt
             | Exit::Xsetbv
@@ -360,7 +395,8 @@ impl CpuCore {
             _ => self.backend.sync_state(),
         }
         Ok(match exit {
-            Exit::Host => Flow::Guest,
+            // The window check after every exit decides.
+            Exit::Host | Exit::InterruptWindow => Flow::Guest,
             Exit::Cpuid => self.handle_cpuid(),
             Exit::Hlt => {
                 self.skip_instruction(None);

@@ -78,8 +78,6 @@ struct State {
     cpu: GuestCpu,
     /// `KVM_GET_SREGS`'s APIC base (no in-kernel local APIC yet).
     apic_base: u64,
-    /// An interrupt queued through `KVM_SET_SREGS`.
-    pending_irq: Option<u8>,
     /// `KVM_SET_SIGNAL_MASK`: the signals blocked while in `KVM_RUN`.
     sigmask: Option<u64>,
 }
@@ -105,7 +103,6 @@ impl State {
     fn reset(&mut self, is_bsp: bool) -> Result {
         self.core_mut().reset(is_bsp);
         self.apic_base = sregs::reset(is_bsp).apic_base;
-        self.pending_irq = None;
         let mut buf = KBox::new([0u8; XSAVE_UABI_SIZE], GFP_KERNEL)?;
         buf[..FXSAVE_SIZE].copy_from_slice(&Fpu::reset_fxsave());
         buf[XSTATE_BV..XSTATE_BV + 8].copy_from_slice(&(xcr0::X87 | xcr0::SSE).to_ne_bytes());
@@ -133,7 +130,8 @@ impl State {
         drop(sigmask);
         stats.count_return(&ret, run.exit_reason());
         let backend = &self.core().backend;
-        let (if_flag, ready) = backend.interrupt_status();
+        let (if_flag, _) = backend.interrupt_status();
+        let ready = self.core().ready_for_interrupt();
         let cr8 = backend.cr8();
         if self.core().shut_down {
             // The state is undefined after a shutdown; KVM resets the vCPU.
@@ -210,7 +208,8 @@ impl State {
     fn get_sregs(&self) -> Sregs {
         Sregs {
             apic_base: self.apic_base,
-            pending_irq: self.pending_irq,
+            // KVM's injected interrupt: queued, or on its way in.
+            pending_irq: self.core().queued_irq.or(self.core().backend.pending_interrupt()),
             ..self.core().backend.sregs()
         }
     }
@@ -220,7 +219,9 @@ impl State {
             return Err(EINVAL);
         }
         // As in KVM, an empty interrupt bitmap leaves a queued interrupt be.
-        self.pending_irq = new.pending_irq.or(self.pending_irq);
+        if let Some(vector) = new.pending_irq {
+            self.core_mut().queued_irq = Some(vector);
+        }
         self.apic_base = new.apic_base;
         let core = self.core_mut();
         core.backend.set_sregs(new);
@@ -349,7 +350,6 @@ impl Vcpu {
                 core: CpuCore::new(backend, idx, dirty_ring.clone()),
             },
             apic_base: 0,
-            pending_irq: None,
             sigmask: None,
         };
         state.reset(is_bsp)?;
@@ -444,6 +444,12 @@ impl AnonFile for Vcpu {
             abi::vcpu::SET_CPUID2 => state.set_cpuid(arg)?,
             abi::vcpu::GET_CPUID2 => state.get_cpuid(arg)?,
             abi::vcpu::SET_SIGNAL_MASK => state.sigmask = sigmask_arg(arg)?,
+            abi::vcpu::INTERRUPT => {
+                // Without an in-kernel APIC, as KVM: queued for the next
+                // entry (a second call replaces the first).
+                let irq = u32::from_ne_bytes(uarg::read(arg)?);
+                state.core_mut().queued_irq = Some(u8::try_from(irq).map_err(|_| EINVAL)?);
+            }
             // KVM answers unknown vCPU ioctls with EINVAL.
             _ => return Err(EINVAL),
         }

@@ -399,27 +399,35 @@ impl Vm {
         }
         let (s, log) = self.logging_slot(slot)?;
         let n = dirty::words(s.npages);
+        let manual = self.dirty_log_options.load(Ordering::Relaxed)
+            & abi::dirty_log::MANUAL_PROTECT_ENABLE
+            != 0;
+        if !manual && (0..n).all(|i| dirty::read(&log.bits, i) == 0) {
+            // Nothing to take or protect: as if the collection had come
+            // before the bits being set now.
+            return uarg::write_zeroes(bitmap as usize, n * 8);
+        }
         let mut words = KVVec::from_elem(0u64, n, GFP_KERNEL)?;
-        // Nothing is taken unless the whole bitmap can be written.
-        uarg::write(bitmap as usize, <[u64] as AsBytes>::as_bytes(&words))?;
-        if self.dirty_log_options.load(Ordering::Relaxed) & abi::dirty_log::MANUAL_PROTECT_ENABLE != 0 {
+        if manual {
             // Manual protection: a snapshot; `KVM_CLEAR_DIRTY_LOG` takes.
             for (i, w) in words.iter_mut().enumerate() {
                 *w = dirty::read(&log.bits, i);
             }
-        } else if (0..n).any(|i| dirty::read(&log.bits, i) != 0) {
+        } else {
             let base = Gfn(s.base_gfn);
             self.mmu.tdp.write_protect_masked(words.iter_mut().enumerate().map(|(i, w)| {
                 *w = dirty::take(&log.bits, i);
                 (base.add(i as u64 * 64), *w)
             }));
         }
-        // (With every word clear there is nothing to take or protect: as
-        // if the collection had come before the bits being set now.)
         if uarg::write(bitmap as usize, <[u64] as AsBytes>::as_bytes(&words)).is_err() {
-            // Unmapped meanwhile: reported next time instead of lost.
-            for (i, w) in words.iter().enumerate() {
-                dirty::put_back(&log.bits, i, *w);
+            // Nothing is lost to a bitmap the VMM cannot write: what was
+            // taken is reported next time (its pages stay protected,
+            // which costs a fault each, not a write).
+            if !manual {
+                for (i, w) in words.iter().enumerate() {
+                    dirty::put_back(&log.bits, i, *w);
+                }
             }
             return Err(EFAULT);
         }

@@ -68,6 +68,10 @@ impl<'a> SharedPage<'a> {
 pub(crate) struct RunPage<'a>(pub(crate) SharedPage<'a>);
 
 impl RunPage<'_> {
+    pub(crate) fn request_interrupt_window(&self) -> bool {
+        self.0.read::<u8>(run::REQUEST_INTERRUPT_WINDOW) != 0
+    }
+
     pub(crate) fn immediate_exit(&self) -> bool {
         self.0.read::<u8>(run::IMMEDIATE_EXIT) != 0
     }

@@ -23,6 +23,20 @@ pub(crate) fn write(arg: usize, data: &[u8]) -> Result {
         .write_slice(data)
 }
 
+/// Writes `len` zero bytes at user address `addr` (`EFAULT` if
+/// unwritable; what was written before the fault stays written).
+pub(crate) fn write_zeroes(addr: usize, len: usize) -> Result {
+    static ZEROES: [u8; 4096] = [0; 4096];
+    let mut writer = UserSlice::new(UserPtr::from_addr(addr), len).writer();
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(ZEROES.len());
+        writer.write_slice(&ZEROES[..n])?;
+        left -= n;
+    }
+    Ok(())
+}
+
 /// Reads `out.len()` bytes at user address `addr`.
 pub(crate) fn read_into(addr: usize, out: &mut [u8]) -> Result {
     UserSlice::new(UserPtr::from_addr(addr), out.len())

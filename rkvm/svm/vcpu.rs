@@ -198,6 +198,7 @@ impl SvmVcpu {
         let info2 = c.exit_info_2;
         match code {
             exit::INTR | exit::NMI | exit::SMI | exit::INIT => Exit::Host,
+            exit::VINTR => Exit::InterruptWindow,
             exit::CPUID => Exit::Cpuid,
             exit::RDPMC => Exit::Rdpmc,
             exit::HLT => Exit::Hlt,
@@ -274,6 +275,11 @@ impl VcpuBackend for SvmVcpu {
     }
 
     fn set_rip(&mut self, rip: u64) {
+        if rip != self.vmcb.save.rip {
+            // Moving RIP ends any STI/MOV SS interrupt shadow, as KVM's
+            // instruction skip does (and the VMX backend).
+            self.vmcb.control.int_state &= !1;
+        }
         self.vmcb.save.rip = rip;
     }
 
@@ -458,7 +464,38 @@ impl VcpuBackend for SvmVcpu {
     fn interrupt_status(&self) -> (bool, bool) {
         let if_flag = self.vmcb.save.rflags & crate::arch::rflags::IF != 0;
         let shadow = self.vmcb.control.int_state & 1 != 0;
-        (if_flag, if_flag && !shadow)
+        (if_flag, if_flag && !shadow && !self.event_pending())
+    }
+
+    fn inject_interrupt(&mut self, vector: u8) {
+        let c = &mut self.vmcb.control;
+        c.event_inj = vmcb::event::VALID | vmcb::event::TYPE_INTR | vector as u32;
+        c.event_inj_err = 0;
+    }
+
+    fn event_pending(&self) -> bool {
+        self.vmcb.control.event_inj & vmcb::event::VALID != 0
+    }
+
+    fn pending_interrupt(&self) -> Option<u8> {
+        let inj = self.vmcb.control.event_inj;
+        let intr = vmcb::event::VALID | vmcb::event::TYPE_INTR;
+        (inj & (vmcb::event::VALID | vmcb::event::TYPE_MASK) == intr).then_some(inj as u8)
+    }
+
+    fn set_interrupt_window(&mut self, on: bool) {
+        // A virtual interrupt the guest takes at its first chance, which
+        // the intercept turns into the exit instead: never one without
+        // the other.
+        let c = &mut self.vmcb.control;
+        let bits = vmcb::V_IRQ | vmcb::V_IGN_TPR | vmcb::V_INTR_PRIO_MAX;
+        if on {
+            c.int_ctl |= bits;
+            c.intercept(3, vmcb::intercept::VINTR);
+        } else {
+            c.int_ctl &= !bits;
+            c.clear_intercept(3, vmcb::intercept::VINTR);
+        }
     }
 
     fn reset(&mut self, is_bsp: bool) {

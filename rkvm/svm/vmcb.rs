@@ -22,6 +22,8 @@ pub(crate) mod intercept {
     pub(crate) const NMI: u32 = 1;
     pub(crate) const SMI: u32 = 2;
     pub(crate) const INIT: u32 = 3;
+    /// A virtual interrupt (`V_IRQ`) could be taken.
+    pub(crate) const VINTR: u32 = 4;
     /// Writes of CR0 that change a bit other than TS and MP.
     pub(crate) const CR0_SEL_WRITE: u32 = 5;
     pub(crate) const RDPMC: u32 = 15;
@@ -65,6 +67,7 @@ pub(crate) mod exit {
     pub(crate) const NMI: u64 = 0x061;
     pub(crate) const SMI: u64 = 0x062;
     pub(crate) const INIT: u64 = 0x063;
+    pub(crate) const VINTR: u64 = 0x064;
     pub(crate) const RDPMC: u64 = 0x06f;
     pub(crate) const CPUID: u64 = 0x072;
     pub(crate) const HLT: u64 = 0x078;
@@ -107,6 +110,23 @@ pub(crate) mod tlb_control {
 /// `V_INTR_MASKING` in `int_ctl`: the guest's RFLAGS.IF masks only virtual
 /// interrupts; physical ones stay the host's and cause `#VMEXIT(INTR)`.
 pub(crate) const V_INTR_MASKING: u32 = 1 << 24;
+/// `V_IRQ` in `int_ctl`: a virtual interrupt is pending. rkvm sets it only
+/// with the `VINTR` intercept, to learn when the guest could take one.
+pub(crate) const V_IRQ: u32 = 1 << 8;
+/// `V_INTR_PRIO` (bits 19:16) and `V_IGN_TPR` in `int_ctl`: the pending
+/// virtual interrupt is checked against RFLAGS.IF and the interrupt shadow
+/// only, whatever the guest's TPR.
+pub(crate) const V_INTR_PRIO_MAX: u32 = 0xf << 16;
+pub(crate) const V_IGN_TPR: u32 = 1 << 20;
+/// What `EVENTINJ` and `EXITINTINFO` share (APM 15.20): vector in bits
+/// 7:0, type in 10:8, error code valid in 11, valid in 31.
+pub(crate) mod event {
+    pub(crate) const VALID: u32 = 1 << 31;
+    pub(crate) const TYPE_MASK: u32 = 7 << 8;
+    /// An external (or virtual) interrupt.
+    pub(crate) const TYPE_INTR: u32 = 0 << 8;
+}
+
 /// `NP_ENABLE` in `misc_ctl`.
 pub(crate) const NP_ENABLE: u64 = 1 << 0;
 /// EFER.SVME must be set in the guest's EFER while it runs (APM 15.5.1);
@@ -320,6 +340,13 @@ impl Control {
     pub(crate) fn intercept(&mut self, word: usize, bit: u32) {
         if let Some(w) = self.intercepts.get_mut(word) {
             *w |= 1 << bit;
+        }
+    }
+
+    /// Clears intercept `bit` of intercept word `word`.
+    pub(crate) fn clear_intercept(&mut self, word: usize, bit: u32) {
+        if let Some(w) = self.intercepts.get_mut(word) {
+            *w &= !(1 << bit);
         }
     }
 

@@ -74,6 +74,9 @@ control_bits! {
 control_bits! {
     /// Primary processor-based VM-execution controls (SDM 25.6.2).
     primary {
+        /// Exits as soon as the guest can take an external interrupt;
+        /// turned on and off by the backend (see `PRIMARY_TOGGLED`).
+        INTR_WINDOW_EXITING = 2,
         /// `IA32_VMX_TSC_OFFSET` is added to the guest's TSC reads.
         USE_TSC_OFFSETTING = 3,
         HLT_EXITING = 7,
@@ -265,6 +268,9 @@ const PRIMARY_REQUIRED: u32 = primary::USE_TSC_OFFSETTING
     | primary::MONITOR_EXITING
     | primary::ACTIVATE_SECONDARY_CONTROLS;
 const PRIMARY_OPTIONAL: u32 = 0;
+/// Controls the backend turns on only while it needs them: the CPU must
+/// allow them, but the configuration starts with them off.
+pub(crate) const PRIMARY_TOGGLED: u32 = primary::INTR_WINDOW_EXITING;
 
 /// rkvm's MMU is EPT only, and real mode runs without vm86 emulation.
 /// RDTSCP, INVPCID and XSAVES stay off: the guest gets `#UD` for them, as
@@ -306,7 +312,11 @@ impl VmcsConfig {
         };
         Ok(Self {
             pin_based: word(ControlWord::PinBased, PIN_REQUIRED, PIN_OPTIONAL)?,
-            primary: word(ControlWord::Primary, PRIMARY_REQUIRED, PRIMARY_OPTIONAL)?,
+            primary: word(
+                ControlWord::Primary,
+                PRIMARY_REQUIRED | PRIMARY_TOGGLED,
+                PRIMARY_OPTIONAL,
+            )? & !PRIMARY_TOGGLED,
             secondary: word(
                 ControlWord::Secondary,
                 SECONDARY_REQUIRED,
@@ -489,6 +499,24 @@ mod tests {
         assert_eq!(
             format!("{e}"),
             "the CPU cannot set VM-entry controls LOAD_IA32_EFER (0x8000)"
+        );
+    }
+
+    #[test]
+    fn interrupt_window_exiting_is_allowed_but_off() {
+        let c = VmcsConfig::compute(HASWELL_BASIC, haswell).unwrap();
+        assert_eq!(c.primary & primary::INTR_WINDOW_EXITING, 0);
+        let e = VmcsConfig::compute(HASWELL_BASIC, |m| match m {
+            MSR_VMX_TRUE_PROCBASED_CTLS => haswell(m).map(|v| v & !((PRIMARY_TOGGLED as u64) << 32)),
+            _ => haswell(m),
+        })
+        .unwrap_err();
+        assert_eq!(
+            e,
+            ControlsError::Missing {
+                word: ControlWord::Primary,
+                missing: primary::INTR_WINDOW_EXITING
+            }
         );
     }
 

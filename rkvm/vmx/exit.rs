@@ -19,6 +19,7 @@ pub(crate) mod reason {
     pub(crate) const SIPI: u16 = 4;
     pub(crate) const IO_SMI: u16 = 5;
     pub(crate) const OTHER_SMI: u16 = 6;
+    pub(crate) const INTERRUPT_WINDOW: u16 = 7;
     pub(crate) const CPUID: u16 = 10;
     pub(crate) const GETSEC: u16 = 11;
     pub(crate) const HLT: u16 = 12;
@@ -63,6 +64,7 @@ pub(crate) mod event {
     pub(crate) const NMI_UNBLOCKED_BY_IRET: u32 = 1 << 12;
     pub(crate) const VALID: u32 = 1 << 31;
 
+    pub(crate) const TYPE_EXTERNAL_INTERRUPT: u32 = 0;
     pub(crate) const TYPE_NMI: u32 = 2;
     pub(crate) const TYPE_HW_EXCEPTION: u32 = 3;
     pub(crate) const TYPE_SOFT_INTERRUPT: u32 = 4;
@@ -80,6 +82,11 @@ pub(crate) mod event {
             info |= ERROR_CODE;
         }
         info
+    }
+
+    /// The entry word that delivers external interrupt `vector`.
+    pub(crate) const fn external_interrupt(vector: u8) -> u32 {
+        VALID | (TYPE_EXTERNAL_INTERRUPT << TYPE_SHIFT) | vector as u32
     }
 
     /// Whether delivering the event needs the instruction length (the
@@ -184,6 +191,7 @@ impl ExitInfo {
             EXCEPTION_NMI if self.is_nmi() => Exit::Host,
             EXTERNAL_INTERRUPT | INIT_SIGNAL | SIPI | IO_SMI | OTHER_SMI => Exit::Host,
             TRIPLE_FAULT => Exit::Shutdown,
+            INTERRUPT_WINDOW => Exit::InterruptWindow,
             CPUID => Exit::Cpuid,
             HLT => Exit::Hlt,
             RDPMC => Exit::Rdpmc,
@@ -356,6 +364,8 @@ mod tests {
         assert_eq!(exit(reason::RDPMC, 0).decode(), Exit::Rdpmc);
         assert_eq!(exit(reason::TRIPLE_FAULT, 0).decode(), Exit::Shutdown);
         assert_eq!(exit(reason::EXTERNAL_INTERRUPT, 0).decode(), Exit::Host);
+        assert_eq!(exit(reason::INTERRUPT_WINDOW, 0).decode(), Exit::InterruptWindow);
+        assert_eq!(event::external_interrupt(0x30), 0x8000_0030);
         assert_eq!(exit(reason::WRMSR, 0).decode(), Exit::Msr { write: true });
         assert_eq!(exit(reason::XSETBV, 0).decode(), Exit::Xsetbv);
         assert_eq!(

@@ -41,7 +41,7 @@ use crate::{
     shim::{cpu::IrqsOff, ffi, x86},
     sregs::{self, SegReg, Segment, Sregs},
     vmx::{
-        controls::{entry as entry_ctl, exit as exit_ctl, secondary, VmcsConfig},
+        controls::{entry as entry_ctl, exit as exit_ctl, primary, secondary, VmcsConfig},
         exit::{ept_violation, event, reason, ExitInfo, REASON_FAILED_ENTRY},
         features::{MSR_VMX_CR0_FIXED0, MSR_VMX_CR0_FIXED1, MSR_VMX_CR4_FIXED0},
         seg::{VmxSeg, VmxSegs},
@@ -82,7 +82,9 @@ mod dirty {
     pub(super) const EVENTS: u32 = 1 << 7;
     /// The PDPTEs of PAE paging.
     pub(super) const PDPTRS: u32 = 1 << 8;
-    pub(super) const ALL: u32 = 0x1ff;
+    /// The primary controls (interrupt-window exiting).
+    pub(super) const CONTROLS: u32 = 1 << 9;
+    pub(super) const ALL: u32 = 0x3ff;
 }
 
 /// Declares the raw encodings of a segment's four fields, for batches.
@@ -225,6 +227,8 @@ struct GuestState {
     /// The event the next entry delivers (VM-entry interruption
     /// information, error code, instruction length), if any.
     event: Option<(u32, u32, u32)>,
+    /// Interrupt-window exiting is asked for.
+    interrupt_window: bool,
     /// Groups to write at the next entry.
     dirty: u32,
     /// CR3, the segments (but CS and SS's access rights) and the
@@ -249,6 +253,7 @@ impl GuestState {
             tsc_offset: 0,
             interruptibility: 0,
             event: None,
+            interrupt_window: false,
             dirty: dirty::ALL,
             stale: false,
         }
@@ -669,6 +674,14 @@ impl VmxVcpu {
         }
         if s.dirty & dirty::EVENTS != 0 {
             vmcs.write32(guest32::INTERRUPTIBILITY_INFO, s.interruptibility)?;
+        }
+        if s.dirty & dirty::CONTROLS != 0 {
+            let window = if s.interrupt_window {
+                primary::INTR_WINDOW_EXITING
+            } else {
+                0
+            };
+            vmcs.write32(control32::CPU_BASED_VM_EXEC_CONTROL, cfg.primary | window)?;
         }
         s.dirty = 0;
         Ok(())
@@ -1091,7 +1104,27 @@ impl VcpuBackend for VmxVcpu {
         let if_flag = self.state.rflags & rflags::IF != 0;
         // Blocking by STI or by MOV SS.
         let shadow = self.state.interruptibility & 3 != 0;
-        (if_flag, if_flag && !shadow)
+        (if_flag, if_flag && !shadow && !self.event_pending())
+    }
+
+    fn inject_interrupt(&mut self, vector: u8) {
+        self.state.event = Some((event::external_interrupt(vector), 0, 0));
+    }
+
+    fn event_pending(&self) -> bool {
+        self.state.event.is_some()
+    }
+
+    fn pending_interrupt(&self) -> Option<u8> {
+        let (info, _, _) = self.state.event?;
+        (event::kind(info) == event::TYPE_EXTERNAL_INTERRUPT).then_some(info as u8)
+    }
+
+    fn set_interrupt_window(&mut self, on: bool) {
+        if self.state.interrupt_window != on {
+            self.state.interrupt_window = on;
+            self.state.dirty |= dirty::CONTROLS;
+        }
     }
 
     fn begin_run(&mut self) {

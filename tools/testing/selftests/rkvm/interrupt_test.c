@@ -1,0 +1,252 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * rkvm selftests of interrupts injected by userspace, as a VMM without an
+ * in-kernel irqchip drives them (KVM's x86 ABI):
+ *
+ *  - KVM_INTERRUPT: the vector is delivered through the guest's IDT at the
+ *    next entry (a halted guest runs its handler and halts again); queued,
+ *    it shows in KVM_GET_SREGS' interrupt_bitmap; a second call before the
+ *    entry replaces the first, as in KVM; vectors past 255 are EINVAL;
+ *  - KVM_SET_SREGS' interrupt_bitmap queues an interrupt the same way;
+ *  - kvm_run's request_interrupt_window: with IF clear the guest runs on,
+ *    and KVM_RUN returns KVM_EXIT_IRQ_WINDOW_OPEN at the first instruction
+ *    boundary where it can take an interrupt: after STI and the
+ *    instruction in its shadow; if_flag and ready_for_interrupt_injection
+ *    say so at every exit;
+ *  - an interrupt whose delivery faults (its stack frame goes to a page
+ *    the guest never touched, so nested paging has no mapping yet) is
+ *    delivered again after the fault is fixed, exactly once.
+ *
+ * Stock KVM passes them all: RKVM_DEV=/dev/kvm.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/ioctl.h>
+
+#include "kselftest_harness.h"
+#include "guest_lib.h"
+#include "rkvm_util.h"
+
+#define OUT		KVM_EXIT_IO_OUT
+#define PORT_VECTOR	0x70	/* a handler: the vector it serves */
+#define PORT_MARK	0x71	/* the guest reached a point of the test */
+#define PORT_DONE	0x72
+#define VEC_A		0x30
+#define VEC_B		0x31
+#define FRESH_GPA	0x40000000UL	/* slot 1: never touched before */
+#define FRESH_SIZE	0x10000UL
+
+FIXTURE(guest) {
+	struct vm *vm;
+};
+
+FIXTURE_SETUP(guest)
+{
+	self->vm = vm_new(GUEST_MEM_SIZE);
+}
+
+FIXTURE_TEARDOWN(guest)
+{
+	vm_free(self->vm);
+}
+
+/*
+ * Halts forever with interrupts on; the handlers of VEC_A and VEC_B say
+ * which ran. With R15 set, the stack moves there first.
+ */
+GUEST_CODE_BLOCK(halt_guest, ".code64",
+	"test %r15, %r15\n"
+	"jz 1f\n"
+	"mov %r15, %rsp\n"
+	"1: sti\n"
+	"2: hlt\n"
+	"jmp 2b\n"
+	"handler_a: push %rax\n"
+	"mov $" XSTR(VEC_A) ", %al\n"
+	"out %al, $" XSTR(PORT_VECTOR) "\n"
+	"pop %rax\n"
+	"iretq\n"
+	"handler_b: push %rax\n"
+	"mov $" XSTR(VEC_B) ", %al\n"
+	"out %al, $" XSTR(PORT_VECTOR) "\n"
+	"pop %rax\n"
+	"iretq\n");
+GUEST_LABEL(handler_a);
+GUEST_LABEL(handler_b);
+
+/*
+ * Interrupts off, a mark, then STI in the middle of NOPs: the window opens
+ * at window_open (STI's shadow covers the NOP after it).
+ */
+GUEST_CODE_BLOCK(window_guest, ".code64",
+	"cli\n"
+	"out %al, $" XSTR(PORT_MARK) "\n"
+	"nop\n"
+	"nop\n"
+	"sti\n"
+	"nop\n"
+	"window_open: out %al, $" XSTR(PORT_DONE) "\n"
+	"hlt\n"
+	"window_handler: push %rax\n"
+	"mov $" XSTR(VEC_A) ", %al\n"
+	"out %al, $" XSTR(PORT_VECTOR) "\n"
+	"pop %rax\n"
+	"iretq\n");
+GUEST_LABEL(window_open);
+GUEST_LABEL(window_handler);
+
+static struct vcpu *halt_vcpu(struct vm *vm, uint64_t stack)
+{
+	struct kvm_regs regs;
+	struct vcpu *v;
+
+	vm_load(vm, GUEST_CODE, halt_guest, halt_guest_end);
+	vm_set_idt_gate64(vm, VEC_A, guest_addr(halt_guest, handler_a, GUEST_CODE));
+	vm_set_idt_gate64(vm, VEC_B, guest_addr(halt_guest, handler_b, GUEST_CODE));
+	v = vcpu_new(vm, 0, MODE_LONG64, GUEST_CODE, GUEST_STACK);
+	vcpu_get_regs(v, &regs);
+	regs.r15 = stack;
+	vcpu_set_regs(v, &regs);
+	return v;
+}
+
+/* One KVM_RUN that must end at an OUT to @port (any data). */
+static int run_to_port(struct vcpu *v, uint16_t port)
+{
+	int r = run_until_exit(v);
+
+	return r < 0 ? -1 : check_io(v, OUT, 1, port, 1);
+}
+
+static long interrupt(struct vcpu *v, uint32_t irq)
+{
+	struct kvm_interrupt i = { .irq = irq };
+
+	return xioctl(v->fd, KVM_INTERRUPT, (unsigned long)&i);
+}
+
+/* The vector KVM_GET_SREGS reports in interrupt_bitmap, or -1. */
+static int queued_vector(struct vcpu *v)
+{
+	struct kvm_sregs s;
+	int i;
+
+	vcpu_get_sregs(v, &s);
+	for (i = 0; i < 256; i++)
+		if (s.interrupt_bitmap[i / 64] >> (i % 64) & 1)
+			return i;
+	return -1;
+}
+
+TEST_F(guest, kvm_interrupt_is_delivered)
+{
+	struct vcpu *v = halt_vcpu(self->vm, 0);
+
+	ASSERT_EQ(0, run_expect_exit(v, KVM_EXIT_HLT));
+	EXPECT_EQ(1, v->run->if_flag);
+	EXPECT_EQ(1, v->run->ready_for_interrupt_injection);
+	EXPECT_EQ(-1, queued_vector(v));
+	ASSERT_EQ(0, interrupt(v, VEC_A));
+	EXPECT_EQ(VEC_A, queued_vector(v)) TH_LOG("queued, not yet delivered");
+	ASSERT_EQ(0, run_expect_io(v, OUT, 1, PORT_VECTOR, VEC_A));
+	EXPECT_EQ(0, v->run->if_flag) TH_LOG("in the handler: IF clear");
+	EXPECT_EQ(0, v->run->ready_for_interrupt_injection);
+	EXPECT_EQ(-1, queued_vector(v));
+	ASSERT_EQ(0, run_expect_exit(v, KVM_EXIT_HLT));
+	/* Again, with the other vector. */
+	ASSERT_EQ(0, interrupt(v, VEC_B));
+	ASSERT_EQ(0, run_expect_io(v, OUT, 1, PORT_VECTOR, VEC_B));
+	ASSERT_EQ(0, run_expect_exit(v, KVM_EXIT_HLT));
+	vcpu_free(v);
+}
+
+TEST_F(guest, second_kvm_interrupt_replaces_the_first)
+{
+	struct vcpu *v = halt_vcpu(self->vm, 0);
+
+	ASSERT_EQ(0, run_expect_exit(v, KVM_EXIT_HLT));
+	ASSERT_EQ(0, interrupt(v, VEC_A));
+	ASSERT_EQ(0, interrupt(v, VEC_B));
+	EXPECT_EQ(VEC_B, queued_vector(v));
+	ASSERT_EQ(0, run_expect_io(v, OUT, 1, PORT_VECTOR, VEC_B));
+	ASSERT_EQ(0, run_expect_exit(v, KVM_EXIT_HLT)) TH_LOG("VEC_A was dropped");
+	vcpu_free(v);
+}
+
+TEST_F(guest, interrupt_bitmap_queues_an_interrupt)
+{
+	struct vcpu *v = halt_vcpu(self->vm, 0);
+	struct kvm_sregs s;
+
+	ASSERT_EQ(0, run_expect_exit(v, KVM_EXIT_HLT));
+	vcpu_get_sregs(v, &s);
+	s.interrupt_bitmap[VEC_B / 64] |= 1ULL << (VEC_B % 64);
+	vcpu_set_sregs(v, &s);
+	EXPECT_EQ(VEC_B, queued_vector(v));
+	/* An empty bitmap leaves the queued interrupt be. */
+	memset(s.interrupt_bitmap, 0, sizeof(s.interrupt_bitmap));
+	vcpu_set_sregs(v, &s);
+	EXPECT_EQ(VEC_B, queued_vector(v));
+	ASSERT_EQ(0, run_expect_io(v, OUT, 1, PORT_VECTOR, VEC_B));
+	ASSERT_EQ(0, run_expect_exit(v, KVM_EXIT_HLT));
+	vcpu_free(v);
+}
+
+TEST_F(guest, interrupt_window_opens_after_sti_shadow)
+{
+	struct vcpu *v;
+
+	vm_load(self->vm, GUEST_CODE, window_guest, window_guest_end);
+	vm_set_idt_gate64(self->vm, VEC_A,
+			  guest_addr(window_guest, window_handler, GUEST_CODE));
+	v = vcpu_new(self->vm, 0, MODE_LONG64, GUEST_CODE, GUEST_STACK);
+	ASSERT_EQ(0, run_to_port(v, PORT_MARK));
+	EXPECT_EQ(0, v->run->if_flag);
+	EXPECT_EQ(0, v->run->ready_for_interrupt_injection);
+	v->run->request_interrupt_window = 1;
+	ASSERT_EQ(0, run_expect_exit(v, KVM_EXIT_IRQ_WINDOW_OPEN));
+	EXPECT_EQ(guest_addr(window_guest, window_open, GUEST_CODE), vcpu_rip(v));
+	EXPECT_EQ(1, v->run->if_flag);
+	EXPECT_EQ(1, v->run->ready_for_interrupt_injection);
+	/* Still asked for, and still open: the next KVM_RUN says so again. */
+	ASSERT_EQ(0, run_expect_exit(v, KVM_EXIT_IRQ_WINDOW_OPEN));
+	EXPECT_EQ(guest_addr(window_guest, window_open, GUEST_CODE), vcpu_rip(v));
+	ASSERT_EQ(0, interrupt(v, VEC_A));
+	v->run->request_interrupt_window = 0;
+	ASSERT_EQ(0, run_expect_io(v, OUT, 1, PORT_VECTOR, VEC_A));
+	ASSERT_EQ(0, run_to_port(v, PORT_DONE));
+	ASSERT_EQ(0, run_expect_exit(v, KVM_EXIT_HLT));
+	vcpu_free(v);
+}
+
+TEST_F(guest, faulting_delivery_is_delivered_once)
+{
+	void *fresh = guest_alloc(FRESH_SIZE);
+	struct vcpu *v;
+
+	ASSERT_EQ(0, vm_set_region(self->vm, 1, 0, FRESH_GPA, FRESH_SIZE, fresh));
+	/* The interrupt frame is the first guest access to slot 1. */
+	v = halt_vcpu(self->vm, FRESH_GPA + FRESH_SIZE);
+	ASSERT_EQ(0, run_expect_exit(v, KVM_EXIT_HLT));
+	ASSERT_EQ(0, interrupt(v, VEC_A));
+	ASSERT_EQ(0, run_expect_io(v, OUT, 1, PORT_VECTOR, VEC_A));
+	ASSERT_EQ(0, run_expect_exit(v, KVM_EXIT_HLT)) TH_LOG("delivered twice?");
+	/* The frame is where the guest's RSP said: slot 1's last bytes. */
+	EXPECT_NE(0, *(uint64_t *)((uint8_t *)fresh + FRESH_SIZE - 40));
+	vcpu_free(v);
+}
+
+TEST_F(guest, bad_input)
+{
+	struct vcpu *v = halt_vcpu(self->vm, 0);
+
+	EXPECT_EQ(-EINVAL, interrupt(v, 256));
+	EXPECT_EQ(-EINVAL, interrupt(v, 0xffffffff));
+	EXPECT_EQ(-EFAULT, xioctl(v->fd, KVM_INTERRUPT, 8));
+	EXPECT_EQ(-1, queued_vector(v)) TH_LOG("refused calls queue nothing");
+	vcpu_free(v);
+}
+
+TEST_HARNESS_MAIN
