@@ -137,6 +137,9 @@ pub(crate) mod vcpu {
     pub(crate) const SET_CPUID2: u32 = iow(0x90, 8);
     /// `KVM_GET_CPUID2`.
     pub(crate) const GET_CPUID2: u32 = super::iowr(0x91, 8);
+    /// `KVM_GET_MP_STATE`, `KVM_SET_MP_STATE` (`struct kvm_mp_state`).
+    pub(crate) const GET_MP_STATE: u32 = ior(0x98, 4);
+    pub(crate) const SET_MP_STATE: u32 = iow(0x99, 4);
     /// `KVM_INTERRUPT` (`struct kvm_interrupt`: the vector).
     pub(crate) const INTERRUPT: u32 = iow(0x86, 4);
     /// `KVM_SET_SIGNAL_MASK` (`struct kvm_signal_mask` header: `len`).
@@ -207,6 +210,8 @@ pub(crate) mod cap {
     pub(crate) const SYNC_MMU: usize = 16;
     /// `KVM_GET_STATS_FD` on VM and vCPU fds.
     pub(crate) const BINARY_STATS_FD: usize = 203;
+    /// `KVM_GET_MP_STATE`/`KVM_SET_MP_STATE`.
+    pub(crate) const MP_STATE: usize = 14;
     /// `KVM_CLEAR_DIRTY_LOG` and manual dirty-log protection, enabled with
     /// `KVM_ENABLE_CAP`; the answer is the options it takes.
     pub(crate) const MANUAL_DIRTY_LOG_PROTECT2: usize = 168;
@@ -216,6 +221,12 @@ pub(crate) mod cap {
     /// the two the same ring, as in KVM.
     pub(crate) const DIRTY_LOG_RING: usize = 192;
     pub(crate) const DIRTY_LOG_RING_ACQ_REL: usize = 223;
+}
+
+/// `KVM_MP_STATE_*`: a vCPU's multiprocessing state.
+pub(crate) mod mp_state {
+    /// Running (or halted in userspace's care, without an in-kernel APIC).
+    pub(crate) const RUNNABLE: u32 = 0;
 }
 
 /// `KVM_ENABLE_CAP(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2)` options (`args[0]`).

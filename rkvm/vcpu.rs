@@ -444,6 +444,14 @@ impl AnonFile for Vcpu {
             abi::vcpu::SET_CPUID2 => state.set_cpuid(arg)?,
             abi::vcpu::GET_CPUID2 => state.get_cpuid(arg)?,
             abi::vcpu::SET_SIGNAL_MASK => state.sigmask = sigmask_arg(arg)?,
+            // Without an in-kernel APIC a vCPU is always runnable (HLT is
+            // userspace's), and KVM refuses any other state.
+            abi::vcpu::GET_MP_STATE => uarg::write(arg, &abi::mp_state::RUNNABLE.to_ne_bytes())?,
+            abi::vcpu::SET_MP_STATE => {
+                if u32::from_ne_bytes(uarg::read(arg)?) != abi::mp_state::RUNNABLE {
+                    return Err(EINVAL);
+                }
+            }
             abi::vcpu::INTERRUPT => {
                 // Without an in-kernel APIC, as KVM: queued for the next
                 // entry (a second call replaces the first).

@@ -164,6 +164,12 @@ mod abi_matches_kvm {
         assert_eq!(abi::cap::XCRS, kb::KVM_CAP_XCRS as usize);
         assert_eq!(abi::cap::SYNC_MMU, kb::KVM_CAP_SYNC_MMU as usize);
         assert_eq!(abi::cap::BINARY_STATS_FD, kb::KVM_CAP_BINARY_STATS_FD as usize);
+        assert_eq!(abi::cap::MP_STATE, kb::KVM_CAP_MP_STATE as usize);
+        assert_eq!(abi::mp_state::RUNNABLE, kb::KVM_MP_STATE_RUNNABLE);
+        assert_eq!(abi::vcpu::GET_MP_STATE, 0x8004_ae98);
+        assert_eq!(abi::vcpu::SET_MP_STATE, 0x4004_ae99);
+        assert_eq!(abi::vcpu::INTERRUPT, 0x4004_ae86);
+        assert_eq!(abi::run::exit::IRQ_WINDOW_OPEN, kb::KVM_EXIT_IRQ_WINDOW_OPEN);
         assert_eq!(abi::GET_STATS_FD, 0xaece);
         assert_eq!(abi::vm::GET_DIRTY_LOG, 0x4010_ae42);
         assert_eq!(abi::vm::CLEAR_DIRTY_LOG, 0xc018_aec0);
@@ -214,7 +220,8 @@ mod abi_matches_kvm {
                     || c == kb::KVM_CAP_XSAVE as usize
                     || c == kb::KVM_CAP_XCRS as usize
                     || c == kb::KVM_CAP_SYNC_MMU as usize
-                    || c == kb::KVM_CAP_BINARY_STATS_FD as usize =>
+                    || c == kb::KVM_CAP_BINARY_STATS_FD as usize
+                    || c == kb::KVM_CAP_MP_STATE as usize =>
                 {
                     assert_eq!(v, 1)
                 }

@@ -15,7 +15,9 @@
  *    say so at every exit;
  *  - an interrupt whose delivery faults (its stack frame goes to a page
  *    the guest never touched, so nested paging has no mapping yet) is
- *    delivered again after the fault is fixed, exactly once.
+ *    delivered again after the fault is fixed, exactly once;
+ *  - KVM_GET/SET_MP_STATE without an in-kernel irqchip: always runnable
+ *    (HLT is the VMM's), and any other state refused with EINVAL.
  *
  * Stock KVM passes them all: RKVM_DEV=/dev/kvm.
  */
@@ -235,6 +237,39 @@ TEST_F(guest, faulting_delivery_is_delivered_once)
 	ASSERT_EQ(0, run_expect_exit(v, KVM_EXIT_HLT)) TH_LOG("delivered twice?");
 	/* The frame is where the guest's RSP said: slot 1's last bytes. */
 	EXPECT_NE(0, *(uint64_t *)((uint8_t *)fresh + FRESH_SIZE - 40));
+	vcpu_free(v);
+}
+
+static long mp_state(struct vcpu *v, unsigned long cmd, uint32_t *state)
+{
+	return xioctl(v->fd, cmd, (unsigned long)state);
+}
+
+TEST_F(guest, mp_state_without_irqchip)
+{
+	struct vcpu *v = halt_vcpu(self->vm, 0);
+	uint32_t s = 0xff;
+
+	ASSERT_EQ(1, xioctl(self->vm->sys, KVM_CHECK_EXTENSION, KVM_CAP_MP_STATE));
+	ASSERT_EQ(0, mp_state(v, KVM_GET_MP_STATE, &s));
+	EXPECT_EQ(KVM_MP_STATE_RUNNABLE, s);
+	ASSERT_EQ(0, run_expect_exit(v, KVM_EXIT_HLT));
+	s = 0xff;
+	ASSERT_EQ(0, mp_state(v, KVM_GET_MP_STATE, &s));
+	EXPECT_EQ(KVM_MP_STATE_RUNNABLE, s) TH_LOG("HLT is the VMM's business");
+	s = KVM_MP_STATE_RUNNABLE;
+	EXPECT_EQ(0, mp_state(v, KVM_SET_MP_STATE, &s));
+	s = KVM_MP_STATE_HALTED;
+	EXPECT_EQ(-EINVAL, mp_state(v, KVM_SET_MP_STATE, &s));
+	s = KVM_MP_STATE_UNINITIALIZED;
+	EXPECT_EQ(-EINVAL, mp_state(v, KVM_SET_MP_STATE, &s));
+	s = 1000;
+	EXPECT_EQ(-EINVAL, mp_state(v, KVM_SET_MP_STATE, &s));
+	EXPECT_EQ(-EFAULT, xioctl(v->fd, KVM_GET_MP_STATE, 8));
+	EXPECT_EQ(-EFAULT, xioctl(v->fd, KVM_SET_MP_STATE, 8));
+	/* Still runnable, and it runs. */
+	ASSERT_EQ(0, interrupt(v, VEC_A));
+	ASSERT_EQ(0, run_expect_io(v, OUT, 1, PORT_VECTOR, VEC_A));
 	vcpu_free(v);
 }
 
