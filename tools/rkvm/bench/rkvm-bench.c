@@ -1169,19 +1169,26 @@ static volatile uint64_t *dirty_mbox(struct vm *vm, int id)
 	return gpa_ptr(vm, DIRTY_MBOX + (uint64_t)id * 16);
 }
 
-/* KVM_GET_DIRTY_LOG of slot 1 into d->bitmap, timed by this VMM's clocks. */
-static int get_dirty_log_timed(struct dirty_run *d, uint64_t *tsc, uint64_t *wall)
+/* ioctl(@fd, @cmd, @arg), timed by this VMM's clocks: 0 or -errno. */
+static int ioctl_timed(int fd, unsigned long cmd, void *arg, uint64_t *tsc, uint64_t *wall)
 {
-	struct kvm_dirty_log log = { .slot = 1, .dirty_bitmap = d->bitmap };
 	uint64_t t0, tsc0;
 	int r;
 
 	t0 = now_ns();
 	tsc0 = __rdtsc();
-	r = ioctl(d->vm->fd, KVM_GET_DIRTY_LOG, &log);
+	r = ioctl(fd, cmd, arg);
 	*tsc = __rdtsc() - tsc0;
 	*wall = now_ns() - t0;
 	return r < 0 ? -errno : 0;
+}
+
+/* KVM_GET_DIRTY_LOG of slot 1 into d->bitmap, timed by this VMM's clocks. */
+static int get_dirty_log_timed(struct dirty_run *d, uint64_t *tsc, uint64_t *wall)
+{
+	struct kvm_dirty_log log = { .slot = 1, .dirty_bitmap = d->bitmap };
+
+	return ioctl_timed(d->vm->fd, KVM_GET_DIRTY_LOG, &log, tsc, wall);
 }
 
 /*
@@ -1194,15 +1201,8 @@ static int clear_dirty_log_timed(struct dirty_run *d, uint64_t *tsc, uint64_t *w
 		.slot = 1, .first_page = 0, .num_pages = d->slot_pages,
 		.dirty_bitmap = d->bitmap,
 	};
-	uint64_t t0, tsc0;
-	int r;
 
-	t0 = now_ns();
-	tsc0 = __rdtsc();
-	r = ioctl(d->vm->fd, KVM_CLEAR_DIRTY_LOG, &clear);
-	*tsc = __rdtsc() - tsc0;
-	*wall = now_ns() - t0;
-	return r < 0 ? -errno : 0;
+	return ioctl_timed(d->vm->fd, KVM_CLEAR_DIRTY_LOG, &clear, tsc, wall);
 }
 
 /*

@@ -124,14 +124,7 @@ static long enable_ring(struct vm *vm, uint32_t cap, uint64_t size)
 /* The device's CHECK_EXTENSION(RING_CAP): the largest ring, 0 if none. */
 static long ring_cap(void)
 {
-	int fd = rkvm_open_dev();
-	long r;
-
-	if (fd < 0)
-		return fd;
-	r = xioctl(fd, KVM_CHECK_EXTENSION, RING_CAP);
-	close(fd);
-	return r;
+	return rkvm_dev_check_extension(RING_CAP);
 }
 
 #define SKIP_WITHOUT_RING()							\

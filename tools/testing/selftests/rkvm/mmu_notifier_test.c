@@ -447,14 +447,7 @@ static void memcg_leave(struct memcg *cg)
 
 static long sync_mmu_cap(void)
 {
-	int fd = rkvm_open_dev();
-	long r;
-
-	if (fd < 0)
-		return fd;
-	r = xioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_SYNC_MMU);
-	close(fd);
-	return r;
+	return rkvm_dev_check_extension(KVM_CAP_SYNC_MMU);
 }
 
 static bool notifier_forced(void)

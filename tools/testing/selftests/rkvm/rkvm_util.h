@@ -9,6 +9,8 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/ioctl.h>
+#include <unistd.h>
+#include <linux/kvm.h>
 
 /* ioctl() returning -errno on failure, so asserts can name the error. */
 static inline long xioctl(int fd, unsigned long cmd, unsigned long arg)
@@ -50,6 +52,19 @@ static inline int rkvm_open_dev(void)
 	int fd = open(rkvm_dev_path(), O_RDWR | O_CLOEXEC);
 
 	return fd < 0 ? -errno : fd;
+}
+
+/* KVM_CHECK_EXTENSION(@cap) on a fresh device fd, or -errno. */
+static inline long rkvm_dev_check_extension(long cap)
+{
+	int fd = rkvm_open_dev();
+	long r;
+
+	if (fd < 0)
+		return fd;
+	r = xioctl(fd, KVM_CHECK_EXTENSION, cap);
+	close(fd);
+	return r;
 }
 
 #endif /* SELFTEST_RKVM_UTIL_H */
