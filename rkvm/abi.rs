@@ -137,6 +137,9 @@ pub(crate) mod vcpu {
     pub(crate) const SET_CPUID2: u32 = iow(0x90, 8);
     /// `KVM_GET_CPUID2`.
     pub(crate) const GET_CPUID2: u32 = super::iowr(0x91, 8);
+    /// `KVM_SET_TSC_KHZ`, `KVM_GET_TSC_KHZ` (also on the VM fd).
+    pub(crate) const SET_TSC_KHZ: u32 = super::io(0xa2);
+    pub(crate) const GET_TSC_KHZ: u32 = super::io(0xa3);
     /// `KVM_GET_MP_STATE`, `KVM_SET_MP_STATE` (`struct kvm_mp_state`).
     pub(crate) const GET_MP_STATE: u32 = ior(0x98, 4);
     pub(crate) const SET_MP_STATE: u32 = iow(0x99, 4);
@@ -212,6 +215,8 @@ pub(crate) mod cap {
     pub(crate) const BINARY_STATS_FD: usize = 203;
     /// `KVM_GET_MP_STATE`/`KVM_SET_MP_STATE`.
     pub(crate) const MP_STATE: usize = 14;
+    /// `KVM_GET_TSC_KHZ` on vCPU and VM fds.
+    pub(crate) const GET_TSC_KHZ: usize = 61;
     /// `KVM_CLEAR_DIRTY_LOG` and manual dirty-log protection, enabled with
     /// `KVM_ENABLE_CAP`; the answer is the options it takes.
     pub(crate) const MANUAL_DIRTY_LOG_PROTECT2: usize = 168;

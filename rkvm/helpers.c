@@ -20,6 +20,7 @@
 #include <linux/swap.h>
 #include <linux/uaccess.h>
 #include <asm/asm.h>
+#include <asm/tsc.h>
 #include <asm/fpu/api.h>
 #include <asm/gsseg.h>
 #include <asm/fpu/xcr.h>
@@ -267,6 +268,11 @@ bool rkvm_access_ok(u64 addr, u64 size)
 unsigned int rkvm_num_online_cpus(void)
 {
 	return num_online_cpus();
+}
+
+unsigned int rkvm_tsc_khz(void)
+{
+	return tsc_khz;
 }
 
 /* ---- the VMX world switch ---- */

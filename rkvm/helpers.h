@@ -62,6 +62,7 @@ u64 rkvm_page_to_phys(struct page *page);
 bool rkvm_access_ok(u64 addr, u64 size);
 
 unsigned int rkvm_num_online_cpus(void);
+unsigned int rkvm_tsc_khz(void);
 
 /*
  * SVM world switch: rkvm_svm_vmrun is in svm/vmenter.S. IRQs off. 0, or

@@ -34,6 +34,7 @@ mod sregs;
 mod stats;
 mod stats_file;
 mod svm;
+mod tsc;
 mod vcpu;
 mod vm;
 mod vmx;

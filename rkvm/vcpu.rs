@@ -40,7 +40,7 @@ use crate::{
     sregs::{self, Sregs},
     stats::{self, Desc},
     stats_file::{StatsFile, StatsSource},
-    uarg,
+    tsc, uarg, x86,
     vm::Vm,
 };
 
@@ -343,7 +343,8 @@ impl Vcpu {
         let pages = [page()?, page()?];
         // vCPU 0 is the bootstrap processor, as in KVM by default.
         let is_bsp = id == 0;
-        let backend = hw::new_vcpu(vm.tdp().root_phys(), is_bsp)?;
+        let mut backend = hw::new_vcpu(vm.tdp().root_phys(), is_bsp)?;
+        backend.set_tsc_offset(vm.tsc_offset());
         let mut state = State {
             cpu: GuestCpu {
                 fpu: GuestFpu::new()?,
@@ -451,6 +452,12 @@ impl AnonFile for Vcpu {
                 if u32::from_ne_bytes(uarg::read(arg)?) != abi::mp_state::RUNNABLE {
                     return Err(EINVAL);
                 }
+            }
+            // rkvm cannot scale the TSC: the guest's runs at the host's
+            // rate, and only that rate (or 0: the default) can be set.
+            abi::vcpu::GET_TSC_KHZ => return Ok(x86::tsc_khz() as isize),
+            abi::vcpu::SET_TSC_KHZ => {
+                tsc::check_khz(arg as u32, x86::tsc_khz()).map_err(|_| EINVAL)?
             }
             abi::vcpu::INTERRUPT => {
                 // Without an in-kernel APIC, as KVM: queued for the next

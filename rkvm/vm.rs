@@ -52,7 +52,7 @@ use crate::{
     stats::{self, Desc},
     stats_file::{StatsFile, StatsSource},
     srcu_box::SrcuBox,
-    uarg,
+    tsc, uarg,
     vcpu::Vcpu,
     x86,
 };
@@ -283,6 +283,10 @@ pub(crate) struct Vm {
     /// `KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2` options (`abi::dirty_log`), set
     /// by `KVM_ENABLE_CAP`.
     dirty_log_options: AtomicU64,
+    /// Added to the host TSC to give every vCPU's, so that all of them
+    /// count from 0 at the VM's creation, together (until the guest or
+    /// the VMM writes one's `IA32_TSC`).
+    tsc_offset: u64,
 }
 
 impl Vm {
@@ -321,9 +325,15 @@ impl Vm {
                 ),
                 pid: task.pid(),
                 dirty_log_options: AtomicU64::new(0),
+                tsc_offset: 0u64.wrapping_sub(x86::rdtsc()),
             }),
             GFP_KERNEL,
         )
+    }
+
+    /// The TSC offset a new vCPU starts with.
+    pub(crate) fn tsc_offset(&self) -> u64 {
+        self.tsc_offset
     }
 
     /// The name of the VM's statistics, which its vCPUs' extend.
@@ -806,6 +816,16 @@ impl AnonFile for Vm {
                 x86::online_cpus(),
             )),
             abi::vm::CREATE_VCPU => create_vcpu(this, arg),
+            // The rate new vCPUs get: the host's (see `tsc.rs`); settable
+            // to that, and only before the first vCPU, as KVM.
+            abi::vcpu::GET_TSC_KHZ => Ok(x86::tsc_khz() as isize),
+            abi::vcpu::SET_TSC_KHZ => {
+                tsc::check_khz(arg as u32, x86::tsc_khz()).map_err(|_| EINVAL)?;
+                if !this.vcpus.lock().ids.is_empty() {
+                    return Err(EINVAL);
+                }
+                Ok(0)
+            }
             // Both only matter to VMX without unrestricted guest (a real-mode
             // TSS and identity page table for vm86 emulation), which rkvm
             // never uses; they are accepted with KVM's checks and no effect,

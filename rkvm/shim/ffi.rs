@@ -67,6 +67,7 @@ extern "C" {
     pub(crate) fn rkvm_cr4_clear_bits(mask: usize);
     pub(crate) fn rkvm_cr0_read() -> usize;
     pub(crate) fn rkvm_num_online_cpus() -> u32;
+    pub(crate) fn rkvm_tsc_khz() -> u32;
 
     // SVM and VMX instructions with exception-table fixups.
     pub(crate) fn rkvm_vmxon(phys: u64) -> i32;

@@ -117,6 +117,12 @@ pub(crate) fn online_cpus() -> usize {
     unsafe { ffi::rkvm_num_online_cpus() as usize }
 }
 
+/// The host TSC's frequency in kHz, as the kernel calibrated it.
+pub(crate) fn tsc_khz() -> u32 {
+    // SAFETY: reads a variable set once at boot; no preconditions.
+    unsafe { ffi::rkvm_tsc_khz() }
+}
+
 /// Reads the time-stamp counter.
 pub(crate) fn rdtsc() -> u64 {
     let (lo, hi): (u32, u32);

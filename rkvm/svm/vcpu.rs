@@ -159,8 +159,6 @@ impl SvmVcpu {
         c.misc_ctl = vmcb::NP_ENABLE;
         c.nested_cr3 = npt_root;
         c.clean = 0;
-        // The guest's TSC starts at 0 at creation.
-        c.tsc_offset = 0u64.wrapping_sub(x86::rdtsc());
         vcpu.reset(is_bsp);
         Ok(vcpu)
     }

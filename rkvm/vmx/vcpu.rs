@@ -396,8 +396,6 @@ impl VmxVcpu {
             },
             GFP_KERNEL,
         )?;
-        // The guest's TSC starts at 0 at creation.
-        vcpu.state.tsc_offset = 0u64.wrapping_sub(x86::rdtsc());
         if let Err(e) = vcpu.init_vmcs() {
             pr_err!("VMCS setup failed: {}\n", format_args!("{e}"));
             return Err(EIO);

@@ -66,6 +66,8 @@ mod regs;
 mod sregs;
 #[path = "../../../../rkvm/stats.rs"]
 mod stats;
+#[path = "../../../../rkvm/tsc.rs"]
+mod tsc;
 /// The kernel's `svm` module, as far as it is pure.
 #[path = "../../../../rkvm/svm"]
 mod svm {
@@ -165,6 +167,9 @@ mod abi_matches_kvm {
         assert_eq!(abi::cap::SYNC_MMU, kb::KVM_CAP_SYNC_MMU as usize);
         assert_eq!(abi::cap::BINARY_STATS_FD, kb::KVM_CAP_BINARY_STATS_FD as usize);
         assert_eq!(abi::cap::MP_STATE, kb::KVM_CAP_MP_STATE as usize);
+        assert_eq!(abi::cap::GET_TSC_KHZ, kb::KVM_CAP_GET_TSC_KHZ as usize);
+        assert_eq!(abi::vcpu::SET_TSC_KHZ, 0xaea2);
+        assert_eq!(abi::vcpu::GET_TSC_KHZ, 0xaea3);
         assert_eq!(abi::mp_state::RUNNABLE, kb::KVM_MP_STATE_RUNNABLE);
         assert_eq!(abi::vcpu::GET_MP_STATE, 0x8004_ae98);
         assert_eq!(abi::vcpu::SET_MP_STATE, 0x4004_ae99);
@@ -221,7 +226,8 @@ mod abi_matches_kvm {
                     || c == kb::KVM_CAP_XCRS as usize
                     || c == kb::KVM_CAP_SYNC_MMU as usize
                     || c == kb::KVM_CAP_BINARY_STATS_FD as usize
-                    || c == kb::KVM_CAP_MP_STATE as usize =>
+                    || c == kb::KVM_CAP_MP_STATE as usize
+                    || c == kb::KVM_CAP_GET_TSC_KHZ as usize =>
                 {
                     assert_eq!(v, 1)
                 }
