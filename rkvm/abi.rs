@@ -143,6 +143,8 @@ pub(crate) mod vcpu {
     /// `KVM_GET_MP_STATE`, `KVM_SET_MP_STATE` (`struct kvm_mp_state`).
     pub(crate) const GET_MP_STATE: u32 = ior(0x98, 4);
     pub(crate) const SET_MP_STATE: u32 = iow(0x99, 4);
+    /// `KVM_NMI`.
+    pub(crate) const NMI: u32 = super::io(0x9a);
     /// `KVM_INTERRUPT` (`struct kvm_interrupt`: the vector).
     pub(crate) const INTERRUPT: u32 = iow(0x86, 4);
     /// `KVM_SET_SIGNAL_MASK` (`struct kvm_signal_mask` header: `len`).

@@ -73,9 +73,19 @@ pub(crate) mod efer {
 pub(crate) mod rflags {
     pub(crate) const CF: u64 = 1 << 0;
     pub(crate) const FIXED: u64 = 1 << 1;
+    /// The trap flag: single-step.
+    pub(crate) const TF: u64 = 1 << 8;
     pub(crate) const IF: u64 = 1 << 9;
     pub(crate) const DF: u64 = 1 << 10;
+    /// Resume: no instruction breakpoint on the next instruction.
+    pub(crate) const RF: u64 = 1 << 16;
     pub(crate) const VM: u64 = 1 << 17;
+}
+
+/// DR6 bits.
+pub(crate) mod dr6 {
+    /// The trap was a single step.
+    pub(crate) const BS: u64 = 1 << 14;
 }
 
 /// XCR0, the XSAVE feature-enable register (SDM vol. 1, 13.3).
@@ -99,6 +109,8 @@ pub(crate) mod xcr0 {
 
 /// Exception vectors.
 pub(crate) mod vector {
+    pub(crate) const DB: u8 = 1;
+    pub(crate) const NMI: u8 = 2;
     pub(crate) const UD: u8 = 6;
     pub(crate) const GP: u8 = 13;
     pub(crate) const PF: u8 = 14;

@@ -120,6 +120,19 @@ pub(crate) trait VcpuBackend: Send + Sync {
     /// can take an external interrupt; without, it does not. Decided
     /// before each entry.
     fn set_interrupt_window(&mut self, on: bool);
+    /// Makes the next entry deliver an NMI (the caller checked
+    /// `nmi_allowed`); NMIs are then blocked until the guest's IRET.
+    fn inject_nmi(&mut self);
+    /// Whether the guest can take an NMI now: NMIs not blocked (by an
+    /// NMI handler that has not returned), no STI or MOV SS shadow.
+    fn nmi_allowed(&self) -> bool;
+    /// Whether NMIs are blocked (an NMI handler runs), as
+    /// `KVM_GET_VCPU_EVENTS` reports it.
+    fn nmi_masked(&self) -> bool;
+    /// With `on`, the guest exits ([`Exit::NmiWindow`]) once it may be
+    /// able to take an NMI (the caller checks `nmi_allowed` again);
+    /// without, it does not. Decided before each entry.
+    fn set_nmi_window(&mut self, on: bool);
 
     /// Makes every accessor's answer current. A backend may leave part of
     /// the state the guest changes without exiting (CR3, segments but CS,

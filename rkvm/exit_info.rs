@@ -42,6 +42,9 @@ pub(crate) enum Exit {
     /// The guest can take an external interrupt now (the exit
     /// `VcpuBackend::set_interrupt_window` asked for).
     InterruptWindow,
+    /// The guest may be able to take an NMI now (the exit
+    /// `VcpuBackend::set_nmi_window` asked for, or a step towards it).
+    NmiWindow,
     /// RDPMC: rkvm has no virtual PMU, so no counter exists (`#GP`), and
     /// the host's counters are never read by the guest.
     Rdpmc,

@@ -128,6 +128,9 @@ pub(crate) struct CpuCore {
     /// without an in-kernel APIC, the next entry that delivers no other
     /// event delivers it, whatever the guest's IF, as KVM's.
     pub(crate) queued_irq: Option<u8>,
+    /// NMIs userspace sent (`KVM_NMI`) that no entry has delivered yet:
+    /// at most 2, or 1 while NMIs are blocked (see `queue_nmi`).
+    nmi_pending: u8,
     pending: Pending,
     /// The TDP MMU's TLB generation this vCPU last flushed for.
     flushed_tlb_gen: u64,
@@ -159,6 +162,7 @@ impl CpuCore {
             misc_enable: msr::MISC_ENABLE_DEFAULT,
             shut_down: false,
             queued_irq: None,
+            nmi_pending: 0,
             pending: Pending::None,
             flushed_tlb_gen: 0,
             idx,
@@ -248,6 +252,7 @@ impl CpuCore {
         self.pending = Pending::None;
         self.shut_down = false;
         self.queued_irq = None;
+        self.nmi_pending = 0;
     }
 }
 
@@ -319,18 +324,33 @@ impl CpuCore {
 }
 
 impl CpuCore {
+    /// `KVM_NMI`: one more NMI to deliver. Like a CPU's NMI latch, at
+    /// most one waits while NMIs are blocked; otherwise two may (KVM's
+    /// rule: one goes in at once, the other at the NMI window), and more
+    /// merge with them.
+    pub(crate) fn queue_nmi(&mut self) {
+        let limit = if self.backend.nmi_masked() { 1 } else { 2 };
+        self.nmi_pending = (self.nmi_pending + 1).min(limit);
+    }
+
     /// Events for the next entry, without an in-kernel APIC (KVM's
-    /// userspace-driven injection): the queued interrupt goes in unless
-    /// another event does (it waits for the next entry), and the
-    /// interrupt window is watched if userspace asked for it and has no
-    /// interrupt queued.
+    /// userspace-driven injection), one per entry in KVM's order: an event
+    /// the last exit interrupted, then the queued interrupt (already
+    /// committed), then an NMI if the guest can take one. A pending NMI
+    /// that cannot go in now waits for the NMI window; the interrupt
+    /// window is watched if userspace asked for it and has no interrupt
+    /// queued.
     fn prepare_events(&mut self, run: &RunPage<'_>) {
         let window = run.request_interrupt_window() && self.queued_irq.is_none();
         if !self.backend.event_pending() {
             if let Some(vector) = self.queued_irq.take() {
                 self.backend.inject_interrupt(vector);
+            } else if self.nmi_pending > 0 && self.backend.nmi_allowed() {
+                self.backend.inject_nmi();
+                self.nmi_pending -= 1;
             }
         }
+        self.backend.set_nmi_window(self.nmi_pending > 0);
         self.backend.set_interrupt_window(window);
     }
 
@@ -386,6 +406,7 @@ impl CpuCore {
             // before they emulate.
             Exit::Host
             | Exit::InterruptWindow
+            | Exit::NmiWindow
             | Exit::Cpuid
             | Exit::Hlt
             | Exit::Xsetbv
@@ -395,8 +416,8 @@ impl CpuCore {
             _ => self.backend.sync_state(),
         }
         Ok(match exit {
-            // The window check after every exit decides.
-            Exit::Host | Exit::InterruptWindow => Flow::Guest,
+            // The window checks after and before every entry decide.
+            Exit::Host | Exit::InterruptWindow | Exit::NmiWindow => Flow::Guest,
             Exit::Cpuid => self.handle_cpuid(),
             Exit::Hlt => {
                 self.skip_instruction(None);

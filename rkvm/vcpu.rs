@@ -459,6 +459,7 @@ impl AnonFile for Vcpu {
             abi::vcpu::SET_TSC_KHZ => {
                 tsc::check_khz(arg as u32, x86::tsc_khz()).map_err(|_| EINVAL)?
             }
+            abi::vcpu::NMI => state.core_mut().queue_nmi(),
             abi::vcpu::INTERRUPT => {
                 // Without an in-kernel APIC, as KVM: queued for the next
                 // entry (a second call replaces the first).

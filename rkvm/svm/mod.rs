@@ -4,6 +4,7 @@
 
 pub(crate) mod asid;
 mod features;
+pub(crate) mod nmi;
 pub(crate) mod seg;
 pub(crate) mod vcpu;
 pub(crate) mod vmcb;

@@ -21,7 +21,7 @@ use kernel::{alloc::flags::GFP_KERNEL, prelude::*};
 use crate::shim::ffi;
 
 use crate::{
-    arch::efer,
+    arch::{dr6, efer, rflags, vector},
     backend::{Entry, Exit, IoExit, VcpuBackend},
     emulate::Gprs,
     hw, msr,
@@ -29,6 +29,7 @@ use crate::{
     sregs::{self, SegReg, Segment, Sregs},
     svm::{
         asid::{AsidCpu, VcpuAsid},
+        nmi::NmiBlocking,
         seg::{SvmSegs, VmcbSeg},
         vmcb::{self, exit, npf, tlb_control, IoioInfo, Save, Vmcb},
     },
@@ -89,6 +90,11 @@ pub(crate) struct SvmVcpu {
     nr_asids: u32,
     /// The host's physical address width (CPUID 0x8000_0008 EAX[7:0]).
     maxphyaddr: u32,
+    /// The guest's NMI blocking (no vNMI: tracked here).
+    nmi: NmiBlocking,
+    /// Single-stepping the guest for an NMI window: its own RFLAGS.TF
+    /// and RF, to put back at the trap.
+    nmi_step: Option<u64>,
 }
 
 fn phys_of<T>(p: &T) -> u64 {
@@ -146,6 +152,8 @@ impl SvmVcpu {
                 flush_by_asid: features.flush_by_asid,
                 nr_asids: features.nr_asids,
                 maxphyaddr: x86::cpuid(0x8000_0008, 0).eax & 0xff,
+                nmi: NmiBlocking::default(),
+                nmi_step: None,
             },
             GFP_KERNEL,
         )?;
@@ -180,6 +188,36 @@ impl SvmVcpu {
         save.cpl = segs.cpl;
     }
 
+    /// Single-steps the guest's next instruction (RFLAGS.TF, with RF so
+    /// that an instruction breakpoint does not fire again), the trap
+    /// intercepted: an NMI window SVM has no exit for.
+    fn begin_nmi_step(&mut self) {
+        if self.nmi_step.is_some() {
+            return;
+        }
+        let tf_rf = rflags::TF | rflags::RF;
+        let save = &mut self.vmcb.save;
+        self.nmi_step = Some(save.rflags & tf_rf);
+        save.rflags |= tf_rf;
+        self.vmcb.control.intercept(2, vector::DB.into());
+    }
+
+    /// The step trapped: the guest's own TF and RF back, the trap no
+    /// longer intercepted. A guest that was single-stepping itself gets
+    /// its trap.
+    fn end_nmi_step(&mut self) {
+        let Some(own) = self.nmi_step.take() else {
+            return;
+        };
+        let save = &mut self.vmcb.save;
+        save.rflags = (save.rflags & !(rflags::TF | rflags::RF)) | own;
+        self.vmcb.control.clear_intercept(2, vector::DB.into());
+        if own & rflags::TF != 0 {
+            self.vmcb.save.dr6 |= dr6::BS;
+            self.inject_exception(vector::DB, None);
+        }
+    }
+
     /// Translates the `#VMEXIT` in the VMCB.
     fn exit(&mut self) -> Exit {
         let c = &mut self.vmcb.control;
@@ -194,9 +232,20 @@ impl SvmVcpu {
         }
         let info1 = c.exit_info_1;
         let info2 = c.exit_info_2;
+        self.nmi.after_exit(self.vmcb.save.rip);
         match code {
             exit::INTR | exit::NMI | exit::SMI | exit::INIT => Exit::Host,
             exit::VINTR => Exit::InterruptWindow,
+            exit::IRET => {
+                // The NMI handler returns: its IRET runs next, unblocking
+                // NMIs once the guest is past it.
+                self.nmi.iret_intercepted(self.vmcb.save.rip);
+                Exit::NmiWindow
+            }
+            exit::EXCP_DB if self.nmi_step.is_some() => {
+                self.end_nmi_step();
+                Exit::NmiWindow
+            }
             exit::CPUID => Exit::Cpuid,
             exit::RDPMC => Exit::Rdpmc,
             exit::HLT => Exit::Hlt,
@@ -481,6 +530,31 @@ impl VcpuBackend for SvmVcpu {
         (inj & (vmcb::event::VALID | vmcb::event::TYPE_MASK) == intr).then_some(inj as u8)
     }
 
+    fn inject_nmi(&mut self) {
+        let c = &mut self.vmcb.control;
+        c.event_inj = vmcb::event::VALID | vmcb::event::TYPE_NMI | u32::from(vector::NMI);
+        c.event_inj_err = 0;
+        self.nmi.injected();
+    }
+
+    fn nmi_allowed(&self) -> bool {
+        !self.nmi.masked() && self.vmcb.control.int_state & 1 == 0
+    }
+
+    fn nmi_masked(&self) -> bool {
+        self.nmi.masked()
+    }
+
+    fn set_nmi_window(&mut self, on: bool) {
+        // Blocked by the handler: its IRET's exit (intercepted since the
+        // NMI went in) comes first; then one step over the IRET, or over
+        // an interrupt shadow.
+        let shadow = self.vmcb.control.int_state & 1 != 0;
+        if on && self.nmi.step_for_window(shadow) {
+            self.begin_nmi_step();
+        }
+    }
+
     fn set_interrupt_window(&mut self, on: bool) {
         // A virtual interrupt the guest takes at its first chance, which
         // the intercept turns into the exit instead: never one without
@@ -497,6 +571,9 @@ impl VcpuBackend for SvmVcpu {
     }
 
     fn reset(&mut self, is_bsp: bool) {
+        self.nmi_step = None;
+        self.nmi = NmiBlocking::default();
+        self.vmcb.control.clear_intercept(2, vector::DB.into());
         self.set_regs(&Regs::reset());
         let mut sregs = sregs::reset(is_bsp);
         let segs = SvmSegs::reset();
@@ -561,6 +638,12 @@ impl VcpuBackend for SvmVcpu {
         };
         // Clean bits stay 0: every field is reloaded on every VMRUN.
         c.clean = 0;
+        // The IRET that ends an NMI handler exits, until it is seen.
+        if self.nmi.intercept_iret() {
+            c.intercept(3, vmcb::intercept::IRET);
+        } else {
+            c.clear_intercept(3, vmcb::intercept::IRET);
+        }
         let vmcb_pa = phys_of(&*self.vmcb);
         // SAFETY: IRQs are off (the caller's `IrqsOff`) and SVM is on on
         // this CPU (enabled before any ioctl); the VMCB names the IOPM,

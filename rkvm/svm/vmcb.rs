@@ -24,6 +24,8 @@ pub(crate) mod intercept {
     pub(crate) const INIT: u32 = 3;
     /// A virtual interrupt (`V_IRQ`) could be taken.
     pub(crate) const VINTR: u32 = 4;
+    /// IRET (to see an NMI handler return).
+    pub(crate) const IRET: u32 = 20;
     /// Writes of CR0 that change a bit other than TS and MP.
     pub(crate) const CR0_SEL_WRITE: u32 = 5;
     pub(crate) const RDPMC: u32 = 15;
@@ -68,6 +70,9 @@ pub(crate) mod exit {
     pub(crate) const SMI: u64 = 0x062;
     pub(crate) const INIT: u64 = 0x063;
     pub(crate) const VINTR: u64 = 0x064;
+    pub(crate) const IRET: u64 = 0x074;
+    /// Exception intercepts: `0x40 + vector`.
+    pub(crate) const EXCP_DB: u64 = 0x041;
     pub(crate) const RDPMC: u64 = 0x06f;
     pub(crate) const CPUID: u64 = 0x072;
     pub(crate) const HLT: u64 = 0x078;
@@ -125,6 +130,7 @@ pub(crate) mod event {
     pub(crate) const TYPE_MASK: u32 = 7 << 8;
     /// An external (or virtual) interrupt.
     pub(crate) const TYPE_INTR: u32 = 0 << 8;
+    pub(crate) const TYPE_NMI: u32 = 2 << 8;
 }
 
 /// `NP_ENABLE` in `misc_ctl`.

@@ -91,6 +91,9 @@ control_bits! {
         /// The guest's CR8 is the TPR in the virtual-APIC page, not the
         /// host's APIC.
         USE_TPR_SHADOW = 21,
+        /// Exits as soon as the guest's NMIs are no longer blocked (needs
+        /// virtual NMIs); toggled as the interrupt window.
+        NMI_WINDOW_EXITING = 22,
         /// DR0-3 are not switched by VM entry and exit.
         MOV_DR_EXITING = 23,
         UNCONDITIONAL_IO_EXITING = 24,
@@ -244,9 +247,11 @@ pub(crate) struct VmcsConfig {
 // an EPT + unrestricted-guest hypervisor, but only what rkvm's backend
 // backs: what is not listed stays 0 unless the CPU forces it on.
 
-/// The host keeps its interrupts and NMIs.
-const PIN_REQUIRED: u32 = pin::EXTERNAL_INTERRUPT_EXITING | pin::NMI_EXITING;
-const PIN_OPTIONAL: u32 = pin::VIRTUAL_NMIS;
+/// The host keeps its interrupts and NMIs; the CPU tracks the guest's NMI
+/// blocking (virtual NMIs), so that NMI windows work, as KVM requires
+/// nowadays.
+const PIN_REQUIRED: u32 = pin::EXTERNAL_INTERRUPT_EXITING | pin::NMI_EXITING | pin::VIRTUAL_NMIS;
+const PIN_OPTIONAL: u32 = 0;
 
 /// The exits rkvm's SVM backend takes too (HLT, all port I/O and MSRs,
 /// MONITOR/MWAIT refused, debug registers), the TSC offset of the backend
@@ -270,7 +275,7 @@ const PRIMARY_REQUIRED: u32 = primary::USE_TSC_OFFSETTING
 const PRIMARY_OPTIONAL: u32 = 0;
 /// Controls the backend turns on only while it needs them: the CPU must
 /// allow them, but the configuration starts with them off.
-pub(crate) const PRIMARY_TOGGLED: u32 = primary::INTR_WINDOW_EXITING;
+pub(crate) const PRIMARY_TOGGLED: u32 = primary::INTR_WINDOW_EXITING | primary::NMI_WINDOW_EXITING;
 
 /// rkvm's MMU is EPT only, and real mode runs without vm86 emulation.
 /// RDTSCP, INVPCID and XSAVES stay off: the guest gets `#UD` for them, as
@@ -503,9 +508,9 @@ mod tests {
     }
 
     #[test]
-    fn interrupt_window_exiting_is_allowed_but_off() {
+    fn window_exiting_is_allowed_but_off() {
         let c = VmcsConfig::compute(HASWELL_BASIC, haswell).unwrap();
-        assert_eq!(c.primary & primary::INTR_WINDOW_EXITING, 0);
+        assert_eq!(c.primary & PRIMARY_TOGGLED, 0);
         let e = VmcsConfig::compute(HASWELL_BASIC, |m| match m {
             MSR_VMX_TRUE_PROCBASED_CTLS => haswell(m).map(|v| v & !((PRIMARY_TOGGLED as u64) << 32)),
             _ => haswell(m),
@@ -515,7 +520,7 @@ mod tests {
             e,
             ControlsError::Missing {
                 word: ControlWord::Primary,
-                missing: primary::INTR_WINDOW_EXITING
+                missing: primary::INTR_WINDOW_EXITING | primary::NMI_WINDOW_EXITING
             }
         );
     }

@@ -20,6 +20,7 @@ pub(crate) mod reason {
     pub(crate) const IO_SMI: u16 = 5;
     pub(crate) const OTHER_SMI: u16 = 6;
     pub(crate) const INTERRUPT_WINDOW: u16 = 7;
+    pub(crate) const NMI_WINDOW: u16 = 8;
     pub(crate) const CPUID: u16 = 10;
     pub(crate) const GETSEC: u16 = 11;
     pub(crate) const HLT: u16 = 12;
@@ -83,6 +84,9 @@ pub(crate) mod event {
         }
         info
     }
+
+    /// The entry word that delivers an NMI.
+    pub(crate) const NMI: u32 = VALID | (TYPE_NMI << TYPE_SHIFT) | crate::arch::vector::NMI as u32;
 
     /// The entry word that delivers external interrupt `vector`.
     pub(crate) const fn external_interrupt(vector: u8) -> u32 {
@@ -192,6 +196,7 @@ impl ExitInfo {
             EXTERNAL_INTERRUPT | INIT_SIGNAL | SIPI | IO_SMI | OTHER_SMI => Exit::Host,
             TRIPLE_FAULT => Exit::Shutdown,
             INTERRUPT_WINDOW => Exit::InterruptWindow,
+            NMI_WINDOW => Exit::NmiWindow,
             CPUID => Exit::Cpuid,
             HLT => Exit::Hlt,
             RDPMC => Exit::Rdpmc,
@@ -366,6 +371,8 @@ mod tests {
         assert_eq!(exit(reason::EXTERNAL_INTERRUPT, 0).decode(), Exit::Host);
         assert_eq!(exit(reason::INTERRUPT_WINDOW, 0).decode(), Exit::InterruptWindow);
         assert_eq!(event::external_interrupt(0x30), 0x8000_0030);
+        assert_eq!(exit(reason::NMI_WINDOW, 0).decode(), Exit::NmiWindow);
+        assert_eq!(event::NMI, 0x8000_0202);
         assert_eq!(exit(reason::WRMSR, 0).decode(), Exit::Msr { write: true });
         assert_eq!(exit(reason::XSETBV, 0).decode(), Exit::Xsetbv);
         assert_eq!(

@@ -64,6 +64,16 @@ static VPIDS: VpidPool = VpidPool::new();
 /// KVM always does).
 const EXCEPTION_BITMAP: u32 = 1 << crate::arch::vector::MC;
 
+/// Bits of the guest interruptibility state (SDM 25.4.2, table 25-3).
+mod interruptibility {
+    /// Blocking by STI and by MOV SS: the interrupt shadow.
+    pub(super) const STI: u32 = 1 << 0;
+    pub(super) const MOV_SS: u32 = 1 << 1;
+    /// Blocking by NMI: an NMI handler has not returned (virtual NMIs).
+    pub(super) const NMI: u32 = 1 << 3;
+    pub(super) const SHADOW: u32 = STI | MOV_SS;
+}
+
 /// Groups of guest fields that must be written at the next entry.
 mod dirty {
     /// CR0 and its read shadow.
@@ -229,6 +239,8 @@ struct GuestState {
     event: Option<(u32, u32, u32)>,
     /// Interrupt-window exiting is asked for.
     interrupt_window: bool,
+    /// NMI-window exiting is asked for.
+    nmi_window: bool,
     /// Groups to write at the next entry.
     dirty: u32,
     /// CR3, the segments (but CS and SS's access rights) and the
@@ -254,6 +266,7 @@ impl GuestState {
             interruptibility: 0,
             event: None,
             interrupt_window: false,
+            nmi_window: false,
             dirty: dirty::ALL,
             stale: false,
         }
@@ -674,12 +687,14 @@ impl VmxVcpu {
             vmcs.write32(guest32::INTERRUPTIBILITY_INFO, s.interruptibility)?;
         }
         if s.dirty & dirty::CONTROLS != 0 {
-            let window = if s.interrupt_window {
-                primary::INTR_WINDOW_EXITING
-            } else {
-                0
-            };
-            vmcs.write32(control32::CPU_BASED_VM_EXEC_CONTROL, cfg.primary | window)?;
+            let mut controls = cfg.primary;
+            if s.interrupt_window {
+                controls |= primary::INTR_WINDOW_EXITING;
+            }
+            if s.nmi_window {
+                controls |= primary::NMI_WINDOW_EXITING;
+            }
+            vmcs.write32(control32::CPU_BASED_VM_EXEC_CONTROL, controls)?;
         }
         s.dirty = 0;
         Ok(())
@@ -745,7 +760,7 @@ impl VmxVcpu {
         {
             // The exit interrupted an IRET that unblocked NMIs: block them
             // again, as the IRET will run again (SDM 28.2.3).
-            s.interruptibility |= 1 << 3;
+            s.interruptibility |= interruptibility::NMI;
             s.dirty |= dirty::EVENTS;
         }
         Ok(e)
@@ -924,7 +939,7 @@ impl VcpuBackend for VmxVcpu {
         if rip != self.state.rip {
             // Moving RIP ends any STI/MOV SS interrupt shadow, as KVM's
             // instruction skip does.
-            self.state.interruptibility &= !3;
+            self.state.interruptibility &= !interruptibility::SHADOW;
             self.state.dirty |= dirty::EVENTS;
         }
         self.state.rip = rip;
@@ -1101,7 +1116,7 @@ impl VcpuBackend for VmxVcpu {
     fn interrupt_status(&self) -> (bool, bool) {
         let if_flag = self.state.rflags & rflags::IF != 0;
         // Blocking by STI or by MOV SS.
-        let shadow = self.state.interruptibility & 3 != 0;
+        let shadow = self.state.interruptibility & interruptibility::SHADOW != 0;
         (if_flag, if_flag && !shadow && !self.event_pending())
     }
 
@@ -1121,6 +1136,27 @@ impl VcpuBackend for VmxVcpu {
     fn set_interrupt_window(&mut self, on: bool) {
         if self.state.interrupt_window != on {
             self.state.interrupt_window = on;
+            self.state.dirty |= dirty::CONTROLS;
+        }
+    }
+
+    fn inject_nmi(&mut self) {
+        // The CPU blocks NMIs as it delivers this one (virtual NMIs).
+        self.state.event = Some((event::NMI, 0, 0));
+    }
+
+    fn nmi_allowed(&self) -> bool {
+        self.state.interruptibility & (interruptibility::STI | interruptibility::MOV_SS | interruptibility::NMI)
+            == 0
+    }
+
+    fn nmi_masked(&self) -> bool {
+        self.state.interruptibility & interruptibility::NMI != 0
+    }
+
+    fn set_nmi_window(&mut self, on: bool) {
+        if self.state.nmi_window != on {
+            self.state.nmi_window = on;
             self.state.dirty |= dirty::CONTROLS;
         }
     }

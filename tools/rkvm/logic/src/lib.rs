@@ -75,6 +75,8 @@ mod svm {
     pub(crate) mod asid;
     #[path = "features.rs"]
     pub(crate) mod features;
+    #[path = "nmi.rs"]
+    pub(crate) mod nmi;
     #[path = "seg.rs"]
     pub(crate) mod seg;
     #[path = "vmcb.rs"]
@@ -174,6 +176,7 @@ mod abi_matches_kvm {
         assert_eq!(abi::vcpu::GET_MP_STATE, 0x8004_ae98);
         assert_eq!(abi::vcpu::SET_MP_STATE, 0x4004_ae99);
         assert_eq!(abi::vcpu::INTERRUPT, 0x4004_ae86);
+        assert_eq!(abi::vcpu::NMI, 0xae9a);
         assert_eq!(abi::run::exit::IRQ_WINDOW_OPEN, kb::KVM_EXIT_IRQ_WINDOW_OPEN);
         assert_eq!(abi::GET_STATS_FD, 0xaece);
         assert_eq!(abi::vm::GET_DIRTY_LOG, 0x4010_ae42);

@@ -17,7 +17,12 @@
  *    the guest never touched, so nested paging has no mapping yet) is
  *    delivered again after the fault is fixed, exactly once;
  *  - KVM_GET/SET_MP_STATE without an in-kernel irqchip: always runnable
- *    (HLT is the VMM's), and any other state refused with EINVAL.
+ *    (HLT is the VMM's), and any other state refused with EINVAL;
+ *  - KVM_NMI: delivered through IDT vector 2 whatever the guest's IF; an
+ *    NMI sent while the handler of another runs waits for its IRET (the
+ *    NMI window: SVM without vNMI intercepts the IRET and single-steps
+ *    over it, VMX has virtual NMIs), never nesting; two sent at once are
+ *    both delivered, one after the other, and a third merges with them.
  *
  * Stock KVM passes them all: RKVM_DEV=/dev/kvm.
  */
@@ -35,6 +40,7 @@
 #define PORT_VECTOR	0x70	/* a handler: the vector it serves */
 #define PORT_MARK	0x71	/* the guest reached a point of the test */
 #define PORT_DONE	0x72
+#define PORT_NMI_END	0x73	/* the NMI handler is about to IRET */
 #define VEC_A		0x30
 #define VEC_B		0x31
 #define FRESH_GPA	0x40000000UL	/* slot 1: never touched before */
@@ -55,16 +61,27 @@ FIXTURE_TEARDOWN(guest)
 }
 
 /*
- * Halts forever with interrupts on; the handlers of VEC_A and VEC_B say
- * which ran. With R15 set, the stack moves there first.
+ * Halts forever with interrupts on (off with R14 set); the handlers of
+ * VEC_A, VEC_B and the NMI say which ran. With R15 set, the stack moves
+ * there first.
  */
 GUEST_CODE_BLOCK(halt_guest, ".code64",
 	"test %r15, %r15\n"
 	"jz 1f\n"
 	"mov %r15, %rsp\n"
-	"1: sti\n"
+	"1: test %r14, %r14\n"
+	"jnz 3f\n"
+	"sti\n"
+	"jmp 2f\n"
+	"3: cli\n"
 	"2: hlt\n"
 	"jmp 2b\n"
+	"handler_nmi: push %rax\n"
+	"mov $2, %al\n"
+	"out %al, $" XSTR(PORT_VECTOR) "\n"
+	"out %al, $" XSTR(PORT_NMI_END) "\n"
+	"pop %rax\n"
+	"iretq\n"
 	"handler_a: push %rax\n"
 	"mov $" XSTR(VEC_A) ", %al\n"
 	"out %al, $" XSTR(PORT_VECTOR) "\n"
@@ -77,6 +94,7 @@ GUEST_CODE_BLOCK(halt_guest, ".code64",
 	"iretq\n");
 GUEST_LABEL(handler_a);
 GUEST_LABEL(handler_b);
+GUEST_LABEL(handler_nmi);
 
 /*
  * Interrupts off, a mark, then STI in the middle of NOPs: the window opens
@@ -99,7 +117,7 @@ GUEST_CODE_BLOCK(window_guest, ".code64",
 GUEST_LABEL(window_open);
 GUEST_LABEL(window_handler);
 
-static struct vcpu *halt_vcpu(struct vm *vm, uint64_t stack)
+static struct vcpu *halt_vcpu_if(struct vm *vm, uint64_t stack, bool if_off)
 {
 	struct kvm_regs regs;
 	struct vcpu *v;
@@ -107,11 +125,18 @@ static struct vcpu *halt_vcpu(struct vm *vm, uint64_t stack)
 	vm_load(vm, GUEST_CODE, halt_guest, halt_guest_end);
 	vm_set_idt_gate64(vm, VEC_A, guest_addr(halt_guest, handler_a, GUEST_CODE));
 	vm_set_idt_gate64(vm, VEC_B, guest_addr(halt_guest, handler_b, GUEST_CODE));
+	vm_set_idt_gate64(vm, 2, guest_addr(halt_guest, handler_nmi, GUEST_CODE));
 	v = vcpu_new(vm, 0, MODE_LONG64, GUEST_CODE, GUEST_STACK);
 	vcpu_get_regs(v, &regs);
 	regs.r15 = stack;
+	regs.r14 = if_off;
 	vcpu_set_regs(v, &regs);
 	return v;
+}
+
+static struct vcpu *halt_vcpu(struct vm *vm, uint64_t stack)
+{
+	return halt_vcpu_if(vm, stack, false);
 }
 
 /* One KVM_RUN that must end at an OUT to @port (any data). */
@@ -270,6 +295,61 @@ TEST_F(guest, mp_state_without_irqchip)
 	/* Still runnable, and it runs. */
 	ASSERT_EQ(0, interrupt(v, VEC_A));
 	ASSERT_EQ(0, run_expect_io(v, OUT, 1, PORT_VECTOR, VEC_A));
+	vcpu_free(v);
+}
+
+static long nmi(struct vcpu *v)
+{
+	return xioctl(v->fd, KVM_NMI, 0);
+}
+
+/* One NMI handler run: its entry, then its end (one KVM_RUN each). */
+static int nmi_handler_runs(struct vcpu *v)
+{
+	if (run_expect_io(v, OUT, 1, PORT_VECTOR, 2))
+		return -1;
+	return run_to_port(v, PORT_NMI_END);
+}
+
+TEST_F(guest, kvm_nmi_is_delivered_with_if_clear)
+{
+	struct vcpu *v = halt_vcpu_if(self->vm, 0, true);
+
+	ASSERT_EQ(0, run_expect_exit(v, KVM_EXIT_HLT));
+	EXPECT_EQ(0, v->run->if_flag);
+	ASSERT_EQ(0, nmi(v));
+	ASSERT_EQ(0, nmi_handler_runs(v));
+	ASSERT_EQ(0, run_expect_exit(v, KVM_EXIT_HLT));
+	vcpu_free(v);
+}
+
+TEST_F(guest, nmi_waits_for_the_handlers_iret)
+{
+	struct vcpu *v = halt_vcpu(self->vm, 0);
+
+	ASSERT_EQ(0, run_expect_exit(v, KVM_EXIT_HLT));
+	ASSERT_EQ(0, nmi(v));
+	ASSERT_EQ(0, run_expect_io(v, OUT, 1, PORT_VECTOR, 2));
+	/* In the handler: NMIs are blocked, the second waits. */
+	ASSERT_EQ(0, nmi(v));
+	ASSERT_EQ(0, run_to_port(v, PORT_NMI_END)) TH_LOG("the handler was not interrupted");
+	/* Its IRET opens the window: the second goes in at once. */
+	ASSERT_EQ(0, nmi_handler_runs(v));
+	ASSERT_EQ(0, run_expect_exit(v, KVM_EXIT_HLT)) TH_LOG("one NMI each");
+	vcpu_free(v);
+}
+
+TEST_F(guest, two_nmis_at_once_a_third_merges)
+{
+	struct vcpu *v = halt_vcpu(self->vm, 0);
+
+	ASSERT_EQ(0, run_expect_exit(v, KVM_EXIT_HLT));
+	ASSERT_EQ(0, nmi(v));
+	ASSERT_EQ(0, nmi(v));
+	ASSERT_EQ(0, nmi(v));
+	ASSERT_EQ(0, nmi_handler_runs(v));
+	ASSERT_EQ(0, nmi_handler_runs(v));
+	ASSERT_EQ(0, run_expect_exit(v, KVM_EXIT_HLT)) TH_LOG("the third merged");
 	vcpu_free(v);
 }
 
