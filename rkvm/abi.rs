@@ -143,6 +143,10 @@ pub(crate) mod vcpu {
     /// `KVM_GET_MP_STATE`, `KVM_SET_MP_STATE` (`struct kvm_mp_state`).
     pub(crate) const GET_MP_STATE: u32 = ior(0x98, 4);
     pub(crate) const SET_MP_STATE: u32 = iow(0x99, 4);
+    /// `KVM_GET_VCPU_EVENTS`, `KVM_SET_VCPU_EVENTS` (`struct
+    /// kvm_vcpu_events`, 64 bytes: `vcpu_events.rs`).
+    pub(crate) const GET_VCPU_EVENTS: u32 = ior(0x9f, 64);
+    pub(crate) const SET_VCPU_EVENTS: u32 = iow(0xa0, 64);
     /// `KVM_NMI`.
     pub(crate) const NMI: u32 = super::io(0x9a);
     /// `KVM_INTERRUPT` (`struct kvm_interrupt`: the vector).
@@ -219,6 +223,10 @@ pub(crate) mod cap {
     pub(crate) const MP_STATE: usize = 14;
     /// `KVM_GET_TSC_KHZ` on vCPU and VM fds.
     pub(crate) const GET_TSC_KHZ: usize = 61;
+    /// `KVM_GET_VCPU_EVENTS`/`KVM_SET_VCPU_EVENTS` (with the interrupt
+    /// shadow in them; x86 KVM never reports `KVM_CAP_INTR_SHADOW`, and
+    /// neither does rkvm).
+    pub(crate) const VCPU_EVENTS: usize = 41;
     /// `KVM_CLEAR_DIRTY_LOG` and manual dirty-log protection, enabled with
     /// `KVM_ENABLE_CAP`; the answer is the options it takes.
     pub(crate) const MANUAL_DIRTY_LOG_PROTECT2: usize = 168;

@@ -13,7 +13,7 @@
 
 use kernel::prelude::*;
 
-pub(crate) use crate::exit_info::{Exit, IoExit};
+pub(crate) use crate::exit_info::{Event, Exit, IoExit};
 use crate::{
     emulate::Gprs,
     regs::Regs,
@@ -110,12 +110,19 @@ pub(crate) trait VcpuBackend: Send + Sync {
     /// the guest's IF (the caller decided it may: KVM's injected
     /// interrupt).
     fn inject_interrupt(&mut self, vector: u8);
-    /// Whether the next entry delivers an event: one injected, or one whose
+    /// The event the next entry delivers: one injected, or one whose
     /// delivery the last exit interrupted (delivered again).
-    fn event_pending(&self) -> bool;
-    /// That event's vector, if it is an external interrupt
-    /// (`KVM_GET_SREGS`'s `interrupt_bitmap`).
-    fn pending_interrupt(&self) -> Option<u8>;
+    fn pending_event(&self) -> Option<Event>;
+    /// Replaces it (`KVM_SET_VCPU_EVENTS`; never with `Event::Soft`).
+    fn set_pending_event(&mut self, event: Option<Event>);
+    /// Whether the next entry delivers an event.
+    fn event_pending(&self) -> bool {
+        self.pending_event().is_some()
+    }
+    /// The STI and MOV SS interrupt shadow, as `KVM_X86_SHADOW_INT_*`
+    /// bits (`vcpu_events::shadow`), and its setter.
+    fn interrupt_shadow(&self) -> u8;
+    fn set_interrupt_shadow(&mut self, shadow: u8);
     /// With `on`, the guest exits ([`Exit::InterruptWindow`]) as soon as it
     /// can take an external interrupt; without, it does not. Decided
     /// before each entry.
@@ -129,6 +136,8 @@ pub(crate) trait VcpuBackend: Send + Sync {
     /// Whether NMIs are blocked (an NMI handler runs), as
     /// `KVM_GET_VCPU_EVENTS` reports it.
     fn nmi_masked(&self) -> bool;
+    /// Blocks or unblocks NMIs (`KVM_SET_VCPU_EVENTS`).
+    fn set_nmi_masked(&mut self, masked: bool);
     /// With `on`, the guest exits ([`Exit::NmiWindow`]) once it may be
     /// able to take an NMI (the caller checks `nmi_allowed` again);
     /// without, it does not. Decided before each entry.

@@ -54,6 +54,22 @@ pub(crate) enum Exit {
     Unexpected { reason: u64, info: u64 },
 }
 
+/// An event on its way into the guest: injected, or interrupted by an exit
+/// and delivered again by the next entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Event {
+    /// A hardware exception, with its error code if it pushes one.
+    Exception { vector: u8, error_code: Option<u32> },
+    /// An external interrupt.
+    Interrupt { vector: u8 },
+    Nmi,
+    /// A software interrupt or exception (INT n, INT3, INTO) being
+    /// delivered again: it needs its instruction's length, which
+    /// `KVM_GET_VCPU_EVENTS` has no field for (KVM does not report these
+    /// either).
+    Soft,
+}
+
 /// A port I/O exit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct IoExit {

@@ -22,7 +22,7 @@ use kernel::{prelude::*, sync::Arc};
 use crate::{
     abi::run::{exit as kvm_exit, internal},
     arch::{cr0, cr4, vector},
-    backend::{Entry, Exit, IoExit, VcpuBackend},
+    backend::{Entry, Event, Exit, IoExit, VcpuBackend},
     cpuid::{self, CpuidEntry},
     dirty_ring_pages::VcpuRing,
     emulate::{self, Access, MmioInsn, Mode},
@@ -40,6 +40,7 @@ use crate::{
     sregs::{self, GuestFeatures, SegReg},
     stats,
     vcpu::VcpuStats,
+    vcpu_events::{self, VcpuEvents},
     vm::{NpfOutcome, Vm},
     x86, xsave,
 };
@@ -352,6 +353,62 @@ impl CpuCore {
         }
         self.backend.set_nmi_window(self.nmi_pending > 0);
         self.backend.set_interrupt_window(window);
+    }
+
+    /// `KVM_GET_VCPU_EVENTS`.
+    pub(crate) fn events(&self) -> VcpuEvents {
+        let b = &self.backend;
+        let mut e = VcpuEvents {
+            shadow: b.interrupt_shadow(),
+            nmi_pending: self.nmi_pending,
+            nmi_masked: b.nmi_masked(),
+            flags: vcpu_events::valid::REPORTED,
+            ..Default::default()
+        };
+        match b.pending_event() {
+            Some(Event::Exception { vector, error_code }) => e.exception = Some((vector, error_code)),
+            Some(Event::Interrupt { vector }) => e.interrupt = Some((vector, false)),
+            Some(Event::Nmi) => e.nmi_injected = true,
+            // Not reported, as KVM: delivered again from its instruction.
+            Some(Event::Soft) | None => {}
+        }
+        if let Some(vector) = self.queued_irq {
+            e.interrupt = Some((vector, false));
+        }
+        e
+    }
+
+    /// `KVM_SET_VCPU_EVENTS`, after `VcpuEvents::check`. One event fits
+    /// the backend's slot, in KVM's order (exception, NMI, interrupt); an
+    /// injected interrupt behind an exception or NMI waits as a queued
+    /// one. An exception and an NMI both injected, or a software
+    /// interrupt (whose instruction length the structure lacks), are
+    /// refused.
+    pub(crate) fn set_events(&mut self, e: &VcpuEvents) -> Result {
+        let irq = match e.interrupt {
+            Some((_, true)) => return Err(EINVAL),
+            Some((vector, false)) => Some(vector),
+            None => None,
+        };
+        let (slot, queued) = match (e.exception, e.nmi_injected) {
+            (Some(_), true) => return Err(EINVAL),
+            (Some((vector, error_code)), false) => (Some(Event::Exception { vector, error_code }), irq),
+            (None, true) => (Some(Event::Nmi), irq),
+            (None, false) => (irq.map(|vector| Event::Interrupt { vector }), None),
+        };
+        let b = &mut self.backend;
+        b.set_pending_event(slot);
+        self.queued_irq = queued;
+        if e.flags & vcpu_events::valid::SHADOW != 0 {
+            b.set_interrupt_shadow(e.shadow);
+        }
+        b.set_nmi_masked(e.nmi_masked);
+        if e.flags & vcpu_events::valid::NMI_PENDING != 0 {
+            // As `queue_nmi`'s limit.
+            let limit = if e.nmi_masked { 1 } else { 2 };
+            self.nmi_pending = e.nmi_pending.min(limit);
+        }
+        Ok(())
     }
 
     /// `kvm_run.ready_for_interrupt_injection`: the guest can take an

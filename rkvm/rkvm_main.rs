@@ -36,6 +36,7 @@ mod stats_file;
 mod svm;
 mod tsc;
 mod vcpu;
+mod vcpu_events;
 mod vm;
 mod vmx;
 mod xsave;

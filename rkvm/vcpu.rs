@@ -40,7 +40,9 @@ use crate::{
     sregs::{self, Sregs},
     stats::{self, Desc},
     stats_file::{StatsFile, StatsSource},
-    tsc, uarg, x86,
+    tsc, uarg,
+    vcpu_events::VcpuEvents,
+    x86,
     vm::Vm,
 };
 
@@ -209,7 +211,7 @@ impl State {
         Sregs {
             apic_base: self.apic_base,
             // KVM's injected interrupt: queued, or on its way in.
-            pending_irq: self.core().queued_irq.or(self.core().backend.pending_interrupt()),
+            pending_irq: self.core().events().interrupt.map(|(vector, _)| vector),
             ..self.core().backend.sregs()
         }
     }
@@ -460,6 +462,12 @@ impl AnonFile for Vcpu {
                 tsc::check_khz(arg as u32, x86::tsc_khz()).map_err(|_| EINVAL)?
             }
             abi::vcpu::NMI => state.core_mut().queue_nmi(),
+            abi::vcpu::GET_VCPU_EVENTS => uarg::write(arg, &state.core().events().to_bytes())?,
+            abi::vcpu::SET_VCPU_EVENTS => {
+                let e = VcpuEvents::from_bytes(&uarg::read(arg)?);
+                e.check().map_err(|_| EINVAL)?;
+                state.core_mut().set_events(&e)?;
+            }
             abi::vcpu::INTERRUPT => {
                 // Without an in-kernel APIC, as KVM: queued for the next
                 // entry (a second call replaces the first).

@@ -6,9 +6,10 @@
 //! blocks, the guest's IRET is intercepted, and NMIs are unblocked once
 //! the guest is seen past that IRET (at any later exit), as KVM does.
 //!
-//! To deliver a waiting NMI as soon as the IRET completes (or an
-//! interrupt shadow ends), the backend single-steps the guest over it:
-//! the trap (`#DB`, intercepted for the one step) is the NMI window.
+//! To deliver a waiting NMI as soon as the IRET completes (or whatever
+//! else held it back: an interrupt shadow, another event going in), the
+//! backend single-steps the guest over it: the trap (`#DB`, intercepted
+//! for the one step) is the NMI window.
 //!
 //! Pure logic (only `core`), tested on the host.
 
@@ -58,6 +59,13 @@ impl NmiBlocking {
         self.masked
     }
 
+    /// `KVM_SET_VCPU_EVENTS`: blocked or not, with no IRET seen yet.
+    pub(crate) fn set_masked(&mut self, masked: bool) {
+        // INVARIANT: no IRET seen.
+        self.masked = masked;
+        self.iret_at = None;
+    }
+
     /// Whether the guest's IRET must exit: blocked, and not seen yet.
     pub(crate) fn intercept_iret(&self) -> bool {
         self.masked && self.iret_at.is_none()
@@ -65,14 +73,11 @@ impl NmiBlocking {
 
     /// Whether the next entry should single-step the guest so that a
     /// waiting NMI goes in as soon as it can: over the IRET that will
-    /// unblock NMIs, or over an interrupt shadow that holds it back.
-    /// Blocked with the IRET not seen yet, the IRET's exit comes first.
-    pub(crate) fn step_for_window(&self, shadow: bool) -> bool {
-        match (self.masked, self.iret_at) {
-            (true, None) => false,
-            (true, Some(_)) => true,
-            (false, _) => shadow,
-        }
+    /// unblock NMIs, or over whatever else holds it back (an interrupt
+    /// shadow, another event going in), as KVM does. Blocked with the
+    /// IRET not seen yet, the IRET's exit comes first.
+    pub(crate) fn step_for_window(&self) -> bool {
+        !self.intercept_iret()
     }
 }
 
@@ -102,14 +107,13 @@ mod tests {
     #[test]
     fn stepping_serves_a_waiting_nmi() {
         let mut b = NmiBlocking::default();
-        assert!(!b.step_for_window(false), "nothing blocks");
-        assert!(b.step_for_window(true), "a shadow: step over it");
+        assert!(b.step_for_window(), "a shadow or an event: step over it");
         b.injected();
-        assert!(!b.step_for_window(false), "the IRET's exit comes first");
+        assert!(!b.step_for_window(), "the IRET's exit comes first");
         b.iret_intercepted(0x1100);
-        assert!(b.step_for_window(false), "step over the IRET");
+        assert!(b.step_for_window(), "step over the IRET");
         b.after_exit(0x1101);
-        assert!(!b.step_for_window(false));
+        assert!(!b.masked() && b.step_for_window());
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::shim::ffi;
 
 use crate::{
     arch::{dr6, efer, rflags, vector},
-    backend::{Entry, Exit, IoExit, VcpuBackend},
+    backend::{Entry, Event, Exit, IoExit, VcpuBackend},
     emulate::Gprs,
     hw, msr,
     regs::Regs,
@@ -33,6 +33,7 @@ use crate::{
         seg::{SvmSegs, VmcbSeg},
         vmcb::{self, exit, npf, tlb_control, IoioInfo, Save, Vmcb},
     },
+    vcpu_events::shadow,
     x86,
 };
 
@@ -294,14 +295,14 @@ impl VcpuBackend for SvmVcpu {
         let mut regs = Regs::default();
         regs.set_gprs_x86(&self.gprs());
         regs.rip = self.vmcb.save.rip;
-        regs.rflags = self.vmcb.save.rflags;
+        regs.rflags = self.rflags();
         regs
     }
 
     fn set_regs(&mut self, regs: &Regs) {
         self.set_gprs(&regs.gprs_x86());
         self.vmcb.save.rip = regs.rip;
-        self.vmcb.save.rflags = regs.rflags;
+        self.set_rflags(regs.rflags);
     }
 
     fn gprs(&self) -> Gprs {
@@ -331,11 +332,24 @@ impl VcpuBackend for SvmVcpu {
     }
 
     fn rflags(&self) -> u64 {
-        self.vmcb.save.rflags
+        let rflags = self.vmcb.save.rflags;
+        match self.nmi_step {
+            // The step's TF and RF are the backend's, not the guest's.
+            Some(own) => (rflags & !(rflags::TF | rflags::RF)) | own,
+            None => rflags,
+        }
     }
 
     fn set_rflags(&mut self, rflags: u64) {
-        self.vmcb.save.rflags = rflags;
+        let tf_rf = rflags::TF | rflags::RF;
+        self.vmcb.save.rflags = match &mut self.nmi_step {
+            // Still stepping: the new value's TF and RF are the guest's own.
+            Some(own) => {
+                *own = rflags & tf_rf;
+                rflags | tf_rf
+            }
+            None => rflags,
+        };
     }
 
     fn sregs(&self) -> Sregs {
@@ -515,26 +529,40 @@ impl VcpuBackend for SvmVcpu {
     }
 
     fn inject_interrupt(&mut self, vector: u8) {
+        self.set_pending_event(Some(Event::Interrupt { vector }));
+    }
+
+    fn pending_event(&self) -> Option<Event> {
+        let c = &self.vmcb.control;
+        vmcb::event::decode(c.event_inj, c.event_inj_err)
+    }
+
+    fn set_pending_event(&mut self, event: Option<Event>) {
         let c = &mut self.vmcb.control;
-        c.event_inj = vmcb::event::VALID | vmcb::event::TYPE_INTR | vector as u32;
-        c.event_inj_err = 0;
+        (c.event_inj, c.event_inj_err) = vmcb::event::encode(event);
     }
 
-    fn event_pending(&self) -> bool {
-        self.vmcb.control.event_inj & vmcb::event::VALID != 0
+    fn interrupt_shadow(&self) -> u8 {
+        // SVM does not tell STI from MOV SS: both, as KVM reports it.
+        if self.vmcb.control.int_state & 1 != 0 {
+            shadow::STI | shadow::MOV_SS
+        } else {
+            0
+        }
     }
 
-    fn pending_interrupt(&self) -> Option<u8> {
-        let inj = self.vmcb.control.event_inj;
-        let intr = vmcb::event::VALID | vmcb::event::TYPE_INTR;
-        (inj & (vmcb::event::VALID | vmcb::event::TYPE_MASK) == intr).then_some(inj as u8)
+    fn set_interrupt_shadow(&mut self, mask: u8) {
+        let c = &mut self.vmcb.control;
+        c.int_state = (c.int_state & !1) | u32::from(mask != 0);
     }
 
     fn inject_nmi(&mut self) {
-        let c = &mut self.vmcb.control;
-        c.event_inj = vmcb::event::VALID | vmcb::event::TYPE_NMI | u32::from(vector::NMI);
-        c.event_inj_err = 0;
+        self.set_pending_event(Some(Event::Nmi));
         self.nmi.injected();
+    }
+
+    fn set_nmi_masked(&mut self, masked: bool) {
+        self.nmi.set_masked(masked);
     }
 
     fn nmi_allowed(&self) -> bool {
@@ -548,9 +576,8 @@ impl VcpuBackend for SvmVcpu {
     fn set_nmi_window(&mut self, on: bool) {
         // Blocked by the handler: its IRET's exit (intercepted since the
         // NMI went in) comes first; then one step over the IRET, or over
-        // an interrupt shadow.
-        let shadow = self.vmcb.control.int_state & 1 != 0;
-        if on && self.nmi.step_for_window(shadow) {
+        // whatever else held the NMI back.
+        if on && self.nmi.step_for_window() {
             self.begin_nmi_step();
         }
     }

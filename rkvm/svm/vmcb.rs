@@ -126,11 +126,45 @@ pub(crate) const V_IGN_TPR: u32 = 1 << 20;
 /// What `EVENTINJ` and `EXITINTINFO` share (APM 15.20): vector in bits
 /// 7:0, type in 10:8, error code valid in 11, valid in 31.
 pub(crate) mod event {
+    use crate::exit_info::Event;
+
     pub(crate) const VALID: u32 = 1 << 31;
+    pub(crate) const ERROR_VALID: u32 = 1 << 11;
     pub(crate) const TYPE_MASK: u32 = 7 << 8;
     /// An external (or virtual) interrupt.
     pub(crate) const TYPE_INTR: u32 = 0 << 8;
     pub(crate) const TYPE_NMI: u32 = 2 << 8;
+    pub(crate) const TYPE_EXCEPTION: u32 = 3 << 8;
+
+    /// The event an `EVENTINJ` (or `EXITINTINFO`) word and its error code
+    /// describe, if valid.
+    pub(crate) fn decode(word: u32, error_code: u32) -> Option<Event> {
+        if word & VALID == 0 {
+            return None;
+        }
+        let vector = word as u8;
+        Some(match word & TYPE_MASK {
+            TYPE_INTR => Event::Interrupt { vector },
+            TYPE_NMI => Event::Nmi,
+            TYPE_EXCEPTION => Event::Exception {
+                vector,
+                error_code: (word & ERROR_VALID != 0).then_some(error_code),
+            },
+            // INT n (4), and what SVM does not define.
+            _ => Event::Soft,
+        })
+    }
+
+    /// The `EVENTINJ` word and error code that deliver `event` (nothing
+    /// for `Event::Soft`, which cannot be described).
+    pub(crate) fn encode(event: Option<Event>) -> (u32, u32) {
+        match event {
+            Some(Event::Interrupt { vector }) => (VALID | TYPE_INTR | vector as u32, 0),
+            Some(Event::Nmi) => (VALID | TYPE_NMI | crate::arch::vector::NMI as u32, 0),
+            Some(Event::Exception { vector, error_code }) => super::event_inj_exception(vector, error_code),
+            Some(Event::Soft) | None => (0, 0),
+        }
+    }
 }
 
 /// `NP_ENABLE` in `misc_ctl`.
@@ -567,6 +601,24 @@ mod tests {
         for m in VMCB_SWITCHED {
             assert!(msr::INDEX_LIST.contains(&m));
         }
+    }
+
+    #[test]
+    fn events_round_trip() {
+        use crate::exit_info::Event;
+        for e in [
+            Event::Interrupt { vector: 0x30 },
+            Event::Nmi,
+            Event::Exception { vector: 13, error_code: Some(0x1234) },
+            Event::Exception { vector: 6, error_code: None },
+        ] {
+            let (w, err) = event::encode(Some(e));
+            assert_eq!(event::decode(w, err), Some(e));
+        }
+        assert_eq!(event::encode(None), (0, 0));
+        assert_eq!(event::decode(0x8000_0430, 0), Some(Event::Soft));
+        assert_eq!(event::decode(0x30, 0), None);
+        assert_eq!(event::encode(Some(Event::Nmi)).0, 0x8000_0202);
     }
 
     #[test]

@@ -85,6 +85,39 @@ pub(crate) mod event {
         info
     }
 
+    /// The event an information word (IDT-vectoring or VM-entry) and its
+    /// error code describe, if valid.
+    pub(crate) fn decode(info: u32, error_code: u32) -> Option<crate::exit_info::Event> {
+        use crate::exit_info::Event;
+        if info & VALID == 0 {
+            return None;
+        }
+        let vector = info as u8;
+        Some(match kind(info) {
+            TYPE_EXTERNAL_INTERRUPT => Event::Interrupt { vector },
+            TYPE_NMI => Event::Nmi,
+            TYPE_HW_EXCEPTION => Event::Exception {
+                vector,
+                error_code: (info & ERROR_CODE != 0).then_some(error_code),
+            },
+            _ => Event::Soft,
+        })
+    }
+
+    /// The VM-entry interruption information and error code that deliver
+    /// `event`, if it can be described (not `Event::Soft`).
+    pub(crate) fn encode(event: crate::exit_info::Event) -> Option<(u32, u32)> {
+        use crate::exit_info::Event;
+        match event {
+            Event::Interrupt { vector } => Some((external_interrupt(vector), 0)),
+            Event::Nmi => Some((NMI, 0)),
+            Event::Exception { vector, error_code } => {
+                Some((hw_exception(vector, error_code.is_some()), error_code.unwrap_or(0)))
+            }
+            Event::Soft => None,
+        }
+    }
+
     /// The entry word that delivers an NMI.
     pub(crate) const NMI: u32 = VALID | (TYPE_NMI << TYPE_SHIFT) | crate::arch::vector::NMI as u32;
 
@@ -373,6 +406,18 @@ mod tests {
         assert_eq!(event::external_interrupt(0x30), 0x8000_0030);
         assert_eq!(exit(reason::NMI_WINDOW, 0).decode(), Exit::NmiWindow);
         assert_eq!(event::NMI, 0x8000_0202);
+        use crate::exit_info::Event;
+        for e in [
+            Event::Interrupt { vector: 0x30 },
+            Event::Nmi,
+            Event::Exception { vector: 13, error_code: Some(7) },
+            Event::Exception { vector: 6, error_code: None },
+        ] {
+            let (info, err) = event::encode(e).unwrap();
+            assert_eq!(event::decode(info, err), Some(e));
+        }
+        assert_eq!(event::decode(0x8000_0403, 0), Some(Event::Soft));
+        assert_eq!(event::encode(Event::Soft), None);
         assert_eq!(exit(reason::WRMSR, 0).decode(), Exit::Msr { write: true });
         assert_eq!(exit(reason::XSETBV, 0).decode(), Exit::Xsetbv);
         assert_eq!(

@@ -34,7 +34,7 @@ use kernel::{alloc::flags::GFP_KERNEL, prelude::*};
 
 use crate::{
     arch::{cr0, efer, rflags},
-    backend::{Entry, Exit, VcpuBackend},
+    backend::{Entry, Event, Exit, VcpuBackend},
     emulate::Gprs,
     msr,
     regs::Regs,
@@ -55,6 +55,7 @@ use crate::{
         vpid::VpidPool,
         VmxFeatures,
     },
+    vcpu_events::shadow,
 };
 
 /// Every vCPU's VPID comes from here.
@@ -1121,16 +1122,49 @@ impl VcpuBackend for VmxVcpu {
     }
 
     fn inject_interrupt(&mut self, vector: u8) {
-        self.state.event = Some((event::external_interrupt(vector), 0, 0));
+        self.set_pending_event(Some(Event::Interrupt { vector }));
     }
 
-    fn event_pending(&self) -> bool {
-        self.state.event.is_some()
+    fn pending_event(&self) -> Option<Event> {
+        let (info, err, _) = self.state.event?;
+        event::decode(info, err)
     }
 
-    fn pending_interrupt(&self) -> Option<u8> {
-        let (info, _, _) = self.state.event?;
-        (event::kind(info) == event::TYPE_EXTERNAL_INTERRUPT).then_some(info as u8)
+    fn set_pending_event(&mut self, e: Option<Event>) {
+        self.state.event = e.and_then(event::encode).map(|(info, err)| (info, err, 0));
+    }
+
+    fn interrupt_shadow(&self) -> u8 {
+        let i = self.state.interruptibility;
+        let mut s = 0;
+        if i & interruptibility::STI != 0 {
+            s |= shadow::STI;
+        }
+        if i & interruptibility::MOV_SS != 0 {
+            s |= shadow::MOV_SS;
+        }
+        s
+    }
+
+    fn set_interrupt_shadow(&mut self, mask: u8) {
+        let mut i = self.state.interruptibility & !interruptibility::SHADOW;
+        // One shadow at a time: MOV SS's wins, as in KVM.
+        if mask & shadow::MOV_SS != 0 {
+            i |= interruptibility::MOV_SS;
+        } else if mask & shadow::STI != 0 {
+            i |= interruptibility::STI;
+        }
+        self.state.interruptibility = i;
+        self.state.dirty |= dirty::EVENTS;
+    }
+
+    fn set_nmi_masked(&mut self, masked: bool) {
+        if masked {
+            self.state.interruptibility |= interruptibility::NMI;
+        } else {
+            self.state.interruptibility &= !interruptibility::NMI;
+        }
+        self.state.dirty |= dirty::EVENTS;
     }
 
     fn set_interrupt_window(&mut self, on: bool) {
@@ -1142,7 +1176,7 @@ impl VcpuBackend for VmxVcpu {
 
     fn inject_nmi(&mut self) {
         // The CPU blocks NMIs as it delivers this one (virtual NMIs).
-        self.state.event = Some((event::NMI, 0, 0));
+        self.set_pending_event(Some(Event::Nmi));
     }
 
     fn nmi_allowed(&self) -> bool {

@@ -68,6 +68,8 @@ mod sregs;
 mod stats;
 #[path = "../../../../rkvm/tsc.rs"]
 mod tsc;
+#[path = "../../../../rkvm/vcpu_events.rs"]
+mod vcpu_events;
 /// The kernel's `svm` module, as far as it is pure.
 #[path = "../../../../rkvm/svm"]
 mod svm {
@@ -177,6 +179,14 @@ mod abi_matches_kvm {
         assert_eq!(abi::vcpu::SET_MP_STATE, 0x4004_ae99);
         assert_eq!(abi::vcpu::INTERRUPT, 0x4004_ae86);
         assert_eq!(abi::vcpu::NMI, 0xae9a);
+        assert_eq!(abi::cap::VCPU_EVENTS, kb::KVM_CAP_VCPU_EVENTS as usize);
+        assert_eq!(crate::vcpu_events::SIZE, core::mem::size_of::<kb::kvm_vcpu_events>());
+        assert_eq!(abi::vcpu::GET_VCPU_EVENTS, 0x8040_ae9f);
+        assert_eq!(abi::vcpu::SET_VCPU_EVENTS, 0x4040_aea0);
+        assert_eq!(crate::vcpu_events::valid::REPORTED, kb::KVM_VCPUEVENT_VALID_NMI_PENDING
+            | kb::KVM_VCPUEVENT_VALID_SHADOW | kb::KVM_VCPUEVENT_VALID_SMM);
+        assert_eq!(crate::vcpu_events::shadow::STI as u32, kb::KVM_X86_SHADOW_INT_STI);
+        assert_eq!(crate::vcpu_events::shadow::MOV_SS as u32, kb::KVM_X86_SHADOW_INT_MOV_SS);
         assert_eq!(abi::run::exit::IRQ_WINDOW_OPEN, kb::KVM_EXIT_IRQ_WINDOW_OPEN);
         assert_eq!(abi::GET_STATS_FD, 0xaece);
         assert_eq!(abi::vm::GET_DIRTY_LOG, 0x4010_ae42);
@@ -230,7 +240,8 @@ mod abi_matches_kvm {
                     || c == kb::KVM_CAP_SYNC_MMU as usize
                     || c == kb::KVM_CAP_BINARY_STATS_FD as usize
                     || c == kb::KVM_CAP_MP_STATE as usize
-                    || c == kb::KVM_CAP_GET_TSC_KHZ as usize =>
+                    || c == kb::KVM_CAP_GET_TSC_KHZ as usize
+                    || c == kb::KVM_CAP_VCPU_EVENTS as usize =>
                 {
                     assert_eq!(v, 1)
                 }

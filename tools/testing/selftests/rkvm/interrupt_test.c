@@ -22,7 +22,14 @@
  *    NMI sent while the handler of another runs waits for its IRET (the
  *    NMI window: SVM without vNMI intercepts the IRET and single-steps
  *    over it, VMX has virtual NMIs), never nesting; two sent at once are
- *    both delivered, one after the other, and a third merges with them.
+ *    both delivered, one after the other, and a third merges with them;
+ *  - KVM_GET/SET_VCPU_EVENTS: what is queued shows (an interrupt, pending
+ *    NMIs), what is set goes in (an exception with its error code, an
+ *    interrupt, an NMI), NMIs set blocked wait until set unblocked, the
+ *    interrupt shadow round-trips; unknown flags, payloads and
+ *    triple-fault events (their capabilities are off), exception vectors
+ *    2 and past 31, and on rkvm SMM state and software interrupts, are
+ *    EINVAL.
  *
  * Stock KVM passes them all: RKVM_DEV=/dev/kvm.
  */
@@ -41,6 +48,7 @@
 #define PORT_MARK	0x71	/* the guest reached a point of the test */
 #define PORT_DONE	0x72
 #define PORT_NMI_END	0x73	/* the NMI handler is about to IRET */
+#define PORT_ERROR	0x75	/* the #GP handler: its error code */
 #define VEC_A		0x30
 #define VEC_B		0x31
 #define FRESH_GPA	0x40000000UL	/* slot 1: never touched before */
@@ -76,6 +84,12 @@ GUEST_CODE_BLOCK(halt_guest, ".code64",
 	"3: cli\n"
 	"2: hlt\n"
 	"jmp 2b\n"
+	"handler_gp: push %rax\n"
+	"mov 8(%rsp), %eax\n"
+	"out %eax, $" XSTR(PORT_ERROR) "\n"
+	"pop %rax\n"
+	"add $8, %rsp\n"
+	"iretq\n"
 	"handler_nmi: push %rax\n"
 	"mov $2, %al\n"
 	"out %al, $" XSTR(PORT_VECTOR) "\n"
@@ -95,6 +109,7 @@ GUEST_CODE_BLOCK(halt_guest, ".code64",
 GUEST_LABEL(handler_a);
 GUEST_LABEL(handler_b);
 GUEST_LABEL(handler_nmi);
+GUEST_LABEL(handler_gp);
 
 /*
  * Interrupts off, a mark, then STI in the middle of NOPs: the window opens
@@ -126,6 +141,7 @@ static struct vcpu *halt_vcpu_if(struct vm *vm, uint64_t stack, bool if_off)
 	vm_set_idt_gate64(vm, VEC_A, guest_addr(halt_guest, handler_a, GUEST_CODE));
 	vm_set_idt_gate64(vm, VEC_B, guest_addr(halt_guest, handler_b, GUEST_CODE));
 	vm_set_idt_gate64(vm, 2, guest_addr(halt_guest, handler_nmi, GUEST_CODE));
+	vm_set_idt_gate64(vm, 13, guest_addr(halt_guest, handler_gp, GUEST_CODE));
 	v = vcpu_new(vm, 0, MODE_LONG64, GUEST_CODE, GUEST_STACK);
 	vcpu_get_regs(v, &regs);
 	regs.r15 = stack;
@@ -350,6 +366,178 @@ TEST_F(guest, two_nmis_at_once_a_third_merges)
 	ASSERT_EQ(0, nmi_handler_runs(v));
 	ASSERT_EQ(0, nmi_handler_runs(v));
 	ASSERT_EQ(0, run_expect_exit(v, KVM_EXIT_HLT)) TH_LOG("the third merged");
+	vcpu_free(v);
+}
+
+static struct kvm_vcpu_events get_events(struct vcpu *v)
+{
+	struct kvm_vcpu_events e;
+
+	memset(&e, 0xcc, sizeof(e));
+	if (xioctl(v->fd, KVM_GET_VCPU_EVENTS, (unsigned long)&e))
+		memset(&e, 0xee, sizeof(e));
+	return e;
+}
+
+static long set_events(struct vcpu *v, struct kvm_vcpu_events *e)
+{
+	return xioctl(v->fd, KVM_SET_VCPU_EVENTS, (unsigned long)e);
+}
+
+#define REPORTED_FLAGS \
+	(KVM_VCPUEVENT_VALID_NMI_PENDING | KVM_VCPUEVENT_VALID_SHADOW | KVM_VCPUEVENT_VALID_SMM)
+
+TEST_F(guest, vcpu_events_report_what_is_queued)
+{
+	struct vcpu *v = halt_vcpu(self->vm, 0);
+	struct kvm_vcpu_events e;
+
+	ASSERT_EQ(1, xioctl(self->vm->sys, KVM_CHECK_EXTENSION, KVM_CAP_VCPU_EVENTS));
+	ASSERT_EQ(0, run_expect_exit(v, KVM_EXIT_HLT));
+	e = get_events(v);
+	EXPECT_EQ(REPORTED_FLAGS, e.flags);
+	EXPECT_EQ(0, e.exception.injected);
+	EXPECT_EQ(0, e.interrupt.injected);
+	EXPECT_EQ(0, e.interrupt.shadow) TH_LOG("RIP moved past the HLT");
+	EXPECT_EQ(0, e.nmi.injected);
+	EXPECT_EQ(0, e.nmi.pending);
+	EXPECT_EQ(0, e.nmi.masked);
+	ASSERT_EQ(0, interrupt(v, VEC_A));
+	ASSERT_EQ(0, nmi(v));
+	e = get_events(v);
+	EXPECT_EQ(1, e.interrupt.injected);
+	EXPECT_EQ(VEC_A, e.interrupt.nr);
+	EXPECT_EQ(0, e.interrupt.soft);
+	EXPECT_EQ(1, e.nmi.pending);
+	EXPECT_EQ(0, e.nmi.injected);
+	vcpu_free(v);
+}
+
+TEST_F(guest, vcpu_events_set_what_goes_in)
+{
+	struct vcpu *v = halt_vcpu(self->vm, 0);
+	struct kvm_vcpu_events e;
+
+	ASSERT_EQ(0, run_expect_exit(v, KVM_EXIT_HLT));
+	/* An exception with its error code. */
+	e = get_events(v);
+	e.exception.injected = 1;
+	e.exception.nr = 13;
+	e.exception.has_error_code = 1;
+	e.exception.error_code = 0x1234;
+	ASSERT_EQ(0, set_events(v, &e));
+	e = get_events(v);
+	EXPECT_EQ(1, e.exception.injected);
+	EXPECT_EQ(13, e.exception.nr);
+	EXPECT_EQ(0x1234, e.exception.error_code);
+	ASSERT_EQ(0, run_expect_io(v, OUT, 4, PORT_ERROR, 0x1234));
+	ASSERT_EQ(0, run_expect_exit(v, KVM_EXIT_HLT));
+	/* An interrupt. */
+	e = get_events(v);
+	EXPECT_EQ(0, e.exception.injected) TH_LOG("delivered");
+	e.interrupt.injected = 1;
+	e.interrupt.nr = VEC_B;
+	ASSERT_EQ(0, set_events(v, &e));
+	EXPECT_EQ(VEC_B, queued_vector(v));
+	ASSERT_EQ(0, run_expect_io(v, OUT, 1, PORT_VECTOR, VEC_B));
+	ASSERT_EQ(0, run_expect_exit(v, KVM_EXIT_HLT));
+	/* An NMI. */
+	e = get_events(v);
+	e.nmi.injected = 1;
+	ASSERT_EQ(0, set_events(v, &e));
+	ASSERT_EQ(0, nmi_handler_runs(v));
+	ASSERT_EQ(0, run_expect_exit(v, KVM_EXIT_HLT));
+	vcpu_free(v);
+}
+
+TEST_F(guest, vcpu_events_nmi_blocked_until_unblocked)
+{
+	struct vcpu *v = halt_vcpu(self->vm, 0);
+	struct kvm_vcpu_events e;
+
+	ASSERT_EQ(0, run_expect_exit(v, KVM_EXIT_HLT));
+	e = get_events(v);
+	e.flags = KVM_VCPUEVENT_VALID_NMI_PENDING;
+	e.nmi.pending = 1;
+	e.nmi.masked = 1;
+	ASSERT_EQ(0, set_events(v, &e));
+	/* No handler runs (nothing will IRET): the NMI waits. */
+	ASSERT_EQ(0, run_expect_exit(v, KVM_EXIT_HLT));
+	e = get_events(v);
+	EXPECT_EQ(1, e.nmi.pending);
+	EXPECT_EQ(1, e.nmi.masked);
+	e.flags = KVM_VCPUEVENT_VALID_NMI_PENDING;
+	e.nmi.masked = 0;
+	ASSERT_EQ(0, set_events(v, &e));
+	ASSERT_EQ(0, nmi_handler_runs(v));
+	ASSERT_EQ(0, run_expect_exit(v, KVM_EXIT_HLT));
+	e = get_events(v);
+	EXPECT_EQ(0, e.nmi.pending);
+	vcpu_free(v);
+}
+
+TEST_F(guest, vcpu_events_shadow_round_trip)
+{
+	struct vcpu *v = halt_vcpu(self->vm, 0);
+	struct kvm_vcpu_events e;
+
+	ASSERT_EQ(0, run_expect_exit(v, KVM_EXIT_HLT));
+	e = get_events(v);
+	e.flags = KVM_VCPUEVENT_VALID_SHADOW;
+	e.interrupt.shadow = KVM_X86_SHADOW_INT_STI;
+	ASSERT_EQ(0, set_events(v, &e));
+	e = get_events(v);
+	/* SVM has one shadow bit: KVM reports both kinds there. */
+	EXPECT_NE(0, e.interrupt.shadow & KVM_X86_SHADOW_INT_STI);
+	e.interrupt.shadow = 0;
+	ASSERT_EQ(0, set_events(v, &e));
+	EXPECT_EQ(0, get_events(v).interrupt.shadow);
+	/* Without the flag the shadow is left as it is. */
+	e.flags = 0;
+	e.interrupt.shadow = KVM_X86_SHADOW_INT_MOV_SS;
+	ASSERT_EQ(0, set_events(v, &e));
+	EXPECT_EQ(0, get_events(v).interrupt.shadow);
+	vcpu_free(v);
+}
+
+TEST_F(guest, vcpu_events_bad_input)
+{
+	struct vcpu *v = halt_vcpu(self->vm, 0);
+	struct kvm_vcpu_events e, good = get_events(v);
+	bool rkvm = strcmp(rkvm_dev_path(), "/dev/kvm");
+
+	e = good;
+	e.flags |= 1 << 6;
+	EXPECT_EQ(-EINVAL, set_events(v, &e)) TH_LOG("an unknown flag");
+	e = good;
+	e.flags |= KVM_VCPUEVENT_VALID_PAYLOAD;
+	EXPECT_EQ(-EINVAL, set_events(v, &e)) TH_LOG("payloads are not enabled");
+	e = good;
+	e.flags |= KVM_VCPUEVENT_VALID_TRIPLE_FAULT;
+	EXPECT_EQ(-EINVAL, set_events(v, &e)) TH_LOG("triple-fault events are not enabled");
+	e = good;
+	e.exception.injected = 1;
+	e.exception.nr = 2;
+	EXPECT_EQ(-EINVAL, set_events(v, &e)) TH_LOG("the NMI is no exception");
+	e.exception.nr = 32;
+	EXPECT_EQ(-EINVAL, set_events(v, &e));
+	EXPECT_EQ(-EFAULT, xioctl(v->fd, KVM_SET_VCPU_EVENTS, 8));
+	EXPECT_EQ(-EFAULT, xioctl(v->fd, KVM_GET_VCPU_EVENTS, 8));
+	if (xioctl(self->vm->sys, KVM_CHECK_EXTENSION, KVM_CAP_X86_SMM) <= 0) {
+		e = good;
+		e.smi.smm = 1;
+		EXPECT_EQ(-EINVAL, set_events(v, &e)) TH_LOG("no SMM");
+	}
+	if (rkvm) {
+		/* The structure has no instruction length to deliver it with. */
+		e = good;
+		e.interrupt.injected = 1;
+		e.interrupt.soft = 1;
+		EXPECT_EQ(-EINVAL, set_events(v, &e));
+	}
+	/* Nothing refused changed anything. */
+	e = get_events(v);
+	EXPECT_EQ(0, memcmp(&e, &good, sizeof(e)));
 	vcpu_free(v);
 }
 
