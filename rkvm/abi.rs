@@ -147,6 +147,10 @@ pub(crate) mod vcpu {
     /// kvm_vcpu_events`, 64 bytes: `vcpu_events.rs`).
     pub(crate) const GET_VCPU_EVENTS: u32 = ior(0x9f, 64);
     pub(crate) const SET_VCPU_EVENTS: u32 = iow(0xa0, 64);
+    /// `KVM_GET_DEBUGREGS`, `KVM_SET_DEBUGREGS` (`struct kvm_debugregs`,
+    /// 128 bytes: `debugreg.rs`).
+    pub(crate) const GET_DEBUGREGS: u32 = ior(0xa1, 128);
+    pub(crate) const SET_DEBUGREGS: u32 = iow(0xa2, 128);
     /// `KVM_NMI`.
     pub(crate) const NMI: u32 = super::io(0x9a);
     /// `KVM_INTERRUPT` (`struct kvm_interrupt`: the vector).
@@ -227,6 +231,8 @@ pub(crate) mod cap {
     /// shadow in them; x86 KVM never reports `KVM_CAP_INTR_SHADOW`, and
     /// neither does rkvm).
     pub(crate) const VCPU_EVENTS: usize = 41;
+    /// `KVM_GET_DEBUGREGS`/`KVM_SET_DEBUGREGS`.
+    pub(crate) const DEBUGREGS: usize = 50;
     /// `KVM_CLEAR_DIRTY_LOG` and manual dirty-log protection, enabled with
     /// `KVM_ENABLE_CAP`; the answer is the options it takes.
     pub(crate) const MANUAL_DIRTY_LOG_PROTECT2: usize = 168;

@@ -77,6 +77,12 @@ pub(crate) trait VcpuBackend: Send + Sync {
     /// reads them from memory ignores this.
     fn set_pdptrs(&mut self, _pdptrs: [u64; 4]) {}
     fn efer(&self) -> u64;
+    /// The guest's DR6 and DR7 (`debugreg.rs`), which the backend keeps
+    /// with its guest state; values are the caller's to check.
+    fn dr6(&self) -> u64;
+    fn set_dr6(&mut self, dr6: u64);
+    fn dr7(&self) -> u64;
+    fn set_dr7(&mut self, dr7: u64);
     /// The guest's TPR as CR8 (0..15).
     fn cr8(&self) -> u64;
     fn set_cr8(&mut self, cr8: u64);

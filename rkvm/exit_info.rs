@@ -32,6 +32,9 @@ pub(crate) enum Exit {
     /// MOV to CR`cr`; `gpr` is the source register when the hardware
     /// decoded it (SVM decode assists, VMX exit qualification).
     CrWrite { cr: u8, gpr: Option<u8> },
+    /// MOV to (`write`) or from DR`dr`; `gpr` is the other operand when
+    /// the hardware decoded it.
+    MovDr { dr: u8, write: bool, gpr: Option<u8> },
     /// LMSW with the new low CR0 bits, when it changes a bit the backend
     /// keeps to itself.
     Lmsw { msw: u16 },

@@ -24,6 +24,7 @@ use crate::{
     arch::{cr0, cr4, vector},
     backend::{Entry, Event, Exit, IoExit, VcpuBackend},
     cpuid::{self, CpuidEntry},
+    debugreg::{self, DebugRegs, Dr},
     dirty_ring_pages::VcpuRing,
     emulate::{self, Access, MmioInsn, Mode},
     mmu::{
@@ -129,6 +130,9 @@ pub(crate) struct CpuCore {
     /// without an in-kernel APIC, the next entry that delivers no other
     /// event delivers it, whatever the guest's IF, as KVM's.
     pub(crate) queued_irq: Option<u8>,
+    /// The guest's DR0-3 (breakpoint addresses), in the CPU only while
+    /// its DR7 arms one (`enter`); DR6 and DR7 are the backend's.
+    pub(crate) db: [u64; 4],
     /// NMIs userspace sent (`KVM_NMI`) that no entry has delivered yet:
     /// at most 2, or 1 while NMIs are blocked (see `queue_nmi`).
     nmi_pending: u8,
@@ -164,6 +168,7 @@ impl CpuCore {
             shut_down: false,
             queued_irq: None,
             nmi_pending: 0,
+            db: [0; 4],
             pending: Pending::None,
             flushed_tlb_gen: 0,
             idx,
@@ -254,6 +259,7 @@ impl CpuCore {
         self.shut_down = false;
         self.queued_irq = None;
         self.nmi_pending = 0;
+        self.db = [0; 4];
     }
 }
 
@@ -437,7 +443,16 @@ impl CpuCore {
         if guest_xcr0 {
             irqs.set_xcr0(self.xcr0);
         }
+        // The guest's breakpoints, if its DR7 arms one: the hardware
+        // switches DR7 (and on SVM DR6), not DR0-3.
+        let breakpoints = debugreg::armed(self.backend.dr7());
+        if breakpoints {
+            irqs.load_guest_debugregs(&self.db);
+        }
         let exit = self.backend.run(&entry);
+        if breakpoints {
+            irqs.restore_host_debugregs();
+        }
         if guest_xcr0 {
             irqs.set_xcr0(host_xcr0);
         }
@@ -485,6 +500,7 @@ impl CpuCore {
             Exit::Msr { write } => self.handle_msr(write),
             Exit::Xsetbv => self.handle_xsetbv(),
             Exit::CrWrite { cr, gpr } => self.handle_cr_write(vm, run, cr, gpr),
+            Exit::MovDr { dr, write, gpr } => self.handle_mov_dr(vm, run, dr, write, gpr),
             Exit::Lmsw { msw } => {
                 // LMSW sets PE, MP, EM and TS, and cannot clear PE.
                 let old = self.backend.cr0();
@@ -627,6 +643,118 @@ impl CpuCore {
         Flow::Guest
     }
 
+    /// Decodes the instruction at RIP, for an exit the hardware did not
+    /// decode: `decode` gives whether it is the one that exited, and what
+    /// the handler needs. `Err` with where to go on: the guest again if it
+    /// changed under the exit, userspace with an emulation error (`what`
+    /// in its data) if it cannot be fetched or decoded.
+    fn decode_at_rip<T>(
+        &self,
+        vm: &Vm,
+        run: &RunPage<'_>,
+        what: u8,
+        decode: impl FnOnce(&[u8]) -> Option<(bool, T)>,
+    ) -> core::result::Result<T, Flow> {
+        let decoded = self.fetch_insn(vm).ok().and_then(|(b, n)| decode(&b[..n]));
+        match decoded {
+            Some((true, t)) => Ok(t),
+            // The instruction changed under the exit: run it again.
+            Some((false, _)) => Err(Flow::Guest),
+            None => {
+                run.set_internal_error(internal::EMULATION, &[self.backend.rip(), what as u64]);
+                Err(Flow::User)
+            }
+        }
+    }
+
+    /// `MOV` to or from DR`dr` (always intercepted): KVM's checks (`#GP`
+    /// outside CPL 0 or for upper bits in DR6/DR7, `#UD` for DR4/DR5 with
+    /// CR4.DE and DR8-15, `#DB` first with DR7.GD), the fixed bits of
+    /// `debugreg.rs`. Without the hardware's decoding, the instruction is
+    /// fetched and decoded.
+    fn handle_mov_dr(&mut self, vm: &Vm, run: &RunPage<'_>, dr: u8, write: bool, gpr: Option<u8>) -> Flow {
+        let mode = self.mode();
+        let (gpr, len) = match gpr {
+            Some(g) => (g, None),
+            None => match self.decode_at_rip(vm, run, dr, |b| {
+                emulate::decode_mov_dr(b, mode)
+                    .ok()
+                    .map(|(d, g, w, len)| (d == dr && w == write, (g, Some(len as u64))))
+            }) {
+                Ok(decoded) => decoded,
+                Err(flow) => return flow,
+            },
+        };
+        if self.backend.cpl() != 0 {
+            self.backend.inject_exception(vector::GP, Some(0));
+            return Flow::Guest;
+        }
+        let Some(reg) = debugreg::resolve(dr, self.backend.cr4() & cr4::DE != 0) else {
+            self.backend.inject_exception(vector::UD, None);
+            return Flow::Guest;
+        };
+        let b = &mut self.backend;
+        let dr7 = b.dr7();
+        if dr7 & debugreg::DR7_GD != 0 {
+            // General detect: a #DB before the access, reported in DR6;
+            // delivering it clears GD, so that the handler can use DRs.
+            let dr6 = b.dr6() & !0xf | debugreg::DR6_BD;
+            b.set_dr6(dr6);
+            b.set_dr7(dr7 & !debugreg::DR7_GD);
+            b.inject_exception(vector::DB, None);
+            return Flow::Guest;
+        }
+        if write {
+            let mut value = self.gpr(gpr as usize & 15);
+            if mode != Mode::Long64 {
+                value &= 0xffff_ffff;
+            }
+            let b = &mut self.backend;
+            let ok = match reg {
+                Dr::Address(i) => {
+                    self.db[i] = value;
+                    true
+                }
+                Dr::Status => debugreg::dr6_write(value).map(|v| b.set_dr6(v)).is_some(),
+                Dr::Control => debugreg::dr7_write(value).map(|v| b.set_dr7(v)).is_some(),
+            };
+            if !ok {
+                self.backend.inject_exception(vector::GP, Some(0));
+                return Flow::Guest;
+            }
+        } else {
+            let b = &self.backend;
+            let value = match reg {
+                Dr::Address(i) => self.db[i],
+                Dr::Status => b.dr6(),
+                Dr::Control => b.dr7(),
+            };
+            // Outside 64-bit mode the GPR's upper half is zeroed, as any
+            // 32-bit register write.
+            let value = if mode == Mode::Long64 { value } else { value & 0xffff_ffff };
+            self.set_gpr(gpr as usize & 15, value);
+        }
+        self.skip_instruction(len);
+        Flow::Guest
+    }
+
+    /// `KVM_GET_DEBUGREGS`.
+    pub(crate) fn debugregs(&self) -> DebugRegs {
+        DebugRegs {
+            db: self.db,
+            dr6: self.backend.dr6(),
+            dr7: self.backend.dr7(),
+        }
+    }
+
+    /// `KVM_SET_DEBUGREGS` (checked by `DebugRegs::from_bytes`): stored as
+    /// they are, as KVM does.
+    pub(crate) fn set_debugregs(&mut self, r: &DebugRegs) {
+        self.db = r.db;
+        self.backend.set_dr6(r.dr6);
+        self.backend.set_dr7(r.dr7);
+    }
+
     /// MOV to CR0 (when a bit the backend keeps to itself changes) or CR4
     /// (every write): checked as KVM checks them, against the guest's
     /// CPUID and mode, `#GP` if refused.
@@ -634,24 +762,14 @@ impl CpuCore {
         let mode = self.mode();
         let (gpr, len) = match gpr {
             Some(g) => (g, None),
-            None => {
-                let decoded = self
-                    .fetch_insn(vm)
+            None => match self.decode_at_rip(vm, run, cr, |b| {
+                emulate::decode_mov_to_cr(b, mode)
                     .ok()
-                    .and_then(|(b, n)| emulate::decode_mov_to_cr(&b[..n], mode).ok());
-                match decoded {
-                    Some((c, g, len)) if c == cr => (g, Some(len as u64)),
-                    // The instruction changed under the exit: run it again.
-                    Some(_) => return Flow::Guest,
-                    None => {
-                        run.set_internal_error(
-                            internal::EMULATION,
-                            &[self.backend.rip(), cr as u64],
-                        );
-                        return Flow::User;
-                    }
-                }
-            }
+                    .map(|(c, g, len)| (c == cr, (g, Some(len as u64))))
+            }) {
+                Ok(decoded) => decoded,
+                Err(flow) => return flow,
+            },
         };
         let mut value = self.gpr(gpr as usize & 15);
         if mode != Mode::Long64 {

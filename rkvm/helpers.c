@@ -764,6 +764,37 @@ u64 rkvm_host_xcr0(void)
 	return boot_cpu_has(X86_FEATURE_OSXSAVE) ? xgetbv(XCR_XFEATURE_ENABLED_MASK) : 0;
 }
 
+/* ---- the guest's debug registers (IRQs off) ---- */
+
+void rkvm_load_guest_debugregs(const u64 *db)
+{
+	/* No host breakpoint may fire on the guest's addresses meanwhile. */
+	set_debugreg(0, 7);
+	set_debugreg(db[0], 0);
+	set_debugreg(db[1], 1);
+	set_debugreg(db[2], 2);
+	set_debugreg(db[3], 3);
+}
+
+void rkvm_restore_host_debugregs(void)
+{
+	/* DR0-3, DR6 and DR7 as the host's breakpoints have them. */
+	hw_breakpoint_restore();
+}
+
+u64 rkvm_read_dr6(void)
+{
+	unsigned long v;
+
+	get_debugreg(v, 6);
+	return v;
+}
+
+void rkvm_write_dr6(u64 value)
+{
+	set_debugreg(value, 6);
+}
+
 void rkvm_xsetbv0(u64 value)
 {
 	xsetbv(XCR_XFEATURE_ENABLED_MASK, value);

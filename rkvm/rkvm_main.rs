@@ -15,6 +15,7 @@ mod arch;
 mod backend;
 mod caps;
 mod cpuid;
+mod debugreg;
 mod dev;
 mod dirty_ring_pages;
 mod emulate;

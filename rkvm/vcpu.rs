@@ -27,6 +27,7 @@ use crate::{
     anon_fd::{self, AnonFile},
     arch::xcr0,
     cpuid::{self, CpuidEntry},
+    debugreg::DebugRegs,
     dirty_ring_pages::{self, VcpuRing},
     exits::{self, CpuCore, GuestCpu},
     fpu::{Fpu, FXSAVE_SIZE},
@@ -462,6 +463,11 @@ impl AnonFile for Vcpu {
                 tsc::check_khz(arg as u32, x86::tsc_khz()).map_err(|_| EINVAL)?
             }
             abi::vcpu::NMI => state.core_mut().queue_nmi(),
+            abi::vcpu::GET_DEBUGREGS => uarg::write(arg, &state.core().debugregs().to_bytes())?,
+            abi::vcpu::SET_DEBUGREGS => {
+                let r = DebugRegs::from_bytes(&uarg::read(arg)?).ok_or(EINVAL)?;
+                state.core_mut().set_debugregs(&r);
+            }
             abi::vcpu::GET_VCPU_EVENTS => uarg::write(arg, &state.core().events().to_bytes())?,
             abi::vcpu::SET_VCPU_EVENTS => {
                 let e = VcpuEvents::from_bytes(&uarg::read(arg)?);

@@ -366,6 +366,31 @@ pub(crate) fn decode_mov_to_cr(bytes: &[u8], mode: Mode) -> Result<(u8, u8, usiz
     Ok((cr, gpr, c.pos))
 }
 
+/// Decodes `MOV DRn, reg` (0F 23, a write) or `MOV reg, DRn` (0F 21): the
+/// debug register (REX.R adds 8, which the caller refuses), the GPR
+/// (always the register operand, whatever ModRM.mod says), whether it is
+/// a write, and the length.
+pub(crate) fn decode_mov_dr(bytes: &[u8], mode: Mode) -> Result<(u8, u8, bool, usize), DecodeError> {
+    let p = decode_prefixes(bytes, mode)?;
+    if p.lock {
+        return Err(DecodeError::Unsupported);
+    }
+    let mut c = Cursor { bytes, pos: p.len };
+    if c.next()? != 0x0f {
+        return Err(DecodeError::Unsupported);
+    }
+    let write = match c.next()? {
+        0x21 => false,
+        0x23 => true,
+        _ => return Err(DecodeError::Unsupported),
+    };
+    let modrm = c.next()?;
+    let rex = p.rex.unwrap_or(0);
+    let dr = ((modrm >> 3) & 7) | ((rex >> 2) & 1) << 3;
+    let gpr = (modrm & 7) | (rex & 1) << 3;
+    Ok((dr, gpr, write, c.pos))
+}
+
 /// Decodes the instruction at the start of `bytes` (any trailing bytes are
 /// ignored) as executed in `mode`.
 ///

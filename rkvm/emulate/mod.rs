@@ -32,7 +32,9 @@ mod exec;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use decode::{decode, decode_mov_to_cr, decode_prefixes, MmioInsn, Seg, MAX_INSN_LEN};
+pub(crate) use decode::{
+    decode, decode_mov_dr, decode_mov_to_cr, decode_prefixes, MmioInsn, Seg, MAX_INSN_LEN,
+};
 #[cfg(test)]
 pub(crate) use decode::DecodeError;
 pub(crate) use exec::Access;

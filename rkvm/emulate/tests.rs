@@ -982,3 +982,17 @@ fn objdump_agrees() {
     }
     let _ = std::fs::remove_file(&path);
 }
+
+#[test]
+fn mov_dr_forms() {
+    // mov %rax,%dr7 (0f 23 f8); mov %dr6,%rbx (0f 21 f3); mov %r9,%dr0
+    // (41 0f 23 c1); mov %dr1,%eax in 32-bit code (0f 21 c8).
+    assert_eq!(decode_mov_dr(&[0x0f, 0x23, 0xf8], M64), Ok((7, 0, true, 3)));
+    assert_eq!(decode_mov_dr(&[0x0f, 0x21, 0xf3], M64), Ok((6, 3, false, 3)));
+    assert_eq!(decode_mov_dr(&[0x41, 0x0f, 0x23, 0xc1], M64), Ok((0, 9, true, 4)));
+    assert_eq!(decode_mov_dr(&[0x0f, 0x21, 0xc8], M32), Ok((1, 0, false, 3)));
+    // REX.R: DR8, for the caller to refuse (#UD).
+    assert_eq!(decode_mov_dr(&[0x44, 0x0f, 0x23, 0xc0], M64), Ok((8, 0, true, 4)));
+    assert!(decode_mov_dr(&[0x0f, 0x22, 0xc0], M64).is_err());
+    assert!(decode_mov_dr(&[0x0f, 0x23], M64).is_err());
+}

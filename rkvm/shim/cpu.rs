@@ -33,6 +33,37 @@ impl IrqsOff {
         unsafe { ffi::rkvm_smp_processor_id() }
     }
 
+    /// Loads the guest's breakpoint addresses into DR0-3 (with DR7 0 in
+    /// between, so no host breakpoint fires on them). The caller puts the
+    /// host's back with `restore_host_debugregs` before `self` goes.
+    pub(crate) fn load_guest_debugregs(&self, db: &[u64; 4]) {
+        // SAFETY: IRQs are off (invariant), so nothing of the host runs
+        // with these values before they are put back; `db` is valid for
+        // four reads.
+        unsafe { ffi::rkvm_load_guest_debugregs(db.as_ptr()) };
+    }
+
+    /// Puts the host's DR0-3, DR6 and DR7 back.
+    pub(crate) fn restore_host_debugregs(&self) {
+        // SAFETY: writes the values the host's breakpoint code keeps for
+        // this CPU; IRQs are off (invariant).
+        unsafe { ffi::rkvm_restore_host_debugregs() };
+    }
+
+    /// DR6 (the guest's, while its breakpoints are loaded).
+    pub(crate) fn read_dr6(&self) -> u64 {
+        // SAFETY: reading DR6 has no side effects.
+        unsafe { ffi::rkvm_read_dr6() }
+    }
+
+    /// Loads DR6 (the guest's, for its breakpoints; the host's comes back
+    /// with `restore_host_debugregs`).
+    pub(crate) fn write_dr6(&self, value: u64) {
+        // SAFETY: IRQs are off (invariant); DR6 only reports, so any value
+        // is harmless until the host's is put back.
+        unsafe { ffi::rkvm_write_dr6(value) };
+    }
+
     /// Loads XCR0. The caller puts the host's value back before `self`
     /// goes: nothing in the kernel may run with the guest's XCR0, and with
     /// IRQs off nothing can until then.

@@ -247,6 +247,12 @@ impl SvmVcpu {
                 self.end_nmi_step();
                 Exit::NmiWindow
             }
+            exit::DR_READ_0..=exit::DR_WRITE_15 => Exit::MovDr {
+                dr: (code & 0xf) as u8,
+                write: code >= exit::DR_READ_0 + 0x10,
+                // Decode assists: bit 63 says the GPR number is valid.
+                gpr: (info1 >> 63 != 0).then_some((info1 & 0xf) as u8),
+            },
             exit::CPUID => Exit::Cpuid,
             exit::RDPMC => Exit::Rdpmc,
             exit::HLT => Exit::Hlt,
@@ -540,6 +546,22 @@ impl VcpuBackend for SvmVcpu {
     fn set_pending_event(&mut self, event: Option<Event>) {
         let c = &mut self.vmcb.control;
         (c.event_inj, c.event_inj_err) = vmcb::event::encode(event);
+    }
+
+    fn dr6(&self) -> u64 {
+        self.vmcb.save.dr6
+    }
+
+    fn set_dr6(&mut self, dr6: u64) {
+        self.vmcb.save.dr6 = dr6;
+    }
+
+    fn dr7(&self) -> u64 {
+        self.vmcb.save.dr7
+    }
+
+    fn set_dr7(&mut self, dr7: u64) {
+        self.vmcb.save.dr7 = dr7;
     }
 
     fn interrupt_shadow(&self) -> u8 {

@@ -70,6 +70,9 @@ pub(crate) mod exit {
     pub(crate) const SMI: u64 = 0x062;
     pub(crate) const INIT: u64 = 0x063;
     pub(crate) const VINTR: u64 = 0x064;
+    /// Reads of DR0-15 (`0x20 + n`) and writes (`0x30 + n`).
+    pub(crate) const DR_READ_0: u64 = 0x020;
+    pub(crate) const DR_WRITE_15: u64 = 0x03f;
     pub(crate) const IRET: u64 = 0x074;
     /// Exception intercepts: `0x40 + vector`.
     pub(crate) const EXCP_DB: u64 = 0x041;

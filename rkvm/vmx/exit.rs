@@ -36,6 +36,7 @@ pub(crate) mod reason {
     pub(crate) const VMXOFF: u16 = 26;
     pub(crate) const VMXON: u16 = 27;
     pub(crate) const CR_ACCESS: u16 = 28;
+    pub(crate) const MOV_DR: u16 = 29;
     pub(crate) const IO_INSTRUCTION: u16 = 30;
     pub(crate) const RDMSR: u16 = 31;
     pub(crate) const WRMSR: u16 = 32;
@@ -203,7 +204,7 @@ impl ExitInfo {
             return None;
         }
         match self.basic() {
-            CPUID | HLT | IO_INSTRUCTION | RDMSR | WRMSR | XSETBV | CR_ACCESS => {
+            CPUID | HLT | IO_INSTRUCTION | RDMSR | WRMSR | XSETBV | CR_ACCESS | MOV_DR => {
                 Some(self.rip.wrapping_add(self.insn_len as u64))
             }
             _ => None,
@@ -247,6 +248,13 @@ impl ExitInfo {
             CR_ACCESS if cr_access::access_type(q) == cr_access::MOV_TO_CR => Exit::CrWrite {
                 cr: cr_access::cr(q),
                 gpr: Some(cr_access::gpr(q)),
+            },
+            // SDM table 28-4: DR in bits 2:0, from DR (a read) in bit 4,
+            // the GPR in bits 11:8.
+            MOV_DR => Exit::MovDr {
+                dr: (q & 7) as u8,
+                write: q & (1 << 4) == 0,
+                gpr: Some(((q >> 8) & 0xf) as u8),
             },
             CR_ACCESS if cr_access::access_type(q) == cr_access::LMSW => Exit::Lmsw {
                 msw: cr_access::lmsw_source(q),
@@ -405,6 +413,15 @@ mod tests {
         assert_eq!(exit(reason::INTERRUPT_WINDOW, 0).decode(), Exit::InterruptWindow);
         assert_eq!(event::external_interrupt(0x30), 0x8000_0030);
         assert_eq!(exit(reason::NMI_WINDOW, 0).decode(), Exit::NmiWindow);
+        // MOV RBX, DR7 (from DR7 to RBX, GPR 3); MOV DR0, R9.
+        assert_eq!(
+            exit(reason::MOV_DR, 0x317).decode(),
+            Exit::MovDr { dr: 7, write: false, gpr: Some(3) }
+        );
+        assert_eq!(
+            exit(reason::MOV_DR, 0x900).decode(),
+            Exit::MovDr { dr: 0, write: true, gpr: Some(9) }
+        );
         assert_eq!(event::NMI, 0x8000_0202);
         use crate::exit_info::Event;
         for e in [
@@ -444,6 +461,7 @@ mod tests {
     #[test]
     fn next_rip_only_where_the_length_is_reported() {
         assert_eq!(exit(reason::CPUID, 0).next_rip(), Some(0x1002));
+        assert_eq!(exit(reason::MOV_DR, 0).next_rip(), Some(0x1002));
         assert_eq!(exit(reason::EPT_VIOLATION, 0).next_rip(), None);
         let failed = ExitInfo {
             reason: reason::CPUID as u32 | REASON_FAILED_ENTRY,

@@ -34,6 +34,7 @@ use kernel::{alloc::flags::GFP_KERNEL, prelude::*};
 
 use crate::{
     arch::{cr0, efer, rflags},
+    debugreg,
     backend::{Entry, Event, Exit, VcpuBackend},
     emulate::Gprs,
     msr,
@@ -95,7 +96,9 @@ mod dirty {
     pub(super) const PDPTRS: u32 = 1 << 8;
     /// The primary controls (interrupt-window exiting).
     pub(super) const CONTROLS: u32 = 1 << 9;
-    pub(super) const ALL: u32 = 0x3ff;
+    /// DR7.
+    pub(super) const DEBUG: u32 = 1 << 10;
+    pub(super) const ALL: u32 = 0x7ff;
 }
 
 /// Declares the raw encodings of a segment's four fields, for batches.
@@ -242,6 +245,10 @@ struct GuestState {
     interrupt_window: bool,
     /// NMI-window exiting is asked for.
     nmi_window: bool,
+    /// DR6, which VMX does not switch (in the CPU while DR7 arms a
+    /// breakpoint: see `enter`), and DR7 (the VMCS field).
+    dr6: u64,
+    dr7: u64,
     /// Groups to write at the next entry.
     dirty: u32,
     /// CR3, the segments (but CS and SS's access rights) and the
@@ -268,6 +275,8 @@ impl GuestState {
             event: None,
             interrupt_window: false,
             nmi_window: false,
+            dr6: debugreg::DR6_RESET,
+            dr7: debugreg::DR7_RESET,
             dirty: dirty::ALL,
             stale: false,
         }
@@ -687,6 +696,9 @@ impl VmxVcpu {
         if s.dirty & dirty::EVENTS != 0 {
             vmcs.write32(guest32::INTERRUPTIBILITY_INFO, s.interruptibility)?;
         }
+        if s.dirty & dirty::DEBUG != 0 {
+            vmcs.write_nat(guest_nat::DR7, s.dr7)?;
+        }
         if s.dirty & dirty::CONTROLS != 0 {
             let mut controls = cfg.primary;
             if s.interrupt_window {
@@ -855,11 +867,21 @@ impl VmxVcpu {
             self.cr4_fixed_on,
         )?;
         let s = &mut self.state;
+        // The guest's breakpoints are armed (the caller loaded DR0-3):
+        // DR6 is the guest's in the CPU too, and the host's DR6 comes back
+        // with the host's breakpoints after the exit.
+        let armed = debugreg::armed(s.dr7);
+        if armed {
+            entry.irqs.write_dr6(s.dr6);
+        }
         // SAFETY: the host-state area was written above for this CPU and
         // task (the constant part and HOST_RIP at creation); the EPT root
         // is the VM's and the MSR lists, bitmap and virtual-APIC page are
         // this vCPU's (type invariant), all alive across the entry.
         let r = unsafe { vmcs.enter(&mut s.gprs, &mut s.cr2) };
+        if armed {
+            s.dr6 = entry.irqs.read_dr6();
+        }
         match r {
             Ok(()) => {}
             Err(VmxInsnFailure {
@@ -874,6 +896,10 @@ impl VmxVcpu {
             Err(e) => return Err(e),
         }
         let e = Self::read_exit(s, &vmcs, self.cr0_host_owned)?;
+        if armed {
+            // A #DB the guest took cleared DR7.GD.
+            s.dr7 = vmcs.read_nat(guest_nat::DR7)?;
+        }
         if e.reason & REASON_FAILED_ENTRY == 0 {
             // A failed entry leaves the launch state as it was (SDM 26.8).
             vmcs.set_launched();
@@ -1132,6 +1158,23 @@ impl VcpuBackend for VmxVcpu {
 
     fn set_pending_event(&mut self, e: Option<Event>) {
         self.state.event = e.and_then(event::encode).map(|(info, err)| (info, err, 0));
+    }
+
+    fn dr6(&self) -> u64 {
+        self.state.dr6
+    }
+
+    fn set_dr6(&mut self, dr6: u64) {
+        self.state.dr6 = dr6;
+    }
+
+    fn dr7(&self) -> u64 {
+        self.state.dr7
+    }
+
+    fn set_dr7(&mut self, dr7: u64) {
+        self.state.dr7 = dr7;
+        self.state.dirty |= dirty::DEBUG;
     }
 
     fn interrupt_shadow(&self) -> u8 {

@@ -22,6 +22,8 @@ mod arch;
 mod caps;
 #[path = "../../../../rkvm/cpuid.rs"]
 mod cpuid;
+#[path = "../../../../rkvm/debugreg.rs"]
+mod debugreg;
 // Its re-exports are for the kernel's exit handler; here only tests use them.
 #[allow(unused_imports)]
 #[path = "../../../../rkvm/emulate/mod.rs"]
@@ -180,6 +182,10 @@ mod abi_matches_kvm {
         assert_eq!(abi::vcpu::INTERRUPT, 0x4004_ae86);
         assert_eq!(abi::vcpu::NMI, 0xae9a);
         assert_eq!(abi::cap::VCPU_EVENTS, kb::KVM_CAP_VCPU_EVENTS as usize);
+        assert_eq!(abi::cap::DEBUGREGS, kb::KVM_CAP_DEBUGREGS as usize);
+        assert_eq!(crate::debugreg::DEBUGREGS_SIZE, core::mem::size_of::<kb::kvm_debugregs>());
+        assert_eq!(abi::vcpu::GET_DEBUGREGS, 0x8080_aea1);
+        assert_eq!(abi::vcpu::SET_DEBUGREGS, 0x4080_aea2);
         assert_eq!(crate::vcpu_events::SIZE, core::mem::size_of::<kb::kvm_vcpu_events>());
         assert_eq!(abi::vcpu::GET_VCPU_EVENTS, 0x8040_ae9f);
         assert_eq!(abi::vcpu::SET_VCPU_EVENTS, 0x4040_aea0);
@@ -241,7 +247,8 @@ mod abi_matches_kvm {
                     || c == kb::KVM_CAP_BINARY_STATS_FD as usize
                     || c == kb::KVM_CAP_MP_STATE as usize
                     || c == kb::KVM_CAP_GET_TSC_KHZ as usize
-                    || c == kb::KVM_CAP_VCPU_EVENTS as usize =>
+                    || c == kb::KVM_CAP_VCPU_EVENTS as usize
+                    || c == kb::KVM_CAP_DEBUGREGS as usize =>
                 {
                     assert_eq!(v, 1)
                 }

@@ -42,6 +42,7 @@
 #include "kselftest_harness.h"
 #include "guest_lib.h"
 #include "rkvm_util.h"
+#include "guest_fixture.h"
 
 #define OUT		KVM_EXIT_IO_OUT
 #define PORT_VECTOR	0x70	/* a handler: the vector it serves */
@@ -53,20 +54,6 @@
 #define VEC_B		0x31
 #define FRESH_GPA	0x40000000UL	/* slot 1: never touched before */
 #define FRESH_SIZE	0x10000UL
-
-FIXTURE(guest) {
-	struct vm *vm;
-};
-
-FIXTURE_SETUP(guest)
-{
-	self->vm = vm_new(GUEST_MEM_SIZE);
-}
-
-FIXTURE_TEARDOWN(guest)
-{
-	vm_free(self->vm);
-}
 
 /*
  * Halts forever with interrupts on (off with R14 set); the handlers of

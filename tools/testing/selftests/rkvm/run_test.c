@@ -24,26 +24,13 @@
 #include "kselftest_harness.h"
 #include "guest_lib.h"
 #include "rkvm_util.h"
+#include "guest_fixture.h"
 
 #define OUT KVM_EXIT_IO_OUT
 #define IN KVM_EXIT_IO_IN
 
 /* Generous: inside the emulated test machine every exit is slow. */
 #define RUN_TIMEOUT 300
-
-FIXTURE(guest) {
-	struct vm *vm;
-};
-
-FIXTURE_SETUP(guest)
-{
-	self->vm = vm_new(GUEST_MEM_SIZE);
-}
-
-FIXTURE_TEARDOWN(guest)
-{
-	vm_free(self->vm);
-}
 
 #define GUEST_TEST(name) TEST_F_TIMEOUT(guest, name, RUN_TIMEOUT)
 

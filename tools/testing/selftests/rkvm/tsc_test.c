@@ -24,20 +24,7 @@
 #include "kselftest_harness.h"
 #include "guest_lib.h"
 #include "rkvm_util.h"
-
-FIXTURE(guest) {
-	struct vm *vm;
-};
-
-FIXTURE_SETUP(guest)
-{
-	self->vm = vm_new(GUEST_MEM_SIZE);
-}
-
-FIXTURE_TEARDOWN(guest)
-{
-	vm_free(self->vm);
-}
+#include "guest_fixture.h"
 
 /* Stores its TSC at the GPA in R8, then halts. */
 GUEST_CODE_BLOCK(tsc_guest, ".code64",
