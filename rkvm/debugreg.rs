@@ -62,6 +62,17 @@ pub(crate) fn dr7_write(value: u64) -> Option<u64> {
     (value >> 32 == 0).then_some(value & DR7_VOLATILE | DR7_FIXED)
 }
 
+/// DR6 after a `#DB` whose exit qualification (VMX) or payload is
+/// `payload` (B0-3, BD, BS; RTM's bit 16 active low), as the CPU would
+/// have left it had the exception not exited: the breakpoint bits
+/// replaced, the others accumulated (KVM's `kvm_deliver_exception_payload`).
+pub(crate) fn dr6_after_debug_exception(dr6: u64, payload: u64) -> u64 {
+    const ACTIVE_LOW: u64 = DR6_FIXED;
+    let mut v = (dr6 & !0xf) | ACTIVE_LOW | payload;
+    v ^= payload & ACTIVE_LOW;
+    v & !(1 << 12)
+}
+
 /// Whether DR7 enables a breakpoint: DR0-3 must be the guest's.
 pub(crate) fn armed(dr7: u64) -> bool {
     dr7 & DR7_ENABLES != 0
@@ -135,6 +146,12 @@ mod tests {
         assert_eq!(dr7_write(0xd000), Some(0x400));
         assert_eq!(dr7_write(1 << 40), None);
         assert!(armed(0x401) && !armed(0x400) && !armed(DR7_GD | 0x400));
+        // A single step, then B1 with the old B0 replaced; RTM (bit 16)
+        // is active low.
+        let bs = dr6_after_debug_exception(DR6_RESET, 1 << 14);
+        assert_eq!(bs, 0xffff_4ff0);
+        assert_eq!(dr6_after_debug_exception(bs | 1, 2), 0xffff_4ff2);
+        assert_eq!(dr6_after_debug_exception(DR6_RESET, 1 << 16), 0xfffe_0ff0);
     }
 
     #[test]

@@ -782,19 +782,6 @@ void rkvm_restore_host_debugregs(void)
 	hw_breakpoint_restore();
 }
 
-u64 rkvm_read_dr6(void)
-{
-	unsigned long v;
-
-	get_debugreg(v, 6);
-	return v;
-}
-
-void rkvm_write_dr6(u64 value)
-{
-	set_debugreg(value, 6);
-}
-
 void rkvm_xsetbv0(u64 value)
 {
 	xsetbv(XCR_XFEATURE_ENABLED_MASK, value);

@@ -65,8 +65,6 @@ unsigned int rkvm_num_online_cpus(void);
 unsigned int rkvm_tsc_khz(void);
 void rkvm_load_guest_debugregs(const u64 *db);
 void rkvm_restore_host_debugregs(void);
-u64 rkvm_read_dr6(void);
-void rkvm_write_dr6(u64 value);
 
 /*
  * SVM world switch: rkvm_svm_vmrun is in svm/vmenter.S. IRQs off. 0, or

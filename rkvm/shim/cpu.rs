@@ -50,20 +50,6 @@ impl IrqsOff {
         unsafe { ffi::rkvm_restore_host_debugregs() };
     }
 
-    /// DR6 (the guest's, while its breakpoints are loaded).
-    pub(crate) fn read_dr6(&self) -> u64 {
-        // SAFETY: reading DR6 has no side effects.
-        unsafe { ffi::rkvm_read_dr6() }
-    }
-
-    /// Loads DR6 (the guest's, for its breakpoints; the host's comes back
-    /// with `restore_host_debugregs`).
-    pub(crate) fn write_dr6(&self, value: u64) {
-        // SAFETY: IRQs are off (invariant); DR6 only reports, so any value
-        // is harmless until the host's is put back.
-        unsafe { ffi::rkvm_write_dr6(value) };
-    }
-
     /// Loads XCR0. The caller puts the host's value back before `self`
     /// goes: nothing in the kernel may run with the guest's XCR0, and with
     /// IRQs off nothing can until then.

@@ -143,8 +143,6 @@ extern "C" {
     pub(crate) fn rkvm_xsetbv0(value: u64);
     pub(crate) fn rkvm_load_guest_debugregs(db: *const u64);
     pub(crate) fn rkvm_restore_host_debugregs();
-    pub(crate) fn rkvm_read_dr6() -> u64;
-    pub(crate) fn rkvm_write_dr6(value: u64);
 
     // Files.
     pub(crate) fn rkvm_anon_inode_getfd(

@@ -195,6 +195,20 @@ impl ExitInfo {
             && event::kind(self.intr_info) == event::TYPE_NMI
     }
 
+    /// Whether the exit is a guest `#DB` (from a breakpoint, a single step
+    /// or ICEBP): intercepted only to learn what it reports in DR6, which
+    /// VMX does not switch (SDM 27.1: a `#DB` that exits leaves DR6
+    /// alone, its exit qualification says what it would have set).
+    pub(crate) const fn is_debug_exception(&self) -> bool {
+        self.basic() == reason::EXCEPTION_NMI
+            && self.intr_info & event::VALID != 0
+            && self.intr_info as u8 == crate::arch::vector::DB
+            && matches!(
+                event::kind(self.intr_info),
+                event::TYPE_HW_EXCEPTION | event::TYPE_PRIV_SOFT_EXCEPTION
+            )
+    }
+
     /// RIP after the instruction that exited, for the exits rkvm handles
     /// that report its length (SDM 28.2.5); `None` for the others (an EPT
     /// violation's length field is undefined).
@@ -227,6 +241,9 @@ impl ExitInfo {
         };
         match self.basic() {
             EXCEPTION_NMI if self.is_nmi() => Exit::Host,
+            // The guest's #DB: the backend has updated DR6 and delivers it
+            // again; nothing for the caller.
+            EXCEPTION_NMI if self.is_debug_exception() => Exit::Host,
             EXTERNAL_INTERRUPT | INIT_SIGNAL | SIPI | IO_SMI | OTHER_SMI => Exit::Host,
             TRIPLE_FAULT => Exit::Shutdown,
             INTERRUPT_WINDOW => Exit::InterruptWindow,
@@ -462,6 +479,13 @@ mod tests {
     fn next_rip_only_where_the_length_is_reported() {
         assert_eq!(exit(reason::CPUID, 0).next_rip(), Some(0x1002));
         assert_eq!(exit(reason::MOV_DR, 0).next_rip(), Some(0x1002));
+        let mut db = exit(reason::EXCEPTION_NMI, 1 << 14);
+        db.intr_info = event::hw_exception(1, false);
+        assert!(db.is_debug_exception() && !db.is_nmi());
+        db.intr_info = event::VALID | (event::TYPE_PRIV_SOFT_EXCEPTION << event::TYPE_SHIFT) | 1;
+        assert!(db.is_debug_exception());
+        db.intr_info = event::hw_exception(13, true);
+        assert!(!db.is_debug_exception());
         assert_eq!(exit(reason::EPT_VIOLATION, 0).next_rip(), None);
         let failed = ExitInfo {
             reason: reason::CPUID as u32 | REASON_FAILED_ENTRY,

@@ -63,8 +63,10 @@ use crate::{
 static VPIDS: VpidPool = VpidPool::new();
 
 /// The exceptions that exit: machine checks, which the host handles (as
-/// KVM always does).
-const EXCEPTION_BITMAP: u32 = 1 << crate::arch::vector::MC;
+/// KVM always does), and `#DB`, whose DR6 bits VMX does not switch: the
+/// backend updates the guest's DR6 from the exit and delivers it again
+/// (as KVM, which intercepts it too).
+const EXCEPTION_BITMAP: u32 = 1 << crate::arch::vector::MC | 1 << crate::arch::vector::DB;
 
 /// Bits of the guest interruptibility state (SDM 25.4.2, table 25-3).
 mod interruptibility {
@@ -245,8 +247,8 @@ struct GuestState {
     interrupt_window: bool,
     /// NMI-window exiting is asked for.
     nmi_window: bool,
-    /// DR6, which VMX does not switch (in the CPU while DR7 arms a
-    /// breakpoint: see `enter`), and DR7 (the VMCS field).
+    /// DR6, which VMX does not switch (a guest `#DB` exits and says what
+    /// it sets: see `enter`), and DR7 (the VMCS field).
     dr6: u64,
     dr7: u64,
     /// Groups to write at the next entry.
@@ -867,21 +869,11 @@ impl VmxVcpu {
             self.cr4_fixed_on,
         )?;
         let s = &mut self.state;
-        // The guest's breakpoints are armed (the caller loaded DR0-3):
-        // DR6 is the guest's in the CPU too, and the host's DR6 comes back
-        // with the host's breakpoints after the exit.
-        let armed = debugreg::armed(s.dr7);
-        if armed {
-            entry.irqs.write_dr6(s.dr6);
-        }
         // SAFETY: the host-state area was written above for this CPU and
         // task (the constant part and HOST_RIP at creation); the EPT root
         // is the VM's and the MSR lists, bitmap and virtual-APIC page are
         // this vCPU's (type invariant), all alive across the entry.
         let r = unsafe { vmcs.enter(&mut s.gprs, &mut s.cr2) };
-        if armed {
-            s.dr6 = entry.irqs.read_dr6();
-        }
         match r {
             Ok(()) => {}
             Err(VmxInsnFailure {
@@ -896,9 +888,23 @@ impl VmxVcpu {
             Err(e) => return Err(e),
         }
         let e = Self::read_exit(s, &vmcs, self.cr0_host_owned)?;
-        if armed {
-            // A #DB the guest took cleared DR7.GD.
-            s.dr7 = vmcs.read_nat(guest_nat::DR7)?;
+        if e.is_debug_exception() && s.event.is_none() {
+            // The guest's #DB: what it reports goes into the guest's DR6,
+            // and it is delivered again, GD cleared as its delivery does.
+            s.dr6 = debugreg::dr6_after_debug_exception(s.dr6, e.qualification);
+            if s.dr7 & debugreg::DR7_GD != 0 {
+                s.dr7 &= !debugreg::DR7_GD;
+                s.dirty |= dirty::DEBUG;
+            }
+            let info = e.intr_info & (event::VALID | event::TYPE_MASK | 0xff);
+            let len = if event::needs_insn_len(info) { e.insn_len } else { 0 };
+            s.event = Some((info, 0, len));
+            if e.intr_info & event::NMI_UNBLOCKED_BY_IRET != 0 {
+                // The #DB came in an IRET that unblocked NMIs: blocked
+                // again, as the IRET runs again (SDM 28.2.3).
+                s.interruptibility |= interruptibility::NMI;
+                s.dirty |= dirty::EVENTS;
+            }
         }
         if e.reason & REASON_FAILED_ENTRY == 0 {
             // A failed entry leaves the launch state as it was (SDM 26.8).

@@ -9,6 +9,7 @@
  *  - a data breakpoint the guest arms (DR0 and DR7) fires in the guest:
  *    its #DB handler finds B0 in DR6, and the VMM's own process is not
  *    hit by it;
+ *  - the guest single-steps (RFLAGS.TF): its #DB handler finds BS in DR6;
  *  - bad input: flags, upper halves of DR6/DR7 (EINVAL), bad pointers
  *    (EFAULT); a guest MOV of upper bits to DR7 gets #GP.
  *
@@ -103,6 +104,27 @@ static int run_to_out(struct vcpu *v, uint8_t size, uint16_t port)
 	return run_until_exit(v) < 0 ? -1 : check_io(v, OUT, size, port, 1);
 }
 
+/*
+ * Sets TF; the NOP after the POPF traps (#DB, DR6.BS), and the handler
+ * reports DR6, clears TF in the frame and DR6, and returns; done.
+ */
+GUEST_CODE_BLOCK(ss_guest, ".code64",
+	"pushfq\n"
+	"orq $0x100, (%rsp)\n"
+	"popfq\n"
+	"nop\n"
+	"out %al, $" XSTR(PORT_DONE) "\n"
+	"hlt\n"
+	"ss_handler: push %rax\n"
+	"mov %dr6, %rax\n"
+	"out %eax, $" XSTR(PORT_DB) "\n"
+	"andq $-257, 24(%rsp)\n"	/* TF off in the saved RFLAGS */
+	"xor %eax, %eax\n"
+	"mov %rax, %dr6\n"
+	"pop %rax\n"
+	"iretq\n");
+GUEST_LABEL(ss_handler);
+
 static long get_dregs(struct vcpu *v, struct kvm_debugregs *d)
 {
 	return xioctl(v->fd, KVM_GET_DEBUGREGS, (unsigned long)d);
@@ -194,6 +216,24 @@ TEST_F(guest, data_breakpoint_fires_in_the_guest)
 	ASSERT_EQ(0, run_expect_exit(v, KVM_EXIT_HLT));
 	ASSERT_EQ(0, get_dregs(v, &d));
 	EXPECT_EQ(0x90401, d.dr7);
+	vcpu_free(v);
+}
+
+TEST_F(guest, single_step_reports_bs)
+{
+	struct vcpu *v;
+	uint32_t dr6;
+
+	vm_load(self->vm, GUEST_CODE, ss_guest, ss_guest_end);
+	vm_set_idt_gate64(self->vm, 1, guest_addr(ss_guest, ss_handler, GUEST_CODE));
+	v = vcpu_new(self->vm, 0, MODE_LONG64, GUEST_CODE, GUEST_STACK);
+	ASSERT_EQ(0, run_to_out(v, 4, PORT_DB));
+	dr6 = *(volatile uint32_t *)io_data(v);
+	TH_LOG("DR6 in the #DB handler: %#x", dr6);
+	EXPECT_NE(0, dr6 & (1 << 14)) TH_LOG("BS: a single step");
+	EXPECT_EQ(0, dr6 & 0xf) TH_LOG("no breakpoint hit");
+	ASSERT_EQ(0, run_to_out(v, 1, PORT_DONE)) TH_LOG("one step only");
+	ASSERT_EQ(0, run_expect_exit(v, KVM_EXIT_HLT));
 	vcpu_free(v);
 }
 
