@@ -225,6 +225,12 @@ pub(crate) mod cap {
     pub(crate) const BINARY_STATS_FD: usize = 203;
     /// `KVM_GET_MP_STATE`/`KVM_SET_MP_STATE`.
     pub(crate) const MP_STATE: usize = 14;
+    /// Deleting a slot (size 0) works; adjacent slots work; an internal
+    /// error exit fills `internal.ndata`/`data`. Old promises QEMU still
+    /// checks, all kept.
+    pub(crate) const DESTROY_MEMORY_REGION_WORKS: usize = 21;
+    pub(crate) const JOIN_MEMORY_REGIONS_WORKS: usize = 30;
+    pub(crate) const INTERNAL_ERROR_DATA: usize = 40;
     /// `KVM_GET_TSC_KHZ` on vCPU and VM fds.
     pub(crate) const GET_TSC_KHZ: usize = 61;
     /// `KVM_GET_VCPU_EVENTS`/`KVM_SET_VCPU_EVENTS` (with the interrupt

@@ -183,6 +183,9 @@ mod abi_matches_kvm {
         assert_eq!(abi::vcpu::NMI, 0xae9a);
         assert_eq!(abi::cap::VCPU_EVENTS, kb::KVM_CAP_VCPU_EVENTS as usize);
         assert_eq!(abi::cap::DEBUGREGS, kb::KVM_CAP_DEBUGREGS as usize);
+        assert_eq!(abi::cap::DESTROY_MEMORY_REGION_WORKS, kb::KVM_CAP_DESTROY_MEMORY_REGION_WORKS as usize);
+        assert_eq!(abi::cap::JOIN_MEMORY_REGIONS_WORKS, kb::KVM_CAP_JOIN_MEMORY_REGIONS_WORKS as usize);
+        assert_eq!(abi::cap::INTERNAL_ERROR_DATA, kb::KVM_CAP_INTERNAL_ERROR_DATA as usize);
         assert_eq!(crate::debugreg::DEBUGREGS_SIZE, core::mem::size_of::<kb::kvm_debugregs>());
         assert_eq!(abi::vcpu::GET_DEBUGREGS, 0x8080_aea1);
         assert_eq!(abi::vcpu::SET_DEBUGREGS, 0x4080_aea2);
@@ -248,7 +251,10 @@ mod abi_matches_kvm {
                     || c == kb::KVM_CAP_MP_STATE as usize
                     || c == kb::KVM_CAP_GET_TSC_KHZ as usize
                     || c == kb::KVM_CAP_VCPU_EVENTS as usize
-                    || c == kb::KVM_CAP_DEBUGREGS as usize =>
+                    || c == kb::KVM_CAP_DEBUGREGS as usize
+                    || c == kb::KVM_CAP_DESTROY_MEMORY_REGION_WORKS as usize
+                    || c == kb::KVM_CAP_JOIN_MEMORY_REGIONS_WORKS as usize
+                    || c == kb::KVM_CAP_INTERNAL_ERROR_DATA as usize =>
                 {
                     assert_eq!(v, 1)
                 }

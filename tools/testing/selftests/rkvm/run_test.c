@@ -739,6 +739,25 @@ GUEST_TEST(guest_page_fault)
 	vcpu_free(v);
 }
 
+/* --- Executing MMIO: an internal error, with data. ------------------- */
+
+GUEST_CODE_BLOCK(fetch_mmio, ".code64",
+	"mov $" XSTR(GUEST_MMIO) ", %eax\n"
+	"jmp *%rax\n");
+
+GUEST_TEST(fetch_from_mmio_is_an_internal_error)
+{
+	struct vcpu *v = LOAD(self->vm, MODE_LONG64, fetch_mmio);
+
+	/* KVM_CAP_INTERNAL_ERROR_DATA: internal.ndata says how much is there. */
+	ASSERT_EQ(1, xioctl(self->vm->sys, KVM_CHECK_EXTENSION, KVM_CAP_INTERNAL_ERROR_DATA));
+	ASSERT_EQ(0, run_expect_exit(v, KVM_EXIT_INTERNAL_ERROR));
+	EXPECT_EQ(KVM_INTERNAL_ERROR_EMULATION, v->run->internal.suberror);
+	EXPECT_LT(0, v->run->internal.ndata);
+	EXPECT_GE(16, v->run->internal.ndata);
+	vcpu_free(v);
+}
+
 /* --- Read-only slots. ------------------------------------------------ */
 
 #define ROM_GPA 0x30000000
