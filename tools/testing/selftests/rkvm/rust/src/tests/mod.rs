@@ -4,6 +4,7 @@
 //! the numbers are what the logs of earlier runs refer to).
 
 mod dirty;
+mod events;
 mod fd_lifetime;
 mod memslot;
 pub(crate) mod msr;
@@ -14,6 +15,7 @@ mod vcpu;
 
 use crate::harness::Test;
 use dirty::*;
+use events::*;
 use fd_lifetime::*;
 use memslot::*;
 use msr::*;
@@ -48,4 +50,6 @@ pub(crate) const TESTS: &[Test] = &[
     Test { name: "stats_fds_follow_the_guest", func: stats_fds_follow_the_guest, rkvm_only: false, guest: true },
     Test { name: "dirty_log_reports_written_pages", func: dirty_log_reports_written_pages, rkvm_only: false, guest: true },
     Test { name: "dirty_ring_reports_written_pages", func: dirty_ring_reports_written_pages, rkvm_only: false, guest: true },
+    Test { name: "vcpu_events_round_trip", func: vcpu_events_round_trip, rkvm_only: false, guest: true },
+    Test { name: "vcpu_state_round_trips", func: vcpu_state_round_trips, rkvm_only: false, guest: true },
 ];
