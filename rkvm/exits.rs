@@ -147,6 +147,27 @@ pub(crate) struct CpuCore {
     dirty_ring: Option<Arc<VcpuRing>>,
 }
 
+/// How many NMIs may wait to be delivered: one while NMIs are blocked (the
+/// CPU's latch), else two (KVM's rule: one goes in at once, the other at
+/// the NMI window).
+fn nmi_limit(blocked: bool) -> u8 {
+    if blocked {
+        1
+    } else {
+        2
+    }
+}
+
+/// `value` cut to the width of a control- or debug-register MOV's register
+/// operand: 64 bits in 64-bit mode, else 32.
+fn operand_width(value: u64, mode: Mode) -> u64 {
+    if mode == Mode::Long64 {
+        value
+    } else {
+        value & 0xffff_ffff
+    }
+}
+
 /// Components rkvm offers on this host.
 pub(crate) fn supported_xcr0() -> u64 {
     xsave::supported_xcr0(cpu::host_xcr0())
@@ -331,13 +352,10 @@ impl CpuCore {
 }
 
 impl CpuCore {
-    /// `KVM_NMI`: one more NMI to deliver. Like a CPU's NMI latch, at
-    /// most one waits while NMIs are blocked; otherwise two may (KVM's
-    /// rule: one goes in at once, the other at the NMI window), and more
-    /// merge with them.
+    /// `KVM_NMI`: one more NMI to deliver, up to `nmi_limit`; more merge
+    /// with those waiting.
     pub(crate) fn queue_nmi(&mut self) {
-        let limit = if self.backend.nmi_masked() { 1 } else { 2 };
-        self.nmi_pending = (self.nmi_pending + 1).min(limit);
+        self.nmi_pending = (self.nmi_pending + 1).min(nmi_limit(self.backend.nmi_masked()));
     }
 
     /// Events for the next entry, without an in-kernel APIC (KVM's
@@ -410,9 +428,7 @@ impl CpuCore {
         }
         b.set_nmi_masked(e.nmi_masked);
         if e.flags & vcpu_events::valid::NMI_PENDING != 0 {
-            // As `queue_nmi`'s limit.
-            let limit = if e.nmi_masked { 1 } else { 2 };
-            self.nmi_pending = e.nmi_pending.min(limit);
+            self.nmi_pending = e.nmi_pending.min(nmi_limit(e.nmi_masked));
         }
         Ok(())
     }
@@ -545,6 +561,12 @@ impl CpuCore {
 
     fn gpr(&self, i: usize) -> u64 {
         self.backend.gprs()[i]
+    }
+
+    /// GPR `gpr` as the register operand of a MOV to a control or debug
+    /// register: 32 bits outside 64-bit mode.
+    fn gpr_operand(&self, gpr: u8, mode: Mode) -> u64 {
+        operand_width(self.gpr(gpr as usize & 15), mode)
     }
 
     fn set_gpr(&mut self, i: usize, v: u64) {
@@ -705,10 +727,7 @@ impl CpuCore {
             return Flow::Guest;
         }
         if write {
-            let mut value = self.gpr(gpr as usize & 15);
-            if mode != Mode::Long64 {
-                value &= 0xffff_ffff;
-            }
+            let value = self.gpr_operand(gpr, mode);
             let b = &mut self.backend;
             let ok = match reg {
                 Dr::Address(i) => {
@@ -731,8 +750,7 @@ impl CpuCore {
             };
             // Outside 64-bit mode the GPR's upper half is zeroed, as any
             // 32-bit register write.
-            let value = if mode == Mode::Long64 { value } else { value & 0xffff_ffff };
-            self.set_gpr(gpr as usize & 15, value);
+            self.set_gpr(gpr as usize & 15, operand_width(value, mode));
         }
         self.skip_instruction(len);
         Flow::Guest
@@ -771,10 +789,7 @@ impl CpuCore {
                 Err(flow) => return flow,
             },
         };
-        let mut value = self.gpr(gpr as usize & 15);
-        if mode != Mode::Long64 {
-            value &= 0xffff_ffff;
-        }
+        let value = self.gpr_operand(gpr, mode);
         let b = &self.backend;
         match cr {
             0 => {

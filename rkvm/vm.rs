@@ -17,7 +17,8 @@
 //! set. One that did not race finished its SRCU section before the grace
 //! period ended, so the zap that follows removes anything it mapped.
 //!
-//! Lock order: `slots_lock` -> SRCU -> `mmu_lock` (see `mmu/tdp.rs`).
+//! Lock order: `slots_lock` -> `vcpus` -> SRCU -> `mmu_lock` (see
+//! `mmu/tdp.rs` and locking.rst).
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -149,11 +150,14 @@ impl Memslots {
         let mut dirty = KVec::with_capacity(slots.len(), GFP_KERNEL)?;
         for s in slots.iter() {
             hva_index.push(HvaEntry::default(), GFP_KERNEL)?;
-            let log = match prev.and_then(|p| p.dirty_log(s.id)) {
-                _ if !s.logs_dirty() => None,
-                Some(log) => Some(log),
-                None if new_logs == NewLogs::Ring => None,
-                None => Some(DirtyLog::new(s.npages, new_logs == NewLogs::AllSet)?),
+            let log = if !s.logs_dirty() {
+                None
+            } else if let Some(log) = prev.and_then(|p| p.dirty_log(s.id)) {
+                Some(log)
+            } else if new_logs == NewLogs::Ring {
+                None
+            } else {
+                Some(DirtyLog::new(s.npages, new_logs == NewLogs::AllSet)?)
             };
             dirty.push(log, GFP_KERNEL)?;
         }
@@ -178,6 +182,23 @@ impl Memslots {
     /// The dirty bitmap of `slots[idx]`, if it logs dirty pages.
     fn dirty_log_at(&self, idx: usize) -> Option<&Arc<DirtyLog>> {
         self.dirty.get(idx)?.as_ref()
+    }
+
+    /// The slot backing guest-physical address `gpa`: its index, itself,
+    /// and the host address of `gpa`.
+    fn backing(&self, gpa: u64) -> Option<(usize, &Memslot, u64)> {
+        let gfn = gpa >> memslot::PAGE_SHIFT;
+        let idx = memslot::lookup_index(&self.slots, gfn)?;
+        let slot = &self.slots[idx];
+        Some((idx, slot, slot.gfn_to_hva(gfn) + (gpa & 0xfff)))
+    }
+
+    /// Logs the kernel's write at `gpa`, in `slots[idx]`, for the vCPU
+    /// whose dirty ring is `ring`, as a guest write would be logged.
+    fn log_write(&self, idx: usize, gpa: u64, ring: Option<&VcpuRing>) {
+        if let Some(log) = self.dirty_target(idx, ring) {
+            log.mark((gpa >> memslot::PAGE_SHIFT) - self.slots[idx].base_gfn);
+        }
     }
 
     /// Where writes to `slots[idx]` are recorded, if it logs dirty pages:
@@ -354,6 +375,8 @@ impl Vm {
     fn set_memory_region(&self, req: &RegionRequest) -> Result {
         let _writer = self.slots_lock.lock();
         let mmu = &self.mmu;
+        // Before the SRCU read section (lock order: see the file comment).
+        let new_logs = self.new_logs();
         let (next, generation, change) = {
             let cur = mmu.memslots.read();
             let host = HostLimits {
@@ -368,7 +391,7 @@ impl Vm {
             };
             let mut next = KVec::with_capacity(change.new_len(cur.slots.len()), GFP_KERNEL)?;
             change.build(&cur.slots, |s| next.push(s, GFP_KERNEL))?;
-            let new = Memslots::new(next, cur.generation + 1, Some(&cur), self.new_logs())?;
+            let new = Memslots::new(next, cur.generation + 1, Some(&cur), new_logs)?;
             (new, cur.generation + 1, change)
             // The read section ends here: `replace` below waits for readers.
         };
@@ -559,20 +582,15 @@ impl Vm {
         // Serialises resets (each ring's single consumer) and keeps the
         // slots as they are, as KVM's `slots_lock`.
         let _writer = self.slots_lock.lock();
-        let rings = {
-            let vcpus = self.vcpus.lock();
-            if vcpus.ring_entries == 0 {
-                return Err(EINVAL);
-            }
-            let mut rings = KVec::with_capacity(vcpus.rings.len(), GFP_KERNEL)?;
-            for r in vcpus.rings.iter() {
-                rings.push(r.clone(), GFP_KERNEL)?;
-            }
-            rings
-        };
+        // Held throughout: only vCPU creation waits (lock order `slots_lock`
+        // -> `vcpus` -> SRCU -> `mmu_lock`).
+        let vcpus = self.vcpus.lock();
+        if vcpus.ring_entries == 0 {
+            return Err(EINVAL);
+        }
         let slots = self.mmu.memslots.read();
         let mut taken: isize = 0;
-        for ring in rings.iter() {
+        for ring in vcpus.rings.iter() {
             // One `mmu_lock` section and flush per ring.
             let mut reset = ring.reset();
             self.mmu.tdp.write_protect_masked(reset.by_ref().filter_map(|b| {
@@ -609,9 +627,7 @@ impl Vm {
     /// memslot backs it or the host mapping is gone.
     pub(crate) fn read_guest_phys(&self, gpa: u64, out: &mut [u8]) -> Option<()> {
         let slots = self.mmu.memslots.read();
-        let gfn = gpa >> memslot::PAGE_SHIFT;
-        let slot = memslot::lookup(&slots.slots, gfn)?;
-        let hva = slot.gfn_to_hva(gfn) + (gpa & 0xfff);
+        let (_, _, hva) = slots.backing(gpa)?;
         uarg::read_into(hva as usize, out).ok()
     }
 
@@ -621,17 +637,12 @@ impl Vm {
     /// is gone.
     pub(crate) fn write_guest_phys(&self, gpa: u64, data: &[u8], ring: Option<&VcpuRing>) -> Option<()> {
         let slots = self.mmu.memslots.read();
-        let gfn = gpa >> memslot::PAGE_SHIFT;
-        let idx = memslot::lookup_index(&slots.slots, gfn)?;
-        let slot = &slots.slots[idx];
+        let (idx, slot, hva) = slots.backing(gpa)?;
         if slot.flags & MEM_READONLY != 0 {
             return None;
         }
-        let hva = slot.gfn_to_hva(gfn) + (gpa & 0xfff);
         uarg::write(hva as usize, data).ok()?;
-        if let Some(log) = slots.dirty_target(idx, ring) {
-            log.mark(gfn - slot.base_gfn);
-        }
+        slots.log_write(idx, gpa, ring);
         Some(())
     }
 
@@ -649,17 +660,14 @@ impl Vm {
         ring: Option<&VcpuRing>,
     ) -> Option<bool> {
         let slots = self.mmu.memslots.read();
-        let gfn = gpa >> memslot::PAGE_SHIFT;
-        let idx = memslot::lookup_index(&slots.slots, gfn)?;
-        let slot = &slots.slots[idx];
+        let (idx, slot, hva) = slots.backing(gpa)?;
         if slot.flags & MEM_READONLY != 0 {
             return Some(true);
         }
-        let hva = slot.gfn_to_hva(gfn) + (gpa & 0xfff);
         // The VM's memory is the current process's (the VM's owner).
         let swapped = uarg::cmpxchg(hva, size, old, new).ok()?;
-        if let (true, Some(log)) = (swapped, slots.dirty_target(idx, ring)) {
-            log.mark(gfn - slot.base_gfn);
+        if swapped {
+            slots.log_write(idx, gpa, ring);
         }
         Some(swapped)
     }

@@ -189,6 +189,11 @@ impl SvmVcpu {
         save.cpl = segs.cpl;
     }
 
+    /// Whether the guest is in an STI or MOV SS interrupt shadow.
+    fn in_shadow(&self) -> bool {
+        self.vmcb.control.int_state & vmcb::INT_STATE_SHADOW != 0
+    }
+
     /// Single-steps the guest's next instruction (RFLAGS.TF, with RF so
     /// that an instruction breakpoint does not fire again), the trap
     /// intercepted: an NMI window SVM has no exit for.
@@ -207,11 +212,11 @@ impl SvmVcpu {
     /// longer intercepted. A guest that was single-stepping itself gets
     /// its trap.
     fn end_nmi_step(&mut self) {
-        let Some(own) = self.nmi_step.take() else {
+        let Some(own) = self.nmi_step else {
             return;
         };
-        let save = &mut self.vmcb.save;
-        save.rflags = (save.rflags & !(rflags::TF | rflags::RF)) | own;
+        self.vmcb.save.rflags = self.rflags();
+        self.nmi_step = None;
         self.vmcb.control.clear_intercept(2, vector::DB.into());
         if own & rflags::TF != 0 {
             self.vmcb.save.dr6 |= dr6::BS;
@@ -332,7 +337,7 @@ impl VcpuBackend for SvmVcpu {
         if rip != self.vmcb.save.rip {
             // Moving RIP ends any STI/MOV SS interrupt shadow, as KVM's
             // instruction skip does (and the VMX backend).
-            self.vmcb.control.int_state &= !1;
+            self.vmcb.control.int_state &= !vmcb::INT_STATE_SHADOW;
         }
         self.vmcb.save.rip = rip;
     }
@@ -530,7 +535,7 @@ impl VcpuBackend for SvmVcpu {
 
     fn interrupt_status(&self) -> (bool, bool) {
         let if_flag = self.vmcb.save.rflags & crate::arch::rflags::IF != 0;
-        let shadow = self.vmcb.control.int_state & 1 != 0;
+        let shadow = self.in_shadow();
         (if_flag, if_flag && !shadow && !self.event_pending())
     }
 
@@ -566,7 +571,7 @@ impl VcpuBackend for SvmVcpu {
 
     fn interrupt_shadow(&self) -> u8 {
         // SVM does not tell STI from MOV SS: both, as KVM reports it.
-        if self.vmcb.control.int_state & 1 != 0 {
+        if self.in_shadow() {
             shadow::STI | shadow::MOV_SS
         } else {
             0
@@ -575,7 +580,10 @@ impl VcpuBackend for SvmVcpu {
 
     fn set_interrupt_shadow(&mut self, mask: u8) {
         let c = &mut self.vmcb.control;
-        c.int_state = (c.int_state & !1) | u32::from(mask != 0);
+        c.int_state &= !vmcb::INT_STATE_SHADOW;
+        if mask != 0 {
+            c.int_state |= vmcb::INT_STATE_SHADOW;
+        }
     }
 
     fn inject_nmi(&mut self) {
@@ -588,7 +596,7 @@ impl VcpuBackend for SvmVcpu {
     }
 
     fn nmi_allowed(&self) -> bool {
-        !self.nmi.masked() && self.vmcb.control.int_state & 1 == 0
+        !self.nmi.masked() && !self.in_shadow()
     }
 
     fn nmi_masked(&self) -> bool {

@@ -118,6 +118,9 @@ pub(crate) mod tlb_control {
 /// `V_INTR_MASKING` in `int_ctl`: the guest's RFLAGS.IF masks only virtual
 /// interrupts; physical ones stay the host's and cause `#VMEXIT(INTR)`.
 pub(crate) const V_INTR_MASKING: u32 = 1 << 24;
+/// `INTERRUPT_SHADOW` in `int_state`: an STI or MOV SS shadow (SVM does
+/// not say which).
+pub(crate) const INT_STATE_SHADOW: u32 = 1 << 0;
 /// `V_IRQ` in `int_ctl`: a virtual interrupt is pending. rkvm sets it only
 /// with the `VINTR` intercept, to learn when the guest could take one.
 pub(crate) const V_IRQ: u32 = 1 << 8;

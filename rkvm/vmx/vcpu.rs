@@ -1229,8 +1229,7 @@ impl VcpuBackend for VmxVcpu {
     }
 
     fn nmi_allowed(&self) -> bool {
-        self.state.interruptibility & (interruptibility::STI | interruptibility::MOV_SS | interruptibility::NMI)
-            == 0
+        self.state.interruptibility & (interruptibility::SHADOW | interruptibility::NMI) == 0
     }
 
     fn nmi_masked(&self) -> bool {
