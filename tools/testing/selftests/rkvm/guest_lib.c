@@ -8,12 +8,15 @@
 #include <cpuid.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "guest_lib.h"
@@ -558,6 +561,135 @@ int run_expect_mmio(struct vcpu *v, uint64_t gpa, uint32_t len, bool is_write,
 		return -1;
 	}
 	return 0;
+}
+
+/* --- Interrupt controllers and vCPU threads. ------------------------- */
+
+long vm_enable_split_irqchip(struct vm *vm, uint64_t ioapic_pins)
+{
+	struct kvm_enable_cap cap = {
+		.cap = KVM_CAP_SPLIT_IRQCHIP, .args = { ioapic_pins },
+	};
+
+	return xioctl(vm->fd, KVM_ENABLE_CAP, (unsigned long)&cap);
+}
+
+long vm_signal_msi(struct vm *vm, uint32_t address_lo, uint32_t data,
+		   uint32_t flags)
+{
+	struct kvm_msi msi = {
+		.address_lo = address_lo, .data = data, .flags = flags,
+	};
+
+	return xioctl(vm->fd, KVM_SIGNAL_MSI, (unsigned long)&msi);
+}
+
+void irq_route_msi(struct kvm_irq_routing_entry *e, uint32_t gsi,
+		   uint32_t address_lo, uint32_t data)
+{
+	memset(e, 0, sizeof(*e));
+	e->gsi = gsi;
+	e->type = KVM_IRQ_ROUTING_MSI;
+	e->u.msi.address_lo = address_lo;
+	e->u.msi.data = data;
+}
+
+long vm_set_gsi_routing(struct vm *vm, const struct kvm_irq_routing_entry *e,
+			uint32_t n)
+{
+	struct kvm_irq_routing *r = calloc(1, sizeof(*r) + n * sizeof(*e));
+	long ret;
+
+	if (!r)
+		guest_die("out of memory");
+	r->nr = n;
+	memcpy(r->entries, e, n * sizeof(*e));
+	ret = xioctl(vm->fd, KVM_SET_GSI_ROUTING, (unsigned long)r);
+	free(r);
+	return ret;
+}
+
+uint32_t vcpu_get_mp_state(struct vcpu *v)
+{
+	struct kvm_mp_state s;
+	long r = xioctl(v->fd, KVM_GET_MP_STATE, (unsigned long)&s);
+
+	if (r)
+		guest_die("KVM_GET_MP_STATE: %s", strerror(-r));
+	return s.mp_state;
+}
+
+long vcpu_set_mp_state(struct vcpu *v, uint32_t state)
+{
+	struct kvm_mp_state s = { .mp_state = state };
+
+	return xioctl(v->fd, KVM_SET_MP_STATE, (unsigned long)&s);
+}
+
+static void kick_handler(int sig)
+{
+	(void)sig;
+}
+
+void vcpu_thread_start(struct vcpu_thread *t, struct vcpu *v,
+		       void *(*fn)(void *), void *arg)
+{
+	struct sigaction sa = { .sa_handler = kick_handler };
+	int r;
+
+	/* No SA_RESTART: the signal is what ends a blocked KVM_RUN. */
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGUSR1, &sa, NULL))
+		guest_die("sigaction: %s", strerror(errno));
+	t->v = v;
+	t->fn = fn;
+	t->arg = arg;
+	r = pthread_create(&t->tid, NULL, fn, arg);
+	if (r)
+		guest_die("pthread_create: %s", strerror(r));
+	t->started = true;
+}
+
+void vcpu_thread_signal(struct vcpu_thread *t)
+{
+	pthread_kill(t->tid, SIGUSR1);
+}
+
+void vcpu_kick(struct vcpu_thread *t)
+{
+	__atomic_store_n(&t->v->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+	vcpu_thread_signal(t);
+}
+
+static int join_within(struct vcpu_thread *t, int ms)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (long)(ms % 1000) * 1000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	return pthread_timedjoin_np(t->tid, NULL, &ts);
+}
+
+int vcpu_thread_join(struct vcpu_thread *t, int timeout_ms)
+{
+	int i;
+
+	if (!t->started)
+		return 0;
+	t->started = false;
+	if (!join_within(t, timeout_ms))
+		return 0;
+	for (i = 0; i < 600; i++) {
+		vcpu_kick(t);
+		if (!join_within(t, 100))
+			return -ETIMEDOUT;
+	}
+	guest_die("vCPU %d: its thread does not end after 60 s of kicks", t->v->id);
 }
 
 /* --- Host memory. ----------------------------------------------------- */

@@ -29,6 +29,7 @@
 #ifndef SELFTEST_RKVM_GUEST_LIB_H
 #define SELFTEST_RKVM_GUEST_LIB_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -223,6 +224,67 @@ int run_expect_io(struct vcpu *v, uint8_t dir, uint8_t size, uint16_t port,
 int run_expect_mmio(struct vcpu *v, uint64_t gpa, uint32_t len, bool is_write,
 		    uint64_t val);
 int run_expect_exit(struct vcpu *v, int reason);
+
+/* --- Interrupt controllers and vCPU threads. ------------------------- */
+
+/*
+ * KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP) with args[0] = @ioapic_pins: the
+ * local APICs in the kernel, PIC and IOAPIC in userspace (GSIs below
+ * @ioapic_pins are the userspace IOAPIC's). Must come before the first
+ * vCPU. 0 or -errno.
+ */
+long vm_enable_split_irqchip(struct vm *vm, uint64_t ioapic_pins);
+
+/*
+ * The address of an x86 MSI to the local APIC with physical APIC ID @dest
+ * (redirection hint 0, physical destination mode).
+ */
+#define MSI_ADDR(dest)	(0xfee00000u | ((uint32_t)(dest) & 0xff) << 12)
+/* MSI data: @vector, fixed delivery; MSI_LEVEL makes it level-triggered (asserted). */
+#define MSI_LEVEL	(1u << 15 | 1u << 14)
+
+/* KVM_SIGNAL_MSI: the ioctl's value (>= 0) or -errno. */
+long vm_signal_msi(struct vm *vm, uint32_t address_lo, uint32_t data,
+		   uint32_t flags);
+
+/* Fills @e as a KVM_IRQ_ROUTING_MSI entry for @gsi. */
+void irq_route_msi(struct kvm_irq_routing_entry *e, uint32_t gsi,
+		   uint32_t address_lo, uint32_t data);
+
+/* KVM_SET_GSI_ROUTING with the @n entries @e: 0 or -errno. */
+long vm_set_gsi_routing(struct vm *vm, const struct kvm_irq_routing_entry *e,
+			uint32_t n);
+
+/* KVM_GET_MP_STATE (dies on failure) and KVM_SET_MP_STATE (0 or -errno). */
+uint32_t vcpu_get_mp_state(struct vcpu *v);
+long vcpu_set_mp_state(struct vcpu *v, uint32_t state);
+
+/*
+ * vCPU threads. With an in-kernel local APIC a halted vCPU stays in
+ * KVM_RUN until an interrupt wakes it; only a signal makes KVM_RUN return
+ * (-EINTR). vcpu_thread_start() installs a no-op SIGUSR1 handler (without
+ * SA_RESTART) and runs @fn(@arg) on a new thread that belongs to @v;
+ * vcpu_kick() sets @v's immediate_exit and sends the thread SIGUSR1, so
+ * KVM_RUN returns -EINTR whether the thread is inside it or about to
+ * enter it. vcpu_thread_join() waits up to @timeout_ms for the thread,
+ * then kicks it every 100 ms until it ends: 0 if it ended by itself,
+ * -ETIMEDOUT if it had to be kicked (a hypervisor that never wakes a
+ * vCPU fails the test instead of hanging it).
+ */
+struct vcpu_thread {
+	struct vcpu *v;
+	pthread_t tid;
+	void *(*fn)(void *);
+	void *arg;
+	bool started;
+};
+
+void vcpu_thread_start(struct vcpu_thread *t, struct vcpu *v,
+		       void *(*fn)(void *), void *arg);
+void vcpu_kick(struct vcpu_thread *t);
+/* Sends SIGUSR1 alone: KVM_RUN returns -EINTR if the thread is inside it. */
+void vcpu_thread_signal(struct vcpu_thread *t);
+int vcpu_thread_join(struct vcpu_thread *t, int timeout_ms);
 
 /* Free swap in KiB (/proc/meminfo), -1 if unknown. */
 long swap_free_kb(void);
