@@ -108,6 +108,14 @@ pub(crate) mod vm {
     pub(crate) const ENABLE_CAP_SIZE: usize = 104;
     /// `KVM_RESET_DIRTY_RINGS`.
     pub(crate) const RESET_DIRTY_RINGS: u32 = io(0xc7);
+    /// `KVM_IRQ_LINE` and `KVM_IRQ_LINE_STATUS` (`struct kvm_irq_level`).
+    pub(crate) const IRQ_LINE: u32 = iow(0x61, 8);
+    pub(crate) const IRQ_LINE_STATUS: u32 = super::iowr(0x67, 8);
+    /// `KVM_SET_GSI_ROUTING` (`struct kvm_irq_routing`, its header).
+    pub(crate) const SET_GSI_ROUTING: u32 = iow(0x6a, 8);
+    /// `KVM_SIGNAL_MSI` (`struct kvm_msi`).
+    pub(crate) const SIGNAL_MSI: u32 = iow(0xa5, MSI_SIZE);
+    pub(crate) const MSI_SIZE: usize = 32;
 }
 
 /// Ioctls of a vCPU fd.
@@ -153,6 +161,10 @@ pub(crate) mod vcpu {
     pub(crate) const SET_DEBUGREGS: u32 = iow(0xa2, 128);
     /// `KVM_NMI`.
     pub(crate) const NMI: u32 = super::io(0x9a);
+    /// `KVM_GET_LAPIC`, `KVM_SET_LAPIC` (`struct kvm_lapic_state`).
+    pub(crate) const GET_LAPIC: u32 = ior(0x8e, LAPIC_STATE_SIZE);
+    pub(crate) const SET_LAPIC: u32 = iow(0x8f, LAPIC_STATE_SIZE);
+    pub(crate) const LAPIC_STATE_SIZE: usize = 1024;
     /// `KVM_INTERRUPT` (`struct kvm_interrupt`: the vector).
     pub(crate) const INTERRUPT: u32 = iow(0x86, 4);
     /// `KVM_SET_SIGNAL_MASK` (`struct kvm_signal_mask` header: `len`).
@@ -248,12 +260,35 @@ pub(crate) mod cap {
     /// the two the same ring, as in KVM.
     pub(crate) const DIRTY_LOG_RING: usize = 192;
     pub(crate) const DIRTY_LOG_RING_ACQ_REL: usize = 223;
+    /// `KVM_CAP_IRQCHIP`: an in-kernel irqchip (with a split irqchip, the
+    /// local APICs; `KVM_CREATE_IRQCHIP` stays `ENOTTY`, as KVM without
+    /// its IOAPIC).
+    pub(crate) const IRQCHIP: usize = 0;
+    /// `KVM_CAP_SPLIT_IRQCHIP`: local APICs in the kernel, PIC and IOAPIC
+    /// in the VMM.
+    pub(crate) const SPLIT_IRQCHIP: usize = 121;
+    /// `KVM_CAP_IRQ_ROUTING`: `KVM_SET_GSI_ROUTING`.
+    pub(crate) const IRQ_ROUTING: usize = 25;
+    /// `KVM_CAP_IRQ_INJECT_STATUS`: `KVM_IRQ_LINE_STATUS`.
+    pub(crate) const IRQ_INJECT_STATUS: usize = 26;
+    /// `KVM_CAP_SIGNAL_MSI`: `KVM_SIGNAL_MSI`.
+    pub(crate) const SIGNAL_MSI: usize = 77;
+    /// `KVM_CAP_TSC_DEADLINE_TIMER`: the APIC timer's TSC-deadline mode.
+    pub(crate) const TSC_DEADLINE_TIMER: usize = 72;
 }
 
 /// `KVM_MP_STATE_*`: a vCPU's multiprocessing state.
 pub(crate) mod mp_state {
     /// Running (or halted in userspace's care, without an in-kernel APIC).
     pub(crate) const RUNNABLE: u32 = 0;
+    /// An AP waiting for INIT.
+    pub(crate) const UNINITIALIZED: u32 = 1;
+    /// An AP waiting for a SIPI.
+    pub(crate) const INIT_RECEIVED: u32 = 2;
+    /// Halted until an interrupt (with an in-kernel APIC).
+    pub(crate) const HALTED: u32 = 3;
+    /// Set only: INIT received with a SIPI pending.
+    pub(crate) const SIPI_RECEIVED: u32 = 4;
 }
 
 /// `KVM_ENABLE_CAP(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2)` options (`args[0]`).
@@ -326,6 +361,9 @@ pub(crate) mod run {
         pub(crate) const FAIL_ENTRY: u32 = 9;
         pub(crate) const INTR: u32 = 10;
         pub(crate) const INTERNAL_ERROR: u32 = 17;
+        /// The guest ended the service of a vector the VMM's IOAPIC
+        /// routes (split irqchip): `eoi.vector`.
+        pub(crate) const IOAPIC_EOI: u32 = 26;
         /// The vCPU's dirty ring is (soft) full: harvest and reset it.
         pub(crate) const DIRTY_RING_FULL: u32 = 31;
     }

@@ -133,6 +133,11 @@ pub(crate) trait VcpuBackend: Send + Sync {
     /// can take an external interrupt; without, it does not. Decided
     /// before each entry.
     fn set_interrupt_window(&mut self, on: bool);
+    /// With `Some(class)`, the guest exits once it lowers its TPR (CR8)
+    /// below `class`: an interrupt its TPR held back may then go in. The
+    /// exit is [`Exit::Host`], or on hardware that intercepts the write
+    /// instead, [`Exit::CrWrite`] of CR8 for the caller to emulate.
+    fn set_tpr_threshold(&mut self, class: Option<u8>);
     /// Makes the next entry deliver an NMI (the caller checked
     /// `nmi_allowed`); NMIs are then blocked until the guest's IRET.
     fn inject_nmi(&mut self);

@@ -34,7 +34,13 @@ pub(crate) fn check_extension(capability: usize, online_cpus: usize) -> isize {
         | cap::DEBUGREGS
         | cap::DESTROY_MEMORY_REGION_WORKS
         | cap::JOIN_MEMORY_REGIONS_WORKS
-        | cap::INTERNAL_ERROR_DATA => 1,
+        | cap::INTERNAL_ERROR_DATA
+        | cap::IRQCHIP
+        | cap::SPLIT_IRQCHIP
+        | cap::IRQ_ROUTING
+        | cap::IRQ_INJECT_STATUS
+        | cap::SIGNAL_MSI
+        | cap::TSC_DEADLINE_TIMER => 1,
         cap::NR_MEMSLOTS => NR_MEMSLOTS as isize,
         cap::MANUAL_DIRTY_LOG_PROTECT2 => dirty_log::MANUAL_CAPS as isize,
         cap::DIRTY_LOG_RING | cap::DIRTY_LOG_RING_ACQ_REL => DIRTY_RING_MAX_BYTES as isize,

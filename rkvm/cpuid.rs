@@ -97,6 +97,8 @@ const LEAF1_ECX: u32 = 0x42d8_2203;
 // and the AVX instructions FMA, AVX, F16C. OSXSAVE is not a feature but
 // CR4.OSXSAVE, which the CPUID exit reports as the guest set it.
 const LEAF1_ECX_XSAVE: u32 = 1 << 26;
+/// Leaf 1 ECX: x2APIC (21) and TSC-deadline timer (24).
+const LEAF1_ECX_EMULATED: u32 = 1 << 21 | 1 << 24;
 const LEAF1_ECX_AVX: u32 = 1 << 12 | 1 << 28 | 1 << 29;
 /// Leaf 1 ECX: OSXSAVE.
 pub(crate) const LEAF1_ECX_OSXSAVE: u32 = 1 << 27;
@@ -171,7 +173,9 @@ pub(crate) fn supported(host: impl Fn(u32, u32) -> [u32; 4], host_xcr0: u64) -> 
                 if avx {
                     ecx |= LEAF1_ECX_AVX;
                 }
-                regs[2] &= ecx;
+                // x2APIC and the TSC-deadline timer are the in-kernel
+                // APIC's, whatever the host has (KVM's emulated features).
+                regs[2] = (regs[2] & ecx) | LEAF1_ECX_EMULATED;
                 regs[3] &= LEAF1_EDX;
             }
             7 => {

@@ -19,6 +19,8 @@
 
 use kernel::{prelude::*, sync::Arc};
 
+mod apic;
+
 use crate::{
     abi::run::{exit as kvm_exit, internal},
     arch::{cr0, cr4, vector},
@@ -27,6 +29,7 @@ use crate::{
     debugreg::{self, DebugRegs, Dr},
     dirty_ring_pages::VcpuRing,
     emulate::{self, Access, MmioInsn, Mode},
+    lapic::apic::VcpuApic,
     mmu::{
         guest_walk::{self, AccessKind, GuestMemory, WalkError, WalkRegs},
         tdp::PtCache,
@@ -145,6 +148,12 @@ pub(crate) struct CpuCore {
     maxphyaddr: u8,
     /// The vCPU's dirty ring, if the VM logs dirty pages in rings.
     dirty_ring: Option<Arc<VcpuRing>>,
+    /// The in-kernel local APIC, if the VM has the split irqchip.
+    apic: Option<VcpuApic>,
+    /// `IA32_APIC_BASE` without an in-kernel APIC: only stored.
+    plain_apic_base: u64,
+    /// An EOI the VMM's IOAPIC must hear of (`KVM_EXIT_IOAPIC_EOI`).
+    pending_eoi_exit: Option<u8>,
 }
 
 /// How many NMIs may wait to be delivered: one while NMIs are blocked (the
@@ -178,6 +187,7 @@ impl CpuCore {
         backend: KBox<dyn VcpuBackend>,
         idx: usize,
         dirty_ring: Option<Arc<VcpuRing>>,
+        apic: Option<VcpuApic>,
     ) -> Self {
         Self {
             backend,
@@ -195,6 +205,9 @@ impl CpuCore {
             idx,
             maxphyaddr: (x86::cpuid(0x8000_0008, 0).eax & 0xff) as u8,
             dirty_ring,
+            apic,
+            plain_apic_base: 0,
+            pending_eoi_exit: None,
         }
     }
 
@@ -216,6 +229,7 @@ impl CpuCore {
             0
         };
         self.cpuid = table;
+        self.update_apic_features();
     }
 
     /// `KVM_SET_XCRS`: XCR0 with the checks of a guest XSETBV.
@@ -271,8 +285,16 @@ impl CpuCore {
         }
     }
 
-    /// Puts the vCPU in its RESET state (after a shutdown).
+    /// Puts the vCPU in its RESET state (at creation, after a shutdown).
     pub(crate) fn reset(&mut self, is_bsp: bool) {
+        self.reset_cpu(is_bsp);
+        self.reset_apic();
+        self.plain_apic_base = crate::sregs::reset(is_bsp).apic_base;
+        self.pending_eoi_exit = None;
+    }
+
+    /// The processor's part of RESET, which INIT shares.
+    fn reset_cpu(&mut self, is_bsp: bool) {
         self.backend.reset(is_bsp);
         self.xcr0 = crate::arch::xcr0::X87;
         self.misc_enable = msr::MISC_ENABLE_DEFAULT;
@@ -335,12 +357,22 @@ impl CpuCore {
                 run.set_exit_reason(kvm_exit::DIRTY_RING_FULL);
                 return Ok(());
             }
+            if let Some(vector) = self.pending_eoi_exit.take() {
+                run.set_ioapic_eoi(vector);
+                return Ok(());
+            }
+            self.apic_wait(run)?;
             self.prepare_events(run);
             let (exit, cpu) = self.enter(vm, fpu)?;
+            self.sync_tpr_from_guest();
             stats.count(stats::vcpu::EXITS);
             match self.handle_exit(vm, run, pio, &mut cache, stats, exit, cpu)? {
                 Flow::Guest => {}
                 Flow::User => return Ok(()),
+            }
+            if let Some(vector) = self.pending_eoi_exit.take() {
+                run.set_ioapic_eoi(vector);
+                return Ok(());
             }
             if run.request_interrupt_window() && self.ready_for_interrupt() {
                 // Userspace asked to hear when it may inject.
@@ -366,6 +398,9 @@ impl CpuCore {
     /// window is watched if userspace asked for it and has no interrupt
     /// queued.
     fn prepare_events(&mut self, run: &RunPage<'_>) {
+        if self.apic.is_some() {
+            return self.prepare_apic_events(run);
+        }
         let window = run.request_interrupt_window() && self.queued_irq.is_none();
         if !self.backend.event_pending() {
             if let Some(vector) = self.queued_irq.take() {
@@ -436,15 +471,23 @@ impl CpuCore {
     /// `kvm_run.ready_for_interrupt_injection`: the guest can take an
     /// external interrupt now and none is queued or on its way in.
     pub(crate) fn ready_for_interrupt(&self) -> bool {
-        self.queued_irq.is_none() && self.backend.interrupt_status().1
+        let pic_open = self.apic.as_ref().is_none_or(|a| a.regs.accepts_pic_interrupt());
+        self.queued_irq.is_none() && pic_open && self.backend.interrupt_status().1
     }
 
     /// One entry into the guest. Returns the exit and the CPU it ran on.
     fn enter(&mut self, vm: &Vm, fpu: &LoadedGuestFpu<'_>) -> Result<(Exit, u32)> {
         let host_xcr0 = cpu::host_xcr0();
         let irqs = IrqsOff::new();
-        fpu.prepare_entry(&irqs);
         let cpu = irqs.cpu();
+        // Something was delivered since the events were chosen: choose
+        // again (see `lapic/mailbox.rs`, the doorbell).
+        if let Some(apic) = &self.apic {
+            if !apic.mailbox().enter(cpu) {
+                return Ok((Exit::Host, cpu));
+            }
+        }
+        fpu.prepare_entry(&irqs);
         let tdp = vm.tdp();
         let tlb_gen = tdp.enter_guest(self.idx, cpu);
         let entry = Entry {
@@ -473,6 +516,9 @@ impl CpuCore {
             irqs.set_xcr0(host_xcr0);
         }
         tdp.exit_guest(self.idx);
+        if let Some(apic) = &self.apic {
+            apic.mailbox().exit();
+        }
         drop(irqs);
         Ok((exit?, cpu))
     }
@@ -509,11 +555,15 @@ impl CpuCore {
             Exit::Cpuid => self.handle_cpuid(),
             Exit::Hlt => {
                 self.skip_instruction(None);
+                if self.halt() {
+                    // Halted in the kernel until an interrupt (`apic_wait`).
+                    return Ok(Flow::Guest);
+                }
                 run.set_exit_reason(kvm_exit::HLT);
                 Flow::User
             }
             Exit::Io(io) => self.handle_io(vm, run, pio, &io),
-            Exit::Msr { write } => self.handle_msr(write),
+            Exit::Msr { write } => self.handle_msr(vm, write),
             Exit::Xsetbv => self.handle_xsetbv(),
             Exit::CrWrite { cr, gpr } => self.handle_cr_write(vm, run, cr, gpr),
             Exit::MovDr { dr, write, gpr } => self.handle_mov_dr(vm, run, dr, write, gpr),
@@ -614,14 +664,21 @@ impl CpuCore {
         Flow::Guest
     }
 
-    fn handle_msr(&mut self, write: bool) -> Flow {
+    fn handle_msr(&mut self, vm: &Vm, write: bool) -> Flow {
         let g = self.backend.gprs();
         let index = g[1] as u32;
         let ok = if write {
-            self.set_msr(index, (g[0] & 0xffff_ffff) | (g[2] << 32), false)
-                .is_ok()
+            let value = (g[0] & 0xffff_ffff) | (g[2] << 32);
+            match self.set_apic_msr(vm, index, value, false) {
+                Some(r) => r.is_ok(),
+                None => self.set_msr(index, value, false).is_ok(),
+            }
         } else {
-            match self.get_msr(index) {
+            let value = match self.get_apic_msr(index) {
+                Some(r) => r.ok(),
+                None => self.get_msr(index),
+            };
+            match value {
                 Some(v) => {
                     let mut g = g;
                     g[0] = v & 0xffff_ffff;
@@ -814,6 +871,13 @@ impl CpuCore {
                 if sregs::cr4_change_flushes_tlb(old, value) {
                     self.backend.flush_guest_tlb();
                 }
+            }
+            8 => {
+                if value & !0xf != 0 {
+                    self.backend.inject_exception(vector::GP, Some(0));
+                    return Flow::Guest;
+                }
+                self.write_cr8(value);
             }
             _ => {
                 run.set_internal_error(internal::UNEXPECTED_EXIT_REASON, &[cr as u64]);
@@ -1008,6 +1072,9 @@ impl CpuCore {
                 return Flow::User;
             }
         };
+        if let Some(flow) = self.apic_mmio(vm, gpa, &insn) {
+            return flow;
+        }
         let linear_rip = self.linear_rip();
         match insn.first_access(&self.backend.gprs()) {
             Access::Write(val) => {

@@ -6,6 +6,7 @@
 #include <linux/cpumask.h>
 #include <linux/highmem.h>
 #include <linux/rcupdate.h>
+#include <linux/rcuwait.h>
 #include <linux/preempt.h>
 #include <linux/sched/signal.h>
 #include <linux/sched/task_stack.h>
@@ -800,6 +801,26 @@ bool rkvm_need_resched(void)
 void rkvm_cond_resched(void)
 {
 	cond_resched();
+}
+
+void rkvm_rcuwait_prepare(struct rcuwait *w)
+{
+	prepare_to_rcuwait(w);
+}
+
+void rkvm_set_current_interruptible(void)
+{
+	set_current_state(TASK_INTERRUPTIBLE);
+}
+
+void rkvm_kick_cpu(u32 cpu)
+{
+	int me = get_cpu();
+
+	/* On this CPU the guest is not running: the caller interrupted it. */
+	if (cpu != me && cpu < nr_cpu_ids && cpu_online(cpu))
+		arch_smp_send_reschedule(cpu);
+	put_cpu();
 }
 
 /* ---- guest memory ---- */

@@ -10,6 +10,8 @@
 #include <linux/types.h>
 #include <linux/spinlock_types.h>
 
+struct rcuwait;
+
 struct lock_class_key;
 
 struct file_operations;
@@ -148,6 +150,15 @@ void rkvm_sigset_activate(u64 mask);
 void rkvm_sigset_deactivate(void);
 bool rkvm_need_resched(void);
 void rkvm_cond_resched(void);
+
+/*
+ * A halted vCPU's wait (shim/wait.rs): prepare_to_rcuwait() and
+ * set_current_state() are inline; and kicking a vCPU out of guest mode on
+ * another CPU, as kvm_vcpu_kick() does (smp_send_reschedule is inline).
+ */
+void rkvm_rcuwait_prepare(struct rcuwait *w);
+void rkvm_set_current_interruptible(void);
+void rkvm_kick_cpu(u32 cpu);
 
 /* Guest memory: one page of the current mm, with a reference. */
 int rkvm_gup(u64 hva, bool write, struct page **page);

@@ -23,6 +23,8 @@ mod exit_info;
 mod exits;
 mod fpu;
 mod hw;
+mod irqchip;
+mod lapic;
 mod memslot;
 mod mmu;
 mod msr;

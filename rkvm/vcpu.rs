@@ -30,6 +30,7 @@ use crate::{
     debugreg::DebugRegs,
     dirty_ring_pages::{self, VcpuRing},
     exits::{self, CpuCore, GuestCpu},
+    lapic::apic::{ApicShared, VcpuApic},
     fpu::{Fpu, FXSAVE_SIZE},
     hw,
     regs::Regs,
@@ -38,7 +39,7 @@ use crate::{
         cpu::SigmaskGuard,
         guest_fpu::{GuestFpu, XSAVE_UABI_SIZE},
     },
-    sregs::{self, Sregs},
+    sregs::Sregs,
     stats::{self, Desc},
     stats_file::{StatsFile, StatsSource},
     tsc, uarg,
@@ -79,8 +80,6 @@ impl VcpuStats {
 /// A vCPU's state behind its mutex.
 struct State {
     cpu: GuestCpu,
-    /// `KVM_GET_SREGS`'s APIC base (no in-kernel local APIC yet).
-    apic_base: u64,
     /// `KVM_SET_SIGNAL_MASK`: the signals blocked while in `KVM_RUN`.
     sigmask: Option<u64>,
 }
@@ -105,7 +104,6 @@ impl State {
     /// A vCPU after RESET.
     fn reset(&mut self, is_bsp: bool) -> Result {
         self.core_mut().reset(is_bsp);
-        self.apic_base = sregs::reset(is_bsp).apic_base;
         let mut buf = KBox::new([0u8; XSAVE_UABI_SIZE], GFP_KERNEL)?;
         buf[..FXSAVE_SIZE].copy_from_slice(&Fpu::reset_fxsave());
         buf[XSTATE_BV..XSTATE_BV + 8].copy_from_slice(&(xcr0::X87 | xcr0::SSE).to_ne_bytes());
@@ -123,11 +121,13 @@ impl State {
         let run = RunPage(SharedPage::new(&pages[0]));
         let pio = SharedPage::new(&pages[1]);
         // Without an in-kernel local APIC, the TPR comes from kvm_run.cr8.
-        let cr8 = run.cr8();
-        if cr8 & !0xf != 0 {
-            return Err(EINVAL);
+        if !self.core().has_apic() {
+            let cr8 = run.cr8();
+            if cr8 & !0xf != 0 {
+                return Err(EINVAL);
+            }
+            self.core_mut().backend.set_cr8(cr8);
         }
-        self.core_mut().backend.set_cr8(cr8);
         let sigmask = SigmaskGuard::activate(self.sigmask);
         let ret = self.cpu.run(vm, &run, &pio, stats);
         drop(sigmask);
@@ -140,14 +140,14 @@ impl State {
             // The state is undefined after a shutdown; KVM resets the vCPU.
             self.reset(is_bsp)?;
         }
-        run.set_status(if_flag, ready, cr8, self.apic_base);
+        run.set_status(if_flag, ready, cr8, self.core().apic_base());
         ret.map(|()| 0)
     }
 
     /// `KVM_GET_MSRS` (`set == false`) and `KVM_SET_MSRS`: the number of
     /// entries done, stopping at the first MSR rkvm does not implement or
     /// value it refuses, as KVM.
-    fn msrs(&mut self, arg: usize, set: bool) -> Result<isize> {
+    fn msrs(&mut self, vm: &Vm, arg: usize, set: bool) -> Result<isize> {
         let n = u32::from_ne_bytes(abi::field(&uarg::read::<8>(arg)?, 0)) as usize;
         if n >= MAX_IO_MSRS {
             return Err(E2BIG);
@@ -160,11 +160,19 @@ impl State {
             let index = u32::from_ne_bytes(abi::field(&e, 0));
             if set {
                 let data = u64::from_ne_bytes(abi::field(&e, 8));
-                if core.set_msr(index, data, true).is_err() {
+                let r = match core.set_apic_msr(vm, index, data, true) {
+                    Some(r) => r,
+                    None => core.set_msr(index, data, true),
+                };
+                if r.is_err() {
                     break;
                 }
             } else {
-                let Some(data) = core.get_msr(index) else {
+                let data = match core.get_apic_msr(index) {
+                    Some(r) => r.ok(),
+                    None => core.get_msr(index),
+                };
+                let Some(data) = data else {
                     break;
                 };
                 uarg::write(addr + 8, &data.to_ne_bytes())?;
@@ -210,7 +218,7 @@ impl State {
 
     fn get_sregs(&self) -> Sregs {
         Sregs {
-            apic_base: self.apic_base,
+            apic_base: self.core().apic_base(),
             // KVM's injected interrupt: queued, or on its way in.
             pending_irq: self.core().events().interrupt.map(|(vector, _)| vector),
             ..self.core().backend.sregs()
@@ -218,16 +226,16 @@ impl State {
     }
 
     fn set_sregs(&mut self, vm: &Vm, new: &Sregs) -> Result {
-        if !new.is_valid(&self.core().features, self.apic_base) {
+        if !new.is_valid(&self.core().features, self.core().apic_base()) {
             return Err(EINVAL);
         }
         // As in KVM, an empty interrupt bitmap leaves a queued interrupt be.
         if let Some(vector) = new.pending_irq {
             self.core_mut().queued_irq = Some(vector);
         }
-        self.apic_base = new.apic_base;
         let core = self.core_mut();
         core.backend.set_sregs(new);
+        core.set_sregs_apic(vm, new.apic_base, new.cr8);
         // As KVM, an unreadable or invalid PDPTE does not fail the ioctl.
         core.load_pdptrs(vm, new.cr0, new.cr4, new.efer);
         Ok(())
@@ -341,6 +349,7 @@ impl Vcpu {
         id: u32,
         idx: usize,
         dirty_ring: Option<Arc<VcpuRing>>,
+        apic: Option<Arc<ApicShared>>,
     ) -> Result<u32> {
         let page = || Page::alloc_page(GFP_KERNEL | __GFP_ZERO);
         let pages = [page()?, page()?];
@@ -351,9 +360,13 @@ impl Vcpu {
         let mut state = State {
             cpu: GuestCpu {
                 fpu: GuestFpu::new()?,
-                core: CpuCore::new(backend, idx, dirty_ring.clone()),
+                core: CpuCore::new(
+                    backend,
+                    idx,
+                    dirty_ring.clone(),
+                    apic.map(|shared| VcpuApic::new(shared, id, is_bsp)),
+                ),
             },
-            apic_base: 0,
             sigmask: None,
         };
         state.reset(is_bsp)?;
@@ -443,18 +456,22 @@ impl AnonFile for Vcpu {
             }
             abi::vcpu::GET_XCRS => uarg::write(arg, &state.get_xcrs())?,
             abi::vcpu::SET_XCRS => state.set_xcrs(&uarg::read(arg)?)?,
-            abi::vcpu::GET_MSRS => return state.msrs(arg, false),
-            abi::vcpu::SET_MSRS => return state.msrs(arg, true),
+            abi::vcpu::GET_MSRS => return state.msrs(&this.vm, arg, false),
+            abi::vcpu::SET_MSRS => return state.msrs(&this.vm, arg, true),
             abi::vcpu::SET_CPUID2 => state.set_cpuid(arg)?,
             abi::vcpu::GET_CPUID2 => state.get_cpuid(arg)?,
             abi::vcpu::SET_SIGNAL_MASK => state.sigmask = sigmask_arg(arg)?,
-            // Without an in-kernel APIC a vCPU is always runnable (HLT is
-            // userspace's), and KVM refuses any other state.
-            abi::vcpu::GET_MP_STATE => uarg::write(arg, &abi::mp_state::RUNNABLE.to_ne_bytes())?,
-            abi::vcpu::SET_MP_STATE => {
-                if u32::from_ne_bytes(uarg::read(arg)?) != abi::mp_state::RUNNABLE {
-                    return Err(EINVAL);
-                }
+            abi::vcpu::GET_MP_STATE => uarg::write(arg, &state.core_mut().mp_state().to_ne_bytes())?,
+            abi::vcpu::SET_MP_STATE => state.core_mut().set_mp_state(u32::from_ne_bytes(uarg::read(arg)?))?,
+            abi::vcpu::GET_LAPIC => {
+                let mut image = KBox::new([0u8; abi::vcpu::LAPIC_STATE_SIZE], GFP_KERNEL)?;
+                state.core().get_lapic(&mut image)?;
+                uarg::write(arg, &*image)?;
+            }
+            abi::vcpu::SET_LAPIC => {
+                let mut image = KBox::new([0u8; abi::vcpu::LAPIC_STATE_SIZE], GFP_KERNEL)?;
+                uarg::read_into(arg, &mut image[..])?;
+                state.core_mut().set_lapic(&image)?;
             }
             // rkvm cannot scale the TSC: the guest's runs at the host's
             // rate, and only that rate (or 0: the default) can be set.
@@ -475,10 +492,11 @@ impl AnonFile for Vcpu {
                 state.core_mut().set_events(&e)?;
             }
             abi::vcpu::INTERRUPT => {
-                // Without an in-kernel APIC, as KVM: queued for the next
-                // entry (a second call replaces the first).
+                // As KVM: queued for the next entry (without an in-kernel
+                // APIC a second call replaces the first; with one, it is
+                // the PIC's and waits for LINT0).
                 let irq = u32::from_ne_bytes(uarg::read(arg)?);
-                state.core_mut().queued_irq = Some(u8::try_from(irq).map_err(|_| EINVAL)?);
+                state.core_mut().queue_pic_interrupt(u8::try_from(irq).map_err(|_| EINVAL)?)?;
             }
             // KVM answers unknown vCPU ioctls with EINVAL.
             _ => return Err(EINVAL),

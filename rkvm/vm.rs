@@ -39,6 +39,8 @@ use crate::{
     caps,
     dirty_ring_pages::{self, VcpuRing},
     hw,
+    irqchip::Irqchip,
+    lapic::apic::ApicShared,
     memslot::{
         self, HostLimits, HvaEntry, Memslot, RegionRequest, SlotError, MEM_READONLY, NR_MEMSLOTS,
     },
@@ -308,6 +310,9 @@ pub(crate) struct Vm {
     /// count from 0 at the VM's creation, together (until the guest or
     /// the VMM writes one's `IA32_TSC`).
     tsc_offset: u64,
+    /// The split irqchip (in-kernel local APICs), once enabled.
+    #[pin]
+    irqchip: Irqchip,
 }
 
 impl Vm {
@@ -347,9 +352,15 @@ impl Vm {
                 pid: task.pid(),
                 dirty_log_options: AtomicU64::new(0),
                 tsc_offset: 0u64.wrapping_sub(x86::rdtsc()),
+                irqchip <- Irqchip::new()?,
             }),
             GFP_KERNEL,
         )
+    }
+
+    /// The VM's interrupt controller (split irqchip).
+    pub(crate) fn irqchip(&self) -> &Irqchip {
+        &self.irqchip
     }
 
     /// The TSC offset a new vCPU starts with.
@@ -535,6 +546,13 @@ impl Vm {
                 }
                 vcpus.ring_entries = entries;
                 Ok(())
+            }
+            abi::cap::SPLIT_IRQCHIP => {
+                if flags != 0 {
+                    return Err(EINVAL);
+                }
+                let vcpus = self.vcpus.lock();
+                self.irqchip.enable_split(arg0, !vcpus.ids.is_empty())
             }
             abi::cap::MANUAL_DIRTY_LOG_PROTECT2 => {
                 let allowed = if arg0 & MANUAL_PROTECT_ENABLE != 0 {
@@ -799,11 +817,19 @@ fn create_vcpu(vm: ArcBorrow<'_, Vm>, id: usize) -> Result<isize> {
         0 => None,
         n => Some(dirty_ring_pages::new_ring(n)?),
     };
+    let apic = if vm.irqchip.enabled() {
+        Some(ApicShared::new()?)
+    } else {
+        None
+    };
     // Make room first: once the fd is installed, recording it must not fail.
     vcpus.ids.reserve(1, GFP_KERNEL)?;
     vcpus.rings.reserve(1, GFP_KERNEL)?;
     let idx = vcpus.ids.len();
-    let fd = Vcpu::create_fd(vm.into(), id, idx, ring.clone())?;
+    let fd = Vcpu::create_fd(vm.into(), id, idx, ring.clone(), apic.clone())?;
+    if let Some(apic) = apic {
+        vm.irqchip.add_apic(idx, apic);
+    }
     vcpus.ids.push_within_capacity(id).map_err(|_| ENOMEM)?;
     if let Some(ring) = ring {
         vcpus.rings.push_within_capacity(ring).map_err(|_| ENOMEM)?;
@@ -878,6 +904,18 @@ impl AnonFile for Vm {
                 .map(|()| 0)
             }
             abi::vm::RESET_DIRTY_RINGS => this.reset_dirty_rings(),
+            abi::vm::SIGNAL_MSI => this.irqchip.signal_msi(&uarg::read(arg)?),
+            abi::vm::SET_GSI_ROUTING => this.irqchip.set_routing(arg).map(|()| 0),
+            abi::vm::IRQ_LINE | abi::vm::IRQ_LINE_STATUS => {
+                let req: [u8; 8] = uarg::read(arg)?;
+                let gsi = u32::from_ne_bytes(abi::field(&req, 0));
+                let level = u32::from_ne_bytes(abi::field(&req, 4)) != 0;
+                let status = this.irqchip.set_irq_line(gsi, level)?;
+                if cmd == abi::vm::IRQ_LINE_STATUS {
+                    uarg::write(arg, &status.to_ne_bytes())?;
+                }
+                Ok(0)
+            }
             abi::vm::GET_DIRTY_LOG => {
                 let req: [u8; abi::vm::DIRTY_LOG_SIZE] = uarg::read(arg)?;
                 let slot = u32::from_ne_bytes(abi::field(&req, 0));

@@ -123,6 +123,9 @@ extern "C" {
     pub(crate) fn rkvm_signal_pending() -> bool;
     pub(crate) fn rkvm_need_resched() -> bool;
     pub(crate) fn rkvm_cond_resched();
+    pub(crate) fn rkvm_rcuwait_prepare(w: *mut bindings::rcuwait);
+    pub(crate) fn rkvm_set_current_interruptible();
+    pub(crate) fn rkvm_kick_cpu(cpu: u32);
     pub(crate) fn rkvm_sigset_activate(mask: u64);
     pub(crate) fn rkvm_sigset_deactivate();
 

@@ -14,4 +14,5 @@ pub(crate) mod run_page;
 pub(crate) mod rwlock;
 pub(crate) mod srcu_box;
 pub(crate) mod uarg;
+pub(crate) mod wait;
 pub(crate) mod x86;

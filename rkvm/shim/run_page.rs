@@ -119,6 +119,12 @@ impl RunPage<'_> {
         self.0.write(run::MMIO_IS_WRITE, write.is_some() as u8);
     }
 
+    /// `KVM_EXIT_IOAPIC_EOI`: the guest ended the service of `vector`.
+    pub(crate) fn set_ioapic_eoi(&self, vector: u8) {
+        self.set_exit_reason(run::exit::IOAPIC_EOI);
+        self.0.write(run::EXIT, vector);
+    }
+
     /// The data a VMM answered an MMIO read with.
     pub(crate) fn mmio_data(&self) -> u64 {
         self.0.read(run::MMIO_DATA)

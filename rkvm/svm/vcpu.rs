@@ -278,8 +278,12 @@ impl SvmVcpu {
             },
             exit::MSR => Exit::Msr { write: info1 != 0 },
             exit::XSETBV => Exit::Xsetbv,
-            exit::CR4_WRITE | exit::CR0_SEL_WRITE => Exit::CrWrite {
-                cr: if code == exit::CR4_WRITE { 4 } else { 0 },
+            exit::CR4_WRITE | exit::CR8_WRITE | exit::CR0_SEL_WRITE => Exit::CrWrite {
+                cr: match code {
+                    exit::CR4_WRITE => 4,
+                    exit::CR8_WRITE => 8,
+                    _ => 0,
+                },
                 // Decode assists: bit 63 says the GPR number is valid
                 // (not for LMSW, which the caller then fails to decode).
                 gpr: (info1 >> 63 != 0).then_some((info1 & 0xf) as u8),
@@ -609,6 +613,18 @@ impl VcpuBackend for SvmVcpu {
         // whatever else held the NMI back.
         if on && self.nmi.step_for_window() {
             self.begin_nmi_step();
+        }
+    }
+
+    fn set_tpr_threshold(&mut self, class: Option<u8>) {
+        // Without a TPR threshold, SVM intercepts the CR8 write itself
+        // (word 0, writes in bits 16-31) while the TPR holds back an
+        // interrupt, as KVM's `svm_update_cr8_intercept`.
+        let c = &mut self.vmcb.control;
+        if class.is_some() {
+            c.intercept(0, 16 + 8);
+        } else {
+            c.clear_intercept(0, 16 + 8);
         }
     }
 

@@ -64,6 +64,7 @@ pub(crate) mod intercept {
 pub(crate) mod exit {
     /// MOV to CR4 (`0x10 + n` for CRn).
     pub(crate) const CR4_WRITE: u64 = 0x014;
+    pub(crate) const CR8_WRITE: u64 = 0x018;
     pub(crate) const CR0_SEL_WRITE: u64 = 0x065;
     pub(crate) const INTR: u64 = 0x060;
     pub(crate) const NMI: u64 = 0x061;

@@ -45,6 +45,7 @@ pub(crate) mod reason {
     pub(crate) const MWAIT: u16 = 36;
     pub(crate) const MONITOR: u16 = 39;
     pub(crate) const MACHINE_CHECK_ON_ENTRY: u16 = 41;
+    pub(crate) const TPR_BELOW_THRESHOLD: u16 = 43;
     pub(crate) const EPT_VIOLATION: u16 = 48;
     pub(crate) const INVEPT: u16 = 50;
     pub(crate) const INVVPID: u16 = 53;
@@ -247,6 +248,9 @@ impl ExitInfo {
             EXTERNAL_INTERRUPT | INIT_SIGNAL | SIPI | IO_SMI | OTHER_SMI => Exit::Host,
             TRIPLE_FAULT => Exit::Shutdown,
             INTERRUPT_WINDOW => Exit::InterruptWindow,
+            // The guest lowered its TPR under a waiting interrupt: the
+            // caller reads the TPR and chooses the events again.
+            TPR_BELOW_THRESHOLD => Exit::Host,
             NMI_WINDOW => Exit::NmiWindow,
             CPUID => Exit::Cpuid,
             HLT => Exit::Hlt,

@@ -247,6 +247,8 @@ struct GuestState {
     interrupt_window: bool,
     /// NMI-window exiting is asked for.
     nmi_window: bool,
+    /// The TPR threshold (a priority class, 0 for none).
+    tpr_threshold: u8,
     /// DR6, which VMX does not switch (a guest `#DB` exits and says what
     /// it sets: see `enter`), and DR7 (the VMCS field).
     dr6: u64,
@@ -277,6 +279,7 @@ impl GuestState {
             event: None,
             interrupt_window: false,
             nmi_window: false,
+            tpr_threshold: 0,
             dr6: debugreg::DR6_RESET,
             dr7: debugreg::DR7_RESET,
             dirty: dirty::ALL,
@@ -710,6 +713,7 @@ impl VmxVcpu {
                 controls |= primary::NMI_WINDOW_EXITING;
             }
             vmcs.write32(control32::CPU_BASED_VM_EXEC_CONTROL, controls)?;
+            vmcs.write32(control32::TPR_THRESHOLD, s.tpr_threshold as u32)?;
         }
         s.dirty = 0;
         Ok(())
@@ -1219,6 +1223,14 @@ impl VcpuBackend for VmxVcpu {
     fn set_interrupt_window(&mut self, on: bool) {
         if self.state.interrupt_window != on {
             self.state.interrupt_window = on;
+            self.state.dirty |= dirty::CONTROLS;
+        }
+    }
+
+    fn set_tpr_threshold(&mut self, class: Option<u8>) {
+        let t = class.unwrap_or(0) & 0xf;
+        if self.state.tpr_threshold != t {
+            self.state.tpr_threshold = t;
             self.state.dirty |= dirty::CONTROLS;
         }
     }

@@ -32,6 +32,18 @@ mod emulate;
 mod exit_info;
 #[path = "../../../../rkvm/fpu.rs"]
 mod fpu;
+/// The kernel's `lapic` module, as far as it is pure.
+#[path = "../../../../rkvm/lapic"]
+mod lapic {
+    #[path = "mailbox.rs"]
+    pub(crate) mod mailbox;
+    #[path = "regs.rs"]
+    pub(crate) mod regs;
+    #[path = "route.rs"]
+    pub(crate) mod route;
+    #[path = "timer.rs"]
+    pub(crate) mod timer;
+}
 #[path = "../../../../rkvm/memslot.rs"]
 mod memslot;
 #[path = "../../../../rkvm/msr.rs"]
@@ -229,6 +241,15 @@ mod abi_matches_kvm {
         assert_eq!(abi::vcpu::SET_XSAVE, 0x5000_aea5);
         assert_eq!(abi::vcpu::GET_XCRS, 0x8188_aea6);
         assert_eq!(abi::vcpu::SET_XCRS, 0x4188_aea7);
+        // The in-kernel APIC's (kvm-ioctls' numbers).
+        assert_eq!(abi::vcpu::GET_LAPIC, 0x8400_ae8e);
+        assert_eq!(abi::vcpu::SET_LAPIC, 0x4400_ae8f);
+        assert_eq!(abi::vm::IRQ_LINE, 0x4008_ae61);
+        assert_eq!(abi::vm::IRQ_LINE_STATUS, 0xc008_ae67);
+        assert_eq!(abi::vm::SET_GSI_ROUTING, 0x4008_ae6a);
+        assert_eq!(abi::vm::SIGNAL_MSI, 0x4020_aea5);
+        assert_eq!(abi::vcpu::LAPIC_STATE_SIZE, core::mem::size_of::<kb::kvm_lapic_state>());
+        assert_eq!(abi::vm::MSI_SIZE, core::mem::size_of::<kb::kvm_msi>());
     }
 
     #[test]
@@ -254,7 +275,13 @@ mod abi_matches_kvm {
                     || c == kb::KVM_CAP_DEBUGREGS as usize
                     || c == kb::KVM_CAP_DESTROY_MEMORY_REGION_WORKS as usize
                     || c == kb::KVM_CAP_JOIN_MEMORY_REGIONS_WORKS as usize
-                    || c == kb::KVM_CAP_INTERNAL_ERROR_DATA as usize =>
+                    || c == kb::KVM_CAP_INTERNAL_ERROR_DATA as usize
+                    || c == kb::KVM_CAP_IRQCHIP as usize
+                    || c == kb::KVM_CAP_SPLIT_IRQCHIP as usize
+                    || c == kb::KVM_CAP_IRQ_ROUTING as usize
+                    || c == kb::KVM_CAP_IRQ_INJECT_STATUS as usize
+                    || c == kb::KVM_CAP_SIGNAL_MSI as usize
+                    || c == kb::KVM_CAP_TSC_DEADLINE_TIMER as usize =>
                 {
                     assert_eq!(v, 1)
                 }

@@ -176,6 +176,16 @@ mod mmu {
     pub(crate) mod types;
 }
 
+/// The local APIC's mailbox (model 7), on the same loom atomics.
+#[allow(dead_code)]
+#[path = "../../../../rkvm/lapic"]
+mod lapic {
+    #[path = "mailbox.rs"]
+    pub(crate) mod mailbox;
+    #[path = "route.rs"]
+    pub(crate) mod route;
+}
+
 use mmu::{
     atomic::AtomicU64,
     spte::{Npt, Spte, SpteFormat},
@@ -947,4 +957,59 @@ fn loom_tdp_dirty_ring() {
 #[test]
 fn loom_tdp_dirty_ring_relaxed_publish_is_caught() {
     expect_violation(&[TORN], || check_dirty_ring(Relaxed));
+}
+
+// # Model 7: the APIC doorbell (`rkvm/lapic/mailbox.rs`)
+//
+// The claim: an interrupt posted to a vCPU's mailbox is never left
+// waiting while the vCPU runs the guest. A sender posts a vector and rings;
+// the vCPU takes its requests, looks at its IRR, and enters the guest
+// unless the doorbell stops it. If it entered without having seen the
+// vector, the sender must have seen it in guest mode (and kicked it).
+
+const MISSED_KICK: &str = "the vCPU entered the guest blind to a posted interrupt, unkicked";
+
+fn check_doorbell(barriers: Barriers) {
+    loom::model(move || {
+        BARRIERS.with(|b| b.set(barriers));
+        let mb = Arc::new(lapic::mailbox::Mailbox::new());
+        let kicked = Arc::new(AtomicBool::new(false));
+        let sender = {
+            let (mb, kicked) = (mb.clone(), kicked.clone());
+            thread::spawn(move || {
+                BARRIERS.with(|b| b.set(barriers));
+                mb.post_vector(0x40, false);
+                if mb.ring().is_some() {
+                    kicked.store(true, Relaxed);
+                }
+            })
+        };
+        // The vCPU: one pass of its run loop. Once in the guest it stays
+        // there (in guest mode) until something kicks it out.
+        mb.take_requests();
+        let seen = mb.highest_irr().is_some();
+        let entered_blind = !seen && mb.enter(0);
+        sender.join().unwrap();
+        assert!(!entered_blind || kicked.load(Relaxed), "{MISSED_KICK}");
+    })
+}
+
+/// A posted interrupt is seen before the entry, or kicks the vCPU out.
+#[test]
+fn loom_tdp_apic_doorbell() {
+    check_doorbell(Barriers { vcpu: true, flush: true });
+}
+
+/// Negative control: no barrier between the vCPU's "in guest mode" store
+/// and its look at the requests.
+#[test]
+fn loom_tdp_apic_doorbell_without_vcpu_barrier_is_caught() {
+    expect_violation(&[MISSED_KICK], || check_doorbell(Barriers { vcpu: false, flush: true }));
+}
+
+/// Negative control: no barrier between the sender's request and its look
+/// at the vCPU's mode.
+#[test]
+fn loom_tdp_apic_doorbell_without_sender_barrier_is_caught() {
+    expect_violation(&[MISSED_KICK], || check_doorbell(Barriers { vcpu: true, flush: false }));
 }

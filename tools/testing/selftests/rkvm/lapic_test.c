@@ -407,7 +407,7 @@ TEST(enable_cap)
 	struct kvm_irq_level line = { .irq = 5, .level = 1 };
 	struct kvm_lapic_state s;
 	struct vm *vm;
-	int fd;
+	int fd, r;
 
 	if (!have_split_irqchip())
 		SKIP(return, "%s does not report KVM_CAP_SPLIT_IRQCHIP", rkvm_dev_path());
@@ -425,7 +425,11 @@ TEST(enable_cap)
 	EXPECT_EQ(-EEXIST, vm_enable_split_irqchip(vm, IOAPIC_PINS));
 	EXPECT_EQ(-EEXIST, vm_enable_split_irqchip(vm, 0));
 	EXPECT_EQ(-EINVAL, enable_cap_raw(vm, KVM_CAP_SPLIT_IRQCHIP, 0, MAX_ROUTES + 1));
-	EXPECT_EQ(-EEXIST, xioctl(vm->fd, KVM_CREATE_IRQCHIP, 0));
+	/* An in-kernel PIC and IOAPIC: EEXIST on KVM, which has them;
+	 * ENOTTY where they are not built (KVM without CONFIG_KVM_IOAPIC,
+	 * rkvm). */
+	r = xioctl(vm->fd, KVM_CREATE_IRQCHIP, 0);
+	EXPECT_TRUE(r == -EEXIST || r == -ENOTTY) TH_LOG("KVM_CREATE_IRQCHIP: %d", r);
 	/* Now they work. */
 	EXPECT_EQ(0, vm_set_gsi_routing(vm, &e, 1));
 	EXPECT_EQ(0, xioctl(vm->fd, KVM_IRQ_LINE, (unsigned long)&line))
