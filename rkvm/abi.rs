@@ -75,6 +75,12 @@ pub(crate) mod system {
     pub(crate) const GET_MSR_INDEX_LIST: u32 = super::iowr(0x02, 4);
     /// `KVM_GET_SUPPORTED_CPUID` (`struct kvm_cpuid2` header).
     pub(crate) const GET_SUPPORTED_CPUID: u32 = super::iowr(0x05, 8);
+    /// `KVM_GET_MSR_FEATURE_INDEX_LIST` (`struct kvm_msr_list`).
+    pub(crate) const GET_MSR_FEATURE_INDEX_LIST: u32 = super::iowr(0x0a, 4);
+    /// `KVM_GET_MSRS` on the system fd: feature MSR values.
+    pub(crate) const GET_MSRS: u32 = super::vcpu::GET_MSRS;
+    /// `KVM_X86_GET_MCE_CAP_SUPPORTED` (a `u64`).
+    pub(crate) const X86_GET_MCE_CAP_SUPPORTED: u32 = super::ior(0x9d, 8);
 }
 
 /// Ioctls of a VM fd (besides `KVM_CHECK_EXTENSION`).
@@ -153,6 +159,10 @@ pub(crate) mod vcpu {
     pub(crate) const SET_DEBUGREGS: u32 = iow(0xa2, 128);
     /// `KVM_NMI`.
     pub(crate) const NMI: u32 = super::io(0x9a);
+    /// `KVM_X86_SETUP_MCE` (MCG_CAP, a `u64`).
+    pub(crate) const X86_SETUP_MCE: u32 = iow(0x9c, 8);
+    /// `KVM_X86_SET_MCE` (`struct kvm_x86_mce`).
+    pub(crate) const X86_SET_MCE: u32 = iow(0x9e, crate::mce::X86_MCE_SIZE);
     /// `KVM_INTERRUPT` (`struct kvm_interrupt`: the vector).
     pub(crate) const INTERRUPT: u32 = iow(0x86, 4);
     /// `KVM_SET_SIGNAL_MASK` (`struct kvm_signal_mask` header: `len`).
@@ -248,6 +258,12 @@ pub(crate) mod cap {
     /// the two the same ring, as in KVM.
     pub(crate) const DIRTY_LOG_RING: usize = 192;
     pub(crate) const DIRTY_LOG_RING_ACQ_REL: usize = 223;
+    /// Machine-check injection (`KVM_X86_SETUP_MCE`, `KVM_X86_SET_MCE`);
+    /// the answer is the most banks a vCPU can have.
+    pub(crate) const MCE: usize = 31;
+    /// `KVM_GET_MSR_FEATURE_INDEX_LIST` and `KVM_GET_MSRS` on the
+    /// system fd.
+    pub(crate) const GET_MSR_FEATURES: usize = 153;
 }
 
 /// `KVM_MP_STATE_*`: a vCPU's multiprocessing state.

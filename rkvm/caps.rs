@@ -34,7 +34,9 @@ pub(crate) fn check_extension(capability: usize, online_cpus: usize) -> isize {
         | cap::DEBUGREGS
         | cap::DESTROY_MEMORY_REGION_WORKS
         | cap::JOIN_MEMORY_REGIONS_WORKS
-        | cap::INTERNAL_ERROR_DATA => 1,
+        | cap::INTERNAL_ERROR_DATA
+        | cap::GET_MSR_FEATURES => 1,
+        cap::MCE => crate::mce::MAX_BANKS as isize,
         cap::NR_MEMSLOTS => NR_MEMSLOTS as isize,
         cap::MANUAL_DIRTY_LOG_PROTECT2 => dirty_log::MANUAL_CAPS as isize,
         cap::DIRTY_LOG_RING | cap::DIRTY_LOG_RING_ACQ_REL => DIRTY_RING_MAX_BYTES as isize,
