@@ -162,7 +162,9 @@ pub(crate) mod vcpu {
     /// `KVM_X86_SETUP_MCE` (MCG_CAP, a `u64`).
     pub(crate) const X86_SETUP_MCE: u32 = iow(0x9c, 8);
     /// `KVM_X86_SET_MCE` (`struct kvm_x86_mce`).
-    pub(crate) const X86_SET_MCE: u32 = iow(0x9e, crate::mce::X86_MCE_SIZE);
+    pub(crate) const X86_SET_MCE: u32 = iow(0x9e, X86_MCE_SIZE);
+    /// Size of `struct kvm_x86_mce`.
+    pub(crate) const X86_MCE_SIZE: usize = 64;
     /// `KVM_INTERRUPT` (`struct kvm_interrupt`: the vector).
     pub(crate) const INTERRUPT: u32 = iow(0x86, 4);
     /// `KVM_SET_SIGNAL_MASK` (`struct kvm_signal_mask` header: `len`).
@@ -184,6 +186,9 @@ pub(crate) mod vcpu {
     /// Most entries `struct kvm_xcrs` has (`KVM_MAX_XCRS`).
     pub(crate) const MAX_XCRS: usize = 16;
 }
+
+/// Most machine-check banks a vCPU can have (`KVM_MAX_MCE_BANKS`).
+pub(crate) const MAX_MCE_BANKS: usize = 32;
 
 /// Most vCPUs per VM (`KVM_CAP_MAX_VCPUS`).
 pub(crate) const MAX_VCPUS: usize = 64;

@@ -7,7 +7,7 @@
 //! Pure logic (only `core`), tested on the host.
 
 use crate::{
-    abi::{cap, dirty_log, vm_type, DIRTY_RING_MAX_BYTES, MAX_VCPUS, MAX_VCPU_IDS},
+    abi::{cap, dirty_log, vm_type, DIRTY_RING_MAX_BYTES, MAX_MCE_BANKS, MAX_VCPUS, MAX_VCPU_IDS},
     memslot::NR_MEMSLOTS,
 };
 
@@ -36,7 +36,7 @@ pub(crate) fn check_extension(capability: usize, online_cpus: usize) -> isize {
         | cap::JOIN_MEMORY_REGIONS_WORKS
         | cap::INTERNAL_ERROR_DATA
         | cap::GET_MSR_FEATURES => 1,
-        cap::MCE => crate::mce::MAX_BANKS as isize,
+        cap::MCE => MAX_MCE_BANKS as isize,
         cap::NR_MEMSLOTS => NR_MEMSLOTS as isize,
         cap::MANUAL_DIRTY_LOG_PROTECT2 => dirty_log::MANUAL_CAPS as isize,
         cap::DIRTY_LOG_RING | cap::DIRTY_LOG_RING_ACQ_REL => DIRTY_RING_MAX_BYTES as isize,

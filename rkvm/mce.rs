@@ -10,8 +10,8 @@
 //!
 //! Pure logic (only `core`), tested on the host.
 
-/// Most banks a vCPU can have (`KVM_MAX_MCE_BANKS`): `KVM_CAP_MCE`.
-pub(crate) const MAX_BANKS: usize = 32;
+/// Most banks a vCPU can have: `KVM_CAP_MCE`.
+pub(crate) const MAX_BANKS: usize = crate::abi::MAX_MCE_BANKS;
 
 pub(crate) const P5_MC_ADDR: u32 = 0x0;
 pub(crate) const P5_MC_TYPE: u32 = 0x1;
@@ -25,12 +25,8 @@ pub(crate) const MC0_CTL: u32 = 0x400;
 
 /// MCG_CAP: MCG_CTL is present.
 pub(crate) const MCG_CTL_P: u64 = 1 << 8;
-/// MCG_CAP: corrected machine-check interrupts (not offered).
-pub(crate) const MCG_CMCI_P: u64 = 1 << 10;
 /// MCG_CAP: software error recovery.
 pub(crate) const MCG_SER_P: u64 = 1 << 24;
-/// MCG_CAP: local machine checks (not offered).
-pub(crate) const MCG_LMCE_P: u64 = 1 << 27;
 /// MCG_CAP: the bank count.
 const MCG_BANKCNT: u64 = 0xff;
 /// MCG_CAP bits 23:16, the extended register count: accepted and kept,
@@ -52,7 +48,7 @@ pub(crate) const MCI_STATUS_S: u64 = 1 << 56;
 pub(crate) const MCI_STATUS_AR: u64 = 1 << 55;
 
 /// Size of `struct kvm_x86_mce`.
-pub(crate) const X86_MCE_SIZE: usize = 64;
+pub(crate) const X86_MCE_SIZE: usize = crate::abi::vcpu::X86_MCE_SIZE;
 
 /// `struct kvm_x86_mce`: one error for `KVM_X86_SET_MCE`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -283,6 +279,11 @@ impl Mce {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// MCG_CAP: corrected machine-check interrupts, local machine checks
+    /// (neither offered).
+    const MCG_CMCI_P: u64 = 1 << 10;
+    const MCG_LMCE_P: u64 = 1 << 27;
 
     const GUEST: Writer = Writer {
         host: false,

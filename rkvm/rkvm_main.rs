@@ -27,6 +27,7 @@ mod mce;
 mod memslot;
 mod mmu;
 mod msr;
+mod msr_ioctl;
 mod mtrr;
 mod pio;
 mod regs;
