@@ -52,4 +52,5 @@ pub(crate) const TESTS: &[Test] = &[
     Test { name: "dirty_ring_reports_written_pages", func: dirty_ring_reports_written_pages, rkvm_only: false, guest: true },
     Test { name: "vcpu_events_round_trip", func: vcpu_events_round_trip, rkvm_only: false, guest: true },
     Test { name: "vcpu_state_round_trips", func: vcpu_state_round_trips, rkvm_only: false, guest: true },
+    Test { name: "msr_features_and_mce", func: msr_features_and_mce, rkvm_only: false, guest: false },
 ];
