@@ -75,6 +75,12 @@ pub(crate) mod system {
     pub(crate) const GET_MSR_INDEX_LIST: u32 = super::iowr(0x02, 4);
     /// `KVM_GET_SUPPORTED_CPUID` (`struct kvm_cpuid2` header).
     pub(crate) const GET_SUPPORTED_CPUID: u32 = super::iowr(0x05, 8);
+    /// `KVM_GET_MSR_FEATURE_INDEX_LIST` (`struct kvm_msr_list`).
+    pub(crate) const GET_MSR_FEATURE_INDEX_LIST: u32 = super::iowr(0x0a, 4);
+    /// `KVM_GET_MSRS` on the system fd: feature MSR values.
+    pub(crate) const GET_MSRS: u32 = super::vcpu::GET_MSRS;
+    /// `KVM_X86_GET_MCE_CAP_SUPPORTED` (a `u64`).
+    pub(crate) const X86_GET_MCE_CAP_SUPPORTED: u32 = super::ior(0x9d, 8);
 }
 
 /// Ioctls of a VM fd (besides `KVM_CHECK_EXTENSION`).
@@ -165,6 +171,12 @@ pub(crate) mod vcpu {
     pub(crate) const GET_LAPIC: u32 = ior(0x8e, LAPIC_STATE_SIZE);
     pub(crate) const SET_LAPIC: u32 = iow(0x8f, LAPIC_STATE_SIZE);
     pub(crate) const LAPIC_STATE_SIZE: usize = 1024;
+    /// `KVM_X86_SETUP_MCE` (MCG_CAP, a `u64`).
+    pub(crate) const X86_SETUP_MCE: u32 = iow(0x9c, 8);
+    /// `KVM_X86_SET_MCE` (`struct kvm_x86_mce`).
+    pub(crate) const X86_SET_MCE: u32 = iow(0x9e, X86_MCE_SIZE);
+    /// Size of `struct kvm_x86_mce`.
+    pub(crate) const X86_MCE_SIZE: usize = 64;
     /// `KVM_INTERRUPT` (`struct kvm_interrupt`: the vector).
     pub(crate) const INTERRUPT: u32 = iow(0x86, 4);
     /// `KVM_SET_SIGNAL_MASK` (`struct kvm_signal_mask` header: `len`).
@@ -186,6 +198,9 @@ pub(crate) mod vcpu {
     /// Most entries `struct kvm_xcrs` has (`KVM_MAX_XCRS`).
     pub(crate) const MAX_XCRS: usize = 16;
 }
+
+/// Most machine-check banks a vCPU can have (`KVM_MAX_MCE_BANKS`).
+pub(crate) const MAX_MCE_BANKS: usize = 32;
 
 /// Most vCPUs per VM (`KVM_CAP_MAX_VCPUS`).
 pub(crate) const MAX_VCPUS: usize = 64;
@@ -275,6 +290,12 @@ pub(crate) mod cap {
     pub(crate) const SIGNAL_MSI: usize = 77;
     /// `KVM_CAP_TSC_DEADLINE_TIMER`: the APIC timer's TSC-deadline mode.
     pub(crate) const TSC_DEADLINE_TIMER: usize = 72;
+    /// Machine-check injection (`KVM_X86_SETUP_MCE`, `KVM_X86_SET_MCE`);
+    /// the answer is the most banks a vCPU can have.
+    pub(crate) const MCE: usize = 31;
+    /// `KVM_GET_MSR_FEATURE_INDEX_LIST` and `KVM_GET_MSRS` on the
+    /// system fd.
+    pub(crate) const GET_MSR_FEATURES: usize = 153;
 }
 
 /// `KVM_MP_STATE_*`: a vCPU's multiprocessing state.

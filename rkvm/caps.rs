@@ -7,7 +7,7 @@
 //! Pure logic (only `core`), tested on the host.
 
 use crate::{
-    abi::{cap, dirty_log, vm_type, DIRTY_RING_MAX_BYTES, MAX_VCPUS, MAX_VCPU_IDS},
+    abi::{cap, dirty_log, vm_type, DIRTY_RING_MAX_BYTES, MAX_MCE_BANKS, MAX_VCPUS, MAX_VCPU_IDS},
     memslot::NR_MEMSLOTS,
 };
 
@@ -40,7 +40,9 @@ pub(crate) fn check_extension(capability: usize, online_cpus: usize) -> isize {
         | cap::IRQ_ROUTING
         | cap::IRQ_INJECT_STATUS
         | cap::SIGNAL_MSI
-        | cap::TSC_DEADLINE_TIMER => 1,
+        | cap::TSC_DEADLINE_TIMER
+        | cap::GET_MSR_FEATURES => 1,
+        cap::MCE => MAX_MCE_BANKS as isize,
         cap::NR_MEMSLOTS => NR_MEMSLOTS as isize,
         cap::MANUAL_DIRTY_LOG_PROTECT2 => dirty_log::MANUAL_CAPS as isize,
         cap::DIRTY_LOG_RING | cap::DIRTY_LOG_RING_ACQ_REL => DIRTY_RING_MAX_BYTES as isize,

@@ -86,10 +86,13 @@ const FIXED_LEAVES: [u32; 8] = [
 /// and leaf 0xD subleaves 0, 1 and one per component bit 2..63.
 pub(crate) const MAX_SUPPORTED: usize = FIXED_LEAVES.len() + 1 + 2 + 62;
 
-// Leaf 1 EDX: x87, VME, DE, PSE, TSC, MSR, PAE, CX8, SEP, PGE, CMOV, PAT,
-// PSE36, CLFSH, MMX, FXSR, SSE, SSE2. Not the APIC, MTRRs, MCE/MCA or HTT:
-// rkvm does not emulate them.
-const LEAF1_EDX: u32 = 0x078b_a97f;
+// Leaf 1 EDX: x87, VME, DE, PSE, TSC, MSR, PAE, MCE, CX8, SEP, MTRR, PGE,
+// MCA, CMOV, PAT, PSE36, CLFSH, MMX, FXSR, SSE, SSE2 (MCE, MCA and the MTRRs
+// are emulated: `mce.rs`, `mtrr.rs`). Not the APIC or HTT.
+const LEAF1_EDX: u32 = 0x078b_f9ff;
+/// Leaf 7 EDX: IA32_ARCH_CAPABILITIES, which rkvm emulates on every host
+/// (`vcpu_msrs.rs`), as KVM.
+pub(crate) const LEAF7_EDX_ARCH_CAPABILITIES: u32 = 1 << 29;
 // Leaf 1 ECX: SSE3, PCLMULQDQ, SSSE3, CX16, SSE4.1, SSE4.2, MOVBE, POPCNT,
 // AES, RDRAND. Not x2APIC or the hypervisor bit's friends.
 const LEAF1_ECX: u32 = 0x42d8_2203;
@@ -187,7 +190,7 @@ pub(crate) fn supported(host: impl Fn(u32, u32) -> [u32; 4], host_xcr0: u64) -> 
                 if avx512 {
                     ebx |= LEAF7_EBX_AVX512;
                 }
-                regs = [0, regs[1] & ebx, 0, 0];
+                regs = [0, regs[1] & ebx, 0, LEAF7_EDX_ARCH_CAPABILITIES];
             }
             0x8000_0000 => regs[0] = regs[0].min(0x8000_0008),
             0x8000_0001 => {
@@ -265,6 +268,8 @@ mod tests {
         let l1 = lookup(t, 1, 0);
         assert_eq!(l1[1], 0xffff);
         assert_eq!(l1[3] & (1 << 9), 0, "no APIC");
+        assert_eq!(l1[3] & (1 << 7 | 1 << 12 | 1 << 14), 1 << 7 | 1 << 12 | 1 << 14, "MCE, MTRR, MCA");
+        assert_eq!(lookup(t, 7, 0)[3], LEAF7_EDX_ARCH_CAPABILITIES);
         assert_eq!(l1[2] & (1 << 27), 0, "no OSXSAVE");
         let e1 = lookup(t, 0x8000_0001, 0);
         assert_ne!(e1[3] & (1 << 29), 0, "long mode");

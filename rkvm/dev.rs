@@ -8,7 +8,7 @@ use kernel::{
     prelude::*,
 };
 
-use crate::{abi, anon_fd, caps, cpuid, msr, uarg, vm::Vm, x86};
+use crate::{abi, anon_fd, caps, cpuid, mce, msr, msr_ioctl, uarg, vm::Vm, x86};
 
 /// `KVM_GET_SUPPORTED_CPUID`: `E2BIG` if the array is too small, as KVM.
 fn get_supported_cpuid(arg: usize) -> Result {
@@ -76,6 +76,13 @@ impl MiscDevice for RkvmDevice {
             }
             abi::system::GET_MSR_INDEX_LIST => get_msr_index_list(arg).map(|()| 0),
             abi::system::GET_SUPPORTED_CPUID => get_supported_cpuid(arg).map(|()| 0),
+            abi::system::GET_MSR_FEATURE_INDEX_LIST => {
+                msr_ioctl::get_feature_index_list(arg).map(|()| 0)
+            }
+            abi::system::GET_MSRS => msr_ioctl::get_feature_msrs(arg),
+            abi::system::X86_GET_MCE_CAP_SUPPORTED => {
+                uarg::write(arg, &mce::SUPPORTED_CAP.to_ne_bytes()).map(|()| 0)
+            }
             // Bad arguments to known ioctls and unknown ioctls alike get
             // EINVAL on the system fd, exactly as from /dev/kvm.
             _ => Err(EINVAL),

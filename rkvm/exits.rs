@@ -45,6 +45,7 @@ use crate::{
     stats,
     vcpu::VcpuStats,
     vcpu_events::{self, VcpuEvents},
+    vcpu_msrs::{MsrError, VcpuMsrs},
     vm::{NpfOutcome, Vm},
     x86, xsave,
 };
@@ -136,6 +137,12 @@ pub(crate) struct CpuCore {
     /// The guest's DR0-3 (breakpoint addresses), in the CPU only while
     /// its DR7 arms one (`enter`); DR6 and DR7 are the backend's.
     pub(crate) db: [u64; 4],
+    /// The MSRs outside the backend: machine-check banks, MTRRs, model
+    /// MSRs (`vcpu_msrs.rs`).
+    pub(crate) msrs: VcpuMsrs,
+    /// `KVM_X86_SET_MCE` shut the guest down: the next `KVM_RUN` reports
+    /// `KVM_EXIT_SHUTDOWN` (KVM's `KVM_REQ_TRIPLE_FAULT`).
+    pub(crate) triple_fault: bool,
     /// NMIs userspace sent (`KVM_NMI`) that no entry has delivered yet:
     /// at most 2, or 1 while NMIs are blocked (see `queue_nmi`).
     nmi_pending: u8,
@@ -198,6 +205,8 @@ impl CpuCore {
             misc_enable: msr::MISC_ENABLE_DEFAULT,
             shut_down: false,
             queued_irq: None,
+            msrs: VcpuMsrs::new(&crate::msr_ioctl::host()),
+            triple_fault: false,
             nmi_pending: 0,
             db: [0; 4],
             pending: Pending::None,
@@ -241,13 +250,17 @@ impl CpuCore {
         Ok(())
     }
 
-    /// Reads an MSR for the guest or `KVM_GET_MSRS`; `None` if rkvm does
-    /// not implement it (the guest gets `#GP`).
-    pub(crate) fn get_msr(&self, index: u32) -> Option<u64> {
+    /// Reads an MSR for the guest or (`host`) `KVM_GET_MSRS`; `None` if
+    /// rkvm does not implement it or refuses the read (the guest gets
+    /// `#GP`).
+    pub(crate) fn get_msr(&self, index: u32, host: bool) -> Option<u64> {
         match index {
             msr::TSC => Some(x86::rdtsc().wrapping_add(self.backend.tsc_offset())),
             msr::MISC_ENABLE => Some(self.misc_enable),
-            _ => self.backend.read_msr(index),
+            _ => self
+                .backend
+                .read_msr(index)
+                .or_else(|| self.msrs.get(index, host, &self.msr_guest()).ok()),
         }
     }
 
@@ -276,7 +289,10 @@ impl CpuCore {
                 self.misc_enable = msr::check_misc_enable(self.misc_enable, val, host)?;
                 return Ok(());
             }
-            _ => return Err(()),
+            _ => {
+                let guest = self.msr_guest();
+                return self.msrs.set(index, val, host, &guest).map_err(|_: MsrError| ());
+            }
         };
         if b.write_msr(index, checked) {
             Ok(())
@@ -348,6 +364,10 @@ impl CpuCore {
             if cpu::signal_pending() {
                 run.set_exit_reason(kvm_exit::INTR);
                 return Err(EINTR);
+            }
+            if core::mem::take(&mut self.triple_fault) {
+                run.set_exit_reason(kvm_exit::SHUTDOWN);
+                return Ok(());
             }
             // A guest that never exits must not keep the CPU from others.
             cpu::cond_resched();
@@ -676,7 +696,7 @@ impl CpuCore {
         } else {
             let value = match self.get_apic_msr(index) {
                 Some(r) => r.ok(),
-                None => self.get_msr(index),
+                None => self.get_msr(index, false),
             };
             match value {
                 Some(v) => {

@@ -40,8 +40,10 @@ pub(crate) const SYSCALL_AND_BASES: [u32; 10] = [
     SYSENTER_EIP,
 ];
 
-/// What `KVM_GET_MSR_INDEX_LIST` reports.
-pub(crate) const INDEX_LIST: [u32; 14] = [
+/// What `KVM_GET_MSR_INDEX_LIST` reports: the MSRs a VMM saves and
+/// restores. As in KVM, the MTRRs and the MCi bank registers are not
+/// listed (VMMs know them from MTRRcap and MCG_CAP).
+pub(crate) const INDEX_LIST: [u32; 20] = [
     EFER,
     STAR,
     LSTAR,
@@ -56,6 +58,12 @@ pub(crate) const INDEX_LIST: [u32; 14] = [
     TSC,
     PAT,
     MISC_ENABLE,
+    crate::mce::MCG_STATUS,
+    crate::mce::MCG_CTL,
+    crate::vcpu_msrs::UCODE_REV,
+    crate::vcpu_msrs::ARCH_CAPABILITIES,
+    crate::vcpu_msrs::K7_HWCR,
+    crate::vcpu_msrs::POWER_CTL,
 ];
 
 /// MISC_ENABLE of a new vCPU: BTS and PEBS unavailable, as KVM sets it.

@@ -87,7 +87,7 @@ impl GuestFeatures {
     }
 
     /// Bits at and above the guest's MAXPHYADDR.
-    fn reserved_gpa_bits(&self) -> u64 {
+    pub(crate) fn reserved_gpa_bits(&self) -> u64 {
         !0u64 << self.phys_bits()
     }
 

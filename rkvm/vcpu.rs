@@ -33,6 +33,8 @@ use crate::{
     lapic::apic::{ApicShared, VcpuApic},
     fpu::{Fpu, FXSAVE_SIZE},
     hw,
+    mce::McError,
+    msr_ioctl,
     regs::Regs,
     run_page::{RunPage, SharedPage},
     shim::{
@@ -84,11 +86,6 @@ struct State {
     sigmask: Option<u64>,
 }
 
-/// Most entries `KVM_GET_MSRS`/`KVM_SET_MSRS` take at once (KVM's
-/// `MAX_IO_MSRS`).
-const MAX_IO_MSRS: usize = 256;
-/// Size of `struct kvm_msr_entry`.
-const MSR_ENTRY_SIZE: usize = 16;
 /// Offset of `xstate_bv` in the XSAVE header of `struct kvm_xsave`.
 const XSTATE_BV: usize = FXSAVE_SIZE;
 
@@ -148,38 +145,21 @@ impl State {
     /// entries done, stopping at the first MSR rkvm does not implement or
     /// value it refuses, as KVM.
     fn msrs(&mut self, vm: &Vm, arg: usize, set: bool) -> Result<isize> {
-        let n = u32::from_ne_bytes(abi::field(&uarg::read::<8>(arg)?, 0)) as usize;
-        if n >= MAX_IO_MSRS {
-            return Err(E2BIG);
-        }
         let core = self.core_mut();
-        let mut done = 0;
-        for i in 0..n {
-            let addr = arg + 8 + i * MSR_ENTRY_SIZE;
-            let e: [u8; MSR_ENTRY_SIZE] = uarg::read(addr)?;
-            let index = u32::from_ne_bytes(abi::field(&e, 0));
+        msr_ioctl::msr_io(arg, !set, |index, data| {
             if set {
-                let data = u64::from_ne_bytes(abi::field(&e, 8));
-                let r = match core.set_apic_msr(vm, index, data, true) {
-                    Some(r) => r,
-                    None => core.set_msr(index, data, true),
-                };
-                if r.is_err() {
-                    break;
+                match core.set_apic_msr(vm, index, *data, true) {
+                    Some(r) => r.is_ok(),
+                    None => core.set_msr(index, *data, true).is_ok(),
                 }
             } else {
-                let data = match core.get_apic_msr(index) {
+                let value = match core.get_apic_msr(index) {
                     Some(r) => r.ok(),
-                    None => core.get_msr(index),
+                    None => core.get_msr(index, true),
                 };
-                let Some(data) = data else {
-                    break;
-                };
-                uarg::write(addr + 8, &data.to_ne_bytes())?;
+                value.map(|v| *data = v).is_some()
             }
-            done += 1;
-        }
-        Ok(done)
+        })
     }
 
     /// `KVM_SET_CPUID2`.
@@ -490,6 +470,12 @@ impl AnonFile for Vcpu {
                 let e = VcpuEvents::from_bytes(&uarg::read(arg)?);
                 e.check().map_err(|_| EINVAL)?;
                 state.core_mut().set_events(&e)?;
+            }
+            abi::vcpu::X86_SETUP_MCE => {
+                state.core_mut().setup_mce(u64::from_ne_bytes(uarg::read(arg)?))?
+            }
+            abi::vcpu::X86_SET_MCE => {
+                state.core_mut().set_mce(&McError::from_bytes(&uarg::read(arg)?))?
             }
             abi::vcpu::INTERRUPT => {
                 // As KVM: queued for the next entry (without an in-kernel

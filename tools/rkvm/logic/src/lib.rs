@@ -44,10 +44,14 @@ mod lapic {
     #[path = "timer.rs"]
     pub(crate) mod timer;
 }
+#[path = "../../../../rkvm/mce.rs"]
+mod mce;
 #[path = "../../../../rkvm/memslot.rs"]
 mod memslot;
 #[path = "../../../../rkvm/msr.rs"]
 mod msr;
+#[path = "../../../../rkvm/mtrr.rs"]
+mod mtrr;
 /// The kernel's `mmu` module, as far as it is pure.
 #[path = "../../../../rkvm/mmu"]
 mod mmu {
@@ -84,6 +88,8 @@ mod stats;
 mod tsc;
 #[path = "../../../../rkvm/vcpu_events.rs"]
 mod vcpu_events;
+#[path = "../../../../rkvm/vcpu_msrs.rs"]
+mod vcpu_msrs;
 /// The kernel's `svm` module, as far as it is pure.
 #[path = "../../../../rkvm/svm"]
 mod svm {
@@ -250,6 +256,14 @@ mod abi_matches_kvm {
         assert_eq!(abi::vm::SIGNAL_MSI, 0x4020_aea5);
         assert_eq!(abi::vcpu::LAPIC_STATE_SIZE, core::mem::size_of::<kb::kvm_lapic_state>());
         assert_eq!(abi::vm::MSI_SIZE, core::mem::size_of::<kb::kvm_msi>());
+        assert_eq!(abi::cap::MCE, kb::KVM_CAP_MCE as usize);
+        assert_eq!(abi::cap::GET_MSR_FEATURES, kb::KVM_CAP_GET_MSR_FEATURES as usize);
+        assert_eq!(abi::system::GET_MSR_FEATURE_INDEX_LIST, 0xc004_ae0a);
+        assert_eq!(abi::system::GET_MSRS, 0xc008_ae88);
+        assert_eq!(abi::system::X86_GET_MCE_CAP_SUPPORTED, 0x8008_ae9d);
+        assert_eq!(abi::vcpu::X86_SETUP_MCE, 0x4008_ae9c);
+        assert_eq!(abi::vcpu::X86_SET_MCE, 0x4040_ae9e);
+        assert_eq!(crate::mce::X86_MCE_SIZE, core::mem::size_of::<kb::kvm_x86_mce>());
     }
 
     #[test]
@@ -281,11 +295,13 @@ mod abi_matches_kvm {
                     || c == kb::KVM_CAP_IRQ_ROUTING as usize
                     || c == kb::KVM_CAP_IRQ_INJECT_STATUS as usize
                     || c == kb::KVM_CAP_SIGNAL_MSI as usize
-                    || c == kb::KVM_CAP_TSC_DEADLINE_TIMER as usize =>
+                    || c == kb::KVM_CAP_TSC_DEADLINE_TIMER as usize
+                    || c == kb::KVM_CAP_GET_MSR_FEATURES as usize =>
                 {
                     assert_eq!(v, 1)
                 }
                 c if c == kb::KVM_CAP_NR_MEMSLOTS as usize => assert_eq!(v, 509),
+                c if c == kb::KVM_CAP_MCE as usize => assert_eq!(v, 32),
                 c if c == kb::KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 as usize => assert_eq!(v, 3),
                 c if c == kb::KVM_CAP_DIRTY_LOG_RING as usize
                     || c == kb::KVM_CAP_DIRTY_LOG_RING_ACQ_REL as usize =>

@@ -58,4 +58,5 @@ pub(crate) const TESTS: &[Test] = &[
     Test { name: "vcpu_state_round_trips", func: vcpu_state_round_trips, rkvm_only: false, guest: true, needs: None },
     Test { name: "split_irqchip_lapic_state", func: split_irqchip_lapic_state, rkvm_only: false, guest: true, needs: Some(Cap::SplitIrqchip) },
     Test { name: "split_irqchip_msi_wakes_halted_vcpu", func: split_irqchip_msi_wakes_halted_vcpu, rkvm_only: false, guest: true, needs: Some(Cap::SplitIrqchip) },
+    Test { name: "msr_features_and_mce", func: msr_features_and_mce, rkvm_only: false, guest: false, needs: None },
 ];

@@ -1,13 +1,28 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! MSRs through kvm-ioctls: the index list, KVM_SET_MSRS/KVM_GET_MSRS
-//! round trips.
+//! round trips, the feature MSRs of the system fd, and the machine-check
+//! set-up (kvm-ioctls has no wrapper for it: raw ioctls on its fds).
 
-use kvm_bindings::{Msrs, kvm_msr_entry};
+use kvm_bindings::{KVM_CAP_GET_MSR_FEATURES, KVM_CAP_MCE, KVMIO, Msrs, kvm_msr_entry};
 use kvm_ioctls::VcpuFd;
+use vmm_sys_util::ioctl::{ioctl_with_mut_ref, ioctl_with_ref};
+use vmm_sys_util::{ioctl_ior_nr, ioctl_iow_nr};
 
 use crate::harness::{Ctx, TestResult};
-use crate::util::{get, new_vm};
+use crate::util::{ename, errno, get, new_vm};
+
+ioctl_ior_nr!(KVM_X86_GET_MCE_CAP_SUPPORTED, KVMIO, 0x9d, u64);
+ioctl_iow_nr!(KVM_X86_SETUP_MCE, KVMIO, 0x9c, u64);
+
+const MSR_UCODE_REV: u32 = 0x8b;
+const MSR_ARCH_CAPABILITIES: u32 = 0x10a;
+const MSR_MCG_CAP: u32 = 0x179;
+const MSR_MCG_CTL: u32 = 0x17b;
+const MSR_MC0_CTL: u32 = 0x400;
+const MCG_CTL_P: u64 = 1 << 8;
+const MCG_SER_P: u64 = 1 << 24;
+const ARCH_CAP_PSCHANGE_MC_NO: u64 = 1 << 6;
 
 pub(crate) const MSR_TSC: u32 = 0x10;
 pub(crate) const MSR_SYSENTER_CS: u32 = 0x174;
@@ -24,7 +39,8 @@ pub(crate) const MSR_FS_BASE: u32 = 0xc000_0100;
 pub(crate) const MSR_GS_BASE: u32 = 0xc000_0101;
 pub(crate) const MSR_KERNEL_GS_BASE: u32 = 0xc000_0102;
 
-pub(crate) fn get_msr_values(vcpu: &VcpuFd, indices: &[u32]) -> Result<Vec<u64>, String> {
+/// `Msrs` with one zeroed entry per index, for a read.
+fn msrs_to_read(indices: &[u32]) -> Result<Msrs, String> {
     let entries: Vec<kvm_msr_entry> = indices
         .iter()
         .map(|&index| kvm_msr_entry {
@@ -32,7 +48,11 @@ pub(crate) fn get_msr_values(vcpu: &VcpuFd, indices: &[u32]) -> Result<Vec<u64>,
             ..Default::default()
         })
         .collect();
-    let mut msrs = Msrs::from_entries(&entries).map_err(|e| format!("Msrs: {e:?}"))?;
+    Msrs::from_entries(&entries).map_err(|e| format!("Msrs: {e:?}"))
+}
+
+pub(crate) fn get_msr_values(vcpu: &VcpuFd, indices: &[u32]) -> Result<Vec<u64>, String> {
+    let mut msrs = msrs_to_read(indices)?;
     let n = get("get_msrs", vcpu.get_msrs(&mut msrs))?;
     if n != indices.len() {
         return Err(format!(
@@ -122,5 +142,78 @@ pub(crate) fn msrs_index_list_and_round_trip(ctx: &Ctx) -> TestResult {
             ));
         }
     }
+    Ok(())
+}
+
+/// The feature MSRs through `Kvm::get_msr_feature_index_list` and
+/// `Kvm::get_msrs`, and a vCPU's machine-check registers after
+/// `KVM_X86_SETUP_MCE`, read and refused through `VcpuFd::get_msrs`/
+/// `set_msrs`.
+pub(crate) fn msr_features_and_mce(ctx: &Ctx) -> TestResult {
+    let kvm = ctx.open()?;
+    if kvm.check_extension_raw(KVM_CAP_GET_MSR_FEATURES.into()) != 1 {
+        return Err("KVM_CAP_GET_MSR_FEATURES is not 1".into());
+    }
+    let list = get("get_msr_feature_index_list", kvm.get_msr_feature_index_list())?;
+    let list = list.as_slice();
+    for want in [MSR_UCODE_REV, MSR_ARCH_CAPABILITIES] {
+        if !list.contains(&want) {
+            return Err(format!("feature list {list:x?} lacks {want:#x}"));
+        }
+    }
+    let mut msrs = msrs_to_read(list)?;
+    let n = get("Kvm::get_msrs", kvm.get_msrs(&mut msrs))?;
+    if n != list.len() {
+        return Err(format!("Kvm::get_msrs read {n} of {} feature MSRs", list.len()));
+    }
+    let arch_cap = msrs
+        .as_slice()
+        .iter()
+        .find(|e| e.index == MSR_ARCH_CAPABILITIES)
+        .map_or(0, |e| e.data);
+    if arch_cap & ARCH_CAP_PSCHANGE_MC_NO == 0 {
+        return Err(format!("ARCH_CAPABILITIES {arch_cap:#x} lacks PSCHANGE_MC_NO"));
+    }
+
+    if kvm.check_extension_raw(KVM_CAP_MCE.into()) != 32 {
+        return Err("KVM_CAP_MCE is not 32".into());
+    }
+    let mut supported = 0u64;
+    // SAFETY: the ioctl writes one u64 into `supported`.
+    if unsafe { ioctl_with_mut_ref(&kvm, KVM_X86_GET_MCE_CAP_SUPPORTED(), &mut supported) } != 0 {
+        return Err(format!("KVM_X86_GET_MCE_CAP_SUPPORTED: {}", ename(errno())));
+    }
+    if supported & (MCG_CTL_P | MCG_SER_P) != MCG_CTL_P | MCG_SER_P {
+        return Err(format!("MCE capabilities {supported:#x} lack MCG_CTL_P or MCG_SER_P"));
+    }
+    let vm = new_vm(&kvm)?;
+    let vcpu = get("create_vcpu(0)", vm.create_vcpu(0))?;
+    let setup = |cap: u64| {
+        // SAFETY: the ioctl reads one u64 from `cap`.
+        if unsafe { ioctl_with_ref(&vcpu, KVM_X86_SETUP_MCE(), &cap) } == 0 { 0 } else { errno() }
+    };
+    if setup(0) != libc::EINVAL || setup(33) != libc::EINVAL {
+        return Err("KVM_X86_SETUP_MCE took 0 or 33 banks".into());
+    }
+    if setup(3 | MCG_CTL_P) != 0 {
+        return Err(format!("KVM_X86_SETUP_MCE(3 banks, MCG_CTL_P): {}", ename(errno())));
+    }
+    let got = get_msr_values(&vcpu, &[MSR_MCG_CAP, MSR_MCG_CTL, MSR_MC0_CTL + 8])?;
+    if got != [3 | MCG_CTL_P, !0, !0] {
+        return Err(format!("MCG_CAP, MCG_CTL, MC2_CTL after setup: {got:x?}"));
+    }
+    // MCi_CTL takes 0 or all-ones only; bank 3 does not exist.
+    for (index, data) in [(MSR_MC0_CTL, 0xff), (MSR_MC0_CTL + 12, 0)] {
+        let msrs = Msrs::from_entries(&[kvm_msr_entry {
+            index,
+            data,
+            ..Default::default()
+        }])
+        .map_err(|e| format!("Msrs: {e:?}"))?;
+        if get("set_msrs", vcpu.set_msrs(&msrs))? != 0 {
+            return Err(format!("set_msrs took {data:#x} for MSR {index:#x}"));
+        }
+    }
+    set_msr_values(&vcpu, &[(MSR_MC0_CTL, 0)])?;
     Ok(())
 }
