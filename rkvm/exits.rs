@@ -27,11 +27,12 @@ use crate::{
     debugreg::{self, DebugRegs, Dr},
     dirty_ring_pages::VcpuRing,
     emulate::{self, Access, MmioInsn, Mode},
+    kvmclock::{self, VcpuClock},
     mmu::{
         guest_walk::{self, AccessKind, GuestMemory, WalkError, WalkRegs},
         tdp::PtCache,
     },
-    msr, pio,
+    msr, pio, pvclock,
     pio::StringIo,
     run_page::{RunPage, SharedPage},
     shim::{
@@ -145,6 +146,8 @@ pub(crate) struct CpuCore {
     maxphyaddr: u8,
     /// The vCPU's dirty ring, if the VM logs dirty pages in rings.
     dirty_ring: Option<Arc<VcpuRing>>,
+    /// kvmclock's structure for this vCPU.
+    kvmclock: VcpuClock,
 }
 
 /// How many NMIs may wait to be delivered: one while NMIs are blocked (the
@@ -195,6 +198,7 @@ impl CpuCore {
             idx,
             maxphyaddr: (x86::cpuid(0x8000_0008, 0).eax & 0xff) as u8,
             dirty_ring,
+            kvmclock: VcpuClock::new(),
         }
     }
 
@@ -229,17 +233,21 @@ impl CpuCore {
 
     /// Reads an MSR for the guest or `KVM_GET_MSRS`; `None` if rkvm does
     /// not implement it (the guest gets `#GP`).
-    pub(crate) fn get_msr(&self, index: u32) -> Option<u64> {
+    pub(crate) fn get_msr(&self, vm: &Vm, index: u32) -> Option<u64> {
         match index {
             msr::TSC => Some(x86::rdtsc().wrapping_add(self.backend.tsc_offset())),
             msr::MISC_ENABLE => Some(self.misc_enable),
+            pvclock::MSR_SYSTEM_TIME | pvclock::MSR_SYSTEM_TIME_NEW => {
+                Some(self.kvmclock.system_time_msr())
+            }
+            pvclock::MSR_WALL_CLOCK | pvclock::MSR_WALL_CLOCK_NEW => Some(vm.clock().wall_clock_msr()),
             _ => self.backend.read_msr(index),
         }
     }
 
     /// Writes an MSR for the guest or (`host`) `KVM_SET_MSRS`, with KVM's
     /// checks. `Err` means the value is not allowed (the guest gets `#GP`).
-    pub(crate) fn set_msr(&mut self, index: u32, val: u64, host: bool) -> Result<(), ()> {
+    pub(crate) fn set_msr(&mut self, vm: &Vm, index: u32, val: u64, host: bool) -> Result<(), ()> {
         let b = &mut self.backend;
         let checked = match index {
             msr::EFER => msr::check_efer(b.efer(), val, b.cr0(), host)?,
@@ -255,7 +263,18 @@ impl CpuCore {
             msr::SYSENTER_CS => val & 0xffff,
             msr::PAT => msr::check_pat(val)?,
             msr::TSC => {
-                b.set_tsc_offset(val.wrapping_sub(x86::rdtsc()));
+                let offset = val.wrapping_sub(x86::rdtsc());
+                b.set_tsc_offset(offset);
+                self.kvmclock.tsc_written(vm, offset);
+                return Ok(());
+            }
+            pvclock::MSR_SYSTEM_TIME | pvclock::MSR_SYSTEM_TIME_NEW => {
+                let old = index == pvclock::MSR_SYSTEM_TIME;
+                self.kvmclock.set_system_time(vm, val, old, host);
+                return Ok(());
+            }
+            pvclock::MSR_WALL_CLOCK | pvclock::MSR_WALL_CLOCK_NEW => {
+                kvmclock::write_wall_clock(vm, val, self.dirty_ring.as_deref());
                 return Ok(());
             }
             msr::MISC_ENABLE => {
@@ -281,6 +300,7 @@ impl CpuCore {
         self.queued_irq = None;
         self.nmi_pending = 0;
         self.db = [0; 4];
+        self.kvmclock.reset(is_bsp);
     }
 }
 
@@ -335,6 +355,8 @@ impl CpuCore {
                 run.set_exit_reason(kvm_exit::DIRTY_RING_FULL);
                 return Ok(());
             }
+            self.kvmclock
+                .refresh(vm, self.backend.tsc_offset(), self.dirty_ring.as_deref());
             self.prepare_events(run);
             let (exit, cpu) = self.enter(vm, fpu)?;
             stats.count(stats::vcpu::EXITS);
@@ -445,6 +467,10 @@ impl CpuCore {
         let irqs = IrqsOff::new();
         fpu.prepare_entry(&irqs);
         let cpu = irqs.cpu();
+        if self.kvmclock.moved_from(cpu) {
+            // Its kvmclock pairs another CPU's TSC: rewritten first.
+            return Ok((Exit::Host, cpu));
+        }
         let tdp = vm.tdp();
         let tlb_gen = tdp.enter_guest(self.idx, cpu);
         let entry = Entry {
@@ -513,7 +539,7 @@ impl CpuCore {
                 Flow::User
             }
             Exit::Io(io) => self.handle_io(vm, run, pio, &io),
-            Exit::Msr { write } => self.handle_msr(write),
+            Exit::Msr { write } => self.handle_msr(vm, write),
             Exit::Xsetbv => self.handle_xsetbv(),
             Exit::CrWrite { cr, gpr } => self.handle_cr_write(vm, run, cr, gpr),
             Exit::MovDr { dr, write, gpr } => self.handle_mov_dr(vm, run, dr, write, gpr),
@@ -614,14 +640,14 @@ impl CpuCore {
         Flow::Guest
     }
 
-    fn handle_msr(&mut self, write: bool) -> Flow {
+    fn handle_msr(&mut self, vm: &Vm, write: bool) -> Flow {
         let g = self.backend.gprs();
         let index = g[1] as u32;
         let ok = if write {
-            self.set_msr(index, (g[0] & 0xffff_ffff) | (g[2] << 32), false)
+            self.set_msr(vm, index, (g[0] & 0xffff_ffff) | (g[2] << 32), false)
                 .is_ok()
         } else {
-            match self.get_msr(index) {
+            match self.get_msr(vm, index) {
                 Some(v) => {
                     let mut g = g;
                     g[0] = v & 0xffff_ffff;

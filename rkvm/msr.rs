@@ -40,8 +40,9 @@ pub(crate) const SYSCALL_AND_BASES: [u32; 10] = [
     SYSENTER_EIP,
 ];
 
-/// What `KVM_GET_MSR_INDEX_LIST` reports.
-pub(crate) const INDEX_LIST: [u32; 14] = [
+/// What `KVM_GET_MSR_INDEX_LIST` reports: the architectural MSRs, then
+/// the kvmclock ones (`pvclock.rs`), as KVM lists its emulated MSRs.
+pub(crate) const INDEX_LIST: [u32; 18] = [
     EFER,
     STAR,
     LSTAR,
@@ -56,6 +57,10 @@ pub(crate) const INDEX_LIST: [u32; 14] = [
     TSC,
     PAT,
     MISC_ENABLE,
+    crate::pvclock::MSR_SYSTEM_TIME,
+    crate::pvclock::MSR_WALL_CLOCK,
+    crate::pvclock::MSR_SYSTEM_TIME_NEW,
+    crate::pvclock::MSR_WALL_CLOCK_NEW,
 ];
 
 /// MISC_ENABLE of a new vCPU: BTS and PEBS unavailable, as KVM sets it.

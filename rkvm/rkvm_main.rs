@@ -23,10 +23,12 @@ mod exit_info;
 mod exits;
 mod fpu;
 mod hw;
+mod kvmclock;
 mod memslot;
 mod mmu;
 mod msr;
 mod pio;
+mod pvclock;
 mod regs;
 mod shim;
 // The shims by their own names, as the rest of the crate knows them.

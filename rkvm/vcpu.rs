@@ -147,7 +147,7 @@ impl State {
     /// `KVM_GET_MSRS` (`set == false`) and `KVM_SET_MSRS`: the number of
     /// entries done, stopping at the first MSR rkvm does not implement or
     /// value it refuses, as KVM.
-    fn msrs(&mut self, arg: usize, set: bool) -> Result<isize> {
+    fn msrs(&mut self, vm: &Vm, arg: usize, set: bool) -> Result<isize> {
         let n = u32::from_ne_bytes(abi::field(&uarg::read::<8>(arg)?, 0)) as usize;
         if n >= MAX_IO_MSRS {
             return Err(E2BIG);
@@ -160,11 +160,11 @@ impl State {
             let index = u32::from_ne_bytes(abi::field(&e, 0));
             if set {
                 let data = u64::from_ne_bytes(abi::field(&e, 8));
-                if core.set_msr(index, data, true).is_err() {
+                if core.set_msr(vm, index, data, true).is_err() {
                     break;
                 }
             } else {
-                let Some(data) = core.get_msr(index) else {
+                let Some(data) = core.get_msr(vm, index) else {
                     break;
                 };
                 uarg::write(addr + 8, &data.to_ne_bytes())?;
@@ -443,8 +443,8 @@ impl AnonFile for Vcpu {
             }
             abi::vcpu::GET_XCRS => uarg::write(arg, &state.get_xcrs())?,
             abi::vcpu::SET_XCRS => state.set_xcrs(&uarg::read(arg)?)?,
-            abi::vcpu::GET_MSRS => return state.msrs(arg, false),
-            abi::vcpu::SET_MSRS => return state.msrs(arg, true),
+            abi::vcpu::GET_MSRS => return state.msrs(&this.vm, arg, false),
+            abi::vcpu::SET_MSRS => return state.msrs(&this.vm, arg, true),
             abi::vcpu::SET_CPUID2 => state.set_cpuid(arg)?,
             abi::vcpu::GET_CPUID2 => state.get_cpuid(arg)?,
             abi::vcpu::SET_SIGNAL_MASK => state.sigmask = sigmask_arg(arg)?,

@@ -38,7 +38,7 @@ use crate::{
     anon_fd::AnonFile,
     caps,
     dirty_ring_pages::{self, VcpuRing},
-    hw,
+    hw, kvmclock,
     memslot::{
         self, HostLimits, HvaEntry, Memslot, RegionRequest, SlotError, MEM_READONLY, NR_MEMSLOTS,
     },
@@ -308,6 +308,9 @@ pub(crate) struct Vm {
     /// count from 0 at the VM's creation, together (until the guest or
     /// the VMM writes one's `IA32_TSC`).
     tsc_offset: u64,
+    /// kvmclock (`kvmclock.rs`).
+    #[pin]
+    clock: kvmclock::Clock,
 }
 
 impl Vm {
@@ -347,6 +350,7 @@ impl Vm {
                 pid: task.pid(),
                 dirty_log_options: AtomicU64::new(0),
                 tsc_offset: 0u64.wrapping_sub(x86::rdtsc()),
+                clock <- kvmclock::Clock::new(),
             }),
             GFP_KERNEL,
         )
@@ -355,6 +359,11 @@ impl Vm {
     /// The TSC offset a new vCPU starts with.
     pub(crate) fn tsc_offset(&self) -> u64 {
         self.tsc_offset
+    }
+
+    /// The VM's kvmclock.
+    pub(crate) fn clock(&self) -> &kvmclock::Clock {
+        &self.clock
     }
 
     /// The name of the VM's statistics, which its vCPUs' extend.
@@ -878,6 +887,8 @@ impl AnonFile for Vm {
                 .map(|()| 0)
             }
             abi::vm::RESET_DIRTY_RINGS => this.reset_dirty_rings(),
+            abi::vm::GET_CLOCK => this.clock.get_ioctl(arg).map(|()| 0),
+            abi::vm::SET_CLOCK => this.clock.set_ioctl(arg).map(|()| 0),
             abi::vm::GET_DIRTY_LOG => {
                 let req: [u8; abi::vm::DIRTY_LOG_SIZE] = uarg::read(arg)?;
                 let slot = u32::from_ne_bytes(abi::field(&req, 0));

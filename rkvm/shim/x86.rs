@@ -123,6 +123,21 @@ pub(crate) fn tsc_khz() -> u32 {
     unsafe { ffi::rkvm_tsc_khz() }
 }
 
+/// Reads the host's clocks for kvmclock: the TSC and the times at it.
+pub(crate) fn host_time() -> crate::pvclock::HostTime {
+    let mut t = ffi::HostTime::default();
+    // SAFETY: `t` is a valid place for the helper's result; the
+    // timekeeping read it does has no preconditions.
+    unsafe { ffi::rkvm_host_time(&mut t) };
+    crate::pvclock::HostTime {
+        tsc: t.tsc,
+        base_ns: t.base_ns,
+        real_ns: t.real_ns,
+        tsc_based: t.tsc_based,
+        cpu: t.cpu,
+    }
+}
+
 /// Reads the time-stamp counter.
 pub(crate) fn rdtsc() -> u64 {
     let (lo, hi): (u32, u32);
