@@ -3,6 +3,7 @@
 //! The tests, in the order they are numbered in the TAP output (keep it:
 //! the numbers are what the logs of earlier runs refer to).
 
+mod clock;
 mod dirty;
 mod events;
 mod fd_lifetime;
@@ -14,6 +15,7 @@ mod system;
 mod vcpu;
 
 use crate::harness::Test;
+use clock::*;
 use dirty::*;
 use events::*;
 use fd_lifetime::*;
@@ -52,4 +54,5 @@ pub(crate) const TESTS: &[Test] = &[
     Test { name: "dirty_ring_reports_written_pages", func: dirty_ring_reports_written_pages, rkvm_only: false, guest: true },
     Test { name: "vcpu_events_round_trip", func: vcpu_events_round_trip, rkvm_only: false, guest: true },
     Test { name: "vcpu_state_round_trips", func: vcpu_state_round_trips, rkvm_only: false, guest: true },
+    Test { name: "clock_get_set_round_trip", func: clock_get_set_round_trip, rkvm_only: false, guest: false },
 ];
