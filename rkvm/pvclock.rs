@@ -216,7 +216,9 @@ pub(crate) fn wall_clock_bytes(version: u32, epoch_ns: u64) -> [u8; WALL_CLOCK_S
     b
 }
 
-/// One reading of the host's clocks.
+/// One reading of the host's clocks, as `rkvm_host_time` (helpers.c)
+/// fills it: `struct rkvm_host_time`'s layout.
+#[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct HostTime {
     /// The host TSC.
@@ -474,6 +476,9 @@ mod tests {
         assert_eq!(&b[32..], &[0; 16]);
         assert_eq!(ClockData::from_bytes(&b), d);
         assert_eq!(SIGNATURE, [0x4b4d_564b, 0x564b_4d56, 0x4d]);
+        // struct rkvm_host_time: three u64, a bool and a u32 after it.
+        assert_eq!(core::mem::size_of::<HostTime>(), 32);
+        assert_eq!(core::mem::offset_of!(HostTime, cpu), 28);
     }
 
     #[test]

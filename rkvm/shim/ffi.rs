@@ -36,17 +36,6 @@ pub(crate) struct MnOps {
     ) -> bool,
 }
 
-/// `struct rkvm_host_time` (helpers.h).
-#[repr(C)]
-#[derive(Default)]
-pub(crate) struct HostTime {
-    pub(crate) tsc: u64,
-    pub(crate) base_ns: u64,
-    pub(crate) real_ns: u64,
-    pub(crate) tsc_based: bool,
-    pub(crate) cpu: u32,
-}
-
 /// `struct rkvm_vmcs_pin` (helpers.c), only ever behind a pointer.
 #[repr(C)]
 pub(crate) struct VmcsPin {
@@ -79,7 +68,8 @@ extern "C" {
     pub(crate) fn rkvm_cr0_read() -> usize;
     pub(crate) fn rkvm_num_online_cpus() -> u32;
     pub(crate) fn rkvm_tsc_khz() -> u32;
-    pub(crate) fn rkvm_host_time(t: *mut HostTime);
+    /// Fills `struct rkvm_host_time`, which `pvclock::HostTime` mirrors.
+    pub(crate) fn rkvm_host_time(t: *mut crate::pvclock::HostTime);
 
     // SVM and VMX instructions with exception-table fixups.
     pub(crate) fn rkvm_vmxon(phys: u64) -> i32;

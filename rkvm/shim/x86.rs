@@ -125,17 +125,12 @@ pub(crate) fn tsc_khz() -> u32 {
 
 /// Reads the host's clocks for kvmclock: the TSC and the times at it.
 pub(crate) fn host_time() -> crate::pvclock::HostTime {
-    let mut t = ffi::HostTime::default();
-    // SAFETY: `t` is a valid place for the helper's result; the
-    // timekeeping read it does has no preconditions.
+    let mut t = crate::pvclock::HostTime::default();
+    // SAFETY: `t` is a valid place for the helper's result (`HostTime` is
+    // `struct rkvm_host_time`'s layout); the timekeeping read it does has
+    // no preconditions.
     unsafe { ffi::rkvm_host_time(&mut t) };
-    crate::pvclock::HostTime {
-        tsc: t.tsc,
-        base_ns: t.base_ns,
-        real_ns: t.real_ns,
-        tsc_based: t.tsc_based,
-        cpu: t.cpu,
-    }
+    t
 }
 
 /// Reads the time-stamp counter.
