@@ -122,6 +122,9 @@ pub(crate) mod vm {
     /// `KVM_SIGNAL_MSI` (`struct kvm_msi`).
     pub(crate) const SIGNAL_MSI: u32 = iow(0xa5, MSI_SIZE);
     pub(crate) const MSI_SIZE: usize = 32;
+    /// `KVM_SET_CLOCK`, `KVM_GET_CLOCK`: `struct kvm_clock_data`.
+    pub(crate) const SET_CLOCK: u32 = iow(0x7b, crate::pvclock::CLOCK_DATA_SIZE);
+    pub(crate) const GET_CLOCK: u32 = super::ior(0x7c, crate::pvclock::CLOCK_DATA_SIZE);
 }
 
 /// Ioctls of a vCPU fd.
@@ -266,6 +269,9 @@ pub(crate) mod cap {
     pub(crate) const VCPU_EVENTS: usize = 41;
     /// `KVM_GET_DEBUGREGS`/`KVM_SET_DEBUGREGS`.
     pub(crate) const DEBUGREGS: usize = 50;
+    /// `KVM_GET_CLOCK`/`KVM_SET_CLOCK`; the answer is the `KVM_CLOCK_*`
+    /// flags they know.
+    pub(crate) const ADJUST_CLOCK: usize = 39;
     /// `KVM_CLEAR_DIRTY_LOG` and manual dirty-log protection, enabled with
     /// `KVM_ENABLE_CAP`; the answer is the options it takes.
     pub(crate) const MANUAL_DIRTY_LOG_PROTECT2: usize = 168;

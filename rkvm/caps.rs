@@ -51,6 +51,7 @@ pub(crate) fn check_extension(capability: usize, online_cpus: usize) -> isize {
         cap::MAX_VCPUS => MAX_VCPUS as isize,
         cap::MAX_VCPU_ID => MAX_VCPU_IDS as isize,
         cap::VM_TYPES => 1 << vm_type::X86_DEFAULT,
+        cap::ADJUST_CLOCK => crate::pvclock::flags::VALID as isize,
         _ => 0,
     }
 }

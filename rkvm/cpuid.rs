@@ -83,8 +83,9 @@ const FIXED_LEAVES: [u32; 8] = [
 ];
 
 /// Most entries the supported table has: the fixed leaves, 0x8000_0008,
-/// and leaf 0xD subleaves 0, 1 and one per component bit 2..63.
-pub(crate) const MAX_SUPPORTED: usize = FIXED_LEAVES.len() + 1 + 2 + 62;
+/// the two KVM leaves, and leaf 0xD subleaves 0, 1 and one per component
+/// bit 2..63.
+pub(crate) const MAX_SUPPORTED: usize = FIXED_LEAVES.len() + 1 + 2 + 2 + 62;
 
 // Leaf 1 EDX: x87, VME, DE, PSE, TSC, MSR, PAE, MCE, CX8, SEP, MTRR, PGE,
 // MCA, CMOV, PAT, PSE36, CLFSH, MMX, FXSR, SSE, SSE2 (MCE, MCA and the MTRRs
@@ -94,8 +95,12 @@ const LEAF1_EDX: u32 = 0x078b_f9ff;
 /// (`vcpu_msrs.rs`), as KVM.
 pub(crate) const LEAF7_EDX_ARCH_CAPABILITIES: u32 = 1 << 29;
 // Leaf 1 ECX: SSE3, PCLMULQDQ, SSSE3, CX16, SSE4.1, SSE4.2, MOVBE, POPCNT,
-// AES, RDRAND. Not x2APIC or the hypervisor bit's friends.
+// AES, RDRAND. Not x2APIC.
 const LEAF1_ECX: u32 = 0x42d8_2203;
+/// Leaf 1 ECX: the guest runs under a hypervisor (set whatever the host
+/// says, as KVM does): what a guest checks before it looks for the
+/// hypervisor's leaves at 0x4000_0000.
+const LEAF1_ECX_HYPERVISOR: u32 = 1 << 31;
 // Leaf 1 ECX with the guest's extended state switched (`xsave.rs`): XSAVE,
 // and the AVX instructions FMA, AVX, F16C. OSXSAVE is not a feature but
 // CR4.OSXSAVE, which the CPUID exit reports as the guest set it.
@@ -178,7 +183,7 @@ pub(crate) fn supported(host: impl Fn(u32, u32) -> [u32; 4], host_xcr0: u64) -> 
                 }
                 // x2APIC and the TSC-deadline timer are the in-kernel
                 // APIC's, whatever the host has (KVM's emulated features).
-                regs[2] = (regs[2] & ecx) | LEAF1_ECX_EMULATED;
+                regs[2] = (regs[2] & ecx) | LEAF1_ECX_EMULATED | LEAF1_ECX_HYPERVISOR;
                 regs[3] &= LEAF1_EDX;
             }
             7 => {
@@ -206,6 +211,16 @@ pub(crate) fn supported(host: impl Fn(u32, u32) -> [u32; 4], host_xcr0: u64) -> 
     let mut regs = host(0x8000_0008, 0);
     regs = [regs[0] & 0xffff, 0, 0, 0];
     out.push(0x8000_0008, 0, 0, regs);
+    // KVM's own leaves: the signature, and the paravirtual features rkvm
+    // implements (kvmclock: `pvclock.rs`).
+    let [ebx, ecx, edx] = crate::pvclock::SIGNATURE;
+    out.push(
+        crate::pvclock::CPUID_SIGNATURE,
+        0,
+        0,
+        [crate::pvclock::CPUID_FEATURES, ebx, ecx, edx],
+    );
+    out.push(crate::pvclock::CPUID_FEATURES, 0, 0, [crate::pvclock::FEATURES, 0, 0, 0]);
     if xcr0 != 0 {
         let size = crate::xsave::xsave_size(xcr0, &host);
         let low = xcr0 as u32;
@@ -275,6 +290,17 @@ mod tests {
         assert_ne!(e1[3] & (1 << 29), 0, "long mode");
         assert_eq!(e1[3] & (1 << 27), 0, "no RDTSCP");
         assert_eq!(lookup(t, 0x8000_0008, 0)[0], 0xffff);
+        assert_ne!(l1[2] & LEAF1_ECX_HYPERVISOR, 0);
+        assert_ne!(supported(|_, _| [0; 4], 0).entries()[1].regs[2] & LEAF1_ECX_HYPERVISOR, 0);
+        // "KVMKVMKVM\0\0\0", and kvmclock (both MSR pairs, the stable bit).
+        let sig = lookup(t, 0x4000_0000, 0);
+        assert_eq!(sig[0], 0x4000_0001);
+        let mut name = [0u8; 12];
+        for (i, r) in sig[1..].iter().enumerate() {
+            name[i * 4..i * 4 + 4].copy_from_slice(&r.to_le_bytes());
+        }
+        assert_eq!(&name, b"KVMKVMKVM\0\0\0");
+        assert_eq!(lookup(t, 0x4000_0001, 0), [1 << 0 | 1 << 3 | 1 << 24, 0, 0, 0]);
     }
 
     #[test]

@@ -29,12 +29,13 @@ use crate::{
     debugreg::{self, DebugRegs, Dr},
     dirty_ring_pages::VcpuRing,
     emulate::{self, Access, MmioInsn, Mode},
+    kvmclock::{self, VcpuClock},
     lapic::apic::VcpuApic,
     mmu::{
         guest_walk::{self, AccessKind, GuestMemory, WalkError, WalkRegs},
         tdp::PtCache,
     },
-    msr, pio,
+    msr, pio, pvclock,
     pio::StringIo,
     run_page::{RunPage, SharedPage},
     shim::{
@@ -161,6 +162,8 @@ pub(crate) struct CpuCore {
     plain_apic_base: u64,
     /// An EOI the VMM's IOAPIC must hear of (`KVM_EXIT_IOAPIC_EOI`).
     pending_eoi_exit: Option<u8>,
+    /// kvmclock's structure for this vCPU.
+    kvmclock: VcpuClock,
 }
 
 /// How many NMIs may wait to be delivered: one while NMIs are blocked (the
@@ -217,6 +220,7 @@ impl CpuCore {
             apic,
             plain_apic_base: 0,
             pending_eoi_exit: None,
+            kvmclock: VcpuClock::new(),
         }
     }
 
@@ -253,10 +257,17 @@ impl CpuCore {
     /// Reads an MSR for the guest or (`host`) `KVM_GET_MSRS`; `None` if
     /// rkvm does not implement it or refuses the read (the guest gets
     /// `#GP`).
-    pub(crate) fn get_msr(&self, index: u32, host: bool) -> Option<u64> {
+    pub(crate) fn get_msr(&self, vm: &Vm, index: u32, host: bool) -> Option<u64> {
+        if let Some(r) = self.get_apic_msr(index) {
+            return r.ok();
+        }
         match index {
             msr::TSC => Some(x86::rdtsc().wrapping_add(self.backend.tsc_offset())),
             msr::MISC_ENABLE => Some(self.misc_enable),
+            pvclock::MSR_SYSTEM_TIME | pvclock::MSR_SYSTEM_TIME_NEW => {
+                Some(self.kvmclock.system_time_msr())
+            }
+            pvclock::MSR_WALL_CLOCK | pvclock::MSR_WALL_CLOCK_NEW => Some(vm.clock().wall_clock_msr()),
             _ => self
                 .backend
                 .read_msr(index)
@@ -266,7 +277,10 @@ impl CpuCore {
 
     /// Writes an MSR for the guest or (`host`) `KVM_SET_MSRS`, with KVM's
     /// checks. `Err` means the value is not allowed (the guest gets `#GP`).
-    pub(crate) fn set_msr(&mut self, index: u32, val: u64, host: bool) -> Result<(), ()> {
+    pub(crate) fn set_msr(&mut self, vm: &Vm, index: u32, val: u64, host: bool) -> Result<(), ()> {
+        if let Some(r) = self.set_apic_msr(vm, index, val, host) {
+            return r;
+        }
         let b = &mut self.backend;
         let checked = match index {
             msr::EFER => msr::check_efer(b.efer(), val, b.cr0(), host)?,
@@ -282,7 +296,18 @@ impl CpuCore {
             msr::SYSENTER_CS => val & 0xffff,
             msr::PAT => msr::check_pat(val)?,
             msr::TSC => {
-                b.set_tsc_offset(val.wrapping_sub(x86::rdtsc()));
+                let offset = val.wrapping_sub(x86::rdtsc());
+                b.set_tsc_offset(offset);
+                self.kvmclock.tsc_written(vm, offset);
+                return Ok(());
+            }
+            pvclock::MSR_SYSTEM_TIME | pvclock::MSR_SYSTEM_TIME_NEW => {
+                let old = index == pvclock::MSR_SYSTEM_TIME;
+                self.kvmclock.set_system_time(vm, val, old, host);
+                return Ok(());
+            }
+            pvclock::MSR_WALL_CLOCK | pvclock::MSR_WALL_CLOCK_NEW => {
+                kvmclock::write_wall_clock(vm, val, self.dirty_ring.as_deref());
                 return Ok(());
             }
             msr::MISC_ENABLE => {
@@ -319,6 +344,7 @@ impl CpuCore {
         self.queued_irq = None;
         self.nmi_pending = 0;
         self.db = [0; 4];
+        self.kvmclock.reset(is_bsp);
     }
 }
 
@@ -381,6 +407,8 @@ impl CpuCore {
                 run.set_ioapic_eoi(vector);
                 return Ok(());
             }
+            self.kvmclock
+                .refresh(vm, self.backend.tsc_offset(), self.dirty_ring.as_deref());
             self.apic_wait(run)?;
             self.prepare_events(run);
             let (exit, cpu) = self.enter(vm, fpu)?;
@@ -500,6 +528,10 @@ impl CpuCore {
         let host_xcr0 = cpu::host_xcr0();
         let irqs = IrqsOff::new();
         let cpu = irqs.cpu();
+        if self.kvmclock.moved_from(cpu) {
+            // Its kvmclock pairs another CPU's TSC: rewritten first.
+            return Ok((Exit::Host, cpu));
+        }
         // Something was delivered since the events were chosen: choose
         // again (see `lapic/mailbox.rs`, the doorbell).
         if let Some(apic) = &self.apic {
@@ -688,17 +720,10 @@ impl CpuCore {
         let g = self.backend.gprs();
         let index = g[1] as u32;
         let ok = if write {
-            let value = (g[0] & 0xffff_ffff) | (g[2] << 32);
-            match self.set_apic_msr(vm, index, value, false) {
-                Some(r) => r.is_ok(),
-                None => self.set_msr(index, value, false).is_ok(),
-            }
+            self.set_msr(vm, index, (g[0] & 0xffff_ffff) | (g[2] << 32), false)
+                .is_ok()
         } else {
-            let value = match self.get_apic_msr(index) {
-                Some(r) => r.ok(),
-                None => self.get_msr(index, false),
-            };
-            match value {
+            match self.get_msr(vm, index, false) {
                 Some(v) => {
                     let mut g = g;
                     g[0] = v & 0xffff_ffff;

@@ -19,6 +19,8 @@
 #include <linux/mm.h>
 #include <linux/mmu_notifier.h>
 #include <linux/swap.h>
+#include <linux/timekeeping.h>
+#include <linux/clocksource_ids.h>
 #include <linux/uaccess.h>
 #include <asm/asm.h>
 #include <asm/tsc.h>
@@ -274,6 +276,27 @@ unsigned int rkvm_num_online_cpus(void)
 unsigned int rkvm_tsc_khz(void)
 {
 	return tsc_khz;
+}
+
+void rkvm_host_time(struct rkvm_host_time *t)
+{
+	struct system_time_snapshot snap;
+	unsigned long flags;
+	u64 tsc;
+
+	/*
+	 * Without a TSC clocksource the TSC is read next to the clocks, with
+	 * interrupts off so that nothing comes in between.
+	 */
+	local_irq_save(flags);
+	tsc = rdtsc();
+	t->cpu = smp_processor_id();
+	ktime_get_snapshot_id(CLOCK_REALTIME, &snap);
+	local_irq_restore(flags);
+	t->tsc_based = snap.valid && snap.cs_id == CSID_X86_TSC;
+	t->tsc = t->tsc_based ? snap.cycles : tsc;
+	t->base_ns = ktime_to_ns(ktime_add(snap.monoraw, ktime_mono_to_any(0, TK_OFFS_BOOT)));
+	t->real_ns = ktime_to_ns(snap.systime);
 }
 
 /* ---- the VMX world switch ---- */

@@ -65,6 +65,24 @@ bool rkvm_access_ok(u64 addr, u64 size);
 
 unsigned int rkvm_num_online_cpus(void);
 unsigned int rkvm_tsc_khz(void);
+
+/*
+ * One reading of the host's clocks for kvmclock (rkvm/pvclock.rs,
+ * struct HostTime): the TSC, CLOCK_MONOTONIC_RAW plus the time spent
+ * suspended (KVM's kvmclock base), CLOCK_REALTIME, and whether the
+ * clocksource is the TSC, in which case the times were computed from
+ * exactly that TSC value; and the CPU it read the TSC on
+ * (ktime_get_snapshot_id is not a static inline,
+ * but struct system_time_snapshot and TK_OFFS_BOOT are C-only).
+ */
+struct rkvm_host_time {
+	u64 tsc;
+	u64 base_ns;
+	u64 real_ns;
+	bool tsc_based;
+	u32 cpu;
+};
+void rkvm_host_time(struct rkvm_host_time *t);
 void rkvm_load_guest_debugregs(const u64 *db);
 void rkvm_restore_host_debugregs(void);
 

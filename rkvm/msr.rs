@@ -41,9 +41,10 @@ pub(crate) const SYSCALL_AND_BASES: [u32; 10] = [
 ];
 
 /// What `KVM_GET_MSR_INDEX_LIST` reports: the MSRs a VMM saves and
-/// restores. As in KVM, the MTRRs and the MCi bank registers are not
+/// restores, then the kvmclock ones (`pvclock.rs`), as KVM lists its
+/// emulated MSRs. As in KVM, the MTRRs and the MCi bank registers are not
 /// listed (VMMs know them from MTRRcap and MCG_CAP).
-pub(crate) const INDEX_LIST: [u32; 20] = [
+pub(crate) const INDEX_LIST: [u32; 24] = [
     EFER,
     STAR,
     LSTAR,
@@ -64,6 +65,10 @@ pub(crate) const INDEX_LIST: [u32; 20] = [
     crate::vcpu_msrs::ARCH_CAPABILITIES,
     crate::vcpu_msrs::K7_HWCR,
     crate::vcpu_msrs::POWER_CTL,
+    crate::pvclock::MSR_SYSTEM_TIME,
+    crate::pvclock::MSR_WALL_CLOCK,
+    crate::pvclock::MSR_SYSTEM_TIME_NEW,
+    crate::pvclock::MSR_WALL_CLOCK_NEW,
 ];
 
 /// MISC_ENABLE of a new vCPU: BTS and PEBS unavailable, as KVM sets it.

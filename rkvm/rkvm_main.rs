@@ -24,6 +24,7 @@ mod exits;
 mod fpu;
 mod hw;
 mod irqchip;
+mod kvmclock;
 mod lapic;
 mod mce;
 mod memslot;
@@ -32,6 +33,7 @@ mod msr;
 mod msr_ioctl;
 mod mtrr;
 mod pio;
+mod pvclock;
 mod regs;
 mod shim;
 // The shims by their own names, as the rest of the crate knows them.

@@ -148,16 +148,9 @@ impl State {
         let core = self.core_mut();
         msr_ioctl::msr_io(arg, !set, |index, data| {
             if set {
-                match core.set_apic_msr(vm, index, *data, true) {
-                    Some(r) => r.is_ok(),
-                    None => core.set_msr(index, *data, true).is_ok(),
-                }
+                core.set_msr(vm, index, *data, true).is_ok()
             } else {
-                let value = match core.get_apic_msr(index) {
-                    Some(r) => r.ok(),
-                    None => core.get_msr(index, true),
-                };
-                value.map(|v| *data = v).is_some()
+                core.get_msr(vm, index, true).map(|v| *data = v).is_some()
             }
         })
     }

@@ -40,6 +40,7 @@ use crate::{
     dirty_ring_pages::{self, VcpuRing},
     hw,
     irqchip::Irqchip,
+    kvmclock,
     lapic::apic::ApicShared,
     memslot::{
         self, HostLimits, HvaEntry, Memslot, RegionRequest, SlotError, MEM_READONLY, NR_MEMSLOTS,
@@ -313,6 +314,9 @@ pub(crate) struct Vm {
     /// The split irqchip (in-kernel local APICs), once enabled.
     #[pin]
     irqchip: Irqchip,
+    /// kvmclock (`kvmclock.rs`).
+    #[pin]
+    clock: kvmclock::Clock,
 }
 
 impl Vm {
@@ -353,6 +357,7 @@ impl Vm {
                 dirty_log_options: AtomicU64::new(0),
                 tsc_offset: 0u64.wrapping_sub(x86::rdtsc()),
                 irqchip <- Irqchip::new()?,
+                clock <- kvmclock::Clock::new(),
             }),
             GFP_KERNEL,
         )
@@ -366,6 +371,11 @@ impl Vm {
     /// The TSC offset a new vCPU starts with.
     pub(crate) fn tsc_offset(&self) -> u64 {
         self.tsc_offset
+    }
+
+    /// The VM's kvmclock.
+    pub(crate) fn clock(&self) -> &kvmclock::Clock {
+        &self.clock
     }
 
     /// The name of the VM's statistics, which its vCPUs' extend.
@@ -916,6 +926,8 @@ impl AnonFile for Vm {
                 }
                 Ok(0)
             }
+            abi::vm::GET_CLOCK => this.clock.get_ioctl(arg).map(|()| 0),
+            abi::vm::SET_CLOCK => this.clock.set_ioctl(arg).map(|()| 0),
             abi::vm::GET_DIRTY_LOG => {
                 let req: [u8; abi::vm::DIRTY_LOG_SIZE] = uarg::read(arg)?;
                 let slot = u32::from_ne_bytes(abi::field(&req, 0));

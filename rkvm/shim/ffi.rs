@@ -68,6 +68,8 @@ extern "C" {
     pub(crate) fn rkvm_cr0_read() -> usize;
     pub(crate) fn rkvm_num_online_cpus() -> u32;
     pub(crate) fn rkvm_tsc_khz() -> u32;
+    /// Fills `struct rkvm_host_time`, which `pvclock::HostTime` mirrors.
+    pub(crate) fn rkvm_host_time(t: *mut crate::pvclock::HostTime);
 
     // SVM and VMX instructions with exception-table fixups.
     pub(crate) fn rkvm_vmxon(phys: u64) -> i32;

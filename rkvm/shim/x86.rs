@@ -123,6 +123,16 @@ pub(crate) fn tsc_khz() -> u32 {
     unsafe { ffi::rkvm_tsc_khz() }
 }
 
+/// Reads the host's clocks for kvmclock: the TSC and the times at it.
+pub(crate) fn host_time() -> crate::pvclock::HostTime {
+    let mut t = crate::pvclock::HostTime::default();
+    // SAFETY: `t` is a valid place for the helper's result (`HostTime` is
+    // `struct rkvm_host_time`'s layout); the timekeeping read it does has
+    // no preconditions.
+    unsafe { ffi::rkvm_host_time(&mut t) };
+    t
+}
+
 /// Reads the time-stamp counter.
 pub(crate) fn rdtsc() -> u64 {
     let (lo, hi): (u32, u32);

@@ -78,6 +78,8 @@ mod mmu {
 }
 #[path = "../../../../rkvm/pio.rs"]
 mod pio;
+#[path = "../../../../rkvm/pvclock.rs"]
+mod pvclock;
 #[path = "../../../../rkvm/regs.rs"]
 mod regs;
 #[path = "../../../../rkvm/sregs.rs"]
@@ -264,6 +266,13 @@ mod abi_matches_kvm {
         assert_eq!(abi::vcpu::X86_SETUP_MCE, 0x4008_ae9c);
         assert_eq!(abi::vcpu::X86_SET_MCE, 0x4040_ae9e);
         assert_eq!(crate::mce::X86_MCE_SIZE, core::mem::size_of::<kb::kvm_x86_mce>());
+        assert_eq!(abi::cap::ADJUST_CLOCK, kb::KVM_CAP_ADJUST_CLOCK as usize);
+        assert_eq!(abi::vm::SET_CLOCK, 0x4030_ae7b);
+        assert_eq!(abi::vm::GET_CLOCK, 0x8030_ae7c);
+        assert_eq!(crate::pvclock::CLOCK_DATA_SIZE, core::mem::size_of::<kb::kvm_clock_data>());
+        assert_eq!(crate::pvclock::flags::TSC_STABLE, kb::KVM_CLOCK_TSC_STABLE);
+        assert_eq!(crate::pvclock::flags::REALTIME, kb::KVM_CLOCK_REALTIME);
+        assert_eq!(crate::pvclock::flags::HOST_TSC, kb::KVM_CLOCK_HOST_TSC);
     }
 
     #[test]
@@ -314,6 +323,10 @@ mod abi_matches_kvm {
                     assert_eq!(v, 64)
                 }
                 c if c == kb::KVM_CAP_VM_TYPES as usize => assert_eq!(v, 1 << kb::KVM_X86_DEFAULT_VM),
+                c if c == kb::KVM_CAP_ADJUST_CLOCK as usize => {
+                    let all = kb::KVM_CLOCK_TSC_STABLE | kb::KVM_CLOCK_REALTIME | kb::KVM_CLOCK_HOST_TSC;
+                    assert_eq!(v, all as isize)
+                }
                 _ => assert_eq!(v, 0, "cap {cap}"),
             }
         }

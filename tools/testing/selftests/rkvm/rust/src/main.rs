@@ -67,6 +67,10 @@ mod sregs;
 #[allow(dead_code)]
 #[path = "../../../../../../rkvm/arch.rs"]
 mod arch;
+// The KVM_CLOCK_* flags KVM_CAP_ADJUST_CLOCK answers (caps.rs).
+#[allow(dead_code)]
+#[path = "../../../../../../rkvm/pvclock.rs"]
+mod pvclock;
 
 use std::ffi::CString;
 use std::path::Path;

@@ -35,6 +35,10 @@ mod sregs;
 #[allow(dead_code)]
 #[path = "../../../../../../../rkvm/arch.rs"]
 mod arch;
+// The KVM_CLOCK_* flags KVM_CAP_ADJUST_CLOCK answers (caps.rs).
+#[allow(dead_code)]
+#[path = "../../../../../../../rkvm/pvclock.rs"]
+mod pvclock;
 
 use std::fmt::Write;
 use std::process::ExitCode;

@@ -3,6 +3,7 @@
 //! The tests, in the order they are numbered in the TAP output (keep it:
 //! the numbers are what the logs of earlier runs refer to).
 
+mod clock;
 mod dirty;
 mod events;
 mod fd_lifetime;
@@ -17,6 +18,7 @@ mod vcpu;
 use kvm_ioctls::Cap;
 
 use crate::harness::Test;
+use clock::*;
 use dirty::*;
 use events::*;
 use fd_lifetime::*;
@@ -59,4 +61,5 @@ pub(crate) const TESTS: &[Test] = &[
     Test { name: "split_irqchip_lapic_state", func: split_irqchip_lapic_state, rkvm_only: false, guest: true, needs: Some(Cap::SplitIrqchip) },
     Test { name: "split_irqchip_msi_wakes_halted_vcpu", func: split_irqchip_msi_wakes_halted_vcpu, rkvm_only: false, guest: true, needs: Some(Cap::SplitIrqchip) },
     Test { name: "msr_features_and_mce", func: msr_features_and_mce, rkvm_only: false, guest: false, needs: None },
+    Test { name: "clock_get_set_round_trip", func: clock_get_set_round_trip, rkvm_only: false, guest: false, needs: None },
 ];
