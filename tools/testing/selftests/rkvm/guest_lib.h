@@ -9,7 +9,10 @@
  * mode and 64-bit long mode, and checks of the exits (port I/O, MMIO) a
  * guest causes.
  *
- * No in-kernel irqchip is created, so HLT exits to userspace (KVM_EXIT_HLT).
+ * No in-kernel irqchip is created unless a test enables one
+ * (vm_enable_split_irqchip), so HLT exits to userspace (KVM_EXIT_HLT);
+ * with the split irqchip's local APICs a halted vCPU waits in the kernel
+ * instead, and the vCPU thread helpers below end such waits.
  *
  * Guest physical layout of the low memory slot (slot 0, at GPA 0):
  *   GUEST_GDT    flat GDT: 0x08 32-bit code, 0x10 data, 0x18 64-bit code
