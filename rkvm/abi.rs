@@ -119,6 +119,10 @@ pub(crate) mod vm {
     pub(crate) const IRQ_LINE_STATUS: u32 = super::iowr(0x67, 8);
     /// `KVM_SET_GSI_ROUTING` (`struct kvm_irq_routing`, its header).
     pub(crate) const SET_GSI_ROUTING: u32 = iow(0x6a, 8);
+    /// `KVM_IRQFD` (`struct kvm_irqfd`), `KVM_IOEVENTFD` (`struct
+    /// kvm_ioeventfd`).
+    pub(crate) const IRQFD: u32 = iow(0x76, 32);
+    pub(crate) const IOEVENTFD: u32 = iow(0x79, 64);
     /// `KVM_SIGNAL_MSI` (`struct kvm_msi`).
     pub(crate) const SIGNAL_MSI: u32 = iow(0xa5, MSI_SIZE);
     pub(crate) const MSI_SIZE: usize = 32;
@@ -294,6 +298,13 @@ pub(crate) mod cap {
     pub(crate) const IRQ_INJECT_STATUS: usize = 26;
     /// `KVM_CAP_SIGNAL_MSI`: `KVM_SIGNAL_MSI`.
     pub(crate) const SIGNAL_MSI: usize = 77;
+    /// `KVM_CAP_IRQFD`: `KVM_IRQFD` (without resampling).
+    pub(crate) const IRQFD: usize = 32;
+    /// `KVM_CAP_IOEVENTFD`, `_NO_LENGTH` and `_ANY_LENGTH`:
+    /// `KVM_IOEVENTFD`, also with length 0 (any length).
+    pub(crate) const IOEVENTFD: usize = 36;
+    pub(crate) const IOEVENTFD_NO_LENGTH: usize = 100;
+    pub(crate) const IOEVENTFD_ANY_LENGTH: usize = 122;
     /// `KVM_CAP_TSC_DEADLINE_TIMER`: the APIC timer's TSC-deadline mode.
     pub(crate) const TSC_DEADLINE_TIMER: usize = 72;
     /// Machine-check injection (`KVM_X86_SETUP_MCE`, `KVM_X86_SET_MCE`);

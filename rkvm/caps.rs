@@ -41,6 +41,10 @@ pub(crate) fn check_extension(capability: usize, online_cpus: usize) -> isize {
         | cap::IRQ_INJECT_STATUS
         | cap::SIGNAL_MSI
         | cap::TSC_DEADLINE_TIMER
+        | cap::IRQFD
+        | cap::IOEVENTFD
+        | cap::IOEVENTFD_NO_LENGTH
+        | cap::IOEVENTFD_ANY_LENGTH
         | cap::GET_MSR_FEATURES => 1,
         cap::MCE => MAX_MCE_BANKS as isize,
         cap::NR_MEMSLOTS => NR_MEMSLOTS as isize,

@@ -140,7 +140,7 @@ pub(crate) struct CpuCore {
     pub(crate) db: [u64; 4],
     /// The MSRs outside the backend: machine-check banks, MTRRs, model
     /// MSRs (`vcpu_msrs.rs`).
-    pub(crate) msrs: VcpuMsrs,
+    pub(crate) msrs: KBox<VcpuMsrs>,
     /// `KVM_X86_SET_MCE` shut the guest down: the next `KVM_RUN` reports
     /// `KVM_EXIT_SHUTDOWN` (KVM's `KVM_REQ_TRIPLE_FAULT`).
     pub(crate) triple_fault: bool,
@@ -156,8 +156,9 @@ pub(crate) struct CpuCore {
     maxphyaddr: u8,
     /// The vCPU's dirty ring, if the VM logs dirty pages in rings.
     dirty_ring: Option<Arc<VcpuRing>>,
-    /// The in-kernel local APIC, if the VM has the split irqchip.
-    apic: Option<VcpuApic>,
+    /// The in-kernel local APIC, if the VM has the split irqchip. Boxed,
+    /// as the MSRs: the vCPU's state is built on the (small) kernel stack.
+    apic: Option<KBox<VcpuApic>>,
     /// `IA32_APIC_BASE` without an in-kernel APIC: only stored.
     plain_apic_base: u64,
     /// An EOI the VMM's IOAPIC must hear of (`KVM_EXIT_IOAPIC_EOI`).
@@ -197,9 +198,9 @@ impl CpuCore {
         backend: KBox<dyn VcpuBackend>,
         idx: usize,
         dirty_ring: Option<Arc<VcpuRing>>,
-        apic: Option<VcpuApic>,
-    ) -> Self {
-        Self {
+        apic: Option<KBox<VcpuApic>>,
+    ) -> Result<Self> {
+        Ok(Self {
             backend,
             xcr0: crate::arch::xcr0::X87,
             cpuid: KVec::new(),
@@ -208,7 +209,7 @@ impl CpuCore {
             misc_enable: msr::MISC_ENABLE_DEFAULT,
             shut_down: false,
             queued_irq: None,
-            msrs: VcpuMsrs::new(&crate::msr_ioctl::host()),
+            msrs: KBox::new(VcpuMsrs::new(&crate::msr_ioctl::host()), GFP_KERNEL)?,
             triple_fault: false,
             nmi_pending: 0,
             db: [0; 4],
@@ -221,7 +222,7 @@ impl CpuCore {
             plain_apic_base: 0,
             pending_eoi_exit: None,
             kvmclock: VcpuClock::new(),
-        }
+        })
     }
 
     /// Takes a new guest CPUID table (`KVM_SET_CPUID2`).
@@ -519,7 +520,7 @@ impl CpuCore {
     /// `kvm_run.ready_for_interrupt_injection`: the guest can take an
     /// external interrupt now and none is queued or on its way in.
     pub(crate) fn ready_for_interrupt(&self) -> bool {
-        let pic_open = self.apic.as_ref().is_none_or(|a| a.regs.accepts_pic_interrupt());
+        let pic_open = self.apic.as_deref().is_none_or(|a| a.regs.accepts_pic_interrupt());
         self.queued_irq.is_none() && pic_open && self.backend.interrupt_status().1
     }
 
@@ -1122,6 +1123,12 @@ impl CpuCore {
         }
         let linear_rip = self.linear_rip();
         match insn.first_access(&self.backend.gprs()) {
+            Access::Write(val) if vm.ioevents().signal(false, gpa, insn.size() as u32, val) => {
+                // A doorbell (`KVM_IOEVENTFD`): signalled, no exit.
+                let rip = self.backend.rip().wrapping_add(insn.len() as u64);
+                self.backend.set_rip(rip);
+                return Flow::Guest;
+            }
             Access::Write(val) => {
                 run.set_mmio(gpa, insn.size() as u32, Some(val));
                 self.pending = Pending::MmioWrite {
@@ -1161,7 +1168,13 @@ impl CpuCore {
                 size: io.size,
             };
         } else {
-            let data = self.gpr(0).to_le_bytes();
+            // A doorbell (`KVM_IOEVENTFD`): signalled, no exit.
+            let value = self.gpr(0);
+            if vm.ioevents().signal(true, io.port as u64, io.size as u32, value) {
+                self.backend.set_rip(io.next_rip);
+                return Flow::Guest;
+            }
+            let data = value.to_le_bytes();
             pio.write_bytes(0, &data[..io.size as usize]);
             self.pending = Pending::PioOut {
                 linear_rip,

@@ -14,7 +14,9 @@
 #include <linux/smp.h>
 #include <linux/spinlock.h>
 #include <linux/cpuhotplug.h>
+#include <linux/eventfd.h>
 #include <linux/file.h>
+#include <linux/poll.h>
 #include <linux/fs.h>
 #include <linux/mm.h>
 #include <linux/mmu_notifier.h>
@@ -1179,4 +1181,124 @@ void rkvm_sigset_deactivate(void)
 {
 	sigprocmask(SIG_SETMASK, &current->real_blocked, NULL);
 	sigemptyset(&current->real_blocked);
+}
+
+/* ---- irqfd: an eventfd whose signal raises a GSI (shim/eventfd.rs) ---- */
+
+struct rkvm_irqfd {
+	wait_queue_entry_t wait;
+	poll_table pt;
+	struct eventfd_ctx *ctx;
+	/* Held from rkvm_irqfd_new until armed. */
+	struct file *file;
+	bool armed;
+	/* What adding the wait-queue entry gave (EBUSY: another irqfd). */
+	int queue_ret;
+	void (*fire)(const void *owner, u32 gsi);
+	const void *owner;
+	u32 gsi;
+};
+
+/* Called with the eventfd's wait-queue lock held, IRQs off. */
+static int rkvm_irqfd_wakeup(wait_queue_entry_t *wait, unsigned int mode,
+			     int sync, void *key)
+{
+	struct rkvm_irqfd *p = container_of(wait, struct rkvm_irqfd, wait);
+	__poll_t flags = key_to_poll(key);
+	u64 cnt;
+
+	int ret = 0;
+
+	if (flags & EPOLLIN) {
+		eventfd_ctx_do_read(p->ctx, &cnt);
+		p->fire(p->owner, p->gsi);
+		/* An exclusive priority waiter: nobody else is woken, as KVM. */
+		ret = 1;
+	}
+	/*
+	 * The eventfd's file is going away: stop listening (the context
+	 * lives on, referenced, until rkvm_irqfd_free). list_del_init, so
+	 * that the removal there finds an empty entry.
+	 */
+	if (flags & EPOLLHUP)
+		list_del_init(&p->wait.entry);
+	return ret;
+}
+
+static void rkvm_irqfd_queue(struct file *file, wait_queue_head_t *wqh,
+			     poll_table *pt)
+{
+	struct rkvm_irqfd *p = container_of(pt, struct rkvm_irqfd, pt);
+
+	/* One irqfd per eventfd, in any VM: as KVM, EBUSY for a second. */
+	p->queue_ret = add_wait_queue_priority_exclusive(wqh, &p->wait);
+}
+
+struct rkvm_irqfd *rkvm_irqfd_new(int fd, u32 gsi,
+				  void (*fire)(const void *owner, u32 gsi),
+				  const void *owner)
+{
+	struct rkvm_irqfd *p;
+	struct file *file = fget(fd);
+	struct eventfd_ctx *ctx;
+
+	if (!file)
+		return ERR_PTR(-EBADF);
+	ctx = eventfd_ctx_fileget(file);
+	if (IS_ERR(ctx)) {
+		fput(file);
+		return ERR_CAST(ctx);
+	}
+	p = kzalloc(sizeof(*p), GFP_KERNEL_ACCOUNT);
+	if (!p) {
+		eventfd_ctx_put(ctx);
+		fput(file);
+		return ERR_PTR(-ENOMEM);
+	}
+	p->ctx = ctx;
+	p->file = file;
+	p->fire = fire;
+	p->owner = owner;
+	p->gsi = gsi;
+	init_waitqueue_func_entry(&p->wait, rkvm_irqfd_wakeup);
+	init_poll_funcptr(&p->pt, rkvm_irqfd_queue);
+	return p;
+}
+
+const struct eventfd_ctx *rkvm_irqfd_eventfd(const struct rkvm_irqfd *p)
+{
+	return p->ctx;
+}
+
+u32 rkvm_irqfd_gsi(const struct rkvm_irqfd *p)
+{
+	return p->gsi;
+}
+
+int rkvm_irqfd_arm(struct rkvm_irqfd *p)
+{
+	__poll_t events = vfs_poll(p->file, &p->pt);
+
+	fput(p->file);
+	p->file = NULL;
+	if (p->queue_ret)
+		return p->queue_ret;
+	p->armed = true;
+	/* Signalled before it was assigned: raise the GSI now, as KVM. */
+	if (events & EPOLLIN)
+		p->fire(p->owner, p->gsi);
+	return 0;
+}
+
+void rkvm_irqfd_free(struct rkvm_irqfd *p)
+{
+	u64 cnt;
+
+	/* After this no wakeup runs: it takes the wait-queue lock. */
+	if (p->armed)
+		eventfd_ctx_remove_wait_queue(p->ctx, &p->wait, &cnt);
+	if (p->file)
+		fput(p->file);
+	eventfd_ctx_put(p->ctx);
+	kfree(p);
 }

@@ -11,6 +11,8 @@
 #include <linux/spinlock_types.h>
 
 struct rcuwait;
+struct rkvm_irqfd;
+struct eventfd_ctx;
 
 struct lock_class_key;
 
@@ -243,5 +245,20 @@ u64 rkvm_virt_to_phys(const void *p);
 /* Atomic compare-and-exchange of 4 or 8 bytes of user memory: 1 if swapped,
  * 0 if the value differed, -EFAULT. */
 int rkvm_cmpxchg_user(u64 hva, u32 size, u64 old, u64 new);
+
+/*
+ * irqfd (shim/eventfd.rs): an eventfd's wait-queue entry whose wakeup
+ * (EPOLLIN) calls fire(owner, gsi) in atomic context. new() takes the
+ * eventfd of @fd without listening yet; arm() starts listening (-EBUSY if
+ * another irqfd listens to that eventfd); free() stops (waiting for a
+ * running wakeup) and drops everything.
+ */
+struct rkvm_irqfd *rkvm_irqfd_new(int fd, u32 gsi,
+				  void (*fire)(const void *owner, u32 gsi),
+				  const void *owner);
+const struct eventfd_ctx *rkvm_irqfd_eventfd(const struct rkvm_irqfd *p);
+u32 rkvm_irqfd_gsi(const struct rkvm_irqfd *p);
+int rkvm_irqfd_arm(struct rkvm_irqfd *p);
+void rkvm_irqfd_free(struct rkvm_irqfd *p);
 
 #endif /* RKVM_HELPERS_H */

@@ -17,12 +17,15 @@
 //! one). Enabling the irqchip happens under `Vm::vcpus`, so it is decided
 //! before the first vCPU and never changes after.
 
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::{
+    ffi::c_void,
+    sync::atomic::{AtomicUsize, Ordering},
+};
 
 use kernel::{
-    new_srcu,
+    new_mutex, new_srcu,
     prelude::*,
-    sync::{Arc, SetOnce},
+    sync::{Arc, Mutex, SetOnce},
 };
 
 use crate::{
@@ -31,8 +34,19 @@ use crate::{
         apic::ApicShared,
         route::{self, mode, routing, ApicIdentity, Irq, MsiRoute},
     },
-    shim::{srcu_box::SrcuBox, uarg},
+    shim::{
+        eventfd::{EventFd, IrqFdHook},
+        srcu_box::SrcuBox,
+        uarg,
+    },
 };
+
+/// `struct kvm_irqfd`'s size and flags.
+pub(crate) const IRQFD_SIZE: usize = 32;
+const IRQFD_DEASSIGN: u32 = 1 << 0;
+/// Level-triggered irqfds with a resample eventfd: they need an in-kernel
+/// IOAPIC, which the split irqchip has not (`EINVAL`, as KVM).
+const IRQFD_RESAMPLE: u32 = 1 << 1;
 
 /// The GSI routing table.
 struct Routes(KVec<MsiRoute>);
@@ -40,6 +54,10 @@ struct Routes(KVec<MsiRoute>);
 /// A VM's split irqchip.
 #[pin_data]
 pub(crate) struct Irqchip {
+    /// `KVM_IRQFD` assignments. First: they go first when the irqchip
+    /// does, and their calls into the rest stop with them.
+    #[pin]
+    irqfds: Mutex<KVec<IrqFdHook>>,
     /// Set once by `KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)`: the number of
     /// GSIs reserved for the VMM's IOAPIC pins.
     ioapic_pins: SetOnce<u32>,
@@ -54,6 +72,7 @@ impl Irqchip {
     pub(crate) fn new() -> Result<impl PinInit<Self, Error>> {
         let empty = KBox::new(Routes(KVec::new()), GFP_KERNEL)?;
         Ok(try_pin_init!(Self {
+            irqfds <- new_mutex!(KVec::new(), "Irqchip::irqfds"),
             ioapic_pins: SetOnce::new(),
             apics: core::array::from_fn(|_| SetOnce::new()),
             count: AtomicUsize::new(0),
@@ -139,15 +158,52 @@ impl Irqchip {
         if !self.enabled() {
             return Err(ENXIO);
         }
+        // KVM's MSI route: a lowered line is -1, a raised one counts.
+        Ok(if level { self.raise_gsi(gsi) } else { -1 })
+    }
+
+    /// Raises GSI `gsi`: every MSI routed there is delivered. Any
+    /// context (an irqfd's signal comes with IRQs off).
+    fn raise_gsi(&self, gsi: u32) -> i32 {
         let routes = self.routes.read();
         let mut status = -1;
         for r in routes.0.iter().filter(|r| r.gsi == gsi) {
-            // KVM's MSI route: a lowered line is -1, a raised one counts.
-            if level {
-                status = status.max(0) + self.deliver(&r.irq(), None, false);
-            }
+            status = status.max(0) + self.deliver(&r.irq(), None, false);
         }
-        Ok(status)
+        status
+    }
+
+    /// `KVM_IRQFD` (`struct kvm_irqfd`): a signal of the eventfd raises the
+    /// GSI, without a VMM thread. As KVM: `EINVAL` for unknown flags,
+    /// without the irqchip, or for a resample eventfd; `EBADF`/`EINVAL`
+    /// for a bad fd; `EBUSY` if another irqfd listens to that eventfd.
+    /// Deassigning removes the eventfd's assignments to that GSI (none is
+    /// no error).
+    pub(crate) fn irqfd(&self, b: &[u8; IRQFD_SIZE]) -> Result {
+        let word = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+        let (fd, gsi, flags) = (word(0) as i32, word(4), word(8));
+        if flags & !(IRQFD_DEASSIGN | IRQFD_RESAMPLE) != 0 {
+            return Err(EINVAL);
+        }
+        if flags & IRQFD_DEASSIGN != 0 {
+            let eventfd = EventFd::from_fd(fd)?;
+            self.irqfds
+                .lock()
+                .retain(|h| h.eventfd() != eventfd.id() || h.gsi() != gsi);
+            return Ok(());
+        }
+        if !self.enabled() || flags & IRQFD_RESAMPLE != 0 {
+            return Err(EINVAL);
+        }
+        let owner: *const c_void = (self as *const Self).cast();
+        // SAFETY: the hook lives in `self.irqfds`, which goes before the
+        // rest of `self` (field order), and `self` is pinned in its VM:
+        // `owner` is a valid `Irqchip` for `fire_irqfd` while it lives.
+        let mut hook = unsafe { IrqFdHook::new(fd, gsi, fire_irqfd, owner) }?;
+        let mut irqfds = self.irqfds.lock();
+        irqfds.reserve(1, GFP_KERNEL)?;
+        hook.arm()?;
+        irqfds.push_within_capacity(hook).map_err(|_| ENOMEM)
     }
 
     /// `KVM_SET_GSI_ROUTING` from the user's `struct kvm_irq_routing` at
@@ -186,6 +242,17 @@ impl Irqchip {
             r.gsi < pins && irq.level_triggered && irq.vector == vector && who.matches(irq.dest, irq.logical, false)
         })
     }
+}
+
+/// An irqfd's eventfd was signalled (its wait-queue lock held, IRQs off).
+///
+/// # Safety
+///
+/// `owner` is the `Irqchip` the hook was made for, still alive.
+unsafe extern "C" fn fire_irqfd(owner: *const c_void, gsi: u32) {
+    // SAFETY: the caller's promise (`Irqchip::irqfd` made the hook so).
+    let chip = unsafe { &*owner.cast::<Irqchip>() };
+    chip.raise_gsi(gsi);
 }
 
 /// APIC `a` accepts `irq` (one of its destinations) as KVM's

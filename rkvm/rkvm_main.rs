@@ -23,6 +23,8 @@ mod exit_info;
 mod exits;
 mod fpu;
 mod hw;
+mod ioeventfd;
+mod ioevents;
 mod irqchip;
 mod kvmclock;
 mod lapic;

@@ -337,8 +337,9 @@ impl Vcpu {
                     backend,
                     idx,
                     dirty_ring.clone(),
-                    apic.map(|shared| VcpuApic::new(shared, id, is_bsp)),
-                ),
+                    apic.map(|shared| KBox::new(VcpuApic::new(shared, id, is_bsp), GFP_KERNEL))
+                        .transpose()?,
+                )?,
             },
             sigmask: None,
         };

@@ -39,7 +39,9 @@ use crate::{
     caps,
     dirty_ring_pages::{self, VcpuRing},
     hw,
-    irqchip::Irqchip,
+    ioeventfd::IOEVENTFD_SIZE,
+    ioevents::IoEvents,
+    irqchip::{Irqchip, IRQFD_SIZE},
     kvmclock,
     lapic::apic::ApicShared,
     memslot::{
@@ -314,6 +316,9 @@ pub(crate) struct Vm {
     /// The split irqchip (in-kernel local APICs), once enabled.
     #[pin]
     irqchip: Irqchip,
+    /// `KVM_IOEVENTFD` assignments.
+    #[pin]
+    ioevents: IoEvents,
     /// kvmclock (`kvmclock.rs`).
     #[pin]
     clock: kvmclock::Clock,
@@ -357,6 +362,7 @@ impl Vm {
                 dirty_log_options: AtomicU64::new(0),
                 tsc_offset: 0u64.wrapping_sub(x86::rdtsc()),
                 irqchip <- Irqchip::new()?,
+                ioevents <- IoEvents::new()?,
                 clock <- kvmclock::Clock::new(),
             }),
             GFP_KERNEL,
@@ -366,6 +372,11 @@ impl Vm {
     /// The VM's interrupt controller (split irqchip).
     pub(crate) fn irqchip(&self) -> &Irqchip {
         &self.irqchip
+    }
+
+    /// The VM's `KVM_IOEVENTFD` assignments.
+    pub(crate) fn ioevents(&self) -> &IoEvents {
+        &self.ioevents
     }
 
     /// The TSC offset a new vCPU starts with.
@@ -914,6 +925,14 @@ impl AnonFile for Vm {
                 .map(|()| 0)
             }
             abi::vm::RESET_DIRTY_RINGS => this.reset_dirty_rings(),
+            abi::vm::IRQFD => {
+                let req: [u8; IRQFD_SIZE] = uarg::read(arg)?;
+                this.irqchip.irqfd(&req).map(|()| 0)
+            }
+            abi::vm::IOEVENTFD => {
+                let req: [u8; IOEVENTFD_SIZE] = uarg::read(arg)?;
+                this.ioevents.ioctl(&req).map(|()| 0)
+            }
             abi::vm::SIGNAL_MSI => this.irqchip.signal_msi(&uarg::read(arg)?),
             abi::vm::SET_GSI_ROUTING => this.irqchip.set_routing(arg).map(|()| 0),
             abi::vm::IRQ_LINE | abi::vm::IRQ_LINE_STATUS => {

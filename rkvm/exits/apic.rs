@@ -32,7 +32,7 @@ impl CpuCore {
     /// LVT interrupt, NMIs join those pending, INIT resets the vCPU (an AP
     /// then waits for a SIPI), a SIPI starts an AP waiting for one.
     fn accept_apic_events(&mut self) {
-        let Some(apic) = self.apic.as_mut() else {
+        let Some(apic) = self.apic.as_deref_mut() else {
             return;
         };
         let mb = &apic.shared.mailbox;
@@ -58,13 +58,13 @@ impl CpuCore {
     /// extended state, MISC_ENABLE, the APIC's base and ID); the BSP runs
     /// on, an AP waits for a SIPI.
     fn init(&mut self) {
-        let Some(is_bsp) = self.apic.as_ref().map(|a| a.is_bsp) else {
+        let Some(is_bsp) = self.apic.as_deref().map(|a| a.is_bsp) else {
             return;
         };
         let misc_enable = self.misc_enable;
         self.reset_cpu(is_bsp);
         self.misc_enable = misc_enable;
-        if let Some(apic) = self.apic.as_mut() {
+        if let Some(apic) = self.apic.as_deref_mut() {
             apic.reset(true);
             apic.mp_state = if is_bsp { MpState::Runnable } else { MpState::InitReceived };
         }
@@ -72,7 +72,7 @@ impl CpuCore {
 
     /// A SIPI: an AP waiting for one starts in real mode at `vector << 12`.
     fn start_ap(&mut self, vector: u8) {
-        let Some(apic) = self.apic.as_mut() else {
+        let Some(apic) = self.apic.as_deref_mut() else {
             return;
         };
         apic.sipi_vector = vector;
@@ -91,7 +91,7 @@ impl CpuCore {
     /// An interrupt is waiting that the vCPU would take with interrupts
     /// enabled: the PIC's (through LINT0) or the APIC's.
     fn interrupt_waiting(&self) -> bool {
-        let Some(apic) = self.apic.as_ref() else {
+        let Some(apic) = self.apic.as_deref() else {
             return self.queued_irq.is_some();
         };
         (self.queued_irq.is_some() && apic.regs.accepts_pic_interrupt())
@@ -112,7 +112,7 @@ impl CpuCore {
     /// (`EINTR`). A vCPU the VMM left uninitialized sleeps once and
     /// returns `EAGAIN` (KVM's ABI: the VMM runs it again).
     pub(super) fn apic_wait(&mut self, run: &RunPage<'_>) -> Result {
-        let Some(apic) = self.apic.as_ref() else {
+        let Some(apic) = self.apic.as_deref() else {
             return Ok(());
         };
         let shared = apic.shared.clone();
@@ -120,11 +120,11 @@ impl CpuCore {
         loop {
             shared.mailbox.take_requests();
             self.accept_apic_events();
-            let state = self.apic.as_ref().map_or(MpState::Runnable, |a| a.mp_state);
+            let state = self.apic.as_deref().map_or(MpState::Runnable, |a| a.mp_state);
             match state {
                 MpState::Runnable => return Ok(()),
                 MpState::Halted if self.halt_ends() => {
-                    if let Some(apic) = self.apic.as_mut() {
+                    if let Some(apic) = self.apic.as_deref_mut() {
                         apic.mp_state = MpState::Runnable;
                     }
                     return Ok(());
@@ -151,7 +151,7 @@ impl CpuCore {
     /// the interrupt window (also when the VMM asked for it), and the TPR
     /// threshold when the TPR holds back the highest waiting interrupt.
     pub(super) fn prepare_apic_events(&mut self, run: &RunPage<'_>) {
-        let Some(apic) = self.apic.as_mut() else {
+        let Some(apic) = self.apic.as_deref_mut() else {
             return;
         };
         let b = &mut self.backend;
@@ -182,7 +182,7 @@ impl CpuCore {
 
     /// After an exit: the guest may have moved its TPR through CR8.
     pub(super) fn sync_tpr_from_guest(&mut self) {
-        if let Some(apic) = self.apic.as_mut() {
+        if let Some(apic) = self.apic.as_deref_mut() {
             let cr8 = self.backend.cr8() as u8;
             if cr8 != apic.regs.tpr() >> 4 {
                 apic.regs.set_tpr(cr8 << 4);
@@ -194,14 +194,14 @@ impl CpuCore {
     /// interrupt): the TPR's class.
     pub(super) fn write_cr8(&mut self, value: u64) {
         self.backend.set_cr8(value);
-        if let Some(apic) = self.apic.as_mut() {
+        if let Some(apic) = self.apic.as_deref_mut() {
             apic.regs.set_tpr((value as u8) << 4);
         }
     }
 
     /// Carries out what an APIC register write asked for.
     fn apic_action(&mut self, vm: &Vm, action: Action) {
-        let Some(apic) = self.apic.as_mut() else {
+        let Some(apic) = self.apic.as_deref_mut() else {
             return;
         };
         match action {
@@ -223,7 +223,7 @@ impl CpuCore {
     /// An MMIO access to `gpa` that may be the APIC's page: emulated here
     /// (`Some`), or not the APIC's (`None`: the VMM's MMIO).
     pub(super) fn apic_mmio(&mut self, vm: &Vm, gpa: u64, insn: &MmioInsn) -> Option<Flow> {
-        let apic = self.apic.as_mut()?;
+        let apic = self.apic.as_deref_mut()?;
         if apic.regs.mmio_base()? != gpa & !0xfff {
             return None;
         }
@@ -254,7 +254,7 @@ impl CpuCore {
     /// Reads an APIC MSR (base, x2APIC registers, TSC deadline): `None`
     /// if `index` is not one, `Some(Err)` for `#GP`.
     pub(crate) fn get_apic_msr(&self, index: u32) -> Option<Result<u64, ()>> {
-        let apic = self.apic.as_ref();
+        let apic = self.apic.as_deref();
         Some(match index {
             lapic::base::MSR => Ok(self.apic_base()),
             lapic::X2APIC_MSR_FIRST..=lapic::X2APIC_MSR_LAST => {
@@ -274,10 +274,10 @@ impl CpuCore {
         let tsc_deadline = self.apic_features().tsc_deadline;
         let tsc_now = x86::rdtsc().wrapping_add(self.backend.tsc_offset());
         let features = self.apic_features();
-        let Some(apic) = self.apic.as_mut() else {
+        let Some(apic) = self.apic.as_deref_mut() else {
             return match index {
                 // Without an in-kernel APIC the base is only stored, as KVM.
-                lapic::base::MSR => Some(self.set_plain_apic_base(value)),
+                lapic::base::MSR => Some(self.set_plain_apic_base(value, host)),
                 _ => None,
             };
         };
@@ -309,20 +309,18 @@ impl CpuCore {
     /// The guest's CPUID changed: what the APIC offers follows.
     pub(super) fn update_apic_features(&mut self) {
         let features = self.apic_features();
-        if let Some(apic) = self.apic.as_mut() {
+        if let Some(apic) = self.apic.as_deref_mut() {
             apic.regs.set_features(features);
         }
     }
 
     /// `IA32_APIC_BASE`: the APIC's, or without one what was stored.
     pub(crate) fn apic_base(&self) -> u64 {
-        self.apic.as_ref().map_or(self.plain_apic_base, |a| a.regs.base_msr())
+        self.apic.as_deref().map_or(self.plain_apic_base, |a| a.regs.base_msr())
     }
 
-    fn set_plain_apic_base(&mut self, value: u64) -> Result<(), ()> {
-        let mut check = lapic::Lapic::new(0, false);
-        check.set_features(self.apic_features());
-        check.set_base(value, true)?;
+    fn set_plain_apic_base(&mut self, value: u64, host: bool) -> Result<(), ()> {
+        lapic::regs::check_base(&self.apic_features(), self.plain_apic_base, value, host)?;
         self.plain_apic_base = value;
         Ok(())
     }
@@ -337,14 +335,14 @@ impl CpuCore {
 
     /// `KVM_GET_LAPIC`.
     pub(crate) fn get_lapic(&self, out: &mut [u8; STATE_SIZE]) -> Result {
-        let apic = self.apic.as_ref().ok_or(EINVAL)?;
+        let apic = self.apic.as_deref().ok_or(EINVAL)?;
         apic.regs.state(apic.mailbox(), apic.now_ns(), out);
         Ok(())
     }
 
     /// `KVM_SET_LAPIC`.
     pub(crate) fn set_lapic(&mut self, image: &[u8; STATE_SIZE]) -> Result {
-        let apic = self.apic.as_mut().ok_or(EINVAL)?;
+        let apic = self.apic.as_deref_mut().ok_or(EINVAL)?;
         let now = apic.now_ns();
         let (irr, tmr, cmd) = apic.regs.set_state(image, now);
         apic.shared.mailbox.set_irr_tmr(&irr, &tmr);
@@ -358,7 +356,7 @@ impl CpuCore {
     /// is the VMM's); with one, after accepting what was delivered.
     pub(crate) fn mp_state(&mut self) -> u32 {
         self.accept_apic_events();
-        match self.apic.as_ref().map(|a| a.mp_state) {
+        match self.apic.as_deref().map(|a| a.mp_state) {
             None | Some(MpState::Runnable) => mp_state::RUNNABLE,
             Some(MpState::Uninitialized) => mp_state::UNINITIALIZED,
             Some(MpState::InitReceived) => mp_state::INIT_RECEIVED,
@@ -370,7 +368,7 @@ impl CpuCore {
     /// in-kernel APIC, and for states rkvm has not (SMM, SEV); "SIPI
     /// received" becomes INIT received with the last SIPI pending, as KVM.
     pub(crate) fn set_mp_state(&mut self, state: u32) -> Result {
-        let Some(apic) = self.apic.as_mut() else {
+        let Some(apic) = self.apic.as_deref_mut() else {
             return if state == mp_state::RUNNABLE { Ok(()) } else { Err(EINVAL) };
         };
         apic.mp_state = match state {
@@ -401,7 +399,7 @@ impl CpuCore {
     /// HLT with an in-kernel APIC: the vCPU halts in the kernel
     /// (`apic_wait`) instead of exiting to the VMM.
     pub(super) fn halt(&mut self) -> bool {
-        match self.apic.as_mut() {
+        match self.apic.as_deref_mut() {
             Some(apic) => {
                 apic.mp_state = MpState::Halted;
                 true
@@ -412,7 +410,7 @@ impl CpuCore {
 
     /// Stops the APIC's timer and clears it (vCPU RESET).
     pub(super) fn reset_apic(&mut self) {
-        if let Some(apic) = self.apic.as_mut() {
+        if let Some(apic) = self.apic.as_deref_mut() {
             apic.reset(false);
             apic.mp_state = MpState::at_reset(apic.is_bsp);
         }

@@ -180,6 +180,30 @@ fn idx(off: u32) -> usize {
     (off >> 2) as usize & (STATE_SIZE / 4 - 1)
 }
 
+/// Whether the base MSR may go from `old` to `value` (see
+/// [`Lapic::set_base`]); also for a vCPU without an in-kernel APIC.
+pub(crate) fn check_base(features: &ApicFeatures, old: u64, value: u64, host: bool) -> Result<(), ()> {
+    let maxphyaddr = features.maxphyaddr.clamp(36, 52);
+    let mut reserved = !((1u64 << maxphyaddr) - 1) | 0x2ff;
+    if !features.x2apic {
+        reserved |= base::EXTD;
+    }
+    if value & reserved != 0 {
+        return Err(());
+    }
+    let old = ApicMode::of(old).unwrap_or(ApicMode::Disabled);
+    let new = ApicMode::of(value).ok_or(())?;
+    if !host
+        && matches!(
+            (old, new),
+            (ApicMode::X2Apic, ApicMode::XApic) | (ApicMode::Disabled, ApicMode::X2Apic)
+        )
+    {
+        return Err(());
+    }
+    Ok(())
+}
+
 impl Lapic {
     /// The APIC of vCPU `vcpu_id` after RESET.
     pub(crate) fn new(vcpu_id: u32, is_bsp: bool) -> Self {
@@ -294,24 +318,9 @@ impl Lapic {
     /// without ENABLE, and for the guest (`!host`) x2APIC to xAPIC or
     /// disabled to x2APIC directly, are refused.
     pub(crate) fn set_base(&mut self, value: u64, host: bool) -> Result<Action, ()> {
-        let maxphyaddr = self.features.maxphyaddr.clamp(36, 52);
-        let mut reserved = !((1u64 << maxphyaddr) - 1) | 0x2ff;
-        if !self.features.x2apic {
-            reserved |= base::EXTD;
-        }
-        if value & reserved != 0 {
-            return Err(());
-        }
+        check_base(&self.features, self.base, value, host)?;
         let old = self.mode();
         let new = ApicMode::of(value).ok_or(())?;
-        if !host
-            && matches!(
-                (old, new),
-                (ApicMode::X2Apic, ApicMode::XApic) | (ApicMode::Disabled, ApicMode::X2Apic)
-            )
-        {
-            return Err(());
-        }
         self.base = value;
         if old != new {
             match new {

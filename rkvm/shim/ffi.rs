@@ -13,6 +13,12 @@ pub(crate) struct FpuGuest {
     _opaque: [u8; 0],
 }
 
+/// `struct rkvm_irqfd` (helpers.c), only ever behind a pointer.
+#[repr(C)]
+pub(crate) struct IrqFd {
+    _opaque: [u8; 0],
+}
+
 /// `struct rkvm_mn` (helpers.c), only ever behind a pointer.
 #[repr(C)]
 pub(crate) struct Mn {
@@ -128,6 +134,18 @@ extern "C" {
     pub(crate) fn rkvm_rcuwait_prepare(w: *mut bindings::rcuwait);
     pub(crate) fn rkvm_set_current_interruptible();
     pub(crate) fn rkvm_kick_cpu(cpu: u32);
+
+    // irqfd: an eventfd's wait-queue entry.
+    pub(crate) fn rkvm_irqfd_new(
+        fd: i32,
+        gsi: u32,
+        fire: unsafe extern "C" fn(owner: *const core::ffi::c_void, gsi: u32),
+        owner: *const core::ffi::c_void,
+    ) -> *mut IrqFd;
+    pub(crate) fn rkvm_irqfd_eventfd(p: *const IrqFd) -> *const bindings::eventfd_ctx;
+    pub(crate) fn rkvm_irqfd_gsi(p: *const IrqFd) -> u32;
+    pub(crate) fn rkvm_irqfd_arm(p: *mut IrqFd) -> i32;
+    pub(crate) fn rkvm_irqfd_free(p: *mut IrqFd);
     pub(crate) fn rkvm_sigset_activate(mask: u64);
     pub(crate) fn rkvm_sigset_deactivate();
 

@@ -7,6 +7,7 @@
 
 pub(crate) mod anon_fd;
 pub(crate) mod cpu;
+pub(crate) mod eventfd;
 pub(crate) mod ffi;
 pub(crate) mod guest_fpu;
 pub(crate) mod mmu_notifier;

@@ -46,6 +46,8 @@ mod lapic {
 }
 #[path = "../../../../rkvm/mce.rs"]
 mod mce;
+#[path = "../../../../rkvm/ioeventfd.rs"]
+mod ioeventfd;
 #[path = "../../../../rkvm/memslot.rs"]
 mod memslot;
 #[path = "../../../../rkvm/msr.rs"]
@@ -256,6 +258,9 @@ mod abi_matches_kvm {
         assert_eq!(abi::vm::IRQ_LINE_STATUS, 0xc008_ae67);
         assert_eq!(abi::vm::SET_GSI_ROUTING, 0x4008_ae6a);
         assert_eq!(abi::vm::SIGNAL_MSI, 0x4020_aea5);
+        assert_eq!(abi::vm::IRQFD, 0x4020_ae76);
+        assert_eq!(abi::vm::IOEVENTFD, 0x4040_ae79);
+        assert_eq!(crate::ioeventfd::IOEVENTFD_SIZE, core::mem::size_of::<kb::kvm_ioeventfd>());
         assert_eq!(abi::vcpu::LAPIC_STATE_SIZE, core::mem::size_of::<kb::kvm_lapic_state>());
         assert_eq!(abi::vm::MSI_SIZE, core::mem::size_of::<kb::kvm_msi>());
         assert_eq!(abi::cap::MCE, kb::KVM_CAP_MCE as usize);
@@ -305,6 +310,10 @@ mod abi_matches_kvm {
                     || c == kb::KVM_CAP_IRQ_INJECT_STATUS as usize
                     || c == kb::KVM_CAP_SIGNAL_MSI as usize
                     || c == kb::KVM_CAP_TSC_DEADLINE_TIMER as usize
+                    || c == kb::KVM_CAP_IRQFD as usize
+                    || c == kb::KVM_CAP_IOEVENTFD as usize
+                    || c == kb::KVM_CAP_IOEVENTFD_NO_LENGTH as usize
+                    || c == kb::KVM_CAP_IOEVENTFD_ANY_LENGTH as usize
                     || c == kb::KVM_CAP_GET_MSR_FEATURES as usize =>
                 {
                     assert_eq!(v, 1)
