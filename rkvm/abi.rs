@@ -190,6 +190,9 @@ pub(crate) mod vcpu {
     pub(crate) const SET_SIGNAL_MASK: u32 = iow(0x8b, 4);
     /// `KVM_GET_XSAVE` (`struct kvm_xsave`).
     pub(crate) const GET_XSAVE: u32 = ior(0xa4, XSAVE_SIZE);
+    /// `KVM_GET_XSAVE2`: as `KVM_GET_XSAVE`, in the size `KVM_CAP_XSAVE2`
+    /// reports (`struct kvm_xsave` is enough for what rkvm offers).
+    pub(crate) const GET_XSAVE2: u32 = ior(0xcf, XSAVE_SIZE);
     /// `KVM_SET_XSAVE`.
     pub(crate) const SET_XSAVE: u32 = iow(0xa5, XSAVE_SIZE);
     /// `KVM_GET_XCRS` (`struct kvm_xcrs`).
@@ -248,6 +251,8 @@ pub(crate) mod cap {
     pub(crate) const EXT_CPUID: usize = 7;
     /// `KVM_CAP_IMMEDIATE_EXIT`.
     pub(crate) const IMMEDIATE_EXIT: usize = 136;
+    /// `KVM_CAP_XSAVE2`: `KVM_GET_XSAVE2`; the answer is its buffer size.
+    pub(crate) const XSAVE2: usize = 208;
     /// `KVM_CAP_XSAVE`: `KVM_GET_XSAVE`/`KVM_SET_XSAVE`.
     pub(crate) const XSAVE: usize = 55;
     /// `KVM_CAP_XCRS`: `KVM_GET_XCRS`/`KVM_SET_XCRS`.

@@ -47,6 +47,9 @@ pub(crate) fn check_extension(capability: usize, online_cpus: usize) -> isize {
         | cap::IOEVENTFD_ANY_LENGTH
         | cap::GET_MSR_FEATURES => 1,
         cap::MCE => MAX_MCE_BANKS as isize,
+        // The components rkvm offers (up to AVX-512) fit in
+        // `struct kvm_xsave`, KVM's smallest answer.
+        cap::XSAVE2 => crate::abi::vcpu::XSAVE_SIZE as isize,
         cap::NR_MEMSLOTS => NR_MEMSLOTS as isize,
         cap::MANUAL_DIRTY_LOG_PROTECT2 => dirty_log::MANUAL_CAPS as isize,
         cap::DIRTY_LOG_RING | cap::DIRTY_LOG_RING_ACQ_REL => DIRTY_RING_MAX_BYTES as isize,

@@ -422,7 +422,7 @@ impl AnonFile for Vcpu {
             }
             abi::vcpu::GET_FPU => uarg::write(arg, &state.get_fpu()?.to_bytes())?,
             abi::vcpu::SET_FPU => state.set_fpu(&Fpu::from_bytes(&uarg::read(arg)?))?,
-            abi::vcpu::GET_XSAVE => uarg::write(arg, &*state.xsave()?)?,
+            abi::vcpu::GET_XSAVE | abi::vcpu::GET_XSAVE2 => uarg::write(arg, &*state.xsave()?)?,
             abi::vcpu::SET_XSAVE => {
                 let mut buf = KBox::new([0u8; XSAVE_UABI_SIZE], GFP_KERNEL)?;
                 uarg::read_into(arg, &mut buf[..])?;

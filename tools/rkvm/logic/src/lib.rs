@@ -259,6 +259,7 @@ mod abi_matches_kvm {
         assert_eq!(abi::vm::SET_GSI_ROUTING, 0x4008_ae6a);
         assert_eq!(abi::vm::SIGNAL_MSI, 0x4020_aea5);
         assert_eq!(abi::vm::IRQFD, 0x4020_ae76);
+        assert_eq!(abi::vcpu::GET_XSAVE2, 0x9000_aecf);
         assert_eq!(abi::vm::IOEVENTFD, 0x4040_ae79);
         assert_eq!(crate::ioeventfd::IOEVENTFD_SIZE, core::mem::size_of::<kb::kvm_ioeventfd>());
         assert_eq!(abi::vcpu::LAPIC_STATE_SIZE, core::mem::size_of::<kb::kvm_lapic_state>());
@@ -319,6 +320,9 @@ mod abi_matches_kvm {
                     assert_eq!(v, 1)
                 }
                 c if c == kb::KVM_CAP_NR_MEMSLOTS as usize => assert_eq!(v, 509),
+                c if c == kb::KVM_CAP_XSAVE2 as usize => {
+                    assert_eq!(v, core::mem::size_of::<kb::kvm_xsave>() as isize)
+                }
                 c if c == kb::KVM_CAP_MCE as usize => assert_eq!(v, 32),
                 c if c == kb::KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 as usize => assert_eq!(v, 3),
                 c if c == kb::KVM_CAP_DIRTY_LOG_RING as usize

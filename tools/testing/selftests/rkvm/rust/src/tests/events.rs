@@ -93,3 +93,27 @@ pub(crate) fn vcpu_state_round_trips(ctx: &Ctx) -> TestResult {
         .set_tsc_khz(khz)
         .map_err(|e| format!("set_tsc_khz({khz}), the current rate: {}", ename(e.errno())))
 }
+
+/// `KVM_GET_XSAVE2` in the size `KVM_CAP_XSAVE2` reports (kvm-ioctls'
+/// `VcpuFd::get_xsave2`) gives what `KVM_GET_XSAVE` gives, and that state
+/// goes back in with `KVM_SET_XSAVE`.
+pub(crate) fn xsave2_matches_xsave(ctx: &Ctx) -> TestResult {
+    let g = Guest::new(ctx)?;
+    let size = g.vm.check_extension_int(kvm_ioctls::Cap::Xsave2);
+    let base = std::mem::size_of::<kvm_bindings::kvm_xsave>() as i32;
+    if size < base {
+        return Err(format!("KVM_CAP_XSAVE2 is {size}, less than struct kvm_xsave"));
+    }
+    // The wrapper's entries are the u32s past `struct kvm_xsave`.
+    let extra = ((size - base) / 4) as usize;
+    let mut x2 = kvm_bindings::Xsave::new(extra).map_err(|e| format!("Xsave::new: {e:?}"))?;
+    // SAFETY: the buffer has the size KVM_CAP_XSAVE2 reported.
+    get("get_xsave2", unsafe { g.vcpu.get_xsave2(&mut x2) })?;
+    let x1 = get("get_xsave", g.vcpu.get_xsave())?;
+    if x2.as_fam_struct_ref().xsave.region != x1.region {
+        return Err("KVM_GET_XSAVE2 and KVM_GET_XSAVE differ".into());
+    }
+    // SAFETY: `x1` is a whole `struct kvm_xsave` as the kernel gave it.
+    get("set_xsave", unsafe { g.vcpu.set_xsave(&x1) })?;
+    Ok(())
+}

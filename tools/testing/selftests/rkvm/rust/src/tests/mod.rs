@@ -62,4 +62,5 @@ pub(crate) const TESTS: &[Test] = &[
     Test { name: "split_irqchip_msi_wakes_halted_vcpu", func: split_irqchip_msi_wakes_halted_vcpu, rkvm_only: false, guest: true, needs: Some(Cap::SplitIrqchip) },
     Test { name: "msr_features_and_mce", func: msr_features_and_mce, rkvm_only: false, guest: false, needs: None },
     Test { name: "clock_get_set_round_trip", func: clock_get_set_round_trip, rkvm_only: false, guest: false, needs: None },
+    Test { name: "xsave2_matches_xsave", func: xsave2_matches_xsave, rkvm_only: false, guest: true, needs: Some(Cap::Xsave2) },
 ];
