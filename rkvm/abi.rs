@@ -216,6 +216,8 @@ pub(crate) const MAX_MCE_BANKS: usize = 32;
 pub(crate) const MAX_VCPUS: usize = 64;
 /// vCPU ids are `0..MAX_VCPU_IDS` (`KVM_CAP_MAX_VCPU_ID`).
 pub(crate) const MAX_VCPU_IDS: usize = 64;
+/// KVM's `KVM_MAX_IRQ_ROUTES`: most GSI routes (and GSIs below it).
+pub(crate) const MAX_IRQ_ROUTES: usize = 4096;
 
 /// VM types accepted by `KVM_CREATE_VM` on x86.
 pub(crate) mod vm_type {

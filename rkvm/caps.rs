@@ -37,7 +37,6 @@ pub(crate) fn check_extension(capability: usize, online_cpus: usize) -> isize {
         | cap::INTERNAL_ERROR_DATA
         | cap::IRQCHIP
         | cap::SPLIT_IRQCHIP
-        | cap::IRQ_ROUTING
         | cap::IRQ_INJECT_STATUS
         | cap::SIGNAL_MSI
         | cap::TSC_DEADLINE_TIMER
@@ -50,6 +49,9 @@ pub(crate) fn check_extension(capability: usize, online_cpus: usize) -> isize {
         // The components rkvm offers (up to AVX-512) fit in
         // `struct kvm_xsave`, KVM's smallest answer.
         cap::XSAVE2 => crate::abi::vcpu::XSAVE_SIZE as isize,
+        // As KVM: how many routes a table may hold (QEMU sizes its GSI
+        // allocator by it).
+        cap::IRQ_ROUTING => crate::abi::MAX_IRQ_ROUTES as isize,
         cap::NR_MEMSLOTS => NR_MEMSLOTS as isize,
         cap::MANUAL_DIRTY_LOG_PROTECT2 => dirty_log::MANUAL_CAPS as isize,
         cap::DIRTY_LOG_RING | cap::DIRTY_LOG_RING_ACQ_REL => DIRTY_RING_MAX_BYTES as isize,

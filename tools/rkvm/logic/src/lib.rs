@@ -259,6 +259,7 @@ mod abi_matches_kvm {
         assert_eq!(abi::vm::SET_GSI_ROUTING, 0x4008_ae6a);
         assert_eq!(abi::vm::SIGNAL_MSI, 0x4020_aea5);
         assert_eq!(abi::vm::IRQFD, 0x4020_ae76);
+        assert_eq!(lapic::route::routing::MAX_ROUTES, abi::MAX_IRQ_ROUTES);
         assert_eq!(abi::vcpu::GET_XSAVE2, 0x9000_aecf);
         assert_eq!(abi::vm::IOEVENTFD, 0x4040_ae79);
         assert_eq!(crate::ioeventfd::IOEVENTFD_SIZE, core::mem::size_of::<kb::kvm_ioeventfd>());
@@ -307,7 +308,6 @@ mod abi_matches_kvm {
                     || c == kb::KVM_CAP_INTERNAL_ERROR_DATA as usize
                     || c == kb::KVM_CAP_IRQCHIP as usize
                     || c == kb::KVM_CAP_SPLIT_IRQCHIP as usize
-                    || c == kb::KVM_CAP_IRQ_ROUTING as usize
                     || c == kb::KVM_CAP_IRQ_INJECT_STATUS as usize
                     || c == kb::KVM_CAP_SIGNAL_MSI as usize
                     || c == kb::KVM_CAP_TSC_DEADLINE_TIMER as usize
@@ -320,6 +320,8 @@ mod abi_matches_kvm {
                     assert_eq!(v, 1)
                 }
                 c if c == kb::KVM_CAP_NR_MEMSLOTS as usize => assert_eq!(v, 509),
+                // KVM_MAX_IRQ_ROUTES.
+                c if c == kb::KVM_CAP_IRQ_ROUTING as usize => assert_eq!(v, 4096),
                 c if c == kb::KVM_CAP_XSAVE2 as usize => {
                     assert_eq!(v, core::mem::size_of::<kb::kvm_xsave>() as isize)
                 }
