@@ -259,7 +259,7 @@ mod abi_matches_kvm {
         assert_eq!(abi::vm::SET_GSI_ROUTING, 0x4008_ae6a);
         assert_eq!(abi::vm::SIGNAL_MSI, 0x4020_aea5);
         assert_eq!(abi::vm::IRQFD, 0x4020_ae76);
-        assert_eq!(lapic::route::routing::MAX_ROUTES, abi::MAX_IRQ_ROUTES);
+        assert_eq!(crate::lapic::route::routing::MAX_ROUTES, abi::MAX_IRQ_ROUTES);
         assert_eq!(abi::vcpu::GET_XSAVE2, 0x9000_aecf);
         assert_eq!(abi::vm::IOEVENTFD, 0x4040_ae79);
         assert_eq!(crate::ioeventfd::IOEVENTFD_SIZE, core::mem::size_of::<kb::kvm_ioeventfd>());
