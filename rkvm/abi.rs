@@ -253,6 +253,10 @@ pub(crate) mod cap {
     pub(crate) const EXT_CPUID: usize = 7;
     /// `KVM_CAP_IMMEDIATE_EXIT`.
     pub(crate) const IMMEDIATE_EXIT: usize = 136;
+    /// `KVM_CAP_USER_NMI`: `KVM_NMI`.
+    pub(crate) const USER_NMI: usize = 22;
+    /// `KVM_CAP_ENABLE_CAP_VM`: `KVM_ENABLE_CAP` on VM fds.
+    pub(crate) const ENABLE_CAP_VM: usize = 98;
     /// `KVM_CAP_XSAVE2`: `KVM_GET_XSAVE2`; the answer is its buffer size.
     pub(crate) const XSAVE2: usize = 208;
     /// `KVM_CAP_XSAVE`: `KVM_GET_XSAVE`/`KVM_SET_XSAVE`.

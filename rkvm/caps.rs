@@ -41,6 +41,8 @@ pub(crate) fn check_extension(capability: usize, online_cpus: usize) -> isize {
         | cap::SIGNAL_MSI
         | cap::TSC_DEADLINE_TIMER
         | cap::IRQFD
+        | cap::USER_NMI
+        | cap::ENABLE_CAP_VM
         | cap::IOEVENTFD
         | cap::IOEVENTFD_NO_LENGTH
         | cap::IOEVENTFD_ANY_LENGTH

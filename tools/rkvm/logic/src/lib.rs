@@ -312,6 +312,8 @@ mod abi_matches_kvm {
                     || c == kb::KVM_CAP_SIGNAL_MSI as usize
                     || c == kb::KVM_CAP_TSC_DEADLINE_TIMER as usize
                     || c == kb::KVM_CAP_IRQFD as usize
+                    || c == kb::KVM_CAP_USER_NMI as usize
+                    || c == kb::KVM_CAP_ENABLE_CAP_VM as usize
                     || c == kb::KVM_CAP_IOEVENTFD as usize
                     || c == kb::KVM_CAP_IOEVENTFD_NO_LENGTH as usize
                     || c == kb::KVM_CAP_IOEVENTFD_ANY_LENGTH as usize
