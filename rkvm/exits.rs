@@ -408,9 +408,11 @@ impl CpuCore {
                 run.set_ioapic_eoi(vector);
                 return Ok(());
             }
+            // A halted vCPU sleeps here; its kvmclock is brought up to date
+            // after, just before the entry.
+            self.apic_wait(run)?;
             self.kvmclock
                 .refresh(vm, self.backend.tsc_offset(), self.dirty_ring.as_deref());
-            self.apic_wait(run)?;
             self.prepare_events(run);
             let (exit, cpu) = self.enter(vm, fpu)?;
             self.sync_tpr_from_guest();
