@@ -24,13 +24,13 @@ use crate::harness::{Ctx, TestResult};
 use crate::util::{ename, get};
 
 /// The IOAPIC pins a VMM reserves (KVM_IOAPIC_NUM_PINS, QEMU's choice).
-const IOAPIC_PINS: u64 = 24;
+pub(crate) const IOAPIC_PINS: u64 = 24;
 
 const APIC_ID: usize = 0x20;
 const APIC_VER: usize = 0x30;
 const APIC_TPR: usize = 0x80;
 const APIC_PPR: usize = 0xa0;
-const APIC_SVR: usize = 0xf0;
+pub(crate) const APIC_SVR: usize = 0xf0;
 const APIC_LVTT: usize = 0x320;
 const APIC_LVT0: usize = 0x350;
 /// KVM's version register with a vCPU whose CPUID has x2APIC: version
@@ -38,14 +38,14 @@ const APIC_LVT0: usize = 0x350;
 const KVM_APIC_VERSION: u32 = 0x0105_0014;
 
 /// The MSI address of physical APIC ID 0.
-const MSI_ADDR_0: u32 = 0xfee0_0000;
+pub(crate) const MSI_ADDR_0: u32 = 0xfee0_0000;
 const PORT: u16 = 0xf1;
 const VEC_MSI: u8 = 0x31;
 /// Another priority class: nothing EOIs VEC_MSI, which stays in service.
 const VEC_LINE: u8 = 0x41;
 const GSI: u32 = 5;
 
-fn enable_split(vm: &VmFd, pins: u64) -> Result<(), i32> {
+pub(crate) fn enable_split(vm: &VmFd, pins: u64) -> Result<(), i32> {
     let cap = kvm_enable_cap {
         cap: KVM_CAP_SPLIT_IRQCHIP,
         args: [pins, 0, 0, 0],
@@ -67,7 +67,7 @@ fn reg(s: &kvm_lapic_state, off: usize) -> u32 {
     u32::from_le_bytes([b(0), b(1), b(2), b(3)])
 }
 
-fn set_reg(s: &mut kvm_lapic_state, off: usize, val: u32) {
+pub(crate) fn set_reg(s: &mut kvm_lapic_state, off: usize, val: u32) {
     for (i, b) in val.to_le_bytes().into_iter().enumerate() {
         s.regs[off + i] = b as _;
     }
@@ -133,7 +133,7 @@ extern "C" fn on_sigusr1(_: libc::c_int) {}
 
 /// A no-op SIGUSR1 handler without SA_RESTART: the signal only ends a
 /// KVM_RUN blocked in the kernel.
-fn install_kick_handler() -> TestResult {
+pub(crate) fn install_kick_handler() -> TestResult {
     // SAFETY: a zeroed sigaction with a handler that does nothing is valid;
     // sigemptyset and sigaction only read and write the struct passed.
     let r = unsafe {
