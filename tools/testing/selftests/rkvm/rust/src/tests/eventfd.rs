@@ -19,6 +19,7 @@ use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 use super::lapic::{
     APIC_SVR, IOAPIC_PINS, MSI_ADDR_0, enable_split, install_kick_handler, set_reg,
 };
+use super::msr::set_msr_values;
 use crate::guest::{GUEST_CODE, GUEST_MMIO, Guest};
 use crate::harness::{Ctx, TestResult};
 use crate::util::{ename, get};
@@ -158,6 +159,9 @@ const PORT_REPORT: u16 = 0xf1;
 const VEC: u8 = 0x51;
 /// Past the IOAPIC's pins: an edge MSI, no EOI exits.
 const GSI: u32 = 40;
+const MSR_APIC_BASE: u32 = 0x1b;
+/// Enabled, x2APIC mode, BSP, at the default base.
+const APIC_BASE_X2APIC_BSP: u64 = 0xfee0_0d00;
 
 /// Runs the vCPU, sending each byte it writes to PORT_REPORT; anything
 /// else (an error, EINTR from a kick) ends it.
@@ -223,20 +227,32 @@ fn drive(vm: &VmFd, rx: &Receiver<Result<u8, String>>) -> TestResult {
     wait_report(rx, "registered again")
 }
 
-/// A halted real-mode guest with an APIC enabled by `set_lapic` and GSI
-/// 40 routed to an MSI: each write of the irqfd's eventfd runs its
-/// handler, which reports by OUT; unregistered, a write does nothing.
+/// A halted real-mode guest with its APIC in x2APIC mode, enabled by
+/// `set_lapic`, and GSI 40 routed to an MSI: each write of the irqfd's
+/// eventfd runs its handler, which EOIs and reports by OUT; unregistered,
+/// a write does nothing.
 pub(crate) fn irqfd_injects_msi(ctx: &Ctx) -> TestResult {
     let mut g = Guest::with_vm_setup(ctx, |vm| {
         enable_split(vm, IOAPIC_PINS)
             .map_err(|e| format!("enable_cap(SPLIT_IRQCHIP): {}", ename(e)))
     })?;
+    // x2APIC, so that the real-mode handler can EOI (by WRMSR: the xAPIC
+    // page is out of its reach); the APIC software-enabled.
+    let mut cpuid = g.cpuid.clone();
+    for e in cpuid.as_mut_slice().iter_mut().filter(|e| e.function == 1) {
+        e.ecx |= 1 << 21;
+    }
+    get("set_cpuid2", g.vcpu.set_cpuid2(&cpuid))?;
+    set_msr_values(&g.vcpu, &[(MSR_APIC_BASE, APIC_BASE_X2APIC_BSP)])?;
     let mut s = get("get_lapic", g.vcpu.get_lapic())?;
     set_reg(&mut s, APIC_SVR, 0x1ff);
     get("set_lapic", g.vcpu.set_lapic(&s))?;
-    // sti; 1: hlt; jmp 1b, and at +0x10: mov $VEC, %al; out %al, $PORT_REPORT; iret.
+    // sti; 1: hlt; jmp 1b, and at +0x10: EOI (WRMSR 0x80b of 0), then
+    // mov $VEC, %al; out %al, $PORT_REPORT; iret.
     let mut code = vec![0xfb, 0xf4, 0xeb, 0xfd];
     code.resize(0x10, 0x90);
+    code.extend_from_slice(&[0x66, 0x31, 0xc0, 0x66, 0x31, 0xd2]);
+    code.extend_from_slice(&[0x66, 0xb9, 0x0b, 0x08, 0, 0, 0x0f, 0x30]);
     code.extend_from_slice(&[0xb0, VEC, 0xe6, PORT_REPORT as u8, 0xcf]);
     g.enter_real_mode(&code)?;
     let off = (GUEST_CODE + 0x10) as u16;
