@@ -7,18 +7,13 @@
 //! the device reports KVM_CAP_IOEVENTFD or KVM_CAP_IRQFD 0. The C program
 //! eventfd_test covers the rules; these show the ABI a Rust VMM sees.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::thread;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
-use kvm_bindings::{KVM_IRQ_ROUTING_MSI, KvmIrqRouting, kvm_irq_routing_entry};
-use kvm_ioctls::{IoEventAddress, NoDatamatch, VcpuExit, VcpuFd, VmFd};
+use kvm_ioctls::{IoEventAddress, NoDatamatch, VcpuExit, VmFd};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
-use super::lapic::{
-    APIC_SVR, IOAPIC_PINS, MSI_ADDR_0, enable_split, install_kick_handler, set_reg,
-};
+use super::lapic::{APIC_SVR, IOAPIC_PINS, enable_split, msi_route, set_reg, with_reporting_vcpu};
 use super::msr::set_msr_values;
 use crate::guest::{GUEST_CODE, GUEST_MMIO, Guest};
 use crate::harness::{Ctx, TestResult};
@@ -69,6 +64,20 @@ fn doorbell_code(n: u32) -> Vec<u8> {
     code
 }
 
+/// Runs `doorbell_code(n)`, which must leave KVM_RUN only at PORT_DONE,
+/// and checks that each eventfd counted `n` writes.
+fn run_doorbells(g: &mut Guest, n: u32, what: &str, pio: &EventFd, mmio: &EventFd) -> TestResult {
+    g.enter_long_mode(&doorbell_code(n))?;
+    g.expect_out(&format!("{what} doorbells"), PORT_DONE, &[VALUE])?;
+    for (bus, e) in [("pio", pio), ("mmio", mmio)] {
+        let got = take(e)?;
+        if got != u64::from(n) {
+            return Err(format!("{what} {bus} eventfd counted {got}, want {n}"));
+        }
+    }
+    Ok(())
+}
+
 /// Port and MMIO doorbells with a datamatch absorb the guest's writes
 /// (the eventfds count them, KVM_RUN returns only at PORT_DONE); once
 /// unregistered, the same writes exit. With KVM_CAP_IOEVENTFD_ANY_LENGTH,
@@ -92,14 +101,7 @@ pub(crate) fn ioeventfd_doorbells(ctx: &Ctx) -> TestResult {
         g.vm.register_ioevent(&pio, &pio_addr, VALUE),
         libc::EEXIST,
     )?;
-    g.enter_long_mode(&doorbell_code(n))?;
-    g.expect_out("the doorbells", PORT_DONE, &[VALUE])?;
-    for (what, e) in [("pio", &pio), ("mmio", &mmio)] {
-        let got = take(e)?;
-        if got != u64::from(n) {
-            return Err(format!("{what} eventfd counted {got}, want {n}"));
-        }
-    }
+    run_doorbells(&mut g, n, "datamatch", &pio, &mmio)?;
 
     get(
         "unregister_ioevent(pio)",
@@ -135,14 +137,7 @@ pub(crate) fn ioeventfd_doorbells(ctx: &Ctx) -> TestResult {
             "register_ioevent(mmio, NoDatamatch)",
             g.vm.register_ioevent(&mmio, &mmio_addr, NoDatamatch),
         )?;
-        g.enter_long_mode(&doorbell_code(n))?;
-        g.expect_out("any-length doorbells", PORT_DONE, &[VALUE])?;
-        for (what, e) in [("pio", &pio), ("mmio", &mmio)] {
-            let got = take(e)?;
-            if got != u64::from(n) {
-                return Err(format!("{what} any-length eventfd counted {got}, want {n}"));
-            }
-        }
+        run_doorbells(&mut g, n, "any-length", &pio, &mmio)?;
         get(
             "unregister_ioevent(pio, NoDatamatch)",
             g.vm.unregister_ioevent(&pio, &pio_addr, NoDatamatch),
@@ -162,25 +157,6 @@ const GSI: u32 = 40;
 const MSR_APIC_BASE: u32 = 0x1b;
 /// Enabled, x2APIC mode, BSP, at the default base.
 const APIC_BASE_X2APIC_BSP: u64 = 0xfee0_0d00;
-
-/// Runs the vCPU, sending each byte it writes to PORT_REPORT; anything
-/// else (an error, EINTR from a kick) ends it.
-fn run_vcpu(vcpu: &mut VcpuFd, tid: &AtomicU64, tx: Sender<Result<u8, String>>) {
-    // SAFETY: pthread_self has no preconditions.
-    tid.store(unsafe { libc::pthread_self() } as u64, Ordering::SeqCst);
-    loop {
-        let msg = match vcpu.run() {
-            Ok(VcpuExit::IoOut(PORT_REPORT, data)) if data.len() == 1 => Ok(data[0]),
-            Ok(exit) => Err(format!("exit {exit:?}")),
-            Err(e) => Err(format!("KVM_RUN: {}", ename(e.errno()))),
-        };
-        let last = msg.is_err();
-        let _ = tx.send(msg);
-        if last {
-            return;
-        }
-    }
-}
 
 fn wait_report(rx: &Receiver<Result<u8, String>>, step: &str) -> TestResult {
     match rx.recv_timeout(Duration::from_secs(20)) {
@@ -260,35 +236,10 @@ pub(crate) fn irqfd_injects_msi(ctx: &Ctx) -> TestResult {
         u64::from(VEC) * 4,
         &[off.to_le_bytes()[0], off.to_le_bytes()[1], 0, 0],
     );
-    let mut route = kvm_irq_routing_entry {
-        gsi: GSI,
-        type_: KVM_IRQ_ROUTING_MSI,
-        ..Default::default()
-    };
-    route.u.msi.address_lo = MSI_ADDR_0;
-    route.u.msi.data = VEC.into();
-    let routing =
-        KvmIrqRouting::from_entries(&[route]).map_err(|e| format!("KvmIrqRouting: {e:?}"))?;
-    get("set_gsi_routing", g.vm.set_gsi_routing(&routing))?;
-    install_kick_handler()?;
-
-    let tid = AtomicU64::new(0);
-    let (tx, rx) = mpsc::channel();
-    let (vcpu, vm) = (&mut g.vcpu, &g.vm);
-    thread::scope(|sc| {
-        let h = sc.spawn(|| run_vcpu(vcpu, &tid, tx));
-        let res = drive(vm, &rx);
-        // The guest halts for good: end its KVM_RUN by signals.
-        while !h.is_finished() {
-            let t = tid.load(Ordering::SeqCst);
-            if t != 0 {
-                // SAFETY: `t` is the vCPU thread, which is still running
-                // (the scope has not joined it).
-                unsafe { libc::pthread_kill(t as libc::pthread_t, libc::SIGUSR1) };
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-        let _ = h.join();
-        res
-    })
+    get(
+        "set_gsi_routing",
+        g.vm.set_gsi_routing(&msi_route(GSI, VEC)?),
+    )?;
+    let vm = &g.vm;
+    with_reporting_vcpu(&mut g.vcpu, PORT_REPORT, None, |rx| drive(vm, rx))
 }
