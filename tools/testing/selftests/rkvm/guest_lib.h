@@ -64,6 +64,21 @@
 #define XSTR(x) STR(x)
 
 /*
+ * Guest text that halts (IF=1) until the u32 at @addr is at least @val
+ * (an immediate or a register), the check and the HLT made atomic by
+ * CLI and STI's shadow, so that an interrupt between them is not missed.
+ * @n: a local label number free in the block.
+ */
+#define HALT_UNTIL(addr, val, n)						\
+	"cli\n" #n ": cmpl " val ", " addr "\n"					\
+	"jae " #n "f\n"								\
+	"sti\n"									\
+	"hlt\n"									\
+	"cli\n"									\
+	"jmp " #n "b\n"								\
+	#n ": sti\n"
+
+/*
  * Defines guest code: `name` .. `name_end` in .rodata hold the machine code
  * of `text`, assembled as `mode` (".code16", ".code32" or ".code64").
  * Jumps inside the block are relative, so it runs wherever it is copied;

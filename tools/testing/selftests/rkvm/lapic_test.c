@@ -599,15 +599,6 @@ TEST_F(lapic, xapic_mmio_from_guest)
 #define SVR_ON	"mov $" XSTR(APIC_GPA) ", %r15d\n" \
 		"movl $0x1ff, " XSTR(A_SVR) "(%r15)\n"
 #define EOI	"movl $0, " XSTR(A_EOI) "(%r15)\n"
-/* Halts (IF=1) until the u32 at @addr is at least @val (an imm or reg). */
-#define HALT_UNTIL(addr, val, n)						\
-	"cli\n" #n ": cmpl " val ", " addr "\n"					\
-	"jae " #n "f\n"								\
-	"sti\n"									\
-	"hlt\n"									\
-	"cli\n"									\
-	"jmp " #n "b\n"								\
-	#n ": sti\n"
 
 GUEST_CODE_BLOCK(self_ipi_guest, ".code64",
 	SVR_ON

@@ -37,6 +37,7 @@ pub(crate) fn ename(e: i32) -> String {
         libc::EACCES => "EACCES",
         libc::EFAULT => "EFAULT",
         libc::EBUSY => "EBUSY",
+        libc::EEXIST => "EEXIST",
         libc::ENODEV => "ENODEV",
         libc::EINVAL => "EINVAL",
         libc::EMFILE => "EMFILE",

@@ -24,13 +24,13 @@ use crate::harness::{Ctx, TestResult};
 use crate::util::{ename, get};
 
 /// The IOAPIC pins a VMM reserves (KVM_IOAPIC_NUM_PINS, QEMU's choice).
-const IOAPIC_PINS: u64 = 24;
+pub(crate) const IOAPIC_PINS: u64 = 24;
 
 const APIC_ID: usize = 0x20;
 const APIC_VER: usize = 0x30;
 const APIC_TPR: usize = 0x80;
 const APIC_PPR: usize = 0xa0;
-const APIC_SVR: usize = 0xf0;
+pub(crate) const APIC_SVR: usize = 0xf0;
 const APIC_LVTT: usize = 0x320;
 const APIC_LVT0: usize = 0x350;
 /// KVM's version register with a vCPU whose CPUID has x2APIC: version
@@ -45,7 +45,7 @@ const VEC_MSI: u8 = 0x31;
 const VEC_LINE: u8 = 0x41;
 const GSI: u32 = 5;
 
-fn enable_split(vm: &VmFd, pins: u64) -> Result<(), i32> {
+pub(crate) fn enable_split(vm: &VmFd, pins: u64) -> Result<(), i32> {
     let cap = kvm_enable_cap {
         cap: KVM_CAP_SPLIT_IRQCHIP,
         args: [pins, 0, 0, 0],
@@ -67,7 +67,7 @@ fn reg(s: &kvm_lapic_state, off: usize) -> u32 {
     u32::from_le_bytes([b(0), b(1), b(2), b(3)])
 }
 
-fn set_reg(s: &mut kvm_lapic_state, off: usize, val: u32) {
+pub(crate) fn set_reg(s: &mut kvm_lapic_state, off: usize, val: u32) {
     for (i, b) in val.to_le_bytes().into_iter().enumerate() {
         s.regs[off + i] = b as _;
     }
@@ -148,23 +148,71 @@ fn install_kick_handler() -> TestResult {
     Ok(())
 }
 
-/// Runs the vCPU until it has reported VEC_LINE, sending each value it
-/// writes to PORT; anything else (an error, EINTR from a kick) ends it.
-fn run_vcpu(vcpu: &mut VcpuFd, tid: &AtomicU64, tx: Sender<Result<u8, String>>) {
+/// Runs the vCPU, sending each byte it writes to `port`; anything else
+/// (an error, EINTR from a kick) ends it, and so does the byte `last`.
+fn run_reporting(
+    vcpu: &mut VcpuFd,
+    port: u16,
+    last: Option<u8>,
+    tid: &AtomicU64,
+    tx: Sender<Result<u8, String>>,
+) {
     // SAFETY: pthread_self has no preconditions.
     tid.store(unsafe { libc::pthread_self() } as u64, Ordering::SeqCst);
     loop {
         let msg = match vcpu.run() {
-            Ok(VcpuExit::IoOut(PORT, data)) if data.len() == 1 => Ok(data[0]),
+            Ok(VcpuExit::IoOut(p, data)) if p == port && data.len() == 1 => Ok(data[0]),
             Ok(exit) => Err(format!("exit {exit:?}")),
             Err(e) => Err(format!("KVM_RUN: {}", ename(e.errno()))),
         };
-        let last = !matches!(msg, Ok(v) if v != VEC_LINE);
+        let end = msg.is_err() || msg.as_ref().ok().copied() == last;
         let _ = tx.send(msg);
-        if last {
+        if end {
             return;
         }
     }
+}
+
+/// Runs `vcpu` on a thread of its own (`run_reporting`) while `drive`
+/// gets what it reports; then, since a vCPU the hypervisor never woke
+/// (or one halted for good) stays in KVM_RUN, signals it until it ends.
+pub(crate) fn with_reporting_vcpu(
+    vcpu: &mut VcpuFd,
+    port: u16,
+    last: Option<u8>,
+    drive: impl FnOnce(&Receiver<Result<u8, String>>) -> TestResult,
+) -> TestResult {
+    install_kick_handler()?;
+    let tid = AtomicU64::new(0);
+    let (tx, rx) = mpsc::channel();
+    thread::scope(|sc| {
+        let h = sc.spawn(|| run_reporting(vcpu, port, last, &tid, tx));
+        let res = drive(&rx);
+        while !h.is_finished() {
+            let t = tid.load(Ordering::SeqCst);
+            if t != 0 {
+                // SAFETY: `t` is the vCPU thread, which is still running
+                // (the scope has not joined it).
+                unsafe { libc::pthread_kill(t as libc::pthread_t, libc::SIGUSR1) };
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        let _ = h.join();
+        res
+    })
+}
+
+/// A routing table with one entry: `gsi` to an edge MSI of `vec` for
+/// APIC ID 0.
+pub(crate) fn msi_route(gsi: u32, vec: u8) -> Result<KvmIrqRouting, String> {
+    let mut e = kvm_irq_routing_entry {
+        gsi,
+        type_: KVM_IRQ_ROUTING_MSI,
+        ..Default::default()
+    };
+    e.u.msi.address_lo = MSI_ADDR_0;
+    e.u.msi.data = vec.into();
+    KvmIrqRouting::from_entries(&[e]).map_err(|e| format!("KvmIrqRouting: {e:?}"))
 }
 
 fn wait_for(rx: &Receiver<Result<u8, String>>, want: u8) -> TestResult {
@@ -199,15 +247,10 @@ fn drive(vm: &VmFd, rx: &Receiver<Result<u8, String>>) -> TestResult {
         Err(e) if e.errno() == libc::EINVAL => {}
         other => return Err(format!("signal_msi with flags 2: {other:?}, want EINVAL")),
     }
-    let mut e = kvm_irq_routing_entry {
-        gsi: GSI,
-        type_: KVM_IRQ_ROUTING_MSI,
-        ..Default::default()
-    };
-    e.u.msi.address_lo = MSI_ADDR_0;
-    e.u.msi.data = VEC_LINE.into();
-    let routing = KvmIrqRouting::from_entries(&[e]).map_err(|e| format!("KvmIrqRouting: {e:?}"))?;
-    get("set_gsi_routing", vm.set_gsi_routing(&routing))?;
+    get(
+        "set_gsi_routing",
+        vm.set_gsi_routing(&msi_route(GSI, VEC_LINE)?),
+    )?;
     get("set_irq_line(5, 1)", vm.set_irq_line(GSI, true))?;
     wait_for(rx, VEC_LINE)?;
     get("set_irq_line(5, 0)", vm.set_irq_line(GSI, false))
@@ -236,25 +279,6 @@ pub(crate) fn split_irqchip_msi_wakes_halted_vcpu(ctx: &Ctx) -> TestResult {
             &[off.to_le_bytes()[0], off.to_le_bytes()[1], 0, 0],
         );
     }
-    install_kick_handler()?;
-
-    let tid = AtomicU64::new(0);
-    let (tx, rx) = mpsc::channel();
-    let (vcpu, vm) = (&mut g.vcpu, &g.vm);
-    thread::scope(|sc| {
-        let h = sc.spawn(|| run_vcpu(vcpu, &tid, tx));
-        let res = drive(vm, &rx);
-        // A vCPU the hypervisor never woke: end its KVM_RUN by signals.
-        while !h.is_finished() {
-            let t = tid.load(Ordering::SeqCst);
-            if t != 0 {
-                // SAFETY: `t` is the vCPU thread, which is still running
-                // (the scope has not joined it).
-                unsafe { libc::pthread_kill(t as libc::pthread_t, libc::SIGUSR1) };
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-        let _ = h.join();
-        res
-    })
+    let vm = &g.vm;
+    with_reporting_vcpu(&mut g.vcpu, PORT, Some(VEC_LINE), |rx| drive(vm, rx))
 }

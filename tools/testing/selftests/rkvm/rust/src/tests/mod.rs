@@ -5,6 +5,7 @@
 
 mod clock;
 mod dirty;
+mod eventfd;
 mod events;
 mod fd_lifetime;
 mod lapic;
@@ -20,6 +21,7 @@ use kvm_ioctls::Cap;
 use crate::harness::Test;
 use clock::*;
 use dirty::*;
+use eventfd::*;
 use events::*;
 use fd_lifetime::*;
 use lapic::*;
@@ -62,5 +64,7 @@ pub(crate) const TESTS: &[Test] = &[
     Test { name: "split_irqchip_msi_wakes_halted_vcpu", func: split_irqchip_msi_wakes_halted_vcpu, rkvm_only: false, guest: true, needs: Some(Cap::SplitIrqchip) },
     Test { name: "msr_features_and_mce", func: msr_features_and_mce, rkvm_only: false, guest: false, needs: None },
     Test { name: "clock_get_set_round_trip", func: clock_get_set_round_trip, rkvm_only: false, guest: false, needs: None },
+    Test { name: "ioeventfd_doorbells", func: ioeventfd_doorbells, rkvm_only: false, guest: true, needs: Some(Cap::Ioeventfd) },
+    Test { name: "irqfd_injects_msi", func: irqfd_injects_msi, rkvm_only: false, guest: true, needs: Some(Cap::Irqfd) },
     Test { name: "xsave2_matches_xsave", func: xsave2_matches_xsave, rkvm_only: false, guest: true, needs: Some(Cap::Xsave2) },
 ];
