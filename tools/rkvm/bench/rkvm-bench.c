@@ -893,6 +893,23 @@ static void bench_vcpu(struct vm *vm, struct vcpu_job *j, int id, const uint8_t 
 	vcpu_set_regs(j->vcpu, &regs);
 }
 
+/* Starts a thread running @fn(@arg), on CPU @cpu only if @cpu >= 0. */
+static void start_thread(pthread_t *thread, int cpu, void *(*fn)(void *), void *arg)
+{
+	pthread_attr_t attr;
+
+	pthread_attr_init(&attr);
+	if (cpu >= 0) {
+		cpu_set_t one;
+
+		CPU_ZERO(&one);
+		CPU_SET(cpu, &one);
+		pthread_attr_setaffinity_np(&attr, sizeof(one), &one);
+	}
+	pthread_create(thread, &attr, fn, arg);
+	pthread_attr_destroy(&attr);
+}
+
 /*
  * Runs @nvcpus vCPU threads until each has halted (or failed), the thread
  * of vCPU i on CPU cpu0 + i if cpu0 >= 0. Returns 0, or -1 after printing
@@ -1338,7 +1355,6 @@ static void bench_invalidate(const char *dev, uint64_t mib, uint64_t passes)
 		struct vcpu_job job = { .on_out = invalidate_on_out, .ctx = &inv };
 		int64_t quiet_tsc, busy_tsc, quiet_wall, busy_wall;
 		long rss_kb, thp_kb;
-		pthread_attr_t attr;
 		pthread_t thread;
 		char why[192] = "";
 		struct vm *vm;
@@ -1350,16 +1366,7 @@ static void bench_invalidate(const char *dev, uint64_t mib, uint64_t passes)
 		bench_vcpu(vm, &job, 0, bench_rewrite, FAULT_GPA, mib << 17, passes);
 		current = NULL;
 		sem_init(&inv.todo, 0, 0);
-		pthread_attr_init(&attr);
-		if (two_cpus) {
-			cpu_set_t cpu1;
-
-			CPU_ZERO(&cpu1);
-			CPU_SET(1, &cpu1);
-			pthread_attr_setaffinity_np(&attr, sizeof(cpu1), &cpu1);
-		}
-		pthread_create(&thread, &attr, invalidator_thread, &inv);
-		pthread_attr_destroy(&attr);
+		start_thread(&thread, two_cpus ? 1 : -1, invalidator_thread, &inv);
 
 		r = run_vcpus("invalidate", &job, 1, two_cpus ? 0 : -1);
 
@@ -2285,8 +2292,6 @@ static void bench_apic_timer(const char *dev, int deadline, uint64_t n, uint64_t
 		double elapsed, stolen, loops;
 		uint32_t count, slack;
 		struct kvm_regs regs;
-		pthread_attr_t attr;
-		cpu_set_t one;
 		pthread_t thread;
 		char why[160] = "";
 		struct vm *vm;
@@ -2314,12 +2319,7 @@ static void bench_apic_timer(const char *dev, int deadline, uint64_t n, uint64_t
 		}
 		current = NULL;
 
-		pthread_attr_init(&attr);
-		CPU_ZERO(&one);
-		CPU_SET(cpu, &one);
-		pthread_attr_setaffinity_np(&attr, sizeof(one), &one);
-		pthread_create(&thread, &attr, soaker_thread, &s);
-		pthread_attr_destroy(&attr);
+		start_thread(&thread, cpu, soaker_thread, &s);
 		while (!__atomic_load_n(&s.ready, __ATOMIC_ACQUIRE))
 			usleep(1000);
 		sched_setaffinity(0, sizeof(other), &other);
@@ -2447,7 +2447,6 @@ static void bench_doorbell(const char *dev, uint64_t n)
 		};
 		struct kvm_irqfd irqfd = { .fd = d.answer, .gsi = IRQ_GSI };
 		uint64_t one = 1;
-		pthread_attr_t attr;
 		pthread_t thread;
 		char why[160] = "";
 		struct vm *vm;
@@ -2477,16 +2476,7 @@ static void bench_doorbell(const char *dev, uint64_t n)
 		irq_vcpu(vm, &job, 0, irq_doorbell, n, 0);
 		current = NULL;
 
-		pthread_attr_init(&attr);
-		if (two_cpus()) {
-			cpu_set_t cpu1;
-
-			CPU_ZERO(&cpu1);
-			CPU_SET(1, &cpu1);
-			pthread_attr_setaffinity_np(&attr, sizeof(cpu1), &cpu1);
-		}
-		pthread_create(&thread, &attr, doorbell_thread, &d);
-		pthread_attr_destroy(&attr);
+		start_thread(&thread, two_cpus() ? 1 : -1, doorbell_thread, &d);
 		irq_running = vm;
 		r = run_vcpus(name, &job, 1, two_cpus() ? 0 : -1);
 		irq_running = NULL;
