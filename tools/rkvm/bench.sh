@@ -48,10 +48,15 @@ on() { [[ " $machines " == *" $1 "* ]]; }
 # room for a pass); get_dirty_log's and clear_dirty_log's 1 GiB slot has one
 # page in 256 dirty (a call of kvm_amd takes some 20k instructions per
 # bitmap word with a dirty bit). About 10 s per hypervisor in a boot.
+# The interrupt round trips take some 150k instructions each under the
+# test kernel, and the timers run for their period times their number (a
+# soaker fills the CPU meanwhile): about 20 s per hypervisor in a boot.
 bench_args=${RKVM_BENCH_ARGS:---pio 10000 --cpuid 10000 --fault-mib 64 --pageout-mib 32 --invalidate-mib 16 --invalidate-passes 32 --dirty-mib 16 --dirty-passes 4 --dirty-log-mib 1024 --dirty-log-stride 256 --dirty-log-calls 4 --ipi 2000 --timer 1000 --timer-period-us 500 --doorbell 2000 --repeat 3 --timeout 120}
 # Bochs runs some 30 million instructions a second here: its boot takes
 # about 70 s, kvm_intel's runs at these sizes one more minute (each run of
 # its fault workloads is about 3.4 s of emulated time) and rkvm's 45 s.
+# An interrupt there costs about 50k ticks, so the timer's period is 1 ms
+# (half of it left to the soaker).
 # A pageout run costs about 280k instructions per page, so 4 MiB there,
 # and the dirty passes 4 MiB, get_dirty_log's and clear_dirty_log's slot
 # 256 MiB.
