@@ -19,7 +19,8 @@
 # --fault-mib 16"), RKVM_BENCH_VMX_ARGS those in Bochs; RKVM_KDIR boots
 # another kernel build (see lib.sh), e.g. one without the test kernel's lock
 # debugging. RKVM_BENCH_ONLY="A B ..." runs only those workloads (rkvm-bench
-# --only names: pageout, invalidate and get_dirty_log give two rows each) in
+# --only names: pageout, invalidate, get_dirty_log and apic_timer give two
+# rows each) in
 # every boot and lists only their rows, for a quicker run while working on
 # one. Serial logs: out/bench/.
 set -euo pipefail
@@ -47,16 +48,21 @@ on() { [[ " $machines " == *" $1 "* ]]; }
 # room for a pass); get_dirty_log's and clear_dirty_log's 1 GiB slot has one
 # page in 256 dirty (a call of kvm_amd takes some 20k instructions per
 # bitmap word with a dirty bit). About 10 s per hypervisor in a boot.
-bench_args=${RKVM_BENCH_ARGS:---pio 10000 --cpuid 10000 --fault-mib 64 --pageout-mib 32 --invalidate-mib 16 --invalidate-passes 32 --dirty-mib 16 --dirty-passes 4 --dirty-log-mib 1024 --dirty-log-stride 256 --dirty-log-calls 4 --repeat 3 --timeout 120}
+# The interrupt round trips take some 150k instructions each under the
+# test kernel, and the timers run for their period times their number (a
+# soaker fills the CPU meanwhile): about 20 s per hypervisor in a boot.
+bench_args=${RKVM_BENCH_ARGS:---pio 10000 --cpuid 10000 --fault-mib 64 --pageout-mib 32 --invalidate-mib 16 --invalidate-passes 32 --dirty-mib 16 --dirty-passes 4 --dirty-log-mib 1024 --dirty-log-stride 256 --dirty-log-calls 4 --ipi 2000 --timer 1000 --timer-period-us 500 --doorbell 2000 --repeat 3 --timeout 120}
 # Bochs runs some 30 million instructions a second here: its boot takes
 # about 70 s, kvm_intel's runs at these sizes one more minute (each run of
 # its fault workloads is about 3.4 s of emulated time) and rkvm's 45 s.
+# An interrupt there costs about 50k ticks, so the timer's period is 1 ms
+# (half of it left to the soaker).
 # A pageout run costs about 280k instructions per page, so 4 MiB there,
 # and the dirty passes 4 MiB, get_dirty_log's and clear_dirty_log's slot
 # 256 MiB.
 # rkvm-bench's --timeout counts emulated seconds, about 3.5 s of wall time
 # each in a busy guest.
-vmx_args=${RKVM_BENCH_VMX_ARGS:---pio 5000 --cpuid 5000 --fault-mib 32 --pageout-mib 4 --invalidate-mib 8 --invalidate-passes 32 --dirty-mib 4 --dirty-passes 4 --dirty-log-mib 256 --dirty-log-stride 256 --dirty-log-calls 4 --repeat 3 --timeout 60}
+vmx_args=${RKVM_BENCH_VMX_ARGS:---pio 5000 --cpuid 5000 --fault-mib 32 --pageout-mib 4 --invalidate-mib 8 --invalidate-passes 32 --dirty-mib 4 --dirty-passes 4 --dirty-log-mib 256 --dirty-log-stride 256 --dirty-log-calls 4 --ipi 1000 --timer 300 --timer-period-us 1000 --doorbell 1000 --repeat 3 --timeout 60}
 # Not in the QEMU wall-time boot: without -icount, single-threaded TCG runs
 # one CPU until it halts or is kicked (every 100 ms), so the host thread of
 # the invalidate workload runs in bursts, or not at all while the guest
@@ -65,7 +71,8 @@ wall_skip="--skip invalidate"
 
 workloads="pio_exit cpuid_exit fault_4k fault_4k_4vcpu fault_thp pageout pageout_fault_in
 	invalidate_pass invalidate dirty_pass dirty_pass_4vcpu dirty_pass_ring get_dirty_log
-	get_dirty_log_empty clear_dirty_log"
+	get_dirty_log_empty clear_dirty_log ipi_round_trip apic_timer apic_timer_deadline
+	ioeventfd_doorbell"
 # What /init also runs on rkvm loaded with fast_page_fault=0 (the locked
 # write-protection fault path), in the same boot.
 locked_workloads="dirty_pass dirty_pass_4vcpu"
@@ -77,6 +84,7 @@ if [ -n "${RKVM_BENCH_ONLY:-}" ]; then
 		pageout_fault_in) echo pageout ;;
 		invalidate_pass) echo invalidate ;;
 		get_dirty_log_empty) echo get_dirty_log ;;
+		apic_timer_deadline) echo apic_timer ;;
 		*) echo "$1" ;;
 		esac
 	}
@@ -213,7 +221,12 @@ units() {
 	echo "KVM_GET_DIRTY_LOG call, the VMM's TSC, on a slot the guest dirtied one page in"
 	echo "--dirty-log-stride of, or right after that with nothing dirty (get_dirty_log*), or"
 	echo "with manual protection the KVM_CLEAR_DIRTY_LOG of that slot after such a call"
-	echo "(clear_dirty_log)"
+	echo "(clear_dirty_log), or, with the split irqchip, a round trip of interrupts to a"
+	echo "halted vCPU: an IPI to another vCPU answered by an IPI back (ipi_round_trip), a"
+	echo "doorbell ioeventfd answered by a host thread through an irqfd's MSI"
+	echo "(ioeventfd_doorbell), or one APIC timer interrupt, periodic or TSC deadline, to a"
+	echo "halted vCPU (apic_timer*: the host CPU time it took, its CPU's TSC as the VMM"
+	echo "measures it; the wall column the same time in ns)"
 }
 # notes LOG...: after a table, the workloads skipped (with why), what
 # pageout left resident, how many invalidations there were and whether

@@ -92,6 +92,26 @@
  *                   KVM_GET_DIRTY_LOG after the clear names any; skipped
  *                   on a hypervisor without the capability
  *
+ * and interrupts with the split irqchip (local APICs in the kernel, HLT
+ * waiting there; halt polling off where the device has it):
+ *
+ *   ipi_round_trip  vCPU 0 sends a fixed IPI to vCPU 1 (each vCPU's thread
+ *                   on its own CPU), whose handler answers with an IPI
+ *                   back; vCPU 0 halts until the answer: per round trip.
+ *                   A second delivery of a ping or pong is not taken as
+ *                   an answer but counted (duplicates)
+ *   apic_timer      the APIC timer periodic at --timer-period-us, the
+ *                   guest halting in between: per interrupt, the host CPU
+ *                   time it took, measured by what it left to a soaker
+ *                   thread on the vCPU's CPU (see struct soaker), this
+ *                   VMM's TSC (host_tsc_per_iter)
+ *   apic_timer_deadline  the same in TSC-deadline mode, re-armed by the
+ *                   handler; with how late the handler ran on average
+ *   ioeventfd_doorbell  the guest writes a port with an ioeventfd, a host
+ *                   thread blocked in read() on its eventfd answers through
+ *                   an irqfd with an MSI route to the vCPU, which halts
+ *                   until then: per round trip, no exit to this VMM
+ *
  * The guest reads the TSC around its loop (under QEMU's -icount shift=0 and
  * in Bochs the TSC counts instructions, see
  * Documentation/virt/rkvm/testing.rst) and this VMM reads CLOCK_MONOTONIC
@@ -106,7 +126,7 @@
  *   bench NAME skipped reason="..."
  *
  * (host_tsc_per_iter and host_tsc_spread instead for pageout,
- * get_dirty_log* and clear_dirty_log.) Exits
+ * get_dirty_log*, clear_dirty_log and apic_timer*.) Exits
  * non-zero if any workload failed; a skipped one does not count. The VMs
  * are set up by the
  * selftests' guest library (tools/testing/selftests/rkvm/guest_lib.h), as
@@ -117,10 +137,13 @@
  *                   [--invalidate-passes P] [--dirty-mib M]
  *                   [--dirty-passes P] [--dirty-log-mib M]
  *                   [--dirty-log-stride S] [--dirty-log-calls C]
+ *                   [--ipi N] [--timer N] [--timer-period-us P]
+ *                   [--doorbell N]
  *                   [--repeat R] [--timeout S] [--only A,B] [--skip A,B]
  * (defaults: 2000 exits, 2000 CPUIDs, 64 MiB, pageout as --fault-mib,
  * 16 MiB and 32 passes, 32 MiB and 4 passes, 1024 MiB, one page in 256
- * and 4 calls, 1 run,
+ * and 4 calls, 2000 round trips, 1000 timer interrupts 500 us apart, 2000
+ * doorbells, 1 run,
  * 600 s per run, all; --only and --skip may be given up to 4 times each:
  * a workload runs if every --only names it and no --skip does)
  */
@@ -138,6 +161,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
@@ -159,12 +183,50 @@ static int thp_slot;
 #define PORT_PASS	0xe3		/* bench_rewrite: "a pass is done" */
 #define PORT_PHASE	0xe4		/* bench_rewrite: "the quiet passes are done" */
 #define PORT_DIRTY_PASS	0xe5		/* bench_dirty: "a pass is done, see my mailbox" */
+#define PORT_END	0xe6		/* the interrupt workloads' end (see irq_ping) */
+#define PORT_DOORBELL	0xe7		/* ioeventfd_doorbell's doorbell */
 #define MAX_VCPUS	4
 #define TIMEOUT_S	600		/* default per workload; emulated hosts are slow */
 
 #ifndef MADV_PAGEOUT
 #define MADV_PAGEOUT	21
 #endif
+
+/*
+ * The interrupt workloads: the split irqchip's local APIC (xAPIC
+ * registers at APIC_GPA), their vectors, and their counters in slot 0
+ * (IRQ_DATA; each workload has a VM of its own). No C suffixes: pasted
+ * into the guest's assembler text.
+ */
+#define IOAPIC_PINS	24		/* reserved for a userspace IOAPIC, as QEMU does */
+#define IRQ_GSI		24		/* ioeventfd_doorbell's MSI route, above them */
+#define APIC_GPA	0xfee00000
+#define APIC_EOI	0xb0
+#define APIC_SVR	0xf0
+#define APIC_ICR	0x300
+#define APIC_ICR2	0x310
+#define APIC_LVTT	0x320
+#define APIC_TMICT	0x380
+#define APIC_TDCR	0x3e0
+#define VEC_COUNT	0x40
+#define VEC_DEADLINE	0x41
+#define VEC_ANSWER	0x42
+#define VEC_PING	0x80
+#define VEC_PONG	0x81
+#define LVTT_PERIODIC_COUNT	0x20040		/* periodic, VEC_COUNT */
+#define LVTT_DEADLINE_VEC	0x40041		/* TSC deadline, VEC_DEADLINE */
+#define IRQ_DATA	0x20000			/* GUEST_DATA */
+#define IRQ_PINGS	0x20000			/* u32: the ping vCPU 1 answered last */
+#define IRQ_PONGS	0x20004			/* u32: the pong vCPU 0 took last */
+#define IRQ_READY	0x20008			/* u32: vCPU 1 is ready for pings */
+#define IRQ_COUNT	0x2000c			/* u32: VEC_COUNT or VEC_DEADLINE handled */
+#define IRQ_N		0x20010			/* u32: irq_deadline's interrupts */
+#define IRQ_PERIOD	0x20018			/* u64: irq_deadline's TSC cycles */
+#define IRQ_DEADLINE	0x20020			/* u64: the deadline armed last */
+#define IRQ_LATENCY	0x20028			/* u64: sum of handler TSC - deadline */
+#define IRQ_SEQ		0x20030			/* u32: the ping vCPU 0 sent last */
+#define IRQ_DUPS	0x20034			/* u32: pings, pongs, answers delivered twice */
+#define IRQ_ANSWERED	0x20038			/* u32: doorbell rings answered (host) */
 
 /*
  * The guest routines, entered in 64-bit mode with their arguments in rdi
@@ -174,11 +236,17 @@ static int thp_slot;
 extern const uint8_t bench_guest_start[], bench_guest_end[];
 extern const uint8_t bench_pio[], bench_cpuid[], bench_touch[];
 extern const uint8_t bench_pageout[], bench_rewrite[], bench_dirty[];
+extern const uint8_t irq_ping[], irq_pong[], irq_ping_handler[], irq_pong_handler[];
+extern const uint8_t irq_count_handler[], irq_answer_handler[], irq_timer[], irq_deadline[];
+extern const uint8_t irq_deadline_handler[], irq_doorbell[];
 asm(
 "	.pushsection .rodata.rkvm_bench_guest, \"a\"\n"
 "	.globl bench_guest_start, bench_guest_end\n"
 "	.globl bench_pio, bench_cpuid, bench_touch\n"
 "	.globl bench_pageout, bench_rewrite, bench_dirty\n"
+"	.globl irq_ping, irq_pong, irq_ping_handler, irq_pong_handler\n"
+"	.globl irq_count_handler, irq_answer_handler, irq_timer, irq_deadline\n"
+"	.globl irq_deadline_handler, irq_doorbell\n"
 "	.code64\n"
 "bench_guest_start:\n"
 /* bench_pio(rdi = iterations) */
@@ -338,6 +406,238 @@ asm(
 "	mov %rdx, %r9\n"
 "4:	hlt\n"
 "	jmp 4b\n"
+/*
+ * The interrupt workloads' guests run with the in-kernel local APIC (its
+ * xAPIC page at APIC_GPA, in r15), where HLT waits in the kernel for an
+ * interrupt: they halt with IF=1 (`sti; hlt`, the STI shadow closing the
+ * window between the check and the HLT) and end with an exit to PORT_END
+ * instead. Their handlers count in IRQ_DATA.
+ *
+ * irq_ping(rdi = round trips), vCPU 0 of ipi_round_trip: once vCPU 1 is
+ * ready, per round trip a fixed IPI VEC_PING to APIC ID 1 (physical
+ * destination), then HLT until vCPU 1's VEC_PONG answer has been counted.
+ */
+"irq_ping:\n"
+"	mov $" XSTR(APIC_GPA) ", %r15d\n"
+"	movl $0x1ff, " XSTR(APIC_SVR) "(%r15)\n"
+"	sti\n"
+"20:	cmpl $1, " XSTR(IRQ_READY) "\n"
+"	jae 21f\n"
+"	pause\n"
+"	jmp 20b\n"
+"21:	outb %al, $0xe0\n"
+"	rdtsc\n"
+"	shl $32, %rdx\n"
+"	or %rax, %rdx\n"
+"	mov %rdx, %r8\n"
+"	xor %esi, %esi\n"
+"22:	inc %esi\n"
+"	mov %esi, " XSTR(IRQ_SEQ) "\n"
+"	movl $0x01000000, " XSTR(APIC_ICR2) "(%r15)\n"
+"	movl $" XSTR(VEC_PING) ", " XSTR(APIC_ICR) "(%r15)\n"
+"23:	cli\n"
+"	cmp " XSTR(IRQ_PONGS) ", %esi\n"
+"	jbe 24f\n"
+"	sti\n"
+"	hlt\n"
+"	jmp 23b\n"
+"24:	sti\n"
+"	cmp %rdi, %rsi\n"
+"	jb 22b\n"
+"	jmp irq_end\n"
+/*
+ * irq_pong(rdi = round trips), vCPU 1: counts itself ready and halts
+ * until its handler has answered every ping.
+ */
+"irq_pong:\n"
+"	mov $" XSTR(APIC_GPA) ", %r15d\n"
+"	movl $0x1ff, " XSTR(APIC_SVR) "(%r15)\n"
+"	outb %al, $0xe0\n"
+"	sti\n"
+"	lock incl " XSTR(IRQ_READY) "\n"
+"25:	cli\n"
+"	cmp " XSTR(IRQ_PINGS) ", %edi\n"
+"	jbe 26f\n"
+"	sti\n"
+"	hlt\n"
+"	jmp 25b\n"
+"26:	sti\n"
+"	jmp irq_end\n"
+/*
+ * The handlers count a ping or pong only if it is new: a ping is new if
+ * vCPU 0 has numbered one more (IRQ_SEQ) since the last one answered,
+ * a pong if vCPU 1 has answered one more. A second delivery of the same
+ * interrupt is counted in IRQ_DUPS instead (see bench_ipi).
+ */
+"irq_ping_handler:\n"
+"	push %rax\n"
+"	mov " XSTR(IRQ_SEQ) ", %eax\n"
+"	cmp " XSTR(IRQ_PINGS) ", %eax\n"
+"	je 36f\n"
+"	mov %eax, " XSTR(IRQ_PINGS) "\n"
+"	movl $0, " XSTR(APIC_ICR2) "(%r15)\n"
+"	movl $" XSTR(VEC_PONG) ", " XSTR(APIC_ICR) "(%r15)\n"
+"	jmp 37f\n"
+"36:	lock incl " XSTR(IRQ_DUPS) "\n"
+"37:	movl $0, " XSTR(APIC_EOI) "(%r15)\n"
+"	pop %rax\n"
+"	iretq\n"
+"irq_pong_handler:\n"
+"	push %rax\n"
+"	mov " XSTR(IRQ_PINGS) ", %eax\n"
+"	cmp " XSTR(IRQ_PONGS) ", %eax\n"
+"	je 38f\n"
+"	mov %eax, " XSTR(IRQ_PONGS) "\n"
+"	jmp 39f\n"
+"38:	lock incl " XSTR(IRQ_DUPS) "\n"
+"39:	movl $0, " XSTR(APIC_EOI) "(%r15)\n"
+"	pop %rax\n"
+"	iretq\n"
+/* VEC_COUNT: the periodic timer. */
+"irq_count_handler:\n"
+"	incl " XSTR(IRQ_COUNT) "\n"
+"	movl $0, " XSTR(APIC_EOI) "(%r15)\n"
+"	iretq\n"
+/*
+ * VEC_ANSWER: the doorbell's answer, new if the host thread has answered
+ * one more ring (IRQ_ANSWERED) since the last one taken, else counted in
+ * IRQ_DUPS as irq_pong_handler does.
+ */
+"irq_answer_handler:\n"
+"	push %rax\n"
+"	mov " XSTR(IRQ_ANSWERED) ", %eax\n"
+"	cmp " XSTR(IRQ_COUNT) ", %eax\n"
+"	je 40f\n"
+"	mov %eax, " XSTR(IRQ_COUNT) "\n"
+"	jmp 41f\n"
+"40:	lock incl " XSTR(IRQ_DUPS) "\n"
+"41:	movl $0, " XSTR(APIC_EOI) "(%r15)\n"
+"	pop %rax\n"
+"	iretq\n"
+/*
+ * irq_timer(rdi = interrupts, rsi = initial count): the APIC timer
+ * periodic (divide by 1) with VEC_COUNT, HLT until rdi have been counted,
+ * then stopped (initial count 0).
+ */
+"irq_timer:\n"
+"	mov $" XSTR(APIC_GPA) ", %r15d\n"
+"	movl $0x1ff, " XSTR(APIC_SVR) "(%r15)\n"
+"	movl $0xb, " XSTR(APIC_TDCR) "(%r15)\n"
+"	movl $" XSTR(LVTT_PERIODIC_COUNT) ", " XSTR(APIC_LVTT) "(%r15)\n"
+"	outb %al, $0xe0\n"
+"	rdtsc\n"
+"	shl $32, %rdx\n"
+"	or %rax, %rdx\n"
+"	mov %rdx, %r8\n"
+"	mov %esi, " XSTR(APIC_TMICT) "(%r15)\n"
+"27:	cli\n"
+"	cmp " XSTR(IRQ_COUNT) ", %edi\n"
+"	jbe 28f\n"
+"	sti\n"
+"	hlt\n"
+"	jmp 27b\n"
+"28:	movl $0, " XSTR(APIC_TMICT) "(%r15)\n"
+"	sti\n"
+"	jmp irq_end\n"
+/*
+ * irq_deadline(rdi = interrupts, rsi = TSC cycles): the APIC timer in
+ * TSC-deadline mode with VEC_DEADLINE, armed rsi ahead and re-armed rsi
+ * ahead of its handler's TSC by the handler, until rdi interrupts; HLT
+ * in between. The handler adds up in IRQ_LATENCY how late it ran (its
+ * TSC minus the deadline).
+ */
+"irq_deadline:\n"
+"	mov $" XSTR(APIC_GPA) ", %r15d\n"
+"	movl $0x1ff, " XSTR(APIC_SVR) "(%r15)\n"
+"	mov %edi, " XSTR(IRQ_N) "\n"
+"	mov %rsi, " XSTR(IRQ_PERIOD) "\n"
+"	movl $" XSTR(LVTT_DEADLINE_VEC) ", " XSTR(APIC_LVTT) "(%r15)\n"
+"	outb %al, $0xe0\n"
+"	rdtsc\n"
+"	shl $32, %rdx\n"
+"	or %rax, %rdx\n"
+"	mov %rdx, %r8\n"
+"	lea (%rdx,%rsi), %rax\n"
+"	mov %rax, " XSTR(IRQ_DEADLINE) "\n"
+"	mov %rax, %rdx\n"
+"	shr $32, %rdx\n"
+"	mov $0x6e0, %ecx\n"
+"	wrmsr\n"
+"29:	cli\n"
+"	cmp " XSTR(IRQ_COUNT) ", %edi\n"
+"	jbe 30f\n"
+"	sti\n"
+"	hlt\n"
+"	jmp 29b\n"
+"30:	sti\n"
+"	jmp irq_end\n"
+/*
+ * An interrupt before the deadline armed last (all ones once the last one
+ * came) is a second delivery of the previous one: counted in IRQ_DUPS.
+ */
+"irq_deadline_handler:\n"
+"	push %rax\n"
+"	push %rdx\n"
+"	push %rcx\n"
+"	rdtsc\n"
+"	shl $32, %rdx\n"
+"	or %rdx, %rax\n"
+"	mov %rax, %rdx\n"
+"	sub " XSTR(IRQ_DEADLINE) ", %rdx\n"
+"	jb 42f\n"
+"	add %rdx, " XSTR(IRQ_LATENCY) "\n"
+"	incl " XSTR(IRQ_COUNT) "\n"
+"	movq $-1, " XSTR(IRQ_DEADLINE) "\n"
+"	mov " XSTR(IRQ_COUNT) ", %ecx\n"
+"	cmp " XSTR(IRQ_N) ", %ecx\n"
+"	jae 31f\n"
+"	add " XSTR(IRQ_PERIOD) ", %rax\n"
+"	mov %rax, " XSTR(IRQ_DEADLINE) "\n"
+"	mov %rax, %rdx\n"
+"	shr $32, %rdx\n"
+"	mov $0x6e0, %ecx\n"
+"	wrmsr\n"
+"	jmp 31f\n"
+"42:	lock incl " XSTR(IRQ_DUPS) "\n"
+"31:	movl $0, " XSTR(APIC_EOI) "(%r15)\n"
+"	pop %rcx\n"
+"	pop %rdx\n"
+"	pop %rax\n"
+"	iretq\n"
+/*
+ * irq_doorbell(rdi = round trips): per round trip a write to
+ * PORT_DOORBELL (an ioeventfd: no exit to this VMM), then HLT until the
+ * answer (an irqfd's MSI, VEC_COUNT) has been counted.
+ */
+"irq_doorbell:\n"
+"	mov $" XSTR(APIC_GPA) ", %r15d\n"
+"	movl $0x1ff, " XSTR(APIC_SVR) "(%r15)\n"
+"	sti\n"
+"	outb %al, $0xe0\n"
+"	rdtsc\n"
+"	shl $32, %rdx\n"
+"	or %rax, %rdx\n"
+"	mov %rdx, %r8\n"
+"	xor %esi, %esi\n"
+"32:	inc %esi\n"
+"	outb %al, $" XSTR(PORT_DOORBELL) "\n"
+"33:	cli\n"
+"	cmp " XSTR(IRQ_COUNT) ", %esi\n"
+"	jbe 34f\n"
+"	sti\n"
+"	hlt\n"
+"	jmp 33b\n"
+"34:	sti\n"
+"	cmp %rdi, %rsi\n"
+"	jb 32b\n"
+"irq_end:\n"
+"	rdtsc\n"
+"	shl $32, %rdx\n"
+"	or %rax, %rdx\n"
+"	mov %rdx, %r9\n"
+"	outb %al, $" XSTR(PORT_END) "\n"
+"35:	hlt\n"
+"	jmp 35b\n"
 "bench_guest_end:\n"
 "	.popsection\n"
 );
@@ -348,6 +648,16 @@ struct vcpu_job {
 	uint64_t loop_exits;	/* PIO exits on PORT_LOOP */
 	uint64_t t0, t1;	/* CLOCK_MONOTONIC ns: start exit, HLT exit */
 	uint64_t tsc0, tsc1;	/* the guest's r8, r9 */
+	/*
+	 * The in-kernel local APIC's guests: HLT waits in the kernel, so a
+	 * KVM_EXIT_HLT is unexpected and the guest ends with an OUT to
+	 * PORT_END instead.
+	 */
+	int apic;
+	uint64_t host_tsc0, host_tsc1;	/* this VMM's TSC at the start and end exits */
+	/* If set, a counter read at the start and end exits, into soak0 and soak1. */
+	const uint64_t *soak;
+	uint64_t soak0, soak1;
 	struct kvm_regs regs;	/* the guest's registers at HLT */
 	/*
 	 * OUTs to the workload's own ports (not PORT_START or PORT_LOOP), in
@@ -397,7 +707,17 @@ static void *vcpu_thread(void *arg)
 			if (run->io.port == PORT_START && !started) {
 				started = 1;
 				j->t0 = now_ns();
+				j->host_tsc0 = __rdtsc();
+				if (j->soak)
+					j->soak0 = __atomic_load_n(j->soak, __ATOMIC_RELAXED);
 				continue;
+			}
+			if (run->io.port == PORT_END && started && j->apic) {
+				j->t1 = now_ns();
+				j->host_tsc1 = __rdtsc();
+				if (j->soak)
+					j->soak1 = __atomic_load_n(j->soak, __ATOMIC_RELAXED);
+				break;
 			}
 			if (run->io.port != PORT_START && run->io.port != PORT_LOOP &&
 			    j->on_out) {
@@ -408,7 +728,7 @@ static void *vcpu_thread(void *arg)
 					goto out;
 			}
 		}
-		if (run->exit_reason == KVM_EXIT_HLT && started) {
+		if (run->exit_reason == KVM_EXIT_HLT && started && !j->apic) {
 			j->t1 = now_ns();
 			break;
 		}
@@ -462,6 +782,8 @@ static void host_mapping(const void *addr, long *rss_kb, long *thp_kb)
 }
 
 static int failed;
+/* The interrupt workload's VM while its vCPUs run, for a timeout's message. */
+static struct vm *irq_running;
 static unsigned long timeout_s = TIMEOUT_S;
 static const char *current;	/* the workload being set up */
 
@@ -579,6 +901,23 @@ static void bench_vcpu(struct vm *vm, struct vcpu_job *j, int id, const uint8_t 
 	vcpu_set_regs(j->vcpu, &regs);
 }
 
+/* Starts a thread running @fn(@arg), on CPU @cpu only if @cpu >= 0. */
+static void start_thread(pthread_t *thread, int cpu, void *(*fn)(void *), void *arg)
+{
+	pthread_attr_t attr;
+
+	pthread_attr_init(&attr);
+	if (cpu >= 0) {
+		cpu_set_t one;
+
+		CPU_ZERO(&one);
+		CPU_SET(cpu, &one);
+		pthread_attr_setaffinity_np(&attr, sizeof(one), &one);
+	}
+	pthread_create(thread, &attr, fn, arg);
+	pthread_attr_destroy(&attr);
+}
+
 /*
  * Runs @nvcpus vCPU threads until each has halted (or failed), the thread
  * of vCPU i on CPU cpu0 + i if cpu0 >= 0. Returns 0, or -1 after printing
@@ -590,6 +929,7 @@ static int run_vcpus(const char *name, struct vcpu_job *jobs, int nvcpus, int cp
 	pthread_barrier_t go;
 	pthread_attr_t attr;
 	uint64_t deadline;
+	char why[192];
 	int i;
 
 	pthread_barrier_init(&go, NULL, nvcpus);
@@ -611,10 +951,18 @@ static int run_vcpus(const char *name, struct vcpu_job *jobs, int nvcpus, int cp
 	for (i = 0; i < nvcpus; i++) {
 		while (!jobs[i].done) {
 			if (now_ns() > deadline) {
-				char why[64];
 
-				snprintf(why, sizeof(why), "timeout: a vCPU did not halt within %lu s",
-					 timeout_s);
+				int len = snprintf(why, sizeof(why), "timeout: a vCPU did not halt "
+						   "within %lu s", timeout_s);
+
+				if (irq_running)	/* where the interrupt workload stopped */
+					snprintf(why + len, sizeof(why) - len, " (pings %u pongs %u "
+						 "count %u answered %u duplicates %u)",
+						 *(volatile uint32_t *)gpa_ptr(irq_running, IRQ_PINGS),
+						 *(volatile uint32_t *)gpa_ptr(irq_running, IRQ_PONGS),
+						 *(volatile uint32_t *)gpa_ptr(irq_running, IRQ_COUNT),
+						 *(volatile uint32_t *)gpa_ptr(irq_running, IRQ_ANSWERED),
+						 *(volatile uint32_t *)gpa_ptr(irq_running, IRQ_DUPS));
 				fail(name, why);
 				exit(1);
 			}
@@ -1015,7 +1363,6 @@ static void bench_invalidate(const char *dev, uint64_t mib, uint64_t passes)
 		struct vcpu_job job = { .on_out = invalidate_on_out, .ctx = &inv };
 		int64_t quiet_tsc, busy_tsc, quiet_wall, busy_wall;
 		long rss_kb, thp_kb;
-		pthread_attr_t attr;
 		pthread_t thread;
 		char why[192] = "";
 		struct vm *vm;
@@ -1027,16 +1374,7 @@ static void bench_invalidate(const char *dev, uint64_t mib, uint64_t passes)
 		bench_vcpu(vm, &job, 0, bench_rewrite, FAULT_GPA, mib << 17, passes);
 		current = NULL;
 		sem_init(&inv.todo, 0, 0);
-		pthread_attr_init(&attr);
-		if (two_cpus) {
-			cpu_set_t cpu1;
-
-			CPU_ZERO(&cpu1);
-			CPU_SET(1, &cpu1);
-			pthread_attr_setaffinity_np(&attr, sizeof(cpu1), &cpu1);
-		}
-		pthread_create(&thread, &attr, invalidator_thread, &inv);
-		pthread_attr_destroy(&attr);
+		start_thread(&thread, two_cpus ? 1 : -1, invalidator_thread, &inv);
 
 		r = run_vcpus("invalidate", &job, 1, two_cpus ? 0 : -1);
 
@@ -1459,7 +1797,7 @@ static long dev_check_extension(const char *dev, long cap)
  * value, or 0 after reporting workload @name skipped (the hypervisor does
  * not have it) or -1 after reporting it failed.
  */
-static long dirty_cap(const char *dev, const char *name, long cap, const char *cap_name)
+static long need_cap(const char *dev, const char *name, long cap, const char *cap_name)
 {
 	long r = dev_check_extension(dev, cap);
 	char why[128];
@@ -1508,7 +1846,7 @@ static int dirty_run(const char *dev, const char *name, uint64_t mib, int nvcpus
 
 	memset(b, 0, sizeof(*b));
 	if (mode == DIRTY_CLEAR) {
-		max = dirty_cap(dev, name, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
+		max = need_cap(dev, name, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
 				"KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2");
 		if (max <= 0)
 			return max < 0 ? -1 : 1;
@@ -1521,7 +1859,7 @@ static int dirty_run(const char *dev, const char *name, uint64_t mib, int nvcpus
 		cap.args[0] = KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE;
 	} else if (mode == DIRTY_RING) {
 		/* The largest ring size in bytes, KVM_DIRTY_RING_MAX_ENTRIES in KVM. */
-		max = dirty_cap(dev, name, KVM_CAP_DIRTY_LOG_RING_ACQ_REL,
+		max = need_cap(dev, name, KVM_CAP_DIRTY_LOG_RING_ACQ_REL,
 				"KVM_CAP_DIRTY_LOG_RING_ACQ_REL");
 		if (max <= 0)
 			return max < 0 ? -1 : 1;
@@ -1707,6 +2045,482 @@ static void bench_clear_dirty_log(const char *dev, uint64_t mib, uint64_t stride
 	best_print("clear_dirty_log", 1, calls, "host", &b.clear, extra);
 }
 
+/* --- ipi_round_trip, apic_timer*, ioeventfd_doorbell -------------------- */
+
+_Static_assert(IRQ_DATA == GUEST_DATA, "the interrupt workloads' counters are in GUEST_DATA");
+
+static uint32_t irq_u32(struct vm *vm, uint64_t gpa)
+{
+	return *(volatile uint32_t *)gpa_ptr(vm, gpa);
+}
+
+static uint64_t irq_u64(struct vm *vm, uint64_t gpa)
+{
+	return *(volatile uint64_t *)gpa_ptr(vm, gpa);
+}
+
+/*
+ * Whether @dev has what interrupt workload @name needs: the split irqchip
+ * and @cap (@cap_name, 0: nothing more). 1 if so, else 0 after reporting
+ * @name skipped or -1 after reporting it failed.
+ */
+static int irq_caps(const char *dev, const char *name, long cap, const char *cap_name)
+{
+	long r = need_cap(dev, name, KVM_CAP_SPLIT_IRQCHIP, "KVM_CAP_SPLIT_IRQCHIP");
+
+	if (r > 0 && cap)
+		r = need_cap(dev, name, cap, cap_name);
+	return r > 0 ? 1 : r;
+}
+
+/*
+ * A fresh VM for interrupt workload @name: the split irqchip (local APICs
+ * in the kernel, IOAPIC_PINS reserved for a userspace IOAPIC), the bench
+ * guest code and the handlers of its vectors in the IDT, and the minimal
+ * CPUID with leaf 1 added: the APIC and, if @deadline, the TSC-deadline
+ * timer (KVM lets a guest use it only if its CPUID has it).
+ *
+ * Halt polling off where the device has it (KVM_CAP_HALT_POLL 0): a vCPU
+ * that halts then blocks at once, as on rkvm, which does not poll. These
+ * workloads measure the delivery of interrupts, not how long a hypervisor
+ * spins before it blocks (under -icount that spin costs instructions, in
+ * Bochs it saves ticks on the critical path). NULL after printing why.
+ */
+static struct vm *irq_vm(const char *dev, const char *name, int deadline)
+{
+	struct kvm_enable_cap split = {
+		.cap = KVM_CAP_SPLIT_IRQCHIP, .args = { IOAPIC_PINS },
+	};
+	struct kvm_enable_cap poll = { .cap = KVM_CAP_HALT_POLL };
+	struct kvm_cpuid_entry2 *e;
+	struct vm *vm;
+	void *none;
+
+	vm = bench_vm(dev, name, &split, 0, 0, 0, &none);
+	if (!vm)
+		return NULL;
+	if (dev_check_extension(dev, KVM_CAP_HALT_POLL) > 0 &&
+	    ioctl(vm->fd, KVM_ENABLE_CAP, &poll) < 0) {
+		char why[96];
+
+		snprintf(why, sizeof(why), "KVM_ENABLE_CAP(KVM_CAP_HALT_POLL, 0): %s",
+			 strerror(errno));
+		fail(name, why);
+		vm_free(vm);
+		return NULL;
+	}
+	vm->cpuid = realloc(vm->cpuid, sizeof(*vm->cpuid) + 4 * sizeof(*e));
+	if (!vm->cpuid)
+		guest_die("out of memory");
+	e = vm->cpuid->entries;
+	e[0].eax = 1;				/* the highest basic leaf */
+	memset(&e[3], 0, sizeof(e[3]));
+	e[3].function = 1;
+	e[3].edx = 1u << 9;			/* APIC */
+	e[3].ecx = deadline ? 1u << 24 : 0;	/* TSC_DEADLINE_TIMER */
+	vm->cpuid->nent = 4;
+	vm_set_idt_gate64(vm, VEC_PING, GUEST_CODE + (irq_ping_handler - bench_guest_start));
+	vm_set_idt_gate64(vm, VEC_PONG, GUEST_CODE + (irq_pong_handler - bench_guest_start));
+	vm_set_idt_gate64(vm, VEC_COUNT, GUEST_CODE + (irq_count_handler - bench_guest_start));
+	vm_set_idt_gate64(vm, VEC_DEADLINE,
+			  GUEST_CODE + (irq_deadline_handler - bench_guest_start));
+	vm_set_idt_gate64(vm, VEC_ANSWER, GUEST_CODE + (irq_answer_handler - bench_guest_start));
+	return vm;
+}
+
+/* vCPU @id of an interrupt workload's VM (see bench_vcpu), runnable. */
+static void irq_vcpu(struct vm *vm, struct vcpu_job *j, int id, const uint8_t *entry,
+		     uint64_t rdi, uint64_t rsi)
+{
+	bench_vcpu(vm, j, id, entry, rdi, rsi, 0);
+	j->apic = 1;
+	/* With an in-kernel APIC, KVM creates the APs waiting for INIT. */
+	if (id && vcpu_set_mp_state(j->vcpu, KVM_MP_STATE_RUNNABLE))
+		guest_die("vCPU %d: KVM_SET_MP_STATE(RUNNABLE) failed", id);
+}
+
+static int two_cpus(void)
+{
+	return sysconf(_SC_NPROCESSORS_ONLN) >= 2;
+}
+
+/*
+ * ipi_round_trip: vCPU 0 (on CPU 0) sends a fixed IPI to vCPU 1 (on
+ * CPU 1), whose handler answers with one back, and halts until the
+ * answer; vCPU 1 halts in between. Per round trip, vCPU 0's TSC around
+ * its @n round trips.
+ */
+static void bench_ipi(const char *dev, uint64_t n)
+{
+	const char *name = "ipi_round_trip";
+	uint32_t dups_max = 0;
+	char extra[32];
+	struct best b;
+	unsigned int i;
+
+	if (irq_caps(dev, name, 0, NULL) <= 0)
+		return;
+	best_init(&b);
+	for (i = 0; i < repeat; i++) {
+		struct vcpu_job jobs[2];
+		uint32_t pings, pongs, dups;
+		char why[128] = "";
+		struct vm *vm;
+		int r;
+
+		memset(jobs, 0, sizeof(jobs));
+		vm = irq_vm(dev, name, 0);
+		if (!vm)
+			return;
+		irq_vcpu(vm, &jobs[0], 0, irq_ping, n, 0);
+		irq_vcpu(vm, &jobs[1], 1, irq_pong, n, 0);
+		current = NULL;
+		irq_running = vm;
+		r = run_vcpus(name, jobs, 2, two_cpus() ? 0 : -1);
+		irq_running = NULL;
+		pings = irq_u32(vm, IRQ_PINGS);
+		pongs = irq_u32(vm, IRQ_PONGS);
+		dups = irq_u32(vm, IRQ_DUPS);
+		vcpu_free(jobs[0].vcpu);
+		vcpu_free(jobs[1].vcpu);
+		vm_free(vm);
+		if (r < 0)
+			return;
+		if (pings != n || pongs != n)
+			snprintf(why, sizeof(why), "the last ping answered %u, the last pong taken "
+				 "%u, %llu round trips asked", pings, pongs, (unsigned long long)n);
+		else if (jobs[0].tsc1 <= jobs[0].tsc0)
+			snprintf(why, sizeof(why), "the guest's TSC did not advance");
+		if (why[0]) {
+			fail(name, why);
+			return;
+		}
+		best_add(&b, (double)(jobs[0].tsc1 - jobs[0].tsc0) / n,
+			 (double)(jobs[0].t1 - jobs[0].t0) / n);
+		dups_max = dups > dups_max ? dups : dups_max;
+	}
+	snprintf(extra, sizeof(extra), "duplicates=%u", dups_max);
+	best_print(name, 2, n, "guest", &b, extra);
+}
+
+/*
+ * The apic_timer workloads' measure. The guest halts between interrupts,
+ * so its TSC from first to last interrupt is the period times their
+ * number, whatever a delivery costs (under -icount an idle machine's
+ * clock jumps to the next timer). What a delivery costs is CPU time of
+ * the host: the timer's hard interrupt and hrtimer callback, the wake-up
+ * of the vCPU thread, the switch to it, the entry, the injection, the
+ * guest's handler and its exits (EOI, re-arming, HLT), the block and the
+ * switch away. A soaker thread at SCHED_IDLE on the vCPU thread's CPU
+ * takes every cycle these leave; it counts its loops. Before the VM
+ * runs, it times windows of its loop alone: the fastest window gives the
+ * TSC per loop undisturbed, the whole gives the share of the CPU the
+ * quiet host takes anyway (its timer tick; background_pct). The CPU time
+ * the interrupts took is then the TSC from the guest's start exit to its
+ * end exit, less what the soaker ran in it, less the background share.
+ */
+struct soaker {
+	uint64_t count;		/* loops run (relaxed atomic, one writer) */
+	int stop;
+	int ready;		/* calibrated */
+	double tsc_per_loop;	/* the fastest window's */
+	double background;	/* share of the quiet CPU it did not get */
+	int cpu;
+};
+
+#define SOAK_WINDOW	(1u << 14)	/* loops per calibration window */
+#define SOAK_CALIB_NS	50000000	/* calibration: 50 ms of windows */
+
+/*
+ * Loops until the count reaches @limit or stop is set. Not inlined nor
+ * specialised, so the calibration times the very loop that runs later.
+ */
+static __attribute__((noipa)) void soak(struct soaker *s, uint64_t limit)
+{
+	uint64_t n = __atomic_load_n(&s->count, __ATOMIC_RELAXED);
+
+	while (n < limit && !__atomic_load_n(&s->stop, __ATOMIC_RELAXED))
+		__atomic_store_n(&s->count, ++n, __ATOMIC_RELAXED);
+}
+
+static void *soaker_thread(void *arg)
+{
+	struct sched_param none = { 0 };
+	struct soaker *s = arg;
+	uint64_t t0, tsc0, tsc, total = 0, loops = 0, best = UINT64_MAX;
+
+	pthread_setschedparam(pthread_self(), SCHED_IDLE, &none);
+	t0 = now_ns();
+	do {
+		tsc0 = __rdtsc();
+		soak(s, s->count + SOAK_WINDOW);
+		tsc = __rdtsc() - tsc0;
+		best = tsc < best ? tsc : best;
+		total += tsc;
+		loops += SOAK_WINDOW;
+	} while (now_ns() - t0 < SOAK_CALIB_NS);
+	s->tsc_per_loop = (double)best / SOAK_WINDOW;
+	s->background = 1.0 - loops * s->tsc_per_loop / total;
+	__atomic_store_n(&s->ready, 1, __ATOMIC_RELEASE);
+	soak(s, UINT64_MAX);
+	return NULL;
+}
+
+/*
+ * apic_timer (@deadline 0): the APIC timer periodic at @period_us with
+ * the guest halting in between; apic_timer_deadline: TSC-deadline mode,
+ * re-armed @period_us ahead by the handler. @n interrupts; per interrupt,
+ * the host CPU time it took (see struct soaker), in this VMM's TSC and in
+ * ns. The vCPU thread and the soaker share CPU 1, this VMM's main thread
+ * waits on CPU 0.
+ */
+static void bench_apic_timer(const char *dev, int deadline, uint64_t n, uint64_t period_us)
+{
+	const char *name = deadline ? "apic_timer_deadline" : "apic_timer";
+	double busy_max = 0, background_max = 0, latency_min = INFINITY;
+	uint32_t dups_max = 0;
+	int cpu = two_cpus() ? 1 : 0;
+	cpu_set_t all, other;
+	struct best b;
+	unsigned int i;
+	char extra[160];
+	long khz = 0;
+	int r;
+
+	r = deadline ? irq_caps(dev, name, KVM_CAP_TSC_DEADLINE_TIMER,
+				"KVM_CAP_TSC_DEADLINE_TIMER") : irq_caps(dev, name, 0, NULL);
+	if (r <= 0)
+		return;
+	sched_getaffinity(0, sizeof(all), &all);
+	CPU_ZERO(&other);
+	CPU_SET(0, &other);
+	best_init(&b);
+	for (i = 0; i < repeat; i++) {
+		struct soaker s = { .cpu = cpu };
+		struct vcpu_job job = { .soak = &s.count };
+		double elapsed, stolen, loops;
+		uint32_t count, slack;
+		struct kvm_regs regs;
+		pthread_t thread;
+		char why[160] = "";
+		struct vm *vm;
+
+		vm = irq_vm(dev, name, deadline);
+		if (!vm)
+			break;
+		if (deadline) {
+			/* The period in the guest's TSC cycles. */
+			irq_vcpu(vm, &job, 0, irq_deadline, n, 0);
+			khz = ioctl(job.vcpu->fd, KVM_GET_TSC_KHZ, 0);
+			if (khz <= 0) {
+				snprintf(why, sizeof(why), "KVM_GET_TSC_KHZ: %s", strerror(errno));
+				fail(name, why);
+				vcpu_free(job.vcpu);
+				vm_free(vm);
+				break;
+			}
+			vcpu_get_regs(job.vcpu, &regs);
+			regs.rsi = (uint64_t)khz * period_us / 1000;
+			vcpu_set_regs(job.vcpu, &regs);
+		} else {
+			/* Divide by 1 at KVM's 1 GHz APIC bus: one count per ns. */
+			irq_vcpu(vm, &job, 0, irq_timer, n, period_us * 1000);
+		}
+		current = NULL;
+
+		start_thread(&thread, cpu, soaker_thread, &s);
+		while (!__atomic_load_n(&s.ready, __ATOMIC_ACQUIRE))
+			usleep(1000);
+		sched_setaffinity(0, sizeof(other), &other);
+		irq_running = vm;
+		r = run_vcpus(name, &job, 1, cpu);
+		irq_running = NULL;
+		sched_setaffinity(0, sizeof(all), &all);
+		__atomic_store_n(&s.stop, 1, __ATOMIC_RELAXED);
+		pthread_join(thread, NULL);
+
+		count = irq_u32(vm, IRQ_COUNT);
+		if (irq_u32(vm, IRQ_DUPS) > dups_max)
+			dups_max = irq_u32(vm, IRQ_DUPS);
+		if (deadline && count && (double)irq_u64(vm, IRQ_LATENCY) / count < latency_min)
+			latency_min = (double)irq_u64(vm, IRQ_LATENCY) / count;
+		vcpu_free(job.vcpu);
+		vm_free(vm);
+		if (r < 0)
+			break;
+		/* A periodic tick may come after the last one counted, before the stop. */
+		slack = deadline ? 0 : 1;
+		elapsed = (double)(job.host_tsc1 - job.host_tsc0);
+		loops = (double)(job.soak1 - job.soak0);
+		stolen = elapsed - loops * s.tsc_per_loop - s.background * elapsed;
+		if (count < n || count > n + slack)
+			snprintf(why, sizeof(why), "%u timer interrupts handled, %llu asked", count,
+				 (unsigned long long)n);
+		else if (job.host_tsc1 <= job.host_tsc0 || job.t1 <= job.t0)
+			snprintf(why, sizeof(why), "this VMM's clocks did not advance");
+		else if (loops < 0.1 * elapsed / s.tsc_per_loop)
+			snprintf(why, sizeof(why), "the interrupts left the soaker %.1f%% of CPU %d: "
+				 "the period (%llu us) is too short to tell their cost",
+				 100.0 * loops * s.tsc_per_loop / elapsed, cpu,
+				 (unsigned long long)period_us);
+		if (why[0]) {
+			fail(name, why);
+			break;
+		}
+		best_add(&b, stolen / count,
+			 stolen / count * (double)(job.t1 - job.t0) / elapsed);
+		if (100.0 * stolen / elapsed > busy_max)
+			busy_max = 100.0 * stolen / elapsed;
+		if (100.0 * s.background > background_max)
+			background_max = 100.0 * s.background;
+	}
+	if (i < repeat)
+		return;
+	r = snprintf(extra, sizeof(extra), "period_us=%llu busy_pct=%.1f background_pct=%.1f",
+		     (unsigned long long)period_us, busy_max, background_max);
+	if (deadline)
+		snprintf(extra + r, sizeof(extra) - r, " tsc_khz=%ld latency_guest_tsc=%.1f "
+			 "duplicates=%u", khz, latency_min, dups_max);
+	best_print(name, 1, n, "host", &b, extra);
+}
+
+/*
+ * ioeventfd_doorbell's host thread: blocked in read() on the doorbell's
+ * eventfd, it answers each ring with a write to the irqfd's eventfd.
+ */
+struct doorbell {
+	int bell, answer;
+	uint64_t answered;
+	volatile uint32_t *guest_answered;	/* IRQ_ANSWERED */
+	int stop;
+	char err[128];
+};
+
+static void *doorbell_thread(void *arg)
+{
+	struct doorbell *d = arg;
+	uint64_t v, one = 1;
+
+	for (;;) {
+		if (read(d->bell, &v, sizeof(v)) != sizeof(v)) {
+			if (errno == EINTR)
+				continue;
+			snprintf(d->err, sizeof(d->err), "read of the doorbell's eventfd: %s",
+				 strerror(errno));
+			return NULL;
+		}
+		if (__atomic_load_n(&d->stop, __ATOMIC_ACQUIRE))
+			return NULL;
+		/* The guest rings once, then waits for the answer. */
+		if (v != 1) {
+			snprintf(d->err, sizeof(d->err), "the doorbell's eventfd counted %llu rings "
+				 "after %llu answers", (unsigned long long)v,
+				 (unsigned long long)d->answered);
+			return NULL;
+		}
+		d->answered++;
+		__atomic_store_n(d->guest_answered, (uint32_t)d->answered, __ATOMIC_RELEASE);
+		if (write(d->answer, &one, sizeof(one)) != sizeof(one)) {
+			snprintf(d->err, sizeof(d->err), "write of the irqfd's eventfd: %s",
+				 strerror(errno));
+			return NULL;
+		}
+	}
+}
+
+/*
+ * ioeventfd_doorbell: the guest (vCPU on CPU 0) writes PORT_DOORBELL, an
+ * ioeventfd; a host thread on CPU 1, blocked in read() on its eventfd,
+ * writes the eventfd of an irqfd whose GSI is an MSI route to the vCPU;
+ * the guest halts until that interrupt. No exit reaches this VMM. Per
+ * round trip, the guest's TSC around its @n round trips.
+ */
+static void bench_doorbell(const char *dev, uint64_t n)
+{
+	const char *name = "ioeventfd_doorbell";
+	uint32_t dups_max = 0;
+	char extra[32];
+	struct best b;
+	unsigned int i;
+
+	if (irq_caps(dev, name, KVM_CAP_IRQFD, "KVM_CAP_IRQFD") <= 0 ||
+	    need_cap(dev, name, KVM_CAP_IOEVENTFD, "KVM_CAP_IOEVENTFD") <= 0)
+		return;
+	best_init(&b);
+	for (i = 0; i < repeat; i++) {
+		struct doorbell d = { .bell = eventfd(0, EFD_CLOEXEC),
+				      .answer = eventfd(0, EFD_CLOEXEC) };
+		struct vcpu_job job = { 0 };
+		struct kvm_irq_routing_entry route;
+		struct kvm_ioeventfd io = {
+			.addr = PORT_DOORBELL, .len = 1, .fd = d.bell,
+			.flags = KVM_IOEVENTFD_FLAG_PIO,
+		};
+		struct kvm_irqfd irqfd = { .fd = d.answer, .gsi = IRQ_GSI };
+		uint64_t one = 1;
+		pthread_t thread;
+		char why[160] = "";
+		struct vm *vm;
+		long r;
+
+		if (d.bell < 0 || d.answer < 0)
+			guest_die("eventfd: %s", strerror(errno));
+		vm = irq_vm(dev, name, 0);
+		if (!vm)
+			return;
+		d.guest_answered = gpa_ptr(vm, IRQ_ANSWERED);
+		irq_route_msi(&route, IRQ_GSI, MSI_ADDR(0), VEC_ANSWER);
+		r = vm_set_gsi_routing(vm, &route, 1);
+		if (r)
+			snprintf(why, sizeof(why), "KVM_SET_GSI_ROUTING: %s", strerror(-r));
+		else if (ioctl(vm->fd, KVM_IOEVENTFD, &io) < 0)
+			snprintf(why, sizeof(why), "KVM_IOEVENTFD: %s", strerror(errno));
+		else if (ioctl(vm->fd, KVM_IRQFD, &irqfd) < 0)
+			snprintf(why, sizeof(why), "KVM_IRQFD: %s", strerror(errno));
+		if (why[0]) {
+			fail(name, why);
+			vm_free(vm);
+			close(d.bell);
+			close(d.answer);
+			return;
+		}
+		irq_vcpu(vm, &job, 0, irq_doorbell, n, 0);
+		current = NULL;
+
+		start_thread(&thread, two_cpus() ? 1 : -1, doorbell_thread, &d);
+		irq_running = vm;
+		r = run_vcpus(name, &job, 1, two_cpus() ? 0 : -1);
+		irq_running = NULL;
+		__atomic_store_n(&d.stop, 1, __ATOMIC_RELEASE);
+		if (write(d.bell, &one, sizeof(one)) != sizeof(one))
+			guest_die("write of the doorbell's eventfd: %s", strerror(errno));
+		pthread_join(thread, NULL);
+		if (!r && d.err[0])
+			snprintf(why, sizeof(why), "%s", d.err);
+		else if (!r && (d.answered != n || irq_u32(vm, IRQ_COUNT) != n))
+			snprintf(why, sizeof(why), "%llu rings answered and %u interrupts handled, "
+				 "%llu round trips asked", (unsigned long long)d.answered,
+				 irq_u32(vm, IRQ_COUNT), (unsigned long long)n);
+		else if (!r && job.tsc1 <= job.tsc0)
+			snprintf(why, sizeof(why), "the guest's TSC did not advance");
+		if (irq_u32(vm, IRQ_DUPS) > dups_max)
+			dups_max = irq_u32(vm, IRQ_DUPS);
+		vcpu_free(job.vcpu);
+		vm_free(vm);
+		close(d.bell);
+		close(d.answer);
+		if (r < 0)
+			return;
+		if (why[0]) {
+			fail(name, why);
+			return;
+		}
+		best_add(&b, (double)(job.tsc1 - job.tsc0) / n, (double)(job.t1 - job.t0) / n);
+	}
+	snprintf(extra, sizeof(extra), "duplicates=%u", dups_max);
+	best_print(name, 1, n, "guest", &b, extra);
+}
+
 /* Whether comma-separated @list names @name. */
 static int listed(const char *list, const char *name)
 {
@@ -1751,7 +2565,8 @@ static void usage(const char *argv0)
 		"(power of 2, <= 256)] [--dirty-log-calls C] "
 		"[--timeout S] [--only|--skip pio_exit,cpuid_exit,fault_4k,fault_4k_4vcpu,fault_thp,"
 		"pageout,invalidate,dirty_pass,dirty_pass_4vcpu,dirty_pass_ring,get_dirty_log,"
-		"clear_dirty_log]\n", argv0);
+		"clear_dirty_log,ipi_round_trip,apic_timer,ioeventfd_doorbell] [--ipi N] [--timer N] "
+		"[--timer-period-us P (>= 200)] [--doorbell N]\n", argv0);
 	exit(2);
 }
 
@@ -1761,6 +2576,7 @@ int main(int argc, char **argv)
 	uint64_t invalidate_mib = 16, invalidate_passes = 32;
 	uint64_t dirty_mib = 32, dirty_passes = 4, dirty_log_mib = 1024, dirty_log_stride = 256;
 	uint64_t dirty_log_calls = 4;
+	uint64_t ipi = 2000, timer = 1000, timer_period_us = 500, doorbell = 2000;
 	const char *dev;
 	int i;
 
@@ -1796,6 +2612,14 @@ int main(int argc, char **argv)
 			dirty_log_stride = strtoull(argv[++i], NULL, 0);
 		else if (!strcmp(argv[i], "--dirty-log-calls"))
 			dirty_log_calls = strtoull(argv[++i], NULL, 0);
+		else if (!strcmp(argv[i], "--ipi"))
+			ipi = strtoull(argv[++i], NULL, 0);
+		else if (!strcmp(argv[i], "--timer"))
+			timer = strtoull(argv[++i], NULL, 0);
+		else if (!strcmp(argv[i], "--timer-period-us"))
+			timer_period_us = strtoull(argv[++i], NULL, 0);
+		else if (!strcmp(argv[i], "--doorbell"))
+			doorbell = strtoull(argv[++i], NULL, 0);
 		else if (!strcmp(argv[i], "--only") && nr_only < MAX_LISTS)
 			only[nr_only++] = argv[++i];
 		else if (!strcmp(argv[i], "--skip") && nr_skipped < MAX_LISTS)
@@ -1815,7 +2639,9 @@ int main(int argc, char **argv)
 	    invalidate_passes < 3 || !dirty_mib || dirty_mib > 1024 || !dirty_passes ||
 	    !dirty_log_mib || dirty_log_mib > 1024 || !dirty_log_calls || !dirty_log_stride ||
 	    dirty_log_stride > 256 || dirty_log_stride & (dirty_log_stride - 1) ||
-	    !timeout_s || !repeat)
+	    !timeout_s || !repeat || !ipi || ipi > UINT32_MAX || !timer || timer > UINT32_MAX ||
+	    timer_period_us < 200 || timer_period_us > 1000000 || !doorbell ||
+	    doorbell > UINT32_MAX)
 		usage(argv[0]);
 
 	/*
@@ -1826,12 +2652,15 @@ int main(int argc, char **argv)
 	guest_die_hook = setup_failed;
 	printf("bench-info device=%s pio=%llu cpuid=%llu fault_mib=%llu pageout_mib=%llu "
 	       "invalidate_mib=%llu invalidate_passes=%llu dirty_mib=%llu dirty_passes=%llu "
-	       "dirty_log_mib=%llu dirty_log_stride=%llu dirty_log_calls=%llu repeat=%u\n", dev,
+	       "dirty_log_mib=%llu dirty_log_stride=%llu dirty_log_calls=%llu ipi=%llu timer=%llu "
+	       "timer_period_us=%llu doorbell=%llu repeat=%u\n", dev,
 	       (unsigned long long)pio, (unsigned long long)cpuid, (unsigned long long)fault_mib,
 	       (unsigned long long)pageout_mib, (unsigned long long)invalidate_mib,
 	       (unsigned long long)invalidate_passes, (unsigned long long)dirty_mib,
 	       (unsigned long long)dirty_passes, (unsigned long long)dirty_log_mib,
-	       (unsigned long long)dirty_log_stride, (unsigned long long)dirty_log_calls, repeat);
+	       (unsigned long long)dirty_log_stride, (unsigned long long)dirty_log_calls,
+	       (unsigned long long)ipi, (unsigned long long)timer,
+	       (unsigned long long)timer_period_us, (unsigned long long)doorbell, repeat);
 	fflush(stdout);
 	if (selected("pio_exit"))
 		bench(dev, "pio_exit", 1, bench_pio, pio, 0);
@@ -1865,5 +2694,13 @@ int main(int argc, char **argv)
 		bench_get_dirty_log(dev, dirty_log_mib, dirty_log_stride, dirty_log_calls);
 	if (selected("clear_dirty_log"))
 		bench_clear_dirty_log(dev, dirty_log_mib, dirty_log_stride, dirty_log_calls);
+	if (selected("ipi_round_trip"))
+		bench_ipi(dev, ipi);
+	if (selected("apic_timer")) {
+		bench_apic_timer(dev, 0, timer, timer_period_us);
+		bench_apic_timer(dev, 1, timer, timer_period_us);
+	}
+	if (selected("ioeventfd_doorbell"))
+		bench_doorbell(dev, doorbell);
 	return failed;
 }
