@@ -15,6 +15,7 @@
 #include <sched.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/klog.h>
 #include <sys/mount.h>
 #include <sys/reboot.h>
 #include <unistd.h>
@@ -57,6 +58,12 @@ int main(void)
 		strcpy(uptime, "?");
 	}
 	uptime[strcspn(uptime, " ")] = '\0';
+	/*
+	 * Kernel messages still queued for the console (a boot without
+	 * "quiet") would land inside the marker line: only emergencies
+	 * from now on.
+	 */
+	klogctl(8 /* SYSLOG_ACTION_CONSOLE_LEVEL */, NULL, 1);
 	printf("rkvm-guest: hello, %d CPUs, up %s s\n", online_cpus(), uptime);
 	fflush(stdout);
 	sync();

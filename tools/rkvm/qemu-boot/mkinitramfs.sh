@@ -47,6 +47,7 @@ for fw in /usr/share/seabios/bios-256k.bin /usr/share/qemu/linuxboot_dma.bin \
 	files+=("$fw:$fw")
 done
 files+=("/usr/lib/rkvm/qemu-boot/run:$here/run"
+	"/usr/lib/rkvm/qemu-boot/System.map:$kdir/build/System.map"
 	"/usr/lib/rkvm/qemu-boot/bzImage:$bz"
 	"/usr/lib/rkvm/qemu-boot/guest.cpio.gz:$stage/guest.cpio.gz")
 
