@@ -7,6 +7,10 @@
 #                and run the demo guest; MACHINE=bochs: the VMX host instead
 #   make check   every test: host unit tests, then selftests on the emulated
 #                SVM (QEMU) and VMX (Bochs) hosts; ends with "N passed, N failed"
+#   make qemu-boot  unmodified QEMU boots a Linux guest with -accel kvm
+#                inside the emulated SVM host, on stock KVM
+#                (RKVM_QEMU_BOOT_DEV=rkvm: on rkvm); not part of make check
+#                unless RKVM_QEMU_BOOT=1
 #   make bench   the same micro-benchmarks on stock KVM and on rkvm in the
 #                emulated SVM and VMX hosts; prints the ratios rkvm/KVM
 #                (RKVM_BENCH_MACHINES="qemu" or "bochs": one host only)
@@ -16,7 +20,7 @@
 
 TOOLS := tools/rkvm
 
-.PHONY: all module setup kernel run check bench host-test clean
+.PHONY: all module setup kernel run check qemu-boot bench host-test clean
 
 all: module
 
@@ -37,6 +41,9 @@ run:
 
 check:
 	$(TOOLS)/check.sh
+
+qemu-boot:
+	RKVM_QEMU_BOOT=only $(TOOLS)/check.sh
 
 bench:
 	$(TOOLS)/bench.sh
