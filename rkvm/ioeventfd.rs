@@ -8,6 +8,8 @@
 //! `Vm`'s list of assignments (`vm.rs`) and the eventfds
 //! (`shim/eventfd.rs`).
 
+use crate::abi::field;
+
 /// Size of `struct kvm_ioeventfd`.
 pub(crate) const IOEVENTFD_SIZE: usize = 64;
 
@@ -60,8 +62,8 @@ impl IoEventRequest {
     /// length other than 0, 1, 2, 4, 8, an address range that wraps,
     /// unknown flags, and any length with a data match.
     pub(crate) fn from_bytes(b: &[u8; IOEVENTFD_SIZE]) -> Result<Self, ()> {
-        let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or([0; 8]));
-        let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap_or([0; 4]));
+        let u64_at = |o: usize| u64::from_ne_bytes(field(b, o));
+        let u32_at = |o: usize| u32::from_ne_bytes(field(b, o));
         let (datamatch, addr, len, fd, f) = (u64_at(0), u64_at(8), u32_at(16), u32_at(20) as i32, u32_at(24));
         if !matches!(len, 0 | 1 | 2 | 4 | 8) || addr.checked_add(len as u64).is_none() {
             return Err(());

@@ -29,7 +29,7 @@ use kernel::{
 };
 
 use crate::{
-    abi::MAX_VCPUS,
+    abi::{self, MAX_VCPUS},
     lapic::{
         apic::ApicShared,
         route::{self, mode, routing, ApicIdentity, Irq, MsiRoute},
@@ -142,8 +142,8 @@ impl Irqchip {
 
     /// `KVM_SIGNAL_MSI` (`struct kvm_msi`): `EINVAL` for flags (device IDs
     /// are not used on x86), else the delivery's result.
-    pub(crate) fn signal_msi(&self, b: &[u8; 32]) -> Result<isize> {
-        let word = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+    pub(crate) fn signal_msi(&self, b: &[u8; abi::vm::MSI_SIZE]) -> Result<isize> {
+        let word = |o: usize| u32::from_ne_bytes(abi::field(b, o));
         if !self.enabled() || word(12) != 0 {
             return Err(EINVAL);
         }
@@ -180,7 +180,7 @@ impl Irqchip {
     /// Deassigning removes the eventfd's assignments to that GSI (none is
     /// no error).
     pub(crate) fn irqfd(&self, b: &[u8; IRQFD_SIZE]) -> Result {
-        let word = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+        let word = |o: usize| u32::from_ne_bytes(abi::field(b, o));
         let (fd, gsi, flags) = (word(0) as i32, word(4), word(8));
         if flags & !(IRQFD_DEASSIGN | IRQFD_RESAMPLE) != 0 {
             return Err(EINVAL);
@@ -213,8 +213,8 @@ impl Irqchip {
             return Err(EINVAL);
         }
         let head: [u8; routing::HEADER_SIZE] = uarg::read(arg)?;
-        let nr = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
-        let flags = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        let nr = u32::from_ne_bytes(abi::field(&head, 0)) as usize;
+        let flags = u32::from_ne_bytes(abi::field(&head, 4));
         if nr > routing::MAX_ROUTES || flags != 0 {
             return Err(EINVAL);
         }

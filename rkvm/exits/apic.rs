@@ -115,10 +115,11 @@ impl CpuCore {
         let Some(apic) = self.apic.as_deref() else {
             return Ok(());
         };
-        let shared = apic.shared.clone();
         let uninitialized = apic.mp_state == MpState::Uninitialized;
         loop {
-            shared.mailbox.take_requests();
+            if let Some(apic) = self.apic.as_deref() {
+                apic.mailbox().take_requests();
+            }
             self.accept_apic_events();
             let state = self.apic.as_deref().map_or(MpState::Runnable, |a| a.mp_state);
             match state {
@@ -131,8 +132,11 @@ impl CpuCore {
                 }
                 _ => {}
             }
-            let mb = &shared.mailbox;
-            if !shared.wait.block_until(|| mb.has_requests()) {
+            let Some(apic) = self.apic.as_deref() else {
+                return Ok(());
+            };
+            let mb = apic.mailbox();
+            if !apic.shared.wait.block_until(|| mb.has_requests()) {
                 run.set_exit_reason(kvm_exit::INTR);
                 return Err(EINTR);
             }
@@ -170,10 +174,13 @@ impl CpuCore {
                 }
             }
         }
-        let mb = &apic.shared.mailbox;
-        let waiting = (self.queued_irq.is_some() && apic.regs.accepts_pic_interrupt())
-            || apic.regs.deliverable(mb).is_some();
+        let waiting = self.interrupt_waiting();
         let requested = run.request_interrupt_window() && self.queued_irq.is_none();
+        let Some(apic) = self.apic.as_deref() else {
+            return;
+        };
+        let mb = apic.mailbox();
+        let b = &mut self.backend;
         b.set_nmi_window(self.nmi_pending > 0);
         b.set_interrupt_window(waiting || requested);
         b.set_tpr_threshold(apic.regs.tpr_threshold(mb));
@@ -271,9 +278,13 @@ impl CpuCore {
     /// Writes an APIC MSR, for the guest or (`host`) `KVM_SET_MSRS`, and
     /// carries out what it asks; as [`Self::get_apic_msr`].
     pub(crate) fn set_apic_msr(&mut self, vm: &Vm, index: u32, value: u64, host: bool) -> Option<Result<(), ()>> {
-        let tsc_deadline = self.apic_features().tsc_deadline;
+        // Every WRMSR comes here first: the common ones leave at once.
+        let tsc_deadline = match index {
+            lapic::base::MSR | lapic::X2APIC_MSR_FIRST..=lapic::X2APIC_MSR_LAST => false,
+            lapic::TSC_DEADLINE_MSR if self.apic_features().tsc_deadline => true,
+            _ => return None,
+        };
         let tsc_now = x86::rdtsc().wrapping_add(self.backend.tsc_offset());
-        let features = self.apic_features();
         let Some(apic) = self.apic.as_deref_mut() else {
             return match index {
                 // Without an in-kernel APIC the base is only stored, as KVM.
@@ -282,16 +293,11 @@ impl CpuCore {
             };
         };
         let now = apic.now_ns();
+        // The APIC's features follow the CPUID (`update_apic_features`).
         let action = match index {
-            lapic::base::MSR => {
-                apic.regs.set_features(features);
-                apic.regs.set_base(value, host)
-            }
-            lapic::X2APIC_MSR_FIRST..=lapic::X2APIC_MSR_LAST => apic.regs.write_x2apic_msr(index, value, now),
-            lapic::TSC_DEADLINE_MSR if tsc_deadline => {
-                Ok(apic.regs.set_tsc_deadline(value, tsc_now, x86::tsc_khz()))
-            }
-            _ => return None,
+            lapic::base::MSR => apic.regs.set_base(value, host),
+            _ if tsc_deadline => Ok(apic.regs.set_tsc_deadline(value, tsc_now, x86::tsc_khz())),
+            _ => apic.regs.write_x2apic_msr(index, value, now),
         };
         Some(action.map(|a| self.apic_action(vm, a)))
     }

@@ -177,11 +177,3 @@ impl VcpuApic {
         self.publish_identity();
     }
 }
-
-impl Drop for VcpuApic {
-    fn drop(&mut self) {
-        // The timer's handle goes with `self`, which cancels it; nothing
-        // else to do, but say so for the reader.
-        self.timer = None;
-    }
-}

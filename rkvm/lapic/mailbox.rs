@@ -233,7 +233,8 @@ impl Mailbox {
         self.timer_expired.swap(0, Ordering::SeqCst) != 0
     }
 
-    /// Drops everything posted (RESET, INIT of the APIC's own state).
+    /// Drops the IRR, TMR and timer expiries, as the APIC's RESET and INIT
+    /// clear them; NMIs, INIT and SIPI stay for the vCPU to take.
     pub(crate) fn clear(&self) {
         self.set_irr_tmr(&[0; 8], &[0; 8]);
         self.timer_expired.store(0, Ordering::SeqCst);

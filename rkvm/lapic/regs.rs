@@ -633,10 +633,8 @@ impl Lapic {
     /// The host timer fired: the interrupt the timer LVT entry asks for
     /// (none if masked). A one-shot countdown or a TSC deadline is over.
     pub(crate) fn timer_expired(&mut self) -> Option<u8> {
-        match self.timer_mode() {
-            TimerMode::TscDeadline => self.tsc_deadline = 0,
-            TimerMode::OneShot => {}
-            TimerMode::Periodic => {}
+        if self.timer_mode() == TimerMode::TscDeadline {
+            self.tsc_deadline = 0;
         }
         let lvt = self.get(reg::LVT_TIMER);
         (lvt & LVT_MASKED == 0).then_some(lvt as u8)
@@ -735,10 +733,7 @@ impl Lapic {
     /// for the mailbox and what the host timer is to do. The base MSR is
     /// not part of the image.
     pub(crate) fn set_state(&mut self, image: &[u8; STATE_SIZE], now_ns: u64) -> ([u32; 8], [u32; 8], TimerCmd) {
-        let word = |off: u32| {
-            let o = off as usize;
-            u32::from_le_bytes([image[o], image[o + 1], image[o + 2], image[o + 3]])
-        };
+        let word = |off: u32| u32::from_le_bytes(crate::abi::field(image, off as usize));
         let irr = core::array::from_fn(|i| word(reg::IRR + 16 * i as u32));
         let tmr = core::array::from_fn(|i| word(reg::TMR + 16 * i as u32));
         for i in 0..STATE_SIZE as u32 / 4 {
