@@ -158,12 +158,15 @@ impl CpuCore {
         let Some(apic) = self.apic.as_deref_mut() else {
             return;
         };
+        // The debugger's BLOCKIRQ holds interrupts back (not NMIs), and
+        // their window with them.
+        let block_irq = self.debug.block_irq();
         let b = &mut self.backend;
         if !b.event_pending() {
             if self.nmi_pending > 0 && b.nmi_allowed() {
                 b.inject_nmi();
                 self.nmi_pending -= 1;
-            } else if b.interrupt_status().1 {
+            } else if b.interrupt_status().1 && !block_irq {
                 if self.queued_irq.is_some() && apic.regs.accepts_pic_interrupt() {
                     if let Some(vector) = self.queued_irq.take() {
                         b.inject_interrupt(vector);
@@ -182,7 +185,7 @@ impl CpuCore {
         let mb = apic.mailbox();
         let b = &mut self.backend;
         b.set_nmi_window(self.nmi_pending > 0);
-        b.set_interrupt_window(waiting || requested);
+        b.set_interrupt_window((waiting && !block_irq) || requested);
         b.set_tpr_threshold(apic.regs.tpr_threshold(mb));
         b.set_cr8((apic.regs.tpr() >> 4) as u64);
     }
@@ -253,7 +256,7 @@ impl CpuCore {
             }
         };
         let rip = self.backend.rip().wrapping_add(insn.len() as u64);
-        self.backend.set_rip(rip);
+        self.finish_instruction(rip);
         self.apic_action(vm, action);
         Some(Flow::Guest)
     }
