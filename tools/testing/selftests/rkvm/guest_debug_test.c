@@ -295,10 +295,10 @@ static bool host_is_amd(void)
  * hypervisor does (stock kvm_amd as well): the tests that need the #BP
  * exit skip when, on AMD, they get the handler's OUT to @handler_port instead.
  */
-#define SKIP_IF_INT3_NOT_INTERCEPTED(v, handler_port)					\
+#define SKIP_IF_INT3_NOT_INTERCEPTED(v, handler_port)			\
 	do {									\
 		if ((v)->run->exit_reason == KVM_EXIT_IO &&			\
-		    (v)->run->io.port == (handler_port) && host_is_amd())		\
+		    (v)->run->io.port == (handler_port) && host_is_amd())	\
 			SKIP(return, "INT3 is not intercepted as #BP by this "	\
 			     "CPU's SVM (QEMU TCG checks only the INTn intercept)"); \
 	} while (0)
@@ -313,6 +313,9 @@ static long set_debug(struct vcpu *v, uint32_t control, const uint64_t *dr)
 	return xioctl(v->fd, KVM_SET_GUEST_DEBUG, (unsigned long)&dbg);
 }
 
+/* The pc of the last KVM_EXIT_DEBUG check_debug() accepted. */
+static uint64_t last_stop = -1ULL;
+
 /*
  * Checks that the current exit is KVM_EXIT_DEBUG for @exception at @pc,
  * and for a #DB that DR6 has all of @dr6_bits: 0, else -1 with a message.
@@ -323,18 +326,43 @@ static int check_debug(struct vcpu *v, uint32_t exception, uint64_t pc,
 	struct kvm_debug_exit_arch *d = &v->run->debug.arch;
 
 	if (v->run->exit_reason == KVM_EXIT_DEBUG && d->exception == exception &&
-	    d->pc == pc && (exception != 1 || (d->dr6 & dr6_bits) == dr6_bits))
+	    d->pc == pc && (exception != 1 || (d->dr6 & dr6_bits) == dr6_bits)) {
+		last_stop = pc;
 		return 0;
+	}
 	fprintf(stderr, "# expected DEBUG exception %u pc %#llx dr6 bits %#llx\n",
 		exception, (unsigned long long)pc, (unsigned long long)dr6_bits);
 	print_exit(v, "got");
 	return -1;
 }
 
+/*
+ * KVM_RUN while single-stepping: the exit reason, or -errno. Bochs' VMX
+ * keeps the single-step trap of an instruction that exits (CPUID, RDMSR,
+ * I/O, MMIO) pending across the exit, and delivers it right at the next
+ * entry, before anything ran: kvm_intel (and rkvm) then report a second
+ * step at the pc of the last one. Real VMX and QEMU's SVM do not; on
+ * Intel, one such repeat of the last stop is run past.
+ */
+static int run_step(struct vcpu *v)
+{
+	struct kvm_debug_exit_arch *d = &v->run->debug.arch;
+	int r = run_until_exit(v);
+
+	if (r == KVM_EXIT_DEBUG && d->exception == 1 && d->pc == last_stop &&
+	    (d->dr6 & DR6_BS) && !host_is_amd()) {
+		fprintf(stderr, "# a repeated stop at %#llx (Bochs' VMX), run past\n",
+			(unsigned long long)last_stop);
+		last_stop = -1ULL;
+		r = run_until_exit(v);
+	}
+	return r;
+}
+
 /* One KVM_RUN that must be a single step ending at @pc. */
 static int step_to(struct vcpu *v, uint64_t pc)
 {
-	if (run_until_exit(v) < 0)
+	if (run_step(v) < 0)
 		return -1;
 	return check_debug(v, 1, pc, DR6_BS);
 }
@@ -461,10 +489,14 @@ TEST_F(guest, single_step_over_io_and_mmio)
 	ASSERT_EQ(0, step_to(v, ADDR(io_guest, io_al)));
 	ASSERT_EQ(0, step_to(v, ADDR(io_guest, io_out)));
 	/* OUT: the exit to userspace first, the step once it is completed. */
-	ASSERT_EQ(0, run_expect_io(v, OUT, 1, PORT_IO, 0x41));
+	ASSERT_LE(0, run_step(v));
+	ASSERT_EQ(0, check_io(v, OUT, 1, PORT_IO, 1));
+	EXPECT_EQ(0x41, io_value(v));
 	ASSERT_EQ(0, step_to(v, ADDR(io_guest, io_in))) TH_LOG("after OUT");
 	/* IN: likewise, and the value userspace gave is in AL. */
-	ASSERT_EQ(0, run_expect_io(v, IN, 1, PORT_IO, 0x5a));
+	ASSERT_LE(0, run_step(v));
+	ASSERT_EQ(0, check_io(v, IN, 1, PORT_IO, 1));
+	io_set_in(v, 0x5a);
 	ASSERT_EQ(0, step_to(v, ADDR(io_guest, io_write))) TH_LOG("after IN");
 	vcpu_get_regs(v, &regs);
 	EXPECT_EQ(0x5a, regs.rax & 0xff) TH_LOG("IN's value landed in AL");
@@ -475,9 +507,11 @@ TEST_F(guest, single_step_over_io_and_mmio)
 	 * ending right after the write is the architectural answer. Both are
 	 * accepted; either way nothing is lost or run twice.
 	 */
-	ASSERT_EQ(0, run_expect_mmio(v, GUEST_MMIO, 4, true, 0xabcd));
+	ASSERT_LE(0, run_step(v));
+	ASSERT_EQ(0, check_mmio(v, GUEST_MMIO, 4, true));
+	EXPECT_EQ(0xabcd, mmio_value(v));
 	ASSERT_EQ(0, set_debug(v, CTRL_STEP, NULL));
-	ASSERT_EQ(KVM_EXIT_DEBUG, run_until_exit(v));
+	ASSERT_EQ(KVM_EXIT_DEBUG, run_step(v));
 	pc = v->run->debug.arch.pc;
 	TH_LOG("the step over the MMIO write ends at %s",
 	       pc == ADDR(io_guest, io_after_write) ? "the next instruction" :
@@ -491,7 +525,9 @@ TEST_F(guest, single_step_over_io_and_mmio)
 	}
 	/* MMIO read: the step ends right after it, with the value in ECX. */
 	ASSERT_EQ(0, set_debug(v, CTRL_STEP, NULL));
-	ASSERT_EQ(0, run_expect_mmio(v, GUEST_MMIO, 4, false, 0x12345678));
+	ASSERT_LE(0, run_step(v));
+	ASSERT_EQ(0, check_mmio(v, GUEST_MMIO, 4, false));
+	mmio_set_read(v, 0x12345678);
 	ASSERT_EQ(0, set_debug(v, CTRL_STEP, NULL));
 	ASSERT_EQ(0, step_to(v, ADDR(io_guest, io_after_read))) TH_LOG("after the MMIO read");
 	vcpu_get_regs(v, &regs);
