@@ -373,6 +373,28 @@ static int run_to_port(struct vcpu *v, uint8_t size, uint16_t port)
 	return run_until_exit(v) < 0 ? -1 : check_io(v, OUT, size, port, 1);
 }
 
+/*
+ * Loads @start..@end at GUEST_CODE, maps the guest's pages and creates
+ * vCPU 0 in long mode there.
+ */
+static struct vcpu *debug_vcpu(struct vm *vm, const uint8_t *start,
+			       const uint8_t *end)
+{
+	vm_load(vm, GUEST_CODE, start, end);
+	touch_guest_pages(vm);
+	return vcpu_new(vm, 0, MODE_LONG64, GUEST_CODE, GUEST_STACK);
+}
+
+/* Debugging off; the guest runs to its final OUT and HLT: 0 or -1. */
+static int run_free_to_end(struct vcpu *v)
+{
+	if (set_debug(v, 0, NULL))
+		return -1;
+	if (run_to_port(v, 1, PORT_DONE))
+		return -1;
+	return run_expect_exit(v, KVM_EXIT_HLT);
+}
+
 static uint64_t rflags(struct vcpu *v)
 {
 	struct kvm_regs regs;
@@ -410,9 +432,7 @@ TEST_F(guest, single_step_plain_instructions)
 	unsigned int i;
 
 	SKIP_WITHOUT_GUEST_DEBUG();
-	vm_load(self->vm, GUEST_CODE, plain_guest, plain_guest_end);
-	touch_guest_pages(self->vm);
-	v = vcpu_new(self->vm, 0, MODE_LONG64, GUEST_CODE, GUEST_STACK);
+	v = debug_vcpu(self->vm, plain_guest, plain_guest_end);
 	ASSERT_EQ(0, set_debug(v, CTRL_STEP, NULL));
 	EXPECT_EQ(0, rflags(v) & RFLAGS_TF) TH_LOG("the debugger's TF is hidden");
 	for (i = 0; i < 5; i++) {
@@ -426,9 +446,7 @@ TEST_F(guest, single_step_plain_instructions)
 	EXPECT_EQ(0x12345688, regs.rdx) TH_LOG("the LEA ran once");
 	EXPECT_EQ(0x7f, regs.rcx) TH_LOG("the ADD ran once");
 	/* Debugging off: the guest runs to its end. */
-	ASSERT_EQ(0, set_debug(v, 0, NULL));
-	ASSERT_EQ(0, run_to_port(v, 1, PORT_DONE));
-	ASSERT_EQ(0, run_expect_exit(v, KVM_EXIT_HLT));
+	ASSERT_EQ(0, run_free_to_end(v));
 	EXPECT_EQ(0, rflags(v) & RFLAGS_TF) TH_LOG("no TF left behind");
 	vcpu_free(v);
 }
@@ -439,9 +457,7 @@ TEST_F(guest, robust_single_step_over_emulated_instructions)
 	struct vcpu *v;
 
 	SKIP_WITHOUT_GUEST_DEBUG();
-	vm_load(self->vm, GUEST_CODE, emul_guest, emul_guest_end);
-	touch_guest_pages(self->vm);
-	v = vcpu_new(self->vm, 0, MODE_LONG64, GUEST_CODE, GUEST_STACK);
+	v = debug_vcpu(self->vm, emul_guest, emul_guest_end);
 	ASSERT_EQ(0, set_debug(v, CTRL_STEP, NULL));
 	ASSERT_EQ(0, step_to(v, ADDR(emul_guest, e_cpuid)));
 	/* CPUID: one step, right after it; the MOV after it not yet run. */
@@ -463,9 +479,7 @@ TEST_F(guest, robust_single_step_over_emulated_instructions)
 	vcpu_get_regs(v, &regs);
 	EXPECT_EQ(0x78, regs.rsi) TH_LOG("the instruction after WRMSR did not run");
 	ASSERT_EQ(0, step_to(v, ADDR(emul_guest, e_end)));
-	ASSERT_EQ(0, set_debug(v, 0, NULL));
-	ASSERT_EQ(0, run_to_port(v, 1, PORT_DONE));
-	ASSERT_EQ(0, run_expect_exit(v, KVM_EXIT_HLT));
+	ASSERT_EQ(0, run_free_to_end(v));
 	vcpu_free(v);
 }
 
@@ -482,9 +496,7 @@ TEST_F(guest, single_step_over_io_and_mmio)
 	uint64_t pc;
 
 	SKIP_WITHOUT_GUEST_DEBUG();
-	vm_load(self->vm, GUEST_CODE, io_guest, io_guest_end);
-	touch_guest_pages(self->vm);
-	v = vcpu_new(self->vm, 0, MODE_LONG64, GUEST_CODE, GUEST_STACK);
+	v = debug_vcpu(self->vm, io_guest, io_guest_end);
 	ASSERT_EQ(0, set_debug(v, CTRL_STEP, NULL));
 	ASSERT_EQ(0, step_to(v, ADDR(io_guest, io_al)));
 	ASSERT_EQ(0, step_to(v, ADDR(io_guest, io_out)));
@@ -535,9 +547,7 @@ TEST_F(guest, single_step_over_io_and_mmio)
 	EXPECT_EQ(0, regs.rflags & RFLAGS_TF);
 	ASSERT_EQ(0, set_debug(v, CTRL_STEP, NULL));
 	ASSERT_EQ(0, step_to(v, ADDR(io_guest, io_end)));
-	ASSERT_EQ(0, set_debug(v, 0, NULL));
-	ASSERT_EQ(0, run_to_port(v, 1, PORT_DONE));
-	ASSERT_EQ(0, run_expect_exit(v, KVM_EXIT_HLT));
+	ASSERT_EQ(0, run_free_to_end(v));
 	vcpu_free(v);
 }
 
@@ -547,10 +557,8 @@ TEST_F(guest, software_breakpoint)
 	struct vcpu *v;
 
 	SKIP_WITHOUT_GUEST_DEBUG();
-	vm_load(self->vm, GUEST_CODE, bp_guest, bp_guest_end);
-	touch_guest_pages(self->vm);
 	vm_set_idt_gate64(self->vm, 3, ADDR(bp_guest, b_bp));
-	v = vcpu_new(self->vm, 0, MODE_LONG64, GUEST_CODE, GUEST_STACK);
+	v = debug_vcpu(self->vm, bp_guest, bp_guest_end);
 	ASSERT_EQ(0, set_debug(v, KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_SW_BP, NULL));
 	ASSERT_LE(0, run_until_exit(v));
 	SKIP_IF_INT3_NOT_INTERCEPTED(v, PORT_BP);
@@ -577,9 +585,7 @@ TEST_F(guest, hardware_breakpoints)
 	struct vcpu *v;
 
 	SKIP_WITHOUT_GUEST_DEBUG();
-	vm_load(self->vm, GUEST_CODE, bp_guest, bp_guest_end);
-	touch_guest_pages(self->vm);
-	v = vcpu_new(self->vm, 0, MODE_LONG64, GUEST_CODE, GUEST_STACK);
+	v = debug_vcpu(self->vm, bp_guest, bp_guest_end);
 	vcpu_get_regs(v, &regs);
 	regs.rip = ADDR(bp_guest, b_after_int3);
 	vcpu_set_regs(v, &regs);
@@ -609,9 +615,7 @@ TEST_F(guest, hardware_breakpoints)
 	EXPECT_EQ(0x55, *watched) TH_LOG("a trap: the write is done");
 	vcpu_get_regs(v, &regs);
 	EXPECT_EQ(0x1234, regs.rbx);
-	ASSERT_EQ(0, set_debug(v, 0, NULL));
-	ASSERT_EQ(0, run_to_port(v, 1, PORT_DONE));
-	ASSERT_EQ(0, run_expect_exit(v, KVM_EXIT_HLT));
+	ASSERT_EQ(0, run_free_to_end(v));
 	vcpu_free(v);
 }
 
@@ -626,11 +630,9 @@ TEST_F(guest, inject_db_and_bp)
 	struct vcpu *v;
 
 	SKIP_WITHOUT_GUEST_DEBUG();
-	vm_load(self->vm, GUEST_CODE, inject_guest, inject_guest_end);
-	touch_guest_pages(self->vm);
 	vm_set_idt_gate64(self->vm, 1, ADDR(inject_guest, j_db));
 	vm_set_idt_gate64(self->vm, 3, ADDR(inject_guest, j_bp));
-	v = vcpu_new(self->vm, 0, MODE_LONG64, GUEST_CODE, GUEST_STACK);
+	v = debug_vcpu(self->vm, inject_guest, inject_guest_end);
 	ASSERT_EQ(0, run_to_port(v, 1, PORT_DONE));
 	/* #DB, a fault as injected: the handler returns to the INT3. */
 	ASSERT_EQ(0, set_debug(v, KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_INJECT_DB, NULL));
@@ -663,10 +665,8 @@ TEST_F(guest, guest_single_steps_itself)
 	int i;
 
 	SKIP_WITHOUT_GUEST_DEBUG();
-	vm_load(self->vm, GUEST_CODE, tf_guest, tf_guest_end);
-	touch_guest_pages(self->vm);
 	vm_set_idt_gate64(self->vm, 1, ADDR(tf_guest, t_db));
-	v = vcpu_new(self->vm, 0, MODE_LONG64, GUEST_CODE, GUEST_STACK);
+	v = debug_vcpu(self->vm, tf_guest, tf_guest_end);
 	ASSERT_EQ(0, run_to_port(v, 1, PORT_DONE));
 	EXPECT_EQ(TF_STEPS, *(volatile uint32_t *)gpa_ptr(self->vm, TF_COUNT));
 	for (i = 0; i < TF_STEPS; i++) {
@@ -693,10 +693,8 @@ TEST_F(guest, blockirq_holds_back_an_nmi)
 	int i;
 
 	SKIP_WITHOUT_GUEST_DEBUG();
-	vm_load(self->vm, GUEST_CODE, nmi_guest, nmi_guest_end);
-	touch_guest_pages(self->vm);
 	vm_set_idt_gate64(self->vm, 2, ADDR(nmi_guest, q_nmi));
-	v = vcpu_new(self->vm, 0, MODE_LONG64, GUEST_CODE, GUEST_STACK);
+	v = debug_vcpu(self->vm, nmi_guest, nmi_guest_end);
 	ASSERT_EQ(0, set_debug(v, CTRL_STEP | KVM_GUESTDBG_BLOCKIRQ, NULL));
 	ASSERT_EQ(0, xioctl(v->fd, KVM_NMI, 0));
 	ASSERT_EQ(0, step_to(v, ADDR(nmi_guest, q1)));
@@ -719,9 +717,7 @@ TEST_F(guest, blockirq_holds_back_an_nmi)
 		ASSERT_GT(ADDR(nmi_guest, q_nmi_end), v->run->debug.arch.pc);
 	}
 	ASSERT_EQ(0, check_io(v, OUT, 1, PORT_NMI, 1));
-	ASSERT_EQ(0, set_debug(v, 0, NULL));
-	ASSERT_EQ(0, run_to_port(v, 1, PORT_DONE));
-	ASSERT_EQ(0, run_expect_exit(v, KVM_EXIT_HLT));
+	ASSERT_EQ(0, run_free_to_end(v));
 	vcpu_free(v);
 }
 
@@ -730,9 +726,7 @@ TEST_F(guest, bad_input_and_disabling)
 	struct vcpu *v;
 
 	SKIP_WITHOUT_GUEST_DEBUG();
-	vm_load(self->vm, GUEST_CODE, plain_guest, plain_guest_end);
-	touch_guest_pages(self->vm);
-	v = vcpu_new(self->vm, 0, MODE_LONG64, GUEST_CODE, GUEST_STACK);
+	v = debug_vcpu(self->vm, plain_guest, plain_guest_end);
 	EXPECT_EQ(-EFAULT, xioctl(v->fd, KVM_SET_GUEST_DEBUG, 8));
 	/*
 	 * x86 KVM does not check control against the flags it supports
