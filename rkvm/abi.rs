@@ -186,6 +186,8 @@ pub(crate) mod vcpu {
     pub(crate) const X86_MCE_SIZE: usize = 64;
     /// `KVM_INTERRUPT` (`struct kvm_interrupt`: the vector).
     pub(crate) const INTERRUPT: u32 = iow(0x86, 4);
+    /// `KVM_SET_VAPIC_ADDR` (`struct kvm_vapic_addr`: a `u64` gpa).
+    pub(crate) const SET_VAPIC_ADDR: u32 = iow(0x93, 8);
     /// `KVM_SET_GUEST_DEBUG` (`struct kvm_guest_debug`).
     pub(crate) const SET_GUEST_DEBUG: u32 = iow(0x9b, GUEST_DEBUG_SIZE);
     pub(crate) const GUEST_DEBUG_SIZE: usize = 72;
@@ -256,6 +258,8 @@ pub(crate) mod cap {
     pub(crate) const NR_MEMSLOTS: usize = 10;
     /// `KVM_CAP_SET_TSS_ADDR`.
     pub(crate) const SET_TSS_ADDR: usize = 4;
+    /// `KVM_CAP_VAPIC`: `KVM_SET_VAPIC_ADDR` works.
+    pub(crate) const VAPIC: usize = 6;
     /// `KVM_CAP_SET_GUEST_DEBUG`: `KVM_SET_GUEST_DEBUG` works.
     pub(crate) const SET_GUEST_DEBUG: usize = 23;
     /// `KVM_CAP_X86_ROBUST_SINGLESTEP`: instructions the kernel completes

@@ -48,6 +48,7 @@ pub(crate) fn check_extension(capability: usize, online_cpus: usize) -> isize {
         | cap::IOEVENTFD_ANY_LENGTH
         | cap::GET_MSR_FEATURES
         | cap::SET_GUEST_DEBUG
+        | cap::VAPIC
         | cap::X86_ROBUST_SINGLESTEP => 1,
         cap::SET_GUEST_DEBUG2 => crate::abi::guestdbg::VALID as isize,
         cap::MCE => MAX_MCE_BANKS as isize,

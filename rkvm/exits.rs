@@ -431,10 +431,12 @@ impl CpuCore {
             self.apic_wait(run)?;
             self.kvmclock
                 .refresh(vm, self.backend.tsc_offset(), self.dirty_ring.as_deref());
+            self.sync_vapic_to_guest(vm);
             self.prepare_events(run);
             self.prepare_debug_entry();
             let (exit, cpu) = self.enter(vm, fpu)?;
             self.sync_tpr_from_guest();
+            self.sync_vapic_from_guest(vm);
             stats.count(stats::vcpu::EXITS);
             match self.handle_exit(vm, run, pio, &mut cache, stats, exit, cpu)? {
                 Flow::Guest => {}
@@ -472,16 +474,18 @@ impl CpuCore {
             return self.prepare_apic_events(run);
         }
         let window = run.request_interrupt_window() && self.queued_irq.is_none();
+        // The debugger's BLOCKIRQ holds NMIs back, not the queued
+        // interrupt, which is already committed (KVM's injected one).
         let block_irq = self.debug.block_irq();
         if !self.backend.event_pending() {
-            if let Some(vector) = self.queued_irq.take_if(|_| !block_irq) {
+            if let Some(vector) = self.queued_irq.take() {
                 self.backend.inject_interrupt(vector);
-            } else if self.nmi_pending > 0 && self.backend.nmi_allowed() {
+            } else if self.nmi_pending > 0 && self.backend.nmi_allowed() && !block_irq {
                 self.backend.inject_nmi();
                 self.nmi_pending -= 1;
             }
         }
-        self.backend.set_nmi_window(self.nmi_pending > 0);
+        self.backend.set_nmi_window(self.nmi_pending > 0 && !block_irq);
         self.backend.set_interrupt_window(window);
     }
 
@@ -502,7 +506,12 @@ impl CpuCore {
             // Not reported, as KVM: delivered again from its instruction.
             Some(Event::Soft) | None => {}
         }
-        if let Some(vector) = self.queued_irq {
+        // Without an in-kernel APIC the queued interrupt is committed (it
+        // goes in whatever the guest's IF): injected, as KVM reports it.
+        // With one it is the PIC's, waiting for the guest to take it, and
+        // not reported (KVM's `pending_external_vector`): a VMM's
+        // GET/SET round trip must not turn it into an injected one.
+        if let Some(vector) = self.queued_irq.filter(|_| self.apic.is_none()) {
             e.interrupt = Some((vector, false));
         }
         e
@@ -528,7 +537,11 @@ impl CpuCore {
         };
         let b = &mut self.backend;
         b.set_pending_event(slot);
-        self.queued_irq = queued;
+        // With an in-kernel APIC a PIC interrupt waiting for the guest is
+        // not part of the events (see `events`) and stays.
+        if queued.is_some() || self.apic.is_none() {
+            self.queued_irq = queued;
+        }
         if e.flags & vcpu_events::valid::SHADOW != 0 {
             b.set_interrupt_shadow(e.shadow);
         }

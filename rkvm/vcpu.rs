@@ -460,6 +460,10 @@ impl AnonFile for Vcpu {
                 let r = DebugRegs::from_bytes(&uarg::read(arg)?).ok_or(EINVAL)?;
                 state.core_mut().set_debugregs(&r);
             }
+            abi::vcpu::SET_VAPIC_ADDR => {
+                let gpa = u64::from_ne_bytes(uarg::read(arg)?);
+                state.core_mut().set_vapic_addr(&this.vm, gpa)?;
+            }
             abi::vcpu::SET_GUEST_DEBUG => {
                 let request = guest_debug::Request::from_bytes(&uarg::read(arg)?);
                 state.core_mut().set_guest_debug(&request)?;

@@ -40,10 +40,14 @@ impl CpuCore {
         }
         let was_stepping = self.debug.single_step();
         self.debug = request.debug;
-        if was_stepping && !self.debug.single_step() {
+        let r = self.backend.rflags();
+        if self.debug.single_step() {
+            // At once: an instruction userspace completes on the next
+            // `KVM_RUN` (an OUT) is stepped over too.
+            self.backend.set_rflags(r | rflags::TF);
+        } else if was_stepping {
             // The TF was the debugger's (as KVM, a TF of the guest's own
             // set meanwhile goes with it).
-            let r = self.backend.rflags();
             self.backend.set_rflags(r & !rflags::TF);
         }
         self.apply_debug_intercepts();
@@ -98,7 +102,7 @@ impl CpuCore {
     /// With TF set when it began, the single-step trap the hardware would
     /// have raised is owed (see [`Self::deliver_step_trap`]).
     pub(super) fn finish_instruction(&mut self, next_rip: u64) {
-        if self.backend.rflags() & rflags::TF != 0 {
+        if self.debug.single_step() || self.backend.rflags() & rflags::TF != 0 {
             self.step_trap = true;
         }
         self.backend.set_rip(next_rip);

@@ -207,6 +207,8 @@ mod abi_matches_kvm {
         assert_eq!(abi::vcpu::NMI, 0xae9a);
         assert_eq!(crate::guest_debug::SIZE, core::mem::size_of::<kb::kvm_guest_debug>());
         assert_eq!(abi::vcpu::SET_GUEST_DEBUG, 0x4048_ae9b);
+        assert_eq!(abi::vcpu::SET_VAPIC_ADDR, 0x4008_ae93);
+        assert_eq!(abi::cap::VAPIC, kb::KVM_CAP_VAPIC as usize);
         assert_eq!(abi::cap::SET_GUEST_DEBUG, kb::KVM_CAP_SET_GUEST_DEBUG as usize);
         assert_eq!(abi::cap::X86_ROBUST_SINGLESTEP, kb::KVM_CAP_X86_ROBUST_SINGLESTEP as usize);
         assert_eq!(abi::cap::SET_GUEST_DEBUG2, kb::KVM_CAP_SET_GUEST_DEBUG2 as usize);
@@ -330,6 +332,7 @@ mod abi_matches_kvm {
                     || c == kb::KVM_CAP_IOEVENTFD_ANY_LENGTH as usize
                     || c == kb::KVM_CAP_GET_MSR_FEATURES as usize
                     || c == kb::KVM_CAP_SET_GUEST_DEBUG as usize
+                    || c == kb::KVM_CAP_VAPIC as usize
                     || c == kb::KVM_CAP_X86_ROBUST_SINGLESTEP as usize =>
                 {
                     assert_eq!(v, 1)
