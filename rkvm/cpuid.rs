@@ -71,9 +71,10 @@ pub(crate) fn lookup(table: &[CpuidEntry], function: u32, index: u32) -> [u32; 4
 
 /// The fixed leaves `KVM_GET_SUPPORTED_CPUID` reports; leaf 0xD follows
 /// with one subleaf per offered XSAVE component.
-const FIXED_LEAVES: [u32; 8] = [
+const FIXED_LEAVES: [u32; 9] = [
     0,
     1,
+    6,
     7,
     0x8000_0000,
     0x8000_0001,
@@ -89,8 +90,15 @@ pub(crate) const MAX_SUPPORTED: usize = FIXED_LEAVES.len() + 1 + 2 + 2 + 62;
 
 // Leaf 1 EDX: x87, VME, DE, PSE, TSC, MSR, PAE, MCE, CX8, SEP, MTRR, PGE,
 // MCA, CMOV, PAT, PSE36, CLFSH, MMX, FXSR, SSE, SSE2 (MCE, MCA and the MTRRs
-// are emulated: `mce.rs`, `mtrr.rs`). Not the APIC or HTT.
-const LEAF1_EDX: u32 = 0x078b_f9ff;
+// are emulated: `mce.rs`, `mtrr.rs`), and the APIC (the in-kernel one, or
+// the VMM's: KVM always offers it). Not HTT.
+const LEAF1_EDX: u32 = 0x078b_fbff;
+/// Leaf 1 EDX: the APIC, which the guest sees only while its
+/// `IA32_APIC_BASE` enables it (KVM's `kvm_update_cpuid_runtime`).
+const LEAF1_EDX_APIC: u32 = 1 << 9;
+/// Leaf 6 EAX: ARAT, the APIC timer keeps running in deep C-states (the
+/// in-kernel APIC's timer is a host timer), as KVM reports.
+const LEAF6_EAX_ARAT: u32 = 1 << 2;
 /// Leaf 7 EDX: IA32_ARCH_CAPABILITIES, which rkvm emulates on every host
 /// (`vcpu_msrs.rs`), as KVM.
 pub(crate) const LEAF7_EDX_ARCH_CAPABILITIES: u32 = 1 << 29;
@@ -186,6 +194,7 @@ pub(crate) fn supported(host: impl Fn(u32, u32) -> [u32; 4], host_xcr0: u64) -> 
                 regs[2] = (regs[2] & ecx) | LEAF1_ECX_EMULATED | LEAF1_ECX_HYPERVISOR;
                 regs[3] &= LEAF1_EDX;
             }
+            6 => regs = [LEAF6_EAX_ARAT, 0, 0, 0],
             7 => {
                 flags = FLAG_SIGNIFICANT_INDEX;
                 let mut ebx = LEAF7_EBX;
@@ -240,13 +249,15 @@ pub(crate) fn supported(host: impl Fn(u32, u32) -> [u32; 4], host_xcr0: u64) -> 
 
 /// What the guest's CPUID instruction returns: the table's answer, with
 /// the bits KVM keeps in step with the guest's state at run time
-/// (`kvm_update_cpuid_runtime`): OSXSAVE mirrors CR4.OSXSAVE, and leaf
-/// 0xD's EBX is the XSAVE area size for the guest's current XCR0.
+/// (`kvm_update_cpuid_runtime`): OSXSAVE mirrors CR4.OSXSAVE, the APIC
+/// bit `IA32_APIC_BASE`'s enable (`apic_enabled`), and leaf 0xD's EBX is
+/// the XSAVE area size for the guest's current XCR0.
 pub(crate) fn guest_cpuid(
     table: &[CpuidEntry],
     function: u32,
     index: u32,
     osxsave: bool,
+    apic_enabled: bool,
     xsave_size_now: impl Fn() -> u32,
 ) -> [u32; 4] {
     let mut regs = lookup(table, function, index);
@@ -255,6 +266,11 @@ pub(crate) fn guest_cpuid(
             regs[2] &= !LEAF1_ECX_OSXSAVE;
             if osxsave && regs[2] & LEAF1_ECX_XSAVE != 0 {
                 regs[2] |= LEAF1_ECX_OSXSAVE;
+            }
+            if apic_enabled {
+                regs[3] |= LEAF1_EDX_APIC;
+            } else {
+                regs[3] &= !LEAF1_EDX_APIC;
             }
         }
         (0xd, 0) if regs != [0; 4] => regs[1] = xsave_size_now(),
@@ -282,7 +298,8 @@ mod tests {
         assert_eq!(lookup(t, 0x8000_0000, 0)[0], 0x8000_0008);
         let l1 = lookup(t, 1, 0);
         assert_eq!(l1[1], 0xffff);
-        assert_eq!(l1[3] & (1 << 9), 0, "no APIC");
+        assert_ne!(l1[3] & (1 << 9), 0, "the APIC");
+        assert_eq!(lookup(t, 6, 0), [4, 0, 0, 0], "ARAT");
         assert_eq!(l1[3] & (1 << 7 | 1 << 12 | 1 << 14), 1 << 7 | 1 << 12 | 1 << 14, "MCE, MTRR, MCA");
         assert_eq!(lookup(t, 7, 0)[3], LEAF7_EDX_ARCH_CAPABILITIES);
         assert_eq!(l1[2] & (1 << 27), 0, "no OSXSAVE");
@@ -331,10 +348,13 @@ mod tests {
         assert_eq!(lookup(t, 0xd, 9), [0; 4]);
         assert_eq!(guest_xcr0_bits(t), 7);
         // At run time: OSXSAVE follows CR4, EBX the current XCR0.
-        assert_ne!(guest_cpuid(t, 1, 0, true, || 0)[2] & LEAF1_ECX_OSXSAVE, 0);
-        assert_eq!(guest_cpuid(t, 1, 0, false, || 0)[2] & LEAF1_ECX_OSXSAVE, 0);
-        assert_eq!(guest_cpuid(t, 0xd, 0, true, || 576)[1], 576);
-        assert_eq!(guest_cpuid(t, 0xd, 1, true, || 576)[1], 0);
+        assert_ne!(guest_cpuid(t, 1, 0, true, true, || 0)[2] & LEAF1_ECX_OSXSAVE, 0);
+        assert_eq!(guest_cpuid(t, 1, 0, false, true, || 0)[2] & LEAF1_ECX_OSXSAVE, 0);
+        assert_eq!(guest_cpuid(t, 0xd, 0, true, true, || 576)[1], 576);
+        assert_eq!(guest_cpuid(t, 0xd, 1, true, true, || 576)[1], 0);
+        // The APIC bit follows IA32_APIC_BASE's enable.
+        assert_ne!(guest_cpuid(t, 1, 0, true, true, || 0)[3] & LEAF1_EDX_APIC, 0);
+        assert_eq!(guest_cpuid(t, 1, 0, true, false, || 0)[3] & LEAF1_EDX_APIC, 0);
     }
 
     #[test]

@@ -754,7 +754,8 @@ impl CpuCore {
         let mut g = self.backend.gprs();
         let osxsave = self.backend.cr4() & cr4::OSXSAVE != 0;
         let xcr0 = self.xcr0;
-        let [a, b, c, d] = cpuid::guest_cpuid(&self.cpuid, g[0] as u32, g[1] as u32, osxsave, || {
+        let apic_enabled = self.apic_base() & crate::lapic::regs::base::ENABLE != 0;
+        let [a, b, c, d] = cpuid::guest_cpuid(&self.cpuid, g[0] as u32, g[1] as u32, osxsave, apic_enabled, || {
             xsave::xsave_size(xcr0, |l, s| {
                 let r = x86::cpuid(l, s);
                 [r.eax, r.ebx, r.ecx, r.edx]
