@@ -5,7 +5,12 @@
  *
  *   rkvm-vmm [--dev /dev/rkvm] --kernel bzImage [--initrd cpio.gz]
  *            [--cmdline "..."] [--cpus N] [--mem MiB] [--timeout S]
- *            [--marker TEXT] [--verbose]
+ *            [--marker TEXT] [--system-map FILE] [--verbose]
+ *
+ * Defaults: one vCPU, 256 MiB, "console=ttyS0", 300 s. --system-map names
+ * the guest kernel's System.map, to say which function each vCPU was in
+ * when a run fails; --verbose lists every access to a port or address
+ * without a device and the registers at the end.
  *
  * Exits 0 once the guest printed a console line containing the marker
  * (default "rkvm-guest: hello") and then reset the machine; otherwise 1,
@@ -65,12 +70,17 @@
  *   without it an AMD guest with several CPUs calls its TSC unsynchronized
  *   and a clocksource watchdog would have no reference). The local APIC
  *   timer then runs in TSC-deadline mode, which needs no calibration, and
- *   with the TSC rate known, TSC deadline and ARAT the kernel sets up no
- *   PIT at all.
+ *   with the TSC rate known, TSC deadline (CPUID 1 ECX) and ARAT (CPUID 6
+ *   EAX) the kernel sets up no PIT clock event at all. It still looks:
+ *   the early CPU calibration reads the absent PIT's counter 2 (about
+ *   100000 reads of port 0x42 on AMD, where no CPUID leaf gives the rate)
+ *   and the wall-clock read waits a second for the absent CMOS RTC's
+ *   update flag (about 10000 reads of port 0x71): some 140000 port exits
+ *   per boot, a few seconds in the emulated test hosts.
  *
  * The command line given is appended to "tsc_early_khz=<rate> tsc=reliable
- * pci=off reboot=pci" (the machine's facts: no PCI bus, reset at 0xcf9),
- * so it can override them.
+ * acpi=off pci=off reboot=pci" (the machine's facts: no ACPI tables, no PCI
+ * bus, reset at 0xcf9), so it can override them.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -208,6 +218,7 @@ struct vmm {
 	struct vcpu cpu[MAX_CPUS];
 	unsigned int tsc_khz;
 	const char *marker;
+	const char *system_map;
 	bool verbose;
 	struct timespec t0;
 
@@ -713,12 +724,39 @@ static void sigusr1(int sig)
 	(void)sig;
 }
 
+/*
+ * The guest kernel's text symbol at or below @rip, from its System.map
+ * ("ffffffff81000000 T _text" lines, sorted), into @buf.
+ */
+static void symbolize(const char *map, uint64_t rip, char *buf, size_t len)
+{
+	char line[256], name[200], type, best[200] = "";
+	unsigned long long addr, at = 0;
+	FILE *f;
+
+	snprintf(buf, len, "%s", "");
+	if (!map || !(f = fopen(map, "r")))
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%llx %c %199s", &addr, &type, name) != 3 || addr > rip)
+			continue;
+		if (strchr("tTwW", type) && addr >= at) {
+			at = addr;
+			snprintf(best, sizeof(best), "%s", name);
+		}
+	}
+	fclose(f);
+	if (best[0])
+		snprintf(buf, len, " (%s+0x%llx)", best, (unsigned long long)(rip - at));
+}
+
 /* Prints where vCPU @c is, once it has left KVM_RUN for good. */
 static void vcpu_report(struct vcpu *c)
 {
 	struct kvm_regs regs;
 	struct kvm_sregs sregs;
 	struct kvm_mp_state mp;
+	char sym[256];
 
 	if (ioctl(c->fd, KVM_GET_REGS, &regs) < 0 || ioctl(c->fd, KVM_GET_SREGS, &sregs) < 0) {
 		fprintf(stderr, "rkvm-vmm: vCPU %d: registers: %s\n", c->id, strerror(errno));
@@ -726,9 +764,10 @@ static void vcpu_report(struct vcpu *c)
 	}
 	if (ioctl(c->fd, KVM_GET_MP_STATE, &mp) < 0)
 		mp.mp_state = ~0u;
-	fprintf(stderr, "rkvm-vmm: vCPU %d: mp_state %u rip 0x%llx rsp 0x%llx rflags 0x%llx "
+	symbolize(c->vmm->system_map, regs.rip, sym, sizeof(sym));
+	fprintf(stderr, "rkvm-vmm: vCPU %d: mp_state %u rip 0x%llx%s rsp 0x%llx rflags 0x%llx "
 		"cr0 0x%llx cr3 0x%llx cr4 0x%llx efer 0x%llx cs 0x%x\n", c->id, mp.mp_state,
-		(unsigned long long)regs.rip, (unsigned long long)regs.rsp,
+		(unsigned long long)regs.rip, sym, (unsigned long long)regs.rsp,
 		(unsigned long long)regs.rflags, (unsigned long long)sregs.cr0,
 		(unsigned long long)sregs.cr3, (unsigned long long)sregs.cr4,
 		(unsigned long long)sregs.efer, sregs.cs.selector);
@@ -1153,7 +1192,7 @@ static void load_linux(struct vmm *vmm, const char *kernel, const char *initrd,
 	bp->hdr.ramdisk_image = initrd_gpa;
 	bp->hdr.ramdisk_size = initrd_size;
 	cmd = gpa(vmm, CMDLINE_GPA, CMDLINE_MAX);
-	if (snprintf(cmd, CMDLINE_MAX, "tsc_early_khz=%u tsc=reliable pci=off reboot=pci %s",
+	if (snprintf(cmd, CMDLINE_MAX, "tsc_early_khz=%u tsc=reliable acpi=off pci=off reboot=pci %s",
 		     vmm->tsc_khz, cmdline) >= CMDLINE_MAX ||
 	    strlen(cmd) >= hdr->cmdline_size)
 		die("the command line is too long");
@@ -1174,7 +1213,7 @@ static void usage(void)
 	fprintf(stderr,
 		"usage: rkvm-vmm [--dev /dev/rkvm] --kernel bzImage [--initrd cpio.gz]\n"
 		"                [--cmdline \"...\"] [--cpus N] [--mem MiB] [--timeout S]\n"
-		"                [--marker TEXT] [--verbose]\n");
+		"                [--marker TEXT] [--system-map FILE] [--verbose]\n");
 	exit(2);
 }
 
@@ -1189,6 +1228,7 @@ int main(int argc, char **argv)
 		{ "mem", required_argument, NULL, 'm' },
 		{ "timeout", required_argument, NULL, 't' },
 		{ "marker", required_argument, NULL, 'M' },
+		{ "system-map", required_argument, NULL, 's' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ }
 	};
@@ -1217,6 +1257,7 @@ int main(int argc, char **argv)
 		case 'm': mem_mib = strtoul(optarg, NULL, 0); break;
 		case 't': timeout = strtoul(optarg, NULL, 0); break;
 		case 'M': vmm->marker = optarg; break;
+		case 's': vmm->system_map = optarg; break;
 		case 'v': vmm->verbose = true; break;
 		default: usage();
 		}
