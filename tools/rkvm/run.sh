@@ -9,8 +9,9 @@
 #
 # RKVM_MACHINE=bochs (make run MACHINE=bochs) boots the emulated Intel host
 # (Bochs, VMX + EPT) instead: no shell there (Bochs' console is a file), the
-# guest powers off by itself after the demo, about a minute in all, and a
-# boot that does not finish is stopped after 10 minutes.
+# guest powers off by itself after the demo and the Linux boot, some 5
+# minutes in all, and a boot that does not finish is stopped after 20
+# minutes.
 #
 # Non-interactive runs print the guest's side of the run and exit non-zero
 # if the demo or the Linux boot fails or the machine does not finish.
@@ -43,8 +44,8 @@ if [ "$machine" = qemu ]; then
 else
 	# nohz=off as in check.sh: a CPU that never woke from tickless idle
 	# stalled Bochs runs.
-	note "booting the emulated Intel host (Bochs, VMX + EPT); about a minute"
-	"$RKVM_TOOLS/run-bochs.sh" "${args[@]}" --timeout 600 --append "nohz=off rkvm.mode=run" || rc=$?
+	note "booting the emulated Intel host (Bochs, VMX + EPT); some 5 minutes"
+	"$RKVM_TOOLS/run-bochs.sh" "${args[@]}" --timeout 1200 --append "nohz=off rkvm.mode=run" || rc=$?
 fi
 [ -f "$log" ] || die "no serial log from the $machine machine (exit $rc)"
 # Show the guest's side of the run (the console log without kernel noise),

@@ -69,9 +69,9 @@
  *   and tsc=reliable (the vCPUs' TSCs start together and run at one rate;
  *   without it an AMD guest with several CPUs calls its TSC unsynchronized
  *   and a clocksource watchdog would have no reference). The local APIC
- *   timer then runs in TSC-deadline mode, which needs no calibration, and
- *   with the TSC rate known, TSC deadline (CPUID 1 ECX) and ARAT (CPUID 6
- *   EAX) the kernel sets up no PIT clock event at all. It still looks:
+ *   timer then runs in TSC-deadline mode (CPUID 1 ECX), which needs no
+ *   calibration; with ARAT as well (CPUID 6 EAX, which KVM offers) the
+ *   kernel does not even register the PIT as a clock event. It still looks:
  *   the early CPU calibration reads the absent PIT's counter 2 (about
  *   100000 reads of port 0x42 on AMD, where no CPUID leaf gives the rate)
  *   and the wall-clock read waits a second for the absent CMOS RTC's
