@@ -586,22 +586,21 @@ static void handle_pio(struct vcpu *c)
 
 	pthread_mutex_lock(&vmm->lock);
 	for (i = 0; i < run->io.count; i++, data += run->io.size) {
-		bool known = true;
+		/*
+		 * A 32-bit access to 0xcf8 is PCI's address register (no
+		 * device here), not the reset register at 0xcf9.
+		 */
+		bool pci = run->io.size == 4 && run->io.port == 0xcf8;
+		bool known = !pci;
 
 		/*
 		 * A wider access is split into bytes at consecutive ports,
-		 * as the ISA bus does; a 32-bit access to 0xcf8 is PCI's
-		 * address register, not the reset register at 0xcf9.
+		 * as the ISA bus does.
 		 */
 		for (b = 0; b < run->io.size; b++) {
-			uint16_t port = run->io.port + b;
-
-			if (run->io.size == 4 && run->io.port == 0xcf8)
-				known = false;
-			else if (pio_byte(vmm, port, &data[b], write))
+			if (!pci && pio_byte(vmm, run->io.port + b, &data[b], write))
 				continue;
-			else
-				known = false;
+			known = false;
 			if (!write)
 				data[b] = 0xff;
 		}
@@ -654,65 +653,76 @@ static const char *exit_reason_name(uint32_t reason)
 	return "an unknown exit";
 }
 
+/* One exit of vCPU @c that KVM_RUN returned to the VMM. */
+static void handle_exit(struct vcpu *c)
+{
+	struct vmm *vmm = c->vmm;
+	struct kvm_run *run = c->run;
+	char data[256] = "";
+	size_t n = 0;
+	unsigned int i;
+
+	switch (run->exit_reason) {
+	case KVM_EXIT_IO:
+		handle_pio(c);
+		break;
+	case KVM_EXIT_MMIO:
+		handle_mmio(c);
+		break;
+	case KVM_EXIT_INTR:
+		break;
+	case KVM_EXIT_SHUTDOWN:
+		finish(vmm, 1, "vCPU %d: KVM_EXIT_SHUTDOWN (triple fault)", c->id);
+		break;
+	case KVM_EXIT_FAIL_ENTRY:
+		finish(vmm, 1, "vCPU %d: KVM_EXIT_FAIL_ENTRY, reason 0x%llx on CPU %u", c->id,
+		       (unsigned long long)run->fail_entry.hardware_entry_failure_reason,
+		       run->fail_entry.cpu);
+		break;
+	case KVM_EXIT_INTERNAL_ERROR:
+		for (i = 0; i < run->internal.ndata && i < 16 && n < sizeof(data); i++)
+			n += snprintf(data + n, sizeof(data) - n, " 0x%llx",
+				      (unsigned long long)run->internal.data[i]);
+		finish(vmm, 1, "vCPU %d: KVM_EXIT_INTERNAL_ERROR, suberror %u, data:%s", c->id,
+		       run->internal.suberror, data);
+		break;
+	case KVM_EXIT_SYSTEM_EVENT:
+		finish(vmm, 1, "vCPU %d: KVM_EXIT_SYSTEM_EVENT type %u", c->id,
+		       run->system_event.type);
+		break;
+	default:
+		finish(vmm, 1, "vCPU %d: unexpected exit %u (%s)", c->id, run->exit_reason,
+		       exit_reason_name(run->exit_reason));
+		break;
+	}
+}
+
+static bool run_over(struct vmm *vmm)
+{
+	bool done;
+
+	pthread_mutex_lock(&vmm->lock);
+	done = vmm->done;
+	pthread_mutex_unlock(&vmm->lock);
+	return done;
+}
+
 static void *vcpu_thread(void *arg)
 {
 	struct vcpu *c = arg;
-	struct vmm *vmm = c->vmm;
-	struct kvm_run *run = c->run;
-	unsigned int i;
 
-	for (;;) {
-		pthread_mutex_lock(&vmm->lock);
-		bool done = vmm->done;
-		pthread_mutex_unlock(&vmm->lock);
-		if (done)
-			break;
-		if (ioctl(c->fd, KVM_RUN, 0) < 0) {
-			/*
-			 * EAGAIN: an AP that got INIT or SIPI while waiting
-			 * (KVM_MP_STATE_UNINITIALIZED); EINTR: a signal, the
-			 * end of the run (immediate_exit) or another.
-			 */
-			if (errno == EAGAIN || errno == EINTR)
-				continue;
-			finish(vmm, 1, "vCPU %d: KVM_RUN: %s", c->id, strerror(errno));
-			break;
+	while (!run_over(c->vmm)) {
+		if (ioctl(c->fd, KVM_RUN, 0) == 0) {
+			handle_exit(c);
+			continue;
 		}
-		switch (run->exit_reason) {
-		case KVM_EXIT_IO:
-			handle_pio(c);
-			break;
-		case KVM_EXIT_MMIO:
-			handle_mmio(c);
-			break;
-		case KVM_EXIT_INTR:
-			break;
-		case KVM_EXIT_SHUTDOWN:
-			finish(vmm, 1, "vCPU %d: KVM_EXIT_SHUTDOWN (triple fault)", c->id);
-			break;
-		case KVM_EXIT_FAIL_ENTRY:
-			finish(vmm, 1, "vCPU %d: KVM_EXIT_FAIL_ENTRY, reason 0x%llx on CPU %u", c->id,
-			       (unsigned long long)run->fail_entry.hardware_entry_failure_reason,
-			       run->fail_entry.cpu);
-			break;
-		case KVM_EXIT_INTERNAL_ERROR: {
-			char data[256] = "";
-			size_t n = 0;
-
-			for (i = 0; i < run->internal.ndata && i < 16 && n < sizeof(data); i++)
-				n += snprintf(data + n, sizeof(data) - n, " 0x%llx",
-					      (unsigned long long)run->internal.data[i]);
-			finish(vmm, 1, "vCPU %d: KVM_EXIT_INTERNAL_ERROR, suberror %u, data:%s", c->id,
-			       run->internal.suberror, data);
-			break;
-		}
-		case KVM_EXIT_SYSTEM_EVENT:
-			finish(vmm, 1, "vCPU %d: KVM_EXIT_SYSTEM_EVENT type %u", c->id,
-			       run->system_event.type);
-			break;
-		default:
-			finish(vmm, 1, "vCPU %d: unexpected exit %u (%s)", c->id, run->exit_reason,
-			       exit_reason_name(run->exit_reason));
+		/*
+		 * EAGAIN: an AP that got INIT or SIPI while waiting
+		 * (KVM_MP_STATE_UNINITIALIZED); EINTR: a signal, the end of
+		 * the run (immediate_exit) or another.
+		 */
+		if (errno != EAGAIN && errno != EINTR) {
+			finish(c->vmm, 1, "vCPU %d: KVM_RUN: %s", c->id, strerror(errno));
 			break;
 		}
 	}
@@ -1330,7 +1340,7 @@ int main(int argc, char **argv)
 	pthread_mutex_lock(&vmm->lock);
 	while (!vmm->done) {
 		if (pthread_cond_timedwait(&vmm->done_cond, &vmm->lock, &deadline) == ETIMEDOUT) {
-			finish_locked(vmm, 1, "timeout after %lu s", timeout);
+			finish_locked(vmm, 1, "timeout");
 			break;
 		}
 	}
