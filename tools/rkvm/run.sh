@@ -9,7 +9,7 @@
 #
 # RKVM_MACHINE=bochs (make run MACHINE=bochs) boots the emulated Intel host
 # (Bochs, VMX + EPT) instead: no shell there (Bochs' console is a file), the
-# guest powers off by itself after the demo and the Linux boot, some 5
+# guest powers off by itself after the demo and the Linux boot, about 4
 # minutes in all, and a boot that does not finish is stopped after 20
 # minutes.
 #
@@ -44,7 +44,7 @@ if [ "$machine" = qemu ]; then
 else
 	# nohz=off as in check.sh: a CPU that never woke from tickless idle
 	# stalled Bochs runs.
-	note "booting the emulated Intel host (Bochs, VMX + EPT); some 5 minutes"
+	note "booting the emulated Intel host (Bochs, VMX + EPT); about 4 minutes"
 	"$RKVM_TOOLS/run-bochs.sh" "${args[@]}" --timeout 1200 --append "nohz=off rkvm.mode=run" || rc=$?
 fi
 [ -f "$log" ] || die "no serial log from the $machine machine (exit $rc)"
