@@ -186,6 +186,11 @@ pub(crate) mod vcpu {
     pub(crate) const X86_MCE_SIZE: usize = 64;
     /// `KVM_INTERRUPT` (`struct kvm_interrupt`: the vector).
     pub(crate) const INTERRUPT: u32 = iow(0x86, 4);
+    /// `KVM_SET_VAPIC_ADDR` (`struct kvm_vapic_addr`: a `u64` gpa).
+    pub(crate) const SET_VAPIC_ADDR: u32 = iow(0x93, 8);
+    /// `KVM_SET_GUEST_DEBUG` (`struct kvm_guest_debug`).
+    pub(crate) const SET_GUEST_DEBUG: u32 = iow(0x9b, GUEST_DEBUG_SIZE);
+    pub(crate) const GUEST_DEBUG_SIZE: usize = 72;
     /// `KVM_SET_SIGNAL_MASK` (`struct kvm_signal_mask` header: `len`).
     pub(crate) const SET_SIGNAL_MASK: u32 = iow(0x8b, 4);
     /// `KVM_GET_XSAVE` (`struct kvm_xsave`).
@@ -216,6 +221,24 @@ pub(crate) const MAX_MCE_BANKS: usize = 32;
 pub(crate) const MAX_VCPUS: usize = 64;
 /// vCPU ids are `0..MAX_VCPU_IDS` (`KVM_CAP_MAX_VCPU_ID`).
 pub(crate) const MAX_VCPU_IDS: usize = 64;
+/// `kvm_guest_debug.control` bits.
+pub(crate) mod guestdbg {
+    pub(crate) const ENABLE: u32 = 1 << 0;
+    pub(crate) const SINGLESTEP: u32 = 1 << 1;
+    /// INT3 exits (`#BP`) instead of reaching the guest.
+    pub(crate) const USE_SW_BP: u32 = 1 << 16;
+    /// The debugger's DR0-3 and DR7 replace the guest's.
+    pub(crate) const USE_HW_BP: u32 = 1 << 17;
+    /// Queue a `#DB` or `#BP` for the guest (one-shot, not kept).
+    pub(crate) const INJECT_DB: u32 = 1 << 18;
+    pub(crate) const INJECT_BP: u32 = 1 << 19;
+    /// No interrupts go in while debugging.
+    pub(crate) const BLOCKIRQ: u32 = 1 << 20;
+    /// What rkvm implements: `KVM_CAP_SET_GUEST_DEBUG2`.
+    pub(crate) const VALID: u32 =
+        ENABLE | SINGLESTEP | USE_SW_BP | USE_HW_BP | INJECT_DB | INJECT_BP | BLOCKIRQ;
+}
+
 /// KVM's `KVM_MAX_IRQ_ROUTES`: most GSI routes (and GSIs below it).
 pub(crate) const MAX_IRQ_ROUTES: usize = 4096;
 
@@ -235,6 +258,15 @@ pub(crate) mod cap {
     pub(crate) const NR_MEMSLOTS: usize = 10;
     /// `KVM_CAP_SET_TSS_ADDR`.
     pub(crate) const SET_TSS_ADDR: usize = 4;
+    /// `KVM_CAP_VAPIC`: `KVM_SET_VAPIC_ADDR` works.
+    pub(crate) const VAPIC: usize = 6;
+    /// `KVM_CAP_SET_GUEST_DEBUG`: `KVM_SET_GUEST_DEBUG` works.
+    pub(crate) const SET_GUEST_DEBUG: usize = 23;
+    /// `KVM_CAP_X86_ROBUST_SINGLESTEP`: instructions the kernel completes
+    /// for the guest single-step too.
+    pub(crate) const X86_ROBUST_SINGLESTEP: usize = 51;
+    /// `KVM_CAP_SET_GUEST_DEBUG2`: the `KVM_SET_GUEST_DEBUG` control bits.
+    pub(crate) const SET_GUEST_DEBUG2: usize = 195;
     /// `KVM_CAP_SET_IDENTITY_MAP_ADDR`.
     pub(crate) const SET_IDENTITY_MAP_ADDR: usize = 37;
     /// `KVM_CAP_MAX_VCPUS`: most vCPUs per VM.
@@ -393,6 +425,11 @@ pub(crate) mod run {
     pub(crate) const INTERNAL_DATA: usize = EXIT + 8;
     /// Entries of `internal.data`.
     pub(crate) const INTERNAL_DATA_MAX: usize = 16;
+    /// `debug.arch`: the exception, the linear RIP, DR6 and DR7.
+    pub(crate) const DEBUG_EXCEPTION: usize = EXIT;
+    pub(crate) const DEBUG_PC: usize = EXIT + 8;
+    pub(crate) const DEBUG_DR6: usize = EXIT + 16;
+    pub(crate) const DEBUG_DR7: usize = EXIT + 24;
 
     pub(crate) const IO_IN: u8 = 0;
     pub(crate) const IO_OUT: u8 = 1;
@@ -402,6 +439,7 @@ pub(crate) mod run {
         /// What an error return leaves (e.g. `EFAULT` from a fault).
         pub(crate) const UNKNOWN: u32 = 0;
         pub(crate) const IO: u32 = 2;
+        pub(crate) const DEBUG: u32 = 4;
         pub(crate) const HLT: u32 = 5;
         /// The guest can take an interrupt (`request_interrupt_window`).
         pub(crate) const IRQ_WINDOW_OPEN: u32 = 7;

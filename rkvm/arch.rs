@@ -111,6 +111,7 @@ pub(crate) mod xcr0 {
 pub(crate) mod vector {
     pub(crate) const DB: u8 = 1;
     pub(crate) const NMI: u8 = 2;
+    pub(crate) const BP: u8 = 3;
     pub(crate) const UD: u8 = 6;
     pub(crate) const GP: u8 = 13;
     pub(crate) const PF: u8 = 14;

@@ -154,6 +154,11 @@ pub(crate) trait VcpuBackend: Send + Sync {
     /// without, it does not. Decided before each entry.
     fn set_nmi_window(&mut self, on: bool);
 
+    /// Which debug exceptions exit for the VMM's debugger instead of
+    /// reaching the guest (`KVM_SET_GUEST_DEBUG`): with `db` every `#DB`
+    /// ([`Exit::Debug`]), with `bp` every INT3 ([`Exit::Breakpoint`]).
+    fn set_debug_intercepts(&mut self, db: bool, bp: bool);
+
     /// Makes every accessor's answer current. A backend may leave part of
     /// the state the guest changes without exiting (CR3, segments but CS,
     /// descriptor tables) unread after an exit until this is called; the

@@ -46,7 +46,11 @@ pub(crate) fn check_extension(capability: usize, online_cpus: usize) -> isize {
         | cap::IOEVENTFD
         | cap::IOEVENTFD_NO_LENGTH
         | cap::IOEVENTFD_ANY_LENGTH
-        | cap::GET_MSR_FEATURES => 1,
+        | cap::GET_MSR_FEATURES
+        | cap::SET_GUEST_DEBUG
+        | cap::VAPIC
+        | cap::X86_ROBUST_SINGLESTEP => 1,
+        cap::SET_GUEST_DEBUG2 => crate::abi::guestdbg::VALID as isize,
         cap::MCE => MAX_MCE_BANKS as isize,
         // The components rkvm offers (up to AVX-512) fit in
         // `struct kvm_xsave`, KVM's smallest answer.

@@ -48,6 +48,14 @@ pub(crate) enum Exit {
     /// The guest may be able to take an NMI now (the exit
     /// `VcpuBackend::set_nmi_window` asked for, or a step towards it).
     NmiWindow,
+    /// A `#DB` that exited for the VMM's debugger
+    /// (`VcpuBackend::set_debug_intercepts`): the DR6 the exception
+    /// reported (the guest's DR6 is left as it was) and the DR7 in
+    /// effect.
+    Debug { dr6: u64, dr7: u64 },
+    /// An INT3 (`#BP`) that exited for the VMM's debugger; RIP is still on
+    /// it.
+    Breakpoint,
     /// RDPMC: rkvm has no virtual PMU, so no counter exists (`#GP`), and
     /// the host's counters are never read by the guest.
     Rdpmc,

@@ -20,6 +20,7 @@
 use kernel::{prelude::*, sync::Arc};
 
 mod apic;
+mod debug;
 
 use crate::{
     abi::run::{exit as kvm_exit, internal},
@@ -28,6 +29,7 @@ use crate::{
     cpuid::{self, CpuidEntry},
     debugreg::{self, DebugRegs, Dr},
     dirty_ring_pages::VcpuRing,
+    guest_debug::GuestDebug,
     emulate::{self, Access, MmioInsn, Mode},
     kvmclock::{self, VcpuClock},
     lapic::apic::VcpuApic,
@@ -165,6 +167,14 @@ pub(crate) struct CpuCore {
     pending_eoi_exit: Option<u8>,
     /// kvmclock's structure for this vCPU.
     kvmclock: VcpuClock,
+    /// The VMM debugger's settings (`KVM_SET_GUEST_DEBUG`).
+    debug: GuestDebug,
+    /// An instruction the kernel completed ran with TF set: its
+    /// single-step trap is owed (`debug.rs`).
+    step_trap: bool,
+    /// The linear RIP of the INT3 the debugger was last told of, until
+    /// the next entry.
+    breakpoint_at: Option<u64>,
 }
 
 /// How many NMIs may wait to be delivered: one while NMIs are blocked (the
@@ -222,6 +232,9 @@ impl CpuCore {
             plain_apic_base: 0,
             pending_eoi_exit: None,
             kvmclock: VcpuClock::new(),
+            debug: GuestDebug::default(),
+            step_trap: false,
+            breakpoint_at: None,
         })
     }
 
@@ -338,6 +351,8 @@ impl CpuCore {
     /// The processor's part of RESET, which INIT shares.
     fn reset_cpu(&mut self, is_bsp: bool) {
         self.backend.reset(is_bsp);
+        self.apply_debug_intercepts();
+        self.step_trap = false;
         self.xcr0 = crate::arch::xcr0::X87;
         self.misc_enable = msr::MISC_ENABLE_DEFAULT;
         self.pending = Pending::None;
@@ -388,6 +403,9 @@ impl CpuCore {
     ) -> Result {
         let mut cache = PtCache::new();
         loop {
+            if self.deliver_step_trap(run) {
+                return Ok(());
+            }
             if cpu::signal_pending() {
                 run.set_exit_reason(kvm_exit::INTR);
                 return Err(EINTR);
@@ -413,9 +431,12 @@ impl CpuCore {
             self.apic_wait(run)?;
             self.kvmclock
                 .refresh(vm, self.backend.tsc_offset(), self.dirty_ring.as_deref());
+            self.sync_vapic_to_guest(vm);
             self.prepare_events(run);
+            self.prepare_debug_entry();
             let (exit, cpu) = self.enter(vm, fpu)?;
             self.sync_tpr_from_guest();
+            self.sync_vapic_from_guest(vm);
             stats.count(stats::vcpu::EXITS);
             match self.handle_exit(vm, run, pio, &mut cache, stats, exit, cpu)? {
                 Flow::Guest => {}
@@ -453,15 +474,18 @@ impl CpuCore {
             return self.prepare_apic_events(run);
         }
         let window = run.request_interrupt_window() && self.queued_irq.is_none();
+        // The debugger's BLOCKIRQ holds NMIs back, not the queued
+        // interrupt, which is already committed (KVM's injected one).
+        let block_irq = self.debug.block_irq();
         if !self.backend.event_pending() {
             if let Some(vector) = self.queued_irq.take() {
                 self.backend.inject_interrupt(vector);
-            } else if self.nmi_pending > 0 && self.backend.nmi_allowed() {
+            } else if self.nmi_pending > 0 && self.backend.nmi_allowed() && !block_irq {
                 self.backend.inject_nmi();
                 self.nmi_pending -= 1;
             }
         }
-        self.backend.set_nmi_window(self.nmi_pending > 0);
+        self.backend.set_nmi_window(self.nmi_pending > 0 && !block_irq);
         self.backend.set_interrupt_window(window);
     }
 
@@ -482,7 +506,12 @@ impl CpuCore {
             // Not reported, as KVM: delivered again from its instruction.
             Some(Event::Soft) | None => {}
         }
-        if let Some(vector) = self.queued_irq {
+        // Without an in-kernel APIC the queued interrupt is committed (it
+        // goes in whatever the guest's IF): injected, as KVM reports it.
+        // With one it is the PIC's, waiting for the guest to take it, and
+        // not reported (KVM's `pending_external_vector`): a VMM's
+        // GET/SET round trip must not turn it into an injected one.
+        if let Some(vector) = self.queued_irq.filter(|_| self.apic.is_none()) {
             e.interrupt = Some((vector, false));
         }
         e
@@ -508,7 +537,11 @@ impl CpuCore {
         };
         let b = &mut self.backend;
         b.set_pending_event(slot);
-        self.queued_irq = queued;
+        // With an in-kernel APIC a PIC interrupt waiting for the guest is
+        // not part of the events (see `events`) and stays.
+        if queued.is_some() || self.apic.is_none() {
+            self.queued_irq = queued;
+        }
         if e.flags & vcpu_events::valid::SHADOW != 0 {
             b.set_interrupt_shadow(e.shadow);
         }
@@ -557,15 +590,23 @@ impl CpuCore {
         if guest_xcr0 {
             irqs.set_xcr0(self.xcr0);
         }
-        // The guest's breakpoints, if its DR7 arms one: the hardware
-        // switches DR7 (and on SVM DR6), not DR0-3.
-        let breakpoints = debugreg::armed(self.backend.dr7());
+        // The guest's breakpoints (or the debugger's), if DR7 arms one:
+        // the hardware switches DR7 (and on SVM DR6), not DR0-3.
+        let (addrs, dr7) = self.effective_debugregs();
+        let guest_dr7 = self.backend.dr7();
+        if dr7 != guest_dr7 {
+            self.backend.set_dr7(dr7);
+        }
+        let breakpoints = debugreg::armed(dr7);
         if breakpoints {
-            irqs.load_guest_debugregs(&self.db);
+            irqs.load_guest_debugregs(&addrs);
         }
         let exit = self.backend.run(&entry);
         if breakpoints {
             irqs.restore_host_debugregs();
+        }
+        if dr7 != guest_dr7 {
+            self.backend.set_dr7(guest_dr7);
         }
         if guest_xcr0 {
             irqs.set_xcr0(host_xcr0);
@@ -600,6 +641,8 @@ impl CpuCore {
             | Exit::Hlt
             | Exit::Xsetbv
             | Exit::Rdpmc
+            | Exit::Debug { .. }
+            | Exit::Breakpoint
             | Exit::TdpFault { .. } => {}
             Exit::Io(io) if !io.string => {}
             _ => self.backend.sync_state(),
@@ -654,6 +697,14 @@ impl CpuCore {
                 self.backend.inject_exception(vector::UD, None);
                 Flow::Guest
             }
+            Exit::Debug { dr6, dr7 } => {
+                self.debug_exit(run, Some((dr6, dr7)));
+                Flow::User
+            }
+            Exit::Breakpoint => {
+                self.debug_exit(run, None);
+                Flow::User
+            }
             Exit::Unexpected { reason, info } => {
                 run.set_internal_error(
                     internal::UNEXPECTED_EXIT_REASON,
@@ -695,7 +746,7 @@ impl CpuCore {
             (None, Some(len)) => self.backend.rip().wrapping_add(len),
             (None, None) => return false,
         };
-        self.backend.set_rip(next);
+        self.finish_instruction(next);
         true
     }
 
@@ -1128,7 +1179,7 @@ impl CpuCore {
             Access::Write(val) if vm.ioevents().signal(false, gpa, insn.size() as u32, val) => {
                 // A doorbell (`KVM_IOEVENTFD`): signalled, no exit.
                 let rip = self.backend.rip().wrapping_add(insn.len() as u64);
-                self.backend.set_rip(rip);
+                self.finish_instruction(rip);
                 return Flow::Guest;
             }
             Access::Write(val) => {
@@ -1173,7 +1224,7 @@ impl CpuCore {
             // A doorbell (`KVM_IOEVENTFD`): signalled, no exit.
             let value = self.gpr(0);
             if vm.ioevents().signal(true, io.port as u64, io.size as u32, value) {
-                self.backend.set_rip(io.next_rip);
+                self.finish_instruction(io.next_rip);
                 return Flow::Guest;
             }
             let data = value.to_le_bytes();
@@ -1210,7 +1261,7 @@ impl CpuCore {
         let (rcx, done) = string.finish(self.gpr(1), n);
         self.set_gpr(1, rcx);
         if done {
-            self.backend.set_rip(string.next_rip);
+            self.finish_instruction(string.next_rip);
         }
     }
 
@@ -1240,7 +1291,7 @@ impl CpuCore {
         };
         let count = string.count(self.gpr(1));
         if count == 0 {
-            self.backend.set_rip(string.next_rip);
+            self.finish_instruction(string.next_rip);
             return Flow::Guest;
         }
         let linear_rip = self.linear_rip();
@@ -1358,7 +1409,7 @@ impl CpuCore {
             Pending::MmioWrite { linear_rip, len } => {
                 if same_rip(self, linear_rip) {
                     let rip = self.backend.rip().wrapping_add(len);
-                    self.backend.set_rip(rip);
+                    self.finish_instruction(rip);
                 }
             }
             Pending::MmioRead {
@@ -1383,14 +1434,14 @@ impl CpuCore {
                     return Flow::User;
                 }
                 let rip = self.backend.rip().wrapping_add(insn.len() as u64);
-                self.backend.set_rip(rip);
+                self.finish_instruction(rip);
             }
             Pending::PioOut {
                 linear_rip,
                 next_rip,
             } => {
                 if same_rip(self, linear_rip) {
-                    self.backend.set_rip(next_rip);
+                    self.finish_instruction(next_rip);
                 }
             }
             Pending::PioIn {
@@ -1403,7 +1454,7 @@ impl CpuCore {
                     pio.read_bytes(0, &mut data[..size as usize]);
                     let rax = pio::merge_in(self.gpr(0), u64::from_le_bytes(data), size);
                     self.set_gpr(0, rax);
-                    self.backend.set_rip(next_rip);
+                    self.finish_instruction(next_rip);
                 }
             }
         }

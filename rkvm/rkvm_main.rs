@@ -22,6 +22,7 @@ mod emulate;
 mod exit_info;
 mod exits;
 mod fpu;
+mod guest_debug;
 mod hw;
 mod ioeventfd;
 mod ioevents;

@@ -32,6 +32,7 @@ use crate::{
     exits::{self, CpuCore, GuestCpu},
     lapic::apic::{ApicShared, VcpuApic},
     fpu::{Fpu, FXSAVE_SIZE},
+    guest_debug,
     hw,
     mce::McError,
     msr_ioctl,
@@ -411,7 +412,7 @@ impl AnonFile for Vcpu {
             // KVM refuses an argument to KVM_RUN.
             abi::vcpu::RUN if arg != 0 => return Err(EINVAL),
             abi::vcpu::RUN => return state.run(&this.vm, &this.pages, this.id == 0, &this.stats),
-            abi::vcpu::GET_REGS => uarg::write(arg, &state.core().backend.regs().to_bytes())?,
+            abi::vcpu::GET_REGS => uarg::write(arg, &state.core().regs().to_bytes())?,
             abi::vcpu::SET_REGS => {
                 let regs = Regs::from_bytes(&uarg::read(arg)?).sanitized();
                 state.core_mut().backend.set_regs(&regs);
@@ -458,6 +459,14 @@ impl AnonFile for Vcpu {
             abi::vcpu::SET_DEBUGREGS => {
                 let r = DebugRegs::from_bytes(&uarg::read(arg)?).ok_or(EINVAL)?;
                 state.core_mut().set_debugregs(&r);
+            }
+            abi::vcpu::SET_VAPIC_ADDR => {
+                let gpa = u64::from_ne_bytes(uarg::read(arg)?);
+                state.core_mut().set_vapic_addr(&this.vm, gpa)?;
+            }
+            abi::vcpu::SET_GUEST_DEBUG => {
+                let request = guest_debug::Request::from_bytes(&uarg::read(arg)?);
+                state.core_mut().set_guest_debug(&request)?;
             }
             abi::vcpu::GET_VCPU_EVENTS => uarg::write(arg, &state.core().events().to_bytes())?,
             abi::vcpu::SET_VCPU_EVENTS => {

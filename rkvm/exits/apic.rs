@@ -158,8 +158,11 @@ impl CpuCore {
         let Some(apic) = self.apic.as_deref_mut() else {
             return;
         };
+        // The debugger's BLOCKIRQ holds interrupts and NMIs back, and
+        // their windows with them, as KVM.
+        let block_irq = self.debug.block_irq();
         let b = &mut self.backend;
-        if !b.event_pending() {
+        if !b.event_pending() && !block_irq {
             if self.nmi_pending > 0 && b.nmi_allowed() {
                 b.inject_nmi();
                 self.nmi_pending -= 1;
@@ -181,10 +184,56 @@ impl CpuCore {
         };
         let mb = apic.mailbox();
         let b = &mut self.backend;
-        b.set_nmi_window(self.nmi_pending > 0);
-        b.set_interrupt_window(waiting || requested);
-        b.set_tpr_threshold(apic.regs.tpr_threshold(mb));
+        b.set_nmi_window(self.nmi_pending > 0 && !block_irq);
+        b.set_interrupt_window((waiting && !block_irq) || requested);
+        // With a TPR-patching word the TPR moves in memory, not CR8: no
+        // threshold (KVM's `update_cr8_intercept`).
+        let threshold = apic.regs.tpr_threshold(mb).filter(|_| apic.vapic_addr.is_none());
+        b.set_tpr_threshold(threshold);
         b.set_cr8((apic.regs.tpr() >> 4) as u64);
+    }
+
+    /// `KVM_SET_VAPIC_ADDR`: where the VMM's TPR-patching code keeps the
+    /// TPR (0: nowhere). As KVM, `EINVAL` without an in-kernel APIC or if
+    /// no memslot backs the word.
+    pub(crate) fn set_vapic_addr(&mut self, vm: &Vm, gpa: u64) -> Result {
+        let apic = self.apic.as_deref_mut().ok_or(EINVAL)?;
+        if gpa != 0 {
+            let mut word = [0u8; 4];
+            if gpa & 0xfff > 0xffc || vm.read_guest_phys(gpa, &mut word).is_none() {
+                return Err(EINVAL);
+            }
+        }
+        apic.vapic_addr = (gpa != 0).then_some(gpa);
+        Ok(())
+    }
+
+    /// Before an entry: the TPR-patching word, if any, says what the APIC
+    /// has now.
+    pub(super) fn sync_vapic_to_guest(&mut self, vm: &Vm) {
+        let Some(apic) = self.apic.as_deref() else {
+            return;
+        };
+        if let Some(gpa) = apic.vapic_addr {
+            let word = apic.regs.vapic_word(apic.mailbox());
+            // A word whose memory went away is not written, as KVM.
+            let _ = vm.write_guest_phys(gpa, &word.to_le_bytes(), self.dirty_ring.as_deref());
+        }
+    }
+
+    /// After an exit: the TPR the guest's patched code stored in the
+    /// word.
+    pub(super) fn sync_vapic_from_guest(&mut self, vm: &Vm) {
+        let Some(apic) = self.apic.as_deref_mut() else {
+            return;
+        };
+        let Some(gpa) = apic.vapic_addr else {
+            return;
+        };
+        let mut word = [0u8; 4];
+        if vm.read_guest_phys(gpa, &mut word).is_some() {
+            apic.regs.set_tpr(word[0]);
+        }
     }
 
     /// After an exit: the guest may have moved its TPR through CR8.
@@ -253,7 +302,7 @@ impl CpuCore {
             }
         };
         let rip = self.backend.rip().wrapping_add(insn.len() as u64);
-        self.backend.set_rip(rip);
+        self.finish_instruction(rip);
         self.apic_action(vm, action);
         Some(Flow::Guest)
     }

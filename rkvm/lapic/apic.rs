@@ -122,6 +122,9 @@ pub(crate) struct VcpuApic {
     pub(crate) sipi_vector: u8,
     /// The host time the APIC's clock counts from ([`Self::now_ns`]).
     epoch: Instant<Monotonic>,
+    /// The guest-physical address of the VMM's TPR-patching word
+    /// (`KVM_SET_VAPIC_ADDR`), kept in step with the TPR around entries.
+    pub(crate) vapic_addr: Option<u64>,
 }
 
 impl VcpuApic {
@@ -136,6 +139,7 @@ impl VcpuApic {
             is_bsp,
             sipi_vector: 0,
             epoch: Instant::now(),
+            vapic_addr: None,
         }
     }
 

@@ -382,6 +382,15 @@ impl Lapic {
         (self.hw_enabled() && class <= self.tpr() >> 4).then_some(class)
     }
 
+    /// The word of the VMM's TPR-patching page (`KVM_SET_VAPIC_ADDR`,
+    /// QEMU's kvmvapic): the TPR, the class of the highest vector in
+    /// service, and the highest vector requested, bytes 0, 1 and 3.
+    pub(crate) fn vapic_word(&self, mb: &Mailbox) -> u32 {
+        let isr = self.highest_isr().unwrap_or(0) & 0xf0;
+        let irr = mb.highest_irr().unwrap_or(0);
+        self.tpr() as u32 | (isr as u32) << 8 | (irr as u32) << 24
+    }
+
     /// The CPU acknowledges `vector` (it is being delivered): from the IRR
     /// into the ISR.
     pub(crate) fn acknowledge(&mut self, vector: u8, mb: &Mailbox) {

@@ -56,6 +56,18 @@ fn priorities() {
 }
 
 #[test]
+fn vapic_word() {
+    let (mut a, mb) = enabled(0);
+    assert_eq!(a.vapic_word(&mb), 0);
+    a.set_tpr(0x21);
+    mb.post_vector(0x45, false);
+    a.acknowledge(0x45, &mb);
+    mb.post_vector(0x93, false);
+    // TPR, the in-service class, the highest request.
+    assert_eq!(a.vapic_word(&mb), 0x93_00_40_21);
+}
+
+#[test]
 fn icr_sends() {
     let (mut a, mb) = enabled(0);
     assert_eq!(a.write(reg::ICR2, 0x0312_3456, 0), Ok(Action::None));

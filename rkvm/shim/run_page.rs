@@ -125,6 +125,18 @@ impl RunPage<'_> {
         self.0.write(run::EXIT, vector);
     }
 
+    /// `KVM_EXIT_DEBUG`: exception `vector` at linear address `pc`, with
+    /// DR6 and DR7 for a `#DB` (left as they were for a `#BP`, as KVM).
+    pub(crate) fn set_debug(&self, vector: u8, pc: u64, db: Option<(u64, u64)>) {
+        self.set_exit_reason(run::exit::DEBUG);
+        self.0.write(run::DEBUG_EXCEPTION, vector as u32);
+        self.0.write(run::DEBUG_PC, pc);
+        if let Some((dr6, dr7)) = db {
+            self.0.write(run::DEBUG_DR6, dr6);
+            self.0.write(run::DEBUG_DR7, dr7);
+        }
+    }
+
     /// The data a VMM answered an MMIO read with.
     pub(crate) fn mmio_data(&self) -> u64 {
         self.0.read(run::MMIO_DATA)

@@ -96,6 +96,8 @@ pub(crate) struct SvmVcpu {
     /// Single-stepping the guest for an NMI window: its own RFLAGS.TF
     /// and RF, to put back at the trap.
     nmi_step: Option<u64>,
+    /// Every `#DB` exits for the VMM's debugger (`set_debug_intercepts`).
+    debug_db: bool,
 }
 
 fn phys_of<T>(p: &T) -> u64 {
@@ -155,6 +157,7 @@ impl SvmVcpu {
                 maxphyaddr: x86::cpuid(0x8000_0008, 0).eax & 0xff,
                 nmi: NmiBlocking::default(),
                 nmi_step: None,
+                debug_db: false,
             },
             GFP_KERNEL,
         )?;
@@ -205,27 +208,37 @@ impl SvmVcpu {
         let save = &mut self.vmcb.save;
         self.nmi_step = Some(save.rflags & tf_rf);
         save.rflags |= tf_rf;
-        self.vmcb.control.intercept(2, vector::DB.into());
+        self.update_db_intercept();
     }
 
     /// The step trapped: the guest's own TF and RF back, the trap no
-    /// longer intercepted. A guest that was single-stepping itself gets
-    /// its trap.
-    fn end_nmi_step(&mut self) {
+    /// longer intercepted unless the debugger wants it. Whether the TF
+    /// was set anyway (the guest single-stepping itself, or the
+    /// debugger): then the trap is theirs too.
+    fn end_nmi_step(&mut self) -> bool {
         let Some(own) = self.nmi_step else {
-            return;
+            return false;
         };
         self.vmcb.save.rflags = self.rflags();
         self.nmi_step = None;
-        self.vmcb.control.clear_intercept(2, vector::DB.into());
-        if own & rflags::TF != 0 {
-            self.vmcb.save.dr6 |= dr6::BS;
-            self.inject_exception(vector::DB, None);
+        self.update_db_intercept();
+        own & rflags::TF != 0
+    }
+
+    /// `#DB` exits while the NMI step or the debugger needs it.
+    fn update_db_intercept(&mut self) {
+        let c = &mut self.vmcb.control;
+        if self.debug_db || self.nmi_step.is_some() {
+            c.intercept(2, vector::DB.into());
+        } else {
+            c.clear_intercept(2, vector::DB.into());
         }
     }
 
-    /// Translates the `#VMEXIT` in the VMCB.
-    fn exit(&mut self) -> Exit {
+    /// Translates the `#VMEXIT` in the VMCB; `dr6` is what the hardware
+    /// left in the VMCB's DR6 (the guest's own is back there if the
+    /// debugger intercepts `#DB`).
+    fn exit(&mut self, dr6: u64) -> Exit {
         let c = &mut self.vmcb.control;
         let code = c.exit_code;
         // An event the CPU was delivering when the exit came (e.g. a guest
@@ -248,10 +261,24 @@ impl SvmVcpu {
                 self.nmi.iret_intercepted(self.vmcb.save.rip);
                 Exit::NmiWindow
             }
-            exit::EXCP_DB if self.nmi_step.is_some() => {
-                self.end_nmi_step();
-                Exit::NmiWindow
+            exit::EXCP_DB if self.debug_db || self.nmi_step.is_some() => {
+                let stepped = self.end_nmi_step();
+                if self.debug_db {
+                    Exit::Debug {
+                        dr6,
+                        dr7: self.vmcb.save.dr7,
+                    }
+                } else {
+                    if stepped {
+                        // The guest single-steps itself: its trap.
+                        self.vmcb.save.dr6 |= dr6::BS;
+                        self.inject_exception(vector::DB, None);
+                    }
+                    Exit::NmiWindow
+                }
             }
+            // Intercepted only for the debugger.
+            exit::EXCP_BP => Exit::Breakpoint,
             exit::DR_READ_0..=exit::DR_WRITE_15 => Exit::MovDr {
                 dr: (code & 0xf) as u8,
                 write: code >= exit::DR_READ_0 + 0x10,
@@ -616,6 +643,17 @@ impl VcpuBackend for SvmVcpu {
         }
     }
 
+    fn set_debug_intercepts(&mut self, db: bool, bp: bool) {
+        self.debug_db = db;
+        self.update_db_intercept();
+        let c = &mut self.vmcb.control;
+        if bp {
+            c.intercept(2, vector::BP.into());
+        } else {
+            c.clear_intercept(2, vector::BP.into());
+        }
+    }
+
     fn set_tpr_threshold(&mut self, class: Option<u8>) {
         // Without a TPR threshold, SVM intercepts the CR8 write itself
         // (word 0, writes in bits 16-31) while the TPR holds back an
@@ -646,7 +684,7 @@ impl VcpuBackend for SvmVcpu {
     fn reset(&mut self, is_bsp: bool) {
         self.nmi_step = None;
         self.nmi = NmiBlocking::default();
-        self.vmcb.control.clear_intercept(2, vector::DB.into());
+        self.update_db_intercept();
         self.set_regs(&Regs::reset());
         let mut sregs = sregs::reset(is_bsp);
         let segs = SvmSegs::reset();
@@ -675,7 +713,7 @@ impl VcpuBackend for SvmVcpu {
             // What VMRUN reports for a state that fails its checks.
             self.vmcb.control.exit_code = exit::INVALID;
             self.vmcb.control.exit_int_info = 0;
-            return Ok(self.exit());
+            return Ok(self.exit(self.vmcb.save.dr6));
         }
         let svm_cpu = hw::svm_cpu(entry.cpu).ok_or(EIO)?;
         let stale_tlb = entry.flush_tdp || self.flush_guest_tlb;
@@ -717,6 +755,11 @@ impl VcpuBackend for SvmVcpu {
         } else {
             c.clear_intercept(3, vmcb::intercept::IRET);
         }
+        // The debugger is told the DR6 of its own `#DB` alone (KVM's
+        // `DR6_ACTIVE_LOW` start); the guest's waits here.
+        let guest_dr6 = self
+            .debug_db
+            .then(|| core::mem::replace(&mut self.vmcb.save.dr6, crate::debugreg::DR6_FIXED));
         let vmcb_pa = phys_of(&*self.vmcb);
         // SAFETY: IRQs are off (the caller's `IrqsOff`) and SVM is on on
         // this CPU (enabled before any ioctl); the VMCB names the IOPM,
@@ -728,6 +771,10 @@ impl VcpuBackend for SvmVcpu {
             // guest did not run.
             return Err(EIO);
         }
-        Ok(self.exit())
+        let dr6 = self.vmcb.save.dr6;
+        if let Some(guest_dr6) = guest_dr6 {
+            self.vmcb.save.dr6 = guest_dr6;
+        }
+        Ok(self.exit(dr6))
     }
 }

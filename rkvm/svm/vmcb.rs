@@ -77,6 +77,7 @@ pub(crate) mod exit {
     pub(crate) const IRET: u64 = 0x074;
     /// Exception intercepts: `0x40 + vector`.
     pub(crate) const EXCP_DB: u64 = 0x041;
+    pub(crate) const EXCP_BP: u64 = 0x043;
     pub(crate) const RDPMC: u64 = 0x06f;
     pub(crate) const CPUID: u64 = 0x072;
     pub(crate) const HLT: u64 = 0x078;

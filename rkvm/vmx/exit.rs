@@ -245,6 +245,14 @@ impl ExitInfo {
             // The guest's #DB: the backend has updated DR6 and delivers it
             // again; nothing for the caller.
             EXCEPTION_NMI if self.is_debug_exception() => Exit::Host,
+            // INT3, intercepted only for the debugger; RIP is on it.
+            EXCEPTION_NMI
+                if self.intr_info & event::VALID != 0
+                    && self.intr_info as u8 == crate::arch::vector::BP
+                    && event::kind(self.intr_info) == event::TYPE_SOFT_EXCEPTION =>
+            {
+                Exit::Breakpoint
+            }
             EXTERNAL_INTERRUPT | INIT_SIGNAL | SIPI | IO_SMI | OTHER_SMI => Exit::Host,
             TRIPLE_FAULT => Exit::Shutdown,
             INTERRUPT_WINDOW => Exit::InterruptWindow,
@@ -490,6 +498,9 @@ mod tests {
         assert!(db.is_debug_exception());
         db.intr_info = event::hw_exception(13, true);
         assert!(!db.is_debug_exception());
+        let mut bp = exit(reason::EXCEPTION_NMI, 0);
+        bp.intr_info = event::VALID | (event::TYPE_SOFT_EXCEPTION << event::TYPE_SHIFT) | 3;
+        assert_eq!(bp.decode(), Exit::Breakpoint);
         assert_eq!(exit(reason::EPT_VIOLATION, 0).next_rip(), None);
         let failed = ExitInfo {
             reason: reason::CPUID as u32 | REASON_FAILED_ENTRY,

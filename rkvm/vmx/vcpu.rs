@@ -96,7 +96,8 @@ mod dirty {
     pub(super) const EVENTS: u32 = 1 << 7;
     /// The PDPTEs of PAE paging.
     pub(super) const PDPTRS: u32 = 1 << 8;
-    /// The primary controls (interrupt-window exiting).
+    /// The primary controls (interrupt-window exiting), the TPR
+    /// threshold and the exception bitmap.
     pub(super) const CONTROLS: u32 = 1 << 9;
     /// DR7.
     pub(super) const DEBUG: u32 = 1 << 10;
@@ -249,6 +250,10 @@ struct GuestState {
     nmi_window: bool,
     /// The TPR threshold (a priority class, 0 for none).
     tpr_threshold: u8,
+    /// Every `#DB` exits for the VMM's debugger, and every `#BP`
+    /// (`set_debug_intercepts`).
+    debug_db: bool,
+    debug_bp: bool,
     /// DR6, which VMX does not switch (a guest `#DB` exits and says what
     /// it sets: see `enter`), and DR7 (the VMCS field).
     dr6: u64,
@@ -280,6 +285,8 @@ impl GuestState {
             interrupt_window: false,
             nmi_window: false,
             tpr_threshold: 0,
+            debug_db: false,
+            debug_bp: false,
             dr6: debugreg::DR6_RESET,
             dr7: debugreg::DR7_RESET,
             dirty: dirty::ALL,
@@ -714,6 +721,8 @@ impl VmxVcpu {
             }
             vmcs.write32(control32::CPU_BASED_VM_EXEC_CONTROL, controls)?;
             vmcs.write32(control32::TPR_THRESHOLD, s.tpr_threshold as u32)?;
+            let bp = if s.debug_bp { 1 << crate::arch::vector::BP } else { 0 };
+            vmcs.write32(control32::EXCEPTION_BITMAP, EXCEPTION_BITMAP | bp)?;
         }
         s.dirty = 0;
         Ok(())
@@ -892,7 +901,7 @@ impl VmxVcpu {
             Err(e) => return Err(e),
         }
         let e = Self::read_exit(s, &vmcs, self.cr0_host_owned)?;
-        if e.is_debug_exception() && s.event.is_none() {
+        if e.is_debug_exception() && s.event.is_none() && !s.debug_db {
             // The guest's #DB: what it reports goes into the guest's DR6,
             // and it is delivered again, GD cleared as its delivery does.
             s.dr6 = debugreg::dr6_after_debug_exception(s.dr6, e.qualification);
@@ -918,7 +927,16 @@ impl VmxVcpu {
             vmcs.forward_nmi();
         }
         self.exit = e;
-        let exit = e.decode();
+        let exit = if e.is_debug_exception() && s.debug_db {
+            // The debugger's: what the exception reported, in DR6's form
+            // (the bits that read as 1 set), as KVM.
+            Exit::Debug {
+                dr6: e.qualification | debugreg::DR6_FIXED,
+                dr7: s.dr7,
+            }
+        } else {
+            e.decode()
+        };
         // Exits handled without touching guest memory, the MMU or the
         // emulator do not make the next entry flush L1D (as KVM's).
         if !matches!(
@@ -1224,6 +1242,15 @@ impl VcpuBackend for VmxVcpu {
         if self.state.interrupt_window != on {
             self.state.interrupt_window = on;
             self.state.dirty |= dirty::CONTROLS;
+        }
+    }
+
+    fn set_debug_intercepts(&mut self, db: bool, bp: bool) {
+        let s = &mut self.state;
+        s.debug_db = db;
+        if s.debug_bp != bp {
+            s.debug_bp = bp;
+            s.dirty |= dirty::CONTROLS;
         }
     }
 

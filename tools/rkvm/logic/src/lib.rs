@@ -32,6 +32,8 @@ mod emulate;
 mod exit_info;
 #[path = "../../../../rkvm/fpu.rs"]
 mod fpu;
+#[path = "../../../../rkvm/guest_debug.rs"]
+mod guest_debug;
 /// The kernel's `lapic` module, as far as it is pure.
 #[path = "../../../../rkvm/lapic"]
 mod lapic {
@@ -203,6 +205,17 @@ mod abi_matches_kvm {
         assert_eq!(abi::vcpu::SET_MP_STATE, 0x4004_ae99);
         assert_eq!(abi::vcpu::INTERRUPT, 0x4004_ae86);
         assert_eq!(abi::vcpu::NMI, 0xae9a);
+        assert_eq!(crate::guest_debug::SIZE, core::mem::size_of::<kb::kvm_guest_debug>());
+        assert_eq!(abi::vcpu::SET_GUEST_DEBUG, 0x4048_ae9b);
+        assert_eq!(abi::vcpu::SET_VAPIC_ADDR, 0x4008_ae93);
+        assert_eq!(abi::cap::VAPIC, kb::KVM_CAP_VAPIC as usize);
+        assert_eq!(abi::cap::SET_GUEST_DEBUG, kb::KVM_CAP_SET_GUEST_DEBUG as usize);
+        assert_eq!(abi::cap::X86_ROBUST_SINGLESTEP, kb::KVM_CAP_X86_ROBUST_SINGLESTEP as usize);
+        assert_eq!(abi::cap::SET_GUEST_DEBUG2, kb::KVM_CAP_SET_GUEST_DEBUG2 as usize);
+        assert_eq!(abi::run::exit::DEBUG, kb::KVM_EXIT_DEBUG);
+        assert_eq!(crate::guest_debug::control::VALID, kb::KVM_GUESTDBG_ENABLE
+            | kb::KVM_GUESTDBG_SINGLESTEP | kb::KVM_GUESTDBG_USE_SW_BP | kb::KVM_GUESTDBG_USE_HW_BP
+            | kb::KVM_GUESTDBG_INJECT_DB | kb::KVM_GUESTDBG_INJECT_BP | kb::KVM_GUESTDBG_BLOCKIRQ);
         assert_eq!(abi::cap::VCPU_EVENTS, kb::KVM_CAP_VCPU_EVENTS as usize);
         assert_eq!(abi::cap::DEBUGREGS, kb::KVM_CAP_DEBUGREGS as usize);
         assert_eq!(abi::cap::DESTROY_MEMORY_REGION_WORKS, kb::KVM_CAP_DESTROY_MEMORY_REGION_WORKS as usize);
@@ -317,10 +330,15 @@ mod abi_matches_kvm {
                     || c == kb::KVM_CAP_IOEVENTFD as usize
                     || c == kb::KVM_CAP_IOEVENTFD_NO_LENGTH as usize
                     || c == kb::KVM_CAP_IOEVENTFD_ANY_LENGTH as usize
-                    || c == kb::KVM_CAP_GET_MSR_FEATURES as usize =>
+                    || c == kb::KVM_CAP_GET_MSR_FEATURES as usize
+                    || c == kb::KVM_CAP_SET_GUEST_DEBUG as usize
+                    || c == kb::KVM_CAP_VAPIC as usize
+                    || c == kb::KVM_CAP_X86_ROBUST_SINGLESTEP as usize =>
                 {
                     assert_eq!(v, 1)
                 }
+                // KVM_GUESTDBG_VALID_MASK.
+                c if c == kb::KVM_CAP_SET_GUEST_DEBUG2 as usize => assert_eq!(v, 0x1f0003),
                 c if c == kb::KVM_CAP_NR_MEMSLOTS as usize => assert_eq!(v, 509),
                 // KVM_MAX_IRQ_ROUTES.
                 c if c == kb::KVM_CAP_IRQ_ROUTING as usize => assert_eq!(v, 4096),

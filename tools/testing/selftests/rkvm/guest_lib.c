@@ -413,6 +413,13 @@ void describe_exit(struct vcpu *v, char *buf, size_t len)
 			 (unsigned long long)run->mmio.phys_addr, run->mmio.len,
 			 (unsigned long long)mmio_value(v));
 		break;
+	case KVM_EXIT_DEBUG:
+		snprintf(buf + n, len - n, " exception %u pc %#llx dr6 %#llx dr7 %#llx",
+			 run->debug.arch.exception,
+			 (unsigned long long)run->debug.arch.pc,
+			 (unsigned long long)run->debug.arch.dr6,
+			 (unsigned long long)run->debug.arch.dr7);
+		break;
 	case KVM_EXIT_FAIL_ENTRY:
 		snprintf(buf + n, len - n, " reason %#llx",
 			 (unsigned long long)run->fail_entry.hardware_entry_failure_reason);

@@ -4,6 +4,7 @@
 //! the numbers are what the logs of earlier runs refer to).
 
 mod clock;
+mod debug;
 mod dirty;
 mod eventfd;
 mod events;
@@ -20,6 +21,7 @@ use kvm_ioctls::Cap;
 
 use crate::harness::Test;
 use clock::*;
+use debug::*;
 use dirty::*;
 use eventfd::*;
 use events::*;
@@ -67,4 +69,5 @@ pub(crate) const TESTS: &[Test] = &[
     Test { name: "ioeventfd_doorbells", func: ioeventfd_doorbells, rkvm_only: false, guest: true, needs: Some(Cap::Ioeventfd) },
     Test { name: "irqfd_injects_msi", func: irqfd_injects_msi, rkvm_only: false, guest: true, needs: Some(Cap::Irqfd) },
     Test { name: "xsave2_matches_xsave", func: xsave2_matches_xsave, rkvm_only: false, guest: true, needs: Some(Cap::Xsave2) },
+    Test { name: "guest_debug_steps_and_breakpoint", func: guest_debug_steps_and_breakpoint, rkvm_only: false, guest: true, needs: Some(Cap::SetGuestDebug) },
 ];
