@@ -3,8 +3,9 @@
 # Developer entry points. The module itself is built by Kbuild
 # (make -C $KDIR M=$PWD); these targets set up everything around it.
 #
-#   make run     boot the emulated SVM host, load rkvm, show what it reports
-#                and run the demo guest; MACHINE=bochs: the VMX host instead
+#   make run     boot the emulated SVM host, load rkvm, show what it reports,
+#                run the demo guest and boot Linux with 2 vCPUs on rkvm-vmm;
+#                MACHINE=bochs: the VMX host instead
 #   make check   every test: host unit tests, then selftests on the emulated
 #                SVM (QEMU) and VMX (Bochs) hosts; ends with "N passed, N failed"
 #   make qemu-boot  unmodified QEMU boots a Linux guest with -accel kvm

@@ -2,8 +2,8 @@
 # SPDX-License-Identifier: GPL-2.0
 # Builds the guest-side programs as static binaries into $RKVM_OUT/selftests:
 # the C selftests (kernel's kselftest harness + UAPI headers of the test
-# kernel), the Rust selftests (rust-vmm kvm-ioctls), rkvm-caps, the demo VMM
-# and the benchmark.
+# kernel), the Rust selftests (rust-vmm kvm-ioctls), rkvm-caps, the demo VMM,
+# the benchmark and the Linux-booting VMM.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -40,4 +40,8 @@ gcc -static -O2 -Wall -I"$kdir/headers/include" -I"$st" \
 	-o "$out/rkvm-demo" "$RKVM_TOOLS/demo/rkvm-demo.c" "$st/guest_lib.c"
 gcc -static -O2 -Wall -pthread -I"$kdir/headers/include" -I"$st" \
 	-o "$out/rkvm-bench" "$RKVM_TOOLS/bench/rkvm-bench.c" "$st/guest_lib.c"
+# The VMM that boots the test kernel (tools/rkvm/vmm): no guest library,
+# it sets up a Linux machine of its own.
+gcc -static -O2 -Wall -Wextra -Werror -pthread -I"$kdir/headers/include" \
+	-o "$out/rkvm-vmm" "$RKVM_TOOLS/vmm/rkvm-vmm.c"
 note "selftests built in $out"

@@ -60,7 +60,7 @@ fi
 
 # Patterns of kernel reports that fail a run wherever they appear.
 SPLATS='WARNING:|BUG:|Oops|Kernel panic|KFENCE:|KASAN:|UBSAN:|general protection fault|possible recursive locking|circular locking dependency|inconsistent lock state|suspicious RCU usage|INFO: task .* blocked|rcu: INFO|unreferenced object|Call Trace:'
-SUITES="init c-skeleton c-memslot c-vcpu rust-rkvm c-notifier c-run c-mmu c-huge c-dirty c-lifecycle c-guest-state c-irq c-tsc c-dr c-lapic c-msr c-kvmclock c-eventfd c-guestdbg c-mmu-loop c-module c-dirty-locked rust-kvm c-notifier-kvm c-run-kvm c-huge-kvm c-dirty-kvm c-guest-state-kvm c-irq-kvm c-tsc-kvm c-dr-kvm c-lapic-kvm c-msr-kvm c-kvmclock-kvm c-eventfd-kvm c-guestdbg-kvm"
+SUITES="init c-skeleton c-memslot c-vcpu rust-rkvm c-notifier c-run c-mmu c-huge c-dirty c-lifecycle c-guest-state c-irq c-tsc c-dr c-lapic c-msr c-kvmclock c-eventfd c-guestdbg vmm-linux c-mmu-loop c-module c-dirty-locked rust-kvm c-notifier-kvm c-run-kvm c-huge-kvm c-dirty-kvm c-guest-state-kvm c-irq-kvm c-tsc-kvm c-dr-kvm c-lapic-kvm c-msr-kvm c-kvmclock-kvm c-eventfd-kvm c-guestdbg-kvm vmm-linux-kvm"
 
 # tally MACHINE LOG RC SUITES: adds the machine's results to the totals;
 # SUITES are those the machine must have run.

@@ -4,10 +4,11 @@
 # Builds the second initramfs of the QEMU boot test (tools/rkvm/qemu-boot.sh):
 # the machine's own QEMU (qemu-system-x86_64 from bookworm-backports, as
 # setup.sh installs it) with its shared libraries and the firmware its
-# pc and microvm machines load, the test kernel's bzImage as the guest
-# kernel, a tiny guest initramfs (guest-init.c, static) and the runner
-# (run). The host's initramfs (mkinitramfs.sh) stays as it is: the kernel
-# unpacks this one over it when the two are concatenated into one initrd.
+# pc and microvm machines load, and the runner (run). The guest kernel and
+# its tiny initramfs (guest-init.c) are the host initramfs's
+# (/usr/lib/rkvm/linux-guest, from tools/rkvm/mkinitramfs.sh), which stays
+# as it is: the kernel unpacks this one over it when the two are
+# concatenated into one initrd.
 # Usage: mkinitramfs.sh OUTPUT.cpio.gz
 set -euo pipefail
 . "$(dirname "$0")/../lib.sh"
@@ -17,19 +18,8 @@ kdir=$(test_kernel_dir)
 here="$RKVM_TOOLS/qemu-boot"
 qemu=/usr/bin/qemu-system-x86_64
 [ -x "$qemu" ] || die "$qemu is missing; run tools/rkvm/setup.sh"
-bz="$kdir/build/arch/x86/boot/bzImage"
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
-
-# The tiny guest: /init and the console it prints on.
-gcc -static -O2 -Wall -Wextra -Werror -s -o "$stage/guest-init" "$here/guest-init.c"
-cat > "$stage/guest.list" <<EOF
-dir /dev 0755 0 0
-nod /dev/console 0600 0 0 c 5 1
-dir /proc 0755 0 0
-file /init $stage/guest-init 0755 0 0
-EOF
-"$kdir/build/usr/gen_init_cpio" "$stage/guest.list" | gzip -9 > "$stage/guest.cpio.gz"
 
 # What QEMU loads, by path in the emulated host: itself, the libraries
 # the dynamic loader resolves for it here, and the firmware of the
@@ -46,10 +36,7 @@ for fw in /usr/share/seabios/bios-256k.bin /usr/share/qemu/linuxboot_dma.bin \
 	[ -f "$fw" ] || die "$fw is missing (packages seabios, qemu-system-data)"
 	files+=("$fw:$fw")
 done
-files+=("/usr/lib/rkvm/qemu-boot/run:$here/run"
-	"/usr/lib/rkvm/qemu-boot/System.map:$kdir/build/System.map"
-	"/usr/lib/rkvm/qemu-boot/bzImage:$bz"
-	"/usr/lib/rkvm/qemu-boot/guest.cpio.gz:$stage/guest.cpio.gz")
+files+=("/usr/lib/rkvm/qemu-boot/run:$here/run")
 
 {
 	# Every parent directory first (those the host's initramfs has too
