@@ -178,10 +178,17 @@ impl CpuCore {
             }
         }
         let waiting = self.interrupt_waiting();
-        let requested = run.request_interrupt_window() && self.queued_irq.is_none();
         let Some(apic) = self.apic.as_deref() else {
             return;
         };
+        // The VMM's request for an interrupt window is for a PIC
+        // interrupt: watched only while one could go in, through LINT0
+        // (KVM's `kvm_cpu_accept_dm_intr`). With LINT0 masked the window
+        // would open, exit and open again without end, the guest making
+        // no progress while its IF is set.
+        let requested = run.request_interrupt_window()
+            && self.queued_irq.is_none()
+            && apic.regs.accepts_pic_interrupt();
         let mb = apic.mailbox();
         let b = &mut self.backend;
         b.set_nmi_window(self.nmi_pending > 0 && !block_irq);
