@@ -7,11 +7,11 @@
 #                run the demo guest and boot Linux with 2 vCPUs on rkvm-vmm;
 #                MACHINE=bochs: the VMX host instead
 #   make check   every test: host unit tests, then selftests on the emulated
-#                SVM (QEMU) and VMX (Bochs) hosts; ends with "N passed, N failed"
-#   make qemu-boot  unmodified QEMU boots a Linux guest with -accel kvm
-#                inside the emulated SVM host, on stock KVM
-#                (RKVM_QEMU_BOOT_DEV=rkvm: on rkvm); not part of make check
-#                unless RKVM_QEMU_BOOT=1
+#                SVM (QEMU) and VMX (Bochs) hosts, then the QEMU boot test;
+#                ends with "N passed, N failed"
+#   make qemu-boot  the QEMU boot test alone: unmodified QEMU boots a Linux
+#                guest with -accel kvm on rkvm inside the emulated SVM host
+#                (RKVM_QEMU_BOOT_DEV=kvm: on stock KVM)
 #   make bench   the same micro-benchmarks on stock KVM and on rkvm in the
 #                emulated SVM and VMX hosts; prints the ratios rkvm/KVM
 #                (RKVM_BENCH_MACHINES="qemu" or "bochs": one host only)
