@@ -388,12 +388,75 @@ splats() { # splats NAME...: kernel reports in these boots' serial logs
 	done
 }
 
+# The QEMU boot (tools/rkvm/qemu-boot): unmodified QEMU boots the guest to
+# its marker on kvm_amd and then on rkvm, in one boot of the emulated AMD
+# host (rkvm.qemu_dev=both). Twice: once as make check runs it (wall time
+# of the emulated host, noisy), once under -icount, where the emulated
+# host's clock counts the instructions its CPUs ran (the one-vCPU cases:
+# there the two-vCPU pc guest stalls now and then, on either hypervisor;
+# testing.rst). Each figure is QEMU's whole run, firmware and power-off
+# included, and the guest's own uptime at its /init. RKVM_BENCH_QEMU_BOOT=0
+# leaves it out.
+qemu_boot_bench() {
+	local kind cases opt c k r ku ru
+	"$RKVM_TOOLS/qemu-boot/mkinitramfs.sh" "$out/qemu-boot.cpio.gz"
+	cat "$out/initramfs.cpio.gz" "$out/qemu-boot.cpio.gz" > "$out/initramfs-qemu-boot.cpio.gz"
+	for kind in wall icount; do
+		cases=pc-1vcpu,pc-2vcpu,microvm-1vcpu,microvm-2vcpu opt=
+		[ $kind = icount ] && cases=pc-1vcpu,microvm-1vcpu opt=--icount
+		note "bench boot 'qemu-boot-$kind'"
+		"$RKVM_TOOLS/run-qemu.sh" $opt --kernel "$kdir/build/arch/x86/boot/bzImage" \
+			--initrd "$out/initramfs-qemu-boot.cpio.gz" --log "$out/qemu-boot-$kind.log" \
+			--timeout 1500 --append "rkvm.mode=qemu-boot rkvm.qemu_dev=both rkvm.qemu_cases=$cases rkvm.qemu_timeout=150" ||
+			echo "boot qemu-boot-$kind: run-qemu.sh exit $?" >> "$out/problems"
+		tr -d '\r' < "$out/qemu-boot-$kind.log" > "$out/qemu-boot-$kind.txt"
+	done
+	echo
+	echo "QEMU 10 boots the test kernel to its marker (tools/rkvm/qemu-boot), on stock"
+	echo "KVM (kvm_amd, npt=1) and on rkvm, emulated AMD host: seconds of QEMU's whole"
+	echo "run / the guest's uptime at its /init, by the emulated host's clock"
+	echo
+	printf '%-16s %-34s   %-34s
+' "" "  -icount (instructions, exact)" "  wall (noisy)"
+	printf '%-16s %12s %12s %8s   %12s %12s %8s
+' case KVM rkvm rkvm/KVM KVM rkvm rkvm/KVM
+	for c in pc-1vcpu pc-2vcpu microvm-1vcpu microvm-2vcpu; do
+		printf '%-16s' $c
+		for kind in icount wall; do
+			k=$(boot_secs "$out/qemu-boot-$kind.txt" qemu-boot-kvm $c)
+			r=$(boot_secs "$out/qemu-boot-$kind.txt" qemu-boot $c)
+			[ $kind = wall ] && printf '  '
+			printf ' %12s %12s %8s' "${k:--}" "${r:--}" "$(ratio "${r%%/*}" "${k%%/*}")"
+		done
+		echo
+	done
+	echo
+	# A boot that failed shows as "-" and is listed; the host's kernel
+	# reports fail the run (the guests' own, in "# " lines, the runner
+	# judged).
+	for kind in icount wall; do
+		grep -E '^\[qemu-boot(-kvm)?\] not ok' "$out/qemu-boot-$kind.txt" |
+			sed "s/^/$kind: failed boot: /"
+		if grep -vE '^\[qemu-boot(-kvm)?\] #' "$out/qemu-boot-$kind.txt" | grep -qE "$SPLATS"; then
+			echo "kernel reports in the 'qemu-boot-$kind' boot's serial log ($out)"
+			status=1
+		fi
+	done
+}
+# boot_secs LOG SUITE CASE: "S/U", QEMU's seconds and the guest's uptime at
+# /init, of a boot that passed; nothing otherwise.
+boot_secs() {
+	grep -q "^\[$2\] ok [0-9]* qemu-boot-$3\$" "$1" || return 0
+	sed -n "s/^\[$2\] # qemu-boot-$3: exit 0 after \([0-9.]*\) s; guest said: .*up \([0-9.]*\) s.*/\1\/\2/p" "$1" | head -1
+}
+
 # Bochs runs alone, after QEMU (as in check.sh).
 if on qemu; then
 	boot wall "$wall_skip"
 	boot icount "" --icount
 	qemu_table
 	splats wall icount
+	[ "${RKVM_BENCH_QEMU_BOOT:-1}" = 0 ] || [ -n "${RKVM_BENCH_ONLY:-}" ] || qemu_boot_bench
 fi
 if on bochs; then
 	boot_bochs
