@@ -227,12 +227,8 @@ impl SvmVcpu {
 
     /// `#DB` exits while the NMI step or the debugger needs it.
     fn update_db_intercept(&mut self) {
-        let c = &mut self.vmcb.control;
-        if self.debug_db || self.nmi_step.is_some() {
-            c.intercept(2, vector::DB.into());
-        } else {
-            c.clear_intercept(2, vector::DB.into());
-        }
+        let on = self.debug_db || self.nmi_step.is_some();
+        self.vmcb.control.set_intercept(2, vector::DB.into(), on);
     }
 
     /// Translates the `#VMEXIT` in the VMCB; `dr6` is what the hardware
@@ -646,24 +642,14 @@ impl VcpuBackend for SvmVcpu {
     fn set_debug_intercepts(&mut self, db: bool, bp: bool) {
         self.debug_db = db;
         self.update_db_intercept();
-        let c = &mut self.vmcb.control;
-        if bp {
-            c.intercept(2, vector::BP.into());
-        } else {
-            c.clear_intercept(2, vector::BP.into());
-        }
+        self.vmcb.control.set_intercept(2, vector::BP.into(), bp);
     }
 
     fn set_tpr_threshold(&mut self, class: Option<u8>) {
         // Without a TPR threshold, SVM intercepts the CR8 write itself
         // (word 0, writes in bits 16-31) while the TPR holds back an
         // interrupt, as KVM's `svm_update_cr8_intercept`.
-        let c = &mut self.vmcb.control;
-        if class.is_some() {
-            c.intercept(0, 16 + 8);
-        } else {
-            c.clear_intercept(0, 16 + 8);
-        }
+        self.vmcb.control.set_intercept(0, 16 + 8, class.is_some());
     }
 
     fn set_interrupt_window(&mut self, on: bool) {
@@ -674,11 +660,10 @@ impl VcpuBackend for SvmVcpu {
         let bits = vmcb::V_IRQ | vmcb::V_IGN_TPR | vmcb::V_INTR_PRIO_MAX;
         if on {
             c.int_ctl |= bits;
-            c.intercept(3, vmcb::intercept::VINTR);
         } else {
             c.int_ctl &= !bits;
-            c.clear_intercept(3, vmcb::intercept::VINTR);
         }
+        c.set_intercept(3, vmcb::intercept::VINTR, on);
     }
 
     fn reset(&mut self, is_bsp: bool) {
@@ -750,11 +735,7 @@ impl VcpuBackend for SvmVcpu {
         // Clean bits stay 0: every field is reloaded on every VMRUN.
         c.clean = 0;
         // The IRET that ends an NMI handler exits, until it is seen.
-        if self.nmi.intercept_iret() {
-            c.intercept(3, vmcb::intercept::IRET);
-        } else {
-            c.clear_intercept(3, vmcb::intercept::IRET);
-        }
+        c.set_intercept(3, vmcb::intercept::IRET, self.nmi.intercept_iret());
         // The debugger is told the DR6 of its own `#DB` alone (KVM's
         // `DR6_ACTIVE_LOW` start); the guest's waits here.
         let guest_dr6 = self

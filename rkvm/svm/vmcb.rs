@@ -398,6 +398,16 @@ impl Control {
         }
     }
 
+    /// Sets intercept `bit` of intercept word `word` if `on`, else
+    /// clears it.
+    pub(crate) fn set_intercept(&mut self, word: usize, bit: u32, on: bool) {
+        if on {
+            self.intercept(word, bit);
+        } else {
+            self.clear_intercept(word, bit);
+        }
+    }
+
     /// Whether intercept `bit` of word `word` is set.
     #[cfg(test)]
     pub(crate) fn is_intercepted(&self, word: usize, bit: u32) -> bool {

@@ -398,9 +398,8 @@ splats() { # splats NAME...: kernel reports in these boots' serial logs
 # included, and the guest's own uptime at its /init. RKVM_BENCH_QEMU_BOOT=0
 # leaves it out.
 qemu_boot_bench() {
-	local kind cases opt c k r ku ru
-	"$RKVM_TOOLS/qemu-boot/mkinitramfs.sh" "$out/qemu-boot.cpio.gz"
-	cat "$out/initramfs.cpio.gz" "$out/qemu-boot.cpio.gz" > "$out/initramfs-qemu-boot.cpio.gz"
+	local kind cases opt c k r
+	qemu_boot_initramfs "$out" || die "QEMU boot test initramfs build failed"
 	for kind in wall icount; do
 		cases=pc-1vcpu,pc-2vcpu,microvm-1vcpu,microvm-2vcpu opt=
 		[ $kind = icount ] && cases=pc-1vcpu,microvm-1vcpu opt=--icount

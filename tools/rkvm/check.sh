@@ -40,11 +40,7 @@ step "module, selftests, initramfs"
 "$RKVM_TOOLS/build-selftests.sh" || die "selftest build failed"
 "$RKVM_TOOLS/mkinitramfs.sh" "$out/initramfs.cpio.gz" || die "initramfs build failed"
 if [ "$qemu_boot" != 0 ]; then
-	# QEMU and its guest come in a second archive that the kernel
-	# unpacks over the first: the other runs keep their lean initramfs.
-	"$RKVM_TOOLS/qemu-boot/mkinitramfs.sh" "$out/qemu-boot.cpio.gz" &&
-		cat "$out/initramfs.cpio.gz" "$out/qemu-boot.cpio.gz" > "$out/initramfs-qemu-boot.cpio.gz" ||
-		die "QEMU boot test initramfs build failed"
+	qemu_boot_initramfs "$out" || die "QEMU boot test initramfs build failed"
 fi
 
 if [ "$qemu_boot" != only ]; then

@@ -45,3 +45,12 @@ test_kernel_dir() {
 		"$RKVM_TOOLS/build-kernel.sh"
 	fi
 }
+
+# qemu_boot_initramfs DIR: DIR/initramfs-qemu-boot.cpio.gz for the QEMU
+# boot test, the host's DIR/initramfs.cpio.gz followed by a second archive
+# with QEMU and its guest (tools/rkvm/qemu-boot/mkinitramfs.sh), which the
+# kernel unpacks over the first: the other runs keep their lean initramfs.
+qemu_boot_initramfs() {
+	"$RKVM_TOOLS/qemu-boot/mkinitramfs.sh" "$1/qemu-boot.cpio.gz" &&
+		cat "$1/initramfs.cpio.gz" "$1/qemu-boot.cpio.gz" > "$1/initramfs-qemu-boot.cpio.gz"
+}
