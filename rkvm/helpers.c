@@ -726,6 +726,12 @@ int rkvm_svm_run(u64 vmcb_pa, u64 *gprs, u64 host_save_pa)
 	return r;
 }
 
+void rkvm_request_immediate_exit(void)
+{
+	lockdep_assert_irqs_disabled();
+	arch_smp_send_reschedule(smp_processor_id());
+}
+
 void rkvm_local_irq_disable(void)
 {
 	local_irq_disable();

@@ -96,6 +96,11 @@ void rkvm_restore_host_debugregs(void);
 int rkvm_svm_vmrun(u64 vmcb_pa, u64 *gprs, u64 host_save_pa);
 int rkvm_svm_run(u64 vmcb_pa, u64 *gprs, u64 host_save_pa);
 /*
+ * Sends this CPU a reschedule IPI. Called with IRQs off before a guest
+ * entry: the entry completes its event injection, then exits for the IPI.
+ */
+void rkvm_request_immediate_exit(void);
+/*
  * The exit code rkvm_svm_run reports for a VMCB holding the host's state
  * (its canary; not an SVM exit code): KVM_RUN ends in
  * KVM_EXIT_INTERNAL_ERROR with it.

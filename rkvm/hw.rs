@@ -25,8 +25,8 @@ use crate::shim::ffi;
 use kernel::{alloc::flags::*, cpu, page::Page, prelude::*, str::CStr};
 
 use crate::backend::VcpuBackend;
-use crate::shim::cpu::PreemptNotifiers;
 use crate::mmu::tdp::TdpFormat;
+use crate::shim::cpu::PreemptNotifiers;
 use crate::svm::{self, SvmCpu, SvmFeatures};
 use crate::vmx::{self, controls::VmcsConfig, VmxFeatures};
 
@@ -114,14 +114,19 @@ impl Hardware {
     pub(crate) fn enable() -> Result<Self> {
         let vendor = detect()?;
         match &vendor {
-            Vendor::Svm(f) => pr_info!(
-                "SVM with NPT: {} ASIDs, NRIP save {}, VMCB clean bits {}, flush by ASID {}, decode assists {}\n",
-                f.nr_asids,
-                yes_no(f.nrip_save),
-                yes_no(f.vmcb_clean),
-                yes_no(f.flush_by_asid),
-                yes_no(f.decode_assists)
-            ),
+            Vendor::Svm(f) => {
+                pr_info!(
+                    "SVM with NPT: {} ASIDs, NRIP save {}, VMCB clean bits {}, flush by ASID {}, decode assists {}\n",
+                    f.nr_asids,
+                    yes_no(f.nrip_save),
+                    yes_no(f.vmcb_clean),
+                    yes_no(f.flush_by_asid),
+                    yes_no(f.decode_assists)
+                );
+                if f.exit_after_injected_irq {
+                    pr_info!("QEMU TCG's SVM: every injected interrupt is followed by an immediate exit (see Documentation/virt/rkvm/testing.rst)\n");
+                }
+            }
             Vendor::Vmx(f) => {
                 pr_info!(
                     "VMX with EPT and unrestricted guest: VMCS revision {:#x} ({} bytes), VPID {}, EPT A/D {}, 2M pages {}, 1G pages {}\n",
@@ -268,7 +273,6 @@ pub(crate) fn tdp_format() -> TdpFormat {
         Backend::Vmx => TdpFormat::Ept,
     }
 }
-
 
 /// SVM's features, if SVM is the backend.
 pub(crate) fn svm_features() -> Option<SvmFeatures> {

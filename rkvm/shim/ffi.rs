@@ -96,6 +96,7 @@ extern "C" {
     pub(crate) fn rkvm_host_tr() -> u16;
     pub(crate) fn rkvm_cr3_read() -> u64;
     pub(crate) fn rkvm_svm_run(vmcb_pa: u64, gprs: *mut u64, host_save_pa: u64) -> i32;
+    pub(crate) fn rkvm_request_immediate_exit();
     pub(crate) fn rkvm_vmx_run(gprs: *mut u64, cr2: *mut u64, launched: bool) -> i32;
     pub(crate) static rkvm_vmx_vmexit: [u8; 0];
     pub(crate) fn rkvm_vmx_forward_nmi();

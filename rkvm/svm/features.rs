@@ -29,6 +29,9 @@ const SVM_EDX_VMCB_CLEAN: u32 = 1 << 5;
 const SVM_EDX_FLUSH_BY_ASID: u32 = 1 << 6;
 const SVM_EDX_DECODE_ASSISTS: u32 = 1 << 7;
 
+/// CPUID 0x4000_0000 EBX, ECX, EDX of QEMU's TCG accelerator ("TCGTCGTCGTCG").
+pub(crate) const QEMU_TCG_SIGNATURE: [u32; 3] = [0x5447_4354, 0x4354_4743, 0x4743_5447];
+
 /// Raw inputs to the decoder, read by the caller on one CPU.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct SvmCpuid {
@@ -42,6 +45,9 @@ pub(crate) struct SvmCpuid {
     pub(crate) svm_ebx: u32,
     /// CPUID 0x8000_000A EDX: SVM feature bits.
     pub(crate) svm_edx: u32,
+    /// CPUID 0x4000_0000 EBX, ECX, EDX: the signature of the hypervisor
+    /// (or emulator) under the host, zero on bare metal.
+    pub(crate) hypervisor: [u32; 3],
 }
 
 /// SVM as this CPU offers it.
@@ -60,6 +66,17 @@ pub(crate) struct SvmFeatures {
     pub(crate) decode_assists: bool,
     /// 1 GiB pages, so 1 GiB NPT leaves (NPT walks the host's format).
     pub(crate) npt_1g: bool,
+    /// An external interrupt injected by VMRUN must be followed by an
+    /// immediate `#VMEXIT`. QEMU TCG's VMRUN delivers it but leaves its
+    /// vector recorded as the CPU's pending exception; the next time the
+    /// emulator's CPU loop is interrupted (a timer, another vCPU's kick) it
+    /// delivers that vector again, as an exception, wherever the guest then
+    /// is: usually the handler's first instruction, with IF clear. Any
+    /// exit clears the record, and one is forced as KVM forces its
+    /// immediate exits (a self-IPI, taken as `#VMEXIT(INTR)` once the event
+    /// is in). Stock kvm_amd has no such workaround and its guests see
+    /// the same nested interrupts under QEMU TCG.
+    pub(crate) exit_after_injected_irq: bool,
 }
 
 /// Why rkvm cannot use SVM on this CPU.
@@ -117,6 +134,7 @@ impl SvmFeatures {
             flush_by_asid: id.svm_edx & SVM_EDX_FLUSH_BY_ASID != 0,
             decode_assists: id.svm_edx & SVM_EDX_DECODE_ASSISTS != 0,
             npt_1g: id.ext_edx & EXT_EDX_PAGE1GB != 0,
+            exit_after_injected_irq: id.hypervisor == QEMU_TCG_SIGNATURE,
         })
     }
 }
@@ -133,6 +151,7 @@ mod tests {
             ext_edx: EXT_EDX_PAGE1GB,
             svm_ebx: 16,
             svm_edx: SVM_EDX_NPT,
+            hypervisor: QEMU_TCG_SIGNATURE,
         }
     }
 
@@ -142,6 +161,41 @@ mod tests {
         assert_eq!(f.nr_asids, 16);
         assert!(!f.nrip_save && !f.vmcb_clean && !f.flush_by_asid && !f.decode_assists);
         assert!(f.npt_1g);
+        assert!(f.exit_after_injected_irq);
+    }
+
+    /// CPUID 0x4000_0000 EBX, ECX, EDX spelling `name`.
+    fn signature(name: &[u8; 12]) -> [u32; 3] {
+        core::array::from_fn(|i| {
+            u32::from_le_bytes([
+                name[4 * i],
+                name[4 * i + 1],
+                name[4 * i + 2],
+                name[4 * i + 3],
+            ])
+        })
+    }
+
+    #[test]
+    fn the_tcg_signature_spells_tcgtcgtcgtcg() {
+        assert_eq!(QEMU_TCG_SIGNATURE, signature(b"TCGTCGTCGTCG"));
+    }
+
+    #[test]
+    fn other_hosts_need_no_exit_after_injection() {
+        let mut id = qemu_epyc();
+        for host in [
+            [0; 3],
+            signature(b" KVMKVMKVM  "),
+            signature(b"Microsoft Hv"),
+        ] {
+            id.hypervisor = host;
+            assert!(
+                !SvmFeatures::decode(id, Some(0))
+                    .unwrap()
+                    .exit_after_injected_irq
+            );
+        }
     }
 
     #[test]

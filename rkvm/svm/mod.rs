@@ -11,11 +11,11 @@ pub(crate) mod vmcb;
 
 pub(crate) use features::{SvmFeatures, SvmUnsupported};
 
+use core::sync::atomic::{AtomicU32, AtomicU64};
 use features::{
     SvmCpuid, CPUID_EXT_FEATURES, CPUID_SVM_FEATURES, EFER_SVME, MSR_EFER, MSR_VM_CR,
     MSR_VM_HSAVE_PA,
 };
-use core::sync::atomic::{AtomicU32, AtomicU64};
 
 use kernel::{alloc::flags::__GFP_ZERO, error::to_result, page::Page, prelude::*};
 
@@ -37,6 +37,7 @@ pub(crate) fn detect() -> Result<SvmFeatures, SvmUnsupported> {
         ext_edx: ext.edx,
         svm_ebx: svm.ebx,
         svm_edx: svm.edx,
+        hypervisor: hypervisor_signature(),
     };
     // VM_CR exists only on CPUs with SVM; read it only then.
     let vm_cr = if features::has_svm_bit(id.ext_ecx) {
@@ -45,6 +46,17 @@ pub(crate) fn detect() -> Result<SvmFeatures, SvmUnsupported> {
         None
     };
     SvmFeatures::decode(id, vm_cr)
+}
+
+/// CPUID 0x4000_0000's signature when CPUID 1 says a hypervisor is
+/// there (ECX bit 31; the leaf means nothing otherwise), else zeros.
+fn hypervisor_signature() -> [u32; 3] {
+    const CPUID_1_ECX_HYPERVISOR: u32 = 1 << 31;
+    if x86::cpuid(1, 0).ecx & CPUID_1_ECX_HYPERVISOR == 0 {
+        return [0; 3];
+    }
+    let leaf = x86::cpuid(0x4000_0000, 0);
+    [leaf.ebx, leaf.ecx, leaf.edx]
 }
 
 /// Turns SVM on for the current CPU (`cpu`), with `hsave` as its host-save

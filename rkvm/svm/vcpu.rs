@@ -87,6 +87,8 @@ pub(crate) struct SvmVcpu {
     /// The guest's own TLB entries must go at the next entry.
     flush_guest_tlb: bool,
     nrip_save: bool,
+    /// `SvmFeatures::exit_after_injected_irq`.
+    exit_after_injected_irq: bool,
     flush_by_asid: bool,
     nr_asids: u32,
     /// The host's physical address width (CPUID 0x8000_0008 EAX[7:0]).
@@ -152,6 +154,7 @@ impl SvmVcpu {
                 asid: VcpuAsid::default(),
                 flush_guest_tlb: false,
                 nrip_save: features.nrip_save,
+                exit_after_injected_irq: features.exit_after_injected_irq,
                 flush_by_asid: features.flush_by_asid,
                 nr_asids: features.nr_asids,
                 maxphyaddr: x86::cpuid(0x8000_0008, 0).eax & 0xff,
@@ -704,7 +707,9 @@ impl VcpuBackend for SvmVcpu {
         let stale_tlb = entry.flush_tdp || self.flush_guest_tlb;
         // Only this CPU touches its allocator, with IRQs off.
         let mut alloc = AsidCpu {
-            next: svm_cpu.asid_next.load(core::sync::atomic::Ordering::Relaxed),
+            next: svm_cpu
+                .asid_next
+                .load(core::sync::atomic::Ordering::Relaxed),
             generation: svm_cpu
                 .asid_generation
                 .load(core::sync::atomic::Ordering::Relaxed),
@@ -742,11 +747,22 @@ impl VcpuBackend for SvmVcpu {
             .debug_db
             .then(|| core::mem::replace(&mut self.vmcb.save.dr6, crate::debugreg::DR6_FIXED));
         let vmcb_pa = phys_of(&*self.vmcb);
+        let injects_irq = matches!(
+            vmcb::event::decode(self.vmcb.control.event_inj, 0),
+            Some(Event::Interrupt { .. })
+        );
+        if self.exit_after_injected_irq && injects_irq {
+            // SAFETY: IRQs are off (the caller's `IrqsOff`), so the IPI
+            // waits for VMRUN, which takes it as `#VMEXIT(INTR)` once the
+            // interrupt is delivered.
+            unsafe { ffi::rkvm_request_immediate_exit() };
+        }
         // SAFETY: IRQs are off (the caller's `IrqsOff`) and SVM is on on
         // this CPU (enabled before any ioctl); the VMCB names the IOPM,
         // MSRPM and NPT root (type invariant); `gprs` is 16 words; the save
         // page is this CPU's.
-        let r = unsafe { ffi::rkvm_svm_run(vmcb_pa, self.gprs.as_mut_ptr(), svm_cpu.host_save_pa()) };
+        let r =
+            unsafe { ffi::rkvm_svm_run(vmcb_pa, self.gprs.as_mut_ptr(), svm_cpu.host_save_pa()) };
         if r != 0 {
             // SVM was turned off under rkvm (an emergency reboot): the
             // guest did not run.

@@ -169,7 +169,9 @@ pub(crate) mod event {
         match event {
             Some(Event::Interrupt { vector }) => (VALID | TYPE_INTR | vector as u32, 0),
             Some(Event::Nmi) => (VALID | TYPE_NMI | crate::arch::vector::NMI as u32, 0),
-            Some(Event::Exception { vector, error_code }) => super::event_inj_exception(vector, error_code),
+            Some(Event::Exception { vector, error_code }) => {
+                super::event_inj_exception(vector, error_code)
+            }
             Some(Event::Soft) | None => (0, 0),
         }
     }
@@ -185,7 +187,6 @@ pub(crate) const EFER_SVME: u64 = crate::arch::efer::SVME;
 /// them directly (no intercept), they never reach the host's values.
 pub(crate) const VMCB_SWITCHED: [u32; 10] = msr::SYSCALL_AND_BASES;
 
-
 /// `EVENTINJ`: inject an exception with `vector` on the next VMRUN.
 pub(crate) const fn event_inj_exception(vector: u8, error_code: Option<u32>) -> (u32, u32) {
     const VALID: u32 = 1 << 31;
@@ -196,7 +197,6 @@ pub(crate) const fn event_inj_exception(vector: u8, error_code: Option<u32>) -> 
         None => (vector as u32 | TYPE_EXCEPTION | VALID, 0),
     }
 }
-
 
 /// `EXITINFO1` of an IOIO intercept (APM 15.10.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -381,7 +381,6 @@ const _: () = {
     assert!(offset_of!(Save, g_pat) == 0x268);
     assert!(offset_of!(Vmcb, save) == 0x400);
 };
-
 
 impl Control {
     /// Sets intercept `bit` of intercept word `word`.
@@ -627,8 +626,14 @@ mod tests {
         for e in [
             Event::Interrupt { vector: 0x30 },
             Event::Nmi,
-            Event::Exception { vector: 13, error_code: Some(0x1234) },
-            Event::Exception { vector: 6, error_code: None },
+            Event::Exception {
+                vector: 13,
+                error_code: Some(0x1234),
+            },
+            Event::Exception {
+                vector: 6,
+                error_code: None,
+            },
         ] {
             let (w, err) = event::encode(Some(e));
             assert_eq!(event::decode(w, err), Some(e));
