@@ -393,8 +393,8 @@ splats() { # splats NAME...: kernel reports in these boots' serial logs
 # host (rkvm.qemu_dev=both). Twice: once as make check runs it (wall time
 # of the emulated host, noisy), once under -icount, where the emulated
 # host's clock counts the instructions its CPUs ran (the one-vCPU cases:
-# there the two-vCPU pc guest stalls now and then, on either hypervisor;
-# testing.rst). Each figure is QEMU's whole run, firmware and power-off
+# there the two-vCPU guests stall on kvm_amd, whose interrupts QEMU TCG's
+# SVM delivers twice; rkvm forces the exit that prevents it; testing.rst). Each figure is QEMU's whole run, firmware and power-off
 # included, and the guest's own uptime at its /init. RKVM_BENCH_QEMU_BOOT=0
 # leaves it out.
 qemu_boot_bench() {
