@@ -159,6 +159,11 @@ pub(crate) trait VcpuBackend: Send + Sync {
     /// ([`Exit::Debug`]), with `bp` every INT3 ([`Exit::Breakpoint`]).
     fn set_debug_intercepts(&mut self, db: bool, bp: bool);
 
+    /// Whether the guest may run RDTSCP (its CPUID offers it; the caller
+    /// loads the guest's `TSC_AUX` around entries), else it gets `#UD`.
+    /// Only called with `on` where `hw::guest_rdtscp` allows it.
+    fn set_rdtscp(&mut self, on: bool);
+
     /// Makes every accessor's answer current. A backend may leave part of
     /// the state the guest changes without exiting (CR3, segments but CS,
     /// descriptor tables) unread after an exit until this is called; the

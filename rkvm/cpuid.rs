@@ -127,8 +127,10 @@ const LEAF7_EBX_AVX512: u32 = 1 << 16 | 1 << 17 | 1 << 28 | 1 << 30 | 1 << 31;
 // (no IA32_XSS).
 const LEAF_D1_EAX: u32 = 0x7;
 // Leaf 0x8000_0001 EDX: SYSCALL, NX, MMXEXT, FXSR_OPT, 1 GiB pages, LM.
-// Not RDTSCP (intercepted: TSC_AUX is the host's).
 const EXT1_EDX: u32 = 0x2650_0800;
+/// Leaf 0x8000_0001 EDX: RDTSCP, where the backend can let the guest run
+/// it (the guest's `TSC_AUX` is loaded around each entry).
+const EXT1_EDX_RDTSCP: u32 = 1 << 27;
 // Leaf 0x8000_0001 ECX: LAHF/SAHF, ABM/LZCNT, SSE4A, 3DNow! prefetch.
 const EXT1_ECX: u32 = 0x0000_0161;
 
@@ -158,10 +160,15 @@ impl Supported {
 
 /// What rkvm supports for a guest, computed from the host's CPUID
 /// (`host(leaf, subleaf)`) and the XSAVE components the host kernel
-/// enables (`host_xcr0`, 0 without XSAVE): the vendor, family/model,
-/// brand string and address widths pass through; feature bits are masked
-/// to what guests can use under rkvm.
-pub(crate) fn supported(host: impl Fn(u32, u32) -> [u32; 4], host_xcr0: u64) -> Supported {
+/// enables (`host_xcr0`, 0 without XSAVE), and whether the backend can
+/// run RDTSCP for guests (`rdtscp`): the vendor, family/model, brand
+/// string and address widths pass through; feature bits are masked to
+/// what guests can use under rkvm.
+pub(crate) fn supported(
+    host: impl Fn(u32, u32) -> [u32; 4],
+    host_xcr0: u64,
+    rdtscp: bool,
+) -> Supported {
     let xcr0 = if host(1, 0)[2] & LEAF1_ECX_XSAVE != 0 {
         crate::xsave::supported_xcr0(host_xcr0)
     } else {
@@ -211,7 +218,7 @@ pub(crate) fn supported(host: impl Fn(u32, u32) -> [u32; 4], host_xcr0: u64) -> 
                 regs[0] = 0;
                 regs[1] = 0;
                 regs[2] &= EXT1_ECX;
-                regs[3] &= EXT1_EDX;
+                regs[3] &= EXT1_EDX | if rdtscp { EXT1_EDX_RDTSCP } else { 0 };
             }
             _ => {}
         }
@@ -292,7 +299,7 @@ mod tests {
 
     #[test]
     fn supported_masks_features() {
-        let s = supported(|_, _| [u32::MAX; 4], 0);
+        let s = supported(|_, _| [u32::MAX; 4], 0, false);
         let t = s.entries();
         assert_eq!(lookup(t, 0, 0)[0], 0xd);
         assert_eq!(lookup(t, 0x8000_0000, 0)[0], 0x8000_0008);
@@ -305,10 +312,12 @@ mod tests {
         assert_eq!(l1[2] & (1 << 27), 0, "no OSXSAVE");
         let e1 = lookup(t, 0x8000_0001, 0);
         assert_ne!(e1[3] & (1 << 29), 0, "long mode");
-        assert_eq!(e1[3] & (1 << 27), 0, "no RDTSCP");
+        assert_eq!(e1[3] & (1 << 27), 0, "no RDTSCP unless the backend runs it");
+        let with_rdtscp = supported(|_, _| [u32::MAX; 4], 0, true);
+        assert_ne!(lookup(with_rdtscp.entries(), 0x8000_0001, 0)[3] & (1 << 27), 0);
         assert_eq!(lookup(t, 0x8000_0008, 0)[0], 0xffff);
         assert_ne!(l1[2] & LEAF1_ECX_HYPERVISOR, 0);
-        assert_ne!(supported(|_, _| [0; 4], 0).entries()[1].regs[2] & LEAF1_ECX_HYPERVISOR, 0);
+        assert_ne!(supported(|_, _| [0; 4], 0, true).entries()[1].regs[2] & LEAF1_ECX_HYPERVISOR, 0);
         // "KVMKVMKVM\0\0\0", and kvmclock (both MSR pairs, the stable bit).
         let sig = lookup(t, 0x4000_0000, 0);
         assert_eq!(sig[0], 0x4000_0001);
@@ -328,13 +337,13 @@ mod tests {
             _ => [u32::MAX; 4],
         };
         // Without XSAVE in the host kernel: no XSAVE, AVX or leaf 0xD.
-        let s = supported(host, 0);
+        let s = supported(host, 0, false);
         let t = s.entries();
         assert_eq!(lookup(t, 1, 0)[2] & (1 << 26 | 1 << 28), 0);
         assert_eq!(lookup(t, 7, 0)[1] & (1 << 5), 0, "no AVX2");
         assert_eq!(lookup(t, 0xd, 0), [0; 4]);
         // x87, SSE, AVX (and PKRU, which rkvm leaves out).
-        let s = supported(host, 0x207);
+        let s = supported(host, 0x207, false);
         let t = s.entries();
         let l1 = lookup(t, 1, 0)[2];
         assert_ne!(l1 & (1 << 26), 0, "XSAVE");

@@ -19,6 +19,7 @@ fn get_supported_cpuid(arg: usize) -> Result {
             [r.eax, r.ebx, r.ecx, r.edx]
         },
         crate::shim::cpu::host_xcr0(),
+        crate::hw::guest_rdtscp(),
     );
     let table = supported.entries();
     if n < table.len() {

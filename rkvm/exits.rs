@@ -130,6 +130,9 @@ pub(crate) struct CpuCore {
     pub(crate) xcr0_allowed: u64,
     /// `MSR_IA32_MISC_ENABLE` as the guest sees it.
     pub(crate) misc_enable: u64,
+    /// The guest's `TSC_AUX` (32 bits), in the CPU only while the guest
+    /// runs with RDTSCP (`enter`).
+    pub(crate) tsc_aux: u64,
     /// The last exit was a shutdown: the state is undefined until reset.
     pub(crate) shut_down: bool,
     /// An external interrupt userspace queued (`KVM_INTERRUPT`, or
@@ -217,6 +220,7 @@ impl CpuCore {
             features: GuestFeatures::default(),
             xcr0_allowed: 0,
             misc_enable: msr::MISC_ENABLE_DEFAULT,
+            tsc_aux: 0,
             shut_down: false,
             queued_irq: None,
             msrs: KBox::new(VcpuMsrs::new(&crate::msr_ioctl::host()), GFP_KERNEL)?,
@@ -246,6 +250,7 @@ impl CpuCore {
                 [r.eax, r.ebx, r.ecx, r.edx]
             },
             cpu::host_xcr0(),
+            crate::hw::guest_rdtscp(),
         );
         let offered = GuestFeatures::from_cpuid(|l, s| cpuid::lookup(supported.entries(), l, s));
         let guest = GuestFeatures::from_cpuid(|l, s| cpuid::lookup(&table, l, s));
@@ -257,6 +262,7 @@ impl CpuCore {
         };
         self.cpuid = table;
         self.update_apic_features();
+        self.backend.set_rdtscp(self.features.rdtscp);
     }
 
     /// `KVM_SET_XCRS`: XCR0 with the checks of a guest XSETBV.
@@ -278,6 +284,9 @@ impl CpuCore {
         match index {
             msr::TSC => Some(x86::rdtsc().wrapping_add(self.backend.tsc_offset())),
             msr::MISC_ENABLE => Some(self.misc_enable),
+            // The VMM's always (it is in KVM_GET_MSR_INDEX_LIST), the
+            // guest's only with RDTSCP in its CPUID, as KVM.
+            msr::TSC_AUX if host || self.features.rdtscp => Some(self.tsc_aux),
             pvclock::MSR_SYSTEM_TIME | pvclock::MSR_SYSTEM_TIME_NEW => {
                 Some(self.kvmclock.system_time_msr())
             }
@@ -326,6 +335,10 @@ impl CpuCore {
             }
             msr::MISC_ENABLE => {
                 self.misc_enable = msr::check_misc_enable(self.misc_enable, val, host)?;
+                return Ok(());
+            }
+            msr::TSC_AUX if host || self.features.rdtscp => {
+                self.tsc_aux = msr::check_tsc_aux(val, self.features.intel_compatible)?;
                 return Ok(());
             }
             _ => {
@@ -601,7 +614,16 @@ impl CpuCore {
         if breakpoints {
             irqs.load_guest_debugregs(&addrs);
         }
+        // RDTSCP reads the CPU's TSC_AUX; guest accesses to the MSR exit.
+        let host_tsc_aux = if self.features.rdtscp {
+            irqs.load_tsc_aux(self.tsc_aux)
+        } else {
+            None
+        };
         let exit = self.backend.run(&entry);
+        if let Some(host) = host_tsc_aux {
+            irqs.load_tsc_aux(host);
+        }
         if breakpoints {
             irqs.restore_host_debugregs();
         }

@@ -274,6 +274,16 @@ pub(crate) fn tdp_format() -> TdpFormat {
     }
 }
 
+/// Whether the backend can let guests run RDTSCP: SVM always (it only
+/// stops intercepting it), VMX where the CPU allows `ENABLE_RDTSCP`.
+pub(crate) fn guest_rdtscp() -> bool {
+    match per_cpu().map(|p| p.vendor) {
+        Some(Vendor::Svm(_)) => true,
+        Some(Vendor::Vmx(_)) => vmx_config().is_some_and(|(_, cfg)| cfg.rdtscp),
+        None => false,
+    }
+}
+
 /// SVM's features, if SVM is the backend.
 pub(crate) fn svm_features() -> Option<SvmFeatures> {
     match per_cpu()?.vendor {

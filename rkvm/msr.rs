@@ -7,6 +7,8 @@
 //! Pure logic (only `core`), tested on the host.
 
 pub(crate) const TSC: u32 = 0x10;
+/// `IA32_TSC_AUX`: what RDTSCP returns in ECX.
+pub(crate) const TSC_AUX: u32 = 0xc000_0103;
 pub(crate) const SYSENTER_CS: u32 = 0x174;
 pub(crate) const SYSENTER_ESP: u32 = 0x175;
 pub(crate) const SYSENTER_EIP: u32 = 0x176;
@@ -44,7 +46,7 @@ pub(crate) const SYSCALL_AND_BASES: [u32; 10] = [
 /// restores, then the kvmclock ones (`pvclock.rs`), as KVM lists its
 /// emulated MSRs. As in KVM, the MTRRs and the MCi bank registers are not
 /// listed (VMMs know them from MTRRcap and MCG_CAP).
-pub(crate) const INDEX_LIST: [u32; 24] = [
+pub(crate) const INDEX_LIST: [u32; 26] = [
     EFER,
     STAR,
     LSTAR,
@@ -57,6 +59,8 @@ pub(crate) const INDEX_LIST: [u32; 24] = [
     SYSENTER_ESP,
     SYSENTER_EIP,
     TSC,
+    TSC_AUX,
+    crate::lapic::regs::TSC_DEADLINE_MSR,
     PAT,
     MISC_ENABLE,
     crate::mce::MCG_STATUS,
@@ -90,6 +94,16 @@ pub(crate) fn canonical(val: u64) -> Result<u64, ()> {
     } else {
         Err(())
     }
+}
+
+/// A `TSC_AUX` write: bits 63:32 are reserved on Intel (`#GP`, or a
+/// failed `KVM_SET_MSRS`) and ignored on AMD, so KVM follows the guest's
+/// CPUID vendor (`intel_compatible`) for both the guest and the VMM.
+pub(crate) fn check_tsc_aux(val: u64, intel_compatible: bool) -> Result<u64, ()> {
+    if intel_compatible && val >> 32 != 0 {
+        return Err(());
+    }
+    Ok(val & 0xffff_ffff)
 }
 
 /// A PAT value whose eight entries are all valid memory types (UC, WC,
@@ -137,6 +151,14 @@ pub(crate) fn check_misc_enable(old: u64, val: u64, host: bool) -> Result<u64, (
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tsc_aux_high_bits_follow_the_vendor() {
+        assert_eq!(check_tsc_aux(0x1234_5678, true), Ok(0x1234_5678));
+        assert_eq!(check_tsc_aux(1 << 32 | 7, true), Err(()));
+        // AMD ignores bits 63:32.
+        assert_eq!(check_tsc_aux(1 << 32 | 7, false), Ok(7));
+    }
 
     #[test]
     fn canonical_addresses() {

@@ -75,6 +75,12 @@ pub(crate) struct GuestFeatures {
     pub(crate) umip: bool,
     pub(crate) pku: bool,
     pub(crate) la57: bool,
+    /// RDTSCP and with it `TSC_AUX` (leaf 0x8000_0001 EDX).
+    pub(crate) rdtscp: bool,
+    /// The vendor is Intel or one compatible with it (Centaur, Zhaoxin):
+    /// where KVM follows Intel's rules over AMD's. Not a feature: the
+    /// guest table's own.
+    pub(crate) intel_compatible: bool,
 }
 
 impl GuestFeatures {
@@ -129,6 +135,8 @@ impl GuestFeatures {
             umip: self.umip && other.umip,
             pku: self.pku && other.pku,
             la57: self.la57 && other.la57,
+            rdtscp: self.rdtscp && other.rdtscp,
+            intel_compatible: self.intel_compatible,
         }
     }
 
@@ -152,6 +160,9 @@ impl GuestFeatures {
             umip: bit(leaf7[2], 2),
             pku: bit(leaf7[2], 3),
             la57: bit(leaf7[2], 16),
+            rdtscp: bit(ext[3], 27),
+            // Leaf 0 EBX: "Genu"ineIntel, "Cent"aurHauls, "  Sh"anghai.
+            intel_compatible: matches!(lookup(0, 0)[1], 0x756e_6547 | 0x746e_6543 | 0x6853_2020),
         }
     }
 }

@@ -324,9 +324,9 @@ impl CpuCore {
                 let apic = apic?;
                 apic.regs.read_x2apic_msr(index, apic.mailbox(), apic.now_ns())
             }
-            lapic::TSC_DEADLINE_MSR if self.apic_features().tsc_deadline => {
-                Ok(apic.map_or(0, |a| a.regs.tsc_deadline()))
-            }
+            // As KVM, whatever the CPUID says: 0 unless the timer is in
+            // TSC-deadline mode (which the CPUID gates).
+            lapic::TSC_DEADLINE_MSR => Ok(apic.map_or(0, |a| a.regs.tsc_deadline())),
             _ => return None,
         })
     }
@@ -337,7 +337,7 @@ impl CpuCore {
         // Every WRMSR comes here first: the common ones leave at once.
         let tsc_deadline = match index {
             lapic::base::MSR | lapic::X2APIC_MSR_FIRST..=lapic::X2APIC_MSR_LAST => false,
-            lapic::TSC_DEADLINE_MSR if self.apic_features().tsc_deadline => true,
+            lapic::TSC_DEADLINE_MSR => true,
             _ => return None,
         };
         let tsc_now = x86::rdtsc().wrapping_add(self.backend.tsc_offset());
@@ -345,6 +345,8 @@ impl CpuCore {
             return match index {
                 // Without an in-kernel APIC the base is only stored, as KVM.
                 lapic::base::MSR => Some(self.set_plain_apic_base(value, host)),
+                // There is no timer to arm: dropped, as KVM.
+                lapic::TSC_DEADLINE_MSR => Some(Ok(())),
                 _ => None,
             };
         };

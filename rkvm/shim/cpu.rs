@@ -8,7 +8,7 @@ use core::{
     sync::atomic::{AtomicU64, Ordering},
 };
 
-use super::ffi;
+use super::{ffi, x86};
 
 /// IRQs are off on this CPU while this lives, so the task stays on it.
 ///
@@ -58,6 +58,25 @@ impl IrqsOff {
         // guest value checked by `xsave::xcr0_is_valid` against the host's
         // components, so XSETBV does not fault.
         unsafe { ffi::rkvm_xsetbv0(value) };
+    }
+}
+
+impl IrqsOff {
+    /// Loads `value` into `TSC_AUX` if it differs from what the CPU holds,
+    /// and returns the value it replaced, which the caller puts back
+    /// before `self` goes. In kernel mode Linux does not read `TSC_AUX`
+    /// (its paranoid entry stopped using RDPID for KVM's sake), and with
+    /// IRQs off no task can run in between.
+    pub(crate) fn load_tsc_aux(&self, value: u64) -> Option<u64> {
+        let current = x86::rdmsr(crate::msr::TSC_AUX)?;
+        if current == value {
+            return None;
+        }
+        // SAFETY: IRQs are off (invariant) and the old value is restored
+        // by the caller before they are back on; a 32-bit value does not
+        // fault where the read did not.
+        unsafe { x86::wrmsr(crate::msr::TSC_AUX, value) }.ok()?;
+        Some(current)
     }
 }
 

@@ -648,6 +648,12 @@ impl VcpuBackend for SvmVcpu {
         self.vmcb.control.set_intercept(2, vector::BP.into(), bp);
     }
 
+    fn set_rdtscp(&mut self, on: bool) {
+        self.vmcb
+            .control
+            .set_intercept(4, vmcb::intercept::RDTSCP, !on);
+    }
+
     fn set_tpr_threshold(&mut self, class: Option<u8>) {
         // Without a TPR threshold, SVM intercepts the CR8 write itself
         // (word 0, writes in bits 16-31) while the TPR holds back an

@@ -107,6 +107,8 @@ control_bits! {
     /// Secondary processor-based VM-execution controls (SDM 25.6.2).
     secondary {
         ENABLE_EPT = 1,
+        /// RDTSCP runs in the guest (else `#UD`).
+        ENABLE_RDTSCP = 3,
         ENABLE_VPID = 5,
         UNRESTRICTED_GUEST = 7,
     }
@@ -238,9 +240,13 @@ impl fmt::Display for ControlsError {
 pub(crate) struct VmcsConfig {
     pub(crate) pin_based: u32,
     pub(crate) primary: u32,
+    /// Without `ENABLE_RDTSCP`, which each vCPU adds while its guest
+    /// CPUID offers RDTSCP.
     pub(crate) secondary: u32,
     pub(crate) exit: u32,
     pub(crate) entry: u32,
+    /// The CPU allows `ENABLE_RDTSCP`.
+    pub(crate) rdtscp: bool,
 }
 
 // What rkvm asks for. Like KVM (vmx.h, KVM_{REQUIRED,OPTIONAL}_VMX_*) for
@@ -278,8 +284,8 @@ const PRIMARY_OPTIONAL: u32 = 0;
 pub(crate) const PRIMARY_TOGGLED: u32 = primary::INTR_WINDOW_EXITING | primary::NMI_WINDOW_EXITING;
 
 /// rkvm's MMU is EPT only, and real mode runs without vm86 emulation.
-/// RDTSCP, INVPCID and XSAVES stay off: the guest gets `#UD` for them, as
-/// on SVM, where rkvm intercepts them.
+/// INVPCID and XSAVES stay off: the guest gets `#UD` for them, as on SVM,
+/// where rkvm intercepts them. RDTSCP is the vCPU's to turn on.
 const SECONDARY_REQUIRED: u32 = secondary::ENABLE_EPT | secondary::UNRESTRICTED_GUEST;
 /// Without VPID, the backend flushes the TLB on every entry instead.
 const SECONDARY_OPTIONAL: u32 = secondary::ENABLE_VPID;
@@ -315,20 +321,24 @@ impl VmcsConfig {
             adjust(capability, required, optional)
                 .map_err(|missing| ControlsError::Missing { word, missing })
         };
+        let pin_based = word(ControlWord::PinBased, PIN_REQUIRED, PIN_OPTIONAL)?;
+        let primary = word(
+            ControlWord::Primary,
+            PRIMARY_REQUIRED | PRIMARY_TOGGLED,
+            PRIMARY_OPTIONAL,
+        )? & !PRIMARY_TOGGLED;
+        let secondary = word(
+            ControlWord::Secondary,
+            SECONDARY_REQUIRED,
+            SECONDARY_OPTIONAL | secondary::ENABLE_RDTSCP,
+        )?;
         Ok(Self {
-            pin_based: word(ControlWord::PinBased, PIN_REQUIRED, PIN_OPTIONAL)?,
-            primary: word(
-                ControlWord::Primary,
-                PRIMARY_REQUIRED | PRIMARY_TOGGLED,
-                PRIMARY_OPTIONAL,
-            )? & !PRIMARY_TOGGLED,
-            secondary: word(
-                ControlWord::Secondary,
-                SECONDARY_REQUIRED,
-                SECONDARY_OPTIONAL,
-            )?,
+            pin_based,
+            primary,
+            secondary: secondary & !secondary::ENABLE_RDTSCP,
             exit: word(ControlWord::Exit, EXIT_REQUIRED, EXIT_OPTIONAL)?,
             entry: word(ControlWord::Entry, ENTRY_REQUIRED, ENTRY_OPTIONAL)?,
+            rdtscp: secondary & secondary::ENABLE_RDTSCP != 0,
         })
     }
 }
@@ -468,6 +478,20 @@ mod tests {
             c.secondary,
             secondary::ENABLE_EPT | secondary::UNRESTRICTED_GUEST
         );
+        assert!(c.rdtscp, "allowed, kept out of the base word");
+    }
+
+    #[test]
+    fn rdtscp_only_where_allowed() {
+        let c = VmcsConfig::compute(HASWELL_BASIC, |m| match m {
+            MSR_VMX_PROCBASED_CTLS2 => {
+                Some(msr(0, PROCBASED2_HIGH & !(secondary::ENABLE_RDTSCP as u64)))
+            }
+            _ => haswell(m),
+        })
+        .unwrap();
+        assert!(!c.rdtscp);
+        assert_eq!(c.secondary & secondary::ENABLE_RDTSCP, 0);
     }
 
     #[test]

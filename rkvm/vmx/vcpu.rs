@@ -254,6 +254,8 @@ struct GuestState {
     /// (`set_debug_intercepts`).
     debug_db: bool,
     debug_bp: bool,
+    /// `ENABLE_RDTSCP` (`set_rdtscp`).
+    rdtscp: bool,
     /// DR6, which VMX does not switch (a guest `#DB` exits and says what
     /// it sets: see `enter`), and DR7 (the VMCS field).
     dr6: u64,
@@ -287,6 +289,7 @@ impl GuestState {
             tpr_threshold: 0,
             debug_db: false,
             debug_bp: false,
+            rdtscp: false,
             dr6: debugreg::DR6_RESET,
             dr7: debugreg::DR7_RESET,
             dirty: dirty::ALL,
@@ -621,6 +624,7 @@ impl VmxVcpu {
         s: &mut GuestState,
         vmcs: &mut CurrentVmcs<'_>,
         cfg: &VmcsConfig,
+        secondary_base: u32,
         hw_cr0: u64,
         cr4_fixed_on: u64,
     ) -> VmxResult {
@@ -720,6 +724,11 @@ impl VmxVcpu {
                 controls |= primary::NMI_WINDOW_EXITING;
             }
             vmcs.write32(control32::CPU_BASED_VM_EXEC_CONTROL, controls)?;
+            let mut controls2 = secondary_base;
+            if s.rdtscp {
+                controls2 |= secondary::ENABLE_RDTSCP;
+            }
+            vmcs.write32(control32::SECONDARY_VM_EXEC_CONTROL, controls2)?;
             vmcs.write32(control32::TPR_THRESHOLD, s.tpr_threshold as u32)?;
             let bp = if s.debug_bp { 1 << crate::arch::vector::BP } else { 0 };
             vmcs.write32(control32::EXCEPTION_BITMAP, EXCEPTION_BITMAP | bp)?;
@@ -866,6 +875,7 @@ impl VmxVcpu {
     fn enter(&mut self, entry: &Entry<'_>) -> core::result::Result<Exit, VmxInsnFailure> {
         self.flush(entry)?;
         let hw_cr0 = self.hw_cr0();
+        let secondary_base = self.secondary_controls();
         let mut vmcs = self.vmcs.load(entry.irqs)?;
         Self::write_host_state(
             &mut self.host,
@@ -878,6 +888,7 @@ impl VmxVcpu {
             &mut self.state,
             &mut vmcs,
             &self.cfg,
+            secondary_base,
             hw_cr0,
             self.cr4_fixed_on,
         )?;
@@ -1251,6 +1262,14 @@ impl VcpuBackend for VmxVcpu {
         if s.debug_bp != bp {
             s.debug_bp = bp;
             s.dirty |= dirty::CONTROLS;
+        }
+    }
+
+    fn set_rdtscp(&mut self, on: bool) {
+        let on = on && self.cfg.rdtscp;
+        if self.state.rdtscp != on {
+            self.state.rdtscp = on;
+            self.state.dirty |= dirty::CONTROLS;
         }
     }
 

@@ -22,7 +22,14 @@
  *    ranges round-trip for the guest and the VMM; reserved types and bits,
  *    MTRRcap writes and the gaps between the registers are #GP;
  *  - microcode revision (the VMM sets it, guest writes are dropped), AMD's
- *    HWCR write rules, and the fixed-value legacy MSRs read without #GP;
+ *    HWCR write rules, the fixed-value legacy MSRs read without #GP, and
+ *    TSC_DEADLINE without an in-kernel APIC (reads 0, writes dropped);
+ *  - RDTSCP and TSC_AUX: with RDTSCP in the guest CPUID, RDTSCP returns
+ *    the TSC_AUX the VMM set and then the one the guest wrote, and the VMM
+ *    reads that back; bits 63:32 are refused for an Intel guest vendor and
+ *    dropped for AMD's; without RDTSCP in the CPUID, RDTSCP is #UD and
+ *    RDMSR/WRMSR of TSC_AUX #GP while the VMM still has the MSR (QEMU TCG
+ *    ignores the RDTSCP intercept, so there the #UD is skipped);
  *  - KVM_GET_MSR_FEATURE_INDEX_LIST and KVM_GET_MSR_INDEX_LIST with the
  *    E2BIG-then-retry protocol; KVM_GET_MSRS on the system fd reads every
  *    feature MSR (ARCH_CAPABILITIES with PSCHANGE_MC_NO) and no other; a
@@ -31,6 +38,7 @@
  * Stock KVM passes them all: RKVM_DEV=/dev/kvm.
  */
 #define _GNU_SOURCE
+#include <cpuid.h>
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -62,6 +70,8 @@
 #define MSR_MC_ADDR(i)		(0x402 + 4 * (i))
 #define MSR_MC_MISC(i)		(0x403 + 4 * (i))
 #define MSR_K7_HWCR		0xc0010015
+#define MSR_TSC_AUX		0xc0000103
+#define MSR_TSC_DEADLINE	0x6e0
 #define MSR_AMD64_SYSCFG	0xc0010010
 
 #define MCG_CTL_P	(1ULL << 8)
@@ -79,6 +89,7 @@
 /* Where the guest's data lives (slot 0). */
 #define MC_LOG		0x60000	/* the #MC handler's RDMSR results */
 #define TABLE		0x61000	/* the MSR table msr_guest runs */
+#define AUX_LOG		0x62000	/* what rdtscp_guest saw */
 
 /*
  * Runs the table at TABLE: entries of five quadwords { op (0 end, 1
@@ -483,11 +494,147 @@ TEST_F(guest, boot_msrs)
 		{ RD, 0xc001001b, 0, 0, 0x20000000 },	/* K7_CLK_CTL */
 		{ WR, 0xc0010058, 1, 1 },	/* FAM10H_MMIO_CONF_BASE */
 		{ RD, MSR_MCG_STATUS, 0, 0, 0 },
+		/* No in-kernel APIC: TSC_DEADLINE reads 0, writes are dropped. */
+		{ WR, MSR_TSC_DEADLINE, 12345 },
+		{ RD, MSR_TSC_DEADLINE, 0, 0, 0 },
 	};
 	uint64_t want_ucode = 0x1234500000000ULL;
 
 	ASSERT_EQ(1, set_msr(v->fd, MSR_UCODE_REV, want_ucode));
 	EXPECT_EQ(0, run_table(v, ops, sizeof(ops) / sizeof(ops[0])));
+	vcpu_free(v);
+}
+
+/*
+ * RDTSCP (ECX to AUX_LOG), RDMSR TSC_AUX (EAX to +8), WRMSR TSC_AUX =
+ * 0x5678, RDTSCP again (ECX to +16), then PORT_DONE. ECX and EAX start as
+ * 0xdeadbeef, so a faulting instruction leaves that; the #UD handler
+ * counts at +24 and skips RDTSCP's three bytes, the #GP handler counts at
+ * +32 and skips RDMSR's or WRMSR's two.
+ */
+GUEST_CODE_BLOCK(rdtscp_guest, ".code64",
+	"mov $" XSTR(AUX_LOG) ", %rbx\n"
+	"mov $0xdeadbeef, %ecx\n"
+	"rdtscp\n"
+	"mov %rcx, (%rbx)\n"
+	"mov $0xdeadbeef, %eax\n"
+	"mov $" XSTR(MSR_TSC_AUX) ", %ecx\n"
+	"rdmsr\n"
+	"mov %rax, 8(%rbx)\n"
+	"mov $0x5678, %eax\n"
+	"xor %edx, %edx\n"
+	"wrmsr\n"
+	"mov $0xdeadbeef, %ecx\n"
+	"rdtscp\n"
+	"mov %rcx, 16(%rbx)\n"
+	"out %al, $" XSTR(PORT_DONE) "\n"
+	"1: hlt\n"
+	"jmp 1b\n"
+	"handler_ud: incq 24(%rbx)\n"
+	"addq $3, (%rsp)\n"
+	"iretq\n"
+	"handler_gp_aux: incq 32(%rbx)\n"
+	"add $8, %rsp\n"
+	"addq $2, (%rsp)\n"
+	"iretq\n");
+GUEST_LABEL(handler_ud);
+GUEST_LABEL(handler_gp_aux);
+
+static struct kvm_cpuid_entry2 *cpuid_leaf(struct kvm_cpuid2 *c, uint32_t function)
+{
+	uint32_t i;
+
+	for (i = 0; i < c->nent; i++)
+		if (c->entries[i].function == function && c->entries[i].index == 0)
+			return &c->entries[i];
+	return NULL;
+}
+
+static bool cpuid_has_rdtscp(struct kvm_cpuid2 *c)
+{
+	struct kvm_cpuid_entry2 *e = c ? cpuid_leaf(c, 0x80000001) : NULL;
+
+	return e && (e->edx & (1u << 27));
+}
+
+/* Whether this machine is QEMU's TCG (CPUID 0x40000000 "TCGTCGTCGTCG"). */
+static bool host_is_qemu_tcg(void)
+{
+	unsigned int eax, sig[3];
+
+	__cpuid(1, eax, sig[0], sig[1], sig[2]);
+	if (!(sig[1] & (1u << 31)))
+		return false;
+	__cpuid(0x40000000, eax, sig[0], sig[1], sig[2]);
+	return !memcmp(sig, "TCGTCGTCGTCG", 12);
+}
+
+/* Runs rdtscp_guest on a vCPU whose CPUID has RDTSCP or (@rdtscp) not. */
+static void run_rdtscp_guest(struct __test_metadata *_metadata, struct vm *vm, bool rdtscp)
+{
+	struct kvm_cpuid_entry2 *ext = cpuid_leaf(vm->cpuid, 0x80000001);
+	uint64_t *log = gpa_ptr(vm, AUX_LOG), val = 0;
+	uint32_t saved_edx = ext->edx;
+	uint64_t fault = rdtscp ? 0 : 0xdeadbeef;
+	struct vcpu *v;
+
+	if (!rdtscp)
+		ext->edx &= ~(1u << 27);
+	vm_load(vm, GUEST_CODE, rdtscp_guest, rdtscp_guest_end);
+	vm_set_idt_gate64(vm, 6, guest_addr(rdtscp_guest, handler_ud, GUEST_CODE));
+	vm_set_idt_gate64(vm, 13, guest_addr(rdtscp_guest, handler_gp_aux, GUEST_CODE));
+	memset(log, 0, 5 * sizeof(*log));
+	v = vcpu_new(vm, 0, MODE_LONG64, GUEST_CODE, GUEST_STACK);
+	ext->edx = saved_edx;
+	/* The VMM has the MSR either way (it is in the index list). */
+	ASSERT_EQ(1, set_msr(v->fd, MSR_TSC_AUX, 0x1234));
+	ASSERT_EQ(1, get_msr(v->fd, MSR_TSC_AUX, &val));
+	EXPECT_EQ(0x1234, val);
+	ASSERT_EQ(0, run_to_port(v, PORT_DONE));
+	EXPECT_EQ(fault ? fault : 0x1234, log[1]);
+	EXPECT_EQ(rdtscp ? 0 : 2, log[4]) TH_LOG("#GP count");
+	ASSERT_EQ(1, get_msr(v->fd, MSR_TSC_AUX, &val));
+	EXPECT_EQ(rdtscp ? 0x5678 : 0x1234, val);
+	vcpu_free(v);
+	if (!rdtscp && log[3] == 0 && host_is_qemu_tcg())
+		SKIP(return, "QEMU TCG runs RDTSCP without checking its SVM intercept: no #UD to see");
+	EXPECT_EQ(fault ? fault : 0x1234, log[0]);
+	EXPECT_EQ(fault ? fault : 0x5678, log[2]);
+	EXPECT_EQ(rdtscp ? 0 : 2, log[3]) TH_LOG("#UD count");
+}
+
+TEST_F(guest, rdtscp_reads_the_guests_tsc_aux)
+{
+	if (!cpuid_has_rdtscp(self->vm->cpuid))
+		SKIP(return, "KVM_GET_SUPPORTED_CPUID offers no RDTSCP here");
+	run_rdtscp_guest(_metadata, self->vm, true);
+}
+
+TEST_F(guest, rdtscp_absent_from_cpuid_faults)
+{
+	if (!cpuid_has_rdtscp(self->vm->cpuid))
+		SKIP(return, "KVM_GET_SUPPORTED_CPUID offers no RDTSCP here");
+	run_rdtscp_guest(_metadata, self->vm, false);
+}
+
+TEST_F(guest, tsc_aux_high_bits_follow_the_vendor)
+{
+	struct kvm_cpuid_entry2 *vendor;
+	struct vcpu *v;
+	uint64_t val = 0;
+	bool intel;
+
+	if (!cpuid_has_rdtscp(self->vm->cpuid))
+		SKIP(return, "KVM_GET_SUPPORTED_CPUID offers no RDTSCP here");
+	vendor = cpuid_leaf(self->vm->cpuid, 0);
+	ASSERT_NE(NULL, vendor);
+	intel = vendor->ebx == 0x756e6547;	/* "Genu"ineIntel */
+	v = vcpu_new(self->vm, 0, MODE_LONG64, GUEST_CODE, GUEST_STACK);
+	ASSERT_EQ(1, set_msr(v->fd, MSR_TSC_AUX, 0x11));
+	/* Intel reserves bits 63:32; AMD ignores them (KVM follows the CPUID). */
+	EXPECT_EQ(intel ? 0 : 1, set_msr(v->fd, MSR_TSC_AUX, 1ULL << 32 | 7));
+	ASSERT_EQ(1, get_msr(v->fd, MSR_TSC_AUX, &val));
+	EXPECT_EQ(intel ? 0x11 : 7, val);
 	vcpu_free(v);
 }
 
@@ -563,7 +710,7 @@ TEST_F(guest, index_list_is_readable)
 	struct msrs *msrs = calloc(1, sizeof(*msrs));
 	static const uint32_t want[] = {
 		MSR_MCG_STATUS, MSR_MCG_CTL, MSR_UCODE_REV, MSR_ARCH_CAPABILITIES,
-		MSR_K7_HWCR,
+		MSR_K7_HWCR, MSR_TSC_DEADLINE,
 	};
 	uint64_t feature = 0, vcpu_val;
 	uint32_t i, done;
