@@ -212,6 +212,7 @@ impl CpuCore {
         idx: usize,
         dirty_ring: Option<Arc<VcpuRing>>,
         apic: Option<KBox<VcpuApic>>,
+        tsc_generation: u64,
     ) -> Result<Self> {
         Ok(Self {
             backend,
@@ -235,7 +236,7 @@ impl CpuCore {
             apic,
             plain_apic_base: 0,
             pending_eoi_exit: None,
-            kvmclock: VcpuClock::new(),
+            kvmclock: VcpuClock::new(tsc_generation),
             debug: GuestDebug::default(),
             step_trap: false,
             breakpoint_at: None,
@@ -319,9 +320,8 @@ impl CpuCore {
             msr::SYSENTER_CS => val & 0xffff,
             msr::PAT => msr::check_pat(val)?,
             msr::TSC => {
-                let offset = val.wrapping_sub(x86::rdtsc());
+                let offset = self.kvmclock.tsc_written(vm, val, x86::rdtsc(), host);
                 b.set_tsc_offset(offset);
-                self.kvmclock.tsc_written(vm, offset);
                 return Ok(());
             }
             pvclock::MSR_SYSTEM_TIME | pvclock::MSR_SYSTEM_TIME_NEW => {
@@ -351,6 +351,11 @@ impl CpuCore {
         } else {
             Err(())
         }
+    }
+
+    /// The vCPU goes: the VM's clock stops counting it.
+    pub(crate) fn leave_vm_clock(&self, vm: &Vm) {
+        self.kvmclock.vcpu_gone(vm);
     }
 
     /// Puts the vCPU in its RESET state (at creation, after a shutdown).

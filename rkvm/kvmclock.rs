@@ -59,6 +59,17 @@ impl Clock {
         })
     }
 
+    /// Counts a new vCPU in: its TSC offset and generation.
+    pub(crate) fn add_vcpu(&self) -> (u64, u64) {
+        self.with(|c, now| c.vcpu_added(now))
+    }
+
+    /// Counts out a vCPU of TSC generation `generation` whose creation
+    /// failed.
+    pub(crate) fn remove_vcpu(&self, generation: u64) {
+        self.with(|c, now| c.vcpu_removed(generation, now));
+    }
+
     /// Runs `f` on the clock and a reading of the host's clocks taken
     /// under the lock, then publishes the generation.
     fn with<R>(&self, f: impl FnOnce(&mut VmClock, &HostTime) -> R) -> R {
@@ -150,8 +161,8 @@ pub(crate) struct VcpuClock {
     msr: u64,
     /// The vCPU is the VM's vCPU 0, whose choice of MSR KVM watches.
     boot: bool,
-    /// The vCPU's TSC has the VM's offset (as it has from creation).
-    tsc_matched: bool,
+    /// The vCPU's TSC generation (`VmClock::vcpu_added`).
+    tsc_generation: u64,
     /// `None`: to be written before the next entry.
     written: Option<Written>,
     /// Host TSC after which the next entry looks at the host's clocks.
@@ -159,11 +170,12 @@ pub(crate) struct VcpuClock {
 }
 
 impl VcpuClock {
-    pub(crate) fn new() -> Self {
+    /// The clock of a vCPU in TSC generation `tsc_generation`.
+    pub(crate) fn new(tsc_generation: u64) -> Self {
         Self {
             msr: 0,
             boot: false,
-            tsc_matched: true,
+            tsc_generation,
             written: None,
             next_poll: 0,
         }
@@ -193,14 +205,24 @@ impl VcpuClock {
         self.written = None;
     }
 
-    /// The vCPU's TSC offset became `offset` (a write of `IA32_TSC`).
-    pub(crate) fn tsc_written(&mut self, vm: &Vm, offset: u64) {
-        let matched = offset == vm.tsc_offset();
-        if matched != self.tsc_matched {
-            let was = self.tsc_matched;
-            vm.clock().with(|c, now| c.tsc_written(was, matched, now));
-            self.tsc_matched = matched;
-        }
+    /// A write of `IA32_TSC` of `value` at host TSC `host_tsc`, by the
+    /// guest or (`host`) `KVM_SET_MSRS`: the vCPU's new TSC offset.
+    pub(crate) fn tsc_written(&mut self, vm: &Vm, value: u64, host_tsc: u64, host: bool) -> u64 {
+        let generation = self.tsc_generation;
+        let (offset, generation) = vm.clock().with(|c, now| {
+            if host {
+                c.vmm_tsc_write(value, host_tsc, generation, now)
+            } else {
+                (value.wrapping_sub(host_tsc), c.guest_tsc_write(generation, now))
+            }
+        });
+        self.tsc_generation = generation;
+        offset
+    }
+
+    /// The vCPU goes: it no longer counts for the VM's TSC generation.
+    pub(crate) fn vcpu_gone(&self, vm: &Vm) {
+        vm.clock().remove_vcpu(self.tsc_generation);
     }
 
     /// Before an entry: writes the structure if it is enabled and out of

@@ -242,6 +242,19 @@ struct Master {
     base_ns: u64,
 }
 
+/// vCPUs whose TSCs the VMM set together (KVM's TSC generation).
+#[derive(Debug, Clone, Copy)]
+struct TscGeneration {
+    id: u64,
+    /// Their TSC offset.
+    offset: u64,
+    /// How many vCPUs have it.
+    vcpus: u32,
+}
+
+/// The generation a vCPU belongs to no longer: its TSC was set alone.
+pub(crate) const NO_TSC_GENERATION: u64 = u64::MAX;
+
 /// A VM's kvmclock (what KVM keeps in `struct kvm_arch`).
 #[derive(Debug)]
 pub(crate) struct VmClock {
@@ -252,9 +265,16 @@ pub(crate) struct VmClock {
     /// TSC ticks to nanoseconds at the host's rate (the guest's TSC runs
     /// at the host's: `tsc.rs`).
     scale: Scale,
-    /// vCPUs whose TSC no longer has the VM's offset (a write of
-    /// `IA32_TSC`): while there are any, vCPUs' clocks could disagree.
-    unmatched_tsc: u32,
+    /// The TSC offset vCPUs share (KVM's TSC generation): while some
+    /// vCPU's differs, vCPUs' clocks could disagree.
+    tsc: TscGeneration,
+    /// vCPUs of the VM.
+    vcpus: u32,
+    /// The VMM's last `IA32_TSC` write: the value and the host TSC then
+    /// (KVM's `last_tsc_write`, `last_tsc_nsec`, `user_set_tsc`).
+    last_tsc_write: Option<(u64, u64)>,
+    /// The TSC's rate, for the one second of slack in synchronizing.
+    khz: u32,
     /// vCPU 0 enabled its structure through `MSR_KVM_SYSTEM_TIME`: KVM
     /// never calls such a guest's clock stable (the first kvmclock
     /// guests mishandled it).
@@ -267,13 +287,21 @@ pub(crate) struct VmClock {
 }
 
 impl VmClock {
-    /// A VM's clock, 0 at `now`, ticking with a TSC of `khz` kHz.
+    /// A VM's clock, 0 at `now`, ticking with a TSC of `khz` kHz; its
+    /// vCPUs' TSCs count from 0 at `now` too.
     pub(crate) fn new(now: &HostTime, khz: u32) -> Self {
         let mut c = Self {
             offset: 0u64.wrapping_sub(now.base_ns),
             master: None,
             scale: Scale::for_khz(khz),
-            unmatched_tsc: 0,
+            tsc: TscGeneration {
+                id: 0,
+                offset: 0u64.wrapping_sub(now.tsc),
+                vcpus: 0,
+            },
+            vcpus: 0,
+            last_tsc_write: None,
+            khz,
             boot_vcpu_old_msr: false,
             wall_clock: 0,
             generation: 0,
@@ -308,7 +336,7 @@ impl VmClock {
     /// the host's clocksource is the TSC (so the host keeps it in step
     /// across CPUs), and every vCPU's TSC has the VM's offset.
     fn can_be_stable(&self, now: &HostTime) -> bool {
-        now.tsc_based && self.unmatched_tsc == 0 && !self.boot_vcpu_old_msr
+        now.tsc_based && self.tsc.vcpus == self.vcpus && !self.boot_vcpu_old_msr
     }
 
     /// Whether the host's clocksource changed (to or from the TSC) in a
@@ -384,14 +412,74 @@ impl VmClock {
         now.real_ns.wrapping_sub(self.get(now).clock)
     }
 
-    /// A vCPU's TSC got (`matched`) or lost the VM's offset.
-    pub(crate) fn tsc_written(&mut self, was_matched: bool, matched: bool, now: &HostTime) {
-        match (was_matched, matched) {
-            (true, false) => self.unmatched_tsc += 1,
-            (false, true) => self.unmatched_tsc = self.unmatched_tsc.saturating_sub(1),
-            _ => return,
-        }
+    /// A new vCPU: it joins the current TSC generation, as KVM
+    /// synchronizes a vCPU it creates. Returns its TSC offset and
+    /// generation.
+    pub(crate) fn vcpu_added(&mut self, now: &HostTime) -> (u64, u64) {
+        self.vcpus += 1;
+        self.tsc.vcpus += 1;
         self.update_master(now);
+        (self.tsc.offset, self.tsc.id)
+    }
+
+    /// A vCPU of TSC generation `generation` is gone.
+    pub(crate) fn vcpu_removed(&mut self, generation: u64, now: &HostTime) {
+        self.vcpus -= 1;
+        self.leave_generation(generation);
+        self.update_master(now);
+    }
+
+    fn leave_generation(&mut self, generation: u64) {
+        if generation == self.tsc.id {
+            self.tsc.vcpus -= 1;
+        }
+    }
+
+    /// The VMM writes `value` to a vCPU's `IA32_TSC` at host TSC
+    /// `host_tsc`; the vCPU is in TSC generation `generation`. Returns
+    /// its new offset and generation.
+    ///
+    /// KVM's `kvm_synchronize_tsc`: a write of 0, or once the VMM has
+    /// written the TSC, a value within a second of where its last write
+    /// has got to since, is the VMM setting its vCPUs' TSCs together (one
+    /// at a time, as the API goes): the vCPU gets the current
+    /// generation's offset. Any other value starts a new generation.
+    pub(crate) fn vmm_tsc_write(
+        &mut self,
+        value: u64,
+        host_tsc: u64,
+        generation: u64,
+        now: &HostTime,
+    ) -> (u64, u64) {
+        let slack = u64::from(self.khz) * 1000;
+        let synchronizing = value == 0
+            || self.last_tsc_write.is_some_and(|(last, at)| {
+                // The guest's TSC runs at the host's rate.
+                let expected = last.wrapping_add(host_tsc.wrapping_sub(at));
+                value.wrapping_sub(expected).wrapping_add(slack) < 2 * slack
+            });
+        if synchronizing {
+            if generation != self.tsc.id {
+                self.tsc.vcpus += 1;
+            }
+        } else {
+            self.tsc = TscGeneration {
+                id: self.tsc.id.wrapping_add(1) % NO_TSC_GENERATION,
+                offset: value.wrapping_sub(host_tsc),
+                vcpus: 1,
+            };
+        }
+        self.last_tsc_write = Some((value, host_tsc));
+        self.update_master(now);
+        (self.tsc.offset, self.tsc.id)
+    }
+
+    /// The guest wrote its own `IA32_TSC` (KVM adjusts that vCPU's offset
+    /// alone): the vCPU leaves its generation.
+    pub(crate) fn guest_tsc_write(&mut self, generation: u64, now: &HostTime) -> u64 {
+        self.leave_generation(generation);
+        self.update_master(now);
+        NO_TSC_GENERATION
     }
 
     /// vCPU 0 (the guest, not the VMM) enabled its structure through the
@@ -558,22 +646,63 @@ mod tests {
     fn tsc_writes_and_old_msr_end_stability() {
         let now = at(0, 0, 0, true);
         let mut c = VmClock::new(&now, 1_000_000);
-        c.tsc_written(true, false, &now);
+        let (_, g0) = c.vcpu_added(&now);
+        let (_, g1) = c.vcpu_added(&now);
+        assert!(c.stable());
+        // The guest sets its own TSC: that vCPU alone.
+        let g0 = c.guest_tsc_write(g0, &now);
         assert!(!c.stable());
         assert_eq!(c.get(&now).flags, 0);
-        c.tsc_written(true, false, &now);
-        c.tsc_written(false, true, &now);
-        assert!(!c.stable());
-        assert!(!c.host_changed(&now), "still unmatched: not the host's doing");
-        c.tsc_written(false, true, &now);
+        // The VMM's write of 0 brings it back to the others' offset.
+        let (_, g0) = c.vmm_tsc_write(0, 5_000, g0, &now);
+        assert_eq!(g0, g1);
         assert!(c.stable());
-        let g = c.generation();
-        c.tsc_written(true, true, &now);
-        assert_eq!(g, c.generation());
         c.boot_vcpu_msr(true, &now);
         assert!(!c.stable());
         assert_eq!(c.time_info(&now, 0).flags, 0);
         c.boot_vcpu_msr(false, &now);
         assert!(c.stable());
+        c.vcpu_removed(g0, &now);
+        c.vcpu_removed(g1, &now);
+        assert!(c.stable());
+    }
+
+    #[test]
+    fn vmm_tsc_writes_synchronize_as_kvm() {
+        let khz = 1_000_000;
+        let now = at(1_000, 0, 0, true);
+        let mut c = VmClock::new(&now, khz);
+        let (creation, g0) = c.vcpu_added(&now);
+        assert_eq!(creation, 0u64.wrapping_sub(1_000), "0 at creation");
+        let (o1, g1) = c.vcpu_added(&now);
+        assert_eq!((o1, g1), (creation, g0));
+        // QEMU's reset: 0 to each vCPU, some time apart: one offset.
+        let (o0, g0) = c.vmm_tsc_write(0, 50_000, g0, &now);
+        let (o1, g1) = c.vmm_tsc_write(0, 90_000, g1, &now);
+        assert_eq!((o0, o1), (creation, creation));
+        assert!(c.stable());
+        // A restore: a new value starts a generation; the same value a
+        // little later joins it, as where the first write got to.
+        let value = 1u64 << 40;
+        let (o0, g0) = c.vmm_tsc_write(value, 100_000, g0, &now);
+        assert_eq!(o0, value - 100_000);
+        assert_ne!(g0, g1);
+        assert!(!c.stable(), "vCPU 1 is still on the old offset");
+        let (o1, g1) = c.vmm_tsc_write(value, 100_000 + 3 * u64::from(khz) * 100, g1, &now);
+        assert_eq!((o1, g1), (o0, g0));
+        assert!(c.stable());
+        // More than a second off where the last write got to: a TSC of
+        // its own.
+        let later = 200_000 + 2 * u64::from(khz) * 1000;
+        let (o1, g1) = c.vmm_tsc_write(value, later, g1, &now);
+        assert_ne!((o1, g1), (o0, g0));
+        assert!(!c.stable());
+        // And a value behind by more than a second, likewise.
+        let (o0, g0) = c.vmm_tsc_write(1, later + 10, g0, &now);
+        assert_ne!((o0, g0), (o1, g1));
+        assert!(!c.stable());
+        // A new vCPU joins the current generation.
+        let (o2, g2) = c.vcpu_added(&now);
+        assert_eq!((o2, g2), (o0, g0));
     }
 }

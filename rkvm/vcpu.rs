@@ -20,6 +20,7 @@ use kernel::{
     prelude::*,
     str::CStr,
     sync::{Arc, ArcBorrow, Mutex},
+    types::ScopeGuard,
 };
 
 use crate::{
@@ -300,7 +301,7 @@ fn sigmask_arg(arg: usize) -> Result<Option<u64>> {
 /// # Invariants
 ///
 /// `pages` are the zeroed pages the fd maps: `kvm_run`, then PIO data.
-#[pin_data]
+#[pin_data(PinnedDrop)]
 pub(crate) struct Vcpu {
     vm: Arc<Vm>,
     id: u32,
@@ -330,7 +331,13 @@ impl Vcpu {
         // vCPU 0 is the bootstrap processor, as in KVM by default.
         let is_bsp = id == 0;
         let mut backend = hw::new_vcpu(vm.tdp().root_phys(), is_bsp)?;
-        backend.set_tsc_offset(vm.tsc_offset());
+        // Counted in the VM's clock from here; until the vCPU exists, a
+        // failure counts it out again (then its `PinnedDrop` does).
+        let (tsc_offset, tsc_generation) = vm.clock().add_vcpu();
+        let counted = ScopeGuard::new_with_data(vm.clone(), move |vm: Arc<Vm>| {
+            vm.clock().remove_vcpu(tsc_generation)
+        });
+        backend.set_tsc_offset(tsc_offset);
         let mut state = State {
             cpu: GuestCpu {
                 fpu: GuestFpu::new()?,
@@ -340,6 +347,7 @@ impl Vcpu {
                     dirty_ring.clone(),
                     apic.map(|shared| KBox::new(VcpuApic::new(shared, id, is_bsp), GFP_KERNEL))
                         .transpose()?,
+                    tsc_generation,
                 )?,
             },
             sigmask: None,
@@ -358,7 +366,15 @@ impl Vcpu {
             }),
             GFP_KERNEL,
         )?;
+        counted.dismiss();
         anon_fd::install(vcpu)
+    }
+}
+
+#[pinned_drop]
+impl PinnedDrop for Vcpu {
+    fn drop(self: Pin<&mut Self>) {
+        self.state.lock().core().leave_vm_clock(&self.vm);
     }
 }
 

@@ -309,10 +309,6 @@ pub(crate) struct Vm {
     /// `KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2` options (`abi::dirty_log`), set
     /// by `KVM_ENABLE_CAP`.
     dirty_log_options: AtomicU64,
-    /// Added to the host TSC to give every vCPU's, so that all of them
-    /// count from 0 at the VM's creation, together (until the guest or
-    /// the VMM writes one's `IA32_TSC`).
-    tsc_offset: u64,
     /// The split irqchip (in-kernel local APICs), once enabled.
     #[pin]
     irqchip: Irqchip,
@@ -360,7 +356,6 @@ impl Vm {
                 ),
                 pid: task.pid(),
                 dirty_log_options: AtomicU64::new(0),
-                tsc_offset: 0u64.wrapping_sub(x86::rdtsc()),
                 irqchip <- Irqchip::new()?,
                 ioevents <- IoEvents::new()?,
                 clock <- kvmclock::Clock::new(),
@@ -377,11 +372,6 @@ impl Vm {
     /// The VM's `KVM_IOEVENTFD` assignments.
     pub(crate) fn ioevents(&self) -> &IoEvents {
         &self.ioevents
-    }
-
-    /// The TSC offset a new vCPU starts with.
-    pub(crate) fn tsc_offset(&self) -> u64 {
-        self.tsc_offset
     }
 
     /// The VM's kvmclock.

@@ -465,15 +465,19 @@ mod tests {
         assert_eq!(adjust(msr(0, 0b0001), 0b0111, 0), Err(0b0110));
     }
 
-    #[test]
-    fn optional_vpid_dropped() {
-        let c = VmcsConfig::compute(HASWELL_BASIC, |m| match m {
-            MSR_VMX_PROCBASED_CTLS2 => {
-                Some(msr(0, PROCBASED2_HIGH & !(secondary::ENABLE_VPID as u64)))
-            }
+    /// The Haswell configuration with `missing` secondary controls not
+    /// allowed.
+    fn haswell_without_secondary(missing: u32) -> VmcsConfig {
+        VmcsConfig::compute(HASWELL_BASIC, |m| match m {
+            MSR_VMX_PROCBASED_CTLS2 => Some(msr(0, PROCBASED2_HIGH & !u64::from(missing))),
             _ => haswell(m),
         })
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn optional_vpid_dropped() {
+        let c = haswell_without_secondary(secondary::ENABLE_VPID);
         assert_eq!(
             c.secondary,
             secondary::ENABLE_EPT | secondary::UNRESTRICTED_GUEST
@@ -483,13 +487,7 @@ mod tests {
 
     #[test]
     fn rdtscp_only_where_allowed() {
-        let c = VmcsConfig::compute(HASWELL_BASIC, |m| match m {
-            MSR_VMX_PROCBASED_CTLS2 => {
-                Some(msr(0, PROCBASED2_HIGH & !(secondary::ENABLE_RDTSCP as u64)))
-            }
-            _ => haswell(m),
-        })
-        .unwrap();
+        let c = haswell_without_secondary(secondary::ENABLE_RDTSCP);
         assert!(!c.rdtscp);
         assert_eq!(c.secondary & secondary::ENABLE_RDTSCP, 0);
     }

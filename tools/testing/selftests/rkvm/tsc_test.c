@@ -9,7 +9,12 @@
  *    first vCPU;
  *  - the VM's vCPUs share one TSC: two vCPUs created 200 ms apart read
  *    the same guest TSC for the same host TSC (within the time the reads
- *    take), and it starts near 0 when the VM is created.
+ *    take), and it starts near 0 when the VM is created;
+ *  - the VMM's KVM_SET_MSRS of IA32_TSC synchronizes as KVM's does: 0
+ *    written to each vCPU 100 ms apart leaves them one offset (the VM's),
+ *    a new value written to each 100 ms apart gives them one new offset,
+ *    and a value more than a second off where the last write got to gives
+ *    that vCPU an offset of its own.
  *
  * Stock KVM passes them all: RKVM_DEV=/dev/kvm.
  */
@@ -114,6 +119,76 @@ TEST_F(guest, vcpus_share_one_tsc)
 	EXPECT_GT(hi0 + (int64_t)gap / 10, lo1);
 	/* Counting from about the VM's creation: not the host's uptime. */
 	EXPECT_LT(g0, a0 - created + 10 * gap);
+	vcpu_free(v0);
+	vcpu_free(v1);
+}
+
+struct one_msr {
+	struct kvm_msrs m;
+	struct kvm_msr_entry e;
+};
+
+static long set_tsc(struct vcpu *v, uint64_t val)
+{
+	struct one_msr msr = { .m.nmsrs = 1, .e.index = 0x10, .e.data = val };
+
+	return xioctl(v->fd, KVM_SET_MSRS, (unsigned long)&msr);
+}
+
+/* The vCPU's TSC offset (guest minus host TSC), read by KVM_GET_MSRS. */
+static int64_t tsc_offset(struct __test_metadata *_metadata, struct vcpu *v)
+{
+	struct one_msr msr = { .m.nmsrs = 1, .e.index = 0x10 };
+	uint64_t before, after;
+
+	before = __rdtsc();
+	EXPECT_EQ(1, xioctl(v->fd, KVM_GET_MSRS, (unsigned long)&msr));
+	after = __rdtsc();
+	return (int64_t)(msr.e.data - before / 2 - after / 2);
+}
+
+static int64_t abs64(int64_t v)
+{
+	return v < 0 ? -v : v;
+}
+
+TEST_F(guest, vmm_tsc_writes_synchronize_vcpus)
+{
+	long khz = xioctl(self->vm->fd, KVM_GET_TSC_KHZ, 0);
+	int64_t gap = (int64_t)khz * 100;	/* 100 ms of TSC */
+	int64_t created, o0, o1;
+	struct vcpu *v0, *v1;
+	uint64_t value = 1ULL << 40;
+
+	ASSERT_LT(0, khz);
+	v0 = vcpu_new(self->vm, 0, MODE_LONG64, GUEST_CODE, GUEST_STACK);
+	v1 = vcpu_new(self->vm, 1, MODE_LONG64, GUEST_CODE, GUEST_STACK - 0x1000);
+	created = tsc_offset(_metadata, v0);
+	/* QEMU's reset: 0, one vCPU after the other. */
+	ASSERT_EQ(1, set_tsc(v0, 0));
+	usleep(100000);
+	ASSERT_EQ(1, set_tsc(v1, 0));
+	o0 = tsc_offset(_metadata, v0);
+	o1 = tsc_offset(_metadata, v1);
+	TH_LOG("after 0: offsets %ld and %ld, at creation %ld", (long)o0, (long)o1, (long)created);
+	EXPECT_GT(gap / 10, abs64(o0 - o1));
+	EXPECT_GT(gap / 10, abs64(o0 - created));
+	/* A restore: the same value 100 ms apart is one new offset. */
+	ASSERT_EQ(1, set_tsc(v0, value));
+	usleep(100000);
+	ASSERT_EQ(1, set_tsc(v1, value));
+	o0 = tsc_offset(_metadata, v0);
+	o1 = tsc_offset(_metadata, v1);
+	TH_LOG("after %#llx: offsets %ld and %ld", (unsigned long long)value, (long)o0, (long)o1);
+	EXPECT_GT(gap / 10, abs64(o0 - o1));
+	EXPECT_LT(gap * 10, abs64(o0 - created));
+	/* Five seconds ahead of where that got to: a TSC of its own. */
+	ASSERT_EQ(1, set_tsc(v1, value + 50 * (uint64_t)gap));
+	o1 = tsc_offset(_metadata, v1);
+	TH_LOG("5 s ahead: offsets %ld and %ld", (long)o0, (long)o1);
+	/* (less the time since vCPU 0's write, which set the old offset) */
+	EXPECT_GT(10 * gap, abs64(o1 - o0 - 50 * gap));
+	EXPECT_LT(20 * gap, abs64(o1 - o0));
 	vcpu_free(v0);
 	vcpu_free(v1);
 }
