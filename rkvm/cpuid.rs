@@ -121,6 +121,9 @@ pub(crate) const LEAF1_ECX_OSXSAVE: u32 = 1 << 27;
 // Leaf 7 EBX: BMI1, BMI2, ERMS (plain instructions); AVX2 with AVX;
 // AVX512F/DQ/CD/BW/VL with the AVX-512 components.
 const LEAF7_EBX: u32 = 1 << 3 | 1 << 8 | 1 << 9;
+/// Leaf 7 EBX: IA32_TSC_ADJUST, which rkvm emulates on every host (as
+/// KVM does).
+const LEAF7_EBX_TSC_ADJUST: u32 = 1 << 1;
 const LEAF7_EBX_AVX: u32 = 1 << 5;
 const LEAF7_EBX_AVX512: u32 = 1 << 16 | 1 << 17 | 1 << 28 | 1 << 30 | 1 << 31;
 // Leaf 0xD subleaf 1 EAX: XSAVEOPT, XSAVEC, XGETBV with ECX=1. Not XSAVES
@@ -211,7 +214,7 @@ pub(crate) fn supported(
                 if avx512 {
                     ebx |= LEAF7_EBX_AVX512;
                 }
-                regs = [0, regs[1] & ebx, 0, LEAF7_EDX_ARCH_CAPABILITIES];
+                regs = [0, regs[1] & ebx | LEAF7_EBX_TSC_ADJUST, 0, LEAF7_EDX_ARCH_CAPABILITIES];
             }
             0x8000_0000 => regs[0] = regs[0].min(0x8000_0008),
             0x8000_0001 => {
@@ -309,6 +312,11 @@ mod tests {
         assert_eq!(lookup(t, 6, 0), [4, 0, 0, 0], "ARAT");
         assert_eq!(l1[3] & (1 << 7 | 1 << 12 | 1 << 14), 1 << 7 | 1 << 12 | 1 << 14, "MCE, MTRR, MCA");
         assert_eq!(lookup(t, 7, 0)[3], LEAF7_EDX_ARCH_CAPABILITIES);
+        assert_ne!(
+            lookup(supported(|_, _| [0; 4], 0, false).entries(), 7, 0)[1] & LEAF7_EBX_TSC_ADJUST,
+            0,
+            "TSC_ADJUST whatever the host has"
+        );
         assert_eq!(l1[2] & (1 << 27), 0, "no OSXSAVE");
         let e1 = lookup(t, 0x8000_0001, 0);
         assert_ne!(e1[3] & (1 << 29), 0, "long mode");

@@ -133,6 +133,8 @@ pub(crate) struct CpuCore {
     /// The guest's `TSC_AUX` (32 bits), in the CPU only while the guest
     /// runs with RDTSCP (`enter`).
     pub(crate) tsc_aux: u64,
+    /// `IA32_TSC_ADJUST`: what the guest's own TSC writes added.
+    tsc_adjust: u64,
     /// The last exit was a shutdown: the state is undefined until reset.
     pub(crate) shut_down: bool,
     /// An external interrupt userspace queued (`KVM_INTERRUPT`, or
@@ -222,6 +224,7 @@ impl CpuCore {
             xcr0_allowed: 0,
             misc_enable: msr::MISC_ENABLE_DEFAULT,
             tsc_aux: 0,
+            tsc_adjust: 0,
             shut_down: false,
             queued_irq: None,
             msrs: KBox::new(VcpuMsrs::new(&crate::msr_ioctl::host()), GFP_KERNEL)?,
@@ -284,6 +287,8 @@ impl CpuCore {
         }
         match index {
             msr::TSC => Some(x86::rdtsc().wrapping_add(self.backend.tsc_offset())),
+            // Read whatever the CPUID says, as KVM.
+            msr::TSC_ADJUST => Some(self.tsc_adjust),
             msr::MISC_ENABLE => Some(self.misc_enable),
             // The VMM's always (it is in KVM_GET_MSR_INDEX_LIST), the
             // guest's only with RDTSCP in its CPUID, as KVM.
@@ -320,8 +325,28 @@ impl CpuCore {
             msr::SYSENTER_CS => val & 0xffff,
             msr::PAT => msr::check_pat(val)?,
             msr::TSC => {
+                let old = b.tsc_offset();
                 let offset = self.kvmclock.tsc_written(vm, val, x86::rdtsc(), host);
                 b.set_tsc_offset(offset);
+                if !host {
+                    // The guest's own moves add up in TSC_ADJUST.
+                    self.tsc_adjust = self.tsc_adjust.wrapping_add(offset.wrapping_sub(old));
+                }
+                return Ok(());
+            }
+            // As KVM: without the CPUID bit, writes are dropped, not #GP.
+            msr::TSC_ADJUST if !self.features.tsc_adjust => return Ok(()),
+            msr::TSC_ADJUST => {
+                if !host {
+                    // The guest moves its TSC by what it adds.
+                    let host_tsc = x86::rdtsc();
+                    let tsc = host_tsc
+                        .wrapping_add(b.tsc_offset())
+                        .wrapping_add(val.wrapping_sub(self.tsc_adjust));
+                    let offset = self.kvmclock.tsc_written(vm, tsc, host_tsc, false);
+                    b.set_tsc_offset(offset);
+                }
+                self.tsc_adjust = val;
                 return Ok(());
             }
             pvclock::MSR_SYSTEM_TIME | pvclock::MSR_SYSTEM_TIME_NEW => {

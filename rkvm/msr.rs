@@ -7,6 +7,8 @@
 //! Pure logic (only `core`), tested on the host.
 
 pub(crate) const TSC: u32 = 0x10;
+/// `IA32_TSC_ADJUST`: what the guest's writes of `IA32_TSC` added up to.
+pub(crate) const TSC_ADJUST: u32 = 0x3b;
 /// `IA32_TSC_AUX`: what RDTSCP returns in ECX.
 pub(crate) const TSC_AUX: u32 = 0xc000_0103;
 pub(crate) const SYSENTER_CS: u32 = 0x174;
@@ -46,7 +48,7 @@ pub(crate) const SYSCALL_AND_BASES: [u32; 10] = [
 /// restores, then the kvmclock ones (`pvclock.rs`), as KVM lists its
 /// emulated MSRs. As in KVM, the MTRRs and the MCi bank registers are not
 /// listed (VMMs know them from MTRRcap and MCG_CAP).
-pub(crate) const INDEX_LIST: [u32; 26] = [
+pub(crate) const INDEX_LIST: [u32; 27] = [
     EFER,
     STAR,
     LSTAR,
@@ -59,6 +61,7 @@ pub(crate) const INDEX_LIST: [u32; 26] = [
     SYSENTER_ESP,
     SYSENTER_EIP,
     TSC,
+    TSC_ADJUST,
     TSC_AUX,
     crate::lapic::regs::TSC_DEADLINE_MSR,
     PAT,

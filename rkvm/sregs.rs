@@ -77,6 +77,8 @@ pub(crate) struct GuestFeatures {
     pub(crate) la57: bool,
     /// RDTSCP and with it `TSC_AUX` (leaf 0x8000_0001 EDX).
     pub(crate) rdtscp: bool,
+    /// `IA32_TSC_ADJUST` (leaf 7 EBX).
+    pub(crate) tsc_adjust: bool,
     /// The vendor is Intel or one compatible with it (Centaur, Zhaoxin):
     /// where KVM follows Intel's rules over AMD's. Not a feature: the
     /// guest table's own.
@@ -136,6 +138,7 @@ impl GuestFeatures {
             pku: self.pku && other.pku,
             la57: self.la57 && other.la57,
             rdtscp: self.rdtscp && other.rdtscp,
+            tsc_adjust: self.tsc_adjust && other.tsc_adjust,
             intel_compatible: self.intel_compatible,
         }
     }
@@ -161,6 +164,7 @@ impl GuestFeatures {
             pku: bit(leaf7[2], 3),
             la57: bit(leaf7[2], 16),
             rdtscp: bit(ext[3], 27),
+            tsc_adjust: bit(leaf7[1], 1),
             // Leaf 0 EBX: "Genu"ineIntel, "Cent"aurHauls, "  Sh"anghai.
             intel_compatible: matches!(lookup(0, 0)[1], 0x756e_6547 | 0x746e_6543 | 0x6853_2020),
         }

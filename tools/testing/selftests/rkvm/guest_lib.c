@@ -184,6 +184,17 @@ struct vm *vm_new_on(const char *dev, size_t mem_size)
 	return vm;
 }
 
+struct kvm_cpuid_entry2 *vm_cpuid_entry(struct vm *vm, uint32_t fn, uint32_t index)
+{
+	uint32_t i;
+
+	for (i = 0; vm->cpuid && i < vm->cpuid->nent; i++)
+		if (vm->cpuid->entries[i].function == fn &&
+		    vm->cpuid->entries[i].index == index)
+			return &vm->cpuid->entries[i];
+	return NULL;
+}
+
 void vm_use_minimal_cpuid(struct vm *vm)
 {
 	struct kvm_cpuid_entry2 *e;

@@ -146,6 +146,12 @@ void vm_free(struct vm *vm);
 void vm_use_minimal_cpuid(struct vm *vm);
 
 /*
+ * The entry (@fn, @index) of the CPUID vcpu_new gives, which a test may
+ * change before it creates a vCPU; NULL if there is none.
+ */
+struct kvm_cpuid_entry2 *vm_cpuid_entry(struct vm *vm, uint32_t fn, uint32_t index);
+
+/*
  * True when the device is the build host's /dev/kvm served by kvm_pvm, a
  * paravirtual KVM backend without hardware entry checks that ignores host
  * writes of the TSC: the few tests where it differs from KVM on VMX/SVM

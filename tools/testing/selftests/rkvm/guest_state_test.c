@@ -80,26 +80,14 @@ FIXTURE_TEARDOWN(guest_state)
 
 #define STATE_TEST(name) TEST_F_TIMEOUT(guest_state, name, STATE_TIMEOUT)
 
-static const struct kvm_cpuid_entry2 *cpuid_entry(struct vm *vm, uint32_t fn,
-						   uint32_t index)
-{
-	uint32_t i;
-
-	for (i = 0; vm->cpuid && i < vm->cpuid->nent; i++)
-		if (vm->cpuid->entries[i].function == fn &&
-		    vm->cpuid->entries[i].index == index)
-			return &vm->cpuid->entries[i];
-	return NULL;
-}
-
 /*
  * NULL if the device offers what the guest needs (XSAVE, and with @avx AVX
  * and XCR0's AVX state in leaf 0xD), else why not.
  */
 static const char *missing_xsave(struct vm *vm, bool avx)
 {
-	const struct kvm_cpuid_entry2 *leaf1 = cpuid_entry(vm, 1, 0);
-	const struct kvm_cpuid_entry2 *leafd = cpuid_entry(vm, 0xd, 0);
+	const struct kvm_cpuid_entry2 *leaf1 = vm_cpuid_entry(vm, 1, 0);
+	const struct kvm_cpuid_entry2 *leafd = vm_cpuid_entry(vm, 0xd, 0);
 
 	if (!vm->cpuid)
 		return "KVM_GET_SUPPORTED_CPUID failed";

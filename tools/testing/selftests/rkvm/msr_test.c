@@ -540,19 +540,9 @@ GUEST_CODE_BLOCK(rdtscp_guest, ".code64",
 GUEST_LABEL(handler_ud);
 GUEST_LABEL(handler_gp_aux);
 
-static struct kvm_cpuid_entry2 *cpuid_leaf(struct kvm_cpuid2 *c, uint32_t function)
+static bool cpuid_has_rdtscp(struct vm *vm)
 {
-	uint32_t i;
-
-	for (i = 0; i < c->nent; i++)
-		if (c->entries[i].function == function && c->entries[i].index == 0)
-			return &c->entries[i];
-	return NULL;
-}
-
-static bool cpuid_has_rdtscp(struct kvm_cpuid2 *c)
-{
-	struct kvm_cpuid_entry2 *e = c ? cpuid_leaf(c, 0x80000001) : NULL;
+	struct kvm_cpuid_entry2 *e = vm_cpuid_entry(vm, 0x80000001, 0);
 
 	return e && (e->edx & (1u << 27));
 }
@@ -572,7 +562,7 @@ static bool host_is_qemu_tcg(void)
 /* Runs rdtscp_guest on a vCPU whose CPUID has RDTSCP or (@rdtscp) not. */
 static void run_rdtscp_guest(struct __test_metadata *_metadata, struct vm *vm, bool rdtscp)
 {
-	struct kvm_cpuid_entry2 *ext = cpuid_leaf(vm->cpuid, 0x80000001);
+	struct kvm_cpuid_entry2 *ext = vm_cpuid_entry(vm, 0x80000001, 0);
 	uint64_t *log = gpa_ptr(vm, AUX_LOG), val = 0;
 	uint32_t saved_edx = ext->edx;
 	uint64_t fault = rdtscp ? 0 : 0xdeadbeef;
@@ -605,14 +595,14 @@ static void run_rdtscp_guest(struct __test_metadata *_metadata, struct vm *vm, b
 
 TEST_F(guest, rdtscp_reads_the_guests_tsc_aux)
 {
-	if (!cpuid_has_rdtscp(self->vm->cpuid))
+	if (!cpuid_has_rdtscp(self->vm))
 		SKIP(return, "KVM_GET_SUPPORTED_CPUID offers no RDTSCP here");
 	run_rdtscp_guest(_metadata, self->vm, true);
 }
 
 TEST_F(guest, rdtscp_absent_from_cpuid_faults)
 {
-	if (!cpuid_has_rdtscp(self->vm->cpuid))
+	if (!cpuid_has_rdtscp(self->vm))
 		SKIP(return, "KVM_GET_SUPPORTED_CPUID offers no RDTSCP here");
 	run_rdtscp_guest(_metadata, self->vm, false);
 }
@@ -624,9 +614,9 @@ TEST_F(guest, tsc_aux_high_bits_follow_the_vendor)
 	uint64_t val = 0;
 	bool intel;
 
-	if (!cpuid_has_rdtscp(self->vm->cpuid))
+	if (!cpuid_has_rdtscp(self->vm))
 		SKIP(return, "KVM_GET_SUPPORTED_CPUID offers no RDTSCP here");
-	vendor = cpuid_leaf(self->vm->cpuid, 0);
+	vendor = vm_cpuid_entry(self->vm, 0, 0);
 	ASSERT_NE(NULL, vendor);
 	intel = vendor->ebx == 0x756e6547;	/* "Genu"ineIntel */
 	v = vcpu_new(self->vm, 0, MODE_LONG64, GUEST_CODE, GUEST_STACK);

@@ -14,7 +14,12 @@
  *    written to each vCPU 100 ms apart leaves them one offset (the VM's),
  *    a new value written to each 100 ms apart gives them one new offset,
  *    and a value more than a second off where the last write got to gives
- *    that vCPU an offset of its own.
+ *    that vCPU an offset of its own;
+ *  - IA32_TSC_ADJUST: the guest's write moves its TSC by the difference,
+ *    its write of IA32_TSC moves TSC_ADJUST by what it moved the TSC; the
+ *    VMM's write of either leaves the other alone; without the CPUID bit
+ *    the guest's writes of TSC_ADJUST are dropped (no #GP) and the VMM's
+ *    too, while reads still work, as KVM.
  *
  * Stock KVM passes them all: RKVM_DEV=/dev/kvm.
  */
@@ -191,6 +196,118 @@ TEST_F(guest, vmm_tsc_writes_synchronize_vcpus)
 	EXPECT_LT(20 * gap, abs64(o1 - o0));
 	vcpu_free(v0);
 	vcpu_free(v1);
+}
+
+#define MSR_TSC_ADJUST	0x3b
+#define ADJUST_BY	(1ULL << 40)
+
+/*
+ * At R8: TSC, TSC_ADJUST; then TSC_ADJUST += ADJUST_BY; TSC, TSC_ADJUST;
+ * then TSC = 0; TSC, TSC_ADJUST. Then halts.
+ */
+GUEST_CODE_BLOCK(adjust_guest, ".code64",
+	"call 1f\n"
+	"mov $" XSTR(MSR_TSC_ADJUST) ", %ecx\n"
+	"rdmsr\n"
+	"shl $32, %rdx\n"
+	"or %rdx, %rax\n"
+	"mov $" XSTR(ADJUST_BY) ", %rdx\n"
+	"add %rdx, %rax\n"
+	"mov %rax, %rdx\n"
+	"shr $32, %rdx\n"
+	"wrmsr\n"
+	"call 1f\n"
+	"mov $0x10, %ecx\n"
+	"xor %eax, %eax\n"
+	"xor %edx, %edx\n"
+	"wrmsr\n"
+	"call 1f\n"
+	"hlt\n"
+	/* Stores TSC and TSC_ADJUST at R8, R8 + 8; R8 += 16. */
+	"1: rdtsc\n"
+	"shl $32, %rdx\n"
+	"or %rdx, %rax\n"
+	"mov %rax, (%r8)\n"
+	"mov $" XSTR(MSR_TSC_ADJUST) ", %ecx\n"
+	"rdmsr\n"
+	"shl $32, %rdx\n"
+	"or %rdx, %rax\n"
+	"mov %rax, 8(%r8)\n"
+	"add $16, %r8\n"
+	"ret\n");
+
+/*
+ * Runs adjust_guest on a new vCPU with TSC_ADJUST (@offered) in its CPUID
+ * or not, after the VMM's own writes; @out gets what the guest stored.
+ */
+static void tsc_adjust_run(struct __test_metadata *_metadata, struct vm *vm,
+			   bool offered, uint64_t out[6])
+{
+	struct kvm_cpuid_entry2 *leaf7 = vm_cpuid_entry(vm, 7, 0);
+	uint32_t saved = leaf7 ? leaf7->ebx : 0;
+	struct one_msr msr = { .m.nmsrs = 1, .e.index = MSR_TSC_ADJUST };
+	struct kvm_regs regs;
+	int64_t before, after;
+	struct vcpu *v;
+
+	if (!offered && leaf7)
+		leaf7->ebx &= ~(1u << 1);
+	vm_load(vm, GUEST_CODE, adjust_guest, adjust_guest_end);
+	v = vcpu_new(vm, 0, MODE_LONG64, GUEST_CODE, GUEST_STACK);
+	if (leaf7)
+		leaf7->ebx = saved;
+	/* The VMM's write sets the MSR and leaves the TSC where it was. */
+	before = tsc_offset(_metadata, v);
+	msr.e.data = 5;
+	EXPECT_EQ(1, xioctl(v->fd, KVM_SET_MSRS, (unsigned long)&msr));
+	after = tsc_offset(_metadata, v);
+	EXPECT_GT(1LL << 30, abs64(after - before));
+	msr.e.data = 0;
+	EXPECT_EQ(1, xioctl(v->fd, KVM_GET_MSRS, (unsigned long)&msr));
+	EXPECT_EQ(offered ? 5 : 0, msr.e.data);
+	msr.e.data = 0;
+	EXPECT_EQ(1, xioctl(v->fd, KVM_SET_MSRS, (unsigned long)&msr));
+	vcpu_get_regs(v, &regs);
+	regs.r8 = GUEST_DATA;
+	vcpu_set_regs(v, &regs);
+	EXPECT_EQ(0, run_expect_exit(v, KVM_EXIT_HLT));
+	memcpy(out, gpa_ptr(vm, GUEST_DATA), 6 * sizeof(uint64_t));
+	TH_LOG("TSC %#llx adjust %#llx; %#llx %#llx; %#llx %#llx",
+	       (unsigned long long)out[0], (unsigned long long)out[1],
+	       (unsigned long long)out[2], (unsigned long long)out[3],
+	       (unsigned long long)out[4], (unsigned long long)out[5]);
+	vcpu_free(v);
+}
+
+TEST_F(guest, tsc_adjust)
+{
+	int64_t slack = 1LL << 34;
+	uint64_t o[6];
+
+	tsc_adjust_run(_metadata, self->vm, true, o);
+	EXPECT_EQ(0, o[1]);
+	/* TSC_ADJUST += ADJUST_BY moved the TSC as far. */
+	EXPECT_EQ(ADJUST_BY, o[3]);
+	EXPECT_GT(slack, abs64((int64_t)(o[2] - o[0] - ADJUST_BY)));
+	/* TSC = 0: TSC_ADJUST moved as far as the TSC did. */
+	EXPECT_GT(slack, (int64_t)o[4]);
+	EXPECT_GT(slack, abs64((int64_t)(o[5] - (ADJUST_BY - o[2]))));
+}
+
+TEST_F(guest, tsc_adjust_absent_from_cpuid)
+{
+	int64_t slack = 1LL << 34;
+	uint64_t o[6];
+
+	if (!vm_cpuid_entry(self->vm, 7, 0))
+		SKIP(return, "no CPUID leaf 7 to take the bit from");
+	tsc_adjust_run(_metadata, self->vm, false, o);
+	/* The guest's write of TSC_ADJUST is dropped... */
+	EXPECT_EQ(0, o[3]);
+	EXPECT_GT(slack, abs64((int64_t)(o[2] - o[0])));
+	/* ...while its TSC write still adds up in it, as KVM. */
+	EXPECT_GT(slack, (int64_t)o[4]);
+	EXPECT_GT(slack, abs64((int64_t)(o[5] + o[2])));
 }
 
 TEST_HARNESS_MAIN
