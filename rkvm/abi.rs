@@ -221,6 +221,17 @@ pub(crate) const MAX_MCE_BANKS: usize = 32;
 pub(crate) const MAX_VCPUS: usize = 64;
 /// vCPU ids are `0..MAX_VCPU_IDS` (`KVM_CAP_MAX_VCPU_ID`).
 pub(crate) const MAX_VCPU_IDS: usize = 64;
+/// `KVM_ENABLE_CAP(KVM_CAP_X2APIC_API)`'s flags, those rkvm implements
+/// (not the EOI-broadcast ones).
+pub(crate) mod x2apic_api {
+    /// x2APIC IDs in full: in `KVM_GET/SET_LAPIC`'s ID register, and in
+    /// MSI address bits 63:40 (KVM's extended destination ID).
+    pub(crate) const USE_32BIT_IDS: u32 = 1 << 0;
+    /// A device's destination 0xff is no broadcast to x2APIC-mode APICs.
+    pub(crate) const DISABLE_BROADCAST_QUIRK: u32 = 1 << 1;
+    pub(crate) const VALID: u32 = USE_32BIT_IDS | DISABLE_BROADCAST_QUIRK;
+}
+
 /// `kvm_guest_debug.control` bits.
 pub(crate) mod guestdbg {
     pub(crate) const ENABLE: u32 = 1 << 0;
@@ -335,6 +346,8 @@ pub(crate) mod cap {
     /// `KVM_CAP_SPLIT_IRQCHIP`: local APICs in the kernel, PIC and IOAPIC
     /// in the VMM.
     pub(crate) const SPLIT_IRQCHIP: usize = 121;
+    /// `KVM_CAP_X2APIC_API`: the flags of [`super::x2apic_api`].
+    pub(crate) const X2APIC_API: usize = 129;
     /// `KVM_CAP_IRQ_ROUTING`: `KVM_SET_GSI_ROUTING`.
     pub(crate) const IRQ_ROUTING: usize = 25;
     /// `KVM_CAP_IRQ_INJECT_STATUS`: `KVM_IRQ_LINE_STATUS`.

@@ -52,6 +52,8 @@ pub(crate) fn check_extension(capability: usize, online_cpus: usize) -> isize {
         | cap::X86_ROBUST_SINGLESTEP => 1,
         cap::SET_GUEST_DEBUG2 => crate::abi::guestdbg::VALID as isize,
         cap::MCE => MAX_MCE_BANKS as isize,
+        // The flags rkvm implements (not KVM's EOI-broadcast ones).
+        cap::X2APIC_API => crate::abi::x2apic_api::VALID as isize,
         // The components rkvm offers (up to AVX-512) fit in
         // `struct kvm_xsave`, KVM's smallest answer.
         cap::XSAVE2 => crate::abi::vcpu::XSAVE_SIZE as isize,

@@ -19,7 +19,7 @@
 
 use core::{
     ffi::c_void,
-    sync::atomic::{AtomicUsize, Ordering},
+    sync::atomic::{AtomicU32, AtomicUsize, Ordering},
 };
 
 use kernel::{
@@ -32,7 +32,7 @@ use crate::{
     abi::{self, MAX_VCPUS},
     lapic::{
         apic::ApicShared,
-        route::{self, mode, routing, ApicIdentity, Irq, MsiRoute},
+        route::{self, mode, routing, x2apic_api, ApicIdentity, Irq, MsiRoute},
     },
     shim::{
         eventfd::{EventFd, IrqFdHook},
@@ -66,6 +66,9 @@ pub(crate) struct Irqchip {
     count: AtomicUsize,
     #[pin]
     routes: SrcuBox<Routes>,
+    /// `KVM_ENABLE_CAP(KVM_CAP_X2APIC_API)`'s flags, accumulated
+    /// (`route::x2apic_api`).
+    x2apic_api: AtomicU32,
 }
 
 impl Irqchip {
@@ -77,6 +80,7 @@ impl Irqchip {
             apics: core::array::from_fn(|_| SetOnce::new()),
             count: AtomicUsize::new(0),
             routes <- SrcuBox::new(empty, new_srcu!("Irqchip::routes")),
+            x2apic_api: AtomicU32::new(0),
         }))
     }
 
@@ -140,6 +144,21 @@ impl Irqchip {
             .sum()
     }
 
+    /// `KVM_ENABLE_CAP(KVM_CAP_X2APIC_API)`: `EINVAL` for flags rkvm does
+    /// not implement; as KVM, flags once set stay set.
+    pub(crate) fn enable_x2apic_api(&self, flags: u64) -> Result {
+        if flags & !u64::from(x2apic_api::VALID) != 0 {
+            return Err(EINVAL);
+        }
+        self.x2apic_api.fetch_or(flags as u32, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The `KVM_CAP_X2APIC_API` flags in force.
+    pub(crate) fn x2apic_api(&self) -> u32 {
+        self.x2apic_api.load(Ordering::Relaxed)
+    }
+
     /// `KVM_SIGNAL_MSI` (`struct kvm_msi`): `EINVAL` for flags (device IDs
     /// are not used on x86), else the delivery's result.
     pub(crate) fn signal_msi(&self, b: &[u8; abi::vm::MSI_SIZE]) -> Result<isize> {
@@ -147,7 +166,7 @@ impl Irqchip {
         if !self.enabled() || word(12) != 0 {
             return Err(EINVAL);
         }
-        let irq = Irq::from_msi(word(0) as u64 | (word(4) as u64) << 32, word(8));
+        let irq = Irq::from_msi(word(0) as u64 | (word(4) as u64) << 32, word(8), self.x2apic_api());
         Ok(self.deliver(&irq, None, false) as isize)
     }
 
@@ -168,7 +187,7 @@ impl Irqchip {
         let routes = self.routes.read();
         let mut status = -1;
         for r in routes.0.iter().filter(|r| r.gsi == gsi) {
-            status = status.max(0) + self.deliver(&r.irq(), None, false);
+            status = status.max(0) + self.deliver(&r.irq(self.x2apic_api()), None, false);
         }
         status
     }
@@ -238,8 +257,11 @@ impl Irqchip {
         };
         let routes = self.routes.read();
         routes.0.iter().any(|r| {
-            let irq = r.irq();
-            r.gsi < pins && irq.level_triggered && irq.vector == vector && who.matches(irq.dest, irq.logical, false)
+            let irq = r.irq(self.x2apic_api());
+            r.gsi < pins
+                && irq.level_triggered
+                && irq.vector == vector
+                && who.matches(irq.dest, irq.logical, false, irq.xapic_broadcast)
         })
     }
 }

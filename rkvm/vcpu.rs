@@ -456,13 +456,13 @@ impl AnonFile for Vcpu {
             abi::vcpu::SET_MP_STATE => state.core_mut().set_mp_state(u32::from_ne_bytes(uarg::read(arg)?))?,
             abi::vcpu::GET_LAPIC => {
                 let mut image = KBox::new([0u8; abi::vcpu::LAPIC_STATE_SIZE], GFP_KERNEL)?;
-                state.core().get_lapic(&mut image)?;
+                state.core().get_lapic(&this.vm, &mut image)?;
                 uarg::write(arg, &*image)?;
             }
             abi::vcpu::SET_LAPIC => {
                 let mut image = KBox::new([0u8; abi::vcpu::LAPIC_STATE_SIZE], GFP_KERNEL)?;
                 uarg::read_into(arg, &mut image[..])?;
-                state.core_mut().set_lapic(&image)?;
+                state.core_mut().set_lapic(&this.vm, &image)?;
             }
             // rkvm cannot scale the TSC: the guest's runs at the host's
             // rate, and only that rate (or 0: the default) can be set.

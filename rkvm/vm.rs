@@ -565,6 +565,12 @@ impl Vm {
                 let vcpus = self.vcpus.lock();
                 self.irqchip.enable_split(arg0, !vcpus.ids.is_empty())
             }
+            abi::cap::X2APIC_API => {
+                if flags != 0 {
+                    return Err(EINVAL);
+                }
+                self.irqchip.enable_x2apic_api(arg0)
+            }
             abi::cap::MANUAL_DIRTY_LOG_PROTECT2 => {
                 let allowed = if arg0 & MANUAL_PROTECT_ENABLE != 0 {
                     MANUAL_CAPS

@@ -15,7 +15,7 @@ use super::{CpuCore, Flow};
 use crate::{
     abi::{mp_state, run::exit as kvm_exit},
     emulate::{Access, MmioInsn},
-    lapic::{self, apic::MpState, Action, ApicFeatures, ApicMode, STATE_SIZE},
+    lapic::{self, apic::MpState, route::x2apic_api, Action, ApicFeatures, ApicMode, STATE_SIZE},
     run_page::RunPage,
     sregs::SegReg,
     vm::Vm,
@@ -398,15 +398,20 @@ impl CpuCore {
     }
 
     /// `KVM_GET_LAPIC`.
-    pub(crate) fn get_lapic(&self, out: &mut [u8; STATE_SIZE]) -> Result {
+    pub(crate) fn get_lapic(&self, vm: &Vm, out: &mut [u8; STATE_SIZE]) -> Result {
         let apic = self.apic.as_deref().ok_or(EINVAL)?;
-        apic.regs.state(apic.mailbox(), apic.now_ns(), out);
+        let x2apic_format = vm.irqchip().x2apic_api() & x2apic_api::USE_32BIT_IDS != 0;
+        apic.regs.state(apic.mailbox(), apic.now_ns(), x2apic_format, out);
         Ok(())
     }
 
     /// `KVM_SET_LAPIC`.
-    pub(crate) fn set_lapic(&mut self, image: &[u8; STATE_SIZE]) -> Result {
+    pub(crate) fn set_lapic(&mut self, vm: &Vm, image: &[u8; STATE_SIZE]) -> Result {
         let apic = self.apic.as_deref_mut().ok_or(EINVAL)?;
+        let x2apic_format = vm.irqchip().x2apic_api() & x2apic_api::USE_32BIT_IDS != 0;
+        if !apic.regs.accepts_state(image, x2apic_format) {
+            return Err(EINVAL);
+        }
         let now = apic.now_ns();
         let (irr, tmr, cmd) = apic.regs.set_state(image, now);
         apic.shared.mailbox.set_irr_tmr(&irr, &tmr);

@@ -717,8 +717,9 @@ impl Lapic {
 
     /// `KVM_GET_LAPIC`'s image: the register page with the IRR and TMR,
     /// the current count, and in x2APIC mode the ID in the xAPIC position
-    /// (KVM's format without `KVM_CAP_X2APIC_API`).
-    pub(crate) fn state(&self, mb: &Mailbox, now_ns: u64, out: &mut [u8; STATE_SIZE]) {
+    /// (KVM's format without `KVM_CAP_X2APIC_API`), or with
+    /// `x2apic_format` (its `USE_32BIT_IDS`) in full.
+    pub(crate) fn state(&self, mb: &Mailbox, now_ns: u64, x2apic_format: bool, out: &mut [u8; STATE_SIZE]) {
         let irr = mb.irr();
         let tmr = mb.tmr();
         for (i, r) in self.regs.iter().enumerate() {
@@ -728,11 +729,18 @@ impl Lapic {
                 0x200..=0x270 if off & 0xf == 0 => irr[((off - reg::IRR) >> 4) as usize],
                 reg::TIMER_CURRENT => self.current_count(now_ns),
                 reg::PPR => self.ppr() as u32,
-                reg::ID if self.mode() == ApicMode::X2Apic => self.get(reg::ID) << 24,
+                reg::ID if self.mode() == ApicMode::X2Apic && !x2apic_format => self.get(reg::ID) << 24,
                 _ => *r,
             };
             out[off as usize..off as usize + 4].copy_from_slice(&v.to_le_bytes());
         }
+    }
+
+    /// Whether `KVM_SET_LAPIC` takes `image`: with `x2apic_format`, an
+    /// APIC in x2APIC mode only with its own (read-only) ID, as KVM.
+    pub(crate) fn accepts_state(&self, image: &[u8; STATE_SIZE], x2apic_format: bool) -> bool {
+        let id = u32::from_le_bytes(crate::abi::field(image, reg::ID as usize));
+        !(x2apic_format && self.mode() == ApicMode::X2Apic && id != self.vcpu_id)
     }
 
     /// `KVM_SET_LAPIC`: takes the image as it is, as KVM, then derives

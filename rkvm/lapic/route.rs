@@ -37,7 +37,13 @@ pub(crate) struct Irq {
     pub(crate) assert: bool,
     pub(crate) shorthand: Shorthand,
     pub(crate) dest: u32,
+    /// An 8-bit destination of 0xff reaches x2APIC-mode APICs as well
+    /// (everyone): for IPIs, and for devices unless the VMM turned KVM's
+    /// broadcast quirk off (`KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK`).
+    pub(crate) xapic_broadcast: bool,
 }
+
+pub(crate) use crate::abi::x2apic_api;
 
 impl Irq {
     /// Decodes an ICR (low and high halves); `x2apic` says how wide the
@@ -56,14 +62,16 @@ impl Irq {
                 _ => Shorthand::AllExcludingSelf,
             },
             dest: if x2apic { high } else { high >> 24 },
+            xapic_broadcast: true,
         }
     }
 
     /// Decodes an MSI (address and data), in the xAPIC format: an 8-bit
     /// destination in address bits 19:12, redirection hint (bit 3) asking
-    /// for lowest priority. As KVM, the address's other bits are not
-    /// checked.
-    pub(crate) fn from_msi(address: u64, data: u32) -> Self {
+    /// for lowest priority; with `x2apic_api`'s `USE_32BIT_IDS`, bits
+    /// 63:40 give the destination's bits 31:8, as KVM. As KVM, the
+    /// address's other bits are not checked.
+    pub(crate) fn from_msi(address: u64, data: u32, x2apic_api: u32) -> Self {
         let mut mode = ((data >> 8) & 7) as u8;
         // As KVM: the redirection hint turns a fixed MSI into lowest
         // priority among the destinations.
@@ -77,7 +85,13 @@ impl Irq {
             level_triggered: data & (1 << 15) != 0,
             assert: true,
             shorthand: Shorthand::None,
-            dest: ((address >> 12) & 0xff) as u32,
+            dest: ((address >> 12) & 0xff) as u32
+                | if x2apic_api & x2apic_api::USE_32BIT_IDS != 0 {
+                    (address >> 32) as u32 & 0xffff_ff00
+                } else {
+                    0
+                },
+            xapic_broadcast: x2apic_api & x2apic_api::DISABLE_BROADCAST_QUIRK == 0,
         }
     }
 
@@ -130,15 +144,21 @@ impl ApicIdentity {
     }
 
     /// Whether a destination with no shorthand names this APIC. `wide`
-    /// says the destination came in the x2APIC format (32 bits).
-    pub(crate) fn matches(&self, dest: u32, logical: bool, wide: bool) -> bool {
+    /// says the destination came in the x2APIC format (32 bits);
+    /// `xapic_broadcast` as [`Irq::xapic_broadcast`].
+    pub(crate) fn matches(&self, dest: u32, logical: bool, wide: bool, xapic_broadcast: bool) -> bool {
         if !self.enabled {
             return false;
         }
         // A destination from an xAPIC-format source (or an MSI) is 8 bits;
-        // its broadcast 0xff is everyone's also in x2APIC mode.
-        let broadcast = if wide { u32::MAX } else { 0xff };
-        if dest == broadcast {
+        // its broadcast 0xff is everyone's, in x2APIC mode too unless the
+        // quirk is off.
+        let broadcast = if wide {
+            dest == u32::MAX
+        } else {
+            dest == 0xff && (xapic_broadcast || !self.x2apic)
+        };
+        if broadcast {
             return true;
         }
         if !logical {
@@ -175,7 +195,7 @@ pub(crate) fn targets(irq: &Irq, source: Option<usize>, idx: usize, who: &ApicId
         Shorthand::Myself => source == Some(idx),
         Shorthand::AllIncludingSelf => who.enabled,
         Shorthand::AllExcludingSelf => who.enabled && source != Some(idx),
-        Shorthand::None => who.matches(irq.dest, irq.logical, wide),
+        Shorthand::None => who.matches(irq.dest, irq.logical, wide, irq.xapic_broadcast),
     }
 }
 
@@ -226,8 +246,9 @@ impl MsiRoute {
         })
     }
 
-    pub(crate) fn irq(&self) -> Irq {
-        Irq::from_msi(self.address, self.data)
+    /// The route's MSI, decoded as `x2apic_api` says.
+    pub(crate) fn irq(&self, x2apic_api: u32) -> Irq {
+        Irq::from_msi(self.address, self.data, x2apic_api)
     }
 }
 
@@ -267,43 +288,62 @@ mod tests {
 
     #[test]
     fn msi_fields() {
-        let irq = Irq::from_msi(0xfee0_3000, 0x8041);
+        let irq = Irq::from_msi(0xfee0_3000, 0x8041, 0);
         assert_eq!((irq.dest, irq.vector, irq.level_triggered), (3, 0x41, true));
-        assert_eq!(Irq::from_msi(0xfee0_0008, 0x41).mode, mode::LOWEST);
-        assert_eq!(Irq::from_msi(0xfee0_0004, 0x441).mode, mode::NMI);
-        assert!(Irq::from_msi(0xfee0_0004, 0x441).logical);
+        assert_eq!(Irq::from_msi(0xfee0_0008, 0x41, 0).mode, mode::LOWEST);
+        assert_eq!(Irq::from_msi(0xfee0_0004, 0x441, 0).mode, mode::NMI);
+        assert!(Irq::from_msi(0xfee0_0004, 0x441, 0).logical);
+    }
+
+    #[test]
+    fn x2apic_api_msis() {
+        let ext = 0x0000_0100_fee0_5000;
+        // Without KVM_X2APIC_API the high half is ignored, as KVM.
+        assert_eq!(Irq::from_msi(ext, 0x41, 0).dest, 5);
+        let api = x2apic_api::USE_32BIT_IDS;
+        assert_eq!(Irq::from_msi(ext, 0x41, api).dest, 0x105);
+        let x2 = ApicIdentity { id: 0x105, ldr: x2apic_ldr(0x105), x2apic: true, enabled: true, sw_enabled: true, dfr: 0 };
+        let to = |dest: u64, api: u32| {
+            let irq = Irq::from_msi(0xfee0_0000 | dest << 12, 0x41, api);
+            targets(&irq, None, 0, &x2, false)
+        };
+        assert!(to(0xff, 0), "KVM's broadcast quirk");
+        assert!(!to(0xff, x2apic_api::DISABLE_BROADCAST_QUIRK));
+        let xapic = xapic(2, 0, true);
+        let irq = Irq::from_msi(0xfee0_0000 | 0xff << 12, 0x41, x2apic_api::DISABLE_BROADCAST_QUIRK);
+        assert!(targets(&irq, None, 0, &xapic, false), "xAPIC mode: 0xff is still everyone");
     }
 
     #[test]
     fn physical_destinations() {
         let a = xapic(2, 0, true);
-        assert!(a.matches(2, false, false));
-        assert!(!a.matches(3, false, false));
-        assert!(a.matches(0xff, false, false));
+        assert!(a.matches(2, false, false, true));
+        assert!(!a.matches(3, false, false, true));
+        assert!(a.matches(0xff, false, false, true));
         let x2 = ApicIdentity { id: 0x105, ldr: x2apic_ldr(0x105), x2apic: true, enabled: true, sw_enabled: true, dfr: 0 };
-        assert!(x2.matches(0x105, false, true));
-        assert!(x2.matches(0xff, false, false), "xAPIC-format broadcast");
-        assert!(x2.matches(u32::MAX, false, true));
+        assert!(x2.matches(0x105, false, true, true));
+        assert!(x2.matches(0xff, false, false, true), "xAPIC-format broadcast");
+        assert!(x2.matches(u32::MAX, false, true, true));
         let off = ApicIdentity { enabled: false, ..a };
-        assert!(!off.matches(0xff, false, false));
+        assert!(!off.matches(0xff, false, false, true));
     }
 
     #[test]
     fn logical_destinations() {
         // Flat: one bit per APIC.
         let a = xapic(0, 0b0100, true);
-        assert!(a.matches(0b0110, true, false));
-        assert!(!a.matches(0b0011, true, false));
+        assert!(a.matches(0b0110, true, false, true));
+        assert!(!a.matches(0b0011, true, false, true));
         // Cluster: cluster 2, member bit 1.
         let c = xapic(0, 0x22, false);
-        assert!(c.matches(0x23, true, false));
-        assert!(!c.matches(0x13, true, false));
-        assert!(!c.matches(0x21, true, false));
+        assert!(c.matches(0x23, true, false, true));
+        assert!(!c.matches(0x13, true, false, true));
+        assert!(!c.matches(0x21, true, false, true));
         // x2APIC cluster mode from the ID.
         assert_eq!(x2apic_ldr(0x23), 0x0002_0008);
         let x2 = ApicIdentity { id: 0x23, ldr: x2apic_ldr(0x23), x2apic: true, enabled: true, sw_enabled: true, dfr: 0 };
-        assert!(x2.matches(0x0002_0018, true, true));
-        assert!(!x2.matches(0x0001_0008, true, true));
+        assert!(x2.matches(0x0002_0018, true, true, true));
+        assert!(!x2.matches(0x0001_0008, true, true, true));
     }
 
     #[test]
@@ -326,7 +366,7 @@ mod tests {
         b[24..28].copy_from_slice(&0x8033u32.to_le_bytes());
         let r = MsiRoute::from_entry(&b).unwrap();
         assert_eq!((r.gsi, r.address, r.data), (5, 0xfee0_1000, 0x8033));
-        assert_eq!(r.irq().dest, 1);
+        assert_eq!(r.irq(0).dest, 1);
         let mut bad = b;
         bad[8] = 1;
         assert!(MsiRoute::from_entry(&bad).is_none(), "flags");

@@ -130,6 +130,26 @@ fn timer_modes() {
 }
 
 #[test]
+fn x2apic_api_state_format() {
+    let mut a = Lapic::new(0x105, false);
+    a.set_features(ApicFeatures { x2apic: true, tsc_deadline: false, maxphyaddr: 40 });
+    assert!(a.set_base(0xfee0_0c00, true).is_ok());
+    let mb = Mailbox::new();
+    let mut img = [0u8; STATE_SIZE];
+    let id = |img: &[u8; STATE_SIZE]| u32::from_le_bytes(img[0x20..0x24].try_into().unwrap());
+    // KVM's legacy format: the ID shifted as in xAPIC mode (bits lost).
+    a.state(&mb, 0, false, &mut img);
+    assert_eq!(id(&img), 0x0500_0000);
+    assert!(a.accepts_state(&img, false), "ignored without the API");
+    // KVM_X2APIC_API_USE_32BIT_IDS: in full, and only the APIC's own.
+    a.state(&mb, 0, true, &mut img);
+    assert_eq!(id(&img), 0x105);
+    assert!(a.accepts_state(&img, true));
+    img[0x21] = 0;
+    assert!(!a.accepts_state(&img, true), "ID 5");
+}
+
+#[test]
 fn base_msr_transitions() {
     let mut a = Lapic::new(5, false);
     a.set_features(ApicFeatures { x2apic: true, tsc_deadline: false, maxphyaddr: 40 });
@@ -209,7 +229,7 @@ fn state_round_trip() {
     a.write(reg::TIMER_INITIAL, 1_000_000, 0).unwrap();
     mb.post_vector(0x80, true);
     let mut img = [0u8; STATE_SIZE];
-    a.state(&mb, 250_000, &mut img);
+    a.state(&mb, 250_000, false, &mut img);
     let word = |img: &[u8; STATE_SIZE], off: usize| u32::from_le_bytes(img[off..off + 4].try_into().unwrap());
     assert_eq!(word(&img, reg::TIMER_CURRENT as usize), 750_000);
     assert_eq!(word(&img, (reg::IRR + 0x40) as usize), 1);
@@ -221,12 +241,12 @@ fn state_round_trip() {
     // Restarted from the current count, then the full period.
     assert_eq!(cmd, TimerCmd::Arm { delay_ns: 750_000, period_ns: 1_000_000 });
     let mut img2 = [0u8; STATE_SIZE];
-    b.state(&mb, 0, &mut img2);
+    b.state(&mb, 0, false, &mut img2);
     assert_eq!(img[..], img2[..]);
     // Any bytes at all are taken without a panic.
     let junk: [u8; STATE_SIZE] = core::array::from_fn(|i| (i * 7 + 3) as u8);
     let mut c = Lapic::new(2, false);
     c.set_state(&junk, 0);
-    c.state(&mb, 1, &mut img2);
+    c.state(&mb, 1, false, &mut img2);
     let _ = c.timer_expired();
 }

@@ -346,6 +346,12 @@ mod abi_matches_kvm {
                     assert_eq!(v, core::mem::size_of::<kb::kvm_xsave>() as isize)
                 }
                 c if c == kb::KVM_CAP_MCE as usize => assert_eq!(v, 32),
+                // USE_32BIT_IDS and DISABLE_BROADCAST_QUIRK, not the
+                // EOI-broadcast flags.
+                c if c == kb::KVM_CAP_X2APIC_API as usize => assert_eq!(
+                    v,
+                    (kb::KVM_X2APIC_API_USE_32BIT_IDS | kb::KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK) as isize
+                ),
                 c if c == kb::KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 as usize => assert_eq!(v, 3),
                 c if c == kb::KVM_CAP_DIRTY_LOG_RING as usize
                     || c == kb::KVM_CAP_DIRTY_LOG_RING_ACQ_REL as usize =>

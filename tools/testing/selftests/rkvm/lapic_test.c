@@ -1644,6 +1644,68 @@ TEST_F(lapic, x2apic)
 	EXPECT_EQ(1, lapic_reg(&s, A_LDR));
 }
 
+/* KVM_SIGNAL_MSI with the address's high half: what it was delivered to. */
+static long signal_msi64(struct vm *vm, uint8_t dest, uint32_t address_hi)
+{
+	struct kvm_msi msi = {
+		.address_lo = 0xfee00000 | dest << 12,
+		.address_hi = address_hi,
+		.data = VEC_MSI,
+	};
+
+	return xioctl(vm->fd, KVM_SIGNAL_MSI, (unsigned long)&msi);
+}
+
+/*
+ * KVM_CAP_X2APIC_API: the x2APIC ID in KVM_GET/SET_LAPIC in full (and
+ * checked), MSI address bits 63:40 as destination bits 31:8, and no
+ * broadcast of a device's 0xff to x2APIC-mode APICs; before it, KVM's
+ * legacy behaviour for each. vCPU 5 is put in x2APIC mode by the VMM and
+ * never runs (MSIs are only counted).
+ */
+TEST_F(lapic, x2apic_api)
+{
+	long caps = rkvm_dev_check_extension(KVM_CAP_X2APIC_API);
+	struct {
+		struct kvm_msrs h;
+		struct kvm_msr_entry e;
+	} base = { .h.nmsrs = 1, .e.index = MSR_APIC_BASE, .e.data = 0xfee00c00 };
+	struct kvm_lapic_state s;
+	struct vcpu *v;
+
+	if (caps <= 0)
+		SKIP(return, "no KVM_CAP_X2APIC_API");
+	EXPECT_EQ(3, caps & 3) TH_LOG("USE_32BIT_IDS and DISABLE_BROADCAST_QUIRK");
+	cpuid_set_ecx1(self->vm, 21);	/* X2APIC */
+	v = add_vcpu(self, 5, GUEST_CODE);
+	ASSERT_EQ(1, xioctl(v->fd, KVM_SET_MSRS, (unsigned long)&base));
+	ASSERT_EQ(0, get_lapic(v, &s));
+	/* Legacy: the ID as in xAPIC mode, and a SET_LAPIC's ID ignored. */
+	EXPECT_EQ(5 << 24, lapic_reg(&s, A_ID));
+	set_lapic_reg(&s, A_SVR, 0x1ff);
+	set_lapic_reg(&s, A_ID, 7 << 24);
+	ASSERT_EQ(0, set_lapic(v, &s));
+	ASSERT_EQ(0, get_lapic(v, &s));
+	EXPECT_EQ(5 << 24, lapic_reg(&s, A_ID));
+	/* Legacy MSIs: the high half ignored, 0xff everyone's. */
+	EXPECT_EQ(1, signal_msi64(self->vm, 5, 0x100));
+	EXPECT_EQ(1, signal_msi64(self->vm, 0xff, 0));
+
+	EXPECT_EQ(-EINVAL, enable_cap_raw(self->vm, KVM_CAP_X2APIC_API, 0, 1 << 6));
+	EXPECT_EQ(-EINVAL, enable_cap_raw(self->vm, KVM_CAP_X2APIC_API, 1, 3));
+	ASSERT_EQ(0, enable_cap_raw(self->vm, KVM_CAP_X2APIC_API, 0, 3));
+	ASSERT_EQ(0, get_lapic(v, &s));
+	EXPECT_EQ(5, lapic_reg(&s, A_ID));
+	EXPECT_EQ(0, set_lapic(v, &s));
+	set_lapic_reg(&s, A_ID, 6);
+	EXPECT_EQ(-EINVAL, set_lapic(v, &s)) TH_LOG("not its own x2APIC ID");
+	/* Bits 63:40 extend the destination: 0x105 is no one's. */
+	EXPECT_EQ(0, signal_msi64(self->vm, 5, 0x100));
+	EXPECT_EQ(1, signal_msi64(self->vm, 5, 0));
+	/* The quirk is off: 0xff is an ID like any other. */
+	EXPECT_EQ(0, signal_msi64(self->vm, 0xff, 0));
+}
+
 /* ---- 15. Bad input. ------------------------------------------------------ */
 
 /*
