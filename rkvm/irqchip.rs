@@ -29,10 +29,10 @@ use kernel::{
 };
 
 use crate::{
-    abi::{self, MAX_VCPUS},
+    abi::{self, x2apic_api, MAX_VCPUS},
     lapic::{
         apic::ApicShared,
-        route::{self, mode, routing, x2apic_api, ApicIdentity, Irq, MsiRoute},
+        route::{self, mode, routing, ApicIdentity, Irq, MsiFormat, MsiRoute},
     },
     shim::{
         eventfd::{EventFd, IrqFdHook},
@@ -67,7 +67,7 @@ pub(crate) struct Irqchip {
     #[pin]
     routes: SrcuBox<Routes>,
     /// `KVM_ENABLE_CAP(KVM_CAP_X2APIC_API)`'s flags, accumulated
-    /// (`route::x2apic_api`).
+    /// (`abi::x2apic_api`).
     x2apic_api: AtomicU32,
 }
 
@@ -159,6 +159,15 @@ impl Irqchip {
         self.x2apic_api.load(Ordering::Relaxed)
     }
 
+    /// How MSIs are read under those flags.
+    fn msi_format(&self) -> MsiFormat {
+        let flags = self.x2apic_api();
+        MsiFormat {
+            ext_dest_id: flags & x2apic_api::USE_32BIT_IDS != 0,
+            no_broadcast_quirk: flags & x2apic_api::DISABLE_BROADCAST_QUIRK != 0,
+        }
+    }
+
     /// `KVM_SIGNAL_MSI` (`struct kvm_msi`): `EINVAL` for flags (device IDs
     /// are not used on x86), else the delivery's result.
     pub(crate) fn signal_msi(&self, b: &[u8; abi::vm::MSI_SIZE]) -> Result<isize> {
@@ -166,7 +175,7 @@ impl Irqchip {
         if !self.enabled() || word(12) != 0 {
             return Err(EINVAL);
         }
-        let irq = Irq::from_msi(word(0) as u64 | (word(4) as u64) << 32, word(8), self.x2apic_api());
+        let irq = Irq::from_msi(word(0) as u64 | (word(4) as u64) << 32, word(8), self.msi_format());
         Ok(self.deliver(&irq, None, false) as isize)
     }
 
@@ -187,7 +196,7 @@ impl Irqchip {
         let routes = self.routes.read();
         let mut status = -1;
         for r in routes.0.iter().filter(|r| r.gsi == gsi) {
-            status = status.max(0) + self.deliver(&r.irq(self.x2apic_api()), None, false);
+            status = status.max(0) + self.deliver(&r.irq(self.msi_format()), None, false);
         }
         status
     }
@@ -257,7 +266,7 @@ impl Irqchip {
         };
         let routes = self.routes.read();
         routes.0.iter().any(|r| {
-            let irq = r.irq(self.x2apic_api());
+            let irq = r.irq(self.msi_format());
             r.gsi < pins
                 && irq.level_triggered
                 && irq.vector == vector

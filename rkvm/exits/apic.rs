@@ -13,9 +13,9 @@ use kernel::prelude::*;
 
 use super::{CpuCore, Flow};
 use crate::{
-    abi::{mp_state, run::exit as kvm_exit},
+    abi::{mp_state, run::exit as kvm_exit, x2apic_api},
     emulate::{Access, MmioInsn},
-    lapic::{self, apic::MpState, route::x2apic_api, Action, ApicFeatures, ApicMode, STATE_SIZE},
+    lapic::{self, apic::MpState, Action, ApicFeatures, ApicMode, STATE_SIZE},
     run_page::RunPage,
     sregs::SegReg,
     vm::Vm,

@@ -43,7 +43,16 @@ pub(crate) struct Irq {
     pub(crate) xapic_broadcast: bool,
 }
 
-pub(crate) use crate::abi::x2apic_api;
+/// How MSIs are read, as the VMM chose with `KVM_CAP_X2APIC_API`.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub(crate) struct MsiFormat {
+    /// Address bits 63:40 are the destination's bits 31:8
+    /// (`KVM_X2APIC_API_USE_32BIT_IDS`).
+    pub(crate) ext_dest_id: bool,
+    /// A destination of 0xff is no broadcast to x2APIC-mode APICs
+    /// (`KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK`).
+    pub(crate) no_broadcast_quirk: bool,
+}
 
 impl Irq {
     /// Decodes an ICR (low and high halves); `x2apic` says how wide the
@@ -68,10 +77,10 @@ impl Irq {
 
     /// Decodes an MSI (address and data), in the xAPIC format: an 8-bit
     /// destination in address bits 19:12, redirection hint (bit 3) asking
-    /// for lowest priority; with `x2apic_api`'s `USE_32BIT_IDS`, bits
-    /// 63:40 give the destination's bits 31:8, as KVM. As KVM, the
-    /// address's other bits are not checked.
-    pub(crate) fn from_msi(address: u64, data: u32, x2apic_api: u32) -> Self {
+    /// for lowest priority; with `format.ext_dest_id`, bits 63:40 give the
+    /// destination's bits 31:8, as KVM. As KVM, the address's other bits
+    /// are not checked.
+    pub(crate) fn from_msi(address: u64, data: u32, format: MsiFormat) -> Self {
         let mut mode = ((data >> 8) & 7) as u8;
         // As KVM: the redirection hint turns a fixed MSI into lowest
         // priority among the destinations.
@@ -86,12 +95,12 @@ impl Irq {
             assert: true,
             shorthand: Shorthand::None,
             dest: ((address >> 12) & 0xff) as u32
-                | if x2apic_api & x2apic_api::USE_32BIT_IDS != 0 {
+                | if format.ext_dest_id {
                     (address >> 32) as u32 & 0xffff_ff00
                 } else {
                     0
                 },
-            xapic_broadcast: x2apic_api & x2apic_api::DISABLE_BROADCAST_QUIRK == 0,
+            xapic_broadcast: !format.no_broadcast_quirk,
         }
     }
 
@@ -246,9 +255,9 @@ impl MsiRoute {
         })
     }
 
-    /// The route's MSI, decoded as `x2apic_api` says.
-    pub(crate) fn irq(&self, x2apic_api: u32) -> Irq {
-        Irq::from_msi(self.address, self.data, x2apic_api)
+    /// The route's MSI, read in `format`.
+    pub(crate) fn irq(&self, format: MsiFormat) -> Irq {
+        Irq::from_msi(self.address, self.data, format)
     }
 }
 
@@ -288,29 +297,31 @@ mod tests {
 
     #[test]
     fn msi_fields() {
-        let irq = Irq::from_msi(0xfee0_3000, 0x8041, 0);
+        let irq = Irq::from_msi(0xfee0_3000, 0x8041, MsiFormat::default());
         assert_eq!((irq.dest, irq.vector, irq.level_triggered), (3, 0x41, true));
-        assert_eq!(Irq::from_msi(0xfee0_0008, 0x41, 0).mode, mode::LOWEST);
-        assert_eq!(Irq::from_msi(0xfee0_0004, 0x441, 0).mode, mode::NMI);
-        assert!(Irq::from_msi(0xfee0_0004, 0x441, 0).logical);
+        assert_eq!(Irq::from_msi(0xfee0_0008, 0x41, MsiFormat::default()).mode, mode::LOWEST);
+        assert_eq!(Irq::from_msi(0xfee0_0004, 0x441, MsiFormat::default()).mode, mode::NMI);
+        assert!(Irq::from_msi(0xfee0_0004, 0x441, MsiFormat::default()).logical);
     }
 
     #[test]
     fn x2apic_api_msis() {
         let ext = 0x0000_0100_fee0_5000;
+        let legacy = MsiFormat::default();
+        let wide = MsiFormat { ext_dest_id: true, ..legacy };
+        let no_quirk = MsiFormat { no_broadcast_quirk: true, ..legacy };
         // Without KVM_X2APIC_API the high half is ignored, as KVM.
-        assert_eq!(Irq::from_msi(ext, 0x41, 0).dest, 5);
-        let api = x2apic_api::USE_32BIT_IDS;
-        assert_eq!(Irq::from_msi(ext, 0x41, api).dest, 0x105);
+        assert_eq!(Irq::from_msi(ext, 0x41, legacy).dest, 5);
+        assert_eq!(Irq::from_msi(ext, 0x41, wide).dest, 0x105);
         let x2 = ApicIdentity { id: 0x105, ldr: x2apic_ldr(0x105), x2apic: true, enabled: true, sw_enabled: true, dfr: 0 };
-        let to = |dest: u64, api: u32| {
-            let irq = Irq::from_msi(0xfee0_0000 | dest << 12, 0x41, api);
+        let to = |dest: u64, format: MsiFormat| {
+            let irq = Irq::from_msi(0xfee0_0000 | dest << 12, 0x41, format);
             targets(&irq, None, 0, &x2, false)
         };
-        assert!(to(0xff, 0), "KVM's broadcast quirk");
-        assert!(!to(0xff, x2apic_api::DISABLE_BROADCAST_QUIRK));
+        assert!(to(0xff, legacy), "KVM's broadcast quirk");
+        assert!(!to(0xff, no_quirk));
         let xapic = xapic(2, 0, true);
-        let irq = Irq::from_msi(0xfee0_0000 | 0xff << 12, 0x41, x2apic_api::DISABLE_BROADCAST_QUIRK);
+        let irq = Irq::from_msi(0xfee0_0000 | 0xff << 12, 0x41, no_quirk);
         assert!(targets(&irq, None, 0, &xapic, false), "xAPIC mode: 0xff is still everyone");
     }
 
@@ -366,7 +377,7 @@ mod tests {
         b[24..28].copy_from_slice(&0x8033u32.to_le_bytes());
         let r = MsiRoute::from_entry(&b).unwrap();
         assert_eq!((r.gsi, r.address, r.data), (5, 0xfee0_1000, 0x8033));
-        assert_eq!(r.irq(0).dest, 1);
+        assert_eq!(r.irq(MsiFormat::default()).dest, 1);
         let mut bad = b;
         bad[8] = 1;
         assert!(MsiRoute::from_entry(&bad).is_none(), "flags");
