@@ -5,8 +5,9 @@
 #   1. host unit tests of the pure-logic files (cargo test);
 #   2. the selftests in the emulated AMD host (QEMU TCG, SVM + NPT);
 #   3. the selftests in the emulated Intel host (Bochs, VMX + EPT);
-#   4. (run after 2, in a boot of its own) the QEMU boot test: unmodified
-#      QEMU boots a Linux guest inside the emulated AMD host on rkvm (see
+#   4. (run after 2 and 3, in boots of their own) the QEMU boot test:
+#      unmodified QEMU boots a Linux guest inside the emulated AMD host on
+#      rkvm, and (the one-vCPU cases) inside the Intel host (see
 #      tools/rkvm/qemu-boot/run).
 # RKVM_QEMU_BOOT=0 leaves the QEMU boot test out, RKVM_QEMU_BOOT=only
 # (make qemu-boot) runs it alone; RKVM_QEMU_BOOT_DEV=kvm runs it on stock
@@ -167,6 +168,25 @@ for attempt in 1 2; do
 	echo "bochs-vmx: the guest stalled (timeout, log in $out/bochs-vmx.timed-out.log); retrying once"
 done
 tally bochs-vmx "$out/bochs-vmx.log" "$bochs_rc" "$SUITES c-notifier-noad"
+
+# The QEMU boot test in the Intel host too (QEMU on rkvm's VMX backend),
+# the one-vCPU cases: each boot takes some 40 s of Bochs' time (about 3
+# minutes of wall time), two attempts each, and a stalled Bochs is tried
+# once more as above.
+if [ "$qemu_boot" = 1 ] && [ "$qemu_boot_dev" = rkvm ]; then
+	step "QEMU boot test in Bochs (VMX + EPT, on rkvm)"
+	for attempt in 1 2; do
+		"$RKVM_TOOLS/run-bochs.sh" --kernel "$bz" --initrd "$out/initramfs-qemu-boot.cpio.gz" \
+			--log "$out/bochs-qemu-boot.log" --timeout 1500 \
+			--append "nohz=off rkvm.mode=qemu-boot rkvm.qemu_dev=rkvm rkvm.qemu_cases=pc-1vcpu,microvm-1vcpu rkvm.qemu_attempts=2 rkvm.qemu_timeout=400"
+		bochs_rc=$?
+		[ "$bochs_rc" = 124 ] && [ "$attempt" = 1 ] || break
+		mv "$out/bochs-qemu-boot.log" "$out/bochs-qemu-boot.timed-out.log"
+		echo "bochs-qemu-boot: the guest stalled (timeout, log in $out/bochs-qemu-boot.timed-out.log); retrying once"
+	done
+	tally bochs-qemu-boot "$out/bochs-qemu-boot.log" "$bochs_rc" qemu-boot
+	grep -E "^\[qemu-boot\] # qemu-boot-[a-z0-9-]*: exit" "$out/bochs-qemu-boot.log"
+fi
 
 step "done; serial logs in $out"
 echo "$pass passed, $fail failed, $skip skipped"
