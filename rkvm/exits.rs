@@ -395,6 +395,8 @@ impl CpuCore {
     fn reset_cpu(&mut self, is_bsp: bool) {
         self.backend.reset(is_bsp);
         self.apply_debug_intercepts();
+        // What the CPUID allows survives INIT (VMX's reset clears it).
+        self.backend.set_rdtscp(self.features.rdtscp);
         self.step_trap = false;
         self.xcr0 = crate::arch::xcr0::X87;
         self.misc_enable = msr::MISC_ENABLE_DEFAULT;
