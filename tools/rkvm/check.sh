@@ -156,11 +156,12 @@ tally qemu-svm "$out/qemu-svm.log" $? "$SUITES"
 # alone, after QEMU (see the foundation issue's notes).
 # A run that times out (the guest stopped making progress, the stall
 # above) is retried once and reported; its log is kept. A run that ends
-# with a failure or a kernel report is never retried.
+# with a failure or a kernel report is never retried. A whole run takes
+# about 22 minutes of wall time; the limit leaves 8 more.
 step "Bochs, VMX + EPT"
 for attempt in 1 2; do
 	"$RKVM_TOOLS/run-bochs.sh" --kernel "$bz" --initrd "$out/initramfs.cpio.gz" \
-		--log "$out/bochs-vmx.log" --timeout 1500 \
+		--log "$out/bochs-vmx.log" --timeout 1800 \
 		--append "nohz=off rkvm.mode=check rkvm.stress=5 rkvm.kvm_scale=100 rkvm.kmemleak=final rkvm.hotplug=0"
 	bochs_rc=$?
 	[ "$bochs_rc" = 124 ] && [ "$attempt" = 1 ] || break
