@@ -763,12 +763,12 @@ impl VcpuBackend for SvmVcpu {
             // interrupt is delivered.
             unsafe { ffi::rkvm_request_immediate_exit() };
         }
+        let host_save_pa = svm_cpu.host_save_pa();
         // SAFETY: IRQs are off (the caller's `IrqsOff`) and SVM is on on
         // this CPU (enabled before any ioctl); the VMCB names the IOPM,
         // MSRPM and NPT root (type invariant); `gprs` is 16 words; the save
         // page is this CPU's.
-        let r =
-            unsafe { ffi::rkvm_svm_run(vmcb_pa, self.gprs.as_mut_ptr(), svm_cpu.host_save_pa()) };
+        let r = unsafe { ffi::rkvm_svm_run(vmcb_pa, self.gprs.as_mut_ptr(), host_save_pa) };
         if r != 0 {
             // SVM was turned off under rkvm (an emergency reboot): the
             // guest did not run.

@@ -158,16 +158,24 @@ tally qemu-svm "$out/qemu-svm.log" $? "$SUITES"
 # above) is retried once and reported; its log is kept. A run that ends
 # with a failure or a kernel report is never retried. A whole run takes
 # about 22 minutes of wall time; the limit leaves 8 more.
+# bochs_run NAME INITRD TIMEOUT APPEND: boots Bochs with the log
+# $out/NAME.log; a boot that timed out is tried once more, its log kept as
+# NAME.timed-out.log. Leaves the runner's exit status in bochs_rc.
+bochs_run() {
+	local name=$1 initrd=$2 limit=$3 append=$4 attempt
+	for attempt in 1 2; do
+		"$RKVM_TOOLS/run-bochs.sh" --kernel "$bz" --initrd "$initrd" \
+			--log "$out/$name.log" --timeout "$limit" --append "$append"
+		bochs_rc=$?
+		[ "$bochs_rc" = 124 ] && [ "$attempt" = 1 ] || break
+		mv "$out/$name.log" "$out/$name.timed-out.log"
+		echo "$name: the guest stalled (timeout, log in $out/$name.timed-out.log); retrying once"
+	done
+}
+
 step "Bochs, VMX + EPT"
-for attempt in 1 2; do
-	"$RKVM_TOOLS/run-bochs.sh" --kernel "$bz" --initrd "$out/initramfs.cpio.gz" \
-		--log "$out/bochs-vmx.log" --timeout 1800 \
-		--append "nohz=off rkvm.mode=check rkvm.stress=5 rkvm.kvm_scale=100 rkvm.kmemleak=final rkvm.hotplug=0"
-	bochs_rc=$?
-	[ "$bochs_rc" = 124 ] && [ "$attempt" = 1 ] || break
-	mv "$out/bochs-vmx.log" "$out/bochs-vmx.timed-out.log"
-	echo "bochs-vmx: the guest stalled (timeout, log in $out/bochs-vmx.timed-out.log); retrying once"
-done
+bochs_run bochs-vmx "$out/initramfs.cpio.gz" 1800 \
+	"nohz=off rkvm.mode=check rkvm.stress=5 rkvm.kvm_scale=100 rkvm.kmemleak=final rkvm.hotplug=0"
 tally bochs-vmx "$out/bochs-vmx.log" "$bochs_rc" "$SUITES c-notifier-noad"
 
 # The QEMU boot test in the Intel host too (QEMU on rkvm's VMX backend),
@@ -176,15 +184,8 @@ tally bochs-vmx "$out/bochs-vmx.log" "$bochs_rc" "$SUITES c-notifier-noad"
 # once more as above.
 if [ "$qemu_boot" = 1 ] && [ "$qemu_boot_dev" = rkvm ]; then
 	step "QEMU boot test in Bochs (VMX + EPT, on rkvm)"
-	for attempt in 1 2; do
-		"$RKVM_TOOLS/run-bochs.sh" --kernel "$bz" --initrd "$out/initramfs-qemu-boot.cpio.gz" \
-			--log "$out/bochs-qemu-boot.log" --timeout 1500 \
-			--append "nohz=off rkvm.mode=qemu-boot rkvm.qemu_dev=rkvm rkvm.qemu_cases=pc-1vcpu,microvm-1vcpu rkvm.qemu_attempts=2 rkvm.qemu_timeout=400"
-		bochs_rc=$?
-		[ "$bochs_rc" = 124 ] && [ "$attempt" = 1 ] || break
-		mv "$out/bochs-qemu-boot.log" "$out/bochs-qemu-boot.timed-out.log"
-		echo "bochs-qemu-boot: the guest stalled (timeout, log in $out/bochs-qemu-boot.timed-out.log); retrying once"
-	done
+	bochs_run bochs-qemu-boot "$out/initramfs-qemu-boot.cpio.gz" 1500 \
+		"nohz=off rkvm.mode=qemu-boot rkvm.qemu_dev=rkvm rkvm.qemu_cases=pc-1vcpu,microvm-1vcpu rkvm.qemu_attempts=2 rkvm.qemu_timeout=400"
 	tally bochs-qemu-boot "$out/bochs-qemu-boot.log" "$bochs_rc" qemu-boot
 	grep -E "^\[qemu-boot\] # qemu-boot-[a-z0-9-]*: exit" "$out/bochs-qemu-boot.log"
 fi
